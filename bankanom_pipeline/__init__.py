@@ -1,0 +1,1 @@
+"""bankanom: Dagster-orchestrated anomaly detection for banking logs and transactions."""

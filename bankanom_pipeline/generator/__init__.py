@@ -1,0 +1,1 @@
+"""Mock banking traffic: configuration, the vectorised generator and the JSONL writer (no Dagster here)."""

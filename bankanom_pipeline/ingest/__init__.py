@@ -1,0 +1,1 @@
+"""Landing zone to raw tables."""

@@ -1,0 +1,1 @@
+"""The live mock log server (predecessor-compatible control API)."""

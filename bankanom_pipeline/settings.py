@@ -1,0 +1,25 @@
+"""Where things live. Defaults point into the project's ``data/``; environment variables override."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("BANKANOM_DATA_DIR", PROJECT_ROOT / "data"))
+
+
+def warehouse_path() -> Path:
+    return Path(os.environ.get("BANKANOM_WAREHOUSE", data_dir() / "warehouse.duckdb"))
+
+
+def landing_dir() -> Path:
+    return Path(os.environ.get("BANKANOM_LANDING_DIR", data_dir() / "landing"))
+
+
+def mock_config_path() -> Path | None:
+    value = os.environ.get("BANKANOM_MOCK_CONFIG")
+    return Path(value) if value else None

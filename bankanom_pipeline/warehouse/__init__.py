@@ -1,0 +1,1 @@
+"""The DuckDB warehouse: schema and the one resource through which every asset reaches it."""
