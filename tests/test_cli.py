@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["generate", "ingest", "demo", "mock-server", "validate-config"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_explains_itself(command):
+    args = [sys.executable, "-m", "bankanom_pipeline.cli", *([command] if command else []), "--help"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+    if command is None:
+        assert all(c in result.stdout for c in COMMANDS)
+
+
+def test_generate_writes_landing_files(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bankanom_pipeline.cli",
+            "generate",
+            "--start",
+            "2026-01-05",
+            "--events",
+            "5000",
+            "--landing",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 5,000 events" in result.stdout
+    files = list((tmp_path / "logs" / "2026-01-05").glob("*.jsonl"))
+    assert sum(len(f.read_bytes().splitlines()) for f in files) == 5000
+
+
+def test_validate_config_reports_the_bad_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("global_anomaly_rate: 0.08\nlog_generation: {logs_per_second: 0}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bankanom_pipeline.cli", "validate-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "log_generation.logs_per_second" in result.stdout
