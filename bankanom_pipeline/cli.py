@@ -191,5 +191,13 @@ def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to ch
     console.print(f"[green]ok[/green]: {len(cfg.enabled_scenarios)} enabled scenarios")
 
 
+@app.command()
+def scenarios(config: ConfigOption = None) -> None:
+    """Print the anomaly scenario catalogue (signatures) as Markdown."""
+    from bankanom_pipeline.generator.scenarios import catalogue_markdown
+
+    typer.echo(catalogue_markdown(_load(config)))
+
+
 if __name__ == "__main__":
     app()

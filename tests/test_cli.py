@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["generate", "ingest", "demo", "mock-server", "validate-config"]
+COMMANDS = ["generate", "ingest", "demo", "mock-server", "validate-config", "scenarios"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -51,3 +51,12 @@ def test_validate_config_reports_the_bad_key(tmp_path):
     )
     assert result.returncode == 2
     assert "log_generation.logs_per_second" in result.stdout
+
+
+def test_scenario_docs_match_the_code(config):
+    from pathlib import Path
+
+    from bankanom_pipeline.generator.scenarios import catalogue_markdown
+
+    docs = Path(__file__).parent.parent / "docs" / "scenarios.md"
+    assert docs.read_text().strip() == catalogue_markdown(config).strip(), "run: bankanom scenarios > docs/scenarios.md"

@@ -1,0 +1,38 @@
+"""Shared helpers: repeat a measurement, report the median, keep a JSON record."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def repeat(fn: Callable[[], int], runs: int) -> dict:
+    """Run ``fn`` (which returns an item count) ``runs`` times; median and spread of items/s."""
+    rates, seconds = [], []
+    for _ in range(runs):
+        began = time.perf_counter()
+        items = fn()
+        took = time.perf_counter() - began
+        seconds.append(took)
+        rates.append(items / took)
+    return {
+        "items": items,
+        "runs": runs,
+        "median_seconds": statistics.median(seconds),
+        "median_items_per_s": statistics.median(rates),
+        "min_items_per_s": min(rates),
+        "max_items_per_s": max(rates),
+    }
+
+
+def record(name: str, result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"bench": name, "machine": platform.machine(), "python": platform.python_version(), **result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
