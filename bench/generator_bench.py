@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import record, repeat  # noqa: E402
+from _common import record, repeat
 
-from bankanom_pipeline.generator.config import load_config  # noqa: E402
-from bankanom_pipeline.generator.engine import Generator  # noqa: E402
-from bankanom_pipeline.generator.writer import write_range  # noqa: E402
+from bankanom_pipeline.generator.config import load_config
+from bankanom_pipeline.generator.engine import Generator
+from bankanom_pipeline.generator.writer import write_range
 
 START = int(dt.datetime(2026, 1, 5, tzinfo=dt.UTC).timestamp())
 
@@ -34,7 +34,9 @@ def main() -> None:
 
     try:
         result = repeat(once, args.runs)
-        result["bytes_per_event"] = sum(f.stat().st_size for f in (work / "logs").rglob("*.jsonl")) / args.events
+        result["bytes_per_event"] = (
+            sum(f.stat().st_size for f in (work / "logs").rglob("*.jsonl")) / args.events
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["target_items_per_s"] = 500_000

@@ -59,4 +59,6 @@ def test_scenario_docs_match_the_code(config):
     from bankanom_pipeline.generator.scenarios import catalogue_markdown
 
     docs = Path(__file__).parent.parent / "docs" / "scenarios.md"
-    assert docs.read_text().strip() == catalogue_markdown(config).strip(), "run: bankanom scenarios > docs/scenarios.md"
+    assert docs.read_text().strip() == catalogue_markdown(config).strip(), (
+        "run: bankanom scenarios > docs/scenarios.md"
+    )
