@@ -107,12 +107,16 @@ _MISSING_LIST = (
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH checked AS (
-    SELECT source_file::VARCHAR AS source_file, line_no, rtrim(line, chr(10) || chr(13)) AS line,
+    -- lines keep their trailing newline (sliced straight from the file); JSON parsing ignores it.
+    -- CASE only evaluates a branch on the rows that reach it, so the costly checks run on few rows.
+    SELECT source_file, line_no, line,
         CASE
             WHEN NOT utf8_ok THEN 'invalid UTF-8'
-            WHEN trim(line, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'empty line'
-            WHEN NOT json_valid(line) THEN 'malformed JSON'
-            WHEN ltrim(line, ' ' || chr(9))[1] <> '{{' THEN 'not a JSON object'
+            WHEN NOT json_valid(line) THEN
+                CASE WHEN trim(line, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'empty line'
+                     ELSE 'malformed JSON' END
+            WHEN line[1] = '{{' THEN NULL
+            WHEN json_type(line) <> 'OBJECT' THEN 'not a JSON object'
         END AS early_reason
     FROM _landing_lines
 ), parsed AS (
@@ -123,15 +127,18 @@ WITH checked AS (
         END AS has_extra
     FROM checked
 )
-SELECT source_file, line_no, line,
-    coalesce(early_reason, CASE WHEN len(missing) > 0
-        THEN 'missing required field(s): ' || array_to_string(missing, ', ') END) AS reject_reason,
+SELECT source_file, line_no, reject_reason,
+    CASE WHEN reject_reason IS NOT NULL THEN rtrim(line, chr(10) || chr(13)) END AS line,  -- kept only where rejected
     f.*,
     CASE WHEN has_extra THEN json_merge_patch(line, '{_DROP_KNOWN}') END AS extra
 FROM (
-    SELECT *, CASE WHEN early_reason IS NULL THEN list_filter(
-        {_MISSING_LIST}, name -> name IS NOT NULL) ELSE [] END AS missing
-    FROM parsed
+    SELECT *, coalesce(early_reason, CASE WHEN len(missing) > 0
+        THEN 'missing required field(s): ' || array_to_string(missing, ', ') END) AS reject_reason
+    FROM (
+        SELECT *, CASE WHEN early_reason IS NULL THEN list_filter(
+            {_MISSING_LIST}, name -> name IS NOT NULL) ELSE [] END AS missing
+        FROM parsed
+    )
 )
 """
 
@@ -143,8 +150,7 @@ SELECT ?::DATE, source_file, line_no, event_id, timestamp, source_service, log_l
     CASE WHEN metrics::VARCHAR = 'null' THEN NULL ELSE metrics END,
     extra,
     now()
-FROM _parsed WHERE reject_reason IS NULL
-ORDER BY source_file, line_no
+FROM _parsed WHERE reject_reason IS NULL  -- file order is kept: DuckDB preserves insertion order
 """
 
 _REJECT_SQL = """
