@@ -28,3 +28,44 @@ CREATE TABLE IF NOT EXISTS raw_logs_rejected (
     reason          VARCHAR NOT NULL,
     ingested_at     TIMESTAMPTZ NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS validated_logs (
+    partition_date  DATE NOT NULL,
+    event_id        VARCHAR NOT NULL,  -- unique within the partition
+    ts              TIMESTAMP NOT NULL,-- UTC
+    source_service  VARCHAR NOT NULL,
+    log_level       VARCHAR NOT NULL,
+    message         VARCHAR NOT NULL,
+    correlation_id  VARCHAR,
+    user_id         VARCHAR,
+    ip_address      VARCHAR,
+    geo_location    VARCHAR,
+    metrics         JSON,              -- known metrics are numbers in range; flattened by stg_logs
+    extra           JSON,
+    source_file     VARCHAR NOT NULL,
+    line_no         BIGINT NOT NULL
+    -- no anomaly_details: ground truth never reaches validated or feature tables (see log_labels)
+);
+
+CREATE TABLE IF NOT EXISTS quarantine_logs (
+    partition_date  DATE NOT NULL,
+    source_file     VARCHAR NOT NULL,
+    line_no         BIGINT NOT NULL,
+    event_id        VARCHAR,
+    rules           VARCHAR[] NOT NULL,-- every rule the row broke (log_rules.yaml), or duplicate_event_id
+    kind            VARCHAR NOT NULL,  -- 'invalid' or 'duplicate'
+    record          JSON NOT NULL,     -- the checked fields as sent
+    quarantined_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS log_labels (
+    partition_date  DATE NOT NULL,
+    event_id        VARCHAR NOT NULL,
+    is_anomaly      BOOLEAN NOT NULL,
+    anomaly_id      VARCHAR,
+    anomaly_name    VARCHAR,
+    instance_id     VARCHAR,           -- one anomaly instance (falls back to anomaly_name)
+    category        VARCHAR,
+    severity        VARCHAR,
+    correlation_event VARCHAR
+);

@@ -1,0 +1,1 @@
+"""Validation of raw logs: typed parsing, Great Expectations rules, quarantine."""

@@ -1,0 +1,204 @@
+"""Validate one daily partition of ``raw_logs`` into ``validated_logs`` and ``quarantine_logs``.
+
+Every raw row ends in exactly one place: validated, quarantined (with every rule it broke) or
+quarantined as a duplicate of an earlier row with the same ``event_id``. The ground truth
+(``anomaly_details``) is not carried over: it lives in ``log_labels`` for evaluation only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+import duckdb
+import pandas as pd
+import polars as pl
+
+from bankanom_pipeline.metrics_catalogue import METRICS
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
+
+_METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
+_METRIC_NAMES = "|".join(METRICS)
+# A known metric whose value does not start like a JSON number (a string, true/false, an object...).
+_NOT_NUMERIC = rf'"({_METRIC_NAMES})"\s*:\s*[^-0-9\s]'
+_NOT_NUMERIC_NULL_OK = rf'"({_METRIC_NAMES})"\s*:\s*null'
+
+TYPED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _typed AS
+SELECT
+    (row_number() OVER () - 1)::BIGINT AS idx,  -- raw_logs keeps file order
+    row_number() OVER (PARTITION BY event_id ORDER BY source_file, line_no) > 1 AS is_duplicate,
+    source_file, line_no, event_id, "timestamp", try_cast("timestamp" AS TIMESTAMPTZ) AS ts,
+    source_service, log_level, message, correlation_id, user_id, ip_address, geo_location, metrics, extra,
+    CASE
+        WHEN metrics IS NULL THEN NULL
+        WHEN NOT starts_with(ltrim(metrics::VARCHAR), '{{') THEN 'metrics is not a JSON object'
+        WHEN regexp_matches(regexp_replace(metrics::VARCHAR, '{_NOT_NUMERIC_NULL_OK}', '', 'g'), '{_NOT_NUMERIC}')
+            THEN 'not numeric: ' || array_to_string(list_distinct(regexp_extract_all(
+                regexp_replace(metrics::VARCHAR, '{_NOT_NUMERIC_NULL_OK}', '', 'g'), '{_NOT_NUMERIC}', 1)), ', ')
+    END AS metrics_problem,
+    CASE WHEN starts_with(ltrim(metrics::VARCHAR), '{{') THEN from_json(metrics, '{_METRIC_STRUCT}') END AS m
+FROM raw_logs WHERE partition_date = $day
+"""
+_UNPIVOT = " UNION ALL ".join(
+    f"SELECT idx, '{m.name}' AS metric, m.{m.name} AS value, {m.lower}::DOUBLE AS lower, "
+    f"{'1e308' if m.upper is None else m.upper}::DOUBLE AS upper FROM _typed "
+    f"WHERE NOT is_duplicate AND m.{m.name} IS NOT NULL"
+    for m in METRICS.values()
+)
+RULE_COLUMNS = "idx, event_id, timestamp, ts, source_service, log_level, message, ip_address, metrics_problem"
+
+
+@dataclass
+class ValidationCounts:
+    raw: int = 0
+    validated: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rule_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
+    """The typed rows, and their known metrics in long form (one row per event and metric)."""
+    events = con.execute(f"SELECT {RULE_COLUMNS} FROM _typed WHERE NOT is_duplicate").fetch_arrow_table()
+    return {"events": _to_pandas(events), "metrics": con.execute(_UNPIVOT).df()}
+
+
+def _to_pandas(table) -> pd.DataFrame:
+    """Arrow-backed columns where GX only tests for nulls (no Python object per value for a million ids
+    and messages), plain pandas types where it compares values. (Categoricals would be cheaper still,
+    but GX 1.24 miscounts nulls on them: our cross-check caught it.)"""
+    columns = {}
+    for name in table.column_names:
+        column = table[name]
+        if name in {"event_id", "timestamp", "message"}:
+            columns[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), name=name)
+        else:
+            columns[name] = column.to_pandas()
+    return pd.DataFrame(columns)
+
+
+def validate_partition(
+    con: duckdb.DuckDBPyConnection, day: dt.date | str, service_sources: list[str]
+) -> tuple[ValidationCounts, list[Outcome]]:
+    day = dt.date.fromisoformat(str(day))
+    start = pd.Timestamp(day.isoformat(), tz="UTC")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(TYPED_SQL, {"day": day})
+    try:
+        frames = _rule_frames(con)
+        params = {
+            "partition_start": start,
+            "partition_end": start + pd.Timedelta(days=1),
+            "service_sources": list(service_sources),
+        }
+        outcomes = run_checks(frames, build_checks(load_rules(), params))
+        failing = pl.DataFrame(
+            {
+                "idx": pl.concat([pl.Series(o.failing_rows, dtype=pl.Int64) for o in outcomes])
+                if outcomes
+                else pl.Series([], dtype=pl.Int64),
+                "rule": [o.check.label for o in outcomes for _ in range(len(o.failing_rows))],
+            }
+        )
+        broken = failing.group_by("idx").agg(pl.col("rule").unique().sort().alias("rules"))
+        con.register("_broken", broken.to_arrow())
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("validated_logs", "quarantine_logs"):
+                con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
+            con.execute(
+                """
+                INSERT INTO validated_logs
+                SELECT $day, t.event_id, t.ts AT TIME ZONE 'UTC', t.source_service, t.log_level, t.message,
+                    t.correlation_id, t.user_id, t.ip_address, t.geo_location, t.metrics, t.extra,
+                    t.source_file, t.line_no
+                FROM _typed t ANTI JOIN _broken b USING (idx)
+                WHERE NOT t.is_duplicate
+                """,
+                {"day": day},
+            )
+            con.execute(
+                """
+                INSERT INTO quarantine_logs
+                SELECT $day, t.source_file, t.line_no, t.event_id,
+                    CASE WHEN t.is_duplicate THEN ['duplicate_event_id'] ELSE b.rules END,
+                    CASE WHEN t.is_duplicate THEN 'duplicate' ELSE 'invalid' END,
+                    to_json(struct_pack(t."timestamp", t.source_service, t.log_level, t.message, t.user_id,
+                        t.ip_address, t.metrics, t.metrics_problem)),
+                    now()
+                FROM _typed t LEFT JOIN _broken b USING (idx)
+                WHERE t.is_duplicate OR b.idx IS NOT NULL
+                """,
+                {"day": day},
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("_broken")
+        counts = _counts(con, day)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _typed")
+    if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
+        raise RuntimeError(f"validated_logs {day}: counts do not reconcile: {counts.as_dict()}")
+    return counts, outcomes
+
+
+def _counts(con: duckdb.DuckDBPyConnection, day: dt.date) -> ValidationCounts:
+    def scalar(sql: str) -> int:
+        return con.execute(sql, {"day": day}).fetchone()[0]
+
+    by_rule = con.execute(
+        "SELECT rule, count(*) FROM (SELECT unnest(rules) AS rule FROM quarantine_logs "
+        "WHERE partition_date = $day AND kind = 'invalid') GROUP BY ALL ORDER BY 2 DESC, 1",
+        {"day": day},
+    ).fetchall()
+    return ValidationCounts(
+        raw=scalar("SELECT count(*) FROM raw_logs WHERE partition_date = $day"),
+        validated=scalar("SELECT count(*) FROM validated_logs WHERE partition_date = $day"),
+        quarantined=scalar(
+            "SELECT count(*) FROM quarantine_logs WHERE partition_date = $day AND kind = 'invalid'"
+        ),
+        duplicates=scalar(
+            "SELECT count(*) FROM quarantine_logs WHERE partition_date = $day AND kind = 'duplicate'"
+        ),
+        quarantined_by_rule=dict(by_rule),
+    )
+
+
+LABELS_SQL = """
+INSERT INTO log_labels
+SELECT $day, event_id,
+    coalesce(json_extract(anomaly_details, '$.is_anomaly')::BOOLEAN, false),
+    json_extract_string(anomaly_details, '$.anomaly_id'),
+    json_extract_string(anomaly_details, '$.anomaly_name'),
+    coalesce(json_extract_string(anomaly_details, '$.instance_id'),
+             json_extract_string(anomaly_details, '$.anomaly_name')),
+    json_extract_string(anomaly_details, '$.category'),
+    json_extract_string(anomaly_details, '$.severity'),
+    json_extract_string(anomaly_details, '$.correlation_event')
+FROM raw_logs
+WHERE partition_date = $day
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, line_no) = 1
+"""
+
+
+def write_labels(con: duckdb.DuckDBPyConnection, day: dt.date | str) -> int:
+    """Ground truth per event (first occurrence of each event_id), for evaluation only."""
+    day = dt.date.fromisoformat(str(day))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM log_labels WHERE partition_date = $day", {"day": day})
+        con.execute(LABELS_SQL, {"day": day})
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute(
+        "SELECT count(*) FROM log_labels WHERE partition_date = $day", {"day": day}
+    ).fetchone()[0]
