@@ -1,0 +1,1 @@
+"""SQL models as Dagster assets."""

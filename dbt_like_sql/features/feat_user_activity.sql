@@ -1,0 +1,76 @@
+-- Per event of a known user: what that user has been doing. Serves BANK-001 (failed logins),
+-- BANK-003 (amount against the user's own history), BANK-005/007/008 (unusual country, distinct IPs,
+-- travel speed, VPN use), BANK-006/015 (records and bytes read).
+{{ config(materialized='table', partitioned=true, lookback_days=1) }}
+WITH events AS (
+    SELECT
+        s.partition_date, s.event_key, s.user_id, s.ts, s.ip_address, s.country, s.amount,
+        s.records_accessed, s.bytes_out, g.lat, g.lon,
+        (s.message LIKE 'Login failed%')::INT AS is_login_failure,
+        (s.message LIKE 'VPN connection%')::INT AS is_vpn,
+        ln(1 + s.amount) AS log_amount
+    FROM {{ ref('stg_logs') }} AS s
+    LEFT JOIN {{ ref('geo_regions') }} AS g ON g.geo = s.geo_location
+    WHERE s.partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
+      AND s.user_id IS NOT NULL
+),
+windowed AS (
+    SELECT
+        partition_date, event_key, user_id, ts, lat, lon, log_amount,
+        count(*) OVER w10 AS user_events_10m,
+        sum(is_login_failure) OVER w10 AS user_failed_logins_10m,
+        count(DISTINCT ip_address) OVER w60 AS user_distinct_ips_1h,
+        count(DISTINCT country) OVER w60 AS user_distinct_countries_1h,
+        sum(is_vpn) OVER w60 AS user_vpn_connections_1h,
+        coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
+        coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m,
+        -- how usual this country and this IP are for the user, among everything seen so far
+        count(*) OVER (PARTITION BY user_id, country ORDER BY ts ROWS UNBOUNDED PRECEDING)
+            / count(*) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS user_country_share,
+        count(*) OVER (PARTITION BY user_id, ip_address ORDER BY ts ROWS UNBOUNDED PRECEDING)
+            / count(*) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS user_ip_share,
+        avg(log_amount) OVER earlier AS prior_mean_log_amount,
+        stddev_samp(log_amount) OVER earlier AS prior_sd_log_amount,
+        count(log_amount) OVER earlier AS prior_amounts,
+        last_value(lat IGNORE NULLS) OVER earlier AS prev_lat,
+        last_value(lon IGNORE NULLS) OVER earlier AS prev_lon,
+        last_value(CASE WHEN lat IS NOT NULL THEN ts END IGNORE NULLS) OVER earlier AS prev_geo_ts
+    FROM events
+    WINDOW
+        w10 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),
+        w30 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 30 MINUTES PRECEDING AND CURRENT ROW),
+        w60 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 60 MINUTES PRECEDING AND CURRENT ROW),
+        earlier AS (PARTITION BY user_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
+travel AS (
+    SELECT
+        *,
+        CASE WHEN lat IS NOT NULL AND prev_lat IS NOT NULL THEN
+            2 * 6371 * asin(sqrt(
+                pow(sin(radians(lat - prev_lat) / 2), 2)
+                + cos(radians(prev_lat)) * cos(radians(lat)) * pow(sin(radians(lon - prev_lon) / 2), 2)
+            ))
+        END AS travel_km
+    FROM windowed
+)
+SELECT
+    partition_date,
+    event_key,
+    user_events_10m,
+    user_failed_logins_10m,
+    user_distinct_ips_1h,
+    user_distinct_countries_1h,
+    user_vpn_connections_1h,
+    user_records_10m,
+    user_bytes_out_30m,
+    user_country_share,
+    user_ip_share,
+    -- standard score of the amount against the user's earlier amounts (0 until 3 are known)
+    CASE WHEN log_amount IS NULL OR prior_amounts < 3 THEN 0
+         ELSE (log_amount - prior_mean_log_amount) / (coalesce(prior_sd_log_amount, 0) + 0.25)
+    END AS user_amount_z,
+    coalesce(travel_km, 0) AS travel_km,
+    -- speed needed to get here from the previous location (at least one minute apart)
+    coalesce(travel_km / greatest(epoch(ts - prev_geo_ts) / 3600.0, 1 / 60.0), 0) AS travel_speed_kmh
+FROM travel
+WHERE partition_date = DATE '{{ partition_date }}'
