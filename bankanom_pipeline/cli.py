@@ -95,59 +95,82 @@ def ingest(
     date: Annotated[str, typer.Option(help="Partition (UTC day) to load (default: yesterday).")] = "",
 ) -> None:
     """Materialize the raw_logs partition of a day (a real Dagster run, recorded in DAGSTER_HOME)."""
-    result = _materialize(date or _yesterday())
-    raise typer.Exit(0 if result else 1)
+    raise typer.Exit(0 if _run_job("ingest_job", date or _yesterday()) else 1)
 
 
-def _materialize(day: str) -> dict | None:
+@app.command()
+def run(
+    date: Annotated[str, typer.Option(help="Partition (UTC day) to process (default: yesterday).")] = "",
+) -> None:
+    """Run the daily pipeline for a day: raw_logs -> validated_logs -> SQL feature models."""
+    raise typer.Exit(0 if _run_job("pipeline_job", date or _yesterday()) else 1)
+
+
+def _run_job(job_name: str, day: str) -> dict | None:
+    """Execute a job for one partition in a recorded Dagster run; returns metadata per asset."""
     import dagster as dg
 
     from bankanom_pipeline.definitions import defs
 
     os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    job = defs.resolve_job_def("ingest_job")
+    job = defs.resolve_job_def(job_name)
+    began = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, partition_key=day, raise_on_error=False)
     if not result.success:
-        console.print(f"[red]run {result.run_id} failed; see the Dagster UI or its event log[/red]")
+        console.print(
+            f"[red]run {result.run_id} of {job_name} failed; see the Dagster UI or its event log[/red]"
+        )
         return None
-    materialization = result.asset_materializations_for_node("raw_logs")[0]
-    metadata = {k: v.value for k, v in materialization.metadata.items()}
-    table = Table(title=f"raw_logs {day} (run {result.run_id[:8]})")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key in ("files", "lines_read", "loaded", "rejected", "duplicate_event_ids"):
-        table.add_row(key, f"{metadata[key]:,}")
+    metadata = {
+        event.asset_key.to_user_string(): {
+            k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    table = Table(title=f"{job_name} {day} (run {result.run_id[:8]}, {time.perf_counter() - began:.1f}s)")
+    table.add_column("asset")
+    table.add_column("rows", justify="right")
+    table.add_column("notes")
+    for asset, values in metadata.items():
+        notes = {
+            "raw_logs": lambda v: (
+                f"read {v['lines_read']:,}, rejected {v['rejected']:,}, dup ids {v['duplicate_event_ids']:,}"
+            ),
+            "validated_logs": lambda v: f"quarantined {v['quarantined']:,}, duplicates {v['duplicates']:,}",
+            "log_labels": lambda v: (
+                f"anomalous {v['anomalous_events']:,} in {v['anomaly_instances']:,} instances"
+            ),
+        }.get(asset, lambda _v: "")(values)
+        table.add_row(asset, f"{values.get('dagster/row_count', 0):,}", notes)
     console.print(table)
     return metadata
 
 
 @app.command()
 def demo(
-    date: Annotated[str, typer.Option(help="UTC day to generate and load (default: yesterday).")] = "",
+    date: Annotated[str, typer.Option(help="UTC day to generate and process (default: yesterday).")] = "",
     config: ConfigOption = None,
 ) -> None:
-    """The main job: generate a day of mock logs, then materialize raw_logs for it, and summarise."""
+    """The main job: generate a day of mock logs, run the daily pipeline on it, and summarise."""
     day = date or _yesterday()
     generate(start=day, days=1.0, events=None, seed=None, landing=None, config=config)
-    metadata = _materialize(day)
-    if metadata is None:
+    if _run_job("pipeline_job", day) is None:
         raise typer.Exit(1)
     from bankanom_pipeline.warehouse.resource import connect
 
     con = connect(settings.warehouse_path(), read_only=True)
     try:
         rows = con.execute(
-            "SELECT json_extract_string(anomaly_details, '$.anomaly_id') AS scenario, count(*) "
-            "FROM raw_logs WHERE partition_date = ? GROUP BY 1 ORDER BY 1 NULLS FIRST",
+            "SELECT anomaly_id, count(*) FROM log_labels WHERE partition_date = ? GROUP BY 1 ORDER BY 1 NULLS FIRST",
             [day],
         ).fetchall()
     finally:
         con.close()
-    table = Table(title=f"raw_logs {day} by ground-truth scenario")
+    table = Table(title=f"{day} events by ground-truth scenario (log_labels)")
     table.add_column("scenario")
-    table.add_column("lines", justify="right")
+    table.add_column("events", justify="right")
     for scenario, count in rows:
         table.add_row(scenario or "normal", f"{count:,}")
     console.print(table)

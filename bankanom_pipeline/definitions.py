@@ -3,12 +3,14 @@
 import dagster as dg
 
 from bankanom_pipeline.ingest.assets import raw_logs
-from bankanom_pipeline.jobs import ingest_job, ingest_schedule
+from bankanom_pipeline.jobs import ingest_job, pipeline_job, pipeline_schedule
+from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.validation.assets import log_labels, validated_logs
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 defs = dg.Definitions(
-    assets=[raw_logs],
-    jobs=[ingest_job],
-    schedules=[ingest_schedule],
+    assets=[raw_logs, validated_logs, log_labels, *build_sql_assets()],
+    jobs=[ingest_job, pipeline_job],
+    schedules=[pipeline_schedule],
     resources={"warehouse": WarehouseResource()},
 )
