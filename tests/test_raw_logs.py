@@ -3,7 +3,6 @@ import json
 import dagster as dg
 import pytest
 
-from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.ingest.assets import raw_logs
@@ -127,13 +126,3 @@ def test_materialize_generated_partition(tmp_path, config):
         "SELECT count(*) FROM raw_logs WHERE json_extract(anomaly_details, '$.is_anomaly')::BOOLEAN"
     ).fetchone()[0]
     assert labelled == summary.anomalous
-
-
-def test_definitions_load_completely():
-    repository = defs.get_repository_def()
-    assert {k.to_user_string() for k in repository.asset_graph.get_all_asset_keys()} == {"raw_logs"}
-    checks = {(k.asset_key.to_user_string(), k.name) for k in repository.asset_graph.asset_check_keys}
-    assert checks == {("raw_logs", "counts_reconcile"), ("raw_logs", "rejected_share")}
-    assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {"ingest_job"}
-    assert {s.name for s in repository.schedule_defs} == {"ingest_job_schedule"}
-    assert {s.name for s in repository.sensor_defs} == set()

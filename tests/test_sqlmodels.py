@@ -1,0 +1,145 @@
+import dagster as dg
+import pytest
+
+from bankanom_pipeline.definitions import defs
+from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.sqlmodels.runner import Project, SqlModelError
+from bankanom_pipeline.warehouse.resource import connect
+
+
+def write(root, name, sql):
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(sql)
+
+
+@pytest.fixture
+def project_root(tmp_path):
+    root = tmp_path / "sql"
+    write(root, "seeds/colours.csv", "colour,warm\nred,true\nblue,false\n")
+    write(
+        root,
+        "staging/stg_things.sql",
+        "-- Things, typed.\n{{ config(partitioned=true) }}\n"
+        "SELECT partition_date, thing, colour FROM {{ source('raw', 'things') }} "
+        "WHERE partition_date = DATE '{{ partition_date }}'",
+    )
+    write(
+        root,
+        "marts/warm_things.sql",
+        "{{ config(partitioned=true) }}\nSELECT s.partition_date, s.thing FROM {{ ref('stg_things') }} s "
+        "JOIN {{ ref('colours') }} c USING (colour) WHERE c.warm AND s.partition_date = DATE '{{ partition_date }}'",
+    )
+    write(
+        root,
+        "marts/thing_count.sql",
+        "{{ config(materialized='view') }}\nSELECT count(*) AS n FROM {{ ref('warm_things') }}",
+    )
+    return root
+
+
+def test_refs_are_resolved_and_ordered(project_root):
+    project = Project(project_root)
+    order = project.order
+    assert order.index("stg_things") < order.index("warm_things") < order.index("thing_count")
+    assert order.index("colours") < order.index("warm_things")
+    assert project.models["stg_things"].sources == [("raw", "things")]
+    assert project.models["stg_things"].description == "Things, typed."
+    assert project.models["thing_count"].materialized == "view"
+
+
+def test_partitions_are_replaced_idempotently(project_root, tmp_path):
+    con = connect(tmp_path / "w.duckdb")
+    con.execute(
+        "CREATE TABLE things AS SELECT * FROM (VALUES (DATE '2026-01-05', 'a', 'red'), "
+        "(DATE '2026-01-05', 'b', 'blue'), (DATE '2026-01-06', 'c', 'red')) t(partition_date, thing, colour)"
+    )
+    project = Project(project_root)
+    for _ in range(2):
+        assert project.materialize(con, "stg_things", "2026-01-05") == 2
+        assert project.materialize(con, "warm_things", "2026-01-05") == 1  # the seed is loaded on demand
+    assert project.materialize(con, "stg_things", "2026-01-06") == 1
+    assert con.execute("SELECT count(*) FROM stg_things").fetchone()[0] == 3
+    assert project.materialize(con, "thing_count") == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"a.sql": "SELECT * FROM {{ ref('b') }}", "b.sql": "SELECT * FROM {{ ref('a') }}"},
+            "dependency cycle",
+        ),
+        ({"a.sql": "SELECT * FROM {{ ref('nope') }}"}, "unknown ref(s) ['nope']"),
+        ({"a.sql": "{{ config(materialized='index') }} SELECT 1"}, "materialized must be"),
+        ({"a.sql": "SELECT {{ undefined_thing }}"}, "undefined_thing"),
+        ({"x/a.sql": "SELECT 1", "y/a.sql": "SELECT 2"}, "two models are named 'a'"),
+    ],
+)
+def test_bad_projects_fail_with_clear_errors(tmp_path, files, message):
+    for name, sql in files.items():
+        write(tmp_path, name, sql)
+    with pytest.raises(SqlModelError) as error:
+        Project(tmp_path)
+    assert message in str(error.value)
+
+
+def test_partition_escapes_are_refused(tmp_path):
+    write(tmp_path, "leaky.sql", "{{ config(partitioned=true) }} SELECT DATE '1999-01-01' AS partition_date")
+    con = connect(tmp_path / "w.duckdb")
+    with pytest.raises(SqlModelError, match="outside partition"):
+        Project(tmp_path).materialize(con, "leaky", "2026-01-05")
+
+
+def test_each_sql_file_is_an_asset_with_its_lineage(project_root):
+    keys = {a.key.to_user_string(): a for a in build_sql_assets(Project(project_root))}
+    assert set(keys) == {"colours", "stg_things", "warm_things", "thing_count"}
+    deps = {k.to_user_string() for k in keys["warm_things"].asset_deps[keys["warm_things"].key]}
+    assert deps == {"stg_things", "colours"}
+    assert keys["warm_things"].partitions_def is not None and keys["thing_count"].partitions_def is None
+    write(project_root, "marts/new_model.sql", "SELECT * FROM {{ ref('thing_count') }}")
+    assert "new_model" in {a.key.to_user_string() for a in build_sql_assets(Project(project_root))}
+
+
+def test_definitions_load_completely():
+    repository = defs.get_repository_def()
+    graph = repository.asset_graph
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "raw_logs",
+        "validated_logs",
+        "log_labels",
+        "geo_regions",
+        "stg_logs",
+        "feat_user_activity",
+        "feat_ip_activity",
+        "feat_service_minute",
+        "features_events",
+    }
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {
+        ("raw_logs", "counts_reconcile"),
+        ("raw_logs", "rejected_share"),
+        ("validated_logs", "counts_reconcile"),
+        ("validated_logs", "not_empty"),
+        ("validated_logs", "quarantine_share"),
+        ("validated_logs", "log_rules"),
+    }
+    assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {
+        "ingest_job",
+        "pipeline_job",
+    }
+    assert {s.name for s in repository.schedule_defs} == {"pipeline_job_schedule"}
+    assert {s.name for s in repository.sensor_defs} == set()
+    lineage = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+        for k in graph.get_all_asset_keys()
+    }
+    assert lineage["validated_logs"] == {"raw_logs"}
+    assert lineage["stg_logs"] == {"validated_logs"}
+    assert lineage["features_events"] == {
+        "stg_logs",
+        "feat_user_activity",
+        "feat_ip_activity",
+        "feat_service_minute",
+    }
+    assert dg.AssetKey("features_events") in graph.get_all_asset_keys()

@@ -1,0 +1,134 @@
+import json
+
+import dagster as dg
+import pytest
+
+from bankanom_pipeline.ingest.assets import raw_logs
+from bankanom_pipeline.ingest.raw_logs import load_partition
+from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.validation.assets import validated_logs
+from bankanom_pipeline.validation.logs import validate_partition
+from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from tests.conftest import DAY
+
+SERVICES = ["auth-service", "api-gateway", "postgres-db"]
+
+
+def record(event_id: str, **changes) -> dict:
+    base = {
+        "timestamp": f"{DAY}T10:00:00.000Z",
+        "source_service": "auth-service",
+        "log_level": "INFO",
+        "event_id": event_id,
+        "user_id": "USR-00001",
+        "ip_address": "23.1.2.3",
+        "geo_location": "US-CA",
+        "message": "User USR-00001 logged in successfully from 23.1.2.3",
+        "anomaly_details": {"is_anomaly": False},
+        "metrics": {"response_time_ms": 120.5, "success_rate": 0.97},
+    }
+    base.update(changes)
+    return base
+
+
+# event id -> the rules it must break (empty: it must be validated)
+CASES = {
+    "good-1": (record("good-1"), []),
+    "good-2": (record("good-2", ip_address=None, metrics=None), []),
+    "good-ipv6": (record("good-ipv6", ip_address="2001:db8::1"), []),
+    "ts-garbage": (record("ts-garbage", timestamp="yesterday-ish"), ["timestamp_parseable"]),
+    "ts-number": (record("ts-number", timestamp=1767607200), ["timestamp_parseable"]),
+    "ts-outside": (
+        record("ts-outside", timestamp="2026-01-04T23:59:59.999Z"),
+        ["timestamp_inside_partition"],
+    ),
+    "ts-next-day": (
+        record("ts-next-day", timestamp="2026-01-06T00:00:00.000Z"),
+        ["timestamp_inside_partition"],
+    ),
+    "bad-level": (record("bad-level", log_level="LOUD"), ["known_log_level"]),
+    "level-number": (record("level-number", log_level=3), ["known_log_level"]),
+    "bad-service": (record("bad-service", source_service="toaster"), ["known_source_service"]),
+    "bad-ip": (record("bad-ip", ip_address="999.1.2.3"), ["ip_address_well_formed"]),
+    "ip-text": (record("ip-text", ip_address="localhost"), ["ip_address_well_formed"]),
+    "metric-string": (record("metric-string", metrics={"success_rate": "high"}), ["metrics_numeric"]),
+    "metrics-list": (record("metrics-list", metrics=[1, 2]), ["metrics_numeric"]),
+    "rate-high": (record("rate-high", metrics={"success_rate": 1.5}), ["metric_in_range"]),
+    "count-negative": (record("count-negative", metrics={"failed_attempts": -1}), ["metric_in_range"]),
+    "two-rules": (
+        record("two-rules", log_level="LOUD", metrics={"cache_hit_rate": 7}),
+        ["known_log_level", "metric_in_range"],
+    ),
+}
+
+
+@pytest.fixture
+def warehouse_with_broken_day(tmp_path):
+    folder = tmp_path / "landing" / "logs" / DAY
+    folder.mkdir(parents=True)
+    lines = [json.dumps(r) for r, _ in CASES.values()]
+    lines.append(json.dumps(record("good-1")))  # a duplicate event id
+    lines += ["{not json", '{"event_id": "x"}']  # raw-level rejects
+    (folder / "a.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"event_id": "\xff"}\n')
+    con = connect(tmp_path / "w.duckdb")
+    raw = load_partition(con, tmp_path / "landing" / "logs", DAY)
+    return con, raw, tmp_path
+
+
+def test_rows_are_quarantined_with_the_rules_they_broke(warehouse_with_broken_day):
+    con, raw, _ = warehouse_with_broken_day
+    assert (raw.lines_read, raw.loaded, raw.rejected) == (len(CASES) + 4, len(CASES) + 1, 3)
+    counts, outcomes = validate_partition(con, DAY, SERVICES)
+    expected_bad = {k: sorted(v) for k, (_, v) in CASES.items() if v}
+    assert counts.raw == raw.loaded
+    assert counts.duplicates == 1
+    assert counts.quarantined == len(expected_bad)
+    assert counts.validated == len(CASES) - len(expected_bad)
+    assert counts.raw == counts.validated + counts.quarantined + counts.duplicates
+    quarantined = dict(
+        con.execute(
+            "SELECT event_id, list_sort(rules) FROM quarantine_logs WHERE kind = 'invalid'"
+        ).fetchall()
+    )
+    assert quarantined == expected_bad
+    validated = {r[0] for r in con.execute("SELECT event_id FROM validated_logs").fetchall()}
+    assert validated == {k for k, (_, v) in CASES.items() if not v}
+    duplicate = con.execute("SELECT event_id, rules FROM quarantine_logs WHERE kind = 'duplicate'").fetchall()
+    assert duplicate == [("good-1", ["duplicate_event_id"])]
+    by_rule = {o.check.label: o.unexpected_count for o in outcomes}
+    assert by_rule["known_log_level"] == 3 and by_rule["timestamp_parseable"] == 2
+    assert any(o.examples for o in outcomes if o.check.rule == "metric_in_range")
+    assert "anomaly_details" not in {c[0] for c in con.execute("DESCRIBE validated_logs").fetchall()}
+
+
+def test_validation_is_idempotent(warehouse_with_broken_day):
+    con, _, _ = warehouse_with_broken_day
+    first, _ = validate_partition(con, DAY, SERVICES)
+    second, _ = validate_partition(con, DAY, SERVICES)
+    assert first == second
+    assert con.execute("SELECT count(*) FROM validated_logs").fetchone()[0] == first.validated
+
+
+def test_blocking_check_stops_downstream_work(warehouse_with_broken_day):
+    con, _, tmp_path = warehouse_with_broken_day
+    con.close()
+    warehouse = WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path / "landing"))
+    stg = [a for a in build_sql_assets() if a.key.to_user_string() == "stg_logs"]
+    result = dg.materialize(
+        [raw_logs, validated_logs, *stg],
+        partition_key=DAY,
+        resources={"warehouse": warehouse},
+        raise_on_error=False,
+    )
+    checks = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.path == ["validated_logs"]
+    }
+    assert checks["counts_reconcile"].passed and checks["not_empty"].passed
+    assert not checks["quarantine_share"].passed  # 14 of 18 rows broke a rule
+    assert not checks["log_rules"].passed
+    table = checks["log_rules"].metadata["results"].value
+    assert "known_log_level" in table and "expect_column_values_to_be_in_set" in table
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "validated_logs" in materialized and "stg_logs" not in materialized
