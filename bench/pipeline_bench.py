@@ -1,0 +1,113 @@
+"""raw -> validated -> features for one day of N generated events: wall time per stage and peak memory.
+
+Each size is generated once (not timed), then the pipeline runs in a fresh process per repetition so
+that peak RSS belongs to the pipeline alone. Median over the runs; growth is reported as seconds per
+million events at each size (flat = linear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import record
+
+DAY = dt.date(2026, 1, 5)
+
+
+def generate(events: int, root: Path) -> None:
+    from bankanom_pipeline.generator.config import load_config
+    from bankanom_pipeline.generator.engine import Generator
+    from bankanom_pipeline.generator.writer import write_range
+
+    config = load_config()
+    # squeeze N events into the one day so the benchmark measures one partition
+    rate = events / 86_400 / 1.25
+    config = config.model_copy(
+        update={"log_generation": config.log_generation.model_copy(update={"logs_per_second": rate})}
+    )
+    start = int(dt.datetime.combine(DAY, dt.time(), dt.UTC).timestamp())
+    write_range(Generator(config), root / "landing" / "logs", start, events=events, chunk_s=6 * 3600)
+
+
+def run_once(root: Path) -> dict:
+    from bankanom_pipeline.generator.config import load_config
+    from bankanom_pipeline.ingest.raw_logs import load_partition
+    from bankanom_pipeline.sqlmodels.runner import Project
+    from bankanom_pipeline.validation.logs import validate_partition
+    from bankanom_pipeline.warehouse.resource import connect
+
+    database = root / "w.duckdb"
+    database.unlink(missing_ok=True)
+    con = connect(database)
+    timings = {}
+    began = time.perf_counter()
+    counts = load_partition(con, root / "landing" / "logs", DAY)
+    timings["raw"] = time.perf_counter() - began
+    mark = time.perf_counter()
+    validate_partition(con, DAY, load_config().service_sources)
+    timings["validated"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    project = Project()
+    for name in project.order:
+        project.materialize(con, name, DAY if project.models[name].partitioned else None)
+    timings["features"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - began
+    con.close()
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {"events": counts.lines_read, "seconds": timings, "peak_rss_gib": peak_gib}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_once(args.worker)))
+        return
+    sizes = []
+    for events in args.events:
+        root = Path(tempfile.mkdtemp(prefix="bankanom-pipeline-bench-"))
+        try:
+            generate(events, root)
+            runs = [
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, __file__, "--worker", str(root)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout.splitlines()[-1]
+                )
+                for _ in range(args.runs)
+            ]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        stages = {s: statistics.median(r["seconds"][s] for r in runs) for s in runs[0]["seconds"]}
+        sizes.append(
+            {
+                "events": runs[0]["events"],
+                "median_seconds": stages,
+                "seconds_per_million": stages["total"] / (runs[0]["events"] / 1e6),
+                "max_peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                "runs": args.runs,
+            }
+        )
+        print(json.dumps(sizes[-1]), flush=True)
+    record("pipeline", {"sizes": sizes, "target": "1M events <= 20 s and <= 3 GiB"})
+
+
+if __name__ == "__main__":
+    main()
