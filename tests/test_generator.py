@@ -69,8 +69,15 @@ def test_instances_span_several_correlated_events(hour):
     # a brute force hits many users from a small pool of IPs
     generator = hour[0]
     brute = anomalous.filter(pl.col("scenario") == generator.vocab["text"].index["BANK-002"])
-    shape = brute.group_by("instance_no").agg(users=pl.col("user").n_unique(), ips=pl.col("ip").n_unique())
-    assert (shape["users"] > shape["ips"]).all()
+    shape = brute.group_by("instance_no").agg(
+        first=pl.col("ts").min(),
+        users=pl.col("user").n_unique(),
+        ips=pl.col("ip").n_unique(),
+        networks=(pl.col("ip") // 256).n_unique(),
+    )
+    shape = shape.filter(pl.col("first") < (DAY_START + 1800) * 1000)
+    assert (shape["users"] > 2 * shape["ips"]).all()
+    assert (shape["networks"] == 1).all(), "a brute force comes from one /24 network"
 
 
 @pytest.mark.parametrize("rate", [0.5, 10.0])

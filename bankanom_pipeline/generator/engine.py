@@ -1,22 +1,22 @@
-"""Vectorised generation of labelled mock traffic as a polars frame (one row per log line).
+"""Vectorised generation of labelled mock traffic (one row per log line).
 
-Normal lines and anomaly instances are drawn for a time range with numpy, whole columns at a time;
-``render.to_json_lines`` turns the frame into the JSON log format. Everything is a function of the
-config's seed and the range, so the same call always yields the same logs.
+Normal lines and anomaly instances are drawn for a time range with numpy, whole columns at a time, as
+``Lines`` (or a polars frame); ``render`` turns them into the JSON log format. Everything is a function
+of the config's seed and the range, so the same call always yields the same logs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from bankanom_pipeline.generator.config import LOG_LEVELS, MockConfig, Template
+from bankanom_pipeline.generator.lines import Block, Group, Lines, Vocab, concat_blocks
 from bankanom_pipeline.generator.placeholders import PLACEHOLDERS
 from bankanom_pipeline.generator.population import Population, random_ips, random_regions
-from bankanom_pipeline.generator.sampling import clip_metric, draw, sample_times, traffic
+from bankanom_pipeline.generator.sampling import clip_metric, draw, season, traffic
 from bankanom_pipeline.generator.scenarios import FOLLOW_UP, Instances, mean_events, signature_for
 from bankanom_pipeline.metrics_catalogue import METRICS
 
@@ -90,67 +90,27 @@ FALLBACK_TEMPLATES = {
 }
 
 
-class Vocab:
-    """Strings as small integer codes, so that columns stay numeric until rendering (-1 = null)."""
+class Clock:
+    """Traffic rate and seasonal factor of each second of a range, so that per-line draws look them up
+    instead of recomputing them (lines past the range, which instances may have, are computed)."""
 
-    def __init__(self, values=()):
-        self.values: list[str] = []
-        self.index: dict[str, int] = {}
-        for value in values:
-            self.code(value)
+    def __init__(self, config: MockConfig, start_s: int, end_s: int):
+        self.config, self.start_s, self.end_s = config, start_s, end_s
+        seconds = np.arange(start_s, end_s)
+        self.rate = traffic(config, seconds)
+        self._season = season(config, seconds)
 
-    def code(self, value: str | None) -> int:
-        if value is None:
-            return -1
-        if value not in self.index:
-            self.index[value] = len(self.values)
-            self.values.append(value)
-        return self.index[value]
+    def traffic(self, ts_ms: np.ndarray) -> np.ndarray:
+        return self._at(ts_ms, self.rate, traffic)
 
-    def codes(self, values: np.ndarray) -> np.ndarray:
-        return np.fromiter((self.code(v) for v in values), dtype=np.int32, count=len(values))
+    def season(self, ts_ms: np.ndarray) -> np.ndarray:
+        return self._at(ts_ms, self._season, season)
 
-
-@dataclass
-class Block:
-    """Columns of generated lines before rendering. String columns hold vocabulary codes; metrics hold
-    NaN where a line lacks the field."""
-
-    ts: np.ndarray
-    service: np.ndarray
-    level: np.ndarray
-    template: np.ndarray
-    user: np.ndarray
-    ip: np.ndarray  # uint32, 0 = none
-    geo: np.ndarray
-    r1: np.ndarray  # random number behind transaction/order/session ids
-    corr: np.ndarray  # correlation key: lines with one key share a correlation_id
-    metrics: dict[str, np.ndarray]
-    extra: dict[str, np.ndarray]
-
-    def take(self, rows: np.ndarray) -> Block:
-        core = ("ts", "service", "level", "template", "user", "ip", "geo", "r1", "corr")
-        return Block(
-            **{name: getattr(self, name)[rows] for name in core},
-            metrics={k: v[rows] for k, v in self.metrics.items()},
-            extra={k: v[rows] for k, v in self.extra.items()},
-        )
-
-    def frame(self) -> pl.DataFrame:
-        columns = {
-            "ts": self.ts,
-            "service": self.service,
-            "level": self.level,
-            "template": self.template,
-            "user": self.user,
-            "ip": self.ip,
-            "geo": self.geo,
-            "r1": self.r1,
-            "corr": self.corr,
-            **{f"m_{k}": v for k, v in self.metrics.items()},
-            **self.extra,
-        }
-        return pl.DataFrame([pl.Series(k, v, nan_to_null=True) for k, v in columns.items()])
+    def _at(self, ts_ms: np.ndarray, table: np.ndarray, compute) -> np.ndarray:
+        second = ts_ms // 1000 - self.start_s
+        if len(second) and (second.min() < 0 or second.max() >= len(table)):
+            return compute(self.config, ts_ms // 1000)
+        return table[second]
 
 
 class Generator:
@@ -171,60 +131,73 @@ class Generator:
         }
         self.home_geo = self.vocab["geo"].codes(self.population.region)
         self.vpn_geo = self.vocab["geo"].codes(self.population.vpn_region)
+        weights = np.asarray([w for _, w in self._normal_templates])
+        self._template_cdf = np.cumsum(weights) / weights.sum()
+        self._anomaly_metric_specs: dict[tuple[int, str], dict[str, list]] = {}
+        self._normal_metrics = {
+            (i, self.vocab["service"].index[s]): self._metric_specs(t, s)
+            for i, (t, _) in enumerate(self._normal_templates)
+            for s in t.services
+        }
 
     # -- public API ---------------------------------------------------------------------------
     def expected_rate(self, start_s: int, end_s: int) -> float:
         seconds = np.arange(start_s, end_s)
         return float(traffic(self.config, seconds).mean())
 
-    def generate(self, start_s: int, end_s: int, *, clip: bool = True) -> pl.DataFrame:
-        """Lines of [start_s, end_s) sorted by time. With ``clip=False``, instances that start in the range
-        keep their events past its end (a streaming caller carries them into the next range)."""
+    def lines(self, start_s: int, end_s: int, *, clip: bool = True) -> Lines:
+        """Lines of [start_s, end_s). With ``clip=False``, instances that start in the range keep their
+        events past its end (a streaming caller carries them into the next range)."""
         rng = np.random.default_rng([self.config.seed, start_s, end_s])
-        seconds = np.arange(start_s, end_s)
-        rate = traffic(self.config, seconds)
-        expected = float(rate.sum())
-        anomalous = self._anomalies(rng, start_s, end_s, expected)
-        normal_count = rng.poisson(expected * (1 - self.config.global_anomaly_rate))
-        normal = self._normal(rng, sample_times(rng, start_s, rate, normal_count))
-        blocks = [b for b in (normal, anomalous) if b is not None and len(b.ts)]
-        if not blocks:
-            return _empty()
-        block = _concat_blocks(blocks) if len(blocks) > 1 else blocks[0]
-        order = np.argsort(block.ts, kind="stable")
-        if clip:
-            order = order[block.ts[order] < end_s * 1000]
-        return block.take(order).frame()
+        clock = Clock(self.config, start_s, end_s)
+        anomalous = self._anomalies(rng, clock)
+        lines = Lines(self._normal(rng, clock), anomalous)
+        return lines.split(end_s * 1000)[0] if clip else lines
+
+    def generate(self, start_s: int, end_s: int, *, clip: bool = True) -> pl.DataFrame:
+        """``lines`` as one frame sorted by time."""
+        return self.lines(start_s, end_s, clip=clip).frame()
 
     def strings(self, kind: str) -> pl.Series:
         """The vocabulary behind a code column, for ``pl.Series.gather``."""
         return pl.Series(self.vocab[kind].values, dtype=pl.String)
 
-    def stream(self, start_s: int, end_s: int | None, chunk_s: int) -> Iterator[tuple[int, pl.DataFrame]]:
-        """Frames of consecutive ``chunk_s`` ranges from ``start_s`` (forever if ``end_s`` is None), each
+    def stream_lines(self, start_s: int, end_s: int | None, chunk_s: int) -> Iterator[tuple[int, Lines]]:
+        """Lines of consecutive ``chunk_s`` ranges from ``start_s`` (forever if ``end_s`` is None), each
         with (chunk start, lines). Instances that outlast their chunk continue into the next one."""
         carry = None
         chunk_start = start_s
         while end_s is None or chunk_start < end_s:
             chunk_end = chunk_start + chunk_s if end_s is None else min(chunk_start + chunk_s, end_s)
-            frame = self.generate(chunk_start, chunk_end, clip=False)
-            if carry is not None and carry.height:
-                frame = pl.concat([carry, frame], how="diagonal_relaxed").sort("ts", maintain_order=True)
-            cut = chunk_end * 1000
-            carry = frame.filter(pl.col("ts") >= cut)
-            yield chunk_start, frame.filter(pl.col("ts") < cut)
+            lines = self.lines(chunk_start, chunk_end, clip=False)
+            if carry is not None and len(carry):  # only anomalous lines outlast their range
+                anomalous = [carry] if lines.anomalous is None else [carry, lines.anomalous]
+                lines = Lines(lines.normal, concat_blocks(anomalous).sorted())
+            lines, later = lines.split(chunk_end * 1000)
+            carry = later.anomalous
+            yield chunk_start, lines
             chunk_start = chunk_end
         # instances still running at end_s are cut off there
 
-    def generate_n(self, n: int, start_s: int, chunk_s: int = 3600) -> Iterator[tuple[int, pl.DataFrame]]:
+    def lines_n(self, n: int, start_s: int, chunk_s: int = 3600) -> Iterator[tuple[int, Lines]]:
         """Chunks holding exactly ``n`` lines in all, from ``start_s`` on."""
         remaining = n
-        for chunk_start, frame in self.stream(start_s, None, chunk_s):
+        for chunk_start, lines in self.stream_lines(start_s, None, chunk_s):
             if remaining <= 0:
                 return
-            frame = frame.head(remaining)
-            remaining -= frame.height
-            yield chunk_start, frame
+            lines = lines.head(remaining)
+            remaining -= len(lines)
+            yield chunk_start, lines
+
+    def stream(self, start_s: int, end_s: int | None, chunk_s: int) -> Iterator[tuple[int, pl.DataFrame]]:
+        """``stream_lines`` as frames."""
+        for chunk_start, lines in self.stream_lines(start_s, end_s, chunk_s):
+            yield chunk_start, lines.frame()
+
+    def generate_n(self, n: int, start_s: int, chunk_s: int = 3600) -> Iterator[tuple[int, pl.DataFrame]]:
+        """``lines_n`` as frames."""
+        for chunk_start, lines in self.lines_n(n, start_s, chunk_s):
+            yield chunk_start, lines.frame()
 
     # -- normal traffic -------------------------------------------------------------------------
     def _resolve_normal_templates(self) -> list[tuple[Template, float]]:
@@ -249,40 +222,57 @@ class Generator:
             return template.actor
         return "system" if set(template.services) <= SYSTEM_SERVICES else "user"
 
-    def _normal(self, rng: np.random.Generator, ts: np.ndarray) -> Block:
-        n = len(ts)
+    def _metric_specs(self, template: Template, service: str) -> dict[str, list]:
+        """Metrics of a template's lines from one service: the service's own, the template's overrides,
+        and a default for every metric the message names; "amount" follows the user (see _amounts)."""
+        specs = {**SERVICE_METRICS.get(service, {}), **template.metrics}
+        for _, placeholder in template.parts:
+            name = PLACEHOLDERS.get(placeholder) if placeholder else None
+            if name is not None and name != "amount" and name not in specs:
+                specs[name] = METRIC_FALLBACK[name]
+        if "{amount}" in template.template:
+            specs["amount"] = ["user_amount"]
+        return specs
+
+    def _normal(self, rng: np.random.Generator, clock: Clock) -> Block:
+        """Normal lines, in time order: Poisson counts per second, then each line's template, service,
+        actor and metrics."""
+        counts = rng.poisson(clock.rate * (1 - self.config.global_anomaly_rate))
+        n = int(counts.sum())
+        # milliseconds since the range's start, sorted as 32-bit integers (faster than 64-bit)
+        offset = np.repeat(np.arange(0, 1000 * len(counts), 1000, dtype=np.int32), counts)
+        offset += rng.integers(0, 1000, n, dtype=np.int32)
+        ts = np.sort(offset) + np.int64(clock.start_s) * 1000
         templates = [t for t, _ in self._normal_templates]
-        p = np.asarray([w for _, w in self._normal_templates])
-        choice = rng.choice(len(templates), n, p=p / p.sum()).astype(np.int32)
-        order = np.argsort(choice, kind="stable")
-        bounds = np.searchsorted(choice[order], np.arange(len(templates) + 1))
-        groups = {i: order[bounds[i] : bounds[i + 1]] for i in range(len(templates))}
-        service = np.empty(n, dtype=np.int32)
-        actors = {}
+        choice = np.searchsorted(self._template_cdf, rng.random(n), side="right")
+        choice = np.minimum(choice, len(templates) - 1)  # guards a cdf that ends a hair below 1
+        groups = _groups(choice, len(templates))
         services = self.vocab["service"]
-        for i, rows in groups.items():
+        service = np.empty(n, dtype=np.int32)
+        actors: dict[str, list[np.ndarray]] = {}
+        for i, rows in enumerate(groups):
             options = np.asarray([services.code(x) for x in templates[i].services], dtype=np.int32)
             service[rows] = options[rng.integers(0, len(options), len(rows))]
             actors.setdefault(self._actor(templates[i]), []).append(rows)
+        codes = self.vocab["template"].codes(np.asarray([t.template for t in templates], dtype=object))
         levels = np.asarray([self.vocab["level"].code(t.level) for t in templates], dtype=np.int32)
         user, ip, geo_ = self._actors(rng, n, {k: np.concatenate(v) for k, v in actors.items()}, service)
         block = Block(
             ts=ts,
             service=service,
             level=levels[choice],
-            template=choice,  # normal templates are the first vocabulary entries, in this order
+            template=codes[choice],
             user=user,
             ip=ip,
             geo=geo_,
             r1=rng.integers(0, 2**63, n, dtype=np.int64),
             corr=rng.integers(0, 2**63, n, dtype=np.int64),
-            metrics={},
-            extra={},
         )
-        self._service_metrics(rng, block)
-        for i, rows in groups.items():
-            self._template_metrics(rng, block, templates[i], rows)
-        self._clip(block)
+        block.groups = [
+            Group(same, self._draw_metrics(rng, clock, block, same, self._normal_metrics[(i, code)]))
+            for i, rows in enumerate(groups)
+            for code, same in _split_by(service, rows)
+        ]
         return block
 
     def _actors(self, rng, n: int, actors: dict[str, np.ndarray], service: np.ndarray):
@@ -319,61 +309,41 @@ class Generator:
         return _internal_ip(service_codes + 1, rng.integers(1, 9, len(service_codes)))
 
     # -- metrics --------------------------------------------------------------------------------
-    def _set(self, block: Block, name: str, rows: np.ndarray, values: np.ndarray) -> None:
-        column = block.metrics.get(name)
-        if column is None:
-            column = block.metrics[name] = np.full(len(block.ts), np.nan)
-        column[rows] = values
+    def _draw_metrics(self, rng, clock: Clock, block: Block, rows: np.ndarray, specs: dict) -> dict:
+        """The metrics ``specs`` names for the lines at ``rows``: drawn, clipped and rounded."""
+        metrics = {}
+        for name, spec in specs.items():
+            kind = spec[0]
+            if kind == "user_amount":
+                values = self._amounts(rng, block, rows)
+            elif kind == "traffic":  # follows the traffic rate, bursts included
+                values = spec[1] * clock.traffic(block.ts[rows]) * rng.lognormal(0.0, spec[2], len(rows))
+            elif kind == "seasonal":  # a gauge that follows the daily/weekly load, with multiplicative noise
+                values = spec[1] * clock.season(block.ts[rows]) * rng.lognormal(0.0, spec[2], len(rows))
+            else:
+                values = draw(rng, spec, len(rows), None, self.config)
+            metrics[name] = clip_metric(name, values)
+        return metrics
 
-    def _draw(self, rng, spec: list, rows: np.ndarray, block: Block) -> np.ndarray:
-        epoch_s = block.ts[rows] // 1000
-        if spec[0] == "traffic":  # follows the traffic rate, bursts included
-            return spec[1] * traffic(self.config, epoch_s) * rng.lognormal(0.0, spec[2], len(rows))
-        return draw(rng, spec, len(rows), epoch_s, self.config)
+    def _set_metrics(self, rng, clock: Clock, block: Block, rows: np.ndarray, specs: dict) -> None:
+        for name, values in self._draw_metrics(rng, clock, block, rows, specs).items():
+            block.set(name, rows, values)
 
-    def _service_metrics(self, rng, block: Block) -> None:
-        for service, specs in SERVICE_METRICS.items():
-            code = self.vocab["service"].index.get(service)
-            rows = np.flatnonzero(block.service == code)
-            if not len(rows):
-                continue
-            for name, spec in specs.items():
-                self._set(block, name, rows, self._draw(rng, spec, rows, block))
-
-    def _template_metrics(self, rng, block: Block, template: Template, rows: np.ndarray) -> None:
-        if not len(rows):
-            return
-        for name, spec in template.metrics.items():
-            self._set(block, name, rows, self._draw(rng, spec, rows, block))
-        for _, placeholder in template.parts:
-            name = PLACEHOLDERS.get(placeholder) if placeholder else None
-            if name is None or name == "amount":
-                continue
-            column = block.metrics.get(name)
-            missing = rows if column is None else rows[np.isnan(column[rows])]
-            if len(missing):
-                self._set(block, name, missing, self._draw(rng, METRIC_FALLBACK[name], missing, block))
-        if "{amount}" in template.template:
-            self._amounts(rng, block, rows)
-
-    def _amounts(self, rng, block: Block, rows: np.ndarray) -> None:
+    def _amounts(self, rng, block: Block, rows: np.ndarray) -> np.ndarray:
         """A customer's amounts follow their own habit; other lines use the population's spread."""
         pop = self.population
         users = block.user[rows]
         known = users >= 0
-        values = draw(rng, METRIC_FALLBACK["amount"], len(rows), block.ts[rows] // 1000, self.config)
+        values = draw(rng, METRIC_FALLBACK["amount"], len(rows), None, self.config)
         u = users[known]
         values[known] = rng.lognormal(pop.amount_mu[u], pop.amount_sigma[u])
-        self._set(block, "amount", rows, values)
-
-    def _clip(self, block: Block) -> None:
-        for name, values in block.metrics.items():
-            present = ~np.isnan(values)
-            values[present] = clip_metric(name, values[present])
+        return values
 
     # -- anomalies ------------------------------------------------------------------------------
-    def _anomalies(self, rng, start_s: int, end_s: int, expected_total: float) -> Block | None:
+    def _anomalies(self, rng, clock: Clock) -> Block | None:
+        """Anomaly instances starting in the range, all their lines in one block sorted by time."""
         config = self.config
+        expected_total = float(clock.rate.sum())
         scenarios = config.enabled_scenarios
         if config.global_anomaly_rate == 0 or not scenarios:
             return None
@@ -383,21 +353,21 @@ class Generator:
         instances = rng.poisson(config.global_anomaly_rate * expected_total / mean_size)
         counts = rng.multinomial(instances, weights)
         blocks = [
-            self._scenario_block(rng, s, int(k), start_s, end_s)
+            self._scenario_block(rng, clock, s, int(k))
             for s, k in zip(scenarios, counts, strict=True)
             if k > 0
         ]
         if not blocks:
             return None
-        return _concat_blocks(blocks)
+        return concat_blocks(blocks).sorted()
 
-    def _scenario_block(self, rng, scenario, k: int, start_s: int, end_s: int) -> Block:
+    def _scenario_block(self, rng, clock: Clock, scenario, k: int) -> Block:
         signature = signature_for(scenario)
         low, high = signature.events(scenario)
         sizes = rng.integers(max(1, low), max(low, high) + 1, k)
         minutes_low, minutes_high = signature.minutes(scenario)
         duration_ms = rng.uniform(minutes_low, minutes_high, k) * 60_000
-        start_ms = rng.uniform(start_s * 1000, end_s * 1000, k)
+        start_ms = rng.uniform(clock.start_s * 1000, clock.end_s * 1000, k)
         instance = np.repeat(np.arange(k), sizes)
         position = np.arange(len(instance)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         services = np.asarray(scenario.source_services, dtype=object)
@@ -439,7 +409,6 @@ class Generator:
             geo=geo_,
             r1=r1,
             corr=rng.integers(0, 2**63, n, dtype=np.int64),
-            metrics={},
             extra={
                 "scenario": np.full(n, text.code(scenario.id), dtype=np.int32),
                 "instance_no": first + 1 + instance,
@@ -449,18 +418,38 @@ class Generator:
                 "correlation_event": np.full(n, -1, dtype=np.int32),
             },
         )
-        self._service_metrics(rng, block)
-        for name, values in x.metrics.items():
-            self._set(block, name, np.arange(n), values)
+        self._anomaly_metrics(rng, clock, block, x.metrics, scenario)
+        if scenario.correlation_chain:
+            block = concat_blocks([block, self._follow_ups(rng, scenario, block, sizes)])
+        return block
+
+    def _anomaly_metrics(self, rng, clock: Clock, block: Block, signature: dict, scenario) -> None:
+        """An anomaly block's metrics: its services' own, then the signature's, then defaults for what
+        each template's message names and a line lacks. The draws come in the order the generator has
+        always made them, so anomalies are the same as before for a seed and a range."""
+        for service, specs in SERVICE_METRICS.items():
+            rows = np.flatnonzero(block.service == self.vocab["service"].index.get(service))
+            if len(rows):
+                self._set_metrics(rng, clock, block, rows, specs)
+        for name, values in signature.items():
+            block.set(name, slice(None), clip_metric(name, values))
         for code in np.unique(block.template):
             rows = np.flatnonzero(block.template == code)
-            text_ = self.vocab["template"].values[code]
+            for name, spec in self._anomaly_specs(int(code), scenario).items():
+                lacking = rows
+                if name != "amount" and name in block.metrics:  # "amount" is always redrawn
+                    lacking = rows[np.isnan(block.metrics[name][rows])]
+                if len(lacking):
+                    self._set_metrics(rng, clock, block, lacking, {name: spec})
+
+    def _anomaly_specs(self, template_code: int, scenario) -> dict[str, list]:
+        """Metrics that an anomaly template's message names (see _metric_specs), cached per template."""
+        key = (template_code, scenario.id)
+        if key not in self._anomaly_metric_specs:
+            text_ = self.vocab["template"].values[template_code]
             spec = Template(template=text_, level=scenario.log_level, services=[scenario.source_services[0]])
-            self._template_metrics(rng, block, spec, rows)
-        self._clip(block)
-        if scenario.correlation_chain:
-            block = _concat_blocks([block, self._follow_ups(rng, scenario, block, sizes)])
-        return block
+            self._anomaly_metric_specs[key] = self._metric_specs(spec, "")
+        return self._anomaly_metric_specs[key]
 
     def _follow_ups(self, rng, scenario, block: Block, sizes: np.ndarray) -> Block:
         """The correlation_chain: one line per step after each instance's last event, same subject."""
@@ -483,51 +472,35 @@ class Generator:
             geo=block.geo[parent],
             r1=block.r1[parent],
             corr=block.corr[parent],
-            metrics={},
             extra=extra,
         )
+
+
+def _groups(codes: np.ndarray, count: int) -> list[np.ndarray]:
+    """Row indices per code 0..count-1 (each in increasing order)."""
+    small = codes.astype(np.uint8 if count <= 256 else np.int64)  # 8-bit keys sort in linear time
+    order = np.argsort(small, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=count))])
+    return [order[bounds[i] : bounds[i + 1]] for i in range(count)]
+
+
+def _split_by(values: np.ndarray, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(value, rows having it) for the distinct values of ``values`` at ``rows``."""
+    if not len(rows):
+        return
+    selected = values[rows]
+    first = selected[0]
+    if (selected == first).all():
+        yield int(first), rows
+        return
+    order = np.argsort(selected, kind="stable")
+    ordered = selected[order]
+    for part in np.split(order, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1):
+        yield int(selected[part[0]]), rows[part]
 
 
 def _internal_ip(subnet, host) -> np.ndarray:
     return (np.uint32(10) << 24) | (np.asarray(subnet, dtype=np.uint32) << 16) | np.asarray(host, np.uint32)
 
 
-def _concat_blocks(blocks: list[Block]) -> Block:
-    names = sorted({name for b in blocks for name in b.metrics})
-    extras = sorted({key for b in blocks for key in b.extra})
-
-    def metric(name: str) -> np.ndarray:
-        return np.concatenate([b.metrics.get(name, np.full(len(b.ts), np.nan)) for b in blocks])
-
-    def column(attribute: str) -> np.ndarray:
-        return np.concatenate([getattr(b, attribute) for b in blocks])
-
-    return Block(
-        **{a: column(a) for a in ("ts", "service", "level", "template", "user", "ip", "geo", "r1", "corr")},
-        metrics={name: metric(name) for name in names},
-        extra={key: np.concatenate([_extra(b, key) for b in blocks]) for key in extras},
-    )
-
-
-_EXTRA_MISSING = {
-    "scenario": -1,
-    "instance_no": 0,
-    "instance_uid": 0,
-    "confidence": np.nan,
-    "payload": -1,
-    "correlation_event": -1,
-}
-
-
-def _extra(block: Block, key: str) -> np.ndarray:
-    if key in block.extra:
-        return block.extra[key]
-    return np.full(len(block.ts), _EXTRA_MISSING[key])
-
-
-def _empty() -> pl.DataFrame:
-    columns = ("ts", "service", "level", "template", "user", "ip", "geo", "r1", "corr")
-    return pl.DataFrame(schema=dict.fromkeys(columns, pl.Int64))
-
-
-__all__ = ["METRICS", "Generator"]
+__all__ = ["METRICS", "Block", "Generator", "Lines"]

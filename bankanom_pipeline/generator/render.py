@@ -1,21 +1,30 @@
-"""Render generated frames as JSON log lines, column-wise (no per-line Python), which is what makes the
-generator fast: strings are assembled by polars and UUIDs are hex-encoded with numpy."""
+"""Render generated lines as JSON log lines, column-wise (no per-line Python).
+
+Every line is a run of text pieces (see ``pieces``): a head that all lines share (timestamp, service,
+level, event and correlation ids, user, IP, geo) and a tail that depends on the line's group (message
+template, anomaly details, the metrics the line carries). Constant text between two fields is one piece,
+fields are table look-ups or per-row byte matrices, and one Arrow cast joins all pieces into the output.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import string
+import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from bankanom_pipeline.generator.config import MockConfig
+from bankanom_pipeline.generator import formats
 from bankanom_pipeline.generator.engine import Generator
+from bankanom_pipeline.generator.lines import CORE, Block, Lines
+from bankanom_pipeline.generator.pieces import EMPTY, VIEW, Pool, lengths_of
 from bankanom_pipeline.generator.placeholders import ACTIONS, CHANNELS, ENDPOINTS, PLACEHOLDERS, TOPICS
 from bankanom_pipeline.metrics_catalogue import METRICS
 
-_DASHES = (8, 13, 18, 23)
 NORMAL_DETAILS = json.dumps(
     {
         "is_anomaly": False,
@@ -27,31 +36,420 @@ NORMAL_DETAILS = json.dumps(
         "confidence": None,
     },
     separators=(",", ":"),
+).encode()
+HEAD = 9  # pieces every line starts with, see Renderer._head
+_IDS = b'%s","correlation_id":"%s","user_id":' % (
+    b"-" * 36,
+    b"-" * 36,
+)  # dashes stay where the UUIDs have them
+_CORRELATION_AT = _IDS.index(b'","correlation_id"') + len(b'","correlation_id":"')
+_ROWS_IN_CACHE = 4096  # rows of a byte matrix written column by column while they fit in L2
+_HEX4_AT = (0, 4, 9, 14, 19, 24, 28, 32)  # where each run of 4 hex digits goes in a UUID's text
+_HEX4 = np.asarray(  # 16-bit value -> its 4 hex digits as little-endian ASCII bytes
+    [int.from_bytes(f"{v & 255:02x}{v >> 8:02x}".encode(), "little") for v in range(65_536)], dtype="<u4"
 )
+# placeholder -> (prefix, r1 modulus, padded width of the digits) for the id placeholders
+_IDS_FROM_R1 = {
+    "transaction_id": (b"TXN-", 10**10, 10),
+    "session_id": (b"SES-", 10**10, 10),
+    "order_id": (b"ORD-", 10**8, 8),
+    "customer_id": (b"CUS-", 10**6, 6),
+}
+_PICKS = {
+    "endpoint": (ENDPOINTS, 40),
+    "channel": (CHANNELS, 44),
+    "action": (ACTIONS, 50),
+    "topic": (TOPICS, 54),
+}
+_UNKNOWN = b"unknown"  # what a placeholder without a value renders as
 
 
-_HEX_PAIRS = np.asarray([int.from_bytes(f"{i:02x}".encode(), "little") for i in range(256)], dtype="<u2")
+@dataclass
+class Rendered:
+    """Rendered lines. ``pieces`` holds each group's lines row after row (cheap to fill, group by group);
+    ``start`` and ``count`` tell, for each line in output order, where its pieces are. ``join`` puts the
+    pieces in output order and concatenates them: the JSONL bytes, one line per row."""
+
+    pool: Pool
+    pieces: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def prepare(self, run=None, parts: int = 1) -> None:
+        """Do the formatting left for later (the ids); see ``Pool.prepare``."""
+        self.pool.prepare(*(() if run is None else (run, parts)))
+
+    def join(self, lines: slice = slice(None)) -> pa.Buffer:
+        """The bytes of a run of lines (all by default)."""
+        start, count = self.start[lines], self.count[lines]
+        ends = np.cumsum(count)
+        order = np.repeat(start - (ends - count), count)
+        order += np.arange(len(order))
+        return self.pool.join(self.pieces[order])
+
+    def line_ends(self) -> np.ndarray:
+        """Byte offset where each line ends (after its newline) in ``join()``."""
+        size = np.concatenate([[0], np.cumsum(lengths_of(self.pieces), dtype=np.int64)])
+        return np.cumsum(size[self.start + self.count] - size[self.start])
 
 
-def uuid4_strings(hi: np.ndarray, lo: np.ndarray) -> pl.Series:
-    """Format pairs of 64-bit integers as RFC 4122 version-4 UUID strings."""
-    n = len(hi)
-    raw = np.empty((n, 16), dtype=np.uint8)
-    raw[:, :8] = hi.astype(">u8").view(np.uint8).reshape(n, 8)
-    raw[:, 8:] = lo.astype(">u8").view(np.uint8).reshape(n, 8)
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    hexed = _HEX_PAIRS[raw].view(np.uint8)  # (n, 32) ASCII hex digits
-    text = np.empty((n, 36), dtype=np.uint8)
-    text[:, list(_DASHES)] = ord("-")
-    for (a, b), (c, d) in zip(((0, 8), (9, 13), (14, 18), (19, 23), (24, 36)), _HEX_SPANS, strict=True):
-        text[:, a:b] = hexed[:, c:d]
-    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int64)
-    array = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text))
-    return pl.Series(array)
+class Renderer:
+    """Renders the lines of one generator (its vocabularies, population and config)."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+        config = generator.config
+        # texts shared by all renders: tables built here, and constant text of tails (see _program)
+        self.base = Pool()
+        users = [f"USR-{i:05d}".encode() for i in range(1, generator.population.size + 1)]
+        # indexed by user index; -1 (no user) and -2 (the service account) wrap to the end
+        specials_json, specials_text = [b"null", b'"svc-reporting"'], [_UNKNOWN, b"svc-reporting"]
+        self.user_json = self.base.texts(
+            [b'"%s","ip_address":' % u for u in users] + [s + b',"ip_address":' for s in specials_json]
+        )
+        self.user_text = self.base.texts(users + specials_text)
+        services, levels = generator.vocab["service"].values, generator.vocab["level"].values
+        self.service_level = self.base.texts(
+            [
+                b'","source_service":"%s","log_level":"%s","event_id":"' % (s.encode(), lv.encode())
+                for s in services
+                for lv in levels
+            ]
+        )
+        self.n_levels = len(levels)
+        picks = {**_PICKS, "service_name": (config.service_sources, 46)}
+        self.picks = {
+            name: (self.base.texts([_escape(o.encode()) for o in options]), shift)
+            for name, (options, shift) in picks.items()
+        }
+        self.scenarios = {s.id: s for s in config.anomaly_scenarios}
+        self.programs: dict[tuple, list] = {}
+
+    # -- public ---------------------------------------------------------------------------------
+    def render(self, parts: list[tuple[Block, np.ndarray]], n: int, seed: list[int], exact: bool) -> Rendered:
+        """Lines of ``parts`` (blocks and the output position of each of their rows), ``n`` lines in all.
+        ``seed`` seeds the event ids. ``exact`` checks metric presence per row instead of trusting that
+        a group of lines (template, service, scenario) always carries the same metrics."""
+        pool = Pool(self.base)
+        rng = np.random.default_rng(seed)
+        tables = self._vocab_tables(pool)
+        event = rng.integers(0, 2**63, n, np.int64), rng.integers(0, 2**63, n, np.int64)  # in output order
+        groups = []  # output positions, head pieces, the group's slice of them, tail pieces
+        for block, position in parts:
+            if block.groups is not None:  # grouped by the generator already
+                row_groups = [g.rows for g in block.groups]
+                metrics = [dict(sorted(g.metrics.items())) for g in block.groups]
+            else:
+                row_groups = self._groups(block, exact)
+                metrics = [
+                    {m: block.metrics[m][rows] for m in names}
+                    for rows, names in zip(row_groups, _metrics_of(block, row_groups), strict=True)
+                ]
+            if not row_groups:
+                continue
+            # columns in group order: every group is a slice, so nothing below gathers per group
+            order = np.concatenate(row_groups)
+            ordered = Block(
+                **{name: getattr(block, name)[order] for name in CORE},
+                extra={k: v[order] for k, v in block.extra.items()},
+            )
+            rows = position[order]
+            head = self._head(pool, tables, ordered, event[0][rows], event[1][rows])
+            details = self._details(pool, tables, ordered) if ordered.extra else {}
+            at = 0
+            for rows, values in zip(row_groups, metrics, strict=True):
+                lines = slice(at, at + len(rows))
+                at += len(rows)
+                group = ordered.take(lines)
+                group.metrics = values
+                shared = {name: [piece[lines] for piece in pieces] for name, pieces in details.items()}
+                groups.append((position[rows], head, lines, self._tail(pool, tables, group, shared)))
+        pool.seal()
+        return self._lay_out(pool, n, groups)
+
+    def _lay_out(self, pool: Pool, n: int, groups: list) -> Rendered:
+        """Each group's lines row after row (a slab), and where each line's pieces are."""
+        widths = [HEAD + len(tail) for _, _, _, tail in groups]
+        sizes = [len(position) for position, _, _, _ in groups]
+        pieces = np.empty(int(np.dot(widths, sizes)), VIEW)
+        at = 0
+        for (_, head, lines, tail), width, size in zip(groups, widths, sizes, strict=True):
+            columns = np.empty((width, size), VIEW)  # filled column by column: contiguous writes
+            for j, piece in enumerate(head):
+                columns[j] = piece[lines]
+            for j, piece in enumerate(tail):
+                columns[HEAD + j] = piece
+            pieces[at : at + width * size].reshape(size, width)[:] = columns.T
+            at += width * size
+        # the first piece of each line, by output position
+        position = np.concatenate([position for position, _, _, _ in groups])
+        count = np.empty(n, np.int64)
+        count[position] = np.repeat(widths, sizes)
+        first = np.repeat(np.cumsum(np.multiply(widths, sizes)) - np.multiply(widths, sizes), sizes)
+        first += np.concatenate([np.arange(size) * width for width, size in zip(widths, sizes, strict=True)])
+        start = np.empty(n, np.int64)
+        start[position] = first
+        return Rendered(pool, pieces, start, count)
+
+    # -- grouping ---------------------------------------------------------------------------------
+    def _groups(self, block: Block, exact: bool) -> list[np.ndarray]:
+        """Row indices of each group of lines that share a tail layout."""
+        n = len(block.ts)
+        if n == 0:
+            return []
+        vocab = self.generator.vocab
+        key = block.template.astype(np.int64) * len(vocab["service"].values) + block.service
+        if "scenario" in block.extra:
+            key = key * (len(vocab["text"].values) + 1) + (block.extra["scenario"] + 1)
+            key = key * 2 + (block.extra["correlation_event"] >= 0)
+        if exact:
+            present = np.zeros(n, np.int64)
+            for i, name in enumerate(sorted(block.metrics)):
+                present |= (~np.isnan(block.metrics[name])).astype(np.int64) << i
+            key = key * (1 << len(block.metrics)) + present
+        key = key.astype(np.uint16) if key.max() < 1 << 16 else key  # 16-bit keys sort in linear time
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        return np.split(order, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1)
+
+    # -- head -----------------------------------------------------------------------------------
+    def _head(self, pool: Pool, tables: dict, block: Block, event_high, event_low) -> list:
+        """{"timestamp":"DAY T | HH:MM:SS | .mmmZ | ","source_service":...,"event_id":" | ids...
+        "user_id": | user,"ip_address": | "a.b. | c.d" | ,"geo_location":...,"message":" """
+        ts = block.ts
+        day = ts // 86_400_000
+        first = int(day.min())
+        days = pool.texts(
+            [b'{"timestamp":"%sT' % _day_text(d).encode() for d in range(first, int(day.max()) + 1)]
+        )
+        size = self.generator.population.size
+        user = np.where(block.user >= 0, block.user, size - 1 - block.user)
+        upper, lower = formats.ip_tables(quoted=True)
+        null_ip = block.ip == 0
+        return [
+            days[day - first],
+            formats.clock_table()[ts // 1000 % 86_400],
+            formats.millis_table()[ts % 1000],
+            self.service_level[block.service * self.n_levels + block.level],
+            self._ids(pool, block, event_high, event_low),
+            self.user_json[user],
+            np.where(null_ip, tables["null"], upper[block.ip >> 16]),
+            np.where(null_ip, EMPTY, lower[block.ip & 0xFFFF]),
+            tables["geo"][block.geo + 1],
+        ]
+
+    def _ids(self, pool: Pool, block: Block, event_high: np.ndarray, event_low: np.ndarray) -> np.ndarray:
+        """Views of: event id (random), the literal between, correlation id (from the correlation key).
+        Formatting the ids is left to whoever joins the pieces (the writer thread)."""
+        n = len(block.ts)
+        corr = block.corr
+
+        def fill(ids: np.ndarray, start: int, stop: int) -> None:
+            for at in range(start, stop, _ROWS_IN_CACHE):  # column writes stay in cache a block at a time
+                rows = slice(at, min(at + _ROWS_IN_CACHE, stop))
+                ids[rows] = np.frombuffer(_IDS, np.uint8)
+                _put_uuid(ids[rows], 0, _uuid_bytes(event_high[rows], event_low[rows]))
+                _put_uuid(ids[rows], _CORRELATION_AT, _key_bytes(corr[rows]))
+
+        first_two_bytes = (event_high >> 56 & 0xFF) | (event_high >> 40 & 0xFF00)  # as a little-endian u16
+        return pool.deferred_rows(n, len(_IDS), _HEX4[first_two_bytes], fill)
+
+    def _vocab_tables(self, pool: Pool) -> dict:
+        """Look-up tables over the vocabularies that grow while generating (index code + 1; 0 is null)."""
+        vocab = self.generator.vocab
+        geo = [g.encode() for g in vocab["geo"].values]
+        text = [t.encode() for t in vocab["text"].values]
+        return {
+            "null": pool.literal(b"null"),
+            "unknown": pool.literal(_UNKNOWN),
+            "geo": pool.texts(
+                [b',"geo_location":null,"message":"'] + [b',"geo_location":"%s","message":"' % g for g in geo]
+            ),
+            "country": pool.texts([_UNKNOWN] + [_escape(g[:2]) for g in geo]),
+            "text": pool.texts([_UNKNOWN] + [_escape(t) for t in text]),
+            "code": pool.texts([str(code).encode() for code in range(-1, len(text))]),
+            "event": pool.texts([b"null}"] + [b'"%s"}' % t for t in text]),
+        }
+
+    def _details(self, pool: Pool, tables: dict, block: Block) -> dict[str, list[np.ndarray]]:
+        """The fields of anomaly_details, for a block of anomalous lines."""
+        extra = block.extra
+        return {
+            "instance_no": _number_pieces(pool, extra["instance_no"], True, 0),
+            # confidence has 2 decimals: rounding it again to 2 changes nothing
+            "confidence": _number_pieces(pool, extra["confidence"], False, 2),
+            "instance_id": [pool.rows(_uuid_text(_key_bytes(extra["instance_uid"])))],
+            "event": [tables["event"][extra["correlation_event"] + 1]],
+        }
+
+    # -- tail -----------------------------------------------------------------------------------
+    def _tail(self, pool: Pool, tables: dict, group: Block, shared: dict) -> list:
+        """Pieces after the head for one group of lines (``group.metrics``: the metrics they carry;
+        ``shared``: the anomaly_details fields of anomalous lines)."""
+        scenario = int(group.extra["scenario"][0]) if "scenario" in group.extra else -1
+        key = (int(group.template[0]), scenario, tuple(group.metrics))
+        if key not in self.programs:
+            self.programs[key] = self._program(*key)
+        pieces = []
+        fields = dict(shared)  # a metric may show twice (message and metrics): computed once
+        for item in self.programs[key]:
+            if isinstance(item, str):
+                if item not in fields:
+                    fields[item] = self._field(item, pool, tables, group)
+                pieces.extend(fields[item])
+            else:
+                pieces.append(item)
+        return pieces
+
+    def _program(self, template: int, scenario: int, metrics: tuple[str, ...]) -> list:
+        """The layout of a tail: constant pieces (views in the base pool) and names of fields."""
+        program = _Program(self.base)
+        text = self.generator.vocab["template"].values[template]
+        for literal, name, _, _ in string.Formatter().parse(text):
+            program.literal(_escape(literal.encode()))
+            if name is None:
+                continue
+            metric = PLACEHOLDERS[name]
+            if metric is not None:
+                program.field(f"metric:{metric}") if metric in metrics else program.literal(_UNKNOWN)
+            elif name in _IDS_FROM_R1:
+                program.literal(_IDS_FROM_R1[name][0])
+                program.field(name)
+            elif name == "cache_key":
+                program.literal(b"acct:")
+                program.field(name)
+                program.literal(b":balance")
+            else:
+                program.field(name)
+        program.literal(b'","anomaly_details":')
+        if scenario < 0:
+            program.literal(NORMAL_DETAILS)
+        else:
+            self._program_details(program, scenario)
+        program.literal(b',"metrics":{')
+        for i, name in enumerate(metrics):
+            program.literal(b'%s"%s":' % (b"," if i else b"", name.encode()))
+            program.field(f"metric:{name}")
+        program.literal(b"}}\n")
+        return program.done()
+
+    def _program_details(self, program: _Program, scenario_code: int) -> None:
+        """The anomaly_details object of an anomalous line (see NORMAL_DETAILS for the others)."""
+        scenario = self.scenarios[self.generator.vocab["text"].values[scenario_code]]
+        head = json.dumps(
+            {"is_anomaly": True, "anomaly_id": scenario.id, "anomaly_type": scenario.type},
+            separators=(",", ":"),
+        )[:-1]
+        tail = json.dumps(
+            {"category": scenario.category, "severity": scenario.severity}, separators=(",", ":")
+        )
+        program.literal(f'{head},"anomaly_name":{json.dumps(scenario.base_name)[:-1]} (#'.encode())
+        program.field("instance_no")
+        program.literal(f')",{tail[1:-1]},"confidence":'.encode())
+        program.field("confidence")
+        program.literal(b',"instance_id":"')
+        program.field("instance_id")
+        program.literal(b'","correlation_event":')
+        program.field("event")
+
+    def _field(self, name: str, pool: Pool, tables: dict, group: Block) -> list:
+        """The pieces of one field of a group's lines."""
+        if name.startswith("metric:"):
+            return _metric_pieces(pool, name[7:], group.metrics[name[7:]])
+        if name in _IDS_FROM_R1:
+            _, modulus, width = _IDS_FROM_R1[name]
+            high, low = np.divmod(group.r1 % modulus, 10**5)
+            return [formats.padded_table(width - 5)[high], formats.padded_table(5)[low]]
+        if name == "cache_key":
+            return [formats.uint_table()[group.r1 % 100_000]]
+        if name in self.picks:
+            table, shift = self.picks[name]
+            return [table[(group.r1 >> shift) % len(table)]]
+        if name == "user_id":
+            size = self.generator.population.size
+            return [self.user_text[np.where(group.user >= 0, group.user, size - 1 - group.user)]]
+        if name == "ip_address":
+            upper, lower = formats.ip_tables(quoted=False)
+            null = group.ip == 0
+            return [
+                np.where(null, tables["unknown"], upper[group.ip >> 16]),
+                np.where(null, EMPTY, lower[group.ip & 0xFFFF]),
+            ]
+        if name == "country":
+            return [tables["country"][group.geo + 1]]
+        codes = group.extra[name] if name in group.extra else np.full(len(group), -1)
+        if name == "payload":
+            return [tables["text"][codes + 1]]
+        # correlation_event: the log format has always shown its vocabulary code here, not its text
+        return [tables["code"][codes + 1]]
 
 
-_HEX_SPANS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))
+class _Program:
+    """Collects a tail layout, merging constant text up to the next field into one piece."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self.text: list[bytes] = []
+        self.items: list = []
+
+    def literal(self, text: bytes) -> None:
+        self.text.append(text)
+
+    def field(self, name: str) -> None:
+        self._flush()
+        self.items.append(name)
+
+    def done(self) -> list:
+        self._flush()
+        return self.items
+
+    def _flush(self) -> None:
+        if self.text:
+            self.items.append(self.pool.literal(b"".join(self.text)))
+            self.text = []
+
+
+def _metrics_of(block: Block, row_groups: list[np.ndarray]) -> list[tuple[str, ...]]:
+    """The metrics each group of lines carries (those of its first line), in name order."""
+    first = np.fromiter((rows[0] for rows in row_groups), np.int64, len(row_groups))
+    names = sorted(block.metrics)
+    present = [~np.isnan(block.metrics[name][first]) for name in names]
+    return (
+        [
+            tuple(name for name, has in zip(names, column, strict=True) if has)
+            for column in zip(*present, strict=True)
+        ]
+        if names
+        else [()] * len(row_groups)
+    )
+
+
+def _metric_pieces(pool: Pool, name: str, values: np.ndarray) -> list:
+    metric = METRICS[name]
+    return _number_pieces(pool, values, metric.integer, metric.decimals)
+
+
+def _number_pieces(pool: Pool, values: np.ndarray, integer: bool, decimals: int) -> list:
+    """A number column as polars writes it: as Int64 if ``integer``, else rounded to ``decimals``."""
+    if integer:
+        pieces = formats.uint_pieces(values.astype(np.int64))
+    else:
+        pieces = formats.float_pieces(values, decimals)
+    if pieces is None:  # outside the tables' exact range: let polars format these rows
+        pieces = [pool.texts(formats.polars_text(values, integer, decimals))]
+    return pieces
+
+
+def _day_text(day: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+def _escape(text: bytes) -> bytes:
+    """What the message gets: backslashes and double quotes escaped, nothing else."""
+    return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
 
 
 def _mix(key: np.ndarray, salt: int) -> np.ndarray:
@@ -63,219 +461,75 @@ def _mix(key: np.ndarray, salt: int) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def uuid_from_keys(keys: np.ndarray) -> pl.Series:
-    return uuid4_strings(_mix(keys, 0x9E3779B97F4A7C15), _mix(keys, 0x632BE59BD9B4E019))
+def _uuid_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """16 bytes a row: two 64-bit integers, big-endian."""
+    raw = np.empty((len(high), 2), ">u8")
+    raw[:, 0], raw[:, 1] = high, low
+    return raw.view(np.uint8).reshape(len(high), 16)
 
 
-def _quoted(expr: pl.Expr) -> pl.Expr:
-    """A JSON string literal, or null when the value is missing."""
-    return pl.concat_str([pl.lit('"'), expr, pl.lit('"')]).fill_null(pl.lit("null"))
+def _key_bytes(keys: np.ndarray) -> np.ndarray:
+    """The 16 bytes of the UUID derived from each key."""
+    return _uuid_bytes(_mix(keys, 0x9E3779B97F4A7C15), _mix(keys, 0x632BE59BD9B4E019))
 
 
-def _escaped(expr: pl.Expr) -> pl.Expr:
-    return expr.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+def _put_uuid(matrix: np.ndarray, at: int, raw: np.ndarray) -> None:
+    """Write RFC 4122 version-4 UUIDs made from 16 bytes a row into columns at..at+36 of a byte matrix
+    whose dashes are already in place."""
+    raw = raw.copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    hexed = _HEX4[raw.view("<u2")]  # (n, 8): 4 hex digits per 2 bytes
+    for column, offset in enumerate(_HEX4_AT):
+        # a 4-byte column of the matrix, at any (even unaligned) offset: one strided write for all rows
+        target = np.ndarray((len(matrix),), "<u4", matrix, offset=at + offset, strides=(matrix.strides[0],))
+        target[:] = hexed[:, column]
 
 
-def _pick(options: tuple[str, ...] | list[str], column: str = "r1", shift: int = 0) -> pl.Expr:
-    index = (pl.col(column) // (1 << shift)) % len(options)
-    return index.replace_strict(dict(enumerate(options)), return_dtype=pl.String)
+def _uuid_text(raw: np.ndarray) -> np.ndarray:
+    text = np.full((len(raw), 36), ord("-"), np.uint8)
+    _put_uuid(text, 0, raw)
+    return text
 
 
-def _metric_text(name: str) -> pl.Expr:
-    column = pl.col(f"m_{name}")
-    metric = METRICS[name]
-    if metric.integer:
-        return column.cast(pl.Int64).cast(pl.String)
-    return column.round(metric.decimals).cast(pl.String)
+_RENDERERS: weakref.WeakKeyDictionary[Generator, Renderer] = weakref.WeakKeyDictionary()
 
 
-def _placeholder(name: str, services: list[str]) -> pl.Expr:
-    metric = PLACEHOLDERS[name]
-    if metric is not None:
-        return _metric_text(metric)
-    digits = pl.col("r1") % 10_000_000_000
-    return {
-        "user_id": pl.col("user_id"),
-        "ip_address": pl.col("ip_address"),
-        "transaction_id": pl.concat_str([pl.lit("TXN-"), digits.cast(pl.String).str.zfill(10)]),
-        "order_id": pl.concat_str([pl.lit("ORD-"), (digits % 100_000_000).cast(pl.String).str.zfill(8)]),
-        "session_id": pl.concat_str([pl.lit("SES-"), digits.cast(pl.String).str.zfill(10)]),
-        "customer_id": pl.concat_str([pl.lit("CUS-"), (digits % 1_000_000).cast(pl.String).str.zfill(6)]),
-        "cache_key": pl.concat_str([pl.lit("acct:"), (digits % 100_000).cast(pl.String), pl.lit(":balance")]),
-        "endpoint": _pick(ENDPOINTS, shift=40),
-        "channel": _pick(CHANNELS, shift=44),
-        "service_name": _pick(services, shift=46),
-        "action": _pick(ACTIONS, shift=50),
-        "topic": _pick(TOPICS, shift=54),
-        "payload": pl.col("payload"),
-        "country": pl.col("geo").str.slice(0, 2),
-        "correlation_event": pl.col("correlation_event"),
-    }[name]
+def renderer_for(generator: Generator) -> Renderer:
+    if generator not in _RENDERERS:
+        _RENDERERS[generator] = Renderer(generator)
+    return _RENDERERS[generator]
 
 
-def _row_texts(frame: pl.DataFrame, templates: list[str], services: list[str]) -> pl.DataFrame:
-    """Message and metrics object of each row, rendered per (template, metrics present) group so that
-    each group formats only the placeholders and metrics it has."""
-    metric_names = [c[2:] for c in frame.columns if c.startswith("m_")]
-    present = (
-        pl.sum_horizontal(
-            [
-                pl.col(f"m_{name}").is_not_null().cast(pl.Int64) * (1 << i)
-                for i, name in enumerate(metric_names)
-            ]
-        )
-        if metric_names
-        else pl.lit(0)
-    )
-    parts = []
-    needed = ["row", "template", "r1", "user_id", "ip_address", "geo", "payload", "correlation_event"]
-    keyed = frame.select(
-        *[c for c in needed if c in frame.columns], pl.col("^m_.*$"), present.alias("_present")
-    )
-    keyed = keyed.sort("template", "_present")
-    bounds = keyed.select(pl.struct("template", "_present").rle_id().alias("g"))["g"].to_numpy()
-    starts = np.flatnonzero(np.diff(bounds, prepend=-1))
-    ends = np.append(starts[1:], keyed.height)
-    for start, end in zip(starts, ends, strict=True):
-        rows = keyed.slice(start, end - start)
-        code, mask = int(rows["template"][0]), int(rows["_present"][0])
-        pieces: list[pl.Expr] = []
-        for literal, name, _, _ in string.Formatter().parse(templates[code]):
-            if literal:
-                pieces.append(pl.lit(literal))
-            if name is not None:
-                pieces.append(_placeholder(name, services).fill_null("unknown"))
-        message = pl.concat_str(pieces) if pieces else pl.lit("")
-        fields = [
-            pl.concat_str([pl.lit(f'"{name}":'), _metric_text(name)])
-            for i, name in enumerate(metric_names)
-            if mask & (1 << i)
-        ]
-        body = pl.concat_str(fields, separator=",") if fields else pl.lit("")
-        metrics = pl.concat_str([pl.lit("{"), body, pl.lit("}")])
-        parts.append(rows.select("row", message.alias("message"), metrics.alias("metrics_json")))
-    texts = pl.concat(parts)
-    return texts.select(pl.all().gather(texts["row"].arg_sort()))
+def render_seed(generator: Generator, count: int, first_ts: int) -> list[int]:
+    """Seed of the event ids of a run of lines: the config's seed, the number of lines and the first
+    line's timestamp."""
+    return [generator.config.seed, count, first_ts]
 
 
-def _ip_text() -> pl.Expr:
-    ip = pl.col("ip").cast(pl.Int64)
-    octets = [((ip // (1 << shift)) % 256).cast(pl.String) for shift in (24, 16, 8, 0)]
-    return pl.when(ip > 0).then(pl.concat_str(octets, separator="."))
-
-
-def _user_text() -> pl.Expr:
-    user = pl.col("user")
-    return (
-        pl.when(user >= 0)
-        .then(pl.concat_str([pl.lit("USR-"), (user + 1).cast(pl.String).str.zfill(5)]))
-        .when(user == -2)
-        .then(pl.lit("svc-reporting"))
-    )
-
-
-def _anomaly_details(frame: pl.DataFrame, config: MockConfig, generator: Generator) -> pl.Series:
-    """The anomaly_details object: a constant for normal lines, rendered only for anomalous ones."""
-    details = pl.Series("details", [NORMAL_DETAILS], dtype=pl.String).gather([0] * frame.height)
-    if "scenario" not in frame.columns:
-        return details
-    anomalous = frame.filter(pl.col("scenario") >= 0)
-    if anomalous.height == 0:
-        return details
-    codes = generator.vocab["text"].index
-    anomalous = anomalous.with_columns(
-        _decode(anomalous, "correlation_event", generator.vocab["text"].values),
-        instance_id=uuid_from_keys(anomalous["instance_uid"].to_numpy()),
-    )
-    prefixes = {}
-    scenarios = [s for s in config.anomaly_scenarios if s.id in codes]
-    for s in scenarios:
-        head = json.dumps(
-            {"is_anomaly": True, "anomaly_id": s.id, "anomaly_type": s.type}, separators=(",", ":")
-        )[:-1]
-        prefixes[codes[s.id]] = f'{head},"anomaly_name":{json.dumps(s.base_name)[:-1]} (#'
-    tails = {
-        codes[s.id]: json.dumps({"category": s.category, "severity": s.severity}, separators=(",", ":"))[1:-1]
-        for s in scenarios
-    }
-    scenario = pl.col("scenario")
-    rendered = pl.concat_str(
-        [
-            scenario.replace_strict(prefixes, default=None, return_dtype=pl.String),
-            pl.col("instance_no").cast(pl.String),
-            pl.lit(')",'),
-            scenario.replace_strict(tails, default=None, return_dtype=pl.String),
-            pl.lit(',"confidence":'),
-            pl.col("confidence").cast(pl.String),
-            pl.lit(',"instance_id":"'),
-            pl.col("instance_id"),
-            pl.lit('","correlation_event":'),
-            _quoted(pl.col("correlation_event")),
-            pl.lit("}"),
-        ]
-    )
-    return details.scatter(anomalous["row"], anomalous.select(rendered).to_series())
-
-
-def _decode(frame: pl.DataFrame, column: str, vocabulary: list[str]) -> pl.Series:
-    codes = frame[column]
-    if codes.dtype == pl.Null:
-        return pl.Series(column, [None] * frame.height, dtype=pl.String)
-    index = pl.select(pl.when(codes >= 0).then(codes)).to_series()
-    return pl.Series(vocabulary, dtype=pl.String).gather(index).alias(column)
+def render_lines(generator: Generator, lines: Lines) -> Rendered:
+    """Render generated lines (trusting that lines of one template, service and scenario carry the same
+    metrics, which the generator guarantees)."""
+    parts = lines.parts()
+    first_ts = min((int(block.ts[0]) for block, _ in parts if len(block)), default=0)
+    seed = render_seed(generator, len(lines), first_ts)
+    return renderer_for(generator).render(parts, len(lines), seed, exact=False)
 
 
 def to_json_lines(frame: pl.DataFrame, generator: Generator) -> pl.Series:
     """One compact JSON object per row, in the log format the generator documents."""
-    config, vocab = generator.config, generator.vocab
-    n = frame.height
-    rng = np.random.default_rng([config.seed, n, int(frame["ts"][0]) if n else 0])
-    if "scenario" in frame.columns:
-        frame = frame.with_columns(pl.col("scenario", "payload", "correlation_event").fill_null(-1))
-        frame = frame.with_columns(_decode(frame, "payload", vocab["text"].values))
-    else:
-        frame = frame.with_columns(payload=pl.lit(None, pl.String))
-    frame = frame.with_row_index("row").with_columns(
-        _decode(frame, "service", vocab["service"].values),
-        _decode(frame, "level", vocab["level"].values),
-        _decode(frame, "geo", vocab["geo"].values),
-        _user_text().alias("user_id"),
-        _ip_text().alias("ip_address"),
-        event_id=uuid4_strings(rng.integers(0, 2**63, n, np.int64), rng.integers(0, 2**63, n, np.int64)),
-        correlation_id=uuid_from_keys(frame["corr"].to_numpy()),
-    )
-    texts = _row_texts(frame, vocab["template"].values, list(config.service_sources))
-    frame = frame.with_columns(
-        message=texts["message"],
-        metrics_json=texts["metrics_json"],
-        details=_anomaly_details(frame, config, generator),
-    )
-    timestamp = pl.from_epoch("ts", time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-    line = pl.concat_str(
-        [
-            pl.lit('{"timestamp":"'),
-            timestamp,
-            pl.lit('","source_service":"'),
-            pl.col("service"),
-            pl.lit('","log_level":"'),
-            pl.col("level"),
-            pl.lit('","event_id":"'),
-            pl.col("event_id"),
-            pl.lit('","correlation_id":'),
-            _quoted(pl.col("correlation_id")),
-            pl.lit(',"user_id":'),
-            _quoted(pl.col("user_id")),
-            pl.lit(',"ip_address":'),
-            _quoted(pl.col("ip_address")),
-            pl.lit(',"geo_location":'),
-            _quoted(pl.col("geo")),
-            pl.lit(',"message":"'),
-            _escaped(pl.col("message")),
-            pl.lit('","anomaly_details":'),
-            pl.col("details"),
-            pl.lit(',"metrics":'),
-            pl.col("metrics_json"),
-            pl.lit("}"),
-        ]
-    )
-    return frame.select(line.alias("line"))["line"]
+    if frame.height == 0:
+        return pl.Series("line", [], dtype=pl.String)
+    block = Block.from_frame(frame)
+    parts = [(block, np.arange(frame.height))]
+    if block.extra:  # normal and anomalous lines apart, as the generator makes them
+        anomalous = block.extra["scenario"] >= 0
+        normal = block.take(~anomalous)
+        normal.extra = {}
+        parts = [(normal, np.flatnonzero(~anomalous)), (block.take(anomalous), np.flatnonzero(anomalous))]
+    seed = render_seed(generator, frame.height, int(block.ts[0]))
+    rendered = renderer_for(generator).render(parts, frame.height, seed, exact=True)
+    ends = rendered.line_ends()
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    array = pa.LargeStringArray.from_buffers(frame.height, pa.py_buffer(offsets), rendered.join())
+    return pl.Series("line", array).str.strip_suffix("\n")

@@ -15,7 +15,7 @@ import numpy as np
 
 from bankanom_pipeline import geo
 from bankanom_pipeline.generator.config import Scenario
-from bankanom_pipeline.generator.population import Population, random_ips, random_regions
+from bankanom_pipeline.generator.population import Population, by_value, random_ips, random_regions
 
 LOGIN_FAILED = "Login failed for user {user_id} from {ip_address}: invalid credentials"
 LOGIN_OK = "User {user_id} logged in successfully from {ip_address}"
@@ -81,10 +81,14 @@ class Instances:
         self.out["ip"] = ips
         self.out["geo"] = random_regions(self.rng, countries)
 
-    def attacker_pool(self, pool_size: int, countries_k: np.ndarray) -> None:
-        """Each instance attacks from its own pool of ``pool_size`` IPs in one country."""
+    def attacker_pool(self, pool_size: int, countries_k: np.ndarray, networks: int = 1) -> None:
+        """Each instance attacks from its own pool of ``pool_size`` IPs, rented in ``networks`` /24
+        blocks of one country (attack infrastructure comes in blocks, not as scattered single hosts)."""
         country = self.per_instance(countries_k)
-        pool = random_ips(self.rng, np.repeat(countries_k, pool_size)).reshape(self.k, pool_size)
+        blocks = random_ips(self.rng, np.repeat(countries_k, networks)).reshape(self.k, networks)
+        block = blocks[np.arange(self.k)[:, None], self.rng.integers(0, networks, (self.k, pool_size))]
+        hosts = self.rng.integers(1, 255, (self.k, pool_size), dtype=np.uint32)
+        pool = (block & np.uint32(0xFFFFFF00)) | hosts
         ips = pool[self.instance, self.rng.integers(0, pool_size, self.n)]
         self.out["ip"] = ips
         self.out["geo"] = random_regions(self.rng, country)
@@ -101,12 +105,11 @@ class Instances:
     def templates(self, by_service: dict[str, list[tuple[str, float]]]) -> None:
         """Pick a template per event among the ones listed for its service."""
         chosen = np.empty(self.n, dtype=object)
-        for service in np.unique(self.service):
-            mask = self.service == service
+        for service, rows in by_value(self.service):
             options = by_service.get(str(service)) or [(GENERIC, 1.0)]
             texts = np.asarray([t for t, _ in options], dtype=object)
             weights = np.asarray([w for _, w in options], dtype=float)
-            chosen[mask] = texts[self.rng.choice(len(texts), mask.sum(), p=weights / weights.sum())]
+            chosen[rows] = texts[self.rng.choice(len(texts), len(rows), p=weights / weights.sum())]
         self.out["template"] = chosen
 
 
@@ -181,7 +184,7 @@ def _transaction_amount(x: Instances) -> None:
 
 def _credential_stuffing(x: Instances) -> None:
     x.out["user"] = x.distinct_users()
-    x.attacker_pool(30, x.countries(geo.ATTACK_COUNTRIES, x.k, 0.5))
+    x.attacker_pool(30, x.countries(geo.ATTACK_COUNTRIES, x.k, 0.5), networks=3)
     success = float(x.param("success_rate", 0.02))
     options = [(LOGIN_FAILED, 1 - success), (LOGIN_OK, success)]
     x.templates({"auth-service": options, "api-gateway": options})
@@ -383,7 +386,7 @@ SIGNATURES: dict[str, Signature] = {
         _login_failure_spike,
     ),
     "BANK-002": Signature(
-        "A pool of unique_ips attacker IPs in one country fails logins against many different users at "
+        "A pool of unique_ips attacker IPs in one /24 network fails logins against many different users at "
         "~attempts_per_minute for duration_minutes; unique_users climbs per source, success_rate < 0.05.",
         ("attempts_per_minute", "unique_users", "per-IP distinct users", "per-IP failure rate"),
         _fixed((24, 36)),
@@ -399,7 +402,8 @@ SIGNATURES: dict[str, Signature] = {
         _transaction_amount,
     ),
     "BANK-004": Signature(
-        "~total_attempts logins sampled 1:20 from 30 proxy IPs (half inside the bank's countries), each "
+        "~total_attempts logins sampled 1:20 from 30 proxy IPs in three /24 networks (half inside the bank's "
+        "countries), each "
         "against a different user, once; success_rate ~ the configured 2%; a few 'logged in' lines.",
         ("success_rate", "unique_users", "attempts_per_minute", "per-IP distinct users"),
         _fixed((40, 60)),
