@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 
+from bankanom_pipeline import geo
 from bankanom_pipeline.generator.config import LOG_LEVELS, MockConfig, Template
 from bankanom_pipeline.generator.lines import Block, Group, Lines, Vocab, concat_blocks
 from bankanom_pipeline.generator.placeholders import PLACEHOLDERS
-from bankanom_pipeline.generator.population import Population, random_ips, random_regions
-from bankanom_pipeline.generator.sampling import clip_metric, draw, season, traffic
+from bankanom_pipeline.generator.population import Population
+from bankanom_pipeline.generator.sampling import clip_metric, draw, mix64, season, traffic
 from bankanom_pipeline.generator.scenarios import FOLLOW_UP, Instances, mean_events, signature_for
 from bankanom_pipeline.metrics_catalogue import METRICS
 
@@ -256,7 +257,7 @@ class Generator:
             actors.setdefault(self._actor(templates[i]), []).append(rows)
         codes = self.vocab["template"].codes(np.asarray([t.template for t in templates], dtype=object))
         levels = np.asarray([self.vocab["level"].code(t.level) for t in templates], dtype=np.int32)
-        user, ip, geo_ = self._actors(rng, n, {k: np.concatenate(v) for k, v in actors.items()}, service)
+        user, ip, geo_ = self._actors(rng, ts, {k: np.concatenate(v) for k, v in actors.items()}, service)
         block = Block(
             ts=ts,
             service=service,
@@ -275,8 +276,8 @@ class Generator:
         ]
         return block
 
-    def _actors(self, rng, n: int, actors: dict[str, np.ndarray], service: np.ndarray):
-        pop = self.population
+    def _actors(self, rng, ts: np.ndarray, actors: dict[str, np.ndarray], service: np.ndarray):
+        pop, n = self.population, len(ts)
         user = np.full(n, NO_USER, dtype=np.int64)
         ip = np.zeros(n, dtype=np.uint32)
         geo_ = np.full(n, -1, dtype=np.int32)
@@ -294,16 +295,35 @@ class Generator:
             else:
                 ip[rows] = pop.home_ips[chosen, rng.integers(0, 2, len(rows))]
                 geo_[rows] = self.home_geo[chosen]
-                travel = rows[rng.random(len(rows)) < self.config.population.travel_share]
-                countries = pop.normal_countries[rng.integers(0, len(pop.normal_countries), len(travel))]
-                ip[travel] = random_ips(rng, countries)
-                geo_[travel] = self.vocab["geo"].codes(random_regions(rng, countries))
+                self._abroad(rows, chosen, ts[rows] // 86_400_000, ip, geo_)
         account = actors.get("service_account", np.empty(0, dtype=np.int64))
         user[account] = SERVICE_ACCOUNT
         ip[account] = _internal_ip(5, rng.integers(1, 255, len(account)))
         system = actors.get("system", np.empty(0, dtype=np.int64))
         ip[system] = self._host_ips(rng, service[system])
         return user, ip, geo_
+
+    def _abroad(self, rows, users, days, ip, geo_) -> None:
+        """Customers who spend the day abroad use one foreign IP and region all that day: whether, where
+        and from which address follow from (seed, user, day), so every chunk of the day agrees."""
+        pop = self.population
+        salt = (self.config.seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        key = mix64(users.astype(np.uint64) * np.uint64(1_000_003) + days.astype(np.uint64), salt)
+        away = (key % np.uint64(1_000_000)) < np.uint64(self.config.population.travel_share * 1_000_000)
+        if not away.any():
+            return
+        key, rows = key[away], rows[away]
+        countries = pop.normal_countries[(key >> np.uint64(20)) % np.uint64(len(pop.normal_countries))]
+        for country in np.unique(countries):
+            mask = countries == country
+            octets = np.asarray(geo.first_octets(str(country)), dtype=np.uint64)
+            first = octets[(key[mask] >> np.uint64(8)) % np.uint64(len(octets))]
+            ip[rows[mask]] = (
+                (first << np.uint64(24)) | ((key[mask] >> np.uint64(32)) & np.uint64(0xFFFF00)) | np.uint64(7)
+            ).astype(np.uint32)
+            regions = geo.regions(str(country))
+            codes = np.asarray([self.vocab["geo"].code(r) for r in regions], dtype=np.int32)
+            geo_[rows[mask]] = codes[(key[mask] >> np.uint64(40)) % np.uint64(len(codes))]
 
     def _host_ips(self, rng, service_codes: np.ndarray) -> np.ndarray:
         return _internal_ip(service_codes + 1, rng.integers(1, 9, len(service_codes)))

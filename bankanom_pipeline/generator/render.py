@@ -23,6 +23,7 @@ from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.lines import CORE, Block, Lines
 from bankanom_pipeline.generator.pieces import EMPTY, VIEW, Pool, lengths_of
 from bankanom_pipeline.generator.placeholders import ACTIONS, CHANNELS, ENDPOINTS, PLACEHOLDERS, TOPICS
+from bankanom_pipeline.generator.sampling import mix64
 from bankanom_pipeline.metrics_catalogue import METRICS
 
 NORMAL_DETAILS = json.dumps(
@@ -452,15 +453,6 @@ def _escape(text: bytes) -> bytes:
     return text.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
 
 
-def _mix(key: np.ndarray, salt: int) -> np.ndarray:
-    """splitmix64: spreads a 64-bit key over 64 well-mixed bits (for deterministic ids from keys)."""
-    with np.errstate(over="ignore"):
-        z = key.astype(np.uint64) + np.uint64(salt)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 def _uuid_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     """16 bytes a row: two 64-bit integers, big-endian."""
     raw = np.empty((len(high), 2), ">u8")
@@ -470,7 +462,7 @@ def _uuid_bytes(high: np.ndarray, low: np.ndarray) -> np.ndarray:
 
 def _key_bytes(keys: np.ndarray) -> np.ndarray:
     """The 16 bytes of the UUID derived from each key."""
-    return _uuid_bytes(_mix(keys, 0x9E3779B97F4A7C15), _mix(keys, 0x632BE59BD9B4E019))
+    return _uuid_bytes(mix64(keys, 0x9E3779B97F4A7C15), mix64(keys, 0x632BE59BD9B4E019))
 
 
 def _put_uuid(matrix: np.ndarray, at: int, raw: np.ndarray) -> None:

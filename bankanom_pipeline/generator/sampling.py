@@ -73,3 +73,13 @@ def clip_metric(name: str, values: np.ndarray) -> np.ndarray:
     if metric.upper is not None:
         values = np.minimum(values, metric.upper)
     return np.round(values) if metric.integer else np.round(values, metric.decimals)
+
+
+def mix64(key: np.ndarray, salt: int) -> np.ndarray:
+    """splitmix64: spreads 64-bit keys over 64 well-mixed bits, for values that must follow from a key
+    (deterministic ids, a user's travel on a given day) rather than from a generator's draw order."""
+    with np.errstate(over="ignore"):
+        z = key.astype(np.uint64) + np.uint64(salt)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
