@@ -92,7 +92,9 @@ def test_features_carry_the_scenarios_signal(runs):
     def median(scenario: str, feature: str) -> float:
         return frame.filter(pl.col("scenario") == scenario)[feature].median()
 
-    assert median("BANK-002", "network_distinct_users_10m") > 5 * max(median("normal", "network_distinct_users_10m"), 1)
+    assert median("BANK-002", "network_distinct_users_10m") > 5 * max(
+        median("normal", "network_distinct_users_10m"), 1
+    )
     assert median("BANK-001", "user_failed_logins_10m") > 3
     assert median("normal", "user_failed_logins_10m") == 0
     assert median("BANK-012", "replication_lag_s") > 5 * median("normal", "replication_lag_s")
