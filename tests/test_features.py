@@ -6,6 +6,7 @@ import dagster as dg
 import orjson
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.generator.engine import Generator
@@ -78,7 +79,8 @@ def test_ground_truth_never_reaches_a_feature_table(runs):
         a = con_a.execute(f"SELECT * FROM {table} ORDER BY {key}").pl()
         b = con_b.execute(f"SELECT * FROM {table} ORDER BY {key}").pl()
         assert a.height > 0
-        assert a.equals(b), table
+        # exact but for the last bits of floating sums, whose order DuckDB's parallel windows may vary
+        assert_frame_equal(a, b, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     assert con_b.execute("SELECT count(*) FILTER (WHERE is_anomaly) FROM log_labels").fetchone()[0] == 0
 
 

@@ -25,10 +25,10 @@ windowed AS (
         coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
         coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m,
         -- how usual this country and this IP are for the user, among everything seen so far
-        count(*) OVER (PARTITION BY user_id, country ORDER BY ts ROWS UNBOUNDED PRECEDING)
-            / count(*) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS user_country_share,
-        count(*) OVER (PARTITION BY user_id, ip_address ORDER BY ts ROWS UNBOUNDED PRECEDING)
-            / count(*) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS user_ip_share,
+        count(*) OVER (PARTITION BY user_id, country ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING)
+            / count(*) OVER (PARTITION BY user_id ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING) AS user_country_share,
+        count(*) OVER (PARTITION BY user_id, ip_address ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING)
+            / count(*) OVER (PARTITION BY user_id ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING) AS user_ip_share,
         avg(log_amount) OVER earlier AS prior_mean_log_amount,
         stddev_samp(log_amount) OVER earlier AS prior_sd_log_amount,
         count(log_amount) OVER earlier AS prior_amounts,
@@ -40,7 +40,8 @@ windowed AS (
         w10 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),
         w30 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 30 MINUTES PRECEDING AND CURRENT ROW),
         w60 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 60 MINUTES PRECEDING AND CURRENT ROW),
-        earlier AS (PARTITION BY user_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+        -- event_key breaks ties between events of the same millisecond, so row frames are deterministic
+        earlier AS (PARTITION BY user_id ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
 travel AS (
     SELECT
