@@ -369,7 +369,8 @@ class Generator:
             return None
         weights = np.asarray([s.frequency_weight for s in scenarios], dtype=float)
         weights /= weights.sum()
-        mean_size = float(np.dot(weights, [mean_events(s) for s in scenarios]))
+        # a plain sum: np.dot would wake OpenBLAS threads, which then spin for a while
+        mean_size = sum(w * mean_events(s) for w, s in zip(weights.tolist(), scenarios, strict=True))
         instances = rng.poisson(config.global_anomaly_rate * expected_total / mean_size)
         counts = rng.multinomial(instances, weights)
         blocks = [

@@ -198,6 +198,7 @@ class Lines:
 
     normal: Block
     anomalous: Block | None = None
+    _positions: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.normal) + (len(self.anomalous) if self.anomalous is not None else 0)
@@ -206,14 +207,14 @@ class Lines:
         """Each block with the position of each of its lines in the merged time order."""
         if self.anomalous is None or not len(self.anomalous):
             return [(self.normal, np.arange(len(self.normal)))]
-        normal_ts, anomalous_ts = self.normal.ts, self.anomalous.ts
-        return [
-            (self.normal, np.arange(len(normal_ts)) + np.searchsorted(anomalous_ts, normal_ts, "left")),
-            (
-                self.anomalous,
-                np.arange(len(anomalous_ts)) + np.searchsorted(normal_ts, anomalous_ts, "right"),
-            ),
-        ]
+        if self._positions is None:
+            # search the few anomalous lines among the normal ones; the normal lines take the rest
+            anomalous = np.searchsorted(self.normal.ts, self.anomalous.ts, "right")
+            anomalous += np.arange(len(anomalous))
+            normal = np.ones(len(self), bool)
+            normal[anomalous] = False
+            self._positions = (np.flatnonzero(normal), anomalous)
+        return [(self.normal, self._positions[0]), (self.anomalous, self._positions[1])]
 
     def split(self, cut_ms: int) -> tuple[Lines, Lines]:
         """Lines before ``cut_ms`` and the rest."""

@@ -13,14 +13,13 @@ bit for bit (no arithmetic is done on it).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import numpy as np
 import pyarrow as pa
 
-Fill = Callable[[np.ndarray, int, int], None]  # writes rows start..stop-1 of a matrix
+Fill = Callable[[np.ndarray, int, int], None]  # (buffer, part, parts): writes its part of a buffer
 VIEW = np.complex128
 INLINE = 12  # longest text a view holds itself
 EMPTY = np.zeros(1, VIEW)[0]
@@ -147,26 +146,29 @@ class Pool:
             view = self._literals[text] = np.frombuffer(raw, VIEW)[0]
         return view
 
+    def deferred(self, size: int, fill: Fill) -> int:
+        """A buffer of ``size`` bytes that ``fill(buffer, part, parts)`` writes only in ``prepare``
+        (possibly on other threads, a part each); returns its index, for ``views``."""
+        self.buffers.append(None)
+        self._deferred.append((len(self.buffers) - 1, np.empty(size, np.uint8), fill))
+        return len(self.buffers) - 1
+
+    @staticmethod
+    def views(index: int, offsets: np.ndarray, lengths, prefixes) -> np.ndarray:
+        """Views of texts longer than 12 bytes at ``offsets`` of buffer ``index``; ``prefixes`` holds
+        their first 4 bytes as little-endian uint32."""
+        raw = np.empty((len(offsets), 4), np.uint32)
+        raw[:, 0] = lengths
+        raw[:, 1] = prefixes
+        raw[:, 2] = index
+        raw[:, 3] = offsets
+        return raw.view(VIEW).ravel()
+
     def rows(self, matrix: np.ndarray) -> np.ndarray:
         """One view per row of a C-contiguous (n, w) byte matrix, w > 12; the matrix becomes a buffer."""
         n, width = matrix.shape
-        return self._row_views(self.add(matrix), n, width, matrix[:, :4].copy().view(np.uint32).ravel())
-
-    def deferred_rows(self, n: int, width: int, prefix: np.ndarray, fill: Fill) -> np.ndarray:
-        """Like ``rows`` for an (n, width) matrix whose rows ``fill(matrix, start, stop)`` writes only in
-        ``prepare`` (possibly on other threads); ``prefix`` holds the first 4 bytes of each row as a
-        little-endian uint32."""
-        self.buffers.append(None)
-        self._deferred.append((len(self.buffers) - 1, np.empty((n, width), np.uint8), fill))
-        return self._row_views(len(self.buffers) - 1, n, width, prefix)
-
-    def _row_views(self, index: int, n: int, width: int, prefix: np.ndarray) -> np.ndarray:
-        raw = np.empty((n, 4), np.uint32)
-        raw[:, 0] = width
-        raw[:, 1] = prefix
-        raw[:, 2] = index
-        raw[:, 3] = np.arange(0, n * width, width, dtype=np.uint32)
-        return raw.view(VIEW).ravel()
+        prefixes = matrix[:, :4].copy().view(np.uint32).ravel()
+        return self.views(self.add(matrix), np.arange(0, n * width, width), width, prefixes)
 
     def seal(self) -> None:
         """Fix the arenas' contents (this pool's and, as of now, its parent's); no texts may follow."""
@@ -175,12 +177,11 @@ class Pool:
             self.buffers[self.parent._arena_index] = pa.py_buffer(bytes(self.parent._arena))
 
     def prepare(self, run: Callable[[list[Callable[[], None]]], None] = _run_all, parts: int = 1) -> None:
-        """Fill the deferred matrices, each in ``parts`` row ranges that ``run`` may run in parallel."""
+        """Fill the deferred buffers, each in ``parts`` parts that ``run`` may run in parallel."""
         tasks = []
-        for index, matrix, fill in self._deferred:
-            bounds = np.linspace(0, len(matrix), parts + 1).astype(int)
-            tasks += [partial(fill, matrix, a, b) for a, b in itertools.pairwise(bounds) if b > a]
-            self.buffers[index] = pa.py_buffer(matrix)
+        for index, buffer, fill in self._deferred:
+            tasks += [partial(fill, buffer, part, parts) for part in range(parts)]
+            self.buffers[index] = pa.py_buffer(buffer)
         run(tasks)
         self._deferred = []
 
@@ -193,6 +194,8 @@ class Pool:
         array = pa.Array.from_buffers(
             pa.binary_view(), len(views), [None, pa.py_buffer(views), *self.buffers]
         )
-        joined = array.cast(pa.large_binary())
-        end = int(np.frombuffer(joined.buffers()[1], np.int64)[-1])
-        return joined.buffers()[2][:end]
+        # 32-bit offsets halve the offsets' memory traffic, but must not overflow (the cast does not check)
+        small = lengths_of(views).sum(dtype=np.int64) < 2**31
+        joined = array.cast(pa.binary() if small else pa.large_binary())
+        offsets = np.frombuffer(joined.buffers()[1], np.int32 if small else np.int64)
+        return joined.buffers()[2][: int(offsets[-1])]

@@ -38,12 +38,15 @@ NORMAL_DETAILS = json.dumps(
     },
     separators=(",", ":"),
 ).encode()
-HEAD = 9  # pieces every line starts with, see Renderer._head
-_IDS = b'%s","correlation_id":"%s","user_id":' % (
-    b"-" * 36,
-    b"-" * 36,
-)  # dashes stay where the UUIDs have them
-_CORRELATION_AT = _IDS.index(b'","correlation_id"') + len(b'","correlation_id":"')
+HEAD = 5  # pieces every line starts with, see Renderer._head
+_DAY_MS = 86_400_000
+_DASHES = b"-" * 36  # a UUID's dashes stay where the layout has them
+_CLOCK_AT = len(b'{"timestamp":"2026-01-05T')  # where HH:MM:SS.mmm goes in a line
+_CLOCK = np.frombuffer(  # second of day -> "HH:MM:SS" as 8 little-endian bytes
+    b"".join(b"%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) for s in range(86_400)), "<u8"
+)
+_MILLIS = np.frombuffer(b"".join(b".%03d" % m for m in range(1000)), "<u4")  # -> ".mmm"
+_STAMP_PREFIX = int.from_bytes(b'{"ti', "little")  # the first 4 bytes of every line
 _ROWS_IN_CACHE = 4096  # rows of a byte matrix written column by column while they fit in L2
 _HEX4_AT = (0, 4, 9, 14, 19, 24, 28, 32)  # where each run of 4 hex digits goes in a UUID's text
 _HEX4 = np.asarray(  # 16-bit value -> its 4 hex digits as little-endian ASCII bytes
@@ -112,15 +115,8 @@ class Renderer:
             [b'"%s","ip_address":' % u for u in users] + [s + b',"ip_address":' for s in specials_json]
         )
         self.user_text = self.base.texts(users + specials_text)
-        services, levels = generator.vocab["service"].values, generator.vocab["level"].values
-        self.service_level = self.base.texts(
-            [
-                b'","source_service":"%s","log_level":"%s","event_id":"' % (s.encode(), lv.encode())
-                for s in services
-                for lv in levels
-            ]
-        )
-        self.n_levels = len(levels)
+        self.n_levels = len(generator.vocab["level"].values)
+        self.stamp_layouts: dict[tuple[int, int, int], tuple[bytes, int, int]] = {}
         picks = {**_PICKS, "service_name": (config.service_sources, 46)}
         self.picks = {
             name: (self.base.texts([_escape(o.encode()) for o in options]), shift)
@@ -175,7 +171,7 @@ class Renderer:
         """Each group's lines row after row (a slab), and where each line's pieces are."""
         widths = [HEAD + len(tail) for _, _, _, tail in groups]
         sizes = [len(position) for position, _, _, _ in groups]
-        pieces = np.empty(int(np.dot(widths, sizes)), VIEW)
+        pieces = np.empty(sum(w * s for w, s in zip(widths, sizes, strict=True)), VIEW)
         at = 0
         for (_, head, lines, tail), width, size in zip(groups, widths, sizes, strict=True):
             columns = np.empty((width, size), VIEW)  # filled column by column: contiguous writes
@@ -218,45 +214,76 @@ class Renderer:
 
     # -- head -----------------------------------------------------------------------------------
     def _head(self, pool: Pool, tables: dict, block: Block, event_high, event_low) -> list:
-        """{"timestamp":"DAY T | HH:MM:SS | .mmmZ | ","source_service":...,"event_id":" | ids...
-        "user_id": | user,"ip_address": | "a.b. | c.d" | ,"geo_location":...,"message":" """
-        ts = block.ts
-        day = ts // 86_400_000
-        first = int(day.min())
-        days = pool.texts(
-            [b'{"timestamp":"%sT' % _day_text(d).encode() for d in range(first, int(day.max()) + 1)]
-        )
+        """{"timestamp":...,"user_id": | user,"ip_address": | "a.b. | c.d" | ,"geo_location":...,"message":" """
         size = self.generator.population.size
         user = np.where(block.user >= 0, block.user, size - 1 - block.user)
         upper, lower = formats.ip_tables(quoted=True)
         null_ip = block.ip == 0
         return [
-            days[day - first],
-            formats.clock_table()[ts // 1000 % 86_400],
-            formats.millis_table()[ts % 1000],
-            self.service_level[block.service * self.n_levels + block.level],
-            self._ids(pool, block, event_high, event_low),
+            self._stamps(pool, block, event_high, event_low),
             self.user_json[user],
             np.where(null_ip, tables["null"], upper[block.ip >> 16]),
             np.where(null_ip, EMPTY, lower[block.ip & 0xFFFF]),
             tables["geo"][block.geo + 1],
         ]
 
-    def _ids(self, pool: Pool, block: Block, event_high: np.ndarray, event_low: np.ndarray) -> np.ndarray:
-        """Views of: event id (random), the literal between, correlation id (from the correlation key).
-        Formatting the ids is left to whoever joins the pieces (the writer thread)."""
-        n = len(block.ts)
+    def _stamps(self, pool: Pool, block: Block, event_high: np.ndarray, event_low: np.ndarray) -> np.ndarray:
+        """One piece per line for everything up to "user_id": (timestamp, service, level, event id,
+        correlation id): a byte row per line, the same layout for a run of lines of one day, service and
+        level. The rows are written only when the pieces are joined (by the writer's threads)."""
+        ts, n = block.ts, len(block.ts)
+        key = ((ts // _DAY_MS) * len(self.generator.vocab["service"].values) + block.service) * self.n_levels
+        key += block.level
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        sizes = np.diff(np.append(starts, n))
+        layouts = [
+            self._stamp_layout(int(ts[i] // _DAY_MS), int(block.service[i]), int(block.level[i]))
+            for i in starts
+        ]
+        widths = np.asarray([len(layout) for layout, _, _ in layouts])
+        offsets = np.cumsum(widths * sizes) - widths * sizes  # of each run in the buffer
+        row_offsets = np.repeat(offsets - starts * widths, sizes) + np.arange(n) * np.repeat(widths, sizes)
         corr = block.corr
 
-        def fill(ids: np.ndarray, start: int, stop: int) -> None:
-            for at in range(start, stop, _ROWS_IN_CACHE):  # column writes stay in cache a block at a time
-                rows = slice(at, min(at + _ROWS_IN_CACHE, stop))
-                ids[rows] = np.frombuffer(_IDS, np.uint8)
-                _put_uuid(ids[rows], 0, _uuid_bytes(event_high[rows], event_low[rows]))
-                _put_uuid(ids[rows], _CORRELATION_AT, _key_bytes(corr[rows]))
+        def fill(buffer: np.ndarray, part: int, parts: int) -> None:
+            first, last = n * part // parts, n * (part + 1) // parts  # this part's lines
+            for start, size, offset, (layout, event_at, corr_at) in zip(
+                starts, sizes, offsets, layouts, strict=True
+            ):
+                run = buffer[offset : offset + size * len(layout)].reshape(size, len(layout))
+                for at in range(max(first, start), min(last, start + size), _ROWS_IN_CACHE):
+                    lines = slice(at, min(at + _ROWS_IN_CACHE, last, start + size))
+                    rows = run[lines.start - start : lines.stop - start]  # small blocks of rows stay in cache
+                    rows[:] = np.frombuffer(layout, np.uint8)
+                    _put(rows, _CLOCK_AT, _CLOCK[ts[lines] // 1000 % 86_400])
+                    _put(rows, _CLOCK_AT + 8, _MILLIS[ts[lines] % 1000])
+                    _put_uuid(rows, event_at, _uuid_bytes(event_high[lines], event_low[lines]))
+                    _put_uuid(rows, corr_at, _key_bytes(corr[lines]))
 
-        first_two_bytes = (event_high >> 56 & 0xFF) | (event_high >> 40 & 0xFF00)  # as a little-endian u16
-        return pool.deferred_rows(n, len(_IDS), _HEX4[first_two_bytes], fill)
+        index = pool.deferred(int((widths * sizes).sum()), fill)
+        return pool.views(index, row_offsets, np.repeat(widths, sizes), _STAMP_PREFIX)
+
+    def _stamp_layout(self, day: int, service: int, level: int) -> tuple[bytes, int, int]:
+        """The bytes of a line up to "user_id": with the day, service and level filled in, and where the
+        event and correlation ids go."""
+        key = (day, service, level)
+        if key not in self.stamp_layouts:
+            vocab = self.generator.vocab
+            layout = (
+                b'{"timestamp":"%sT00:00:00.000Z","source_service":"%s","log_level":"%s","event_id":"%s",'
+                b'"correlation_id":"%s","user_id":'
+                % (
+                    _day_text(day).encode(),
+                    vocab["service"].values[service].encode(),
+                    vocab["level"].values[level].encode(),
+                    _DASHES,
+                    _DASHES,
+                )
+            )
+            event_at = layout.index(b'"event_id":"') + len(b'"event_id":"')
+            corr_at = layout.index(b'"correlation_id":"') + len(b'"correlation_id":"')
+            self.stamp_layouts[key] = (layout, event_at, corr_at)
+        return self.stamp_layouts[key]
 
     def _vocab_tables(self, pool: Pool) -> dict:
         """Look-up tables over the vocabularies that grow while generating (index code + 1; 0 is null)."""
@@ -465,6 +492,13 @@ def _key_bytes(keys: np.ndarray) -> np.ndarray:
     return _uuid_bytes(mix64(keys, 0x9E3779B97F4A7C15), mix64(keys, 0x632BE59BD9B4E019))
 
 
+def _put(matrix: np.ndarray, at: int, values: np.ndarray) -> None:
+    """Write fixed-size values (uint32 or uint64 bytes) into each row of a byte matrix at column ``at``
+    (any offset, even unaligned): one strided write for all rows."""
+    target = np.ndarray((len(matrix),), values.dtype, matrix, offset=at, strides=(matrix.strides[0],))
+    target[:] = values
+
+
 def _put_uuid(matrix: np.ndarray, at: int, raw: np.ndarray) -> None:
     """Write RFC 4122 version-4 UUIDs made from 16 bytes a row into columns at..at+36 of a byte matrix
     whose dashes are already in place."""
@@ -473,9 +507,7 @@ def _put_uuid(matrix: np.ndarray, at: int, raw: np.ndarray) -> None:
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
     hexed = _HEX4[raw.view("<u2")]  # (n, 8): 4 hex digits per 2 bytes
     for column, offset in enumerate(_HEX4_AT):
-        # a 4-byte column of the matrix, at any (even unaligned) offset: one strided write for all rows
-        target = np.ndarray((len(matrix),), "<u4", matrix, offset=at + offset, strides=(matrix.strides[0],))
-        target[:] = hexed[:, column]
+        _put(matrix, at + offset, hexed[:, column])
 
 
 def _uuid_text(raw: np.ndarray) -> np.ndarray:
