@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,15 @@ from bankanom_pipeline.metrics_catalogue import METRICS
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("default_config.yaml")
 LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
 _INSTANCE_SUFFIX = re.compile(r"\s*\(#\d+\)\s*$")
+
+
+def _known_level(value: str) -> str:
+    if value not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value
+
+
+Level = Annotated[str, AfterValidator(_known_level)]
 
 
 class ConfigError(ValueError):
@@ -61,17 +71,10 @@ class Scenario(_Strict):
     enabled: bool = True
     frequency_weight: float = Field(ge=0)
     severity: str = "Medium"
-    log_level: str = "WARN"
+    log_level: Level = "WARN"
     source_services: list[str] = Field(min_length=1)
     intensity: dict[str, Any] = Field(default_factory=dict)
     correlation_chain: list[str] = Field(default_factory=list)
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        if value not in LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
-        return value
 
     @field_validator("severity")
     @classmethod
@@ -92,7 +95,7 @@ DISTRIBUTIONS = {"lognormal": 2, "uniform": 2, "int": 2, "beta": 2, "const": 1, 
 
 class Template(_Strict):
     template: str
-    level: str
+    level: Level
     services: list[str] = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
     actor: str | None = None  # None: "system" for infrastructure services, else "user"
@@ -110,13 +113,6 @@ class Template(_Strict):
     def _distributions(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for metric, spec in value.items():
             validate_distribution(metric, spec)
-        return value
-
-    @field_validator("level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        if value not in LOG_LEVELS:
-            raise ValueError(f"level must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
         return value
 
     @field_validator("template")
