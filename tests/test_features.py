@@ -116,3 +116,17 @@ def test_rerun_of_the_chain_is_idempotent(runs, tmp_path):
         connect(copy / "w.duckdb", read_only=True).execute("SELECT count(*) FROM features_events").fetchone()
     )
     assert before == after
+
+
+def test_readme_queries_run(runs):
+    """The example queries in the README work against a generated warehouse."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("### Query the warehouse", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    queries = [q.strip() for q in re.sub(r"--[^\n]*", "", block).split(";") if q.strip()]
+    assert len(queries) == 3
+    con = connect(runs["labelled"][0] / "w.duckdb", read_only=True)
+    results = [con.execute(q).fetchall() for q in queries]
+    assert results[1] and results[2], "failed-login sources and DDoS minutes exist in generated traffic"
