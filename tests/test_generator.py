@@ -129,3 +129,28 @@ def test_exact_event_count(config):
     generator = Generator(small(config))
     chunks = list(generator.generate_n(12_345, DAY_START, chunk_s=60))
     assert sum(f.height for _, f in chunks) == 12_345
+
+
+def test_scenario_values_survive_rendering(config):
+    """BANK-003's amount stays the scenario's (10-30x the user's usual), and follow-up lines name their
+    correlation_chain step in words."""
+    generator = Generator(small(config, global_anomaly_rate=0.5))
+    frame = generator.generate(DAY_START, DAY_START + 3 * 3600)
+    records = [orjson.loads(line) for line in to_json_lines(frame, generator)]
+    population = generator.population
+    user_index = {name: i for i, name in enumerate(population.user_ids)}
+    ratios = [
+        r["metrics"]["amount"] / np.exp(population.amount_mu[user_index[r["user_id"]]])
+        for r in records
+        if r["anomaly_details"]["anomaly_id"] == "BANK-003" and "amount" in r["metrics"]
+    ]
+    assert len(ratios) >= 5
+    assert min(ratios) >= 5, "the anomalous amount is not replaced by the user's usual one"
+    chains = {s.correlation_chain[0] for s in config.enabled_scenarios if s.correlation_chain}
+    follow_ups = [r["message"] for r in records if r["message"].startswith("Follow-up action")]
+    assert follow_ups
+    assert all(
+        m.split()[2] in {step for s in config.enabled_scenarios for step in s.correlation_chain}
+        for m in follow_ups
+    )
+    assert chains & {m.split()[2] for m in follow_ups}

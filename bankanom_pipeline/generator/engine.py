@@ -7,6 +7,7 @@ of the config's seed and the range, so the same call always yields the same logs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,7 +18,7 @@ from bankanom_pipeline.generator.config import LOG_LEVELS, MockConfig, Template
 from bankanom_pipeline.generator.lines import Block, Group, Lines, Vocab, concat_blocks
 from bankanom_pipeline.generator.placeholders import PLACEHOLDERS
 from bankanom_pipeline.generator.population import Population
-from bankanom_pipeline.generator.sampling import clip_metric, draw, mix64, season, traffic
+from bankanom_pipeline.generator.sampling import Categorical, clip_metric, draw, mix64, season, traffic
 from bankanom_pipeline.generator.scenarios import FOLLOW_UP, Instances, mean_events, signature_for
 from bankanom_pipeline.metrics_catalogue import METRICS
 
@@ -133,7 +134,7 @@ class Generator:
         self.home_geo = self.vocab["geo"].codes(self.population.region)
         self.vpn_geo = self.vocab["geo"].codes(self.population.vpn_region)
         weights = np.asarray([w for _, w in self._normal_templates])
-        self._template_cdf = np.cumsum(weights) / weights.sum()
+        self._templates = Categorical(weights / weights.sum())
         self._anomaly_metric_specs: dict[tuple[int, str], dict[str, list]] = {}
         self._normal_metrics = {
             (i, self.vocab["service"].index[s]): self._metric_specs(t, s)
@@ -165,8 +166,12 @@ class Generator:
 
     def stream_lines(self, start_s: int, end_s: int | None, chunk_s: int) -> Iterator[tuple[int, Lines]]:
         """Lines of consecutive ``chunk_s`` ranges from ``start_s`` (forever if ``end_s`` is None), each
-        with (chunk start, lines). Instances that outlast their chunk continue into the next one."""
-        carry = None
+        with (chunk start, lines). Instances that outlast their chunk continue into the next one.
+
+        The stream starts warm: instances that began up to the longest scenario duration before
+        ``start_s`` contribute their remaining lines, so the anomaly share is at its steady level from
+        the first second (a cold start would show almost no anomalies for minutes)."""
+        carry = self._warm_carry(start_s)
         chunk_start = start_s
         while end_s is None or chunk_start < end_s:
             chunk_end = chunk_start + chunk_s if end_s is None else min(chunk_start + chunk_s, end_s)
@@ -179,6 +184,15 @@ class Generator:
             yield chunk_start, lines
             chunk_start = chunk_end
         # instances still running at end_s are cut off there
+
+    def _warm_carry(self, start_s: int) -> Block | None:
+        scenarios = self.config.enabled_scenarios
+        if not scenarios or self.config.global_anomaly_rate == 0:
+            return None
+        longest_s = math.ceil(max(signature_for(s).minutes(s)[1] for s in scenarios) * 60)
+        rng = np.random.default_rng([self.config.seed, start_s, 0xA11])
+        before = self._anomalies(rng, Clock(self.config, start_s - longest_s, start_s))
+        return None if before is None else before.split(start_s * 1000)[1]
 
     def lines_n(self, n: int, start_s: int, chunk_s: int = 3600) -> Iterator[tuple[int, Lines]]:
         """Chunks holding exactly ``n`` lines in all, from ``start_s`` on."""
@@ -240,13 +254,13 @@ class Generator:
         actor and metrics."""
         counts = rng.poisson(clock.rate * (1 - self.config.global_anomaly_rate))
         n = int(counts.sum())
-        # milliseconds since the range's start, sorted as 32-bit integers (faster than 64-bit)
-        offset = np.repeat(np.arange(0, 1000 * len(counts), 1000, dtype=np.int32), counts)
-        offset += rng.integers(0, 1000, n, dtype=np.int32)
+        # milliseconds since the range's start; 32-bit integers sort faster, if the range allows
+        width = np.int32 if 1000 * len(counts) < 2**31 else np.int64
+        offset = np.repeat(np.arange(0, 1000 * len(counts), 1000, dtype=width), counts)
+        offset += rng.integers(0, 1000, n, dtype=width)
         ts = np.sort(offset) + np.int64(clock.start_s) * 1000
         templates = [t for t, _ in self._normal_templates]
-        choice = np.searchsorted(self._template_cdf, rng.random(n), side="right")
-        choice = np.minimum(choice, len(templates) - 1)  # guards a cdf that ends a hair below 1
+        choice = self._templates.draw(rng, n)
         groups = _groups(choice, len(templates))
         services = self.vocab["service"]
         service = np.empty(n, dtype=np.int32)
@@ -457,8 +471,10 @@ class Generator:
         for code in np.unique(block.template):
             rows = np.flatnonzero(block.template == code)
             for name, spec in self._anomaly_specs(int(code), scenario).items():
+                if name in signature:  # the scenario's own value (e.g. BANK-003's amount) wins
+                    continue
                 lacking = rows
-                if name != "amount" and name in block.metrics:  # "amount" is always redrawn
+                if name != "amount" and name in block.metrics:  # a service's amount follows the user
                     lacking = rows[np.isnan(block.metrics[name][rows])]
                 if len(lacking):
                     self._set_metrics(rng, clock, block, lacking, {name: spec})

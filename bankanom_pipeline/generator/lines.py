@@ -1,9 +1,9 @@
 """Generated log lines as numpy columns, before rendering.
 
-A ``Block`` holds lines column-wise (string fields as vocabulary codes, metrics as NaN-padded columns).
-``Lines`` is one time range: the normal lines, drawn already in time order, and the (few) anomalous
-lines in a block of their own; their merged time order is kept as row positions instead of gathering
-every column into one sorted block.
+A ``Block`` holds lines column-wise (string fields as vocabulary codes; metrics as NaN-padded columns or
+by group of lines). ``Lines`` is one time range: the normal lines, drawn already in time order, and the
+(few) anomalous lines in a block of their own; their merged time order is kept as row positions instead
+of gathering every column into one sorted block.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ class Lines:
         for block, position in self.parts():
             for name, values in block.columns(with_extra).items():
                 if name not in merged:
-                    merged[name] = np.full(len(self), _absent(name, values.dtype), dtype=values.dtype)
+                    merged[name] = np.full(len(self), _absent(name), dtype=values.dtype)
                 merged[name][position] = values
         ordered = [*CORE, *sorted(k for k in merged if k.startswith("m_")), *sorted(EXTRA_MISSING)]
         return pl.DataFrame(
@@ -254,7 +254,7 @@ class Lines:
         )
 
 
-def _absent(name: str, dtype) -> float | int:
+def _absent(name: str) -> float | int:
     if name.startswith("m_"):
         return np.nan
     return EXTRA_MISSING.get(name, 0)

@@ -12,8 +12,7 @@ import numpy as np
 
 from bankanom_pipeline import geo
 from bankanom_pipeline.generator.config import MockConfig
-
-_BUCKETS = 1 << 16  # for picking users: most buckets of [0, 1) fall within one user's share
+from bankanom_pipeline.generator.sampling import Categorical
 
 
 def by_value(values: np.ndarray):
@@ -92,23 +91,16 @@ class Population:
         )
 
     def pick(self, rng: np.random.Generator, n: int, kind: str = "user") -> np.ndarray:
-        """Indices of ``n`` users of a kind, weighted by activity (the same draws as
-        ``rng.choice(len(pool), n, p=weights)``, only faster)."""
-        pool, cdf, first, last = self._picker(kind)
-        u = rng.random(n)
-        bucket = (u * _BUCKETS).astype(np.int64)  # exact: _BUCKETS is a power of two
-        index = first[bucket]
-        unsure = np.flatnonzero(index != last[bucket])  # buckets that straddle a cdf step
-        index[unsure] = np.searchsorted(cdf, u[unsure], side="right")
-        return pool[index]
+        """Indices of ``n`` users of a kind, weighted by activity."""
+        pool, sampler = self._picker(kind)
+        return pool[sampler.draw(rng, n)]
 
     @cached_property
-    def _pickers(self) -> dict[str, tuple[np.ndarray, ...]]:
+    def _pickers(self) -> dict[str, tuple[np.ndarray, Categorical]]:
         return {}
 
-    def _picker(self, kind: str) -> tuple[np.ndarray, ...]:
-        """The users of a kind, their activity cdf and, per bucket of [0, 1), the pick of its lowest and
-        highest value (a bucket whose two agree needs no search)."""
+    def _picker(self, kind: str) -> tuple[np.ndarray, Categorical]:
+        """The users of a kind and a sampler of them by activity."""
         if kind not in self._pickers:
             masks = {"user": ~self.is_staff, "vpn_user": self.is_vpn, "staff": self.is_staff}
             if kind not in masks:
@@ -116,10 +108,5 @@ class Population:
             pool = np.flatnonzero(masks[kind])
             if len(pool) == 0:  # a tiny population may have no staff or VPN users
                 pool = np.arange(self.size)
-            cdf = np.cumsum(self.activity[pool] / self.activity[pool].sum())
-            cdf /= cdf[-1]
-            low = np.arange(_BUCKETS) / _BUCKETS
-            high = np.nextafter((np.arange(_BUCKETS) + 1) / _BUCKETS, 0)
-            first, last = (np.searchsorted(cdf, edge, side="right") for edge in (low, high))
-            self._pickers[kind] = (pool, cdf, first, last)
+            self._pickers[kind] = (pool, Categorical(self.activity[pool] / self.activity[pool].sum()))
         return self._pickers[kind]

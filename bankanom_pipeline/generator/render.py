@@ -38,19 +38,18 @@ NORMAL_DETAILS = json.dumps(
     },
     separators=(",", ":"),
 ).encode()
-HEAD = 5  # pieces every line starts with, see Renderer._head
+HEAD = 9  # pieces every line starts with, see Renderer._head
 _DAY_MS = 86_400_000
-_DASHES = b"-" * 36  # a UUID's dashes stay where the layout has them
-_CLOCK_AT = len(b'{"timestamp":"2026-01-05T')  # where HH:MM:SS.mmm goes in a line
-_CLOCK = np.frombuffer(  # second of day -> "HH:MM:SS" as 8 little-endian bytes
-    b"".join(b"%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) for s in range(86_400)), "<u8"
-)
-_MILLIS = np.frombuffer(b"".join(b".%03d" % m for m in range(1000)), "<u4")  # -> ".mmm"
-_STAMP_PREFIX = int.from_bytes(b'{"ti', "little")  # the first 4 bytes of every line
+_IDS = b'%s","correlation_id":"%s","user_id":' % (b"-" * 36, b"-" * 36)  # a UUID's dashes stay put
+_CORRELATION_AT = _IDS.index(b'","correlation_id"') + len(b'","correlation_id":"')
 _ROWS_IN_CACHE = 4096  # rows of a byte matrix written column by column while they fit in L2
 _HEX4_AT = (0, 4, 9, 14, 19, 24, 28, 32)  # where each run of 4 hex digits goes in a UUID's text
-_HEX4 = np.asarray(  # 16-bit value -> its 4 hex digits as little-endian ASCII bytes
-    [int.from_bytes(f"{v & 255:02x}{v >> 8:02x}".encode(), "little") for v in range(65_536)], dtype="<u4"
+_HEX4 = (  # 2 bytes (a little-endian uint16) -> their 4 hex digits (4 ASCII bytes as a uint32)
+    np.frombuffer(b"0123456789abcdef", np.uint8)[
+        np.stack([np.arange(65_536) >> shift & 15 for shift in (4, 0, 12, 8)], axis=1)
+    ]
+    .view("<u4")
+    .ravel()
 )
 # placeholder -> (prefix, r1 modulus, padded width of the digits) for the id placeholders
 _IDS_FROM_R1 = {
@@ -115,8 +114,15 @@ class Renderer:
             [b'"%s","ip_address":' % u for u in users] + [s + b',"ip_address":' for s in specials_json]
         )
         self.user_text = self.base.texts(users + specials_text)
-        self.n_levels = len(generator.vocab["level"].values)
-        self.stamp_layouts: dict[tuple[int, int, int], tuple[bytes, int, int]] = {}
+        services, levels = generator.vocab["service"].values, generator.vocab["level"].values
+        self.service_level = self.base.texts(
+            [
+                b'","source_service":"%s","log_level":"%s","event_id":"' % (s.encode(), lv.encode())
+                for s in services
+                for lv in levels
+            ]
+        )
+        self.n_levels = len(levels)
         picks = {**_PICKS, "service_name": (config.service_sources, 46)}
         self.picks = {
             name: (self.base.texts([_escape(o.encode()) for o in options]), shift)
@@ -134,38 +140,45 @@ class Renderer:
         rng = np.random.default_rng(seed)
         tables = self._vocab_tables(pool)
         event = rng.integers(0, 2**63, n, np.int64), rng.integers(0, 2**63, n, np.int64)  # in output order
-        groups = []  # output positions, head pieces, the group's slice of them, tail pieces
+        groups = []
         for block, position in parts:
-            if block.groups is not None:  # grouped by the generator already
-                row_groups = [g.rows for g in block.groups]
-                metrics = [dict(sorted(g.metrics.items())) for g in block.groups]
-            else:
-                row_groups = self._groups(block, exact)
-                metrics = [
-                    {m: block.metrics[m][rows] for m in names}
-                    for rows, names in zip(row_groups, _metrics_of(block, row_groups), strict=True)
-                ]
-            if not row_groups:
-                continue
-            # columns in group order: every group is a slice, so nothing below gathers per group
-            order = np.concatenate(row_groups)
-            ordered = Block(
-                **{name: getattr(block, name)[order] for name in CORE},
-                extra={k: v[order] for k, v in block.extra.items()},
-            )
-            rows = position[order]
-            head = self._head(pool, tables, ordered, event[0][rows], event[1][rows])
-            details = self._details(pool, tables, ordered) if ordered.extra else {}
-            at = 0
-            for rows, values in zip(row_groups, metrics, strict=True):
-                lines = slice(at, at + len(rows))
-                at += len(rows)
-                group = ordered.take(lines)
-                group.metrics = values
-                shared = {name: [piece[lines] for piece in pieces] for name, pieces in details.items()}
-                groups.append((position[rows], head, lines, self._tail(pool, tables, group, shared)))
+            groups += self._render_block(pool, tables, block, position, event, exact)
         pool.seal()
         return self._lay_out(pool, n, groups)
+
+    def _render_block(self, pool: Pool, tables: dict, block: Block, position, event, exact: bool) -> list:
+        """For each group of a block's lines: output positions, head pieces, the group's slice of the
+        head pieces, tail pieces."""
+        row_groups, metrics = self._grouped(block, exact)
+        if not row_groups:
+            return []
+        # columns in group order: every group is a slice, so nothing below gathers per group
+        order = np.concatenate(row_groups)
+        ordered = Block(
+            **{name: getattr(block, name)[order] for name in CORE},
+            extra={k: v[order] for k, v in block.extra.items()},
+        )
+        head = self._head(pool, tables, ordered, event[0][position[order]], event[1][position[order]])
+        details = self._details(pool, tables, ordered) if ordered.extra else {}
+        groups, at = [], 0
+        for rows, values in zip(row_groups, metrics, strict=True):
+            lines = slice(at, at + len(rows))
+            at += len(rows)
+            group = ordered.take(lines)
+            group.metrics = values
+            shared = {name: [piece[lines] for piece in pieces] for name, pieces in details.items()}
+            groups.append((position[rows], head, lines, self._tail(pool, tables, group, shared)))
+        return groups
+
+    def _grouped(self, block: Block, exact: bool) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
+        """The groups of a block's lines that share a tail layout: their rows and metrics (by name)."""
+        if block.groups is not None:  # grouped by the generator already
+            return [g.rows for g in block.groups], [dict(sorted(g.metrics.items())) for g in block.groups]
+        row_groups = self._groups(block, exact)
+        names = _metrics_of(block, row_groups)
+        return row_groups, [
+            {m: block.metrics[m][rows] for m in ms} for rows, ms in zip(row_groups, names, strict=True)
+        ]
 
     def _lay_out(self, pool: Pool, n: int, groups: list) -> Rendered:
         """Each group's lines row after row (a slab), and where each line's pieces are."""
@@ -193,7 +206,8 @@ class Renderer:
 
     # -- grouping ---------------------------------------------------------------------------------
     def _groups(self, block: Block, exact: bool) -> list[np.ndarray]:
-        """Row indices of each group of lines that share a tail layout."""
+        """Row indices of each group of lines that share a tail layout: template, service, scenario and,
+        if ``exact``, the metrics present."""
         n = len(block.ts)
         if n == 0:
             return []
@@ -214,76 +228,46 @@ class Renderer:
 
     # -- head -----------------------------------------------------------------------------------
     def _head(self, pool: Pool, tables: dict, block: Block, event_high, event_low) -> list:
-        """{"timestamp":...,"user_id": | user,"ip_address": | "a.b. | c.d" | ,"geo_location":...,"message":" """
+        """{"timestamp":"DAY T | HH:MM:SS | .mmmZ | ","source_service":...,"event_id":" | ids...
+        "user_id": | user,"ip_address": | "a.b. | c.d" | ,"geo_location":...,"message":" """
+        ts = block.ts
+        day = ts // _DAY_MS
+        first = int(day.min())
+        days = pool.texts(
+            [b'{"timestamp":"%sT' % _day_text(d).encode() for d in range(first, int(day.max()) + 1)]
+        )
         size = self.generator.population.size
         user = np.where(block.user >= 0, block.user, size - 1 - block.user)
         upper, lower = formats.ip_tables(quoted=True)
         null_ip = block.ip == 0
         return [
-            self._stamps(pool, block, event_high, event_low),
+            days[day - first],
+            formats.clock_table()[ts // 1000 % 86_400],
+            formats.millis_table()[ts % 1000],
+            self.service_level[block.service * self.n_levels + block.level],
+            self._ids(pool, block, event_high, event_low),
             self.user_json[user],
             np.where(null_ip, tables["null"], upper[block.ip >> 16]),
             np.where(null_ip, EMPTY, lower[block.ip & 0xFFFF]),
             tables["geo"][block.geo + 1],
         ]
 
-    def _stamps(self, pool: Pool, block: Block, event_high: np.ndarray, event_low: np.ndarray) -> np.ndarray:
-        """One piece per line for everything up to "user_id": (timestamp, service, level, event id,
-        correlation id): a byte row per line, the same layout for a run of lines of one day, service and
-        level. The rows are written only when the pieces are joined (by the writer's threads)."""
-        ts, n = block.ts, len(block.ts)
-        key = ((ts // _DAY_MS) * len(self.generator.vocab["service"].values) + block.service) * self.n_levels
-        key += block.level
-        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-        sizes = np.diff(np.append(starts, n))
-        layouts = [
-            self._stamp_layout(int(ts[i] // _DAY_MS), int(block.service[i]), int(block.level[i]))
-            for i in starts
-        ]
-        widths = np.asarray([len(layout) for layout, _, _ in layouts])
-        offsets = np.cumsum(widths * sizes) - widths * sizes  # of each run in the buffer
-        row_offsets = np.repeat(offsets - starts * widths, sizes) + np.arange(n) * np.repeat(widths, sizes)
-        corr = block.corr
+    def _ids(self, pool: Pool, block: Block, event_high: np.ndarray, event_low: np.ndarray) -> np.ndarray:
+        """A piece per line of: event id (random), the text between, correlation id (from the correlation
+        key). They are formatted only when the pieces are joined (by the writer's threads)."""
+        n, width, corr = len(block.ts), len(_IDS), block.corr
 
         def fill(buffer: np.ndarray, part: int, parts: int) -> None:
-            first, last = n * part // parts, n * (part + 1) // parts  # this part's lines
-            for start, size, offset, (layout, event_at, corr_at) in zip(
-                starts, sizes, offsets, layouts, strict=True
-            ):
-                run = buffer[offset : offset + size * len(layout)].reshape(size, len(layout))
-                for at in range(max(first, start), min(last, start + size), _ROWS_IN_CACHE):
-                    lines = slice(at, min(at + _ROWS_IN_CACHE, last, start + size))
-                    rows = run[lines.start - start : lines.stop - start]  # small blocks of rows stay in cache
-                    rows[:] = np.frombuffer(layout, np.uint8)
-                    _put(rows, _CLOCK_AT, _CLOCK[ts[lines] // 1000 % 86_400])
-                    _put(rows, _CLOCK_AT + 8, _MILLIS[ts[lines] % 1000])
-                    _put_uuid(rows, event_at, _uuid_bytes(event_high[lines], event_low[lines]))
-                    _put_uuid(rows, corr_at, _key_bytes(corr[lines]))
+            ids = buffer.reshape(n, width)
+            for at in range(n * part // parts, n * (part + 1) // parts, _ROWS_IN_CACHE):
+                rows = slice(at, min(at + _ROWS_IN_CACHE, n * (part + 1) // parts))  # a block stays in cache
+                ids[rows] = np.frombuffer(_IDS, np.uint8)
+                _put_uuid(ids[rows], 0, _uuid_bytes(event_high[rows], event_low[rows]))
+                _put_uuid(ids[rows], _CORRELATION_AT, _key_bytes(corr[rows]))
 
-        index = pool.deferred(int((widths * sizes).sum()), fill)
-        return pool.views(index, row_offsets, np.repeat(widths, sizes), _STAMP_PREFIX)
-
-    def _stamp_layout(self, day: int, service: int, level: int) -> tuple[bytes, int, int]:
-        """The bytes of a line up to "user_id": with the day, service and level filled in, and where the
-        event and correlation ids go."""
-        key = (day, service, level)
-        if key not in self.stamp_layouts:
-            vocab = self.generator.vocab
-            layout = (
-                b'{"timestamp":"%sT00:00:00.000Z","source_service":"%s","log_level":"%s","event_id":"%s",'
-                b'"correlation_id":"%s","user_id":'
-                % (
-                    _day_text(day).encode(),
-                    vocab["service"].values[service].encode(),
-                    vocab["level"].values[level].encode(),
-                    _DASHES,
-                    _DASHES,
-                )
-            )
-            event_at = layout.index(b'"event_id":"') + len(b'"event_id":"')
-            corr_at = layout.index(b'"correlation_id":"') + len(b'"correlation_id":"')
-            self.stamp_layouts[key] = (layout, event_at, corr_at)
-        return self.stamp_layouts[key]
+        first_two_bytes = (event_high >> 56 & 0xFF) | (event_high >> 40 & 0xFF00)  # as a little-endian u16
+        index = pool.deferred(n * width, fill)
+        return pool.views(index, np.arange(0, n * width, width), width, _HEX4[first_two_bytes])
 
     def _vocab_tables(self, pool: Pool) -> dict:
         """Look-up tables over the vocabularies that grow while generating (index code + 1; 0 is null)."""
@@ -298,7 +282,6 @@ class Renderer:
             ),
             "country": pool.texts([_UNKNOWN] + [_escape(g[:2]) for g in geo]),
             "text": pool.texts([_UNKNOWN] + [_escape(t) for t in text]),
-            "code": pool.texts([str(code).encode() for code in range(-1, len(text))]),
             "event": pool.texts([b"null}"] + [b'"%s"}' % t for t in text]),
         }
 
@@ -341,8 +324,10 @@ class Renderer:
             if name is None:
                 continue
             metric = PLACEHOLDERS[name]
-            if metric is not None:
-                program.field(f"metric:{metric}") if metric in metrics else program.literal(_UNKNOWN)
+            if metric is not None and metric not in metrics:
+                program.literal(_UNKNOWN)
+            elif metric is not None:
+                program.field(f"metric:{metric}")
             elif name in _IDS_FROM_R1:
                 program.literal(_IDS_FROM_R1[name][0])
                 program.field(name)
@@ -408,11 +393,9 @@ class Renderer:
             ]
         if name == "country":
             return [tables["country"][group.geo + 1]]
+        # payload and correlation_event: free texts kept as codes into the "text" vocabulary
         codes = group.extra[name] if name in group.extra else np.full(len(group), -1)
-        if name == "payload":
-            return [tables["text"][codes + 1]]
-        # correlation_event: the log format has always shown its vocabulary code here, not its text
-        return [tables["code"][codes + 1]]
+        return [tables["text"][codes + 1]]
 
 
 class _Program:
@@ -443,16 +426,8 @@ class _Program:
 def _metrics_of(block: Block, row_groups: list[np.ndarray]) -> list[tuple[str, ...]]:
     """The metrics each group of lines carries (those of its first line), in name order."""
     first = np.fromiter((rows[0] for rows in row_groups), np.int64, len(row_groups))
-    names = sorted(block.metrics)
-    present = [~np.isnan(block.metrics[name][first]) for name in names]
-    return (
-        [
-            tuple(name for name, has in zip(names, column, strict=True) if has)
-            for column in zip(*present, strict=True)
-        ]
-        if names
-        else [()] * len(row_groups)
-    )
+    present = {name: ~np.isnan(values[first]) for name, values in sorted(block.metrics.items())}
+    return [tuple(name for name, has in present.items() if has[i]) for i in range(len(row_groups))]
 
 
 def _metric_pieces(pool: Pool, name: str, values: np.ndarray) -> list:

@@ -83,3 +83,26 @@ def mix64(key: np.ndarray, salt: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+class Categorical:
+    """Draws indices with fixed probabilities ``p``: the same draws as ``rng.choice(len(p), n, p=p)``,
+    but most are one table look-up instead of a binary search: a bucket of [0, 1) that lies within one
+    index's share of the cdf answers directly."""
+
+    BUCKETS = 1 << 16  # a power of two: a draw's bucket is exact
+
+    def __init__(self, p: np.ndarray):
+        self.cdf = np.cumsum(p)
+        self.cdf /= self.cdf[-1]
+        edges = np.arange(self.BUCKETS) / self.BUCKETS
+        self.first = np.searchsorted(self.cdf, edges, side="right")  # index of a bucket's lowest draw
+        self.last = np.searchsorted(self.cdf, np.nextafter(edges + 1 / self.BUCKETS, 0), side="right")
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        u = rng.random(n)
+        bucket = (u * self.BUCKETS).astype(np.int64)
+        index = self.first[bucket]
+        unsure = np.flatnonzero(index != self.last[bucket])  # buckets that straddle a step of the cdf
+        index[unsure] = np.searchsorted(self.cdf, u[unsure], side="right")
+        return index

@@ -26,7 +26,7 @@ from bankanom_pipeline.generator.render import Rendered, render_lines
 
 DAY_S = 86_400
 CHUNK_S = 6 * 3600  # one file per 6 hours: fewer, larger chunks amortise per-chunk work
-RENDER_LINES = 65_536  # lines rendered at a time, so that writing starts early
+RENDER_LINES = 98_304  # lines rendered at a time: writing starts early; arrays stay below 32 MB
 LINES_PER_WRITE = 32_768  # lines joined and written at a time
 JOIN_THREADS = 2  # joining is numpy and Arrow work without the GIL: it can use both cores
 JOINS_AHEAD = 4  # slices being joined while the writer writes (bounds memory)
