@@ -46,6 +46,7 @@ class Gaps(_Strict):
 class Grouping(_Strict):
     gap_minutes: Gaps
     rare_template_min_rarity: float = Field(ge=0)
+    victim_min_source_users: float = Field(gt=0)
     infrastructure_services: list[str]
     ignored_users: list[str]
 
@@ -121,14 +122,22 @@ def link_keys(frame: pl.DataFrame, config: IncidentConfig) -> list[tuple[str, np
     has_user = user.is_not_null() & ~user.str.to_lowercase().is_in([u.lower() for u in g.ignored_users])
     ip = pl.when(~infra).then(pl.col("ip_address"))
     network = ip.str.extract(r"^(\d+\.\d+\.\d+)\.\d+$", 1)
+    # a line from an address that tried many accounts is about the attacker, not the account: linking
+    # by its victim would chain every attack that hit a common customer into one hairball
+    source_users = pl.max_horizontal(
+        pl.col("ip_distinct_users_10m").fill_null(0), pl.col("network_distinct_users_10m").fill_null(0)
+    )
+    actor = has_user & (source_users < g.victim_min_source_users)
     rare = pl.col("template_rarity") >= g.rare_template_min_rarity
     family = pl.when(rare).then(
         pl.concat_str([pl.col("source_service"), _template_family(pl.col("template"))], separator="|")
     )
-    system = pl.when(infra & ~has_user).then(pl.col("source_service"))
+    system = pl.when(infra & ~has_user).then(
+        pl.concat_str([pl.col("source_service"), _template_family(pl.col("template"))], separator="|")
+    )
     gaps = g.gap_minutes
     return [
-        ("user", _codes(frame, pl.when(has_user).then(user)), gaps.user),
+        ("user", _codes(frame, pl.when(actor).then(user)), gaps.user),
         ("ip", _codes(frame, ip), gaps.ip),
         ("network", _codes(frame, network), gaps.network),
         ("correlation", _codes(frame, pl.col("correlation_id")), gaps.correlation),
