@@ -23,3 +23,7 @@ def landing_dir() -> Path:
 def mock_config_path() -> Path | None:
     value = os.environ.get("BANKANOM_MOCK_CONFIG")
     return Path(value) if value else None
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("BANKANOM_MODELS_DIR", data_dir() / "models"))

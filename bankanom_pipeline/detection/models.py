@@ -1,0 +1,92 @@
+"""Training and scoring of the two detectors, and the normalised 0..1 score they share.
+
+Both estimators score "higher = more normal" (``score_samples``); we negate so that higher = more
+anomalous, then map raw scores through the training window's empirical CDF: 0.97 means "scores higher
+than 97% of the training events". That makes IF and LOF comparable and thresholds readable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import IsolationForest
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from bankanom_pipeline.detection.config import DetectionConfig
+from bankanom_pipeline.detection.space import FeatureSpace
+
+# CDF knots: dense in the tail, where thresholds live
+_PROBS = np.unique(
+    np.concatenate([np.linspace(0, 0.9, 91), np.linspace(0.9, 0.999, 991), np.linspace(0.999, 1, 101)])
+)
+
+
+@dataclass
+class Detector:
+    """A fitted estimator with the feature space and score calibration it was trained with."""
+
+    name: str
+    estimator: IsolationForest | Pipeline  # LOF: PCA then LocalOutlierFactor(novelty=True)
+    space: FeatureSpace
+    knots: list[float]  # raw score at each of _PROBS over the training rows
+    version: str = ""  # the registry version it was loaded from ("" while training)
+
+    def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
+        return -self.estimator.score_samples(matrix)
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        knots = np.asarray(self.knots)
+        return np.interp(raw, knots, _PROBS[: len(knots)], left=0.0, right=1.0)
+
+    def scores(self, matrix: np.ndarray) -> np.ndarray:
+        return self.normalise(self.raw_scores(matrix))
+
+
+def calibrate(raw: np.ndarray) -> list[float]:
+    """Knots of the empirical CDF of training scores, made strictly increasing for interpolation."""
+    knots = np.quantile(raw, _PROBS)
+    bump = np.arange(len(knots)) * 1e-12  # ties (flat stretches) would make np.interp ambiguous
+    return (np.maximum.accumulate(knots) + bump).tolist()
+
+
+def train_isolation_forest(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
+    p = config.isolation_forest
+    estimator = IsolationForest(
+        n_estimators=p.n_estimators,
+        max_samples=min(p.max_samples, len(matrix)),
+        max_features=p.max_features,
+        random_state=p.random_state,
+        n_jobs=-1,
+    ).fit(matrix)
+    detector = Detector("isolation_forest", estimator, space, [])
+    detector.knots = calibrate(detector.raw_scores(matrix))
+    return detector
+
+
+def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
+    p = config.local_outlier_factor
+    rng = np.random.default_rng(p.random_state)
+    rows = rng.choice(len(matrix), min(p.train_rows, len(matrix)), replace=False)
+    fit_on = matrix[np.sort(rows)]
+    estimator = make_pipeline(
+        PCA(min(p.pca_components, matrix.shape[1]), random_state=p.random_state),
+        LocalOutlierFactor(n_neighbors=min(p.n_neighbors, len(fit_on) - 1), novelty=True, n_jobs=-1),
+    ).fit(fit_on)
+    detector = Detector("local_outlier_factor", estimator, space, [])
+    # calibrated on training rows LOF did not fit on: its own points would look too normal
+    held_out = np.setdiff1d(np.arange(len(matrix)), rows)
+    if len(held_out) > 2 * len(rows):
+        held_out = rng.choice(held_out, 2 * len(rows), replace=False)
+    detector.knots = calibrate(detector.raw_scores(matrix[held_out] if len(held_out) else fit_on))
+    return detector
+
+
+TRAINERS = {"isolation_forest": train_isolation_forest, "local_outlier_factor": train_local_outlier_factor}
+
+
+def ensemble(if_scores: np.ndarray, lof_scores: np.ndarray) -> np.ndarray:
+    """The ensemble score: the mean of the two normalised scores (see README, "Ensemble rule")."""
+    return (if_scores + lof_scores) / 2

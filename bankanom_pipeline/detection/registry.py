@@ -1,0 +1,219 @@
+"""The model registry: versioned artifacts on disk, a table in DuckDB, and an atomic "current" pointer.
+
+Layout under the models root (``data/models`` by default)::
+
+    <version>/model.skops      the fitted estimator (skops: no arbitrary code runs on load)
+    <version>/manifest.json    name, parameters, feature space, calibration, window, rows, metrics, sha256
+    current.json               {model name: promoted version}, replaced atomically (write + rename)
+
+The API and the pipeline read ``current.json`` and the version folders, never the live warehouse, so a
+promotion is visible to both the moment the rename lands. An artifact whose sha256 does not match its
+manifest is refused before it is deserialised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import skops.io as sio
+
+from bankanom_pipeline.detection.models import Detector
+from bankanom_pipeline.detection.space import FeatureSpace
+
+ARTIFACT = "model.skops"
+MANIFEST = "manifest.json"
+CURRENT = "current.json"
+# the only types a bankanom artifact may contain beyond skops' defaults
+TRUSTED_TYPES = [
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+]
+
+
+class RegistryError(Exception):
+    """A version that is missing, tampered with or otherwise unusable."""
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    version: str
+    path: Path
+    manifest: dict
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with temporary.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+class Registry:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def save(
+        self, detector: Detector, *, params: dict, window: tuple[str, str], rows: int, metrics: dict
+    ) -> Version:
+        """Write a new version (never overwrites one); returns it. Not promoted."""
+        created = dt.datetime.now(dt.UTC)
+        version = f"{detector.name}-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        folder = self.root / version
+        folder.mkdir(parents=True, exist_ok=False)
+        artifact = folder / ARTIFACT
+        _write_atomic(artifact, sio.dumps(detector.estimator))
+        manifest = {
+            "name": detector.name,
+            "version": version,
+            "created_at": created.isoformat(),
+            "estimator": type(detector.estimator).__name__,
+            "params": params,
+            "features": detector.space.names,
+            "space": detector.space.to_dict(),
+            "knots": detector.knots,
+            "training_window": {"start": window[0], "end": window[1]},
+            "training_rows": rows,
+            "metrics": metrics,
+            "artifact": ARTIFACT,
+            "sha256": _sha256(artifact),
+        }
+        _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+        return Version(detector.name, version, folder, manifest)
+
+    def promote(self, versions: dict[str, str]) -> dict[str, str]:
+        """Point ``current`` at these versions (others unchanged) in one atomic replace; returns it."""
+        for name, version in versions.items():
+            manifest = self.manifest(version)
+            if manifest["name"] != name:
+                raise RegistryError(f"{version} is a {manifest['name']} model, not {name}")
+        current = {**self.current(), **versions}
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.root / CURRENT, json.dumps(current, indent=2, sort_keys=True).encode())
+        return current
+
+    # -- reading -----------------------------------------------------------------------------------
+    def current(self) -> dict[str, str]:
+        path = self.root / CURRENT
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def manifest(self, version: str) -> dict:
+        path = self.root / version / MANIFEST
+        if "/" in version or not path.exists():
+            raise RegistryError(f"unknown model version {version!r}")
+        return json.loads(path.read_text())
+
+    def versions(self) -> list[dict]:
+        """Every version's manifest, oldest first."""
+        manifests = [json.loads(p.read_text()) for p in self.root.glob(f"*/{MANIFEST}")]
+        return sorted(manifests, key=lambda m: m["created_at"])
+
+    def load(self, version: str) -> Detector:
+        """The detector of a version, after its artifact's checksum verifies."""
+        manifest = self.manifest(version)
+        artifact = self.root / version / manifest["artifact"]
+        if not artifact.exists():
+            raise RegistryError(f"{version}: artifact {artifact.name} is missing")
+        data = artifact.read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+            raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
+        untrusted = sio.get_untrusted_types(data=data)
+        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if unexpected:
+            raise RegistryError(
+                f"{version}: artifact holds unexpected types {unexpected}, refusing to load it"
+            )
+        estimator = sio.loads(data, trusted=untrusted)
+        space = FeatureSpace.from_dict(manifest["space"])
+        return Detector(manifest["name"], estimator, space, manifest["knots"], version=version)
+
+    def load_current(self) -> dict[str, Detector]:
+        """The promoted detectors; RegistryError when something is not promoted yet."""
+        current = self.current()
+        missing = [n for n in ("isolation_forest", "local_outlier_factor") if n not in current]
+        if missing:
+            raise RegistryError(f"no promoted model yet for {', '.join(missing)}: run train_job first")
+        return {name: self.load(version) for name, version in current.items()}
+
+
+REGISTRY_DDL = """
+CREATE TABLE IF NOT EXISTS model_registry (
+    version          VARCHAR PRIMARY KEY,
+    name             VARCHAR NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL,
+    path             VARCHAR NOT NULL,
+    sha256           VARCHAR NOT NULL,
+    params           JSON NOT NULL,
+    features         JSON NOT NULL,
+    window_start     DATE NOT NULL,
+    window_end       DATE NOT NULL,
+    training_rows    BIGINT NOT NULL,
+    metrics          JSON NOT NULL,
+    status           VARCHAR NOT NULL,   -- candidate | promoted | retired | rejected
+    promoted_at      TIMESTAMPTZ
+)
+"""
+
+
+def record(con: duckdb.DuckDBPyConnection, version: Version) -> None:
+    """Add a saved version to the registry table as a candidate."""
+    m = version.manifest
+    con.execute(REGISTRY_DDL)
+    con.execute(
+        "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL)",
+        [
+            m["version"],
+            m["name"],
+            m["created_at"],
+            str(version.path),
+            m["sha256"],
+            json.dumps(m["params"]),
+            json.dumps(m["features"]),
+            m["training_window"]["start"],
+            m["training_window"]["end"],
+            m["training_rows"],
+            json.dumps(m["metrics"]),
+        ],
+    )
+
+
+def record_promotion(con: duckdb.DuckDBPyConnection, promoted: dict[str, str]) -> None:
+    """Mirror a promotion in the registry table: promoted versions on, the previous ones retired."""
+    con.execute(REGISTRY_DDL)
+    with con.cursor() as cur:
+        cur.execute("BEGIN")
+        for name, version in promoted.items():
+            cur.execute(
+                "UPDATE model_registry SET status = 'retired' WHERE name = ? AND status = 'promoted' AND version <> ?",
+                [name, version],
+            )
+            cur.execute(
+                "UPDATE model_registry SET status = 'promoted', promoted_at = now() WHERE version = ?",
+                [version],
+            )
+        cur.execute("COMMIT")
+
+
+def record_rejection(con: duckdb.DuckDBPyConnection, version: str) -> None:
+    con.execute(REGISTRY_DDL)
+    con.execute("UPDATE model_registry SET status = 'rejected' WHERE version = ?", [version])

@@ -1,0 +1,69 @@
+"""The feature space both models share: transform, robust scaling, and per-feature deviations.
+
+Fitted on the training window and stored as plain numbers in each model version's manifest (no pickle),
+so the pipeline and the API build exactly the same matrix from the same ``features_events`` columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    names: list[str]
+    transforms: list[str]  # "none" | "log1p", one per name
+    center: list[float]  # median of the transformed training values
+    scale: list[float]  # IQR of the transformed training values (or a fallback, see fit)
+    clip: float  # scaled values are clipped to +-clip
+
+    @classmethod
+    def fit(
+        cls, frame: pl.DataFrame, features: dict[str, str], min_scale: float, clip: float
+    ) -> FeatureSpace:
+        names = list(features)
+        transforms = [features[n] for n in names]
+        values = _transform(_raw(frame, names), transforms)
+        q25, q50, q75 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
+        iqr = q75 - q25
+        # mostly-constant features (a count that is usually 0) have no IQR: a share of their spread
+        # keeps a rare non-zero value visible without making it infinite
+        fallback = np.maximum(values.std(axis=0) * min_scale, 1e-9)
+        scale = np.where(iqr > 0, iqr, np.where(values.std(axis=0) > 0, fallback, 1.0))
+        return cls(names, transforms, q50.tolist(), scale.tolist(), clip)
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """Scaled features, one row per event (float64, C order)."""
+        values = _transform(_raw(frame, self.names), self.transforms)
+        values -= np.asarray(self.center)
+        values /= np.asarray(self.scale)
+        return np.clip(values, -self.clip, self.clip, out=values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureSpace:
+        return cls(**data)
+
+
+def _raw(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ValueError(f"features missing from the input: {', '.join(missing)}")
+    return (
+        frame.select(pl.col(n).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for n in names)
+        .to_numpy(order="c")
+        .astype(np.float64, copy=True)
+    )
+
+
+def _transform(values: np.ndarray, transforms: list[str]) -> np.ndarray:
+    logged = [i for i, t in enumerate(transforms) if t == "log1p"]
+    if logged:
+        part = values[:, logged]
+        values[:, logged] = np.sign(part) * np.log1p(np.abs(part))
+    return values

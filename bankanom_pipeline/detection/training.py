@@ -1,0 +1,113 @@
+"""Training a detector on a window of ``features_events`` and the checks that gate its promotion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import polars as pl
+from sklearn.metrics import average_precision_score
+
+from bankanom_pipeline.detection.config import DetectionConfig
+from bankanom_pipeline.detection.models import TRAINERS, Detector
+from bankanom_pipeline.detection.registry import Registry, Version
+from bankanom_pipeline.detection.space import FeatureSpace
+from bankanom_pipeline.warehouse.frames import read_frame
+
+# a promoted candidate may lose at most this much PR-AUC against the current model on the same data
+QUALITY_TOLERANCE = 0.02
+# flagged share of the training window at the model's threshold: outside this the scores are broken
+SANE_FLAG_SHARE = (0.002, 0.15)
+
+
+@dataclass
+class Trained:
+    version: Version
+    detector: Detector
+    train_scores: np.ndarray
+
+
+def latest_partition(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute("SELECT max(partition_date) FROM features_events").fetchone()
+    if row is None or row[0] is None:
+        raise ValueError("features_events is empty: run the pipeline for at least one day before training")
+    return row[0].isoformat()
+
+
+def load_window(
+    con: duckdb.DuckDBPyConnection, end_day: str, config: DetectionConfig
+) -> tuple[pl.DataFrame, str]:
+    """A seeded uniform sample (at most training.max_rows) of the window's feature rows, and its start."""
+    end = dt.date.fromisoformat(end_day)
+    start = (end - dt.timedelta(days=config.training.window_days - 1)).isoformat()
+    columns = ", ".join(config.feature_names)
+    frame = read_frame(
+        con,
+        f"SELECT {columns} FROM features_events WHERE partition_date BETWEEN ? AND ? ORDER BY event_key",
+        [start, end_day],
+    )
+    if frame.height < 1000:
+        raise ValueError(f"only {frame.height} feature rows in {start}..{end_day}: too few to train on")
+    if frame.height > config.training.max_rows:
+        frame = frame.sample(config.training.max_rows, seed=config.training.seed)
+    return frame, start
+
+
+def train(
+    con: duckdb.DuckDBPyConnection, registry: Registry, name: str, config: DetectionConfig, end_day: str
+) -> Trained:
+    frame, start = load_window(con, end_day, config)
+    began = time.perf_counter()
+    space = FeatureSpace.fit(frame, config.features, config.scaling.min_scale, config.scaling.clip)
+    matrix = space.matrix(frame)
+    detector = TRAINERS[name](matrix, space, config)
+    seconds = time.perf_counter() - began
+    scores = detector.scores(matrix)
+    threshold = getattr(config.thresholds, name)
+    metrics = {
+        "fit_seconds": round(seconds, 2),
+        "train_flagged_share": float((scores >= threshold).mean()),
+        "raw_score_p50": float(np.quantile(detector.raw_scores(matrix[:20000]), 0.5)),
+    }
+    params = getattr(config, name).model_dump()
+    version = registry.save(
+        detector, params=params, window=(start, end_day), rows=frame.height, metrics=metrics
+    )
+    return Trained(version, detector, scores)
+
+
+def distribution_problems(scores: np.ndarray, threshold: float) -> list[str]:
+    """Why a score distribution is not sane (empty list = sane)."""
+    problems = []
+    if not np.isfinite(scores).all():
+        problems.append("non-finite scores")
+    share = float((scores >= threshold).mean()) if len(scores) else 0.0
+    low, high = SANE_FLAG_SHARE
+    if not low <= share <= high:
+        problems.append(
+            f"flags {share:.2%} of the training window at threshold {threshold} (sane: {low:.1%}..{high:.0%})"
+        )
+    if len(scores) and np.ptp(scores) < 0.5:
+        problems.append("scores barely spread: the model cannot tell events apart")
+    return problems
+
+
+def labelled_quality(con: duckdb.DuckDBPyConnection, detector: Detector, day: str) -> float | None:
+    """PR-AUC of a detector on a day with ground truth (evaluation only: labels never train); None when
+    the day has no labels."""
+    columns = ", ".join(detector.space.names)
+    frame = read_frame(
+        con,
+        f"""SELECT {columns}, l.is_anomaly AS _label FROM features_events f
+            JOIN log_labels l USING (partition_date, event_id) WHERE f.partition_date = ?""",
+        [day],
+    )
+    if frame.height == 0 or frame["_label"].n_unique() < 2:
+        return None
+    if frame.height > 200_000:
+        frame = frame.sample(200_000, seed=11)
+    scores = detector.scores(detector.space.matrix(frame))
+    return float(average_precision_score(frame["_label"].to_numpy(), scores))

@@ -1,0 +1,28 @@
+"""Moving polars frames in and out of DuckDB partitions."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+
+def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    return pl.from_arrow(con.execute(sql, params or []).fetch_arrow_table())
+
+
+def replace_partition(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, day: str) -> int:
+    """Make ``frame`` the ``partition_date = day`` rows of ``table`` in one transaction (creating the
+    table from the frame's schema the first time). Re-running a day replaces it: idempotent."""
+    con.register("_incoming", frame.to_arrow())
+    try:
+        con.execute("BEGIN")
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
+        con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("_incoming")
+    return frame.height

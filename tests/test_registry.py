@@ -1,0 +1,128 @@
+"""The model registry and the promotion gate, through real Dagster materializations on a crafted
+warehouse: versioning, promotion, a worse candidate refused, a tampered artifact refused."""
+
+import json
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from bankanom_pipeline.detection.assets import model_assets, promoted_models
+from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.registry import Registry, RegistryError
+from bankanom_pipeline.warehouse.resource import WarehouseResource
+
+DAY = "2026-01-05"
+
+
+def _features(anomaly_share: float, n: int = 6000, seed: int = 0) -> pl.DataFrame:
+    """Normal rows around 0 in every feature; anomalies far out in a few features."""
+    rng = np.random.default_rng(seed)
+    names = default_detection_config().feature_names
+    values = rng.normal(10, 1, (n, len(names)))
+    label = rng.random(n) < anomaly_share
+    values[label, :6] += rng.normal(12, 1, (label.sum(), 6))
+    frame = pl.DataFrame(values, schema=names).with_columns(
+        partition_date=pl.lit(DAY).str.to_date(),
+        event_id=pl.Series([f"e{seed}-{i}" for i in range(n)]),
+        event_key=pl.Series(np.arange(n, dtype=np.uint64)),
+    )
+    return frame, label
+
+
+def _load(database, anomaly_share: float, seed: int) -> None:
+    frame, label = _features(anomaly_share, seed=seed)
+    labels = frame.select("partition_date", "event_id").with_columns(is_anomaly=pl.Series(label))
+    con = duckdb.connect(str(database))
+    con.execute("DROP TABLE IF EXISTS features_events; DROP TABLE IF EXISTS log_labels")
+    con.execute("CREATE TABLE features_events AS SELECT * FROM frame")
+    con.execute("CREATE TABLE log_labels AS SELECT * FROM labels")
+    con.close()
+
+
+def _train(tmp_path, instance):
+    assets = [*model_assets, promoted_models]
+    config = {"config": {"models_dir": str(tmp_path / "models")}}
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path))},
+        run_config={"ops": {a.op.name: config for a in assets}},
+        raise_on_error=False,
+    )
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def _status(tmp_path) -> dict[str, str]:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        return dict(con.execute("SELECT version, status FROM model_registry").fetchall())
+    finally:
+        con.close()
+
+
+def test_versions_promotion_gate_and_checksum(tmp_path, instance):
+    registry = Registry(tmp_path / "models")
+    _load(tmp_path / "w.duckdb", 0.03, seed=1)
+    first = _train(tmp_path, instance)
+    assert first.success
+    current = registry.current()
+    assert set(current) == {"isolation_forest", "local_outlier_factor"}
+    assert set(_status(tmp_path).values()) == {"promoted"}
+    manifest = registry.manifest(current["isolation_forest"])
+    assert manifest["training_window"] == {"start": DAY, "end": DAY}
+    assert manifest["training_rows"] == 6000 and len(manifest["sha256"]) == 64
+    assert (tmp_path / "models" / current["isolation_forest"] / "model.skops").exists()
+    detectors = registry.load_current()
+    assert detectors["isolation_forest"].version == current["isolation_forest"]
+
+    # a second run on the same data: new versions, promoted, the old ones retired
+    assert _train(tmp_path, instance).success
+    second = registry.current()
+    assert second["isolation_forest"] != current["isolation_forest"]
+    statuses = _status(tmp_path)
+    assert statuses[current["isolation_forest"]] == "retired" and statuses[second["isolation_forest"]] == "promoted"
+    assert len(registry.versions()) == 4
+
+    # poisoned training data (the anomalies are now a third of the window, so they look normal): the
+    # candidates are worse on the labelled day, the gate refuses them and current does not move
+    _load(tmp_path / "w.duckdb", 0.35, seed=2)
+    refused = _train(tmp_path, instance)
+    assert not refused.success or not any(
+        e.asset_key == dg.AssetKey("promoted_models") for e in refused.get_asset_materialization_events()
+    )
+    checks = {
+        (e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name): (
+            e.asset_check_evaluation_data.passed
+        )
+        for e in refused.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks[("isolation_forest_model", "not_worse_than_current")] is False
+    assert registry.current() == second
+    assert "rejected" in _status(tmp_path).values()
+
+    # a tampered artifact is refused before it is deserialised
+    artifact = tmp_path / "models" / second["isolation_forest"] / "model.skops"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    with pytest.raises(RegistryError, match="checksum mismatch"):
+        registry.load(second["isolation_forest"])
+    with pytest.raises(RegistryError, match="unknown model version"):
+        registry.load("../etc")
+
+
+def test_promote_refuses_a_version_of_another_model(tmp_path, instance):
+    _load(tmp_path / "w.duckdb", 0.03, seed=3)
+    assert _train(tmp_path, instance).success
+    registry = Registry(tmp_path / "models")
+    lof = registry.current()["local_outlier_factor"]
+    with pytest.raises(RegistryError, match="not isolation_forest"):
+        registry.promote({"isolation_forest": lof})
+    assert json.loads((tmp_path / "models" / "current.json").read_text())["local_outlier_factor"] == lof
