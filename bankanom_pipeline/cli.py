@@ -95,19 +95,40 @@ def ingest(
     date: Annotated[str, typer.Option(help="Partition (UTC day) to load (default: yesterday).")] = "",
 ) -> None:
     """Materialize the raw_logs partition of a day (a real Dagster run, recorded in DAGSTER_HOME)."""
-    raise typer.Exit(0 if _run_job("ingest_job", date or _yesterday()) else 1)
+    raise typer.Exit(0 if _run_job("ingest_job", date or _yesterday()) is not None else 1)
 
 
 @app.command()
 def run(
     date: Annotated[str, typer.Option(help="Partition (UTC day) to process (default: yesterday).")] = "",
+    job: Annotated[
+        str, typer.Option(help="pipeline_job (everything daily) or features_job (up to the feature tables).")
+    ] = "pipeline_job",
 ) -> None:
-    """Run the daily pipeline for a day: raw_logs -> validated_logs -> SQL feature models."""
-    raise typer.Exit(0 if _run_job("pipeline_job", date or _yesterday()) else 1)
+    """Run a daily job for a day: landing files -> features -> scores -> incidents -> evaluation."""
+    if job not in {"pipeline_job", "features_job", "ingest_job"}:
+        console.print(f"[red]unknown daily job {job!r}[/red]")
+        raise typer.Exit(2)
+    raise typer.Exit(0 if _run_job(job, date or _yesterday()) is not None else 1)
 
 
-def _run_job(job_name: str, day: str) -> dict | None:
-    """Execute a job for one partition in a recorded Dagster run; returns metadata per asset."""
+@app.command()
+def train(
+    end_date: Annotated[
+        str, typer.Option(help="Last day of the training window (default: latest day with features).")
+    ] = "",
+) -> None:
+    """Train both detectors, check them, and promote the pair if every blocking check passes."""
+    run_config = None
+    if end_date:
+        config = {"config": {"end_date": end_date}}
+        run_config = {"ops": {f"{n}_model": config for n in ("isolation_forest", "local_outlier_factor")}}
+    raise typer.Exit(0 if _run_job("train_job", None, run_config) is not None else 1)
+
+
+def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> dict | None:
+    """Execute a job (for one partition when ``day``) in a recorded Dagster run; returns metadata per
+    asset, or None when the run failed or a blocking check stopped it."""
     import dagster as dg
 
     from bankanom_pipeline.definitions import defs
@@ -117,64 +138,172 @@ def _run_job(job_name: str, day: str) -> dict | None:
     job = defs.resolve_job_def(job_name)
     began = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, partition_key=day, raise_on_error=False)
-    if not result.success:
-        console.print(
-            f"[red]run {result.run_id} of {job_name} failed; see the Dagster UI or its event log[/red]"
+        result = job.execute_in_process(
+            instance=instance, partition_key=day, run_config=run_config, raise_on_error=False
         )
-        return None
+    failed_checks = [
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
     metadata = {
         event.asset_key.to_user_string(): {
             k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()
         }
         for event in result.get_asset_materialization_events()
     }
-    table = Table(title=f"{job_name} {day} (run {result.run_id[:8]}, {time.perf_counter() - began:.1f}s)")
+    title = f"{job_name} {day or ''} (run {result.run_id[:8]}, {time.perf_counter() - began:.1f}s)"
+    table = Table(title=title)
     table.add_column("asset")
     table.add_column("rows", justify="right")
     table.add_column("notes")
     for asset, values in metadata.items():
-        notes = {
-            "raw_logs": lambda v: (
-                f"read {v['lines_read']:,}, rejected {v['rejected']:,}, dup ids {v['duplicate_event_ids']:,}"
-            ),
-            "validated_logs": lambda v: f"quarantined {v['quarantined']:,}, duplicates {v['duplicates']:,}",
-            "log_labels": lambda v: (
-                f"anomalous {v['anomalous_events']:,} in {v['anomaly_instances']:,} instances"
-            ),
-        }.get(asset, lambda _v: "")(values)
-        table.add_row(asset, f"{values.get('dagster/row_count', 0):,}", notes)
+        table.add_row(
+            asset,
+            f"{values.get('dagster/row_count', values.get('training_rows', 0)):,}",
+            _notes(asset, values),
+        )
     console.print(table)
+    if failed_checks:
+        console.print(f"[yellow]failed checks: {', '.join(failed_checks)}[/yellow]")
+    if not result.success:
+        console.print(
+            f"[red]run {result.run_id} of {job_name} failed; see the Dagster UI or its event log[/red]"
+        )
+        return None
     return metadata
+
+
+def _notes(asset: str, v: dict) -> str:
+    if asset == "raw_logs":
+        return f"read {v['lines_read']:,}, rejected {v['rejected']:,}, dup ids {v['duplicate_event_ids']:,}"
+    if asset == "validated_logs":
+        return f"quarantined {v['quarantined']:,}, duplicates {v['duplicates']:,}"
+    if asset == "log_labels":
+        return f"anomalous {v['anomalous_events']:,} in {v['anomaly_instances']:,} instances"
+    if asset.endswith("_model"):
+        return f"{v['version']} on {v['training_window']}"
+    if asset == "promoted_models":
+        return ", ".join(v["current"].values())
+    if asset == "scored_events":
+        return f"anomalous {v['anomalous_events']:,} ({v['anomalous_share']:.2%})"
+    return ""
 
 
 @app.command()
 def demo(
-    date: Annotated[str, typer.Option(help="UTC day to generate and process (default: yesterday).")] = "",
+    date: Annotated[str, typer.Option(help="Held-out UTC day to detect on (default: yesterday).")] = "",
+    rate: Annotated[
+        float | None, typer.Option(help="Mean events per second to generate (default: the config's).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """The main job: generate a day of mock logs, run the daily pipeline on it, and summarise."""
+    """The main job: generate a training day and a held-out day (different seeds), build features for
+    the first, train and promote both detectors, run the daily pipeline on the second (scores,
+    incidents, evaluation against ground truth) and summarise."""
     day = date or _yesterday()
-    generate(start=day, days=1.0, events=None, seed=None, landing=None, config=config)
-    if _run_job("pipeline_job", day) is None:
-        raise typer.Exit(1)
+    train_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    cfg = _load(config)
+    if rate is not None:
+        generation = cfg.log_generation.model_copy(update={"logs_per_second": rate})
+        cfg = cfg.model_copy(update={"log_generation": generation})
+    landing = settings.landing_dir()
+    for start, seed in ((train_day, cfg.seed), (day, cfg.seed + 1)):
+        _write_day(cfg.model_copy(update={"seed": seed}), start, landing)
+    steps = [("features_job", train_day), ("train_job", None), ("pipeline_job", day)]
+    for job, partition in steps:
+        run_config = None
+        if job == "train_job":
+            run_config = {
+                "ops": {
+                    f"{n}_model": {"config": {"end_date": train_day}}
+                    for n in ("isolation_forest", "local_outlier_factor")
+                }
+            }
+        if _run_job(job, partition, run_config) is None:
+            raise typer.Exit(1)
+    _summary(day)
+
+
+def _write_day(cfg, day: str, landing: Path) -> None:
+    from bankanom_pipeline.generator.engine import Generator
+    from bankanom_pipeline.generator.writer import write_range
+
+    start_s = _epoch(day)
+    began = time.perf_counter()
+    summary = write_range(Generator(cfg), landing / "logs", start_s, end_s=start_s + 86_400)
+    console.print(
+        f"generated {day} (seed {cfg.seed}): {summary.events:,} events, {summary.anomalous:,} anomalous, "
+        f"in {time.perf_counter() - began:.1f}s"
+    )
+
+
+def _summary(day: str) -> None:
+    """Incidents by severity and the evaluation table of a day, from the warehouse."""
     from bankanom_pipeline.warehouse.resource import connect
 
     con = connect(settings.warehouse_path(), read_only=True)
     try:
-        rows = con.execute(
-            "SELECT anomaly_id, count(*) FROM log_labels WHERE partition_date = ? GROUP BY 1 ORDER BY 1 NULLS FIRST",
+        severity = con.execute(
+            """SELECT severity, count(*) FILTER (WHERE reported), count(*) FROM incidents
+               WHERE partition_date = ? GROUP BY 1
+               ORDER BY list_position(['Critical', 'High', 'Medium', 'Low'], severity)""",
+            [day],
+        ).fetchall()
+        metrics = con.execute(
+            """PIVOT (SELECT model, metric, value FROM evaluation_metrics WHERE partition_date = ?
+                      AND metric IN ('precision', 'recall', 'f1', 'pr_auc', 'roc_auc', 'fp_per_10k_normal'))
+               ON metric IN ('f1', 'fp_per_10k_normal', 'pr_auc', 'precision', 'recall', 'roc_auc')
+               USING first(value) GROUP BY model ORDER BY model""",
+            [day],
+        ).fetchall()
+        incident_level = dict(
+            con.execute(
+                "SELECT metric, value FROM evaluation_metrics WHERE partition_date = ? AND model = 'incidents'",
+                [day],
+            ).fetchall()
+        )
+        scenarios = con.execute(
+            "SELECT scenario_id, instances, detected, recall, rca_top1 FROM evaluation_scenarios WHERE partition_date = ? ORDER BY 1",
             [day],
         ).fetchall()
     finally:
         con.close()
-    table = Table(title=f"{day} events by ground-truth scenario (log_labels)")
-    table.add_column("scenario")
-    table.add_column("events", justify="right")
-    for scenario, count in rows:
-        table.add_row(scenario or "normal", f"{count:,}")
+    table = Table(title=f"incidents on {day} by severity")
+    for column in ("severity", "reported", "all"):
+        table.add_column(column, justify="left" if column == "severity" else "right")
+    for name, reported, total in severity:
+        table.add_row(name, f"{reported:,}", f"{total:,}")
     console.print(table)
-    console.print(f"warehouse: {settings.warehouse_path()}  (try: duckdb {settings.warehouse_path()})")
+    table = Table(title=f"evaluation on {day} (held out; labels used only here)")
+    table.add_column("model", no_wrap=True)
+    for column in ("F1", "FP/10k normal", "PR-AUC", "precision", "recall", "ROC-AUC"):
+        table.add_column(column, justify="right")
+    short = {"isolation_forest": "IF", "local_outlier_factor": "LOF", "baseline_isolation_forest": "baseline IF"}
+    for model, *values in metrics:
+        table.add_row(short.get(model, model), *(f"{v:.3f}" if v is not None else "" for v in values))
+    console.print(table)
+    table = Table(title="instances per scenario (detected = inside a reported incident)")
+    for column in ("scenario", "instances", "detected", "recall", "RCA top-1"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for scenario, instances, detected, recall, rca in scenarios:
+        table.add_row(
+            scenario,
+            f"{instances:,}",
+            f"{detected:,}",
+            f"{recall:.2f}",
+            f"{rca:.2f}" if rca is not None else "-",
+        )
+    console.print(table)
+    console.print(
+        "incident precision {incident_precision:.3f}, instance recall {instance_recall:.3f}, "
+        "RCA scenario top-1 {rca_scenario_top1:.3f}, origin top-1 {rca_origin_top1:.3f}".format(
+            **incident_level
+        )
+    )
+    console.print(
+        f"warehouse: {settings.warehouse_path()}  (try: duckdb -readonly {settings.warehouse_path()})"
+    )
 
 
 @app.command("mock-server")

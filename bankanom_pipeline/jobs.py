@@ -2,18 +2,36 @@ import dagster as dg
 
 from bankanom_pipeline.partitions import daily_partitions
 
+_daily = dg.AssetSelection.all() - dg.AssetSelection.groups("seeds", "training")
+
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.assets("raw_logs"),
     partitions_def=daily_partitions,
     description="Load one day of landing logs into raw_logs.",
 )
-# Everything daily, from landing files to the feature tables (seeds are built when missing).
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.assets("features_events", "log_labels").upstream()
+    - dg.AssetSelection.groups("seeds"),
+    partitions_def=daily_partitions,
+    description="One day from landing files to the feature tables: raw_logs -> validated_logs -> SQL models.",
+)
+# Everything daily: landing files -> features -> scored_events -> incidents -> evaluation, scored with the
+# promoted models (train_job must have promoted a pair once).
 pipeline_job = dg.define_asset_job(
     "pipeline_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("seeds"),
+    selection=_daily,
     partitions_def=daily_partitions,
-    description="One day end to end: raw_logs -> validated_logs (+ quarantine, labels) -> SQL feature models.",
+    description="One day end to end with the promoted models, from landing files to incidents and evaluation.",
+)
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=dg.AssetSelection.groups("training"),
+    description=(
+        "Train both detectors on detection.yaml's window (ending at the latest day of features_events by "
+        "default), check them, and promote the pair when every blocking check passes."
+    ),
 )
 # Stopped by default: a fresh checkout should not start writing on its own; turn it on in the UI.
 pipeline_schedule = dg.build_schedule_from_partitioned_job(
