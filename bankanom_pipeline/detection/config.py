@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_PATH = Path(__file__).with_name("detection.yaml")
 MODEL_NAMES = ("isolation_forest", "local_outlier_factor")
@@ -29,6 +29,11 @@ class Scaling(_Strict):
 
 
 class IsolationForestParams(_Strict):
+    # the subset of ``features`` this model sees (None: all of them)
+    features: list[str] | None = None
+    # scaled values clipped to +-clip (None: no clipping; the forest splits uniformly between a node's
+    # min and max, so clipping shrinks exactly the gaps that isolate an extreme value)
+    clip: float | None = Field(default=None, gt=0)
     n_estimators: int = Field(ge=10, le=2000)
     max_samples: int = Field(ge=16)
     max_features: float = Field(gt=0, le=1)
@@ -36,6 +41,7 @@ class IsolationForestParams(_Strict):
 
 
 class LocalOutlierFactorParams(_Strict):
+    features: list[str] | None = None  # the subset of ``features`` this model sees (None: all)
     pca_components: int = Field(ge=1)
     n_neighbors: int = Field(ge=2, le=500)
     train_rows: int = Field(ge=100)
@@ -46,11 +52,13 @@ class Thresholds(_Strict):
     isolation_forest: float = Field(gt=0, lt=1)
     local_outlier_factor: float = Field(gt=0, lt=1)
     ensemble: float = Field(gt=0, lt=1)
+    # ensemble score = w * IF + (1 - w) * LOF (both normalised)
+    ensemble_if_weight: float = Field(default=0.5, ge=0, le=1)
 
 
 class DetectionConfig(_Strict):
     training: Training
-    features: dict[str, Literal["none", "log1p"]] = Field(min_length=1)
+    features: dict[str, Literal["none", "log1p", "log"]] = Field(min_length=1)
     scaling: Scaling
     isolation_forest: IsolationForestParams
     local_outlier_factor: LocalOutlierFactorParams
@@ -59,6 +67,24 @@ class DetectionConfig(_Strict):
     @property
     def feature_names(self) -> list[str]:
         return list(self.features)
+
+    @model_validator(mode="after")
+    def _subsets_known(self) -> DetectionConfig:
+        for name in MODEL_NAMES:
+            unknown = set(getattr(self, name).features or []) - set(self.features)
+            if unknown:
+                raise ValueError(f"{name}.features not in features: {', '.join(sorted(unknown))}")
+        return self
+
+    def model_features(self, name: str) -> dict[str, str]:
+        """The feature space (name -> transform) of model ``name``. The Isolation Forest's space holds
+        every feature (deviations and attributions are reported in it) and the forest itself reads only
+        ``isolation_forest.features``; LOF's space is its own subset."""
+        subset = None if name == "isolation_forest" else getattr(self, name).features
+        return {f: t for f, t in self.features.items() if subset is None or f in subset}
+
+    def model_clip(self, name: str) -> float | None:
+        return self.isolation_forest.clip if name == "isolation_forest" else self.scaling.clip
 
 
 def load_detection_config(path: str | Path | None = None) -> DetectionConfig:

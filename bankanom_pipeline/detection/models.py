@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from bankanom_pipeline.detection.config import DetectionConfig
+from bankanom_pipeline.detection.config import DetectionConfig, default_detection_config
 from bankanom_pipeline.detection.space import FeatureSpace
 
 # CDF knots: dense in the tail, where thresholds live
@@ -29,7 +30,8 @@ class Detector:
     """A fitted estimator with the feature space and score calibration it was trained with."""
 
     name: str
-    estimator: IsolationForest | Pipeline  # LOF: PCA then LocalOutlierFactor(novelty=True)
+    estimator: IsolationForest | Pipeline  # LOF: PCA then LocalOutlierFactor(novelty=True); IF: the
+    # forest, or column selection then the forest
     space: FeatureSpace
     knots: list[float]  # raw score at each of _PROBS over the training rows
     version: str = ""  # the registry version it was loaded from ("" while training)
@@ -54,13 +56,25 @@ def calibrate(raw: np.ndarray) -> list[float]:
 
 def train_isolation_forest(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
     p = config.isolation_forest
-    estimator = IsolationForest(
+    forest = IsolationForest(
         n_estimators=p.n_estimators,
         max_samples=min(p.max_samples, len(matrix)),
         max_features=p.max_features,
         random_state=p.random_state,
         n_jobs=-1,
-    ).fit(matrix)
+    )
+    estimator: IsolationForest | Pipeline = forest
+    if p.features is not None:
+        # the forest reads only its subset: every extra feature is a split that isolates nothing for
+        # most anomalies, so a scenario's one extreme feature would be picked too rarely
+        keep = [i for i, n in enumerate(space.names) if n in p.features]
+        estimator = Pipeline(
+            [
+                ("select", ColumnTransformer([("keep", "passthrough", keep)], remainder="drop")),
+                ("forest", forest),
+            ]
+        )
+    estimator.fit(matrix)
     detector = Detector("isolation_forest", estimator, space, [])
     detector.knots = calibrate(detector.raw_scores(matrix))
     return detector
@@ -70,7 +84,9 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
     p = config.local_outlier_factor
     rng = np.random.default_rng(p.random_state)
     rows = rng.choice(len(matrix), min(p.train_rows, len(matrix)), replace=False)
-    fit_on = matrix[np.sort(rows)]
+    # duplicates (infrastructure lines whose features are all at their medians) would give LOF
+    # infinite local densities: fit on distinct rows
+    fit_on = np.unique(matrix[np.sort(rows)], axis=0)
     estimator = make_pipeline(
         PCA(min(p.pca_components, matrix.shape[1]), random_state=p.random_state),
         LocalOutlierFactor(n_neighbors=min(p.n_neighbors, len(fit_on) - 1), novelty=True, n_jobs=-1),
@@ -87,6 +103,8 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
 TRAINERS = {"isolation_forest": train_isolation_forest, "local_outlier_factor": train_local_outlier_factor}
 
 
-def ensemble(if_scores: np.ndarray, lof_scores: np.ndarray) -> np.ndarray:
-    """The ensemble score: the mean of the two normalised scores (see README, "Ensemble rule")."""
-    return (if_scores + lof_scores) / 2
+def ensemble(if_scores: np.ndarray, lof_scores: np.ndarray, if_weight: float | None = None) -> np.ndarray:
+    """The ensemble score: a weighted mean of the two normalised scores, w * IF + (1 - w) * LOF with w
+    = thresholds.ensemble_if_weight (see README, "Ensemble rule")."""
+    w = default_detection_config().thresholds.ensemble_if_weight if if_weight is None else if_weight
+    return w * if_scores + (1 - w) * lof_scores

@@ -44,14 +44,15 @@ def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: Detection
     t = config.thresholds
     s_if = detectors[IF].scores(detectors[IF].space.matrix(frame))
     s_lof = detectors[LOF].scores(detectors[LOF].space.matrix(frame))
-    s_ens = ensemble(s_if, s_lof)
+    s_ens = ensemble(s_if, s_lof, t.ensemble_if_weight)
     return Scores(
         s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
     )
 
 
 def deviations(frame: pl.DataFrame, detectors: dict[str, Detector]) -> np.ndarray:
-    """Robust z of each feature (in the Isolation Forest's feature space): how far from the normal."""
+    """Robust z of each feature (in the Isolation Forest's feature space, which holds every feature):
+    how far from the normal."""
     return detectors[IF].space.matrix(frame)
 
 

@@ -15,14 +15,14 @@ import polars as pl
 @dataclass(frozen=True)
 class FeatureSpace:
     names: list[str]
-    transforms: list[str]  # "none" | "log1p", one per name
+    transforms: list[str]  # "none" | "log1p" | "log", one per name
     center: list[float]  # median of the transformed training values
     scale: list[float]  # IQR of the transformed training values (or a fallback, see fit)
-    clip: float  # scaled values are clipped to +-clip
+    clip: float | None  # scaled values are clipped to +-clip (None: not clipped)
 
     @classmethod
     def fit(
-        cls, frame: pl.DataFrame, features: dict[str, str], min_scale: float, clip: float
+        cls, frame: pl.DataFrame, features: dict[str, str], min_scale: float, clip: float | None
     ) -> FeatureSpace:
         names = list(features)
         transforms = [features[n] for n in names]
@@ -40,6 +40,8 @@ class FeatureSpace:
         values = _transform(_raw(frame, self.names), self.transforms)
         values -= np.asarray(self.center)
         values /= np.asarray(self.scale)
+        if self.clip is None:
+            return values
         return np.clip(values, -self.clip, self.clip, out=values)
 
     def to_dict(self) -> dict:
@@ -66,4 +68,12 @@ def _transform(values: np.ndarray, transforms: list[str]) -> np.ndarray:
     if logged:
         part = values[:, logged]
         values[:, logged] = np.sign(part) * np.log1p(np.abs(part))
+    # "log": for shares in 0..1 whose informative end is near 0 (a user's share of events from this
+    # country): log1p would leave 0.01 and 0.1 almost equal, ln spreads them
+    ln = [i for i, t in enumerate(transforms) if t == "log"]
+    if ln:
+        values[:, ln] = np.log(np.maximum(values[:, ln], 0.0) + LOG_FLOOR)
     return values
+
+
+LOG_FLOOR = 1e-3

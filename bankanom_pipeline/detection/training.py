@@ -61,7 +61,9 @@ def train(
 ) -> Trained:
     frame, start = load_window(con, end_day, config)
     began = time.perf_counter()
-    space = FeatureSpace.fit(frame, config.features, config.scaling.min_scale, config.scaling.clip)
+    space = FeatureSpace.fit(
+        frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
+    )
     matrix = space.matrix(frame)
     detector = TRAINERS[name](matrix, space, config)
     seconds = time.perf_counter() - began
