@@ -9,6 +9,7 @@ import sys
 import duckdb
 import pytest
 
+from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.registry import Registry
 
 DAY = "2026-01-06"
@@ -56,13 +57,15 @@ def test_every_event_scored_with_the_promoted_versions(demo):
         [DAY],
     ).fetchone()
     assert rows == features > 50_000
-    assert 0 <= low and high <= 1
+    assert low >= 0 and high <= 1
     assert versions == [f"{current['isolation_forest']} {current['local_outlier_factor']}"]
-    # the ensemble rule as documented: mean of the two scores against thresholds.ensemble
+    # the ensemble rule as documented: w * IF + (1 - w) * LOF against thresholds.ensemble
+    thresholds = default_detection_config().thresholds
+    w, cut = thresholds.ensemble_if_weight, thresholds.ensemble
     wrong = con.execute(
         """SELECT count(*) FROM scored_events WHERE partition_date = ?
-           AND abs(ensemble_score - (if_score + lof_score) / 2) > 1e-9""",
-        [DAY],
+           AND (abs(ensemble_score - (? * if_score + (1 - ?) * lof_score)) > 1e-9 OR is_anomaly <> (ensemble_score >= ?))""",
+        [DAY, w, w, cut],
     ).fetchone()[0]
     assert wrong == 0
     # trained on the day before, never on the held-out day

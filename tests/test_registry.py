@@ -37,8 +37,10 @@ def _load(database, anomaly_share: float, seed: int) -> None:
     labels = frame.select("partition_date", "event_id").with_columns(is_anomaly=pl.Series(label))
     con = duckdb.connect(str(database))
     con.execute("DROP TABLE IF EXISTS features_events; DROP TABLE IF EXISTS log_labels")
-    con.execute("CREATE TABLE features_events AS SELECT * FROM frame")
-    con.execute("CREATE TABLE log_labels AS SELECT * FROM labels")
+    con.register("frame_view", frame.to_arrow())
+    con.register("labels_view", labels.to_arrow())
+    con.execute("CREATE TABLE features_events AS SELECT * FROM frame_view")
+    con.execute("CREATE TABLE log_labels AS SELECT * FROM labels_view")
     con.close()
 
 
@@ -48,7 +50,9 @@ def _train(tmp_path, instance):
     return dg.materialize(
         assets,
         instance=instance,
-        resources={"warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path))},
+        resources={
+            "warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path))
+        },
         run_config={"ops": {a.op.name: config for a in assets}},
         raise_on_error=False,
     )
@@ -88,7 +92,10 @@ def test_versions_promotion_gate_and_checksum(tmp_path, instance):
     second = registry.current()
     assert second["isolation_forest"] != current["isolation_forest"]
     statuses = _status(tmp_path)
-    assert statuses[current["isolation_forest"]] == "retired" and statuses[second["isolation_forest"]] == "promoted"
+    assert (
+        statuses[current["isolation_forest"]] == "retired"
+        and statuses[second["isolation_forest"]] == "promoted"
+    )
     assert len(registry.versions()) == 4
 
     # poisoned training data (the anomalies are now a third of the window, so they look normal): the
@@ -99,9 +106,10 @@ def test_versions_promotion_gate_and_checksum(tmp_path, instance):
         e.asset_key == dg.AssetKey("promoted_models") for e in refused.get_asset_materialization_events()
     )
     checks = {
-        (e.asset_check_evaluation_data.asset_key.to_user_string(), e.asset_check_evaluation_data.check_name): (
-            e.asset_check_evaluation_data.passed
-        )
+        (
+            e.asset_check_evaluation_data.asset_key.to_user_string(),
+            e.asset_check_evaluation_data.check_name,
+        ): (e.asset_check_evaluation_data.passed)
         for e in refused.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }

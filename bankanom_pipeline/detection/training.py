@@ -12,7 +12,7 @@ import polars as pl
 from sklearn.metrics import average_precision_score
 
 from bankanom_pipeline.detection.config import DetectionConfig
-from bankanom_pipeline.detection.models import TRAINERS, Detector
+from bankanom_pipeline.detection.models import TRAINERS, Detector, calibration_rows
 from bankanom_pipeline.detection.registry import Registry, Version
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.warehouse.frames import read_frame
@@ -67,12 +67,14 @@ def train(
     matrix = space.matrix(frame)
     detector = TRAINERS[name](matrix, space, config)
     seconds = time.perf_counter() - began
-    scores = detector.scores(matrix)
+    # the sanity check needs the distribution, not every row: a seeded sample of the window
+    raw = detector.raw_scores(calibration_rows(matrix, config.training.seed))
+    scores = detector.normalise(raw)
     threshold = getattr(config.thresholds, name)
     metrics = {
         "fit_seconds": round(seconds, 2),
         "train_flagged_share": float((scores >= threshold).mean()),
-        "raw_score_p50": float(np.quantile(detector.raw_scores(matrix[:20000]), 0.5)),
+        "raw_score_p50": float(np.quantile(raw, 0.5)),
     }
     params = getattr(config, name).model_dump()
     version = registry.save(

@@ -1,0 +1,126 @@
+"""Train both detectors, score every event of a day and build its incidents: wall time per stage and
+peak memory, for days of N generated events.
+
+Each size is generated and built up to features_events once (not timed, see pipeline_bench.py); then
+each repetition runs in a fresh process on a copy of that warehouse: train IF, train LOF (on its
+documented subsample), score all events with both, group the flagged ones into incidents (with
+per-feature attribution of each reported incident's top events). Median over the runs; growth is
+reported as seconds per million events at each size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import record
+from pipeline_bench import DAY, generate
+from pipeline_bench import run_once as build_features
+
+
+def run_once(root: Path) -> dict:
+    import polars as pl
+
+    from bankanom_pipeline.detection import training
+    from bankanom_pipeline.detection.config import default_detection_config
+    from bankanom_pipeline.detection.incidents import build_incidents, normal_values
+    from bankanom_pipeline.detection.registry import Registry
+    from bankanom_pipeline.detection.scoring import deviations, explain, score
+    from bankanom_pipeline.warehouse.frames import read_frame
+    from bankanom_pipeline.warehouse.resource import connect
+
+    work = root / "run.duckdb"
+    shutil.copy(root / "w.duckdb", work)
+    con = connect(work)
+    config = default_detection_config()
+    registry = Registry(root / "models")
+    day = DAY.isoformat()
+    timings = {}
+    began = time.perf_counter()
+    detectors = {}
+    for name in ("isolation_forest", "local_outlier_factor"):
+        mark = time.perf_counter()
+        detectors[name] = training.train(con, registry, name, config, day).detector
+        timings[f"train_{name}"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    features = read_frame(con, "SELECT * FROM features_events WHERE partition_date = ?", [day])
+    scores = score(features, detectors, config)
+    timings["score"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    flagged = pl.concat([features, scores.frame()], how="horizontal").filter(pl.col("is_anomaly"))
+    space = detectors["isolation_forest"].space
+    incidents, _ = build_incidents(
+        flagged,
+        deviations(flagged, detectors),
+        space.names,
+        lambda rows: explain(flagged[rows], detectors),
+        normals=normal_values(space),
+    )
+    timings["incidents"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - began
+    con.close()
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return {
+        "events": features.height,
+        "flagged": flagged.height,
+        "incidents": incidents.height,
+        "seconds": timings,
+        "peak_rss_gib": peak_gib,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_once(args.worker)))
+        return
+    sizes = []
+    for events in args.events:
+        root = Path(tempfile.mkdtemp(prefix="bankanom-detection-bench-"))
+        try:
+            generate(events, root)
+            build_features(root)
+            runs = [
+                json.loads(
+                    subprocess.run(
+                        [sys.executable, __file__, "--worker", str(root)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout.splitlines()[-1]
+                )
+                for _ in range(args.runs)
+            ]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        stages = {s: statistics.median(r["seconds"][s] for r in runs) for s in runs[0]["seconds"]}
+        sizes.append(
+            {
+                "events": runs[0]["events"],
+                "flagged": runs[0]["flagged"],
+                "incidents": runs[0]["incidents"],
+                "median_seconds": stages,
+                "seconds_per_million": stages["total"] / (runs[0]["events"] / 1e6),
+                "max_peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                "runs": args.runs,
+            }
+        )
+        print(json.dumps(sizes[-1]), flush=True)
+    record("detection", {"sizes": sizes, "target": "train both + score 1M + incidents <= 40 s"})
+
+
+if __name__ == "__main__":
+    main()
