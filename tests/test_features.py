@@ -25,7 +25,7 @@ FEATURE_TABLES = [
 
 def _run(root) -> dg.ExecuteInProcessResult:
     warehouse = WarehouseResource(database=str(root / "w.duckdb"), landing_dir=str(root / "landing"))
-    job = defs.resolve_job_def("pipeline_job")
+    job = defs.resolve_job_def("features_job")
     return job.execute_in_process(partition_key=DAY, resources={"warehouse": warehouse})
 
 

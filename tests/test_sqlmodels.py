@@ -114,6 +114,12 @@ def test_definitions_load_completely():
         "feat_ip_activity",
         "feat_service_minute",
         "features_events",
+        "isolation_forest_model",
+        "local_outlier_factor_model",
+        "promoted_models",
+        "scored_events",
+        "incidents",
+        "evaluation",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {
@@ -123,10 +129,17 @@ def test_definitions_load_completely():
         ("validated_logs", "not_empty"),
         ("validated_logs", "quarantine_share"),
         ("validated_logs", "log_rules"),
+        ("isolation_forest_model", "score_distribution_sane"),
+        ("isolation_forest_model", "not_worse_than_current"),
+        ("local_outlier_factor_model", "score_distribution_sane"),
+        ("local_outlier_factor_model", "not_worse_than_current"),
+        ("scored_events", "every_event_scored"),
     }
     assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {
         "ingest_job",
+        "features_job",
         "pipeline_job",
+        "train_job",
     }
     assert {s.name for s in repository.schedule_defs} == {"pipeline_job_schedule"}
     assert {s.name for s in repository.sensor_defs} == set()
@@ -142,4 +155,9 @@ def test_definitions_load_completely():
         "feat_ip_activity",
         "feat_service_minute",
     }
+    assert lineage["isolation_forest_model"] == lineage["local_outlier_factor_model"] == {"features_events"}
+    assert lineage["promoted_models"] == {"isolation_forest_model", "local_outlier_factor_model"}
+    assert lineage["scored_events"] == {"features_events", "promoted_models"}
+    assert lineage["incidents"] == {"scored_events"}
+    assert lineage["evaluation"] == {"scored_events", "incidents", "log_labels"}
     assert dg.AssetKey("features_events") in graph.get_all_asset_keys()
