@@ -23,3 +23,8 @@ def landing_dir() -> Path:
 def mock_config_path() -> Path | None:
     value = os.environ.get("BANKANOM_MOCK_CONFIG")
     return Path(value) if value else None
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
+    return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")
