@@ -5,7 +5,6 @@ import pytest
 
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
-from bankanom_pipeline.ingest import raw_logs as raw_module
 from bankanom_pipeline.ingest.assets import raw_logs
 from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
@@ -93,27 +92,6 @@ def test_broken_input_is_rejected_with_reasons_and_counts_reconcile(tmp_path, la
     ).fetchone()
     assert json.loads(follow_up[0]) == {"is_anomaly": False, "correlation_event": "account-lock"}
     assert follow_up[1] is None and follow_up[2] is None
-
-
-def test_small_batches_load_the_same_rows(tmp_path, landing, monkeypatch):
-    """Batches cut between lines (and files); line numbers, order and rejects do not depend on them."""
-    lines = [_line(event_id=f"b-{i}", message="é" * (i % 7)) for i in range(40)]
-    lines[5], lines[17], lines[30] = "{not json", "", _line(event_id="b-1")
-    content = ("\n".join(lines) + "\n").encode() + b'{"bad": "\xff"}\n' + _line(event_id="last").encode()
-    _write(landing, "a.jsonl", content)
-    _write(landing, "b.jsonl", ("\n".join(PREDECESSOR_LINES) + "\n").encode())
-    query = (
-        "SELECT * EXCLUDE (ingested_at) FROM {} ORDER BY source_file, line_no",
-        ["raw_logs", "raw_logs_rejected"],
-    )
-    results = []
-    for batch_bytes in (raw_module.BATCH_BYTES, 1, 150):
-        monkeypatch.setattr(raw_module, "BATCH_BYTES", batch_bytes)
-        con = connect(tmp_path / f"w{batch_bytes}.duckdb")
-        counts = load_partition(con, landing, DAY)
-        results.append((counts.as_dict(), [con.execute(query[0].format(t)).fetchall() for t in query[1]]))
-    assert results[0][0]["lines_read"] == 45 and results[0][0]["rejected"] == 3
-    assert results[1] == results[0] and results[2] == results[0]
 
 
 def test_rerun_is_idempotent_and_picks_up_late_files(tmp_path, landing):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,12 +42,9 @@ def landing_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith("."))
 
 
-# Lines are parsed in batches of about this many bytes: memory stays flat however large a day's files are.
-BATCH_BYTES = 64 * 1024 * 1024
-
-
-def _lines_table(data: bytes, name: str, first_line: int) -> pa.Table:
-    """Lines as Arrow strings sliced straight out of ``data`` (whole lines; no per-line Python)."""
+def _file_lines(path: Path, name: str) -> pa.Table:
+    """The lines of one file as Arrow strings sliced straight out of its bytes (no per-line Python)."""
+    data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         data += b"\n"  # a last line without its newline is still a line
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
@@ -72,29 +68,28 @@ def _lines_table(data: bytes, name: str, first_line: int) -> pa.Table:
     return pa.table(
         {
             "source_file": pa.DictionaryArray.from_arrays(np.zeros(n, dtype=np.int32), [name]),
-            "line_no": pa.array(np.arange(first_line, first_line + n, dtype=np.int64)),
+            "line_no": pa.array(np.arange(1, n + 1, dtype=np.int64)),
             "line": lines,
             "utf8_ok": pa.array(ok),
         }
     )
 
 
-def _line_batches(files: list[Path], root: Path, batch_bytes: int) -> Iterator[pa.Table]:
-    """The files' lines in file order, in batches of whole lines of about ``batch_bytes``."""
-    for path in files:
-        name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-        first_line, rest = 1, b""
-        with path.open("rb") as handle:
-            while block := handle.read(batch_bytes):
-                data = rest + block
-                cut = data.rfind(b"\n") + 1
-                data, rest = data[:cut], data[cut:]
-                if data:
-                    batch = _lines_table(data, name, first_line)
-                    first_line += batch.num_rows
-                    yield batch
-        if rest:
-            yield _lines_table(rest, name, first_line)
+def _read_lines(files: list[Path], root: Path) -> pa.Table:
+    tables = [
+        _file_lines(path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
+        for path in files
+    ]
+    if not tables:
+        return pa.table(
+            {
+                "source_file": pa.array([], pa.string()),
+                "line_no": pa.array([], pa.int64()),
+                "line": pa.array([], pa.large_string()),
+                "utf8_ok": pa.array([], pa.bool_()),
+            }
+        )
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 _DROP_KNOWN = "{" + ",".join(f'"{name}":null' for name in KNOWN_FIELDS) + "}"
@@ -169,27 +164,22 @@ ORDER BY source_file, line_no
 def load_partition(con: duckdb.DuckDBPyConnection, landing_logs: Path, day: dt.date | str) -> IngestCounts:
     """Replace partition ``day`` of raw_logs and raw_logs_rejected with the files in its landing folder.
 
-    Delete-then-insert in one transaction: a re-run yields the same rows, never duplicates. The files are
-    parsed batch by batch (in file order, so raw_logs keeps it) inside that transaction.
+    Delete-then-insert in one transaction: a re-run yields the same rows, never duplicates.
     """
     day = dt.date.fromisoformat(str(day))
     files = landing_files(landing_logs / day.isoformat())
-    counts = IngestCounts(files=len(files))
+    lines = _read_lines(files, landing_logs)
+    counts = IngestCounts(files=len(files), lines_read=lines.num_rows)
     con.execute("SET enable_progress_bar = false")
+    con.register("_landing_lines", lines)
     try:
+        con.execute(_PARSE_SQL)
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute("DELETE FROM raw_logs WHERE partition_date = ?", [day])
             con.execute("DELETE FROM raw_logs_rejected WHERE partition_date = ?", [day])
-            for lines in _line_batches(files, landing_logs, BATCH_BYTES):
-                counts.lines_read += lines.num_rows
-                con.register("_landing_lines", lines)
-                try:
-                    con.execute(_PARSE_SQL)
-                    con.execute(_INSERT_SQL, [day])
-                    con.execute(_REJECT_SQL, [day])
-                finally:
-                    con.unregister("_landing_lines")
+            con.execute(_INSERT_SQL, [day])
+            con.execute(_REJECT_SQL, [day])
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -207,6 +197,7 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_logs: Path, day: dt.d
             "SELECT count(*) - count(DISTINCT event_id) FROM raw_logs WHERE partition_date = ?", [day]
         ).fetchone()[0]
     finally:
+        con.unregister("_landing_lines")
         con.execute("DROP TABLE IF EXISTS _parsed")
     if counts.loaded + counts.rejected != counts.lines_read:
         raise RuntimeError(f"raw_logs {day}: counts do not reconcile: {counts.as_dict()}")
