@@ -27,3 +27,8 @@ def mock_config_path() -> Path | None:
 
 def models_dir() -> Path:
     return Path(os.environ.get("BANKANOM_MODELS_DIR", data_dir() / "models"))
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
+    return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")

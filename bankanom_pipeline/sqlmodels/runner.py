@@ -157,33 +157,28 @@ class Project:
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS {sql}')
             return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
         day = dt.date.fromisoformat(str(day))
+        # The new rows go straight into the table (no staging copy: writing a wide partition twice cost
+        # as much as computing it); the checks run inside the transaction and roll it back on failure.
+        query = f"SELECT * FROM (\n{sql}\n)"
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f'CREATE TEMP TABLE "_new_{name}" AS {sql}')
-            self._check_partition(con, name, day)
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM "_new_{name}" WHERE false')
-            self._check_columns(con, name)
+            columns = con.execute(f"DESCRIBE {query}").fetchall()
+            if "partition_date" not in [c[0] for c in columns]:
+                raise SqlModelError(f"{model.path}: a partitioned model must select partition_date")
+            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS {query} LIMIT 0')
+            self._check_columns(con, name, columns)
             con.execute(f'DELETE FROM "{name}" WHERE partition_date = ?', [day])
-            con.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM "_new_{name}"')
-            con.execute(f'DROP TABLE "_new_{name}"')
+            inserted = con.execute(f'INSERT INTO "{name}" BY NAME {query}').fetchone()[0]
+            rows = con.execute(f'SELECT count(*) FROM "{name}" WHERE partition_date = ?', [day]).fetchone()[0]
+            if inserted != rows:
+                raise SqlModelError(f"{model.path}: {inserted - rows} rows fall outside partition {day}")
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
-        return con.execute(f'SELECT count(*) FROM "{name}" WHERE partition_date = ?', [day]).fetchone()[0]
+        return rows
 
-    def _check_partition(self, con, name: str, day: dt.date) -> None:
-        columns = [row[0] for row in con.execute(f'DESCRIBE "_new_{name}"').fetchall()]
-        if "partition_date" not in columns:
-            raise SqlModelError(f"{self.models[name].path}: a partitioned model must select partition_date")
-        stray = con.execute(
-            f'SELECT count(*) FROM "_new_{name}" WHERE partition_date IS DISTINCT FROM ?', [day]
-        ).fetchone()[0]
-        if stray:
-            raise SqlModelError(f"{self.models[name].path}: {stray} rows fall outside partition {day}")
-
-    def _check_columns(self, con, name: str) -> None:
-        new = con.execute(f'DESCRIBE "_new_{name}"').fetchall()
+    def _check_columns(self, con, name: str, new: list[tuple]) -> None:
         old = con.execute(f'DESCRIBE "{name}"').fetchall()
         if [(c[0], c[1]) for c in new] != [(c[0], c[1]) for c in old]:
             raise SqlModelError(

@@ -21,7 +21,9 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     if read_only:
         return duckdb.connect(str(path), read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    # DuckDB's default cap is 80% of RAM: a day's partition would then sit in memory whole and peak
+    # memory would grow with the day's size; with a fixed cap the large operators spill instead.
+    con = duckdb.connect(str(path), config={"memory_limit": settings.duckdb_memory_limit()})
     con.execute(SCHEMA_SQL.read_text())
     return con
 
