@@ -279,7 +279,11 @@ def _summary(day: str) -> None:
     table.add_column("model", no_wrap=True)
     for column in ("F1", "FP/10k normal", "PR-AUC", "precision", "recall", "ROC-AUC"):
         table.add_column(column, justify="right")
-    short = {"isolation_forest": "IF", "local_outlier_factor": "LOF", "baseline_isolation_forest": "baseline IF"}
+    short = {
+        "isolation_forest": "IF",
+        "local_outlier_factor": "LOF",
+        "baseline_isolation_forest": "baseline IF",
+    }
     for model, *values in metrics:
         table.add_row(short.get(model, model), *(f"{v:.3f}" if v is not None else "" for v in values))
     console.print(table)
