@@ -338,6 +338,29 @@ def mock_server(
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(help="Server processes (each loads the models).")] = 1,
+) -> None:
+    """Serve the prediction API (needs BANKANOM_API_KEYS; reads data/models and data/snapshots)."""
+    import uvicorn
+
+    from bankanom_api.settings import ApiSettings
+
+    if not ApiSettings.from_env().api_keys:
+        raise typer.BadParameter("set BANKANOM_API_KEYS (comma-separated) to the keys clients will send")
+    uvicorn.run(
+        "bankanom_api.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,  # per-request lines would cost more than a prediction; /metrics counts them
+    )
+
+
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
     """Check a mock traffic YAML and list its enabled scenarios."""

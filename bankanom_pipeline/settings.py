@@ -29,6 +29,10 @@ def models_dir() -> Path:
     return Path(os.environ.get("BANKANOM_MODELS_DIR", data_dir() / "models"))
 
 
+def snapshots_dir() -> Path:
+    return Path(os.environ.get("BANKANOM_SNAPSHOTS_DIR", data_dir() / "snapshots"))
+
+
 def duckdb_memory_limit() -> str:
     """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
     return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")

@@ -2,34 +2,12 @@
 generated days (training day, held-out day with another seed), then the warehouse it leaves behind."""
 
 import json
-import os
-import subprocess
-import sys
-
-import duckdb
-import pytest
 
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.registry import Registry
+from tests.conftest import DEMO_DAY
 
-DAY = "2026-01-06"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home")}
-    result = subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DAY, "--rate", "1.5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    con = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
-    yield result.stdout, con, root / "data"
-    con.close()
+DAY = DEMO_DAY
 
 
 def test_demo_prints_incidents_and_evaluation(demo):

@@ -21,6 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from bankanom_pipeline.detection import rca
+from bankanom_pipeline.detection.space import LOG_FLOOR
 
 DEFAULT_PATH = Path(__file__).with_name("incidents.yaml")
 SEVERITIES = ("Low", "Medium", "High", "Critical")
@@ -89,10 +90,11 @@ def default_incident_config() -> IncidentConfig:
 
 def normal_values(space) -> list[float]:
     """The training median of each feature in raw units (for "normal" in explanations), from a fitted
-    ``FeatureSpace``: its centre, with log1p undone."""
+    ``FeatureSpace``: its centre, with log1p / log undone."""
     centre = np.asarray(space.center, dtype=float)
-    logged = np.asarray([t == "log1p" for t in space.transforms])
-    return np.where(logged, np.sign(centre) * np.expm1(np.abs(centre)), centre).tolist()
+    transforms = np.asarray(space.transforms)
+    raw = np.where(transforms == "log1p", np.sign(centre) * np.expm1(np.abs(centre)), centre)
+    return np.where(transforms == "log", np.exp(centre) - LOG_FLOOR, raw).tolist()
 
 
 # -- grouping ------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import skops.io as sio
 
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.space import FeatureSpace
+from bankanom_pipeline.files import write_atomic
 
 ARTIFACT = "model.skops"
 MANIFEST = "manifest.json"
@@ -59,15 +59,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with temporary.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
 class Registry:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -82,7 +73,7 @@ class Registry:
         folder = self.root / version
         folder.mkdir(parents=True, exist_ok=False)
         artifact = folder / ARTIFACT
-        _write_atomic(artifact, sio.dumps(detector.estimator))
+        write_atomic(artifact, sio.dumps(detector.estimator))
         manifest = {
             "name": detector.name,
             "version": version,
@@ -98,7 +89,7 @@ class Registry:
             "artifact": ARTIFACT,
             "sha256": _sha256(artifact),
         }
-        _write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+        write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
         return Version(detector.name, version, folder, manifest)
 
     def promote(self, versions: dict[str, str]) -> dict[str, str]:
@@ -109,7 +100,7 @@ class Registry:
                 raise RegistryError(f"{version} is a {manifest['name']} model, not {name}")
         current = {**self.current(), **versions}
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.root / CURRENT, json.dumps(current, indent=2, sort_keys=True).encode())
+        write_atomic(self.root / CURRENT, json.dumps(current, indent=2, sort_keys=True).encode())
         return current
 
     # -- reading -----------------------------------------------------------------------------------

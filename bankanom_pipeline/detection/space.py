@@ -56,11 +56,11 @@ def _raw(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise ValueError(f"features missing from the input: {', '.join(missing)}")
-    return (
-        frame.select(pl.col(n).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for n in names)
-        .to_numpy(order="c")
-        .astype(np.float64, copy=True)
-    )
+    # one cast of the whole selection, then NaN/null -> 0 in numpy: a per-column expression each cost
+    # ~0.1 ms, most of the time for the API's single events
+    values = np.array(frame.select(names).cast(pl.Float64).to_numpy(), dtype=np.float64, order="C")
+    values[np.isnan(values)] = 0.0
+    return values
 
 
 def _transform(values: np.ndarray, transforms: list[str]) -> np.ndarray:

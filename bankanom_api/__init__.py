@@ -1,0 +1,1 @@
+"""The bankanom prediction API: FastAPI over published snapshots and promoted models (no Dagster here)."""

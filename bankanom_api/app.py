@@ -1,0 +1,415 @@
+"""The bankanom prediction API (FastAPI). Start it with ``bankanom api``.
+
+It never opens the live warehouse: scores, incidents and evaluation come from the published snapshot
+(``data/snapshots``), models from the registry's promoted versions (``data/models``); both are reloaded
+in the background when newer ones appear. Route handlers are plain ``def``: FastAPI runs them in its
+thread pool, so scoring and DuckDB reads never block the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
+from bankanom_api.predict import DuplicateEventIds, Predictor
+from bankanom_api.schemas import (
+    Health,
+    IncidentDetail,
+    IncidentsPage,
+    IncidentSummary,
+    ModelInfo,
+    PredictRequest,
+    PredictResponse,
+    Problem,
+    Ready,
+    ScoredEvent,
+    ScoresPage,
+    Severity,
+)
+from bankanom_api.security import KeyChecker, RateLimiter, guard
+from bankanom_api.settings import ApiSettings
+from bankanom_api.state import Models, Reloader, ServingState, Snapshot
+from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
+from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
+
+log = logging.getLogger("bankanom_api")
+
+_ERRORS = {
+    401: {"model": Problem, "description": "missing or invalid API key"},
+    429: {"model": Problem, "description": "rate limit exceeded (see Retry-After)"},
+}
+_NOT_READY = {503: {"model": Problem, "description": "nothing promoted or published yet"}}
+_NOT_FOUND = {404: {"model": Problem, "description": "unknown id or model"}}
+
+_INCIDENT_SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severity, status, reported,
+    services, user_count, ip_count, max_score, mean_score, origin_service, origin_entity, scenario_id,
+    scenario_name, scenario_confidence"""
+
+
+def _rows(columns: list[str], rows: list[tuple]) -> list[dict]:
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings.from_env()
+    keys = KeyChecker(settings.api_keys)  # refuses to build an app nobody could call
+    state = ServingState(settings.models_dir, settings.snapshots_dir)
+    config = default_detection_config()
+    predictor = Predictor(FeatureBuilder(), config)
+    metrics = ApiMetrics(state)
+    reloader = Reloader(state, settings.reload_seconds)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.refresh()
+        reloader.start()
+        yield
+        reloader.stop()
+
+    app = FastAPI(
+        title="bankanom API",
+        version="1.0",
+        summary="Anomaly scores, incidents and predictions for banking logs",
+        description=(
+            "Every route but /health needs the `X-API-Key` header. Scores, incidents and evaluation come from "
+            "the latest published snapshot; models are the promoted versions. Both reload without a restart."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    protected = [Depends(guard(keys, RateLimiter(settings.rate_limit)))]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # field-level messages, without echoing the (possibly large) input back
+        detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    def current_models() -> Models:
+        if state.models is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no promoted models yet: run train_job")
+        return state.models
+
+    def current_snapshot() -> Snapshot:
+        if state.snapshot is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, "no snapshot published yet: run pipeline_job"
+            )
+        return state.snapshot
+
+    def model_name(name: str) -> str:
+        if name not in MODEL_NAMES:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"unknown model {name!r}; known: {list(MODEL_NAMES)}"
+            )
+        return name
+
+    # -- liveness and readiness ---------------------------------------------------------------------
+
+    @app.get("/health", response_model=Health, tags=["service"], summary="Liveness: the process answers")
+    def health() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/ready",
+        response_model=Ready,
+        tags=["service"],
+        dependencies=protected,
+        responses={**_ERRORS, 503: {"model": Ready, "description": "not ready (body says why)"}},
+        summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages",
+    )
+    def ready(response: Response) -> Ready:
+        models, snap = state.models, state.snapshot
+        now = dt.datetime.now(dt.UTC)
+        problems = [f"{kind}: {error}" for kind, error in state.errors.items()]
+        if models is None:
+            problems.append("no promoted models loaded")
+        if snap is None:
+            problems.append("no snapshot loaded")
+        body = Ready(
+            ready=models is not None and snap is not None,
+            models={
+                name: {
+                    "version": d.version,
+                    "created_at": models.manifests[name]["created_at"],
+                    "age_seconds": round(
+                        (
+                            now - dt.datetime.fromisoformat(models.manifests[name]["created_at"])
+                        ).total_seconds(),
+                        1,
+                    ),
+                }
+                for name, d in (models.detectors.items() if models else [])
+            },
+            snapshot=None
+            if snap is None
+            else {
+                **snap.pointer,
+                "age_seconds": round(
+                    (now - dt.datetime.fromisoformat(snap.pointer["published_at"])).total_seconds(), 1
+                ),
+            },
+            problems=problems,
+        )
+        if not body.ready:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return body
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def model_info(name: str, models: Models) -> ModelInfo:
+        m = models.manifests[name]
+        rows = []
+        snap = state.snapshot
+        if snap is not None and _has_table(snap, "evaluation_metrics"):
+            _, rows = snap.query(
+                """SELECT partition_date, metric, value FROM evaluation_metrics
+                   WHERE model = ? AND partition_date = (SELECT max(partition_date) FROM evaluation_metrics)""",
+                [name],
+            )
+        evaluation = {metric: value for _, metric, value in rows}
+        day = rows[0][0] if rows else None
+        return ModelInfo(
+            name=name,
+            version=m["version"],
+            created_at=m["created_at"],
+            training_window=m["training_window"],
+            training_rows=m["training_rows"],
+            params=m["params"],
+            features=m["features"],
+            training_metrics=m["metrics"],
+            evaluation=evaluation,
+            evaluation_date=day,
+        )
+
+    @app.get(
+        "/models",
+        response_model=list[ModelInfo],
+        tags=["models"],
+        dependencies=protected,
+        responses={**_ERRORS, **_NOT_READY},
+        summary="The promoted models: version, training window, parameters and evaluation metrics",
+    )
+    def list_models() -> list[ModelInfo]:
+        models = current_models()
+        return [model_info(name, models) for name in MODEL_NAMES]
+
+    @app.get(
+        "/models/{name}",
+        response_model=ModelInfo,
+        tags=["models"],
+        dependencies=protected,
+        responses={**_ERRORS, **_NOT_READY, **_NOT_FOUND},
+        summary="One promoted model",
+    )
+    def get_model(name: str) -> ModelInfo:
+        return model_info(model_name(name), current_models())
+
+    # -- prediction ---------------------------------------------------------------------------------
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        tags=["predict"],
+        dependencies=protected,
+        responses={
+            **_ERRORS,
+            **_NOT_READY,
+            **_NOT_FOUND,
+            413: {"model": Problem, "description": f"more than {settings.max_batch} events"},
+        },
+        summary="Score log events with both models and the ensemble, or with one model",
+        description=(
+            f"Up to {settings.max_batch} events in the generator's JSON log format. Features are computed "
+            "by the pipeline's own SQL models over the posted events as one batch: context features (a "
+            "user's last hour, an IP's last ten minutes, template rarity) see only what you send."
+        ),
+    )
+    def predict(
+        body: PredictRequest,
+        model: Annotated[
+            str | None, Query(description="isolation_forest or local_outlier_factor; both when omitted")
+        ] = None,
+    ) -> PredictResponse:
+        if model is not None:
+            model_name(model)
+        if len(body.events) > settings.max_batch:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{len(body.events)} events; at most {settings.max_batch} per request",
+            )
+        models = current_models()
+        try:
+            predictions = predictor.predict(body.events, models, model)
+        except DuplicateEventIds as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        metrics.predicted.labels(model or "ensemble").inc(len(predictions))
+        used = [model] if model else list(MODEL_NAMES)
+        return PredictResponse(
+            model=model or "ensemble",
+            versions={n: models.versions[n] for n in used},
+            predictions=predictions,
+        )
+
+    # -- scores and incidents -----------------------------------------------------------------------
+
+    @app.get(
+        "/scores/latest",
+        response_model=ScoresPage,
+        tags=["scores"],
+        dependencies=protected,
+        responses={**_ERRORS, **_NOT_READY},
+        summary="The latest scored events, newest first",
+    )
+    def latest_scores(
+        service: str | None = None,
+        user: str | None = None,
+        min_score: Annotated[float | None, Query(ge=0, le=1, description="minimum ensemble score")] = None,
+        anomalies_only: bool = False,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> ScoresPage:
+        snap = current_snapshot()
+        where, params = _filters(
+            [
+                ("source_service = ?", service),
+                ("user_id = ?", user),
+                ("ensemble_score >= ?", min_score),
+                ("is_anomaly", True if anomalies_only else None),
+                ("ts >= ?", _utc(since)),
+                ("ts < ?", _utc(until)),
+            ]
+        )
+        total = snap.query(f"SELECT count(*) FROM scored_events {where}", params)[1][0][0]
+        columns, rows = snap.query(
+            f"SELECT * FROM scored_events {where} ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        items = [ScoredEvent(**r) for r in _rows(columns, rows)]
+        return ScoresPage(total=total, limit=limit, offset=offset, items=items)
+
+    @app.get(
+        "/incidents",
+        response_model=IncidentsPage,
+        tags=["incidents"],
+        dependencies=protected,
+        responses={**_ERRORS, **_NOT_READY},
+        summary="Incidents, newest first",
+    )
+    def list_incidents(
+        severity: Severity | None = None,
+        incident_status: Annotated[str | None, Query(alias="status")] = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> IncidentsPage:
+        snap = current_snapshot()
+        where, params = _filters(
+            [
+                ("severity = ?", severity),
+                ("status = ?", incident_status),
+                ("end_ts >= ?", _utc(since)),
+                ("start_ts < ?", _utc(until)),
+            ]
+        )
+        total = snap.query(f"SELECT count(*) FROM incidents {where}", params)[1][0][0]
+        columns, rows = snap.query(
+            f"SELECT {_INCIDENT_SUMMARY} FROM incidents {where} ORDER BY start_ts DESC, incident_id "
+            "LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        items = [IncidentSummary(**r) for r in _rows(columns, rows)]
+        return IncidentsPage(total=total, limit=limit, offset=offset, items=items)
+
+    @app.get(
+        "/incidents/{incident_id}",
+        response_model=IncidentDetail,
+        tags=["incidents"],
+        dependencies=protected,
+        responses={**_ERRORS, **_NOT_READY, **_NOT_FOUND},
+        summary="One incident with its root-cause section and events",
+    )
+    def get_incident(incident_id: str) -> IncidentDetail:
+        snap = current_snapshot()
+        columns, rows = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
+        if not rows:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown incident {incident_id!r}")
+        row = _rows(columns, rows)[0]
+        columns, events = snap.query(
+            "SELECT event_id, ts, source_service, user_id, ip_address, ensemble_score FROM incident_events "
+            "WHERE incident_id = ? ORDER BY ts LIMIT 100",
+            [incident_id],
+        )
+        root_cause = {
+            "origin_service": row["origin_service"],
+            "origin_entity": row["origin_entity"],
+            "scenario": {
+                "id": row["scenario_id"],
+                "name": row["scenario_name"],
+                "confidence": row["scenario_confidence"],
+            },
+            "alternatives": json.loads(row["scenario_alternatives"] or "[]"),
+            "top_features": json.loads(row["top_features"] or "[]"),
+        }
+        return IncidentDetail(**row, root_cause=root_cause, events=_rows(columns, events))
+
+    # -- metrics ------------------------------------------------------------------------------------
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        dependencies=protected,
+        responses=_ERRORS,
+        response_class=Response,
+        summary="Prometheus metrics: requests and latency per route, model versions, snapshot age",
+    )
+    def prometheus() -> Response:
+        metrics.refresh()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _filters(conditions: list[tuple[str, object]]) -> tuple[str, list]:
+    """A WHERE clause of the conditions whose value is given; values are bound as parameters."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    if not used:
+        return "", []
+    where = "WHERE " + " AND ".join(sql for sql, _ in used)
+    return where, [value for sql, value in used if "?" in sql]
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def _has_table(snap: Snapshot, table: str) -> bool:
+    return table in snap.pointer.get("rows", {})

@@ -1,0 +1,88 @@
+"""Prometheus metrics of the API: requests and latency per route, what is being served."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bankanom_api.state import ServingState
+
+# ms-scale buckets: the targets are 10-150 ms
+_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ApiMetrics:
+    def __init__(self, state: ServingState):
+        self.registry = CollectorRegistry()  # per app: tests build several apps in one process
+        self.requests = Counter(
+            "bankanom_api_requests_total",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bankanom_api_request_seconds",
+            "Request latency",
+            ["route", "method"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.predicted = Counter(
+            "bankanom_api_predicted_events_total",
+            "Events scored by /predict",
+            ["model"],
+            registry=self.registry,
+        )
+        model_info = Gauge(
+            "bankanom_api_model_info",
+            "Served model versions (value 1)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        snapshot_age = Gauge(
+            "bankanom_api_snapshot_age_seconds", "Age of the served snapshot", registry=self.registry
+        )
+        failures = Gauge(
+            "bankanom_api_reload_failures", "Models or snapshots that failed to load", registry=self.registry
+        )
+
+        def refresh() -> None:
+            # set at scrape time, from what is being served at that moment
+            model_info.clear()
+            if state.models:
+                for name, version in state.models.versions.items():
+                    model_info.labels(name, version).set(1)
+            snapshot_age.set(time.time() - state.snapshot.loaded_at if state.snapshot else float("nan"))
+            failures.set(state.reload_failures)
+
+        self.refresh = refresh
+
+
+class MetricsMiddleware:
+    """Pure ASGI (no per-request task switch as with BaseHTTPMiddleware): times every request and labels
+    it with its route template, so /incidents/INC-1 and /incidents/INC-2 share a series."""
+
+    def __init__(self, app, metrics: ApiMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - began)
+            self.metrics.requests.labels(path, method, str(status["code"])).inc()

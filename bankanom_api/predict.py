@@ -1,0 +1,109 @@
+"""Scoring posted log events with the promoted models: the pipeline's own feature SQL and scoring code."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import polars as pl
+
+from bankanom_api.schemas import Contribution, EventPrediction, LogEvent
+from bankanom_api.state import Models
+from bankanom_pipeline.detection.config import DetectionConfig
+from bankanom_pipeline.detection.incidents import normal_values
+from bankanom_pipeline.detection.models import ensemble
+from bankanom_pipeline.detection.scoring import IF, LOF
+from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
+
+TOP_FEATURES = 5
+
+
+class DuplicateEventIds(ValueError):
+    pass
+
+
+def events_frame(events: list[LogEvent]) -> pl.DataFrame:
+    """The posted events as validated_logs rows (what the feature SQL reads)."""
+    ids = [e.event_id for e in events]
+    if len(set(ids)) != len(ids):
+        seen, dupes = set(), set()
+        for i in ids:
+            (dupes if i in seen else seen).add(i)
+        raise DuplicateEventIds(f"event_id must be unique within a request; repeated: {sorted(dupes)[:5]}")
+    return pl.DataFrame(
+        {
+            "event_id": ids,
+            "ts": [e.utc_timestamp() for e in events],
+            "source_service": [e.source_service for e in events],
+            "log_level": [e.log_level for e in events],
+            "message": [e.message for e in events],
+            "correlation_id": [e.correlation_id for e in events],
+            "user_id": [e.user_id for e in events],
+            "ip_address": [e.ip_address for e in events],
+            "geo_location": [e.geo_location for e in events],
+            "metrics": [orjson.dumps(e.metrics).decode() for e in events],
+        },
+        schema_overrides={"ts": pl.Datetime("us")},
+    )
+
+
+class Predictor:
+    def __init__(self, builder: FeatureBuilder, config: DetectionConfig):
+        self.builder, self.config = builder, config
+
+    def predict(self, events: list[LogEvent], models: Models, model: str | None) -> list[EventPrediction]:
+        """Per-event scores and flags (both models and the ensemble, or ``model`` alone), in the order
+        the events were posted, with the features furthest from normal."""
+        frame = events_frame(events)
+        features = self.builder.features(frame)
+        order = features["event_id"].to_list()
+        names = [model] if model else [IF, LOF]
+        thresholds = self.config.thresholds
+        scores = {n: models.detectors[n].scores(models.detectors[n].space.matrix(features)) for n in names}
+        flags = {n: scores[n] >= getattr(thresholds, n) for n in names}
+        if model:
+            decision = flags[model]
+            combined = None
+        else:
+            combined = ensemble(scores[IF], scores[LOF], thresholds.ensemble_if_weight)
+            decision = combined >= thresholds.ensemble
+        top = self._top_features(features, models, names)
+        by_id = {}
+        for i, event_id in enumerate(order):
+            by_id[event_id] = EventPrediction(
+                event_id=event_id,
+                isolation_forest=float(scores[IF][i]) if IF in scores else None,
+                local_outlier_factor=float(scores[LOF][i]) if LOF in scores else None,
+                ensemble=float(combined[i]) if combined is not None else None,
+                if_flag=bool(flags[IF][i]) if IF in flags else None,
+                lof_flag=bool(flags[LOF][i]) if LOF in flags else None,
+                is_anomaly=bool(decision[i]),
+                top_features=top[i],
+            )
+        return [by_id[e.event_id] for e in events]
+
+    def _top_features(
+        self, features: pl.DataFrame, models: Models, names: list[str]
+    ) -> list[list[Contribution]]:
+        """The features the models read, ranked by robust deviation from the training median (the space
+        of the Isolation Forest holds every feature, unclipped)."""
+        space = models.detectors[IF].space
+        read = set()
+        for n in names:
+            read |= set(models.manifests[n]["params"].get("features") or space.names)
+        columns = [i for i, f in enumerate(space.names) if f in read]
+        deviation = space.matrix(features)[:, columns]
+        raw = features.select(space.names[i] for i in columns).fill_null(0).to_numpy()
+        normal = np.asarray(normal_values(space))[columns]
+        ranked = np.argsort(-np.abs(deviation), axis=1)[:, :TOP_FEATURES]
+        return [
+            [
+                Contribution(
+                    feature=space.names[columns[j]],
+                    value=float(raw[i, j]),
+                    normal=float(normal[j]),
+                    deviation=round(float(deviation[i, j]), 3),
+                )
+                for j in row
+            ]
+            for i, row in enumerate(ranked)
+        ]

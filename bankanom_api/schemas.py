@@ -1,0 +1,197 @@
+"""Request and response models: the API's contract, as OpenAPI documents it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bankanom_pipeline.metrics_catalogue import METRICS
+
+LogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"]
+ModelName = Literal["isolation_forest", "local_outlier_factor"]
+Severity = Literal["Low", "Medium", "High", "Critical"]
+
+EXAMPLE_EVENT = {
+    "timestamp": "2026-11-24T00:00:00.234Z",
+    "source_service": "auth-service",
+    "log_level": "INFO",
+    "event_id": "27c0412e-729c-4e1e-973a-7912d899f109",
+    "correlation_id": "5d167935-7c3c-4fe0-8e77-cade78bb5edc",
+    "user_id": "USR-00768",
+    "ip_address": "51.113.80.35",
+    "geo_location": "GB-MAN",
+    "message": "User USR-00768 logged in successfully from 51.113.80.35",
+    "metrics": {"response_time_ms": 67.3, "success_rate": 0.9581},
+}
+
+
+class LogEvent(BaseModel):
+    """One log event in the generator's JSON log format. Unknown fields are ignored; ``anomaly_details``
+    (mock ground truth) is accepted so generator lines can be posted as they are, and never read."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [EXAMPLE_EVENT]})
+
+    event_id: str = Field(min_length=1, max_length=200)
+    timestamp: dt.datetime = Field(description="ISO-8601; without an offset it is taken as UTC")
+    source_service: str = Field(min_length=1, max_length=100)
+    log_level: LogLevel
+    message: str = Field(min_length=1, max_length=10_000)
+    correlation_id: str | None = None
+    user_id: str | None = None
+    ip_address: str | None = None
+    geo_location: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("ip_address")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)  # ValueError -> 422 naming the field
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_ranges(cls, value: dict[str, float]) -> dict[str, float]:
+        # the same physically possible ranges validation applies in the pipeline
+        for name, number in value.items():
+            metric = METRICS.get(name)
+            if metric is None:
+                continue
+            if number < metric.lower or (metric.upper is not None and number > metric.upper):
+                upper = "" if metric.upper is None else f", at most {metric.upper}"
+                raise ValueError(f"{name}={number} is out of range (at least {metric.lower}{upper})")
+        return value
+
+    def utc_timestamp(self) -> dt.datetime:
+        ts = self.timestamp
+        if ts.tzinfo is not None:
+            ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+        return ts
+
+
+class PredictRequest(BaseModel):
+    events: list[LogEvent] = Field(
+        min_length=1, description="one or more events; more than the documented limit is refused with 413"
+    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"events": [EXAMPLE_EVENT]}]})
+
+
+class Contribution(BaseModel):
+    feature: str
+    value: float = Field(description="the feature's value for this event")
+    normal: float = Field(description="the training window's median")
+    deviation: float = Field(description="(transformed value - median) / IQR: how far from normal")
+
+
+class EventPrediction(BaseModel):
+    event_id: str
+    isolation_forest: float | None = Field(None, description="normalised 0..1 anomaly score")
+    local_outlier_factor: float | None = None
+    ensemble: float | None = None
+    if_flag: bool | None = None
+    lof_flag: bool | None = None
+    is_anomaly: bool = Field(description="the ensemble decision, or the chosen model's flag")
+    top_features: list[Contribution]
+
+
+class PredictResponse(BaseModel):
+    model: str = Field(description="'ensemble' (both models) or the one model asked for")
+    versions: dict[str, str]
+    predictions: list[EventPrediction]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    created_at: str
+    training_window: dict[str, str]
+    training_rows: int
+    params: dict[str, Any]
+    features: list[str]
+    training_metrics: dict[str, Any]
+    evaluation: dict[str, float] = Field(
+        description="the latest evaluated day's metrics for this model, from the published snapshot"
+    )
+    evaluation_date: dt.date | None = None
+
+
+class ScoredEvent(BaseModel):
+    event_id: str
+    ts: dt.datetime
+    partition_date: dt.date
+    source_service: str
+    user_id: str | None
+    ip_address: str | None
+    correlation_id: str | None
+    if_score: float
+    lof_score: float
+    ensemble_score: float
+    if_flag: bool
+    lof_flag: bool
+    is_anomaly: bool
+    if_version: str
+    lof_version: str
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+class ScoresPage(Page):
+    items: list[ScoredEvent]
+
+
+class IncidentSummary(BaseModel):
+    incident_id: str
+    partition_date: dt.date
+    start_ts: dt.datetime
+    end_ts: dt.datetime
+    event_count: int
+    severity: Severity
+    status: str
+    reported: bool
+    services: list[str]
+    user_count: int
+    ip_count: int
+    max_score: float
+    mean_score: float
+    origin_service: str | None
+    origin_entity: str | None
+    scenario_id: str | None
+    scenario_name: str | None
+    scenario_confidence: float | None
+
+
+class IncidentsPage(Page):
+    items: list[IncidentSummary]
+
+
+class IncidentDetail(IncidentSummary):
+    users: list[str]
+    ips: list[str]
+    root_cause: dict[str, Any] = Field(
+        description="top_features (value, normal, deviation, attribution), origin, the best-matching "
+        "scenario and its alternatives"
+    )
+    summary: str = Field(description="the on-call summary, plain text")
+    events: list[dict[str, Any]] = Field(description="the incident's events, first 100 by time")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    ready: bool
+    models: dict[str, dict[str, Any]]
+    snapshot: dict[str, Any] | None
+    problems: list[str]
+
+
+class Problem(BaseModel):
+    detail: Any

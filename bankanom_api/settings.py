@@ -1,0 +1,35 @@
+"""The API's settings, from environment variables (read once, when the app is built)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bankanom_pipeline import settings as pipeline_settings
+
+
+def _list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    api_keys: list[str]  # BANKANOM_API_KEYS, comma-separated; required
+    models_dir: Path = field(default_factory=pipeline_settings.models_dir)
+    snapshots_dir: Path = field(default_factory=pipeline_settings.snapshots_dir)
+    rate_limit: str = "100/second"  # per API key, `limits` notation ("20/second", "1000/minute")
+    max_batch: int = 10_000  # events per POST /predict; more is refused with 413
+    reload_seconds: float = 1.0  # how often the pointers to models and snapshots are checked
+    cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        env = os.environ
+        return cls(
+            api_keys=_list(env.get("BANKANOM_API_KEYS")),
+            rate_limit=env.get("BANKANOM_API_RATE_LIMIT", cls.rate_limit),
+            max_batch=int(env.get("BANKANOM_API_MAX_BATCH", cls.max_batch)),
+            reload_seconds=float(env.get("BANKANOM_API_RELOAD_SECONDS", cls.reload_seconds)),
+            cors_origins=_list(env.get("BANKANOM_API_CORS_ORIGINS")),
+        )

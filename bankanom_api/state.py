@@ -1,0 +1,146 @@
+"""What the API serves: the promoted models and the current snapshot, reloaded when newer ones appear.
+
+A request takes the ``Models`` and ``Snapshot`` objects current when it starts and uses only them, so a
+reload (which builds new objects and swaps a reference) never changes anything under a request in
+flight. A version that fails to load is logged and counted, and the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from bankanom_pipeline.detection.models import Detector
+from bankanom_pipeline.detection.registry import CURRENT as MODELS_POINTER
+from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.serving import snapshot as snapshots
+
+log = logging.getLogger("bankanom_api")
+
+
+@dataclass(frozen=True)
+class Models:
+    detectors: dict[str, Detector]
+    manifests: dict[str, dict]
+    loaded_at: float
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: d.version for name, d in self.detectors.items()}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    pointer: dict
+    con: duckdb.DuckDBPyConnection
+    loaded_at: float
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        """Column names and rows; parameters are bound, never formatted into the SQL."""
+        cursor = self.con.cursor()  # one per request: a DuckDB connection runs one query at a time
+        try:
+            cursor.execute(sql, params or [])
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        finally:
+            cursor.close()
+
+
+def _single_threaded(detector: Detector) -> Detector:
+    # n_jobs=-1 (right for scoring a day) costs a thread-pool round trip per call: for the API's small
+    # batches that overhead is most of the time, and requests already run in parallel
+    params = detector.estimator.get_params()
+    detector.estimator.set_params(**{k: 1 for k in params if k == "n_jobs" or k.endswith("__n_jobs")})
+    return detector
+
+
+@dataclass
+class ServingState:
+    models_dir: Path
+    snapshots_dir: Path
+    models: Models | None = None
+    snapshot: Snapshot | None = None
+    errors: dict[str, str] = field(default_factory=dict)  # kind -> last load failure
+    reload_failures: int = 0
+    _seen: dict[str, str] = field(default_factory=dict)  # kind -> pointer content last acted on
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh(self) -> None:
+        """Load whatever pointer changed since the last call (cheap when nothing did)."""
+        with self._lock:  # one reload at a time; requests never wait on this lock
+            self._refresh_models()
+            self._refresh_snapshot()
+
+    def _changed(self, kind: str, path: Path) -> str | None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        return None if self._seen.get(kind) == text else text
+
+    def _failed(self, kind: str, text: str, error: Exception) -> None:
+        self._seen[kind] = text  # do not retry the same broken version every second
+        self.errors[kind] = str(error)
+        self.reload_failures += 1
+        log.error("could not load the new %s, still serving the previous one: %s", kind, error)
+
+    def _refresh_models(self) -> None:
+        text = self._changed("models", self.models_dir / MODELS_POINTER)
+        if text is None:
+            return
+        try:
+            registry = Registry(self.models_dir)
+            detectors = {name: _single_threaded(d) for name, d in registry.load_current().items()}
+            manifests = {name: registry.manifest(d.version) for name, d in detectors.items()}
+        except Exception as error:
+            self._failed("models", text, error)
+            return
+        self.models = Models(detectors, manifests, time.time())
+        self._seen["models"] = text
+        self.errors.pop("models", None)
+        log.info("serving models %s", self.models.versions)
+
+    def _refresh_snapshot(self) -> None:
+        text = self._changed("snapshot", self.snapshots_dir / snapshots.CURRENT)
+        if text is None:
+            return
+        try:
+            pointer = json.loads(text)
+            con = duckdb.connect(str(self.snapshots_dir / pointer["file"]), read_only=True)
+            con.execute("SELECT count(*) FROM incidents").fetchone()  # a snapshot must be readable
+        except Exception as error:
+            self._failed("snapshot", text, error)
+            return
+        # the previous connection closes when the last request holding it lets go of it
+        self.snapshot = Snapshot(pointer, con, time.time())
+        self._seen["snapshot"] = text
+        self.errors.pop("snapshot", None)
+        log.info("serving snapshot %s", pointer["file"])
+
+
+class Reloader:
+    """Polls the pointers in a background thread."""
+
+    def __init__(self, state: ServingState, interval: float):
+        self.state, self.interval = state, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bankanom-reloader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.state.refresh()
+            except Exception:  # never let the reloader die: the next tick retries
+                log.exception("reload failed")

@@ -1,0 +1,1 @@
+"""Publishing what the API serves: read-only warehouse snapshots (no Dagster in snapshot.py)."""

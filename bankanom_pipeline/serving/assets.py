@@ -1,0 +1,48 @@
+"""The Dagster asset that publishes what the API serves."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from bankanom_pipeline import settings
+from bankanom_pipeline.partitions import daily_partitions
+from bankanom_pipeline.serving import snapshot
+from bankanom_pipeline.warehouse.resource import WarehouseResource
+
+
+class SnapshotConfig(dg.Config):
+    days: int = Field(default=2, ge=1, le=31, description="partitions of scores and incidents served")
+    snapshots_dir: str = Field(
+        default_factory=lambda: str(settings.snapshots_dir()),
+        description="where snapshots are published (env BANKANOM_SNAPSHOTS_DIR; default data/snapshots)",
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["scored_events", "incidents", "evaluation"],
+    pool="duckdb",
+    group_name="serving",
+    kinds={"duckdb"},
+    description=(
+        "A read-only DuckDB snapshot for the API: the scored events, incidents and incident members of the "
+        "last `days` partitions up to this one, the model registry and evaluation metrics; published as a "
+        "new file and made current with an atomic rename of data/snapshots/current.json."
+    ),
+)
+def api_snapshot(
+    context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connection() as con:
+        pointer = snapshot.publish(
+            con, Path(config.snapshots_dir), dt.date.fromisoformat(context.partition_key), config.days
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "file": pointer["file"],
+            "published_at": pointer["published_at"],
+            **{f"rows/{table}": n for table, n in pointer["rows"].items()},
+        }
+    )

@@ -1,0 +1,106 @@
+"""Read-only snapshots of the warehouse for the API (no Dagster here).
+
+DuckDB lets one process write a file or many read it, never both, so the API cannot read the live
+warehouse while a run writes it. Instead the pipeline publishes a snapshot: a new, complete DuckDB file
+with what the API serves, then points ``current.json`` at it with an atomic rename. Readers open the
+file ``current.json`` names, read-only; a file is never modified once published, and old ones are
+pruned only after newer ones exist (a reader that still has one open keeps its data: unlinking an open
+file on POSIX leaves it readable until closed).
+
+Layout under the snapshots root (``data/snapshots`` by default)::
+
+    snapshot-<utc time>-<hex>.duckdb   one published snapshot
+    current.json                       {"file", "published_at", "through", "days", "rows": {table: n}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from pathlib import Path
+
+import duckdb
+
+from bankanom_pipeline.files import write_atomic
+
+CURRENT = "current.json"
+KEEP = 3  # published files kept (the current one and two before it, for readers still on them)
+
+# table -> (query over the warehouse, sort order); {start} / {end} bound the partitions served
+_TABLES = {
+    "scored_events": (
+        """SELECT partition_date, event_id, ts, source_service, user_id, ip_address, correlation_id,
+                  if_score, lof_score, ensemble_score, if_flag, lof_flag, is_anomaly, if_version, lof_version
+           FROM scored_events WHERE partition_date BETWEEN $start AND $end""",
+        "ts, event_id",
+    ),
+    "incidents": ("SELECT * FROM incidents WHERE partition_date BETWEEN $start AND $end", "start_ts"),
+    "incident_events": (
+        """SELECT ie.partition_date, ie.incident_id, ie.event_id, s.ts, s.source_service, s.user_id,
+                  s.ip_address, s.ensemble_score
+           FROM incident_events AS ie
+           JOIN scored_events AS s USING (partition_date, event_id)
+           WHERE ie.partition_date BETWEEN $start AND $end""",
+        "incident_id, ts",
+    ),
+    "model_registry": ("SELECT * FROM model_registry", "created_at"),
+    "evaluation_metrics": (
+        "SELECT * FROM evaluation_metrics WHERE partition_date BETWEEN $start AND $end",
+        "partition_date, model, metric",
+    ),
+}
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    query = "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?"
+    return con.execute(query, [table]).fetchone()[0] > 0
+
+
+def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:
+    """Write a snapshot of the ``days`` partitions up to ``through`` and make it current; returns the
+    pointer written. Tables the warehouse does not have yet are published empty-less (left out)."""
+    root.mkdir(parents=True, exist_ok=True)
+    published = dt.datetime.now(dt.UTC)
+    name = f"snapshot-{published:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.duckdb"
+    start = through - dt.timedelta(days=days - 1)
+    rows: dict[str, int] = {}
+    con.execute(f"ATTACH '{root / name}' AS snap")
+    try:
+        for table, (query, order) in _TABLES.items():
+            if not _exists(con, table):
+                continue
+            con.execute(
+                f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",
+                {"start": start, "end": through} if "$start" in query else {},
+            )
+            rows[table] = con.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
+    finally:
+        con.execute("DETACH snap")
+    pointer = {
+        "file": name,
+        "published_at": published.isoformat(),
+        "through": through.isoformat(),
+        "days": days,
+        "rows": rows,
+    }
+    write_atomic(root / CURRENT, json.dumps(pointer, indent=2).encode())
+    prune(root)
+    return pointer
+
+
+def current(root: Path) -> dict | None:
+    """The pointer to the current snapshot, or None before the first publication."""
+    path = root / CURRENT
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def prune(root: Path, keep: int = KEEP) -> list[Path]:
+    """Delete all but the newest ``keep`` snapshot files (never the current one); returns the deleted."""
+    pointer = current(root)
+    files = sorted(root.glob("snapshot-*.duckdb"), key=lambda p: p.name, reverse=True)
+    doomed = [p for p in files[keep:] if pointer is None or p.name != pointer["file"]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".wal").unlink(missing_ok=True)
+    return doomed

@@ -1,0 +1,446 @@
+"""The prediction API as clients see it: a real uvicorn server over HTTP, serving the models and the
+snapshot the demo left behind (a copy, so this module may write to it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.serving import snapshot
+from tests.api_server import running_api
+from tests.conftest import DEMO_DAY
+
+KEY, OTHER_KEY = "test-key-1", "test-key-2"
+H = {"X-API-Key": KEY}
+MAX_BATCH = 3000
+NEW_DAY = "2026-01-08"  # a small extra day the pipeline writes while the API serves
+
+
+@pytest.fixture(scope="module")
+def world(demo, tmp_path_factory) -> Path:
+    _, _, data = demo
+    root = tmp_path_factory.mktemp("api") / "data"
+    root.mkdir()
+    shutil.copytree(data / "models", root / "models")
+    shutil.copytree(data / "snapshots", root / "snapshots")
+    shutil.copy(data / "warehouse.duckdb", root / "warehouse.duckdb")
+    return root
+
+
+@pytest.fixture(scope="module")
+def api(world, tmp_path_factory):
+    log = tmp_path_factory.mktemp("api-log") / "api.log"
+    with (
+        running_api(
+            world,
+            f"{KEY},{OTHER_KEY}",
+            log,
+            BANKANOM_API_MAX_BATCH=str(MAX_BATCH),
+            BANKANOM_API_RATE_LIMIT="10000/second",  # the rate limit has its own test and server
+        ) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        yield client
+
+
+RAW_FIELDS = [
+    "timestamp",
+    "source_service",
+    "log_level",
+    "event_id",
+    "correlation_id",
+    "user_id",
+    "ip_address",
+    "geo_location",
+    "message",
+    "metrics",
+    "anomaly_details",
+]
+
+
+def accepted_lines(con: duckdb.DuckDBPyConnection, day: str, limit: int | None = None) -> list[dict]:
+    """The day's lines that validation accepted, as the generator wrote them (anomaly_details included)."""
+    columns = ", ".join(f'r."{c}"' for c in RAW_FIELDS)
+    rows = con.execute(
+        f"""SELECT {columns} FROM raw_logs AS r
+            JOIN validated_logs AS v USING (partition_date, source_file, line_no)
+            WHERE r.partition_date = ? ORDER BY r."timestamp", r.event_id LIMIT ?""",
+        [day, limit or 10**9],
+    ).fetchall()
+    events = []
+    for row in rows:
+        event = dict(zip(RAW_FIELDS, row, strict=True))
+        event["metrics"] = json.loads(event["metrics"] or "{}")
+        event["anomaly_details"] = json.loads(event["anomaly_details"] or "null")
+        events.append({k: v for k, v in event.items() if v is not None})
+    return events
+
+
+def demo_events(world: Path, n: int) -> list[dict]:
+    con = duckdb.connect(str(world / "warehouse.duckdb"), read_only=True)
+    try:
+        return accepted_lines(con, DEMO_DAY, n)
+    finally:
+        con.close()
+
+
+# -- auth, health, readiness ----------------------------------------------------------------------------
+
+
+def test_health_is_open_and_everything_else_needs_a_valid_key(api):
+    assert api.get("/health").json() == {"status": "ok"}
+    for method, path in [
+        ("GET", "/ready"),
+        ("GET", "/models"),
+        ("GET", "/scores/latest"),
+        ("GET", "/incidents"),
+        ("GET", "/metrics"),
+        ("POST", "/predict"),
+    ]:
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}):
+            response = api.request(method, path, headers=headers, json={"events": []})
+            assert response.status_code == 401, (path, headers)
+            assert "API key" in response.json()["detail"]
+    assert api.get("/ready", headers={"X-API-Key": OTHER_KEY}).status_code == 200
+
+
+def test_ready_names_the_promoted_versions_and_the_snapshot(api, world):
+    body = api.get("/ready", headers=H).json()
+    assert body["ready"] is True and body["problems"] == []
+    assert {n: m["version"] for n, m in body["models"].items()} == Registry(world / "models").current()
+    assert body["snapshot"]["file"] == snapshot.current(world / "snapshots")["file"]
+    assert body["snapshot"]["age_seconds"] >= 0 and body["snapshot"]["rows"]["scored_events"] > 50_000
+
+
+def test_cors_is_closed_by_default(api):
+    response = api.options(
+        "/models", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_openapi_documents_every_route(api):
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in [
+        "/health",
+        "/ready",
+        "/models",
+        "/models/{name}",
+        "/predict",
+        "/scores/latest",
+        "/incidents",
+        "/incidents/{incident_id}",
+        "/metrics",
+    ]:
+        assert path in paths
+
+
+# -- models -------------------------------------------------------------------------------------------
+
+
+def test_models_list_versions_windows_params_and_evaluation(api, world):
+    models = api.get("/models", headers=H).json()
+    registry = Registry(world / "models")
+    assert [m["name"] for m in models] == ["isolation_forest", "local_outlier_factor"]
+    for model in models:
+        assert model["version"] == registry.current()[model["name"]]
+        assert model["training_window"] == {"start": "2026-01-05", "end": "2026-01-05"}
+        assert model["params"]["random_state"] == 7 and model["training_rows"] > 50_000
+        assert model["evaluation_date"] == DEMO_DAY and 0 <= model["evaluation"]["pr_auc"] <= 1
+    one = api.get("/models/local_outlier_factor", headers=H).json()
+    assert one == models[1]
+    missing = api.get("/models/random_forest", headers=H)
+    assert missing.status_code == 404 and "unknown model" in missing.json()["detail"]
+
+
+# -- predict ------------------------------------------------------------------------------------------
+
+
+def test_predict_scores_with_both_models_or_one(api, world):
+    events = demo_events(world, 20)
+    body = api.post("/predict", json={"events": events}, headers=H).json()
+    assert body["model"] == "ensemble" and set(body["versions"]) == {
+        "isolation_forest",
+        "local_outlier_factor",
+    }
+    assert [p["event_id"] for p in body["predictions"]] == [e["event_id"] for e in events]
+    for p in body["predictions"]:
+        assert 0 <= p["isolation_forest"] <= 1 and 0 <= p["local_outlier_factor"] <= 1
+        assert abs(p["ensemble"] - (0.95 * p["isolation_forest"] + 0.05 * p["local_outlier_factor"])) < 1e-9
+        assert p["is_anomaly"] == (p["ensemble"] >= 0.93)
+        assert len(p["top_features"]) == 5
+        deviations = [abs(f["deviation"]) for f in p["top_features"]]
+        assert deviations == sorted(deviations, reverse=True)
+    single = api.post("/predict?model=isolation_forest", json={"events": events[:1]}, headers=H).json()
+    (p,) = single["predictions"]
+    assert single["versions"].keys() == {"isolation_forest"}
+    assert p["local_outlier_factor"] is None and p["ensemble"] is None and p["is_anomaly"] == p["if_flag"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"log_level": "LOUD"}, "log_level"),
+        ({"ip_address": "999.1.1.1"}, "ip_address"),
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"metrics": {"error_rate": 1.5}}, "metrics"),
+        ({"metrics": {"amount": "lots"}}, "metrics"),
+        ({"message": None}, "message"),
+    ],
+)
+def test_predict_rejects_bad_events_field_by_field(api, world, change, field):
+    event = {**demo_events(world, 1)[0], **change}
+    response = api.post("/predict", json={"events": [event]}, headers=H)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][:4] == ["body", "events", 0, field] and error["msg"]
+    assert "Traceback" not in response.text
+
+
+def test_predict_error_codes(api, world):
+    events = demo_events(world, 2)
+    assert api.post("/predict", json={"events": []}, headers=H).status_code == 422
+    assert (
+        api.post(
+            "/predict", content=b"{not json", headers={**H, "content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+    duplicate = api.post("/predict", json={"events": [events[0], events[0]]}, headers=H)
+    assert duplicate.status_code == 422 and "unique" in duplicate.json()["detail"]
+    unknown = api.post("/predict?model=svm", json={"events": events}, headers=H)
+    assert unknown.status_code == 404
+    big = [{**events[0], "event_id": f"e{i}"} for i in range(MAX_BATCH + 1)]
+    too_big = api.post("/predict", json={"events": big}, headers=H)
+    assert too_big.status_code == 413 and str(MAX_BATCH) in too_big.json()["detail"]
+
+
+# -- scores and incidents -----------------------------------------------------------------------------
+
+
+def test_latest_scores_filter_and_paginate(api):
+    page = api.get("/scores/latest", params={"limit": 5}, headers=H).json()
+    assert page["total"] > 50_000 and len(page["items"]) == 5
+    times = [item["ts"] for item in page["items"]]
+    assert times == sorted(times, reverse=True)
+    nxt = api.get("/scores/latest", params={"limit": 5, "offset": 5}, headers=H).json()
+    assert not {i["event_id"] for i in page["items"]} & {i["event_id"] for i in nxt["items"]}
+    strong = api.get(
+        "/scores/latest", params={"min_score": 0.99, "service": "auth-service"}, headers=H
+    ).json()
+    assert strong["total"] > 0
+    assert all(i["ensemble_score"] >= 0.99 and i["source_service"] == "auth-service" for i in strong["items"])
+    user = strong["items"][0]["user_id"]
+    window = {"user": user, "since": f"{DEMO_DAY}T06:00:00Z", "until": f"{DEMO_DAY}T18:00:00+00:00"}
+    mine = api.get("/scores/latest", params=window, headers=H).json()
+    assert all(i["user_id"] == user and "T06" <= i["ts"][10:13] < "T18" for i in mine["items"])
+    flagged = api.get("/scores/latest", params={"anomalies_only": True, "limit": 1000}, headers=H).json()
+    assert all(i["is_anomaly"] for i in flagged["items"])
+    # values are bound, never pasted into SQL
+    injection = api.get("/scores/latest", params={"service": "x' OR '1'='1"}, headers=H).json()
+    assert injection["total"] == 0
+    assert api.get("/scores/latest", params={"limit": 0}, headers=H).status_code == 422
+
+
+def test_incidents_filter_paginate_and_explain(api):
+    page = api.get("/incidents", params={"limit": 1000}, headers=H).json()
+    assert page["total"] > 0
+    high = api.get("/incidents", params={"severity": "High"}, headers=H).json()
+    assert all(i["severity"] == "High" for i in high["items"])
+    assert api.get("/incidents", params={"severity": "Apocalyptic"}, headers=H).status_code == 422
+    assert api.get("/incidents", params={"status": "closed"}, headers=H).json()["total"] == 0
+    biggest = max(page["items"], key=lambda i: i["event_count"])
+    detail = api.get(f"/incidents/{biggest['incident_id']}", headers=H).json()
+    assert detail["event_count"] == biggest["event_count"]
+    assert len(detail["events"]) == min(100, biggest["event_count"])
+    cause = detail["root_cause"]
+    assert cause["top_features"] and {"feature", "value", "normal", "deviation"} <= set(
+        cause["top_features"][0]
+    )
+    assert cause["scenario"]["id"].startswith("BANK-") and detail["summary"].startswith(
+        f"[{detail['severity']}]"
+    )
+    assert api.get("/incidents/INC-nope", headers=H).status_code == 404
+
+
+def test_metrics_count_requests_per_route(api):
+    api.get("/incidents/INC-nope", headers=H)
+    text = api.get("/metrics", headers=H).text
+    assert 'bankanom_api_requests_total{method="GET",route="/incidents/{incident_id}",status="404"}' in text
+    assert 'bankanom_api_request_seconds_bucket{le="0.01",method="POST",route="/predict"}' in text
+    assert 'bankanom_api_model_info{model="isolation_forest"' in text
+    assert "bankanom_api_snapshot_age_seconds" in text
+
+
+# -- rate limits --------------------------------------------------------------------------------------
+
+
+def test_rate_limit_per_key_with_retry_after(world, tmp_path):
+    with running_api(
+        world, f"{KEY},{OTHER_KEY}", tmp_path / "api.log", BANKANOM_API_RATE_LIMIT="3/minute"
+    ) as url:
+        codes = [httpx.get(f"{url}/models", headers=H).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = httpx.get(f"{url}/models", headers=H)
+        assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
+        # another key has its own budget; /health has none
+        assert httpx.get(f"{url}/models", headers={"X-API-Key": OTHER_KEY}).status_code == 200
+        assert all(httpx.get(f"{url}/health").status_code == 200 for _ in range(5))
+
+
+# -- serving beside Dagster ---------------------------------------------------------------------------
+
+
+def _pipeline_env(world: Path) -> dict:
+    return {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(world.parent / "dagster_home")}
+
+
+def test_hot_reload_of_a_promotion_and_refusal_of_a_broken_one(api, world):
+    registry = Registry(world / "models")
+    before = registry.current()
+    # a new version of each model: the promoted artifacts saved again (a real registry write)
+    detectors = registry.load_current()
+    fresh = {}
+    for name, detector in detectors.items():
+        m = registry.manifest(before[name])
+        version = registry.save(
+            detector,
+            params=m["params"],
+            window=tuple(m["training_window"].values()),
+            rows=m["training_rows"],
+            metrics=m["metrics"],
+        )
+        fresh[name] = version.version
+    stop, failures, served = threading.Event(), [], set()
+
+    def traffic():
+        events = demo_events(world, 3)
+        while not stop.is_set():
+            r = api.post("/predict", json={"events": events}, headers=H)
+            if r.status_code != 200:
+                failures.append(r.status_code)
+            else:
+                served.add(r.json()["versions"]["isolation_forest"])
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        registry.promote(fresh)
+        deadline = time.monotonic() + 20
+        while (
+            api.get("/ready", headers=H).json()["models"]["isolation_forest"]["version"]
+            != fresh["isolation_forest"]
+        ):
+            assert time.monotonic() < deadline, "the API did not pick up the promotion"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == [] and served == {before["isolation_forest"], fresh["isolation_forest"]}
+
+    # a promoted version whose artifact was tampered with is refused; the previous one keeps serving
+    broken = registry.save(
+        detectors["isolation_forest"], params={}, window=("2026-01-05", "2026-01-05"), rows=1, metrics={}
+    )
+    with (broken.path / "model.skops").open("ab") as f:
+        f.write(b"tampered")
+    registry.promote({"isolation_forest": broken.version})
+    deadline = time.monotonic() + 20
+    while not (ready := api.get("/ready", headers=H).json())["problems"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert "checksum" in " ".join(ready["problems"])
+    assert ready["models"]["isolation_forest"]["version"] == fresh["isolation_forest"]
+    assert api.post("/predict", json={"events": demo_events(world, 1)}, headers=H).status_code == 200
+    registry.promote(fresh)
+
+
+def test_no_failed_request_while_the_pipeline_writes_then_api_and_pipeline_agree(api, world):
+    """A small new day goes through pipeline_job (a real Dagster run writing the warehouse, then
+    publishing a snapshot) while clients keep calling the API; afterwards the API serves the new
+    snapshot, and POST /predict on that day's events gives the scores the pipeline stored."""
+    env = _pipeline_env(world)
+    cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
+    subprocess.run(
+        [*cli, "generate", "--start", NEW_DAY, "--events", "1500", "--seed", "9"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    before = api.get("/ready", headers=H).json()["snapshot"]["file"]
+    stop, failures, calls = threading.Event(), [], [0]
+    events = demo_events(world, 5)
+
+    def traffic(path: str):
+        while not stop.is_set():
+            r = (
+                api.post(path, json={"events": events}, headers=H)
+                if path == "/predict"
+                else api.get(path, headers=H)
+            )
+            calls[0] += 1
+            if r.status_code != 200:
+                failures.append((path, r.status_code, r.text[:200]))
+
+    threads = [
+        threading.Thread(target=traffic, args=(p,)) for p in ("/predict", "/incidents", "/scores/latest")
+    ]
+    for t in threads:
+        t.start()
+    try:
+        run = subprocess.run(
+            [*cli, "run", "--job", "pipeline_job", "--date", NEW_DAY],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        deadline = time.monotonic() + 20
+        while api.get("/ready", headers=H).json()["snapshot"]["file"] == before:
+            assert time.monotonic() < deadline, "the API did not pick up the new snapshot"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert failures == [] and calls[0] > 20
+
+    latest = api.get("/scores/latest", params={"limit": 1}, headers=H).json()
+    assert latest["items"][0]["partition_date"] == NEW_DAY
+
+    con = duckdb.connect(str(world / "warehouse.duckdb"), read_only=True)
+    try:
+        validated = accepted_lines(con, NEW_DAY)
+        stored = {
+            row[0]: row[1:]
+            for row in con.execute(
+                "SELECT event_id, if_score, lof_score, ensemble_score, is_anomaly FROM scored_events "
+                "WHERE partition_date = ?",
+                [NEW_DAY],
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    assert len(validated) == len(stored) > 1000
+    body = api.post("/predict", json={"events": validated}, headers=H).json()
+    for p in body["predictions"]:
+        if_score, lof_score, ensemble_score, is_anomaly = stored[p["event_id"]]
+        assert p["isolation_forest"] == pytest.approx(if_score, abs=1e-9)
+        assert p["local_outlier_factor"] == pytest.approx(lof_score, abs=1e-9)
+        assert p["ensemble"] == pytest.approx(ensemble_score, abs=1e-9)
+        assert p["is_anomaly"] == is_anomaly
