@@ -1,7 +1,9 @@
-"""Start the real API (uvicorn in a subprocess) on a free loopback port, for tests and benchmarks."""
+"""Start the real API (uvicorn in a subprocess) on a free loopback port, and read events to post to it;
+for tests and benchmarks."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import httpx
 
 
@@ -21,7 +24,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_api(data_dir: Path, keys: str, log: Path, **env: str) -> Iterator[str]:
+def running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: str) -> Iterator[str]:
     """Serve ``data_dir``'s models and snapshots; yields the base URL; stops the server afterwards."""
     port = free_port()
     environment = {
@@ -33,7 +36,16 @@ def running_api(data_dir: Path, keys: str, log: Path, **env: str) -> Iterator[st
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bankanom_pipeline.cli", "api", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "bankanom_pipeline.cli",
+                "api",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -57,3 +69,36 @@ def running_api(data_dir: Path, keys: str, log: Path, **env: str) -> Iterator[st
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+RAW_FIELDS = [
+    "timestamp",
+    "source_service",
+    "log_level",
+    "event_id",
+    "correlation_id",
+    "user_id",
+    "ip_address",
+    "geo_location",
+    "message",
+    "metrics",
+    "anomaly_details",
+]
+
+
+def accepted_lines(con: duckdb.DuckDBPyConnection, day: str, limit: int | None = None) -> list[dict]:
+    """The day's lines that validation accepted, as the generator wrote them (anomaly_details included)."""
+    columns = ", ".join(f'r."{c}"' for c in RAW_FIELDS)
+    rows = con.execute(
+        f"""SELECT {columns} FROM raw_logs AS r
+            JOIN validated_logs AS v USING (partition_date, source_file, line_no)
+            WHERE r.partition_date = ? ORDER BY r."timestamp", r.event_id LIMIT ?""",
+        [day, limit or 10**9],
+    ).fetchall()
+    events = []
+    for row in rows:
+        event = dict(zip(RAW_FIELDS, row, strict=True))
+        event["metrics"] = json.loads(event["metrics"] or "{}")
+        event["anomaly_details"] = json.loads(event["anomaly_details"] or "null")
+        events.append({k: v for k, v in event.items() if v is not None})
+    return events

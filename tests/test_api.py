@@ -18,7 +18,7 @@ import pytest
 
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.serving import snapshot
-from tests.api_server import running_api
+from tests.api_server import accepted_lines, running_api
 from tests.conftest import DEMO_DAY
 
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
@@ -35,6 +35,11 @@ def world(demo, tmp_path_factory) -> Path:
     shutil.copytree(data / "models", root / "models")
     shutil.copytree(data / "snapshots", root / "snapshots")
     shutil.copy(data / "warehouse.duckdb", root / "warehouse.duckdb")
+    first = sorted((data / "landing" / "logs" / DEMO_DAY).glob("*.jsonl"))[
+        0
+    ]  # for the README's batch example
+    (root / "landing" / "logs" / DEMO_DAY).mkdir(parents=True)
+    shutil.copy(first, root / "landing" / "logs" / DEMO_DAY / first.name)
     return root
 
 
@@ -52,39 +57,6 @@ def api(world, tmp_path_factory):
         httpx.Client(base_url=url, timeout=60) as client,
     ):
         yield client
-
-
-RAW_FIELDS = [
-    "timestamp",
-    "source_service",
-    "log_level",
-    "event_id",
-    "correlation_id",
-    "user_id",
-    "ip_address",
-    "geo_location",
-    "message",
-    "metrics",
-    "anomaly_details",
-]
-
-
-def accepted_lines(con: duckdb.DuckDBPyConnection, day: str, limit: int | None = None) -> list[dict]:
-    """The day's lines that validation accepted, as the generator wrote them (anomaly_details included)."""
-    columns = ", ".join(f'r."{c}"' for c in RAW_FIELDS)
-    rows = con.execute(
-        f"""SELECT {columns} FROM raw_logs AS r
-            JOIN validated_logs AS v USING (partition_date, source_file, line_no)
-            WHERE r.partition_date = ? ORDER BY r."timestamp", r.event_id LIMIT ?""",
-        [day, limit or 10**9],
-    ).fetchall()
-    events = []
-    for row in rows:
-        event = dict(zip(RAW_FIELDS, row, strict=True))
-        event["metrics"] = json.loads(event["metrics"] or "{}")
-        event["anomaly_details"] = json.loads(event["anomaly_details"] or "null")
-        events.append({k: v for k, v in event.items() if v is not None})
-    return events
 
 
 def demo_events(world: Path, n: int) -> list[dict]:
@@ -444,3 +416,68 @@ def test_no_failed_request_while_the_pipeline_writes_then_api_and_pipeline_agree
         assert p["local_outlier_factor"] == pytest.approx(lof_score, abs=1e-9)
         assert p["ensemble"] == pytest.approx(ensemble_score, abs=1e-9)
         assert p["is_anomaly"] == is_anomaly
+
+
+def test_nothing_promoted_or_published_yet_is_503(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    with (
+        running_api(empty, KEY, tmp_path / "api.log") as url,
+        httpx.Client(base_url=url, headers=H) as client,
+    ):
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "no promoted models loaded" in ready.json()["problems"]
+        event = {
+            "timestamp": "2026-01-06T00:00:00Z",
+            "source_service": "auth-service",
+            "log_level": "INFO",
+            "event_id": "e1",
+            "message": "hello",
+        }
+        for response in (
+            client.post("/predict", json={"events": [event]}),
+            client.get("/models"),
+            client.get("/scores/latest"),
+            client.get("/incidents"),
+        ):
+            assert response.status_code == 503 and "yet" in response.json()["detail"]
+        assert client.get("/health").status_code == 200
+
+
+def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, world):
+    root = world / "snapshots"
+    good = snapshot.current(root)
+    broken = {**good, "file": "snapshot-does-not-exist.duckdb"}
+    (root / snapshot.CURRENT).write_text(json.dumps(broken))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            ready = api.get("/ready", headers=H).json()
+            if any(p.startswith("snapshot:") for p in ready["problems"]):
+                break
+            assert time.monotonic() < deadline, "the broken snapshot was not reported"
+            time.sleep(0.2)
+        assert ready["snapshot"]["file"] == good["file"]
+        assert api.get("/incidents", headers=H).status_code == 200
+    finally:
+        (root / snapshot.CURRENT).write_text(json.dumps(good))
+
+
+def test_readme_curl_examples_work(api, world, tmp_path):
+    """Every curl line of the README's API block, run as written against this server (only the key, the
+    address and the incident id are substituted); curl -f fails on any HTTP error."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split('K="X-API-Key: change-me"', 1)[1].split("```", 1)[0]
+    incident = api.get("/incidents", params={"limit": 1}, headers=H).json()["items"][0]["incident_id"]
+    script = (
+        (f'set -euo pipefail\nK="X-API-Key: {KEY}"' + block.replace("curl -s ", "curl -sf "))
+        .replace("http://127.0.0.1:8080", str(api.base_url).rstrip("/"))
+        .replace("INC-20261124-0001", incident)
+    )
+    (tmp_path / "data").symlink_to(world)
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert script.count("curl -sf") == 10
+    assert '"predictions"' in result.stdout and "bankanom_api_requests_total" in result.stdout
