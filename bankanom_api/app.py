@@ -14,6 +14,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -253,7 +254,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         model: Annotated[
             str | None, Query(description="isolation_forest or local_outlier_factor; both when omitted")
         ] = None,
-    ) -> PredictResponse:
+    ) -> Response:
         if model is not None:
             model_name(model)
         if len(body.events) > settings.max_batch:
@@ -268,11 +269,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
         metrics.predicted.labels(model or "ensemble").inc(len(predictions))
         used = [model] if model else list(MODEL_NAMES)
-        return PredictResponse(
-            model=model or "ensemble",
-            versions={n: models.versions[n] for n in used},
-            predictions=predictions,
-        )
+        body = {"model": model or "ensemble", "versions": {n: models.versions[n] for n in used}}
+        return Response(orjson.dumps({**body, "predictions": predictions}), media_type="application/json")
 
     # -- scores and incidents -----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from bankanom_api.schemas import Contribution, EventPrediction, LogEvent
+from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.incidents import normal_values
@@ -50,9 +50,11 @@ class Predictor:
     def __init__(self, builder: FeatureBuilder, config: DetectionConfig):
         self.builder, self.config = builder, config
 
-    def predict(self, events: list[LogEvent], models: Models, model: str | None) -> list[EventPrediction]:
+    def predict(self, events: list[LogEvent], models: Models, model: str | None) -> list[dict]:
         """Per-event scores and flags (both models and the ensemble, or ``model`` alone), in the order
-        the events were posted, with the features furthest from normal."""
+        the events were posted, with the features furthest from normal: plain dicts shaped like
+        ``schemas.EventPrediction`` (the route serialises them directly; building thousands of pydantic
+        objects per batch cost more than scoring it)."""
         frame = events_frame(events)
         features = self.builder.features(frame)
         order = features["event_id"].to_list()
@@ -67,23 +69,27 @@ class Predictor:
             combined = ensemble(scores[IF], scores[LOF], thresholds.ensemble_if_weight)
             decision = combined >= thresholds.ensemble
         top = self._top_features(features, models, names)
-        by_id = {}
-        for i, event_id in enumerate(order):
-            by_id[event_id] = EventPrediction(
-                event_id=event_id,
-                isolation_forest=float(scores[IF][i]) if IF in scores else None,
-                local_outlier_factor=float(scores[LOF][i]) if LOF in scores else None,
-                ensemble=float(combined[i]) if combined is not None else None,
-                if_flag=bool(flags[IF][i]) if IF in flags else None,
-                lof_flag=bool(flags[LOF][i]) if LOF in flags else None,
-                is_anomaly=bool(decision[i]),
-                top_features=top[i],
-            )
+        columns = {
+            "isolation_forest": scores.get(IF),
+            "local_outlier_factor": scores.get(LOF),
+            "ensemble": combined,
+            "if_flag": flags.get(IF),
+            "lof_flag": flags.get(LOF),
+        }
+        listed = {k: (v.tolist() if v is not None else None) for k, v in columns.items()}
+        anomalous = decision.tolist()
+        by_id = {
+            event_id: {
+                "event_id": event_id,
+                **{k: (v[i] if v is not None else None) for k, v in listed.items()},
+                "is_anomaly": anomalous[i],
+                "top_features": top[i],
+            }
+            for i, event_id in enumerate(order)
+        }
         return [by_id[e.event_id] for e in events]
 
-    def _top_features(
-        self, features: pl.DataFrame, models: Models, names: list[str]
-    ) -> list[list[Contribution]]:
+    def _top_features(self, features: pl.DataFrame, models: Models, names: list[str]) -> list[list[dict]]:
         """The features the models read, ranked by robust deviation from the training median (the space
         of the Isolation Forest holds every feature, unclipped)."""
         space = models.detectors[IF].space
@@ -94,16 +100,16 @@ class Predictor:
         deviation = space.matrix(features)[:, columns]
         raw = features.select(space.names[i] for i in columns).fill_null(0).to_numpy()
         normal = np.asarray(normal_values(space))[columns]
-        ranked = np.argsort(-np.abs(deviation), axis=1)[:, :TOP_FEATURES]
+        ranked = np.argsort(-np.abs(deviation), axis=1, kind="stable")[:, :TOP_FEATURES]
+        rows = np.arange(len(ranked))[:, None]
+        names_ = np.asarray([space.names[i] for i in columns])[ranked].tolist()
+        values = raw[rows, ranked].tolist()
+        normals = normal[ranked].tolist()
+        deviations = np.round(deviation[rows, ranked], 3).tolist()
         return [
             [
-                Contribution(
-                    feature=space.names[columns[j]],
-                    value=float(raw[i, j]),
-                    normal=float(normal[j]),
-                    deviation=round(float(deviation[i, j]), 3),
-                )
-                for j in row
+                {"feature": f, "value": v, "normal": n, "deviation": d}
+                for f, v, n, d in zip(names_[i], values[i], normals[i], deviations[i], strict=True)
             ]
-            for i, row in enumerate(ranked)
+            for i in range(len(ranked))
         ]

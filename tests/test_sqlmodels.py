@@ -120,6 +120,7 @@ def test_definitions_load_completely():
         "scored_events",
         "incidents",
         "evaluation",
+        "api_snapshot",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {
