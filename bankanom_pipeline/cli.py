@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -359,6 +360,74 @@ def api(
         log_level="info",
         access_log=False,  # per-request lines would cost more than a prediction; /metrics counts them
     )
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First partition (UTC day), YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last partition, inclusive.")],
+    job: Annotated[str, typer.Option(help="pipeline_job, features_job or ingest_job.")] = "pipeline_job",
+) -> None:
+    """Run a daily job for every partition from START to END, one recorded Dagster run each (the UI shows
+    them under Runs and the partitions as materialized)."""
+    if job not in {"pipeline_job", "features_job", "ingest_job"}:
+        raise typer.BadParameter(f"unknown daily job {job!r}")
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    if last < first:
+        raise typer.BadParameter("--end is before --start")
+    days = [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    failed = [day for day in days if _run_job(job, day) is None]
+    console.print(f"backfill of {job}: {len(days) - len(failed)} of {len(days)} partitions succeeded")
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)}[/red]")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def up(
+    ui_port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
+    mock_port: Annotated[int, typer.Option(help="Mock log server port.")] = 8000,
+    api_port: Annotated[int, typer.Option(help="Prediction API port.")] = 8080,
+    rotate_seconds: Annotated[int, typer.Option(help="Mock server: publish a landing file this often.")] = 60,
+) -> None:
+    """Start the Dagster UI and daemon (sensors, schedules, automation), the mock log server (emitting)
+    and the API together; Ctrl-C stops all three."""
+    from bankanom_pipeline.supervisor import Supervisor
+
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
+    if not env.get("BANKANOM_API_KEYS"):
+        import secrets
+
+        env["BANKANOM_API_KEYS"] = secrets.token_urlsafe(18)
+        console.print(
+            f"API key for this session (set BANKANOM_API_KEYS to choose): {env['BANKANOM_API_KEYS']}"
+        )
+    cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
+    supervisor = Supervisor(
+        {
+            "dagster": [dagster, "dev", "-w", workspace, "-p", str(ui_port)],
+            "mock-server": [
+                *cli,
+                "mock-server",
+                "--auto-start",
+                "--port",
+                str(mock_port),
+                "--rotate-seconds",
+                str(rotate_seconds),
+            ],
+            "api": [*cli, "api", "--port", str(api_port)],
+        },
+        env=env,
+        cwd=settings.PROJECT_ROOT,
+    )
+    console.print(
+        f"Dagster UI http://127.0.0.1:{ui_port}  mock server http://127.0.0.1:{mock_port}  "
+        f"API http://127.0.0.1:{api_port}/docs  (Ctrl-C stops everything)"
+    )
+    raise typer.Exit(supervisor.run())
 
 
 @app.command("validate-config")

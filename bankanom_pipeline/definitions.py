@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from bankanom_pipeline.automation.sensors import FOLLOW_UPSTREAM, schedules, sensors
 from bankanom_pipeline.detection.assets import (
     evaluation,
     incidents,
@@ -10,26 +11,40 @@ from bankanom_pipeline.detection.assets import (
     scored_events,
 )
 from bankanom_pipeline.ingest.assets import raw_logs
-from bankanom_pipeline.jobs import features_job, ingest_job, pipeline_job, pipeline_schedule, train_job
+from bankanom_pipeline.jobs import features_job, ingest_job, pipeline_job, train_job
 from bankanom_pipeline.serving.assets import api_snapshot
 from bankanom_pipeline.sqlmodels.assets import build_sql_assets
 from bankanom_pipeline.validation.assets import log_labels, validated_logs
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
+# what follows its upstream partitions on its own (see automation/sensors.py)
+FOLLOWERS = {"scored_events", "incidents", "evaluation", "api_snapshot"}
+
+
+def _follow(spec: dg.AssetSpec) -> dg.AssetSpec:
+    if spec.key.to_user_string() in FOLLOWERS:
+        return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
+    return spec
+
+
 defs = dg.Definitions(
-    assets=[
-        raw_logs,
-        validated_logs,
-        log_labels,
-        *build_sql_assets(),
-        *model_assets,
-        promoted_models,
-        scored_events,
-        incidents,
-        evaluation,
-        api_snapshot,
-    ],
+    assets=dg.map_asset_specs(
+        _follow,
+        [
+            raw_logs,
+            validated_logs,
+            log_labels,
+            *build_sql_assets(),
+            *model_assets,
+            promoted_models,
+            scored_events,
+            incidents,
+            evaluation,
+            api_snapshot,
+        ],
+    ),
     jobs=[ingest_job, features_job, pipeline_job, train_job],
-    schedules=[pipeline_schedule],
+    schedules=schedules,
+    sensors=sensors,
     resources={"warehouse": WarehouseResource()},
 )

@@ -33,7 +33,3 @@ train_job = dg.define_asset_job(
         "default), check them, and promote the pair when every blocking check passes."
     ),
 )
-# Stopped by default: a fresh checkout should not start writing on its own; turn it on in the UI.
-pipeline_schedule = dg.build_schedule_from_partitioned_job(
-    pipeline_job, hour_of_day=0, minute_of_hour=30, default_status=dg.DefaultScheduleStatus.STOPPED
-)

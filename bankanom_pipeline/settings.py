@@ -33,6 +33,10 @@ def snapshots_dir() -> Path:
     return Path(os.environ.get("BANKANOM_SNAPSHOTS_DIR", data_dir() / "snapshots"))
 
 
+def alerts_path() -> Path:
+    return Path(os.environ.get("BANKANOM_ALERTS_DB", data_dir() / "alerts.duckdb"))
+
+
 def duckdb_memory_limit() -> str:
     """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
     return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")

@@ -1,0 +1,74 @@
+"""What the landing sensor has to do: find complete landing files that are new or changed since its
+cursor, and group them by the partition (day folder) they belong to."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bankanom_pipeline.ingest.raw_logs import landing_files
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    day: str  # the day folder: the partition the file belongs to
+    path: str  # relative to the landing logs root
+    signature: str  # size and modification time: a re-delivered file (same name) has a new one
+
+
+def scan(logs_root: Path) -> list[LandedFile]:
+    """Complete files under ``logs_root/<YYYY-MM-DD>/`` (the same files raw_logs reads)."""
+    found = []
+    if not logs_root.is_dir():
+        return found
+    for folder in sorted(logs_root.iterdir()):
+        try:
+            dt.date.fromisoformat(folder.name)
+        except ValueError:
+            continue  # not a partition folder
+        for path in landing_files(folder):
+            stat = path.stat()
+            found.append(
+                LandedFile(folder.name, f"{folder.name}/{path.name}", f"{stat.st_size}:{stat.st_mtime_ns}")
+            )
+    return found
+
+
+@dataclass
+class Cursor:
+    """Signature of every file already handed to a run, by relative path."""
+
+    seen: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor:
+        return cls(json.loads(text)["seen"] if text else {})
+
+    def dump(self) -> str:
+        return json.dumps({"seen": self.seen}, sort_keys=True)
+
+    def fresh(self, files: list[LandedFile]) -> dict[str, list[LandedFile]]:
+        """New or changed files, by day."""
+        by_day: dict[str, list[LandedFile]] = {}
+        for f in files:
+            if self.seen.get(f.path) != f.signature:
+                by_day.setdefault(f.day, []).append(f)
+        return by_day
+
+    def mark(self, files: list[LandedFile]) -> None:
+        self.seen.update({f.path: f.signature for f in files})
+
+    def forget_missing(self, files: list[LandedFile]) -> None:
+        """Drop entries of files no longer in the landing zone (archived or deleted), so the cursor stays
+        as small as the zone; a file that comes back is then new again, and re-runs its partition."""
+        present = {f.path for f in files}
+        self.seen = {p: s for p, s in self.seen.items() if p in present}
+
+
+def run_key(day: str, files: list[LandedFile]) -> str:
+    """The same set of new files always gives the same key, so Dagster never launches it twice."""
+    digest = hashlib.sha256("\n".join(sorted(f"{f.path}={f.signature}" for f in files)).encode())
+    return f"landing:{day}:{digest.hexdigest()[:16]}"

@@ -1,0 +1,184 @@
+"""Sensors and schedules: what makes bankanom run on its own (see README, "Automation")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import dagster as dg
+import duckdb
+
+from bankanom_pipeline import settings
+from bankanom_pipeline.automation import alerts, landing
+from bankanom_pipeline.automation.config import default_automation_config
+from bankanom_pipeline.automation.drift import judge
+from bankanom_pipeline.jobs import features_job, pipeline_job, train_job
+from bankanom_pipeline.serving import snapshot
+from bankanom_pipeline.warehouse.resource import WarehouseResource
+
+CONFIG = default_automation_config()
+RUNNING, STOPPED = dg.DefaultSensorStatus.RUNNING, dg.DefaultScheduleStatus.STOPPED
+
+
+# Sensors are RUNNING by default: they only react (to new files, drift, failures). Schedules are
+# STOPPED by default: they would start writing on the clock in a fresh checkout.
+@dg.sensor(
+    job=features_job,
+    minimum_interval_seconds=CONFIG.landing.interval_seconds,
+    default_status=RUNNING,
+    description=(
+        "Requests features_job for every partition that has new or changed complete JSONL files under the "
+        "landing zone; scores and incidents follow through automation conditions."
+    ),
+)
+def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    cursor = landing.Cursor.parse(context.cursor)
+    landed = landing.scan(warehouse.landing_logs)
+    fresh = cursor.fresh(landed)
+    requests = []
+    for day, files in sorted(fresh.items()):
+        if not daily_partition_exists(day):
+            context.log.warning(f"landing folder {day} is outside the partitions; its files are ignored")
+        else:
+            requests.append(
+                dg.RunRequest(
+                    run_key=landing.run_key(day, files),
+                    partition_key=day,
+                    tags={"bankanom/new_files": str(len(files))},
+                )
+            )
+        cursor.mark(files)
+    cursor.forget_missing(landed)
+    if not requests:
+        return dg.SensorResult(skip_reason="no new landing files", cursor=cursor.dump())
+    return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
+def daily_partition_exists(day: str) -> bool:
+    from bankanom_pipeline.partitions import daily_partitions
+
+    return daily_partitions.has_partition_key(day)
+
+
+@dg.sensor(
+    job=train_job,
+    minimum_interval_seconds=CONFIG.drift.interval_seconds,
+    default_status=RUNNING,
+    description=(
+        "Compares the latest published day's normalised scores with the training window (PSI against the "
+        "uniform distribution they follow there) and requests train_job when either model drifts."
+    ),
+)
+def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    root = settings.snapshots_dir()
+    pointer = snapshot.current(root)
+    if pointer is None:
+        return dg.SkipReason("no snapshot published yet")
+    if context.cursor == pointer["file"]:
+        return dg.SkipReason(f"{pointer['file']} already judged")
+    # the published snapshot, never the live warehouse: a sensor must not wait on a run's lock
+    with duckdb.connect(str(root / pointer["file"]), read_only=True) as con:
+        rows = con.execute(
+            """SELECT if_score, lof_score FROM scored_events
+               WHERE partition_date = (SELECT max(partition_date) FROM scored_events)"""
+        ).fetchnumpy()
+    d = CONFIG.drift
+    verdict = judge(
+        {"isolation_forest": rows["if_score"], "local_outlier_factor": rows["lof_score"]},
+        d.psi_threshold,
+        d.bins,
+        d.min_events,
+    )
+    context.log.info(f"drift on {pointer['file']}: {verdict.reason} {verdict.psi}")
+    if not verdict.drifted:
+        return dg.SensorResult(skip_reason=verdict.reason, cursor=pointer["file"])
+    request = dg.RunRequest(
+        run_key=f"drift:{pointer['file']}",
+        tags={
+            "bankanom/drift": verdict.reason,
+            **{f"bankanom/psi_{k}": str(v) for k, v in verdict.psi.items()},
+        },
+    )
+    return dg.SensorResult(run_requests=[request], cursor=pointer["file"])
+
+
+@dg.run_failure_sensor(
+    default_status=RUNNING,
+    minimum_interval_seconds=CONFIG.landing.interval_seconds,
+    description="Records every failed run in pipeline_alerts (data/alerts.duckdb), logs it, and POSTs it to "
+    "the webhook in BANKANOM_ALERT_WEBHOOK when set.",
+)
+def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    alerts.record(
+        settings.alerts_path(),
+        run_id=run.run_id,
+        job_name=run.job_name,
+        partition_key=run.tags.get("dagster/partition"),
+        error=context.failure_event.message or "run failed",
+        webhook=os.environ.get(CONFIG.alerts.webhook_env) or None,
+    )
+
+
+# Scores, incidents, evaluation and the API snapshot follow their upstream partitions: eager, for any
+# partition (a late file re-runs an old day), never because a new model was promoted (that would
+# rescore all history; scoring uses the promoted models from then on).
+FOLLOW_UPSTREAM = (
+    dg.AutomationCondition.eager()
+    .without(dg.AutomationCondition.in_latest_time_window())
+    .ignore(dg.AssetSelection.assets("promoted_models"))
+    .with_label("eager, any partition, not on promotion")
+)
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=RUNNING,
+    minimum_interval_seconds=CONFIG.automation.interval_seconds,
+    description="Evaluates the assets' automation conditions (scores and incidents follow features).",
+)
+
+
+@dg.schedule(
+    cron_schedule=CONFIG.schedules.scoring_catchup_cron,
+    job=pipeline_job,
+    default_status=STOPPED,
+    execution_timezone="UTC",
+    description="Hourly catch-up: today's partition end to end with what has landed so far.",
+)
+def scoring_catchup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = context.scheduled_execution_time.astimezone(dt.UTC).date().isoformat()
+    return dg.RunRequest(partition_key=day)
+
+
+@dg.schedule(
+    cron_schedule=CONFIG.schedules.retrain_cron,
+    job=train_job,
+    default_status=STOPPED,
+    execution_timezone="UTC",
+    description="Daily retraining on the window ending yesterday; the promotion gate decides.",
+)
+def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    yesterday = (
+        (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    )
+    return dg.RunRequest(
+        run_config={"ops": {n: {"config": {"end_date": yesterday}} for n in _training_ops()}}
+    )
+
+
+def _training_ops() -> list[str]:
+    from bankanom_pipeline.detection.config import MODEL_NAMES
+
+    return [f"{name}_model" for name in MODEL_NAMES]
+
+
+daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+    pipeline_job,
+    hour_of_day=int(CONFIG.schedules.daily_pipeline_cron.split()[1]),
+    minute_of_hour=int(CONFIG.schedules.daily_pipeline_cron.split()[0]),
+    default_status=STOPPED,
+)
+
+sensors = [landing_sensor, drift_sensor, failure_alert_sensor, automation_sensor]
+schedules = [scoring_catchup_schedule, retrain_schedule, daily_pipeline_schedule]
