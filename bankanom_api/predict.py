@@ -10,8 +10,7 @@ from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.incidents import normal_values
-from bankanom_pipeline.detection.models import ensemble
-from bankanom_pipeline.detection.scoring import IF, LOF
+from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 TOP_FEATURES = 5
@@ -59,15 +58,17 @@ class Predictor:
         features = self.builder.features(frame)
         order = features["event_id"].to_list()
         names = [model] if model else [IF, LOF]
-        thresholds = self.config.thresholds
-        scores = {n: models.detectors[n].scores(models.detectors[n].space.matrix(features)) for n in names}
-        flags = {n: scores[n] >= getattr(thresholds, n) for n in names}
-        if model:
+        combined = None
+        if model:  # one model: its score and flag, nothing else computed
+            detector = models.detectors[model]
+            scores = {model: detector.scores(detector.space.matrix(features))}
+            flags = {model: scores[model] >= getattr(self.config.thresholds, model)}
             decision = flags[model]
-            combined = None
-        else:
-            combined = ensemble(scores[IF], scores[LOF], thresholds.ensemble_if_weight)
-            decision = combined >= thresholds.ensemble
+        else:  # both: exactly the pipeline's scoring, ensemble rule included
+            result = score(features, models.detectors, self.config)
+            scores = {IF: result.isolation_forest, LOF: result.local_outlier_factor}
+            flags = {IF: result.if_flag, LOF: result.lof_flag}
+            combined, decision = result.ensemble, result.is_anomaly
         top = self._top_features(features, models, names)
         columns = {
             "isolation_forest": scores.get(IF),
