@@ -109,6 +109,7 @@ def emit(mock: str, seconds: float) -> None:
     assert httpx.post(f"{mock}/control", json={"action": "stop"}).status_code == 200
 
 
+@pytest.mark.timeout(1500)  # bounded by its own waits; several Dagster runs on two cores
 def test_daemon_turns_live_mock_traffic_into_incidents_without_a_trigger(world, tmp_path):
     root, home, env = world
     env = {**env, "BANKANOM_SENSOR_INTERVAL_SECONDS": "3"}
@@ -131,17 +132,18 @@ def test_daemon_turns_live_mock_traffic_into_incidents_without_a_trigger(world, 
             lambda: (rows := published_rows(root, day))[0] > 0 and rows[1] > 0 and rows,
             300,
         )
-        assert events > 500
+        assert events > 100
         wait_for("runs to finish", lambda: all_runs_done(instance), 300)
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()), _failures(instance)
 
         # 2. a second file for the same partition: exactly one more sensor run, and fresh scores
         emit(mock, 3)
         wait_for("the second sensor run", lambda: len(landing_runs(instance, day)) == 2, 180)
+        wait_for("the new file's scores, published", lambda: published_rows(root, day)[0] > events, 300)
         wait_for("runs to finish", lambda: all_runs_done(instance), 300)
         time.sleep(8)  # a few more sensor ticks: nothing new must be requested
         assert len(landing_runs(instance, day)) == 2
-        assert wait_for("more scored events", lambda: published_rows(root, day)[0] > events, 120)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()), _failures(instance)
 
         # 3. a failing run lands in pipeline_alerts
         failing = subprocess.run(
@@ -182,13 +184,14 @@ def _failures(instance: dg.DagsterInstance) -> str:
 
 def test_backfill_of_seven_days_from_the_cli(world):
     _, home, env = world
-    subprocess.run(
-        [*CLI, "generate", "--start", "2026-02-01", "--days", "7", "--events", "7000", "--seed", "21"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    for i in range(1, 8):  # a small day each (--events writes that many from --start on)
+        subprocess.run(
+            [*CLI, "generate", "--start", f"2026-02-0{i}", "--events", "1000", "--seed", str(20 + i)],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     result = subprocess.run(
         [*CLI, "backfill", "--start", "2026-02-01", "--end", "2026-02-07", "--job", "features_job"],
         env=env,

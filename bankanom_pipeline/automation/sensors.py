@@ -104,6 +104,9 @@ def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.Sk
 
 @dg.run_failure_sensor(
     default_status=RUNNING,
+    # every run of the instance: runs started from the CLI (bankanom run / train / backfill) execute in
+    # process and carry no code-location origin, so a location-scoped sensor would never see them
+    monitor_all_code_locations=True,
     minimum_interval_seconds=CONFIG.landing.interval_seconds,
     description="Records every failed run in pipeline_alerts (data/alerts.duckdb), logs it, and POSTs it to "
     "the webhook in BANKANOM_ALERT_WEBHOOK when set.",
@@ -122,12 +125,14 @@ def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
 
 # Scores, incidents, evaluation and the API snapshot follow their upstream partitions: eager, for any
 # partition (a late file re-runs an old day), never because a new model was promoted (that would
-# rescore all history; scoring uses the promoted models from then on).
+# rescore all history; scoring uses the promoted models from then on), and not on log_labels alone:
+# labels land early in features_job, and evaluation must wait for the day's new scores, which arrive
+# through scored_events and incidents anyway.
 FOLLOW_UPSTREAM = (
     dg.AutomationCondition.eager()
     .without(dg.AutomationCondition.in_latest_time_window())
-    .ignore(dg.AssetSelection.assets("promoted_models"))
-    .with_label("eager, any partition, not on promotion")
+    .ignore(dg.AssetSelection.assets("promoted_models", "log_labels"))
+    .with_label("eager, any partition, not on promotion or labels")
 )
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
