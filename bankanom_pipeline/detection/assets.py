@@ -184,7 +184,8 @@ SCORED_ID_COLUMNS = [
     kinds={"duckdb", "scikitlearn"},
     description=(
         "Every event of the day scored by both promoted models: normalised 0..1 scores, per-model flags "
-        "and the ensemble decision (mean of the two scores >= thresholds.ensemble), with model versions."
+        "and the ensemble decision (IF, whose cutoff LOF may lower within a band; see detection.yaml), with "
+        "model versions."
     ),
     check_specs=[
         dg.AssetCheckSpec(

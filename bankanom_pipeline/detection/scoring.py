@@ -44,7 +44,7 @@ def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: Detection
     t = config.thresholds
     s_if = detectors[IF].scores(detectors[IF].space.matrix(frame))
     s_lof = detectors[LOF].scores(detectors[LOF].space.matrix(frame))
-    s_ens = ensemble(s_if, s_lof, t.ensemble_if_weight)
+    s_ens = ensemble(s_if, s_lof, t)
     return Scores(
         s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
     )
