@@ -64,6 +64,11 @@ class Thresholds(_Strict):
         return self
 
 
+class Scoring(_Strict):
+    # scored_events scores a day in batches of this many rows (bounded memory whatever the day's size)
+    chunk_rows: int = Field(default=200_000, ge=1000)
+
+
 class DetectionConfig(_Strict):
     training: Training
     features: dict[str, Literal["none", "log1p", "log"]] = Field(min_length=1)
@@ -71,6 +76,7 @@ class DetectionConfig(_Strict):
     isolation_forest: IsolationForestParams
     local_outlier_factor: LocalOutlierFactorParams
     thresholds: Thresholds
+    scoring: Scoring = Scoring()
 
     @property
     def feature_names(self) -> list[str]:

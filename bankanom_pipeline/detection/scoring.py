@@ -6,6 +6,7 @@ frame with ``features_events`` columns to ``score``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,25 @@ def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: Detection
     return Scores(
         s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
     )
+
+
+def score_batches(
+    batches: Iterable[pl.DataFrame],
+    detectors: dict[str, Detector],
+    config: DetectionConfig,
+    keep: Sequence[str],
+) -> pl.DataFrame:
+    """``keep`` columns of every row with its scores (``Scores.frame``), one batch at a time: the feature
+    matrices of a whole day never sit in memory together. The decision is per event, so batching does
+    not change it."""
+    parts = [
+        pl.concat([batch.select(keep), score(batch, detectors, config).frame()], how="horizontal")
+        for batch in batches
+        if batch.height
+    ]
+    if not parts:
+        raise ValueError("nothing to score")
+    return pl.concat(parts)
 
 
 def deviations(frame: pl.DataFrame, detectors: dict[str, Detector]) -> np.ndarray:
