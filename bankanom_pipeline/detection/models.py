@@ -85,10 +85,10 @@ def train_isolation_forest(matrix: np.ndarray, space: FeatureSpace, config: Dete
 CALIBRATION_ROWS = 100_000
 
 
-def calibration_rows(matrix: np.ndarray, seed: int) -> np.ndarray:
-    if len(matrix) <= CALIBRATION_ROWS:
+def calibration_rows(matrix: np.ndarray, seed: int, size: int = CALIBRATION_ROWS) -> np.ndarray:
+    if len(matrix) <= size:
         return matrix
-    rows = np.random.default_rng(seed).choice(len(matrix), CALIBRATION_ROWS, replace=False)
+    rows = np.random.default_rng(seed).choice(len(matrix), size, replace=False)
     return matrix[np.sort(rows)]
 
 
