@@ -5,8 +5,8 @@ import numpy as np
 import polars as pl
 
 from bankanom_pipeline.detection.config import default_detection_config
-from bankanom_pipeline.detection.models import TRAINERS
-from bankanom_pipeline.detection.scoring import score, score_batches
+from bankanom_pipeline.detection.models import TRAINERS, ensemble
+from bankanom_pipeline.detection.scoring import explain, score, score_batches
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.warehouse.frames import read_batches
 
@@ -42,3 +42,31 @@ def test_batches_are_bounded_and_score_like_the_whole_day():
     assert scored.height == n
     assert scored.sort("event_id").equals(whole.sort("event_id"))
     assert 0 < scored["is_anomaly"].sum() < n
+
+
+def test_explain_is_the_occlusion_of_each_feature_in_every_model_that_reads_it():
+    config = default_detection_config()
+    rng = np.random.default_rng(5)
+    values = rng.normal(10, 1, (3000, len(config.feature_names)))
+    values[:20, :6] += 15
+    frame = pl.DataFrame(values, schema=config.feature_names)
+    detectors = _detectors(frame, config)
+    rows = frame.head(25)
+    got = explain(rows, detectors)
+    # reference: re-score both models with each feature put back to its median (0 after scaling)
+    names = detectors["isolation_forest"].space.names
+    matrices = {n: d.space.matrix(rows) for n, d in detectors.items()}
+    base = ensemble(*(detectors[n].scores(matrices[n]) for n in ("isolation_forest", "local_outlier_factor")))
+    for j, feature in enumerate(names):
+        occluded = {}
+        for n, d in detectors.items():
+            m = matrices[n].copy()
+            if feature in d.space.names:
+                m[:, d.space.names.index(feature)] = 0.0
+            occluded[n] = d.scores(m)
+        want = base - ensemble(occluded["isolation_forest"], occluded["local_outlier_factor"])
+        np.testing.assert_allclose(got[:, j], want, atol=1e-12)
+    unread = set(names) - set(detectors["isolation_forest"].input_features())
+    unread -= set(detectors["local_outlier_factor"].input_features())
+    assert unread and (got[:, [names.index(f) for f in unread]] == 0).all()
+    assert (got != 0).any()

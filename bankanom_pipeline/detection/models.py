@@ -36,6 +36,13 @@ class Detector:
     knots: list[float]  # raw score at each of _PROBS over the training rows
     version: str = ""  # the registry version it was loaded from ("" while training)
 
+    def input_features(self) -> list[str]:
+        """The features the estimator reads: its space, or the forest's column selection from it."""
+        if isinstance(self.estimator, Pipeline) and "select" in self.estimator.named_steps:
+            keep = self.estimator.named_steps["select"].transformers_[0][2]
+            return [self.space.names[i] for i in keep]
+        return list(self.space.names)
+
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         return -self.estimator.score_samples(matrix)
 

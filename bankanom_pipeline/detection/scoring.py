@@ -79,23 +79,30 @@ def deviations(frame: pl.DataFrame, detectors: dict[str, Detector]) -> np.ndarra
 def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = 4096) -> np.ndarray:
     """Per-feature attribution of the ensemble score for each row: the drop in the score when that one
     feature is put back to its training median (occlusion). Positive = makes the event anomalous.
-    Costs len(frame) x n_features model evaluations: meant for a few rows (an incident's peak event)."""
+    A model is re-scored only for the features it reads (occluding any other leaves its score as it
+    is): the forest reads 23 of the 57 features and LOF 27, so this costs len(frame) x 50 model
+    evaluations, not x 114. Meant for a few rows (an incident's peak event)."""
     n = len(frame)
-    spaces = {name: d.space for name, d in detectors.items()}
-    names = spaces[IF].names
-    matrices = {name: space.matrix(frame) for name, space in spaces.items()}
-    base = ensemble(detectors[IF].scores(matrices[IF]), detectors[LOF].scores(matrices[LOF]))
+    names = detectors[IF].space.names
+    matrices = {name: d.space.matrix(frame) for name, d in detectors.items()}
+    base = {name: detectors[name].scores(matrix) for name, matrix in matrices.items()}
+    base_ensemble = ensemble(base[IF], base[LOF])
     out = np.empty((n, len(names)))
     for start in range(0, n, max(1, batch // len(names))):
         rows = np.arange(start, min(n, start + max(1, batch // len(names))))
         per_model = {}
         for name, matrix in matrices.items():
-            position = {f: i for i, f in enumerate(spaces[name].names)}
-            block = np.repeat(matrix[rows], len(names), axis=0)  # row r, then each feature occluded
-            for j, feature in enumerate(names):
-                if feature in position:
-                    block[j :: len(names), position[feature]] = 0.0  # 0 = the median after scaling
-            per_model[name] = detectors[name].scores(block)
+            detector = detectors[name]
+            position = {f: i for i, f in enumerate(detector.space.names)}
+            read = set(detector.input_features())
+            occlude = [j for j, feature in enumerate(names) if feature in read]
+            # row r, then each feature it reads occluded
+            block = np.repeat(matrix[rows], len(occlude), axis=0)
+            for k, j in enumerate(occlude):
+                block[k :: len(occlude), position[names[j]]] = 0.0  # 0 = the median after scaling
+            scores = np.repeat(base[name][rows, None], len(names), axis=1)
+            scores[:, occlude] = detector.scores(block).reshape(len(rows), len(occlude))
+            per_model[name] = scores.ravel()
         occluded = ensemble(per_model[IF], per_model[LOF]).reshape(len(rows), len(names))
-        out[rows] = base[rows, None] - occluded
+        out[rows] = base_ensemble[rows, None] - occluded
     return out
