@@ -3,8 +3,9 @@ peak memory, for days of N generated events.
 
 Each size is generated and built up to features_events once (not timed, see pipeline_bench.py); then
 each repetition runs in a fresh process on a copy of that warehouse: train IF, train LOF (on its
-documented subsample), score all events with both, group the flagged ones into incidents (with
-per-feature attribution of each reported incident's top events). Median over the runs; growth is
+documented subsample), score all events with both in batches (as scored_events does), read the
+flagged ones back and group them into incidents (with per-feature attribution of each reported
+incident's top events). Median over the runs; growth is
 reported as seconds per million events at each size.
 """
 
