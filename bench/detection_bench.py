@@ -3,8 +3,9 @@ peak memory, for days of N generated events.
 
 Each size is generated and built up to features_events once (not timed, see pipeline_bench.py); then
 each repetition runs in a fresh process on a copy of that warehouse: train IF, train LOF (on its
-documented subsample), score all events with both, group the flagged ones into incidents (with
-per-feature attribution of each reported incident's top events). Median over the runs; growth is
+documented subsample), score all events with both in batches (as scored_events does), read the
+flagged ones back and group them into incidents (with per-feature attribution of each reported
+incident's top events). Median over the runs; growth is
 reported as seconds per million events at each size.
 """
 
@@ -26,16 +27,19 @@ from _common import record
 from pipeline_bench import DAY, generate
 from pipeline_bench import run_once as build_features
 
+SCORE_COLUMNS = ["event_id", "if_score", "lof_score", "ensemble_score"]
+
 
 def run_once(root: Path) -> dict:
     import polars as pl
 
     from bankanom_pipeline.detection import training
+    from bankanom_pipeline.detection.assets import SCORED_ID_COLUMNS
     from bankanom_pipeline.detection.config import default_detection_config
     from bankanom_pipeline.detection.incidents import build_incidents, normal_values
     from bankanom_pipeline.detection.registry import Registry
-    from bankanom_pipeline.detection.scoring import deviations, explain, score
-    from bankanom_pipeline.warehouse.frames import read_frame
+    from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
+    from bankanom_pipeline.warehouse.frames import read_batches, read_frame
     from bankanom_pipeline.warehouse.resource import connect
 
     work = root / "run.duckdb"
@@ -52,11 +56,25 @@ def run_once(root: Path) -> dict:
         detectors[name] = training.train(con, registry, name, config, day).detector
         timings[f"train_{name}"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    features = read_frame(con, "SELECT * FROM features_events WHERE partition_date = ?", [day])
-    scores = score(features, detectors, config)
+    # as the scored_events asset does: the day in batches, ids and scores kept
+    columns = ", ".join(dict.fromkeys(SCORED_ID_COLUMNS + config.feature_names))
+    batches = read_batches(
+        con,
+        f"SELECT {columns} FROM features_events WHERE partition_date = ?",
+        [day],
+        config.scoring.chunk_rows,
+    )
+    scored = score_batches(batches, detectors, config, SCORED_ID_COLUMNS)
     timings["score"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    flagged = pl.concat([features, scores.frame()], how="horizontal").filter(pl.col("is_anomaly"))
+    # as the incidents asset does: the flagged events' features read back
+    con.register("_flagged", scored.filter(pl.col("is_anomaly")).select(SCORE_COLUMNS).to_arrow())
+    flagged = read_frame(
+        con,
+        """SELECT s.if_score, s.lof_score, s.ensemble_score, f.* FROM _flagged s
+           JOIN features_events f USING (event_id) WHERE f.partition_date = ? ORDER BY f.ts, f.event_id""",
+        [day],
+    )
     space = detectors["isolation_forest"].space
     incidents, _ = build_incidents(
         flagged,
@@ -70,7 +88,7 @@ def run_once(root: Path) -> dict:
     con.close()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {
-        "events": features.height,
+        "events": scored.height,
         "flagged": flagged.height,
         "incidents": incidents.height,
         "seconds": timings,

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import numpy as np
 import pytest
 
+from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import accepted_lines, running_api
@@ -140,6 +143,7 @@ def test_models_list_versions_windows_params_and_evaluation(api, world):
 
 
 def test_predict_scores_with_both_models_or_one(api, world):
+    thresholds = default_detection_config().thresholds
     events = demo_events(world, 20)
     body = api.post("/predict", json={"events": events}, headers=H).json()
     assert body["model"] == "ensemble" and set(body["versions"]) == {
@@ -149,8 +153,12 @@ def test_predict_scores_with_both_models_or_one(api, world):
     assert [p["event_id"] for p in body["predictions"]] == [e["event_id"] for e in events]
     for p in body["predictions"]:
         assert 0 <= p["isolation_forest"] <= 1 and 0 <= p["local_outlier_factor"] <= 1
-        assert abs(p["ensemble"] - (0.95 * p["isolation_forest"] + 0.05 * p["local_outlier_factor"])) < 1e-9
-        assert p["is_anomaly"] == (p["ensemble"] >= 0.93)
+        # the pipeline's ensemble rule, from the same function and thresholds
+        expected = ensemble(
+            np.array([p["isolation_forest"]]), np.array([p["local_outlier_factor"]]), thresholds
+        )
+        assert p["ensemble"] == pytest.approx(expected[0], abs=1e-12)
+        assert p["is_anomaly"] == (p["ensemble"] >= thresholds.ensemble)
         assert len(p["top_features"]) == 5
         deviations = [abs(f["deviation"]) for f in p["top_features"]]
         assert deviations == sorted(deviations, reverse=True)

@@ -3,11 +3,29 @@ generated days (training day, held-out day with another seed), then the warehous
 
 import json
 
+import numpy as np
+
 from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
 from tests.conftest import DEMO_DAY
 
 DAY = DEMO_DAY
+
+
+def test_lof_can_only_lower_the_forest_cutoff_down_to_the_floor():
+    t = default_detection_config().thresholds
+    cut, floor, agree = t.ensemble, t.ensemble_lof_floor, t.ensemble_lof
+    assert floor < cut < t.isolation_forest
+    band = (cut + floor) / 2
+    if_scores = np.array([cut, 0.999, band, band, floor, floor - 1e-6, 0.2])
+    lof_scores = np.array([0.0, 0.0, agree, agree - 1e-6, agree, 1.0, 1.0])
+    flagged = ensemble(if_scores, lof_scores, t) >= cut
+    # IF alone from the cut; in the band only with LOF's agreement; below the floor never, whatever LOF says
+    assert flagged.tolist() == [True, True, True, False, True, False, False]
+    # the score never drops below IF's and stays a 0..1 score
+    combined = ensemble(if_scores, lof_scores, t)
+    assert (combined >= if_scores).all() and combined.max() <= 1.0
 
 
 def test_demo_prints_incidents_and_evaluation(demo):
@@ -37,13 +55,13 @@ def test_every_event_scored_with_the_promoted_versions(demo):
     assert rows == features > 50_000
     assert low >= 0 and high <= 1
     assert versions == [f"{current['isolation_forest']} {current['local_outlier_factor']}"]
-    # the ensemble rule as documented: w * IF + (1 - w) * LOF against thresholds.ensemble
-    thresholds = default_detection_config().thresholds
-    w, cut = thresholds.ensemble_if_weight, thresholds.ensemble
+    # the ensemble rule as documented: IF >= ensemble, or IF >= ensemble_lof_floor and LOF >= ensemble_lof
+    t = default_detection_config().thresholds
     wrong = con.execute(
         """SELECT count(*) FROM scored_events WHERE partition_date = ?
-           AND (abs(ensemble_score - (? * if_score + (1 - ?) * lof_score)) > 1e-9 OR is_anomaly <> (ensemble_score >= ?))""",
-        [DAY, w, w, cut],
+           AND (is_anomaly <> (if_score >= ? OR (if_score >= ? AND lof_score >= ?))
+                OR is_anomaly <> (ensemble_score >= ?) OR ensemble_score < if_score)""",
+        [DAY, t.ensemble, t.ensemble_lof_floor, t.ensemble_lof, t.ensemble],
     ).fetchone()[0]
     assert wrong == 0
     # trained on the day before, never on the held-out day

@@ -164,6 +164,58 @@ def test_service_wide_links_rare_templates_and_infrastructure_only():
     assert members(incidents, ie) == [("l1",), ("l2",), ("m1",), ("p1", "p2"), ("p3",), ("t1", "t2"), ("t3",)]
 
 
+def test_a_rare_template_does_not_bridge_groups_that_have_their_own_source():
+    alert = "Login velocity alert for <id>: # attempts in # minutes"
+    rows = []
+    # two concurrent brute forces, each held together by its attacker /24, both logging the same rare
+    # alert: two incidents, not one bridged by the alert
+    for pool, net in (("a", "45.1.2"), ("b", "77.8.9")):
+        rows += [
+            event(f"{pool}{i}", i * 0.5, user=f"USR-{pool}{i}", ip=f"{net}.{i + 1}", ip_distinct_users_10m=9)
+            for i in range(3)
+        ]
+        rows.append(
+            event(
+                f"{pool}-alert",
+                1.6,
+                service="fraud-detection-service",
+                user=f"USR-{pool}0",
+                ip=f"{net}.1",
+                template=alert,
+                template_rarity=6.0,
+                ip_distinct_users_10m=9,
+            )
+        )
+    # a lone alert with no source in common with anything: small, so the template still gathers it with
+    # another small group's alert (a service-wide problem's lines share no source)
+    rows += [
+        event(
+            "s1",
+            1.0,
+            service="fraud-detection-service",
+            user="USR-s1",
+            ip="9.9.9.1",
+            template=alert,
+            template_rarity=6.0,
+        ),
+        event(
+            "s2",
+            2.0,
+            service="fraud-detection-service",
+            user="USR-s2",
+            ip="8.8.8.1",
+            template=alert,
+            template_rarity=6.0,
+        ),
+    ]
+    incidents, ie = build(rows)
+    assert members(incidents, ie) == [
+        ("a-alert", "a0", "a1", "a2"),
+        ("b-alert", "b0", "b1", "b2"),
+        ("s1", "s2"),
+    ]
+
+
 def test_reporting_severity_and_origin():
     rows = [event(f"bf{i}", i * 0.1, user=f"USR-{i}", ip=f"45.1.2.{i + 1}", score=0.9995) for i in range(60)]
     rows += [event("lone", 200, user="USR-900", ip="8.8.8.8", score=0.975)]

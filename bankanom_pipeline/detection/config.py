@@ -51,9 +51,22 @@ class LocalOutlierFactorParams(_Strict):
 class Thresholds(_Strict):
     isolation_forest: float = Field(gt=0, lt=1)
     local_outlier_factor: float = Field(gt=0, lt=1)
+    # the ensemble (see models.ensemble): anomalous when IF >= ensemble, or IF >= ensemble_lof_floor and
+    # LOF >= ensemble_lof
     ensemble: float = Field(gt=0, lt=1)
-    # ensemble score = w * IF + (1 - w) * LOF (both normalised)
-    ensemble_if_weight: float = Field(default=0.5, ge=0, le=1)
+    ensemble_lof_floor: float = Field(gt=0, lt=1)
+    ensemble_lof: float = Field(gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _floor_below_cut(self) -> Thresholds:
+        if self.ensemble_lof_floor > self.ensemble:
+            raise ValueError("thresholds.ensemble_lof_floor must not be above thresholds.ensemble")
+        return self
+
+
+class Scoring(_Strict):
+    # scored_events scores a day in batches of this many rows (bounded memory whatever the day's size)
+    chunk_rows: int = Field(default=200_000, ge=1000)
 
 
 class DetectionConfig(_Strict):
@@ -63,6 +76,7 @@ class DetectionConfig(_Strict):
     isolation_forest: IsolationForestParams
     local_outlier_factor: LocalOutlierFactorParams
     thresholds: Thresholds
+    scoring: Scoring = Scoring()
 
     @property
     def feature_names(self) -> list[str]:

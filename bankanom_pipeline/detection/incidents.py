@@ -48,6 +48,7 @@ class Grouping(_Strict):
     gap_minutes: Gaps
     rare_template_min_rarity: float = Field(ge=0)
     victim_min_source_users: float = Field(gt=0)
+    template_link_max_group: int = Field(ge=1)
     infrastructure_services: list[str]
     ignored_users: list[str]
 
@@ -174,6 +175,21 @@ def connected_groups(ts_us: np.ndarray, keys: Sequence[tuple[str, np.ndarray, fl
     return rank[labels]
 
 
+def group_events(
+    ts_us: np.ndarray, keys: Sequence[tuple[str, np.ndarray, float]], config: IncidentConfig
+) -> np.ndarray:
+    """Incident label per row: the entity keys first, then the rare service template, which may only
+    join groups that the entity keys left small (see ``template_link_max_group`` in incidents.yaml)."""
+    entity = [k for k in keys if k[0] != "service_template"]
+    template = [k for k in keys if k[0] == "service_template"]
+    if not template:
+        return connected_groups(ts_us, entity)
+    first = connected_groups(ts_us, entity)
+    small = np.bincount(first)[first] <= config.grouping.template_link_max_group
+    gated = [(kind, np.where(small, codes, -1), gap) for kind, codes, gap in template]
+    return connected_groups(ts_us, entity + gated)
+
+
 # -- building incidents --------------------------------------------------------------------------
 
 
@@ -213,7 +229,7 @@ def build_incidents(
     for kind, codes, gap in link_keys(frame, config):
         keyed = np.where(codes >= 0, codes * (part.max() + 1) + part, -1)
         keys.append((kind, keyed, gap))
-    labels = connected_groups(ts_us, keys)
+    labels = group_events(ts_us, keys, config)
     frame = frame.with_columns(pl.Series("_inc", labels))
 
     inc = _aggregate(frame, config)

@@ -17,7 +17,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from bankanom_pipeline.detection.config import DetectionConfig, default_detection_config
+from bankanom_pipeline.detection.config import DetectionConfig, Thresholds, default_detection_config
 from bankanom_pipeline.detection.packed_forest import PackedForest
 from bankanom_pipeline.detection.space import FeatureSpace
 
@@ -41,6 +41,13 @@ class Detector:
     space: FeatureSpace
     knots: list[float]  # raw score at each of _PROBS over the training rows
     version: str = ""  # the registry version it was loaded from ("" while training)
+
+    def input_features(self) -> list[str]:
+        """The features the estimator reads: its space, or the forest's column selection from it."""
+        if isinstance(self.estimator, Pipeline) and "select" in self.estimator.named_steps:
+            keep = self.estimator.named_steps["select"].transformers_[0][2]
+            return [self.space.names[i] for i in keep]
+        return list(self.space.names)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
         if len(matrix) <= PACKED_MAX_ROWS and self._packed is not None:
@@ -97,10 +104,10 @@ def train_isolation_forest(matrix: np.ndarray, space: FeatureSpace, config: Dete
 CALIBRATION_ROWS = 100_000
 
 
-def calibration_rows(matrix: np.ndarray, seed: int) -> np.ndarray:
-    if len(matrix) <= CALIBRATION_ROWS:
+def calibration_rows(matrix: np.ndarray, seed: int, size: int = CALIBRATION_ROWS) -> np.ndarray:
+    if len(matrix) <= size:
         return matrix
-    rows = np.random.default_rng(seed).choice(len(matrix), CALIBRATION_ROWS, replace=False)
+    rows = np.random.default_rng(seed).choice(len(matrix), size, replace=False)
     return matrix[np.sort(rows)]
 
 
@@ -127,8 +134,19 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
 TRAINERS = {"isolation_forest": train_isolation_forest, "local_outlier_factor": train_local_outlier_factor}
 
 
-def ensemble(if_scores: np.ndarray, lof_scores: np.ndarray, if_weight: float | None = None) -> np.ndarray:
-    """The ensemble score: a weighted mean of the two normalised scores, w * IF + (1 - w) * LOF with w
-    = thresholds.ensemble_if_weight (see README, "Ensemble rule")."""
-    w = default_detection_config().thresholds.ensemble_if_weight if if_weight is None else if_weight
-    return w * if_scores + (1 - w) * lof_scores
+def ensemble(
+    if_scores: np.ndarray, lof_scores: np.ndarray, thresholds: Thresholds | None = None
+) -> np.ndarray:
+    """The ensemble score: the Isolation Forest's, lifted by (ensemble - ensemble_lof_floor) where LOF
+    reaches ensemble_lof and IF the floor, so ``ensemble >= thresholds.ensemble`` is the rule "IF >= ensemble, or IF >=
+    ensemble_lof_floor and LOF >= ensemble_lof" (see README, "Ensemble rule").
+
+    LOF can only lower IF's cutoff, and never below the floor: whatever LOF does on a day (its density
+    estimate does not transfer across populations the way the forest's does), the decision is never
+    looser than "IF >= ensemble_lof_floor", whose false positives are bounded on the validation days."""
+    t = thresholds or default_detection_config().thresholds
+    if_scores = np.asarray(if_scores, dtype=float)
+    agrees = (np.asarray(lof_scores) >= t.ensemble_lof) & (if_scores >= t.ensemble_lof_floor)
+    # max(): at the floor itself, float rounding of floor + (cut - floor) must not land below the cut
+    lifted = np.maximum(if_scores + (t.ensemble - t.ensemble_lof_floor), t.ensemble)
+    return np.where(agrees, np.minimum(1.0, lifted), if_scores)

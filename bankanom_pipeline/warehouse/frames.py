@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
 import polars as pl
 
 
 def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
     return pl.from_arrow(con.execute(sql, params or []).fetch_arrow_table())
+
+
+def read_batches(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, rows: int = 200_000
+) -> Iterator[pl.DataFrame]:
+    """The result of ``sql`` as frames of at most ``rows`` rows, streamed: one batch in memory at a time."""
+    for batch in con.execute(sql, params or []).fetch_record_batch(rows):
+        yield pl.from_arrow(batch)
 
 
 def replace_partition(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, day: str) -> int:
