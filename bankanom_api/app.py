@@ -27,13 +27,11 @@ from bankanom_api.schemas import (
     Health,
     IncidentDetail,
     IncidentsPage,
-    IncidentSummary,
     ModelInfo,
     PredictRequest,
     PredictResponse,
     Problem,
     Ready,
-    ScoredEvent,
     ScoresPage,
     Severity,
 )
@@ -291,7 +289,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         until: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> ScoresPage:
+    ) -> Response:
         snap = current_snapshot()
         where, params = _filters(
             [
@@ -308,8 +306,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             f"SELECT * FROM scored_events {where} ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        items = [ScoredEvent(**r) for r in _rows(columns, rows)]
-        return ScoresPage(total=total, limit=limit, offset=offset, items=items)
+        return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(columns, rows)})
 
     @app.get(
         "/incidents",
@@ -326,7 +323,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         until: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> IncidentsPage:
+    ) -> Response:
         snap = current_snapshot()
         where, params = _filters(
             [
@@ -342,8 +339,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        items = [IncidentSummary(**r) for r in _rows(columns, rows)]
-        return IncidentsPage(total=total, limit=limit, offset=offset, items=items)
+        return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(columns, rows)})
 
     @app.get(
         "/incidents/{incident_id}",
@@ -392,6 +388,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _json(body) -> Response:
+    """Rows straight to JSON. The routes declare their response models for the OpenAPI document, and
+    the snapshot's columns are exactly those models' fields (tests compare them); validating every row
+    again on the way out cost more than the query."""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _filters(conditions: list[tuple[str, object]]) -> tuple[str, list]:

@@ -60,9 +60,10 @@ class RateLimiter:
 
 
 def guard(keys: KeyChecker, limiter: RateLimiter):
-    """The dependency every route but /health carries."""
+    """The dependency every route but /health carries. Async on purpose: it only compares strings and
+    counts, and a sync dependency would cost a thread-pool round trip per request."""
 
-    def dependency(request: Request) -> str:
+    async def dependency(request: Request) -> str:
         identity = keys.identify(request.headers.get(API_KEY_HEADER))
         limiter.check(identity)
         request.state.api_key_id = identity

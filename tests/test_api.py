@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bankanom_api.schemas import IncidentSummary, ScoredEvent
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
@@ -212,6 +213,7 @@ def test_predict_error_codes(api, world):
 def test_latest_scores_filter_and_paginate(api):
     page = api.get("/scores/latest", params={"limit": 5}, headers=H).json()
     assert page["total"] > 50_000 and len(page["items"]) == 5
+    assert set(page["items"][0]) == set(ScoredEvent.model_fields)  # the documented shape, exactly
     times = [item["ts"] for item in page["items"]]
     assert times == sorted(times, reverse=True)
     nxt = api.get("/scores/latest", params={"limit": 5, "offset": 5}, headers=H).json()
@@ -236,6 +238,7 @@ def test_latest_scores_filter_and_paginate(api):
 def test_incidents_filter_paginate_and_explain(api):
     page = api.get("/incidents", params={"limit": 1000}, headers=H).json()
     assert page["total"] > 0
+    assert set(page["items"][0]) == set(IncidentSummary.model_fields)
     high = api.get("/incidents", params={"severity": "High"}, headers=H).json()
     assert all(i["severity"] == "High" for i in high["items"])
     assert api.get("/incidents", params={"severity": "Apocalyptic"}, headers=H).status_code == 422
