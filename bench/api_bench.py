@@ -2,6 +2,7 @@
 
 Scenarios (each repeated ``--runs`` times; medians reported):
 - ``predict_1``: POST /predict with one event, 16 concurrent clients, closed loop, for ``--seconds``;
+- ``predict_1_alone``: the same request from one client, sequential (latency without queueing);
 - ``predict_1000``: POST /predict with a 1,000-event batch, one client, sequential;
 - ``incidents``: GET /incidents (first page), 16 concurrent clients, closed loop.
 
@@ -117,7 +118,12 @@ def main() -> None:
         con.close()
         one = {"events": events[:1]}
         batch = {"events": events}
-        runs: dict[str, list[dict]] = {"predict_1": [], "predict_1000": [], "incidents": []}
+        runs: dict[str, list[dict]] = {
+            "predict_1": [],
+            "predict_1_alone": [],
+            "predict_1000": [],
+            "incidents": [],
+        }
         env = {"BANKANOM_API_RATE_LIMIT": "1000000/second"}
         with running_api(data, KEY, Path(tmp) / "api.log", workers=args.workers, **env) as url:
             for _ in range(args.runs):
@@ -126,6 +132,7 @@ def main() -> None:
                         closed_loop(url, args.clients, args.seconds, lambda c: c.post("/predict", json=one))
                     )
                 )
+                runs["predict_1_alone"].append(sequential(url, 50, lambda c: c.post("/predict", json=one)))
                 runs["predict_1000"].append(sequential(url, 10, lambda c: c.post("/predict", json=batch)))
                 runs["incidents"].append(
                     asyncio.run(closed_loop(url, args.clients, args.seconds, lambda c: c.get("/incidents")))
