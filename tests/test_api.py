@@ -492,3 +492,11 @@ def test_readme_curl_examples_work(api, world, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert script.count("curl -sf") == 10
     assert '"predictions"' in result.stdout and "bankanom_api_requests_total" in result.stdout
+
+
+def test_the_api_imports_neither_dagster_nor_great_expectations():
+    code = "import sys, bankanom_api.main; print(sorted(m for m in ('dagster', 'great_expectations') if m in sys.modules))"
+    env = {**os.environ, "BANKANOM_API_KEYS": "k"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
