@@ -144,6 +144,8 @@ def test_daemon_turns_live_mock_traffic_into_incidents_without_a_trigger(world, 
         time.sleep(8)  # a few more sensor ticks: nothing new must be requested
         assert len(landing_runs(instance, day)) == 2
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()), _failures(instance)
+        # the demo's days already in the warehouse were untouched: nothing ran for them
+        assert {r.tags.get("dagster/partition") for r in instance.get_runs()} == {day}
 
         # 3. a failing run lands in pipeline_alerts
         failing = subprocess.run(
