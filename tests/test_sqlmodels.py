@@ -142,8 +142,17 @@ def test_definitions_load_completely():
         "pipeline_job",
         "train_job",
     }
-    assert {s.name for s in repository.schedule_defs} == {"pipeline_job_schedule"}
-    assert {s.name for s in repository.sensor_defs} == set()
+    assert {s.name for s in repository.schedule_defs} == {
+        "pipeline_job_schedule",
+        "scoring_catchup_schedule",
+        "retrain_schedule",
+    }
+    assert {s.name for s in repository.sensor_defs} == {
+        "landing_sensor",
+        "automation_sensor",
+        "drift_sensor",
+        "failure_alert_sensor",
+    }
     lineage = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
         for k in graph.get_all_asset_keys()
