@@ -309,6 +309,10 @@ def _summary(day: str) -> None:
     console.print(
         f"warehouse: {settings.warehouse_path()}  (try: duckdb -readonly {settings.warehouse_path()})"
     )
+    console.print(
+        f"API snapshot: {settings.snapshots_dir()}  (serve it: BANKANOM_API_KEYS=change-me bankanom api; "
+        "everything live: bankanom up)"
+    )
 
 
 @app.command("mock-server")
