@@ -301,12 +301,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 ("ts < ?", _utc(until)),
             ]
         )
-        total = snap.query(f"SELECT count(*) FROM scored_events {where}", params)[1][0][0]
-        columns, rows = snap.query(
-            f"SELECT * FROM scored_events {where} ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(columns, rows)})
+        return _page(snap, "*", "scored_events", where, params, "ts DESC, event_id", limit, offset)
 
     @app.get(
         "/incidents",
@@ -333,13 +328,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 ("start_ts < ?", _utc(until)),
             ]
         )
-        total = snap.query(f"SELECT count(*) FROM incidents {where}", params)[1][0][0]
-        columns, rows = snap.query(
-            f"SELECT {_INCIDENT_SUMMARY} FROM incidents {where} ORDER BY start_ts DESC, incident_id "
-            "LIMIT ? OFFSET ?",
-            [*params, limit, offset],
+        return _page(
+            snap, _INCIDENT_SUMMARY, "incidents", where, params, "start_ts DESC, incident_id", limit, offset
         )
-        return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(columns, rows)})
 
     @app.get(
         "/incidents/{incident_id}",
@@ -395,6 +386,17 @@ def _json(body) -> Response:
     the snapshot's columns are exactly those models' fields (tests compare them); validating every row
     again on the way out cost more than the query."""
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _page(
+    snap: Snapshot, columns: str, table: str, where: str, params: list, order: str, limit: int, offset: int
+) -> Response:
+    """One page of a snapshot table, with the total the filters match."""
+    total = snap.query(f"SELECT count(*) FROM {table} {where}", params)[1][0][0]
+    names, rows = snap.query(
+        f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit, offset]
+    )
+    return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(names, rows)})
 
 
 def _filters(conditions: list[tuple[str, object]]) -> tuple[str, list]:
