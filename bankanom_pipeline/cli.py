@@ -120,10 +120,9 @@ def train(
     ] = "",
 ) -> None:
     """Train both detectors, check them, and promote the pair if every blocking check passes."""
-    run_config = None
-    if end_date:
-        config = {"config": {"end_date": end_date}}
-        run_config = {"ops": {f"{n}_model": config for n in ("isolation_forest", "local_outlier_factor")}}
+    from bankanom_pipeline.jobs import train_run_config
+
+    run_config = train_run_config(end_date) if end_date else None
     raise typer.Exit(0 if _run_job("train_job", None, run_config) is not None else 1)
 
 
@@ -211,16 +210,11 @@ def demo(
     landing = settings.landing_dir()
     for start, seed in ((train_day, cfg.seed), (day, cfg.seed + 1)):
         _write_day(cfg.model_copy(update={"seed": seed}), start, landing)
+    from bankanom_pipeline.jobs import train_run_config
+
     steps = [("features_job", train_day), ("train_job", None), ("pipeline_job", day)]
     for job, partition in steps:
-        run_config = None
-        if job == "train_job":
-            run_config = {
-                "ops": {
-                    f"{n}_model": {"config": {"end_date": train_day}}
-                    for n in ("isolation_forest", "local_outlier_factor")
-                }
-            }
+        run_config = train_run_config(train_day) if job == "train_job" else None
         if _run_job(job, partition, run_config) is None:
             raise typer.Exit(1)
     _summary(day)

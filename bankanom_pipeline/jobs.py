@@ -1,5 +1,6 @@
 import dagster as dg
 
+from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.partitions import daily_partitions
 
 _daily = dg.AssetSelection.all() - dg.AssetSelection.groups("seeds", "training")
@@ -33,3 +34,8 @@ train_job = dg.define_asset_job(
         "default), check them, and promote the pair when every blocking check passes."
     ),
 )
+
+
+def train_run_config(end_date: str) -> dict:
+    """Run config of ``train_job`` for a training window ending at ``end_date``."""
+    return {"ops": {f"{name}_model": {"config": {"end_date": end_date}} for name in MODEL_NAMES}}

@@ -23,6 +23,7 @@ from pathlib import Path
 import duckdb
 
 from bankanom_pipeline.files import write_atomic
+from bankanom_pipeline.warehouse.frames import table_exists
 
 CURRENT = "current.json"
 KEEP = 3  # published files kept (the current one and two before it, for readers still on them)
@@ -52,11 +53,6 @@ _TABLES = {
 }
 
 
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    query = "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?"
-    return con.execute(query, [table]).fetchone()[0] > 0
-
-
 def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:
     """Write a snapshot of the ``days`` partitions up to ``through`` and make it current; returns the
     pointer written. Tables the warehouse does not have yet are published empty-less (left out)."""
@@ -68,7 +64,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: 
     con.execute(f"ATTACH '{root / name}' AS snap")
     try:
         for table, (query, order) in _TABLES.items():
-            if not _exists(con, table):
+            if not table_exists(con, table):
                 continue
             con.execute(
                 f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",

@@ -24,6 +24,7 @@ import duckdb
 import jinja2
 
 from bankanom_pipeline.settings import PROJECT_ROOT
+from bankanom_pipeline.warehouse.frames import table_exists
 
 SQL_ROOT = PROJECT_ROOT / "dbt_like_sql"
 
@@ -147,7 +148,7 @@ class Project:
             return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
         for ref in model.refs:  # seeds are static: load them the first time something needs them
             seed = self.models[ref]
-            if seed.is_seed and not _exists(con, ref):
+            if seed.is_seed and not table_exists(con, ref):
                 self.materialize(con, ref)
         sql = self.render(name, day)
         if model.materialized == "view":
@@ -185,12 +186,6 @@ class Project:
                 f"{self.models[name].path}: its columns changed since table {name} was created; "
                 f"drop the table (DROP TABLE {name}) and rebuild its partitions"
             )
-
-
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(
-        con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()[0]
-    )
 
 
 def _partition_vars(day: dt.date, lookback_days: int) -> dict[str, str]:

@@ -8,6 +8,12 @@ import duckdb
 import polars as pl
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``table`` is in the connection's own database (not in one it has attached)."""
+    query = "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?"
+    return con.execute(query, [table]).fetchone()[0] > 0
+
+
 def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
     return pl.from_arrow(con.execute(sql, params or []).fetch_arrow_table())
 
