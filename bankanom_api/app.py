@@ -34,6 +34,7 @@ from bankanom_api.schemas import (
     Ready,
     ScoresPage,
     Severity,
+    utc_naive,
 )
 from bankanom_api.security import KeyChecker, RateLimiter, guard
 from bankanom_api.settings import ApiSettings
@@ -179,18 +180,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     # -- models -------------------------------------------------------------------------------------
 
-    def model_info(name: str, models: Models) -> ModelInfo:
-        m = models.manifests[name]
-        rows = []
+    def latest_evaluation() -> tuple[dt.date | None, dict[str, dict[str, float]]]:
+        """The latest evaluated day in the snapshot and its metrics, by model (one query)."""
         snap = state.snapshot
-        if snap is not None and _has_table(snap, "evaluation_metrics"):
-            _, rows = snap.query(
-                """SELECT partition_date, metric, value FROM evaluation_metrics
-                   WHERE model = ? AND partition_date = (SELECT max(partition_date) FROM evaluation_metrics)""",
-                [name],
-            )
-        evaluation = {metric: value for _, metric, value in rows}
-        day = rows[0][0] if rows else None
+        if snap is None or not snap.has("evaluation_metrics"):
+            return None, {}
+        _, rows = snap.query(
+            """SELECT partition_date, model, metric, value FROM evaluation_metrics
+               WHERE partition_date = (SELECT max(partition_date) FROM evaluation_metrics)"""
+        )
+        by_model: dict[str, dict[str, float]] = {}
+        for _, model, metric, value in rows:
+            by_model.setdefault(model, {})[metric] = value
+        return (rows[0][0] if rows else None), by_model
+
+    def model_info(name: str, models: Models, evaluated: tuple) -> ModelInfo:
+        m = models.manifests[name]
+        day, by_model = evaluated
         return ModelInfo(
             name=name,
             version=m["version"],
@@ -200,8 +206,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             params=m["params"],
             features=m["features"],
             training_metrics=m["metrics"],
-            evaluation=evaluation,
-            evaluation_date=day,
+            evaluation=by_model.get(name, {}),
+            evaluation_date=day if name in by_model else None,
         )
 
     @app.get(
@@ -213,8 +219,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="The promoted models: version, training window, parameters and evaluation metrics",
     )
     def list_models() -> list[ModelInfo]:
-        models = current_models()
-        return [model_info(name, models) for name in MODEL_NAMES]
+        models, evaluated = current_models(), latest_evaluation()
+        return [model_info(name, models, evaluated) for name in MODEL_NAMES]
 
     @app.get(
         "/models/{name}",
@@ -225,7 +231,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="One promoted model",
     )
     def get_model(name: str) -> ModelInfo:
-        return model_info(model_name(name), current_models())
+        return model_info(model_name(name), current_models(), latest_evaluation())
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -267,8 +273,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
         metrics.predicted.labels(model or "ensemble").inc(len(predictions))
         used = [model] if model else list(MODEL_NAMES)
-        body = {"model": model or "ensemble", "versions": {n: models.versions[n] for n in used}}
-        return Response(orjson.dumps({**body, "predictions": predictions}), media_type="application/json")
+        return _json(
+            {
+                "model": model or "ensemble",
+                "versions": {n: models.versions[n] for n in used},
+                "predictions": predictions,
+            }
+        )
 
     # -- scores and incidents -----------------------------------------------------------------------
 
@@ -297,8 +308,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 ("user_id = ?", user),
                 ("ensemble_score >= ?", min_score),
                 ("is_anomaly", True if anomalies_only else None),
-                ("ts >= ?", _utc(since)),
-                ("ts < ?", _utc(until)),
+                ("ts >= ?", utc_naive(since)),
+                ("ts < ?", utc_naive(until)),
             ]
         )
         return _page(snap, "*", "scored_events", where, params, "ts DESC, event_id", limit, offset)
@@ -324,8 +335,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             [
                 ("severity = ?", severity),
                 ("status = ?", incident_status),
-                ("end_ts >= ?", _utc(since)),
-                ("start_ts < ?", _utc(until)),
+                ("end_ts >= ?", utc_naive(since)),
+                ("start_ts < ?", utc_naive(until)),
             ]
         )
         return _page(
@@ -406,13 +417,3 @@ def _filters(conditions: list[tuple[str, object]]) -> tuple[str, list]:
         return "", []
     where = "WHERE " + " AND ".join(sql for sql, _ in used)
     return where, [value for sql, value in used if "?" in sql]
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
-
-
-def _has_table(snap: Snapshot, table: str) -> bool:
-    return table in snap.pointer.get("rows", {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import orjson
 import polars as pl
@@ -10,7 +12,7 @@ from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.incidents import normal_values
-from bankanom_pipeline.detection.scoring import IF, LOF, score
+from bankanom_pipeline.detection.scoring import IF, LOF, deviations, score
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 TOP_FEATURES = 5
@@ -23,11 +25,9 @@ class DuplicateEventIds(ValueError):
 def events_frame(events: list[LogEvent]) -> pl.DataFrame:
     """The posted events as validated_logs rows (what the feature SQL reads)."""
     ids = [e.event_id for e in events]
-    if len(set(ids)) != len(ids):
-        seen, dupes = set(), set()
-        for i in ids:
-            (dupes if i in seen else seen).add(i)
-        raise DuplicateEventIds(f"event_id must be unique within a request; repeated: {sorted(dupes)[:5]}")
+    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if dupes:
+        raise DuplicateEventIds(f"event_id must be unique within a request; repeated: {dupes[:5]}")
     return pl.DataFrame(
         {
             "event_id": ids,
@@ -94,23 +94,21 @@ class Predictor:
         """The features the models read, ranked by robust deviation from the training median (the space
         of the Isolation Forest holds every feature, unclipped)."""
         space = models.detectors[IF].space
-        read = set()
-        for n in names:
-            read |= set(models.manifests[n]["params"].get("features") or space.names)
+        read = set().union(*(models.detectors[n].input_features() for n in names))
         columns = [i for i, f in enumerate(space.names) if f in read]
-        deviation = space.matrix(features)[:, columns]
+        deviation = deviations(features, models.detectors)[:, columns]
         raw = features.select(space.names[i] for i in columns).fill_null(0).to_numpy()
         normal = np.asarray(normal_values(space))[columns]
         ranked = np.argsort(-np.abs(deviation), axis=1, kind="stable")[:, :TOP_FEATURES]
         rows = np.arange(len(ranked))[:, None]
-        names_ = np.asarray([space.names[i] for i in columns])[ranked].tolist()
+        top_names = np.asarray([space.names[i] for i in columns])[ranked].tolist()
         values = raw[rows, ranked].tolist()
         normals = normal[ranked].tolist()
-        deviations = np.round(deviation[rows, ranked], 3).tolist()
+        top_deviations = np.round(deviation[rows, ranked], 3).tolist()
         return [
             [
                 {"feature": f, "value": v, "normal": n, "deviation": d}
-                for f, v, n, d in zip(names_[i], values[i], normals[i], deviations[i], strict=True)
+                for f, v, n, d in zip(top_names[i], values[i], normals[i], top_deviations[i], strict=True)
             ]
             for i in range(len(ranked))
         ]

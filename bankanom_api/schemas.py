@@ -14,6 +14,14 @@ LogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"]
 ModelName = Literal["isolation_forest", "local_outlier_factor"]
 Severity = Literal["Low", "Medium", "High", "Critical"]
 
+
+def utc_naive(value: dt.datetime | None) -> dt.datetime | None:
+    """The warehouse's time: naive UTC (a value without an offset is taken as UTC already)."""
+    if value is not None and value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
 EXAMPLE_EVENT = {
     "timestamp": "2026-11-24T00:00:00.234Z",
     "source_service": "auth-service",
@@ -66,10 +74,7 @@ class LogEvent(BaseModel):
         return value
 
     def utc_timestamp(self) -> dt.datetime:
-        ts = self.timestamp
-        if ts.tzinfo is not None:
-            ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
-        return ts
+        return utc_naive(self.timestamp)
 
 
 class PredictRequest(BaseModel):

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,9 @@ class Snapshot:
     pointer: dict
     con: duckdb.DuckDBPyConnection
     loaded_at: float
+
+    def has(self, table: str) -> bool:
+        return table in self.pointer.get("rows", {})
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
         """Column names and rows; parameters are bound, never formatted into the SQL."""
@@ -73,54 +77,41 @@ class ServingState:
     def refresh(self) -> None:
         """Load whatever pointer changed since the last call (cheap when nothing did)."""
         with self._lock:  # one reload at a time; requests never wait on this lock
-            self._refresh_models()
-            self._refresh_snapshot()
+            self._reload("models", self.models_dir / MODELS_POINTER, self._load_models)
+            self._reload("snapshot", self.snapshots_dir / snapshots.CURRENT, self._load_snapshot)
 
-    def _changed(self, kind: str, path: Path) -> str | None:
+    def _reload(self, kind: str, pointer: Path, load: Callable[[str], Models | Snapshot]) -> None:
+        """Swap in what ``pointer`` names once it changes; on failure keep serving the previous one
+        and do not retry the same broken pointer every tick."""
         try:
-            text = path.read_text()
+            text = pointer.read_text()
         except FileNotFoundError:
-            return None
-        return None if self._seen.get(kind) == text else text
-
-    def _failed(self, kind: str, text: str, error: Exception) -> None:
-        self._seen[kind] = text  # do not retry the same broken version every second
-        self.errors[kind] = str(error)
-        self.reload_failures += 1
-        log.error("could not load the new %s, still serving the previous one: %s", kind, error)
-
-    def _refresh_models(self) -> None:
-        text = self._changed("models", self.models_dir / MODELS_POINTER)
-        if text is None:
             return
+        if self._seen.get(kind) == text:
+            return
+        self._seen[kind] = text
         try:
-            registry = Registry(self.models_dir)
-            detectors = {name: _single_threaded(d) for name, d in registry.load_current().items()}
-            manifests = {name: registry.manifest(d.version) for name, d in detectors.items()}
+            loaded = load(text)
         except Exception as error:
-            self._failed("models", text, error)
+            self.errors[kind] = str(error)
+            self.reload_failures += 1
+            log.error("could not load the new %s, still serving the previous one: %s", kind, error)
             return
-        self.models = Models(detectors, manifests, time.time())
-        self._seen["models"] = text
-        self.errors.pop("models", None)
-        log.info("serving models %s", self.models.versions)
+        setattr(self, kind, loaded)  # the previous one lives on in requests still holding it
+        self.errors.pop(kind, None)
+        log.info("serving %s from %s", kind, text.strip())
 
-    def _refresh_snapshot(self) -> None:
-        text = self._changed("snapshot", self.snapshots_dir / snapshots.CURRENT)
-        if text is None:
-            return
-        try:
-            pointer = json.loads(text)
-            con = duckdb.connect(str(self.snapshots_dir / pointer["file"]), read_only=True)
-            con.execute("SELECT count(*) FROM incidents").fetchone()  # a snapshot must be readable
-        except Exception as error:
-            self._failed("snapshot", text, error)
-            return
-        # the previous connection closes when the last request holding it lets go of it
-        self.snapshot = Snapshot(pointer, con, time.time())
-        self._seen["snapshot"] = text
-        self.errors.pop("snapshot", None)
-        log.info("serving snapshot %s", pointer["file"])
+    def _load_models(self, _pointer: str) -> Models:
+        registry = Registry(self.models_dir)
+        detectors = {name: _single_threaded(d) for name, d in registry.load_current().items()}
+        manifests = {name: registry.manifest(d.version) for name, d in detectors.items()}
+        return Models(detectors, manifests, time.time())
+
+    def _load_snapshot(self, pointer: str) -> Snapshot:
+        parsed = json.loads(pointer)
+        con = duckdb.connect(str(self.snapshots_dir / parsed["file"]), read_only=True)
+        con.execute("SELECT count(*) FROM incidents").fetchone()  # a snapshot must be readable
+        return Snapshot(parsed, con, time.time())
 
 
 class Reloader:
