@@ -83,6 +83,14 @@ def test_files_outside_the_partitions_are_not_requested(tmp_path):
         assert "1999-01-01/old.jsonl" in json.loads(cursor)["seen"]
 
 
+def test_entries_that_will_never_be_loaded_are_named(tmp_path):
+    land(tmp_path, "2026-01-06", "good.jsonl")
+    (tmp_path / "logs" / "2026-01-06" / "notes.txt").write_text("x")
+    (tmp_path / "logs" / "2026-01-06" / ".writing.jsonl.part").write_text("x")
+    (tmp_path / "logs" / "misc").mkdir()
+    assert landing.unreadable(tmp_path / "logs") == ["2026-01-06/notes.txt", "misc"]
+
+
 def test_cursor_forgets_files_that_left_the_landing_zone(tmp_path):
     land(tmp_path, "2026-01-06", "kept.jsonl")
     cursor = landing.Cursor({"2026-01-01/archived.jsonl": "1:1", "2026-01-06/kept.jsonl": "1:1"})

@@ -37,6 +37,28 @@ def scan(logs_root: Path) -> list[LandedFile]:
     return found
 
 
+def unreadable(logs_root: Path) -> list[str]:
+    """What sits in the landing zone but will never be loaded: entries that are not day folders, and
+    visible files in day folders that are not ``*.jsonl`` (hidden ones are files still being written)."""
+    if not logs_root.is_dir():
+        return []
+    found = []
+    for entry in sorted(logs_root.iterdir()):
+        try:
+            dt.date.fromisoformat(entry.name)
+        except ValueError:
+            found.append(entry.name)
+            continue
+        if entry.is_dir():
+            readable = set(landing_files(entry))
+            found += [
+                f"{entry.name}/{p.name}"
+                for p in sorted(entry.iterdir())
+                if not p.name.startswith(".") and p not in readable
+            ]
+    return found
+
+
 @dataclass
 class Cursor:
     """Signature of every file already handed to a run, by relative path."""

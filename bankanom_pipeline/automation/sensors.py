@@ -12,7 +12,8 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.automation import alerts, landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
-from bankanom_pipeline.jobs import features_job, pipeline_job, train_job
+from bankanom_pipeline.jobs import features_job, pipeline_job, train_job, train_run_config
+from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
@@ -34,10 +35,13 @@ RUNNING, STOPPED = dg.DefaultSensorStatus.RUNNING, dg.DefaultScheduleStatus.STOP
 def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursor = landing.Cursor.parse(context.cursor)
     landed = landing.scan(warehouse.landing_logs)
+    ignored = landing.unreadable(warehouse.landing_logs)
+    if ignored:  # never silently: raw_logs will not read these
+        context.log.warning(f"landing entries that will never be loaded ({len(ignored)}): {ignored[:10]}")
     fresh = cursor.fresh(landed)
     requests = []
     for day, files in sorted(fresh.items()):
-        if not daily_partition_exists(day):
+        if not daily_partitions.has_partition_key(day):
             context.log.warning(f"landing folder {day} is outside the partitions; its files are ignored")
         else:
             requests.append(
@@ -52,12 +56,6 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
     if not requests:
         return dg.SensorResult(skip_reason="no new landing files", cursor=cursor.dump())
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
-
-
-def daily_partition_exists(day: str) -> bool:
-    from bankanom_pipeline.partitions import daily_partitions
-
-    return daily_partitions.has_partition_key(day)
 
 
 @dg.sensor(
@@ -167,15 +165,7 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     yesterday = (
         (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     )
-    return dg.RunRequest(
-        run_config={"ops": {n: {"config": {"end_date": yesterday}} for n in _training_ops()}}
-    )
-
-
-def _training_ops() -> list[str]:
-    from bankanom_pipeline.detection.config import MODEL_NAMES
-
-    return [f"{name}_model" for name in MODEL_NAMES]
+    return dg.RunRequest(run_config=train_run_config(yesterday))
 
 
 daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
