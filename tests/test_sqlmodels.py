@@ -109,6 +109,7 @@ def test_definitions_load_completely():
         "validated_logs",
         "log_labels",
         "geo_regions",
+        "transaction_cities",
         "stg_logs",
         "feat_user_activity",
         "feat_ip_activity",
