@@ -1,0 +1,1 @@
+"""Bank transactions: ingest, validation, synthetic generator, features, scoring."""
