@@ -91,6 +91,48 @@ def generate(
     )
 
 
+@app.command("generate-transactions")
+def generate_transactions(
+    out: Annotated[Path, typer.Option(help="Transactions CSV to write (Kaggle bank-transactions layout).")],
+    rows: Annotated[int, typer.Option(help="Exact number of transactions.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed; same arguments give identical files.")] = 7,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
+    days: Annotated[int, typer.Option(help="Number of days the transactions span.")] = 30,
+    accounts: Annotated[int | None, typer.Option(help="Number of accounts (default: rows / 40).")] = None,
+    fraud_share: Annotated[float, typer.Option(help="Share of rows that are injected fraud.")] = 0.007,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels CSV (default: <stem>.labels.csv next to --out).")
+    ] = None,
+) -> None:
+    """Write synthetic bank transactions with labelled fraud patterns, and their labels in a separate CSV."""
+    from bankanom_pipeline.transactions.generator import write
+
+    try:
+        first = dt.date.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO date: {start!r}", param_hint="--start") from None
+    labels = labels or out.with_name(f"{out.stem}.labels.csv")
+    began = time.perf_counter()
+    try:
+        written, fraud = write(
+            out,
+            labels,
+            rows=rows,
+            seed=seed,
+            start=first,
+            days=days,
+            accounts=accounts,
+            fraud_share=fraud_share,
+        )
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(
+        f"wrote {written:,} transactions ({fraud:,} fraud) to {out} and labels to {labels} "
+        f"in {time.perf_counter() - began:.1f}s"
+    )
+
+
 @app.command()
 def ingest(
     date: Annotated[str, typer.Option(help="Partition (UTC day) to load (default: yesterday).")] = "",
