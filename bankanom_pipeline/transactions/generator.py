@@ -235,7 +235,7 @@ def _normal_rows(
     gap[1:] = np.diff(t)
     segment = np.cumsum(~same | (gap >= DAY // 2)) - 1
     starts = np.flatnonzero(same & (gap >= DAY))
-    starts = starts[rng.random(len(starts)) < 0.2]
+    starts = starts[rng.random(len(starts)) < 0.1]
     trip = np.zeros(segment[-1] + 1 if n else 0, dtype=bool)
     trip[segment[starts]] = True
     trip_city = (acc.home[a[starts]] + rng.integers(1, n_cities, len(starts))) % n_cities
