@@ -3,7 +3,15 @@ import sys
 
 import pytest
 
-COMMANDS = ["generate", "ingest", "demo", "mock-server", "validate-config", "scenarios"]
+COMMANDS = [
+    "generate",
+    "generate-transactions",
+    "ingest",
+    "demo",
+    "mock-server",
+    "validate-config",
+    "scenarios",
+]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
