@@ -265,7 +265,7 @@ def _plan(rng: np.random.Generator, rows: int, fraud_share: float) -> tuple[np.n
     return np.r_[patterns, rest].astype(np.int64), np.r_[sizes, np.ones(len(rest), dtype=np.int64)]
 
 
-def _new_values(rng, known: np.ndarray, draw) -> np.ndarray:
+def _new_values(known: np.ndarray, draw) -> np.ndarray:
     """One value per row of ``known`` (n, k) that differs from every value in that row."""
     values = draw(len(known))
     clash = (known == values[:, None]).any(axis=1)
@@ -284,6 +284,8 @@ def _fraud_rows(
     horizon: int,
     distance: np.ndarray,
 ) -> dict[str, np.ndarray]:
+    """The rows of the fraud instances (one account each), placed among the account's normal traffic;
+    balance-drain amounts stay provisional until balances are settled."""
     n_cities = len(distance)
     na = normal["acct"]
     counts = np.bincount(na, minlength=acc.n)
@@ -397,8 +399,8 @@ def _fraud_rows(
     rows["amt"] = _cents(amount)  # balance_drain amounts are set when balances are known
 
     # New device, IP and city (one of each per instance) for new_device_location.
-    new_device = _new_values(rng, acc.devices[ia], lambda k: rng.integers(0, 1_000_000, k))
-    new_ip = _new_values(rng, acc.ips[ia], lambda k: _random_ips(rng, k))
+    new_device = _new_values(acc.devices[ia], lambda k: rng.integers(0, 1_000_000, k))
+    new_ip = _new_values(acc.ips[ia], lambda k: _random_ips(rng, k))
     other_city = (acc.home[ia] + rng.integers(1, n_cities, len(ia))) % n_cities
     ndl = is_p["new_device_location"]
     rows["device"] = np.where(ndl, new_device[instance], rows["device"])
