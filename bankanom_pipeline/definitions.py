@@ -8,17 +8,37 @@ from bankanom_pipeline.detection.assets import (
     incidents,
     model_assets,
     promoted_models,
+    promoted_transaction_models,
     scored_events,
+    transaction_model_assets,
 )
 from bankanom_pipeline.ingest.assets import raw_logs
-from bankanom_pipeline.jobs import features_job, ingest_job, pipeline_job, train_job
-from bankanom_pipeline.serving.assets import api_snapshot
+from bankanom_pipeline.jobs import (
+    features_job,
+    ingest_job,
+    pipeline_job,
+    train_job,
+    transaction_features_job,
+    transaction_train_job,
+    transactions_job,
+)
+from bankanom_pipeline.serving.assets import api_snapshot, transaction_snapshot
 from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.transactions.assets import transaction_assets
 from bankanom_pipeline.validation.assets import log_labels, validated_logs
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 # what follows its upstream partitions on its own (see automation/sensors.py)
-FOLLOWERS = {"scored_events", "incidents", "evaluation", "api_snapshot"}
+FOLLOWERS = {
+    "scored_events",
+    "incidents",
+    "evaluation",
+    "api_snapshot",
+    "scored_transactions",
+    "transaction_incidents",
+    "transaction_evaluation",
+    "transaction_snapshot",
+}
 
 
 def _follow(spec: dg.AssetSpec) -> dg.AssetSpec:
@@ -41,9 +61,21 @@ defs = dg.Definitions(
             incidents,
             evaluation,
             api_snapshot,
+            *transaction_assets,
+            *transaction_model_assets,
+            promoted_transaction_models,
+            transaction_snapshot,
         ],
     ),
-    jobs=[ingest_job, features_job, pipeline_job, train_job],
+    jobs=[
+        ingest_job,
+        features_job,
+        pipeline_job,
+        train_job,
+        transaction_features_job,
+        transactions_job,
+        transaction_train_job,
+    ],
     schedules=schedules,
     sensors=sensors,
     resources={"warehouse": WarehouseResource()},

@@ -3,7 +3,12 @@ import dagster as dg
 from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.partitions import daily_partitions
 
-_daily = dg.AssetSelection.all() - dg.AssetSelection.groups("seeds", "training")
+_transactions = dg.AssetSelection.groups("transactions")
+_daily = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.groups("seeds", "training", "transaction_training", "transactions")
+    - dg.AssetSelection.assets("transaction_snapshot")
+)
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -39,3 +44,34 @@ train_job = dg.define_asset_job(
 def train_run_config(end_date: str) -> dict:
     """Run config of ``train_job`` for a training window ending at ``end_date``."""
     return {"ops": {f"{name}_model": {"config": {"end_date": end_date}} for name in MODEL_NAMES}}
+
+
+transaction_features_job = dg.define_asset_job(
+    "transaction_features_job",
+    selection=dg.AssetSelection.assets("features_transactions", "transaction_labels").upstream()
+    - dg.AssetSelection.groups("seeds"),
+    partitions_def=daily_partitions,
+    description="One delivery day of transaction CSVs to features: raw -> validated (+ quarantine) -> features.",
+)
+transactions_job = dg.define_asset_job(
+    "transactions_job",
+    selection=_transactions | dg.AssetSelection.assets("transaction_snapshot"),
+    partitions_def=daily_partitions,
+    description=(
+        "One delivery day of transaction CSVs end to end with the promoted transaction models: raw -> "
+        "validated -> features -> scored_transactions -> transaction_incidents -> evaluation -> snapshot."
+    ),
+)
+transaction_train_job = dg.define_asset_job(
+    "transaction_train_job",
+    selection=dg.AssetSelection.groups("transaction_training"),
+    description=(
+        "Train both transaction detectors on transactions/detection.yaml's window (ending at the latest "
+        "day of features_transactions by default), check them, and promote the pair."
+    ),
+)
+
+
+def transaction_train_run_config(end_date: str) -> dict:
+    """Run config of ``transaction_train_job`` for a training window ending at ``end_date``."""
+    return {"ops": {f"transaction_{name}_model": {"config": {"end_date": end_date}} for name in MODEL_NAMES}}

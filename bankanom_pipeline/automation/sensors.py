@@ -129,7 +129,11 @@ def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
 FOLLOW_UPSTREAM = (
     dg.AutomationCondition.eager()
     .without(dg.AutomationCondition.in_latest_time_window())
-    .ignore(dg.AssetSelection.assets("promoted_models", "log_labels"))
+    .ignore(
+        dg.AssetSelection.assets(
+            "promoted_models", "log_labels", "promoted_transaction_models", "transaction_labels"
+        )
+    )
     .with_label("eager, any partition, not on promotion or labels")
 )
 

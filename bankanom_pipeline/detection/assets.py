@@ -23,6 +23,7 @@ from bankanom_pipeline.detection.evaluation import (
 from bankanom_pipeline.detection.incidents import build_incidents, normal_values
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
 from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
+from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
 from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.warehouse.frames import read_batches, read_frame, replace_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource
@@ -33,31 +34,34 @@ class TrainingConfig(dg.Config):
     models_dir: str = ""  # registry root (default: env BANKANOM_MODELS_DIR or data/models)
 
 
-def registry_for(config: TrainingConfig | None = None) -> Registry:
-    return Registry(config.models_dir if config and config.models_dir else settings.models_dir())
+def registry_for(config: TrainingConfig | None = None, source: Source = LOGS) -> Registry:
+    return source.registry(config.models_dir if config and config.models_dir else settings.models_dir())
 
 
-def _model_asset(name: str) -> dg.AssetsDefinition:
+def _model_asset(name: str, source: Source) -> dg.AssetsDefinition:
+    asset_name = source.model_asset(name)
+
     @dg.asset(
-        name=f"{name}_model",
-        deps=["features_events"],
+        name=asset_name,
+        deps=[source.features_table],
         pool="duckdb",
-        group_name="training",
+        group_name=source.training_group,
         kinds={"scikitlearn", "duckdb"},
         description=(
-            f"A new {name.replace('_', ' ')} version trained (unsupervised) on features_events over "
-            "detection.yaml's training window; written to the registry as a candidate."
+            f"A new {name.replace('_', ' ')} version for {source.name} trained (unsupervised) on "
+            f"{source.features_table} over {source.config_path.name}'s training window; written to the "
+            "registry as a candidate."
         ),
         check_specs=[
             dg.AssetCheckSpec(
                 "score_distribution_sane",
-                asset=f"{name}_model",
+                asset=asset_name,
                 blocking=True,
                 description="finite, spread-out scores flagging a plausible share of the training window",
             ),
             dg.AssetCheckSpec(
                 "not_worse_than_current",
-                asset=f"{name}_model",
+                asset=asset_name,
                 blocking=True,
                 description=(
                     f"PR-AUC on the window's last labelled day at most {training.QUALITY_TOLERANCE} below "
@@ -67,19 +71,19 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
         ],
     )
     def _train(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource):
-        detection = default_detection_config()
-        registry = registry_for(config)
+        detection = source.config
+        registry = registry_for(config, source)
         with warehouse.connection() as con:
-            end_day = config.end_date or training.latest_partition(con)
-            trained = training.train(con, registry, name, detection, end_day)
-            record(con, trained.version)
+            end_day = config.end_date or training.latest_partition(con, source)
+            trained = training.train(con, registry, name, detection, end_day, source)
+            record(con, trained.version, source.name)
             problems = training.distribution_problems(
                 trained.train_scores, getattr(detection.thresholds, name)
             )
-            candidate_q = training.labelled_quality(con, trained.detector, end_day)
+            candidate_q = training.labelled_quality(con, trained.detector, end_day, source)
             current = registry.current().get(name)
             current_q = (
-                training.labelled_quality(con, registry.load(current), end_day)
+                training.labelled_quality(con, registry.load(current), end_day, source)
                 if current and candidate_q
                 else None
             )
@@ -134,33 +138,41 @@ def _model_asset(name: str) -> dg.AssetsDefinition:
     return _train
 
 
-model_assets = [_model_asset(name) for name in MODEL_NAMES]
+def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        deps=[source.model_asset(model) for model in MODEL_NAMES],
+        pool="duckdb",
+        group_name=source.training_group,
+        kinds={"duckdb"},
+        description=(
+            f"Flips the {source.name} registry's current pointer to the candidates this run trained, both "
+            "at once. Runs only when every blocking check of both model assets passed."
+        ),
+    )
+    def _promote(
+        context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        registry = registry_for(config, source)
+        versions = {}
+        for model in MODEL_NAMES:
+            key = dg.AssetKey(source.model_asset(model))
+            event = context.instance.get_latest_materialization_event(key)
+            if event is None or event.asset_materialization is None:
+                raise dg.Failure(f"{key.to_user_string()} has never been materialized")
+            versions[model] = str(event.asset_materialization.metadata["version"].value)
+        current = registry.promote(versions)
+        with warehouse.connection() as con:
+            record_promotion(con, versions, source.name)
+        return dg.MaterializeResult(metadata={"current": dg.MetadataValue.json(current)})
+
+    return _promote
 
 
-@dg.asset(
-    deps=[f"{name}_model" for name in MODEL_NAMES],
-    pool="duckdb",
-    group_name="training",
-    kinds={"duckdb"},
-    description=(
-        "Flips the registry's current pointer to the candidates this run trained, both at once. Runs only "
-        "when every blocking check of both model assets passed."
-    ),
-)
-def promoted_models(
-    context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    registry = registry_for(config)
-    versions = {}
-    for name in MODEL_NAMES:
-        event = context.instance.get_latest_materialization_event(dg.AssetKey(f"{name}_model"))
-        if event is None or event.asset_materialization is None:
-            raise dg.Failure(f"{name}_model has never been materialized")
-        versions[name] = str(event.asset_materialization.metadata["version"].value)
-    current = registry.promote(versions)
-    with warehouse.connection() as con:
-        record_promotion(con, versions)
-    return dg.MaterializeResult(metadata={"current": dg.MetadataValue.json(current)})
+model_assets = [_model_asset(name, LOGS) for name in MODEL_NAMES]
+promoted_models = _promotion_asset(LOGS, "promoted_models")
+transaction_model_assets = [_model_asset(name, TRANSACTIONS) for name in MODEL_NAMES]
+promoted_transaction_models = _promotion_asset(TRANSACTIONS, "promoted_transaction_models")
 
 
 SCORED_ID_COLUMNS = [

@@ -162,16 +162,18 @@ CREATE TABLE IF NOT EXISTS model_registry (
     metrics          JSON NOT NULL,
     status           VARCHAR NOT NULL,   -- candidate | promoted | retired | rejected
     promoted_at      TIMESTAMPTZ
-)
+);
+-- added with bank transactions: which source's registry the version belongs to
+ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'logs';
 """
 
 
-def record(con: duckdb.DuckDBPyConnection, version: Version) -> None:
-    """Add a saved version to the registry table as a candidate."""
+def record(con: duckdb.DuckDBPyConnection, version: Version, source: str = "logs") -> None:
+    """Add a saved version of ``source``'s registry to the registry table as a candidate."""
     m = version.manifest
     con.execute(REGISTRY_DDL)
     con.execute(
-        "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL)",
+        "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL, ?)",
         [
             m["version"],
             m["name"],
@@ -184,19 +186,21 @@ def record(con: duckdb.DuckDBPyConnection, version: Version) -> None:
             m["training_window"]["end"],
             m["training_rows"],
             json.dumps(m["metrics"]),
+            source,
         ],
     )
 
 
-def record_promotion(con: duckdb.DuckDBPyConnection, promoted: dict[str, str]) -> None:
-    """Mirror a promotion in the registry table: promoted versions on, the previous ones retired."""
+def record_promotion(con: duckdb.DuckDBPyConnection, promoted: dict[str, str], source: str = "logs") -> None:
+    """Mirror a promotion in the registry table: promoted versions on, the source's previous ones retired."""
     con.execute(REGISTRY_DDL)
     with con.cursor() as cur:
         cur.execute("BEGIN")
         for name, version in promoted.items():
             cur.execute(
-                "UPDATE model_registry SET status = 'retired' WHERE name = ? AND status = 'promoted' AND version <> ?",
-                [name, version],
+                "UPDATE model_registry SET status = 'retired' "
+                "WHERE name = ? AND source = ? AND status = 'promoted' AND version <> ?",
+                [name, source, version],
             )
             cur.execute(
                 "UPDATE model_registry SET status = 'promoted', promoted_at = now() WHERE version = ?",

@@ -1,4 +1,4 @@
-"""Training a detector on a window of ``features_events`` and the checks that gate its promotion."""
+"""Training a detector on a window of a source's feature table and the checks that gate its promotion."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.models import TRAINERS, Detector, calibration_rows
 from bankanom_pipeline.detection.registry import Registry, Version
+from bankanom_pipeline.detection.sources import LOGS, Source
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.warehouse.frames import read_frame
 
@@ -32,15 +33,17 @@ class Trained:
     train_scores: np.ndarray
 
 
-def latest_partition(con: duckdb.DuckDBPyConnection) -> str:
-    row = con.execute("SELECT max(partition_date) FROM features_events").fetchone()
+def latest_partition(con: duckdb.DuckDBPyConnection, source: Source = LOGS) -> str:
+    row = con.execute(f"SELECT max(partition_date) FROM {source.features_table}").fetchone()
     if row is None or row[0] is None:
-        raise ValueError("features_events is empty: run the pipeline for at least one day before training")
+        raise ValueError(
+            f"{source.features_table} is empty: run the pipeline for at least one day before training"
+        )
     return row[0].isoformat()
 
 
 def load_window(
-    con: duckdb.DuckDBPyConnection, end_day: str, config: DetectionConfig
+    con: duckdb.DuckDBPyConnection, end_day: str, config: DetectionConfig, source: Source = LOGS
 ) -> tuple[pl.DataFrame, str]:
     """A seeded uniform sample (at most training.max_rows) of the window's feature rows, and its start."""
     end = dt.date.fromisoformat(end_day)
@@ -48,7 +51,8 @@ def load_window(
     columns = ", ".join(config.feature_names)
     frame = read_frame(
         con,
-        f"SELECT {columns} FROM features_events WHERE partition_date BETWEEN ? AND ? ORDER BY event_key",
+        f"SELECT {columns} FROM {source.features_table} WHERE partition_date BETWEEN ? AND ? "
+        f"ORDER BY {source.order_key}",
         [start, end_day],
     )
     if frame.height < 1000:
@@ -59,9 +63,14 @@ def load_window(
 
 
 def train(
-    con: duckdb.DuckDBPyConnection, registry: Registry, name: str, config: DetectionConfig, end_day: str
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    name: str,
+    config: DetectionConfig,
+    end_day: str,
+    source: Source = LOGS,
 ) -> Trained:
-    frame, start = load_window(con, end_day, config)
+    frame, start = load_window(con, end_day, config, source)
     began = time.perf_counter()
     space = FeatureSpace.fit(
         frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
@@ -102,14 +111,16 @@ def distribution_problems(scores: np.ndarray, threshold: float) -> list[str]:
     return problems
 
 
-def labelled_quality(con: duckdb.DuckDBPyConnection, detector: Detector, day: str) -> float | None:
+def labelled_quality(
+    con: duckdb.DuckDBPyConnection, detector: Detector, day: str, source: Source = LOGS
+) -> float | None:
     """PR-AUC of a detector on a day with ground truth (evaluation only: labels never train); None when
     the day has no labels."""
     columns = ", ".join(detector.space.names)
     frame = read_frame(
         con,
-        f"""SELECT {columns}, l.is_anomaly AS _label FROM features_events f
-            JOIN log_labels l USING (partition_date, event_id) WHERE f.partition_date = ?""",
+        f"""SELECT {columns}, l.{source.label_column} AS _label FROM {source.features_table} f
+            JOIN {source.labels_table} l USING (partition_date, {source.key}) WHERE f.partition_date = ?""",
         [day],
     )
     if frame.height == 0 or frame["_label"].n_unique() < 2:

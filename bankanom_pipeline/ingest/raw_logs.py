@@ -42,7 +42,7 @@ def landing_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith("."))
 
 
-def _file_lines(path: Path, name: str) -> pa.Table:
+def file_lines(path: Path, name: str) -> pa.Table:
     """The lines of one file as Arrow strings sliced straight out of its bytes (no per-line Python)."""
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
@@ -77,7 +77,7 @@ def _file_lines(path: Path, name: str) -> pa.Table:
 
 def _read_lines(files: list[Path], root: Path) -> pa.Table:
     tables = [
-        _file_lines(path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
+        file_lines(path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
         for path in files
     ]
     if not tables:

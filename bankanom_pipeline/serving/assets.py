@@ -46,3 +46,30 @@ def api_snapshot(
             **{f"rows/{table}": n for table, n in pointer["rows"].items()},
         }
     )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["scored_transactions", "transaction_incidents", "transaction_evaluation"],
+    pool="duckdb",
+    group_name="serving",
+    kinds={"duckdb"},
+    description=(
+        "Publishes the same API snapshot as api_snapshot when a day of transactions is scored: every "
+        "transaction with its scores (the history the API computes features from), transaction incidents "
+        "and metrics, with the logs' tables of the latest scored day."
+    ),
+)
+def transaction_snapshot(
+    context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connection() as con:
+        through = snapshot.latest_scored_day(con) or dt.date.fromisoformat(context.partition_key)
+        pointer = snapshot.publish(con, Path(config.snapshots_dir), through, config.days)
+    return dg.MaterializeResult(
+        metadata={
+            "file": pointer["file"],
+            "published_at": pointer["published_at"],
+            **{f"rows/{table}": n for table, n in pointer["rows"].items()},
+        }
+    )

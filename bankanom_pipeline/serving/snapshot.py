@@ -50,7 +50,24 @@ _TABLES = {
         "SELECT * FROM evaluation_metrics WHERE partition_date BETWEEN $start AND $end",
         "partition_date, model, metric",
     ),
+    # transactions: all of them, with their scores. The API reads an account's rows as the history it
+    # computes a posted transaction's features from, so this is every partition, not the last days.
+    "transactions": (
+        """SELECT v.* EXCLUDE (extra, source_file, line_no),
+                  s.if_score, s.lof_score, s.ensemble_score, s.if_flag, s.lof_flag, s.is_anomaly,
+                  s.top_features, s.if_version, s.lof_version
+           FROM validated_transactions AS v
+           LEFT JOIN scored_transactions AS s USING (partition_date, transaction_id)""",
+        "account_id, ts, transaction_id",
+    ),
+    "transaction_incidents": ("SELECT * FROM transaction_incidents", "start_ts"),
+    "transaction_evaluation_metrics": (
+        "SELECT * FROM transaction_evaluation_metrics",
+        "partition_date, model, metric",
+    ),
 }
+# a table is published only when every table its query reads exists
+_NEEDS = {"transactions": ("validated_transactions", "scored_transactions")}
 
 
 def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:
@@ -64,7 +81,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: 
     con.execute(f"ATTACH '{root / name}' AS snap")
     try:
         for table, (query, order) in _TABLES.items():
-            if not table_exists(con, table):
+            if not all(table_exists(con, t) for t in _NEEDS.get(table, (table,))):
                 continue
             con.execute(
                 f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",
@@ -83,6 +100,14 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: 
     write_atomic(root / CURRENT, json.dumps(pointer, indent=2).encode())
     prune(root)
     return pointer
+
+
+def latest_scored_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """The latest partition of scored_events (None before the first): what a snapshot published for
+    another reason serves of the logs."""
+    if not table_exists(con, "scored_events"):
+        return None
+    return con.execute("SELECT max(partition_date) FROM scored_events").fetchone()[0]
 
 
 def current(root: Path) -> dict | None:

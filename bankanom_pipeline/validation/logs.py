@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import duckdb
 import pandas as pd
-import polars as pl
 
 from bankanom_pipeline.metrics_catalogue import METRICS
-from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
 
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
 _METRIC_NAMES = "|".join(METRICS)
@@ -96,15 +95,7 @@ def validate_partition(
             "service_sources": list(service_sources),
         }
         outcomes = run_checks(frames, build_checks(load_rules(), params))
-        failing = pl.DataFrame(
-            {
-                "idx": pl.concat([pl.Series(o.failing_rows, dtype=pl.Int64) for o in outcomes])
-                if outcomes
-                else pl.Series([], dtype=pl.Int64),
-                "rule": [o.check.label for o in outcomes for _ in range(len(o.failing_rows))],
-            }
-        )
-        broken = failing.group_by("idx").agg(pl.col("rule").unique().sort().alias("rules"))
+        broken = broken_rows(outcomes)
         con.register("_broken", broken.to_arrow())
         con.execute("BEGIN TRANSACTION")
         try:

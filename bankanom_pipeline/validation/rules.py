@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import yaml
 
 RULES_PATH = Path(__file__).with_name("log_rules.yaml")
@@ -59,10 +60,11 @@ def _fill(value: Any, params: dict[str, Any]) -> Any:
     return value
 
 
-def build_checks(rules: list[dict], params: dict[str, Any]) -> list[Check]:
+def build_checks(rules: list[dict], params: dict[str, Any], default_frame: str = "events") -> list[Check]:
+    """The checks of ``rules``; a rule without ``frame`` runs on ``default_frame``."""
     checks = []
     for rule in rules:
-        frame = rule.get("frame", "events")
+        frame = rule.get("frame", default_frame)
         if "checks" in rule:
             for spec in rule["checks"]:
                 kwargs = {k: _fill(v, params) for k, v in spec.items() if k != "expectation"}
@@ -146,17 +148,31 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
             outcomes += [Outcome(c, 0, 0.0, [], np.empty(0, dtype=np.int64)) for c in mine]
             continue
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"log_rules_{name}"))
+        suite = context.suites.add(gx.ExpectationSuite(name=f"rules_{name}"))
         for position, check in enumerate(mine):
             suite.add_expectation(_expectation(gx, check, position))
         validation = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"log_rules_{name}", data=batch, suite=suite)
+            gx.ValidationDefinition(name=f"rules_{name}", data=batch, suite=suite)
         )
         result = validation.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
         # GX does not keep the suite's order in its results: match them by the position put in meta
         by_position = {item.expectation_config.meta["position"]: item for item in result.results}
         outcomes += [_outcome(check, by_position[i], frame) for i, check in enumerate(mine)]
     return outcomes
+
+
+def broken_rows(outcomes: list[Outcome]) -> pl.DataFrame:
+    """``idx`` -> ``rules``: the sorted labels of every check the row failed."""
+    failing = pl.DataFrame(
+        {
+            "idx": pl.concat([pl.Series(o.failing_rows, dtype=pl.Int64) for o in outcomes])
+            if outcomes
+            else pl.Series([], dtype=pl.Int64),
+            "rule": [o.check.label for o in outcomes for _ in range(len(o.failing_rows))],
+        },
+        schema={"idx": pl.Int64, "rule": pl.String},
+    )
+    return failing.group_by("idx").agg(pl.col("rule").unique().sort().alias("rules"))
 
 
 def _outcome(check: Check, item, frame: pd.DataFrame) -> Outcome:

@@ -44,6 +44,10 @@ class WarehouseResource(dg.ConfigurableResource):
     def landing_logs(self) -> Path:
         return Path(self.landing_dir) / "logs"
 
+    @property
+    def landing_transactions(self) -> Path:
+        return Path(self.landing_dir) / "transactions"
+
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect(self.database)

@@ -69,3 +69,95 @@ CREATE TABLE IF NOT EXISTS log_labels (
     severity        VARCHAR,
     correlation_event VARCHAR
 );
+
+-- Bank transactions (the "bank transactions for fraud detection" CSV layout), as sent: every field text.
+CREATE TABLE IF NOT EXISTS raw_transactions (
+    partition_date  DATE NOT NULL,     -- the landing folder (UTC day) the file was delivered in
+    source_file     VARCHAR NOT NULL,  -- relative to the landing transactions root
+    line_no         BIGINT NOT NULL,   -- 1-based line number inside source_file (1 is the header)
+    transaction_id  VARCHAR,
+    account_id      VARCHAR,
+    transaction_amount VARCHAR,
+    transaction_date VARCHAR,
+    transaction_type VARCHAR,
+    location        VARCHAR,
+    device_id       VARCHAR,
+    ip_address      VARCHAR,
+    merchant_id     VARCHAR,
+    channel         VARCHAR,
+    customer_age    VARCHAR,
+    customer_occupation VARCHAR,
+    transaction_duration VARCHAR,
+    login_attempts  VARCHAR,
+    account_balance VARCHAR,
+    previous_transaction_date VARCHAR,
+    extra           JSON,              -- columns the layout does not know, kept as sent
+    ingested_at     TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS raw_transactions_rejected (
+    partition_date  DATE NOT NULL,
+    source_file     VARCHAR NOT NULL,
+    line_no         BIGINT NOT NULL,
+    raw_text        VARCHAR NOT NULL,
+    reason          VARCHAR NOT NULL,
+    ingested_at     TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS validated_transactions (
+    partition_date  DATE NOT NULL,
+    transaction_id  VARCHAR NOT NULL,  -- unique across partitions
+    account_id      VARCHAR NOT NULL,
+    amount          DOUBLE NOT NULL,
+    ts              TIMESTAMP NOT NULL,-- TransactionDate, as given (the layout has no time zone)
+    transaction_type VARCHAR NOT NULL,
+    location        VARCHAR NOT NULL,
+    device_id       VARCHAR NOT NULL,
+    ip_address      VARCHAR NOT NULL,
+    merchant_id     VARCHAR NOT NULL,
+    channel         VARCHAR NOT NULL,
+    customer_age    INTEGER NOT NULL,
+    customer_occupation VARCHAR NOT NULL,
+    duration_s      INTEGER NOT NULL,
+    login_attempts  INTEGER NOT NULL,
+    balance         DOUBLE NOT NULL,
+    previous_ts     TIMESTAMP,         -- PreviousTransactionDate as sent (not trusted by features)
+    extra           JSON,
+    source_file     VARCHAR NOT NULL,
+    line_no         BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS quarantine_transactions (
+    partition_date  DATE NOT NULL,
+    source_file     VARCHAR NOT NULL,
+    line_no         BIGINT NOT NULL,
+    transaction_id  VARCHAR,
+    rules           VARCHAR[] NOT NULL,-- every rule the row broke (transaction_rules.yaml), or duplicate_transaction_id
+    kind            VARCHAR NOT NULL,  -- 'invalid' or 'duplicate'
+    record          JSON NOT NULL,     -- the row as sent
+    quarantined_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS transaction_labels (
+    partition_date  DATE NOT NULL,
+    transaction_id  VARCHAR NOT NULL,
+    is_fraud        BOOLEAN NOT NULL,
+    pattern         VARCHAR,
+    instance_id     VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS transaction_evaluation_metrics (
+    partition_date  DATE NOT NULL,
+    model           VARCHAR NOT NULL,  -- isolation_forest | local_outlier_factor | ensemble | baseline_isolation_forest | incidents
+    metric          VARCHAR NOT NULL,
+    value           DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS transaction_evaluation_patterns (
+    partition_date  DATE NOT NULL,
+    pattern         VARCHAR,
+    instances       BIGINT,
+    detected        BIGINT,
+    recall          DOUBLE,
+    pattern_top1    DOUBLE             -- detected instances whose incident names the right pattern
+);

@@ -1,0 +1,394 @@
+"""Dagster assets of bank transactions: raw_transactions, validated_transactions, transaction_labels,
+scored_transactions and transaction_evaluation. The feature and incident tables are SQL models
+(``dbt_like_sql/transactions/``); the models are trained and promoted by the shared detection assets."""
+
+import base64
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from bankanom_pipeline.detection.assets import registry_for
+from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
+from bankanom_pipeline.detection.scoring import score_batches
+from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.partitions import daily_partitions
+from bankanom_pipeline.transactions import evaluation as tx_evaluation
+from bankanom_pipeline.transactions.raw import labels_files, load_partition
+from bankanom_pipeline.transactions.scoring import top_features
+from bankanom_pipeline.transactions.validation import load_labels, validate_partition
+from bankanom_pipeline.warehouse.frames import read_batches, read_frame, replace_partition
+from bankanom_pipeline.warehouse.resource import WarehouseResource
+
+GROUP = "transactions"
+
+
+def _md(header: list[str], rows: list[tuple]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] or [
+        "| " + " | ".join("-" * len(header)) + " |"
+    ]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    pool="duckdb",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description=(
+        "Transaction CSV lines delivered on one UTC day (landing/transactions/<day>/*.csv), every field as "
+        "sent; lines that cannot be read as a record go to raw_transactions_rejected with the reason."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset="raw_transactions",
+            blocking=True,
+            description="data lines read = loaded + rejected",
+        )
+    ],
+)
+def raw_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    day = context.partition_key
+    with warehouse.connection() as con:
+        counts = load_partition(con, warehouse.landing_transactions, day)
+        examples = con.execute(
+            "SELECT source_file, line_no, reason, left(raw_text, 120) FROM raw_transactions_rejected "
+            "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
+            [day],
+        ).fetchall()
+    if counts.files == 0:
+        context.log.warning(f"no transaction files for {day} under {warehouse.landing_transactions / day}")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: v for k, v in counts.as_dict().items() if k != "rejected_by_reason"},
+            "dagster/row_count": counts.loaded,
+            "rejected_by_reason": _md(["reason", "lines"], list(counts.rejected_by_reason.items())),
+            "rejected_examples": _md(["file", "line", "reason", "text"], examples),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="counts_reconcile",
+                passed=counts.lines_read == counts.loaded + counts.rejected,
+                metadata={
+                    "lines_read": counts.lines_read,
+                    "loaded": counts.loaded,
+                    "rejected": counts.rejected,
+                },
+            )
+        ],
+    )
+
+
+class TransactionValidationConfig(dg.Config):
+    max_quarantine_share: float = 0.05  # above this, downstream work stops: the input is suspect
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["raw_transactions"],
+    pool="duckdb",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description=(
+        "raw_transactions typed and checked against transaction_rules.yaml (Great Expectations); failing "
+        "rows and duplicate TransactionIDs go to quarantine_transactions with the rules they broke."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset="validated_transactions",
+            blocking=True,
+            description="raw = validated + quarantined + duplicates",
+        ),
+        dg.AssetCheckSpec(
+            "not_empty",
+            asset="validated_transactions",
+            blocking=True,
+            description="the partition has validated rows",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_share",
+            asset="validated_transactions",
+            blocking=True,
+            description="quarantined share of raw rows at most max_quarantine_share",
+        ),
+        dg.AssetCheckSpec(
+            "transaction_rules",
+            asset="validated_transactions",
+            description="Great Expectations results per rule (warns on any failing row)",
+        ),
+    ],
+)
+def validated_transactions(
+    context: dg.AssetExecutionContext, config: TransactionValidationConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connection() as con:
+        counts, outcomes = validate_partition(con, context.partition_key)
+    share = counts.quarantined / counts.raw if counts.raw else 0.0
+    rules = _md(
+        ["rule", "expectation", "unexpected", "%", "examples"],
+        [
+            (
+                o.check.label,
+                f"`{o.check.expectation}`",
+                o.unexpected_count,
+                f"{o.unexpected_percent:.3f}",
+                ", ".join(map(str, o.examples))[:120],
+            )
+            for o in outcomes
+        ],
+    )
+    reconcile = {
+        "raw": counts.raw,
+        "validated": counts.validated,
+        "quarantined": counts.quarantined,
+        "duplicates": counts.duplicates,
+    }
+    return dg.MaterializeResult(
+        metadata={
+            **reconcile,
+            "dagster/row_count": counts.validated,
+            "quarantine_share": share,
+            "quarantined_by_rule": dg.MetadataValue.json(counts.quarantined_by_rule),
+            "transaction_rules": rules,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="counts_reconcile",
+                passed=counts.raw == counts.validated + counts.quarantined + counts.duplicates,
+                metadata=reconcile,
+            ),
+            dg.AssetCheckResult(
+                check_name="not_empty", passed=counts.validated > 0, metadata={"validated": counts.validated}
+            ),
+            dg.AssetCheckResult(
+                check_name="quarantine_share",
+                passed=share <= config.max_quarantine_share,
+                metadata={"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share},
+            ),
+            dg.AssetCheckResult(
+                check_name="transaction_rules",
+                passed=all(o.unexpected_count == 0 for o in outcomes),
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"rules": rules},
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    pool="duckdb",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description=(
+        "Ground truth of synthetic deliveries (the *.labels.csv beside a generated CSV): evaluation only, "
+        "never a feature. Empty for real files, which carry no label."
+    ),
+)
+def transaction_labels(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    day = context.partition_key
+    files = labels_files(warehouse.landing_transactions / day)
+    with warehouse.connection() as con:
+        rows = load_labels(con, files, day)
+        fraud = con.execute(
+            "SELECT count(*) FILTER (WHERE is_fraud), count(DISTINCT instance_id) FROM transaction_labels "
+            "WHERE partition_date = ?",
+            [day],
+        ).fetchone()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "files": len(files),
+            "fraud": fraud[0],
+            "fraud_instances": fraud[1],
+        }
+    )
+
+
+SCORED_COLUMNS = [
+    "partition_date",
+    "transaction_id",
+    "account_id",
+    "ts",
+    "amount",
+    "transaction_type",
+    "channel",
+    "location",
+    "device_id",
+    "ip_address",
+    "merchant_id",
+]
+
+
+SCORE_COLUMNS = ["if_score", "lof_score", "ensemble_score", "if_flag", "lof_flag", "is_anomaly"]
+
+
+def score_transactions(frames, detectors, config) -> pl.DataFrame:
+    """Scores from the shared scoring code and, for anomalous transactions, the features behind them."""
+    scored = score_batches(frames, detectors, config, SCORED_COLUMNS + config.feature_names)
+    flagged = np.flatnonzero(scored["is_anomaly"].to_numpy())
+    top = pl.DataFrame({"_row": pl.Series(flagged, dtype=pl.UInt32)}).with_columns(
+        top_features(scored[flagged], detectors)
+    )
+    out = scored.select(*SCORED_COLUMNS, *SCORE_COLUMNS).with_row_index("_row")
+    return out.join(top, on="_row", how="left", maintain_order="left").drop("_row")
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["features_transactions", "promoted_transaction_models"],
+    pool="duckdb",
+    group_name=GROUP,
+    kinds={"duckdb", "scikitlearn"},
+    description=(
+        "Every transaction of the day scored by the promoted transaction models (the logs' scoring code): "
+        "0..1 scores, per-model flags, the ensemble decision, and the top deviating features of each "
+        "anomalous transaction."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_transaction_scored",
+            asset="scored_transactions",
+            blocking=True,
+            description="one scored row per features_transactions row",
+        )
+    ],
+)
+def scored_transactions(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    day = context.partition_key
+    config = TRANSACTIONS.config
+    detectors = registry_for(source=TRANSACTIONS).load_current()
+    columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
+    with warehouse.connection() as con:
+        expected = con.execute(
+            "SELECT count(*) FROM features_transactions WHERE partition_date = ?", [day]
+        ).fetchone()[0]
+        if expected == 0:
+            raise dg.Failure(f"features_transactions has no rows for {day}: build the features first")
+        batches = read_batches(
+            con,
+            f"SELECT {columns} FROM features_transactions WHERE partition_date = ? ORDER BY ts, transaction_id",
+            [day],
+            config.scoring.chunk_rows,
+        )
+        frame = score_transactions(batches, detectors, config).with_columns(
+            if_version=pl.lit(detectors["isolation_forest"].version),
+            lof_version=pl.lit(detectors["local_outlier_factor"].version),
+        )
+        rows = replace_partition(con, "scored_transactions", frame, day)
+    flagged = int(frame["is_anomaly"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "anomalous_transactions": flagged,
+            "anomalous_share": flagged / rows,
+            "if_flagged": int(frame["if_flag"].sum()),
+            "lof_flagged": int(frame["lof_flag"].sum()),
+            "if_version": detectors["isolation_forest"].version,
+            "lof_version": detectors["local_outlier_factor"].version,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="every_transaction_scored",
+                passed=rows == expected,
+                metadata={"features_rows": expected, "scored_rows": rows},
+            )
+        ],
+    )
+
+
+# the predecessor's approach as a yardstick: a default Isolation Forest on the CSV's raw numbers
+BASELINE_COLUMNS = ["amount", "duration_s", "login_attempts", "balance", "customer_age"]
+BASELINE_THRESHOLD = 0.5  # the paper's (and sklearn's contamination="auto") cut on -score_samples
+
+
+def _baseline_scores(con, day: str, ids: pl.Series) -> np.ndarray:
+    from sklearn.ensemble import IsolationForest
+
+    columns = ", ".join(BASELINE_COLUMNS)
+    day_rows = read_frame(
+        con, f"SELECT transaction_id, {columns} FROM validated_transactions WHERE partition_date = ?", [day]
+    )
+    sample = day_rows.sample(min(day_rows.height, 200_000), seed=7)
+    model = IsolationForest(random_state=7, n_jobs=-1).fit(sample.drop("transaction_id").to_numpy())
+    ordered = pl.DataFrame({"transaction_id": ids}).join(
+        day_rows, on="transaction_id", how="left", maintain_order="left"
+    )
+    return -model.score_samples(ordered.drop("transaction_id").to_numpy())
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["scored_transactions", "transaction_incidents", "transaction_labels"],
+    pool="duckdb",
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description=(
+        "The day's transaction detection against the synthetic labels (the only asset that reads "
+        "transaction_labels): event metrics per model and for the predecessor-style baseline, recall and "
+        "pattern accuracy per fraud pattern, incident precision. Written to "
+        "transaction_evaluation_metrics and transaction_evaluation_patterns."
+    ),
+)
+def transaction_evaluation(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    day = context.partition_key
+    with warehouse.connection() as con:
+        labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
+        if labels.height == 0:
+            context.log.warning(f"no ground truth for {day} in transaction_labels: nothing evaluated")
+            return dg.MaterializeResult(metadata={"evaluated": False, "reason": "no transaction_labels"})
+        scored = read_frame(
+            con,
+            "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ? "
+            "ORDER BY transaction_id",
+            [day],
+        )
+        incidents = read_frame(con, "SELECT * FROM transaction_incidents WHERE partition_date = ?", [day])
+        baseline = _baseline_scores(con, day, scored["transaction_id"])
+        scored = scored.with_columns(
+            baseline_score=pl.Series(baseline), baseline_flag=pl.Series(baseline >= BASELINE_THRESHOLD)
+        )
+        models = {
+            "isolation_forest": ("if_score", "if_flag"),
+            "local_outlier_factor": ("lof_score", "lof_flag"),
+            "ensemble": ("ensemble_score", "is_anomaly"),
+            "baseline_isolation_forest": ("baseline_score", "baseline_flag"),
+        }
+        metrics, patterns = tx_evaluation.evaluate(scored, labels, incidents, models)
+        date = pl.lit(day).str.to_date().alias("partition_date")
+        replace_partition(con, "transaction_evaluation_metrics", metrics.select(date, pl.all()), day)
+        replace_partition(con, "transaction_evaluation_patterns", patterns.select(date, pl.all()), day)
+    truth = (
+        scored.join(labels, on="transaction_id", how="left", maintain_order="left")["is_fraud"]
+        .fill_null(False)
+        .to_numpy()
+    )
+    png = pr_curve_png(truth, {name: scored[column].to_numpy() for name, (column, _) in models.items()})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": metrics.height,
+            "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(metrics))),
+            "patterns": dg.MetadataValue.md(markdown_table(patterns)),
+            "pr_curve": dg.MetadataValue.md(
+                f"![PR curves](data:image/png;base64,{base64.b64encode(png).decode()})"
+            ),
+        }
+    )
+
+
+transaction_assets = [
+    raw_transactions,
+    validated_transactions,
+    transaction_labels,
+    scored_transactions,
+    transaction_evaluation,
+]

@@ -1,0 +1,79 @@
+"""Transaction detection measured against the synthetic labels (``transaction_labels``): the only
+place transaction labels are read. Event metrics come from the logs' evaluation, so both sources are
+measured the same way."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from bankanom_pipeline.detection.evaluation import event_metrics
+
+
+def evaluate(
+    scored: pl.DataFrame, labels: pl.DataFrame, incidents: pl.DataFrame, models: dict[str, tuple[str, str]]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(metrics, patterns)`` of one partition.
+
+    ``scored``: every transaction with its score and flag columns (``models``: name -> (score, flag)).
+    ``labels``: transaction_id, is_fraud, pattern, instance_id (transactions without a row are normal).
+    ``incidents``: transaction_incidents rows (transaction_ids, likely_pattern).
+    ``patterns``: per fraud pattern, its instances, how many have a transaction in an incident (recall)
+    and how many of those the incident names the right pattern (pattern_top1)."""
+    joined = scored.join(
+        labels.select("transaction_id", "is_fraud", "pattern", "instance_id"), "transaction_id", "left"
+    )
+    joined = joined.with_columns(pl.col("is_fraud").fill_null(False))
+    truth = joined["is_fraud"].to_numpy()
+    rows = []
+    for name, (score, flag) in models.items():
+        values = event_metrics(truth, joined[score].to_numpy(), joined[flag].to_numpy())
+        rows += [(name, metric, value) for metric, value in values.items()]
+
+    members = incidents.select(
+        "incident_id", "likely_pattern", pl.col("transaction_ids").alias("transaction_id")
+    ).explode("transaction_id")
+    fraud = joined.filter(pl.col("is_fraud")).join(
+        members, on="transaction_id", how="left", maintain_order="left"
+    )
+    per_instance = fraud.group_by("instance_id").agg(
+        pl.col("pattern").first(),
+        pl.col("incident_id").is_not_null().any().alias("detected"),
+        # the pattern named by the incident holding most of the instance's transactions
+        pl.col("likely_pattern").drop_nulls().mode().first().alias("named"),
+    )
+    patterns = (
+        per_instance.group_by("pattern")
+        .agg(
+            pl.len().alias("instances"),
+            pl.col("detected").sum().cast(pl.Int64).alias("detected"),
+            (pl.col("named") == pl.col("pattern")).filter(pl.col("detected")).mean().alias("pattern_top1"),
+        )
+        .with_columns(recall=pl.col("detected") / pl.col("instances"))
+        .select("pattern", pl.col("instances").cast(pl.Int64), "detected", "recall", "pattern_top1")
+        .sort("pattern")
+    )
+    fraudulent = set(fraud.filter(pl.col("incident_id").is_not_null())["incident_id"].to_list())
+    n_incidents = incidents.height
+    detected = per_instance.filter(pl.col("detected"))
+    rows += [
+        ("incidents", "incidents_total", float(n_incidents)),
+        ("incidents", "incident_precision", len(fraudulent) / n_incidents if n_incidents else math.nan),
+        ("incidents", "instances", float(per_instance.height)),
+        (
+            "incidents",
+            "instance_recall",
+            float(per_instance["detected"].mean()) if per_instance.height else math.nan,
+        ),
+        (
+            "incidents",
+            "pattern_top1",
+            float((detected["named"] == detected["pattern"]).mean()) if detected.height else math.nan,
+        ),
+    ]
+    metrics = pl.DataFrame(
+        {"model": [r[0] for r in rows], "metric": [r[1] for r in rows], "value": [float(r[2]) for r in rows]},
+        schema_overrides={"value": pl.Float64},
+    )
+    return metrics, patterns

@@ -1,0 +1,204 @@
+"""Validate one daily partition of ``raw_transactions`` into ``validated_transactions`` and
+``quarantine_transactions``, with the rules of ``transaction_rules.yaml`` (the log rules' engine).
+
+Every raw row ends in exactly one place: validated, quarantined with every rule it broke, or quarantined
+as a duplicate: of an earlier row of the partition with the same TransactionID, or of a transaction an
+earlier partition already validated (a file delivered twice on different days is not counted twice).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
+
+RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
+TEXT_COLUMNS = (
+    "transaction_id",
+    "account_id",
+    "transaction_amount",
+    "transaction_date",
+    "transaction_type",
+    "location",
+    "device_id",
+    "ip_address",
+    "merchant_id",
+    "channel",
+    "customer_age",
+    "customer_occupation",
+    "transaction_duration",
+    "login_attempts",
+    "account_balance",
+    "previous_transaction_date",
+)
+_DATE = "coalesce(try_strptime({0}, '%Y-%m-%d %H:%M:%S'), try_cast({0} AS TIMESTAMP))"
+_WHOLE = "try_cast(try_cast({0} AS DOUBLE) AS INTEGER)"  # "81" and "81.0" are 81; "81.5" is not whole
+
+TYPED_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _typed_tx AS
+WITH cleaned AS (
+    SELECT source_file, line_no, extra,
+        {", ".join(f"nullif(trim({c}), '') AS {c}" for c in TEXT_COLUMNS)}
+    FROM raw_transactions WHERE partition_date = $day
+)
+SELECT
+    (row_number() OVER (ORDER BY source_file, line_no) - 1)::BIGINT AS idx,
+    row_number() OVER (PARTITION BY transaction_id ORDER BY source_file, line_no) > 1
+        OR transaction_id IN (
+            SELECT transaction_id FROM validated_transactions WHERE partition_date < $day
+        ) AS is_duplicate,
+    *,
+    try_cast(transaction_amount AS DOUBLE) AS amount,
+    {_DATE.format("transaction_date")} AS ts,
+    {_DATE.format("previous_transaction_date")} AS previous_ts,
+    CASE WHEN previous_transaction_date IS NOT NULL AND {_DATE.format("previous_transaction_date")} IS NULL
+        THEN 'unparseable: ' || previous_transaction_date END AS previous_date_problem,
+    CASE WHEN try_cast(customer_age AS DOUBLE) = {_WHOLE.format("customer_age")}
+        THEN {_WHOLE.format("customer_age")} END AS customer_age_n,
+    CASE WHEN try_cast(transaction_duration AS DOUBLE) = {_WHOLE.format("transaction_duration")}
+        THEN {_WHOLE.format("transaction_duration")} END AS duration_s,
+    CASE WHEN try_cast(login_attempts AS DOUBLE) = {_WHOLE.format("login_attempts")}
+        THEN {_WHOLE.format("login_attempts")} END AS login_attempts_n,
+    try_cast(account_balance AS DOUBLE) AS balance
+FROM cleaned
+"""
+RULE_COLUMNS = (
+    "idx, transaction_id, account_id, transaction_amount, transaction_date, transaction_type, location, "
+    "device_id, ip_address, merchant_id, channel, customer_age, customer_occupation, transaction_duration, "
+    "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n, duration_s, "
+    "login_attempts_n, balance"
+)
+_RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
+
+
+@dataclass
+class ValidationCounts:
+    raw: int = 0
+    validated: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The typed rows GX checks: ids and free text as Arrow-backed columns (no Python object per value),
+    the rest as plain pandas types for GX's value comparisons."""
+    table = con.execute(f"SELECT {RULE_COLUMNS} FROM _typed_tx WHERE NOT is_duplicate").fetch_arrow_table()
+    arrow_backed = {"transaction_id", "account_id", "device_id", "merchant_id", "transaction_date"}
+    return pd.DataFrame(
+        {
+            name: pd.Series(pd.arrays.ArrowExtensionArray(table[name]), name=name)
+            if name in arrow_backed
+            else table[name].to_pandas()
+            for name in table.column_names
+        }
+    )
+
+
+def validate_partition(
+    con: duckdb.DuckDBPyConnection, day: dt.date | str
+) -> tuple[ValidationCounts, list[Outcome]]:
+    day = dt.date.fromisoformat(str(day))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(TYPED_SQL, {"day": day})
+    try:
+        outcomes = run_checks(
+            {"transactions": _frame(con)}, build_checks(load_rules(RULES_PATH), {}, "transactions")
+        )
+        con.register("_broken", broken_rows(outcomes).to_arrow())
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in ("validated_transactions", "quarantine_transactions"):
+                con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
+            con.execute(
+                """
+                INSERT INTO validated_transactions
+                SELECT $day, t.transaction_id, t.account_id, t.amount, t.ts, t.transaction_type,
+                    t.location, t.device_id, t.ip_address, t.merchant_id, t.channel, t.customer_age_n,
+                    t.customer_occupation, t.duration_s, t.login_attempts_n, t.balance, t.previous_ts,
+                    t.extra, t.source_file, t.line_no
+                FROM _typed_tx t ANTI JOIN _broken b USING (idx)
+                WHERE NOT t.is_duplicate
+                ORDER BY t.idx
+                """,
+                {"day": day},
+            )
+            con.execute(
+                f"""
+                INSERT INTO quarantine_transactions
+                SELECT $day, t.source_file, t.line_no, t.transaction_id,
+                    CASE WHEN t.is_duplicate THEN ['duplicate_transaction_id'] ELSE b.rules END,
+                    CASE WHEN t.is_duplicate THEN 'duplicate' ELSE 'invalid' END,
+                    to_json(struct_pack({_RECORD})),
+                    now()
+                FROM _typed_tx t LEFT JOIN _broken b USING (idx)
+                WHERE t.is_duplicate OR b.idx IS NOT NULL
+                ORDER BY t.idx
+                """,
+                {"day": day},
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.unregister("_broken")
+        counts = _counts(con, day)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _typed_tx")
+    if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
+        raise RuntimeError(f"validated_transactions {day}: counts do not reconcile: {counts.as_dict()}")
+    return counts, outcomes
+
+
+def _counts(con: duckdb.DuckDBPyConnection, day: dt.date) -> ValidationCounts:
+    def scalar(sql: str) -> int:
+        return con.execute(sql, {"day": day}).fetchone()[0]
+
+    by_rule = con.execute(
+        "SELECT rule, count(*) FROM (SELECT unnest(rules) AS rule FROM quarantine_transactions "
+        "WHERE partition_date = $day AND kind = 'invalid') GROUP BY ALL ORDER BY 2 DESC, 1",
+        {"day": day},
+    ).fetchall()
+    quarantined = "SELECT count(*) FROM quarantine_transactions WHERE partition_date = $day AND kind = "
+    return ValidationCounts(
+        raw=scalar("SELECT count(*) FROM raw_transactions WHERE partition_date = $day"),
+        validated=scalar("SELECT count(*) FROM validated_transactions WHERE partition_date = $day"),
+        quarantined=scalar(quarantined + "'invalid'"),
+        duplicates=scalar(quarantined + "'duplicate'"),
+        quarantined_by_rule=dict(by_rule),
+    )
+
+
+def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> int:
+    """Replace partition ``day`` of transaction_labels with the labels files of synthetic deliveries
+    (TransactionID, is_fraud, pattern, instance_id). Evaluation only: never read by features."""
+    day = dt.date.fromisoformat(str(day))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM transaction_labels WHERE partition_date = $day", {"day": day})
+        if files:
+            con.execute(
+                """INSERT INTO transaction_labels
+                   SELECT $day, TransactionID, is_fraud, pattern, instance_id
+                   FROM read_csv($files, header = true, columns = {
+                       'TransactionID': 'VARCHAR', 'is_fraud': 'BOOLEAN',
+                       'pattern': 'VARCHAR', 'instance_id': 'VARCHAR'})
+                   QUALIFY row_number() OVER (PARTITION BY TransactionID) = 1""",
+                {"day": day, "files": [str(f) for f in files]},
+            )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return con.execute(
+        "SELECT count(*) FROM transaction_labels WHERE partition_date = $day", {"day": day}
+    ).fetchone()[0]

@@ -1,0 +1,102 @@
+-- The transaction detection input: one row per validated transaction of the day with its account's
+-- history features. History is every earlier transaction of the account (ordered by time, then id) in
+-- this or any earlier delivery, never a later one, so the API computes the same values from the same
+-- history (see bankanom_api/transactions.py). No calendar year or absolute date is a feature: a new
+-- month must not look out of distribution. The ground truth (transaction_labels) is never read here.
+{{ config(materialized='table', partitioned=true, lookback_days=3650) }}
+WITH tx AS (
+    SELECT
+        t.partition_date, t.transaction_id, t.account_id, t.ts, t.amount, t.transaction_type, t.location,
+        t.device_id, t.ip_address, t.merchant_id, t.channel, t.duration_s, t.login_attempts, t.balance,
+        c.lat, c.lon,
+        ln(1 + t.amount) AS log_amount,
+        CASE WHEN t.transaction_type = 'Debit' THEN t.amount ELSE 0 END AS debit,
+        hour(t.ts) + minute(t.ts) / 60 AS hour_of_day,
+        hour(t.ts) // 3 AS hour_bucket
+    FROM {{ source('raw', 'validated_transactions') }} AS t
+    LEFT JOIN {{ ref('transaction_cities') }} AS c ON lower(c.location) = lower(t.location)
+    WHERE t.partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
+), history AS (
+    SELECT
+        *,
+        count(*) OVER acct_before AS n_prev,
+        avg(log_amount) OVER acct_before AS mean_log_amount,
+        stddev_samp(log_amount) OVER acct_before AS sd_log_amount,
+        max(log_amount) OVER acct_before AS max_log_amount,
+        lag(ts) OVER acct AS prev_ts,
+        lag(lat) OVER acct AS prev_lat,
+        lag(lon) OVER acct AS prev_lon,
+        count(*) OVER acct_1h - 1 AS tx_1h,
+        count(*) OVER acct_24h - 1 AS tx_24h,
+        sum(amount) OVER acct_1h AS amount_1h,
+        sum(debit) OVER acct_1h AS debit_1h,
+        row_number() OVER (PARTITION BY account_id, device_id ORDER BY ts, transaction_id) = 1 AS first_device,
+        row_number() OVER (PARTITION BY account_id, ip_address ORDER BY ts, transaction_id) = 1 AS first_ip,
+        row_number() OVER (PARTITION BY account_id, lower(location) ORDER BY ts, transaction_id) = 1 AS first_location,
+        row_number() OVER (PARTITION BY account_id, merchant_id ORDER BY ts, transaction_id) = 1 AS first_merchant,
+        row_number() OVER (PARTITION BY account_id, channel ORDER BY ts, transaction_id) = 1 AS first_channel,
+        row_number() OVER (PARTITION BY account_id, hour_bucket ORDER BY ts, transaction_id) - 1 AS n_prev_same_hours
+    FROM tx
+    WINDOW
+        acct AS (PARTITION BY account_id ORDER BY ts, transaction_id),
+        acct_before AS (PARTITION BY account_id ORDER BY ts, transaction_id
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+        acct_1h AS (PARTITION BY account_id ORDER BY ts RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW),
+        acct_24h AS (PARTITION BY account_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND CURRENT ROW)
+), features AS (
+    SELECT
+        *,
+        -- great-circle distance from the account's previous transaction (unknown cities: 0)
+        coalesce(2 * 6371 * asin(sqrt(
+            pow(sin(radians(lat - prev_lat) / 2), 2)
+            + cos(radians(lat)) * cos(radians(prev_lat)) * pow(sin(radians(lon - prev_lon) / 2), 2)
+        )), 0) AS travel_km,
+        coalesce(epoch(ts - prev_ts), 30 * 86400) AS secs_since_prev
+    FROM history
+)
+SELECT
+    partition_date,
+    transaction_id,
+    hash(transaction_id) AS transaction_key,  -- a stable order for seeded sampling
+    account_id,
+    ts,
+    amount,
+    transaction_type,
+    channel,
+    location,
+    device_id,
+    ip_address,
+    merchant_id,
+    n_prev::INT AS history_count,
+    -- amount: against the account's own history (log space; 0 until there are 3 earlier transactions)
+    log_amount,
+    CASE WHEN n_prev >= 3 THEN (log_amount - mean_log_amount) / greatest(coalesce(sd_log_amount, 0), 0.5)
+         ELSE 0 END AS amount_z,
+    CASE WHEN n_prev >= 1 THEN log_amount - max_log_amount ELSE 0 END AS amount_over_max,
+    -- pace
+    ln(1 + least(secs_since_prev, 30 * 86400)) AS log_secs_since_prev,
+    tx_1h::INT AS tx_1h,
+    tx_24h::INT AS tx_24h,
+    CASE WHEN n_prev >= 1 THEN ln(1 + amount_1h) - mean_log_amount ELSE 0 END AS amount_1h_vs_usual,
+    -- novelty for the account (only once it has a history)
+    (n_prev >= 1 AND first_device)::INT AS new_device,
+    (n_prev >= 1 AND first_ip)::INT AS new_ip,
+    (n_prev >= 1 AND first_location)::INT AS new_location,
+    (n_prev >= 1 AND first_merchant)::INT AS new_merchant,
+    (n_prev >= 3 AND first_channel)::INT AS new_channel,
+    CASE WHEN n_prev >= 5 THEN 1 - n_prev_same_hours / n_prev ELSE 0 END AS unusual_hour,
+    -- travel
+    travel_km,
+    least(travel_km / greatest(secs_since_prev / 3600, 1 / 60), 20000) AS travel_speed_kmh,
+    -- access and balance
+    login_attempts,
+    ln(1 + duration_s) AS log_duration,
+    CASE WHEN transaction_type = 'Debit' THEN amount / greatest(balance + amount, 1) ELSE 0 END AS drain_share,
+    debit_1h / greatest(balance + debit_1h, 1) AS drain_share_1h,
+    -- time of day (cyclic; the layout's times carry no zone)
+    sin(2 * pi() * hour_of_day / 24) AS hour_sin,
+    cos(2 * pi() * hour_of_day / 24) AS hour_cos,
+    (isodow(ts) >= 6)::INT AS is_weekend,
+    (transaction_type = 'Credit')::INT AS is_credit
+FROM features
+WHERE partition_date = DATE '{{ partition_date }}'

@@ -1,0 +1,56 @@
+-- Transaction incidents: an account's anomalous transactions of the day, grouped while less than 24
+-- hours apart. Each carries its span, size, scores, a severity, the features that deviate most in its
+-- peak transaction, and the fraud pattern those features point to (seed transaction_feature_patterns).
+{{ config(materialized='table', partitioned=true) }}
+WITH flagged AS (
+    SELECT *,
+        sum(CASE WHEN gap_h IS NULL OR gap_h >= 24 THEN 1 ELSE 0 END)
+            OVER (PARTITION BY account_id ORDER BY ts, transaction_id) AS run
+    FROM (
+        SELECT *, epoch(ts - lag(ts) OVER (PARTITION BY account_id ORDER BY ts, transaction_id)) / 3600 AS gap_h
+        FROM {{ source('detection', 'scored_transactions') }}
+        WHERE partition_date = DATE '{{ partition_date }}' AND is_anomaly
+    )
+), grouped AS (
+    SELECT
+        partition_date,
+        account_id,
+        run,
+        min(ts) AS start_ts,
+        max(ts) AS end_ts,
+        count(*) AS transaction_count,
+        sum(amount) AS total_amount,
+        max(ensemble_score) AS max_score,
+        avg(ensemble_score) AS mean_score,
+        list(transaction_id ORDER BY ts, transaction_id) AS transaction_ids,
+        list(DISTINCT location) AS locations,
+        list(DISTINCT device_id) AS devices,
+        list(DISTINCT channel) AS channels,
+        arg_max(top_features, ensemble_score) AS top_features
+    FROM flagged
+    GROUP BY partition_date, account_id, run
+)
+SELECT
+    g.partition_date,
+    'TI-' || strftime(g.partition_date, '%Y%m%d') || '-' || left(md5(g.account_id || '/' || g.transaction_ids[1]), 10) AS incident_id,
+    g.account_id,
+    g.start_ts,
+    g.end_ts,
+    g.transaction_count::INT AS transaction_count,
+    round(g.total_amount, 2) AS total_amount,
+    g.max_score,
+    g.mean_score,
+    CASE
+        WHEN g.max_score >= 0.999 AND (g.transaction_count >= 3 OR g.total_amount >= 5000) THEN 'Critical'
+        WHEN g.max_score >= 0.999 OR g.transaction_count >= 3 THEN 'High'
+        WHEN g.max_score >= 0.995 THEN 'Medium'
+        ELSE 'Low'
+    END AS severity,
+    g.top_features,
+    p.pattern AS likely_pattern,
+    g.transaction_ids,
+    g.locations,
+    g.devices,
+    g.channels
+FROM grouped AS g
+LEFT JOIN {{ ref('transaction_feature_patterns') }} AS p ON p.feature = g.top_features[1].feature
