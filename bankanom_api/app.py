@@ -28,6 +28,7 @@ from bankanom_api.schemas import (
     IncidentDetail,
     IncidentsPage,
     ModelInfo,
+    ModelsList,
     PredictRequest,
     PredictResponse,
     Problem,
@@ -39,6 +40,8 @@ from bankanom_api.schemas import (
 from bankanom_api.security import KeyChecker, RateLimiter, guard
 from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Models, Reloader, ServingState, Snapshot
+from bankanom_api.transactions import DISPLAY_NAMES
+from bankanom_api.transactions import router as transaction_routes
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
@@ -196,7 +199,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     def model_info(name: str, models: Models, evaluated: tuple) -> ModelInfo:
         m = models.manifests[name]
-        day, by_model = evaluated
+        day, by_model = evaluated if evaluated else (None, {})
         return ModelInfo(
             name=name,
             version=m["version"],
@@ -212,15 +215,27 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     @app.get(
         "/models",
-        response_model=list[ModelInfo],
+        response_model=ModelsList,
         tags=["models"],
         dependencies=protected,
         responses={**_ERRORS, **_NOT_READY},
         summary="The promoted models: version, training window, parameters and evaluation metrics",
+        description=(
+            "Log-event models under `models`, bank-transaction models under `transaction_models`, and "
+            "`available_models` with display names, as the predecessor's `GET /models/` returned."
+        ),
     )
-    def list_models() -> list[ModelInfo]:
-        models, evaluated = current_models(), latest_evaluation()
-        return [model_info(name, models, evaluated) for name in MODEL_NAMES]
+    @app.get("/models/", include_in_schema=False, dependencies=protected)
+    def list_models() -> ModelsList:
+        models, tx = state.models, state.transaction_models
+        if models is None and tx is None:
+            current_models()  # 503: nothing promoted at all
+        evaluated = latest_evaluation()
+        return ModelsList(
+            available_models=[DISPLAY_NAMES[name] for name in MODEL_NAMES],
+            models=[model_info(name, models, evaluated) for name in MODEL_NAMES] if models else [],
+            transaction_models=[model_info(name, tx, ()) for name in MODEL_NAMES] if tx else [],
+        )
 
     @app.get(
         "/models/{name}",
@@ -280,6 +295,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 "predictions": predictions,
             }
         )
+
+    app.include_router(transaction_routes(state, protected, settings.max_batch, _json))
 
     # -- scores and incidents -----------------------------------------------------------------------
 

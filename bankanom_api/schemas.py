@@ -123,6 +123,17 @@ class ModelInfo(BaseModel):
     evaluation_date: dt.date | None = None
 
 
+class ModelsList(BaseModel):
+    available_models: list[str] = Field(
+        description="display names of the promoted model kinds (the predecessor's GET /models/ body)",
+        examples=[["Isolation Forest", "Local Outlier Factor"]],
+    )
+    models: list[ModelInfo] = Field(description="the promoted log-event models")
+    transaction_models: list[ModelInfo] = Field(
+        description="the promoted bank-transaction models (empty until transaction_train_job promoted a pair)"
+    )
+
+
 class ScoredEvent(BaseModel):
     event_id: str
     ts: dt.datetime

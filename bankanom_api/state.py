@@ -20,6 +20,7 @@ import duckdb
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.registry import CURRENT as MODELS_POINTER
 from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.serving import snapshot as snapshots
 
 log = logging.getLogger("bankanom_api")
@@ -68,6 +69,7 @@ class ServingState:
     models_dir: Path
     snapshots_dir: Path
     models: Models | None = None
+    transaction_models: Models | None = None
     snapshot: Snapshot | None = None
     errors: dict[str, str] = field(default_factory=dict)  # kind -> last load failure
     reload_failures: int = 0
@@ -78,6 +80,11 @@ class ServingState:
         """Load whatever pointer changed since the last call (cheap when nothing did)."""
         with self._lock:  # one reload at a time; requests never wait on this lock
             self._reload("models", self.models_dir / MODELS_POINTER, self._load_models)
+            self._reload(
+                "transaction_models",
+                self.transaction_models_dir / MODELS_POINTER,
+                self._load_transaction_models,
+            )
             self._reload("snapshot", self.snapshots_dir / snapshots.CURRENT, self._load_snapshot)
 
     def _reload(self, kind: str, pointer: Path, load: Callable[[str], Models | Snapshot]) -> None:
@@ -101,17 +108,29 @@ class ServingState:
         self.errors.pop(kind, None)
         log.info("serving %s from %s", kind, text.strip())
 
+    @property
+    def transaction_models_dir(self) -> Path:
+        return TRANSACTIONS.registry(self.models_dir).root
+
     def _load_models(self, _pointer: str) -> Models:
-        registry = Registry(self.models_dir)
-        detectors = {name: _single_threaded(d) for name, d in registry.load_current().items()}
-        manifests = {name: registry.manifest(d.version) for name, d in detectors.items()}
-        return Models(detectors, manifests, time.time())
+        return _load_registry(Registry(self.models_dir))
+
+    def _load_transaction_models(self, _pointer: str) -> Models:
+        return _load_registry(TRANSACTIONS.registry(self.models_dir))
 
     def _load_snapshot(self, pointer: str) -> Snapshot:
         parsed = json.loads(pointer)
         con = duckdb.connect(str(self.snapshots_dir / parsed["file"]), read_only=True)
-        con.execute("SELECT count(*) FROM incidents").fetchone()  # a snapshot must be readable
+        # a snapshot must be readable: any one of its tables
+        table = next(iter(parsed.get("rows") or {"incidents": 0}))
+        con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
         return Snapshot(parsed, con, time.time())
+
+
+def _load_registry(registry: Registry) -> Models:
+    detectors = {name: _single_threaded(d) for name, d in registry.load_current().items()}
+    manifests = {name: registry.manifest(d.version) for name, d in detectors.items()}
+    return Models(detectors, manifests, time.time())
 
 
 class Reloader:

@@ -133,6 +133,53 @@ def generate_transactions(
     )
 
 
+@app.command("ingest-transactions")
+def ingest_transactions(
+    path: Annotated[Path, typer.Argument(help="A CSV in the bank-transactions layout.")],
+    date: Annotated[
+        str, typer.Option(help="Delivery day (partition) to file it under (default: today, UTC).")
+    ] = "",
+    train: Annotated[
+        bool | None,
+        typer.Option(
+            "--train/--no-train",
+            help="Train and promote transaction models on this day first (default: only when none is promoted).",
+        ),
+    ] = None,
+) -> None:
+    """Deliver a transactions CSV to the landing zone and run it through the pipeline: raw ->
+    validated (+ quarantine) -> features -> scores -> incidents -> evaluation -> API snapshot."""
+    import shutil
+
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.jobs import transaction_train_run_config
+    from bankanom_pipeline.transactions.raw import LABELS_SUFFIX
+
+    if not path.is_file():
+        console.print(f"[red]no such file: {path}[/red]")
+        raise typer.Exit(2)
+    day = date or dt.datetime.now(dt.UTC).date().isoformat()
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO date: {day!r}", param_hint="--date") from None
+    folder = settings.landing_dir() / "transactions" / day
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = path.with_name(path.name.removesuffix(".csv") + LABELS_SUFFIX)
+    for source in [path] + ([labels] if labels.is_file() else []):
+        hidden = folder / f".{source.name}.part"  # hidden until complete: the landing sensor skips it
+        shutil.copyfile(source, hidden)
+        os.replace(hidden, folder / source.name)
+    console.print(f"delivered {path.name} to {folder}")
+    if _run_job("transaction_features_job", day) is None:
+        raise typer.Exit(1)
+    promoted = TRANSACTIONS.registry(settings.models_dir()).current()
+    must_train = train or (train is None and not promoted)
+    if must_train and _run_job("transaction_train_job", None, transaction_train_run_config(day)) is None:
+        raise typer.Exit(1)
+    raise typer.Exit(0 if _run_job("transactions_job", day) is not None else 1)
+
+
 @app.command()
 def ingest(
     date: Annotated[str, typer.Option(help="Partition (UTC day) to load (default: yesterday).")] = "",
@@ -229,6 +276,16 @@ def _notes(asset: str, v: dict) -> str:
         return ", ".join(v["current"].values())
     if asset == "scored_events":
         return f"anomalous {v['anomalous_events']:,} ({v['anomalous_share']:.2%})"
+    if asset == "raw_transactions":
+        return f"read {v['lines_read']:,}, rejected {v['rejected']:,}, dup ids {v['duplicate_transaction_ids']:,}"
+    if asset == "validated_transactions":
+        return f"quarantined {v['quarantined']:,}, duplicates {v['duplicates']:,}"
+    if asset == "transaction_labels":
+        return f"fraud {v['fraud']:,} in {v['fraud_instances']:,} instances"
+    if asset == "promoted_transaction_models":
+        return ", ".join(v["current"].values())
+    if asset == "scored_transactions":
+        return f"anomalous {v['anomalous_transactions']:,} ({v['anomalous_share']:.2%})"
     return ""
 
 

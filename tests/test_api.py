@@ -126,7 +126,10 @@ def test_openapi_documents_every_route(api):
 
 
 def test_models_list_versions_windows_params_and_evaluation(api, world):
-    models = api.get("/models", headers=H).json()
+    listed = api.get("/models", headers=H).json()
+    assert listed["available_models"] == ["Isolation Forest", "Local Outlier Factor"]
+    assert api.get("/models/", headers=H).json() == listed  # the predecessor's clients call /models/
+    models = listed["models"]
     registry = Registry(world / "models")
     assert [m["name"] for m in models] == ["isolation_forest", "local_outlier_factor"]
     for model in models:

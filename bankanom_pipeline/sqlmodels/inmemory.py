@@ -38,12 +38,22 @@ SOURCE_SCHEMA = {
 
 
 class FeatureBuilder:
-    """Builds ``features_events`` rows for a batch of validated events. Thread-safe: each thread gets
-    its own DuckDB connection (a connection runs one query at a time)."""
+    """Builds a feature model's rows (``features_events`` by default) for a batch of rows shaped like its
+    source table. Thread-safe: each thread gets its own DuckDB connection (a connection runs one query at
+    a time)."""
 
-    def __init__(self, project: Project | None = None):
+    def __init__(
+        self,
+        project: Project | None = None,
+        target: str = TARGET,
+        source: str = SOURCE,
+        schema: dict[str, pl.DataType] | None = None,
+        order: str = "ts, event_id",
+    ):
         self.project = project or Project()
-        self._chain = self._upstream(TARGET)
+        self.target, self.source, self.order = target, source, order
+        self.schema = schema or SOURCE_SCHEMA
+        self._chain = self._upstream(target)
         self._local = threading.local()
 
     def _upstream(self, name: str) -> list[str]:
@@ -63,7 +73,7 @@ class FeatureBuilder:
             if not self.project.models[name].is_seed
         ]
         body = ",\n".join(ctes)
-        return f'WITH {body}\nSELECT * FROM "{TARGET}" ORDER BY ts, event_id'
+        return f'WITH {body}\nSELECT * FROM "{self.target}" ORDER BY {self.order}'
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         con = getattr(self._local, "con", None)
@@ -82,12 +92,15 @@ class FeatureBuilder:
         if events.is_empty():
             raise ValueError("no events to build features for")
         day = events["ts"].min().date()
-        frame = events.select(
-            pl.lit(day).alias("partition_date"), *[c for c in SOURCE_SCHEMA if c != "partition_date"]
-        ).cast(SOURCE_SCHEMA)
+        return self.build(events.with_columns(pl.lit(day).alias("partition_date")), day)
+
+    def build(self, rows: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+        """The target's rows of partition ``day``, computed over ``rows`` (the source table's columns,
+        partition_date included: rows of earlier partitions are history the model may look back on)."""
+        frame = rows.select(list(self.schema)).cast(self.schema)
         con = self._connection()
-        con.register(SOURCE, frame.to_arrow())
+        con.register(self.source, frame.to_arrow())
         try:
             return con.execute(self._query(day)).pl()
         finally:
-            con.unregister(SOURCE)
+            con.unregister(self.source)

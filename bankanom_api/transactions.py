@@ -1,0 +1,322 @@
+"""Bank-transaction routes, compatible with the predecessor transaction detector's clients.
+
+``GET /transactions``, ``GET /transactions/{account_id}``, ``POST /models/{model_name}/predict`` and
+``POST /models/predict`` take and return the predecessor's bodies: records with the CSV's fields
+(``IPAddress`` spelled without the space), plus scores. A posted transaction is scored with its
+account's history from the published snapshot (every earlier transaction of the account), through the
+pipeline's own feature SQL (``dbt_like_sql/transactions/features_transactions.sql``) and scoring code,
+so the API's score for a transaction equals the pipeline's (tests compare them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+import polars as pl
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bankanom_api.state import Models, ServingState, Snapshot
+from bankanom_pipeline.detection.scoring import IF, LOF, score
+from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
+from bankanom_pipeline.transactions.scoring import top_features
+
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+DISPLAY_NAMES = {IF: "Isolation Forest", LOF: "Local Outlier Factor"}
+
+EXAMPLE_TRANSACTION = {
+    "TransactionID": "TX000001",
+    "AccountID": "AC00128",
+    "TransactionAmount": 14.09,
+    "TransactionDate": "2023-04-11 16:29:14",
+    "TransactionType": "Debit",
+    "Location": "San Diego",
+    "DeviceID": "D000380",
+    "IPAddress": "162.198.218.92",
+    "MerchantID": "M015",
+    "Channel": "ATM",
+    "CustomerAge": 70,
+    "CustomerOccupation": "Doctor",
+    "TransactionDuration": 81,
+    "LoginAttempts": 1,
+    "AccountBalance": 5112.21,
+    "PreviousTransactionDate": "2024-11-04 08:08:08",
+}
+
+
+def _parse_time(value: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(value, DATE_FORMAT)
+    except ValueError:
+        try:
+            return dt.datetime.fromisoformat(value).replace(tzinfo=None)
+        except ValueError:
+            raise ValueError(f"not a date and time (YYYY-MM-DD HH:MM:SS): {value!r}") from None
+
+
+class Transaction(BaseModel):
+    """One transaction in the CSV layout (the predecessor's request body). Rules match the pipeline's
+    validation (transaction_rules.yaml)."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [EXAMPLE_TRANSACTION]}
+    )
+
+    TransactionID: str = Field(min_length=1, max_length=100)
+    AccountID: str = Field(min_length=1, max_length=100)
+    TransactionAmount: float = Field(ge=0, allow_inf_nan=False)
+    TransactionDate: str = Field(description="YYYY-MM-DD HH:MM:SS")
+    TransactionType: Literal["Debit", "Credit"]
+    Location: str = Field(min_length=1, max_length=200)
+    DeviceID: str = Field(min_length=1, max_length=100)
+    IPAddress: str = Field(alias="IPAddress", validation_alias="IPAddress")
+    MerchantID: str = Field(min_length=1, max_length=100)
+    Channel: Literal["ATM", "Online", "Branch"]
+    CustomerAge: int = Field(ge=18, le=120)
+    CustomerOccupation: Literal["Doctor", "Student", "Retired", "Engineer", "Other"]
+    TransactionDuration: int = Field(ge=0, le=86_400)
+    LoginAttempts: int = Field(ge=0, le=100)
+    AccountBalance: float = Field(ge=0, allow_inf_nan=False)
+    PreviousTransactionDate: str | None = None
+
+    @field_validator("TransactionDate", "PreviousTransactionDate")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        if value is not None:
+            _parse_time(value)
+        return value
+
+    @field_validator("IPAddress")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        ipaddress.ip_address(value)  # ValueError -> 422 naming the field
+        return value
+
+
+# the snapshot's transactions table, as the CSV's fields (the predecessor's response records)
+_RECORD_COLUMNS = """transaction_id AS "TransactionID", account_id AS "AccountID", amount AS "TransactionAmount",
+    strftime(ts, '%Y-%m-%d %H:%M:%S') AS "TransactionDate", transaction_type AS "TransactionType",
+    location AS "Location", device_id AS "DeviceID", ip_address AS "IPAddress", merchant_id AS "MerchantID",
+    channel AS "Channel", customer_age AS "CustomerAge", customer_occupation AS "CustomerOccupation",
+    duration_s AS "TransactionDuration", login_attempts AS "LoginAttempts", balance AS "AccountBalance",
+    strftime(previous_ts, '%Y-%m-%d %H:%M:%S') AS "PreviousTransactionDate",
+    if_score, lof_score, ensemble_score, if_flag AS if_pred, lof_flag AS lof_pred, is_anomaly AS "isFraud",
+    partition_date"""
+# validated_transactions' columns the feature SQL reads, with their warehouse types
+SOURCE_SCHEMA = {
+    "partition_date": pl.Date,
+    "transaction_id": pl.String,
+    "account_id": pl.String,
+    "amount": pl.Float64,
+    "ts": pl.Datetime("us"),
+    "transaction_type": pl.String,
+    "location": pl.String,
+    "device_id": pl.String,
+    "ip_address": pl.String,
+    "merchant_id": pl.String,
+    "channel": pl.String,
+    "customer_age": pl.Int32,
+    "customer_occupation": pl.String,
+    "duration_s": pl.Int32,
+    "login_attempts": pl.Int32,
+    "balance": pl.Float64,
+    "previous_ts": pl.Datetime("us"),
+}
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="records per page")]
+Offset = Annotated[int, Query(ge=0)]
+
+
+class TransactionScorer:
+    """Posted transactions -> features (with their accounts' history) -> the promoted models' scores."""
+
+    def __init__(self):
+        self.config = TRANSACTIONS.config
+        self.builder = FeatureBuilder(
+            target=TRANSACTIONS.features_table,
+            source="validated_transactions",
+            schema=SOURCE_SCHEMA,
+            order="ts, transaction_id",
+        )
+
+    def features(self, posted: list[Transaction], snap: Snapshot | None) -> pl.DataFrame:
+        """``features_transactions`` rows of the posted transactions, in the order posted."""
+        history = self._history(posted, snap)
+        day = max([dt.datetime.now(dt.UTC).date(), *history["partition_date"].to_list()])
+        rows = pl.DataFrame(
+            {
+                "partition_date": [day] * len(posted),
+                "transaction_id": [t.TransactionID for t in posted],
+                "account_id": [t.AccountID for t in posted],
+                "amount": [t.TransactionAmount for t in posted],
+                "ts": [_parse_time(t.TransactionDate) for t in posted],
+                "transaction_type": [t.TransactionType for t in posted],
+                "location": [t.Location for t in posted],
+                "device_id": [t.DeviceID for t in posted],
+                "ip_address": [t.IPAddress for t in posted],
+                "merchant_id": [t.MerchantID for t in posted],
+                "channel": [t.Channel for t in posted],
+                "customer_age": [t.CustomerAge for t in posted],
+                "customer_occupation": [t.CustomerOccupation for t in posted],
+                "duration_s": [t.TransactionDuration for t in posted],
+                "login_attempts": [t.LoginAttempts for t in posted],
+                "balance": [t.AccountBalance for t in posted],
+                "previous_ts": [
+                    _parse_time(t.PreviousTransactionDate) if t.PreviousTransactionDate else None
+                    for t in posted
+                ],
+            },
+            schema=SOURCE_SCHEMA,
+        )
+        built = self.builder.build(pl.concat([history.cast(SOURCE_SCHEMA), rows]), day)
+        ids = pl.DataFrame({"transaction_id": rows["transaction_id"]})
+        return ids.join(built, on="transaction_id", how="left", maintain_order="left")
+
+    def _history(self, posted: list[Transaction], snap: Snapshot | None) -> pl.DataFrame:
+        """The accounts' published transactions, minus the posted ones (a re-posted transaction is
+        scored against what came before it, as the pipeline scored it)."""
+        empty = pl.DataFrame(schema=SOURCE_SCHEMA)
+        if snap is None or not snap.has("transactions"):
+            return empty
+        accounts = sorted({t.AccountID for t in posted})
+        names, rows = snap.query(
+            f"SELECT {', '.join(SOURCE_SCHEMA)} FROM transactions "
+            "WHERE account_id IN (SELECT unnest(?::VARCHAR[])) AND transaction_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [accounts, [t.TransactionID for t in posted]],
+        )
+        if not rows:
+            return empty
+        return pl.DataFrame(rows, schema=names, orient="row")
+
+    def predict(
+        self, posted: list[Transaction], models: Models, snap: Snapshot | None, model: str | None
+    ) -> list[dict]:
+        if not posted:
+            return []
+        dupes = sorted(i for i, n in Counter(t.TransactionID for t in posted).items() if n > 1)
+        if dupes:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"TransactionID must be unique within a request; repeated: {dupes[:5]}",
+            )
+        features = self.features(posted, snap)
+        result = score(features, models.detectors, self.config)
+        top = top_features(features, models.detectors).to_list()
+        out = []
+        for i, t in enumerate(posted):
+            record: dict[str, Any] = t.model_dump(by_alias=True)
+            record.update(
+                if_score=float(result.isolation_forest[i]),
+                lof_score=float(result.local_outlier_factor[i]),
+                top_features=top[i],
+            )
+            if model == IF:
+                record["isFraud"] = bool(result.if_flag[i])
+            elif model == LOF:
+                record["isFraud"] = bool(result.lof_flag[i])
+            else:
+                record.update(
+                    ensemble_score=float(result.ensemble[i]),
+                    if_pred=bool(result.if_flag[i]),
+                    lof_pred=bool(result.lof_flag[i]),
+                    isFraud=bool(result.is_anomaly[i]),
+                )
+            out.append(record)
+        return out
+
+
+def router(state: ServingState, protected: list, max_batch: int, to_json) -> APIRouter:
+    api = APIRouter(dependencies=protected)
+    scorer = TransactionScorer()
+
+    def models() -> Models:
+        if state.transaction_models is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "no promoted transaction models yet: run transaction_train_job",
+            )
+        return state.transaction_models
+
+    def snapshot() -> Snapshot:
+        snap = state.snapshot
+        if snap is None or not snap.has("transactions"):
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, "no transactions published yet: run transactions_job"
+            )
+        return snap
+
+    def check_size(body: list[Transaction]) -> None:
+        if len(body) > max_batch:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE,
+                f"{len(body)} transactions; at most {max_batch} per request",
+            )
+
+    def records(where: str, params: list, limit: int, offset: int) -> list[dict]:
+        names, rows = snapshot().query(
+            f"SELECT {_RECORD_COLUMNS} FROM transactions {where} ORDER BY ts DESC, transaction_id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    @api.get("/transactions", tags=["transactions"], summary="Scored transactions, newest first")
+    @api.get("/transactions/", include_in_schema=False)
+    def list_transactions(
+        account: str | None = None,
+        flagged_only: bool = False,
+        min_score: Annotated[float | None, Query(ge=0, le=1, description="minimum ensemble score")] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Response:
+        conditions = [("account_id = ?", account), ("ensemble_score >= ?", min_score)]
+        used = [(sql, value) for sql, value in conditions if value is not None]
+        clauses = [sql for sql, _ in used] + (["is_anomaly"] if flagged_only else [])
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return to_json(records(where, [v for _, v in used], limit, offset))
+
+    @api.get(
+        "/transactions/{account_id}",
+        tags=["transactions"],
+        summary="One account's scored transactions, newest first",
+        responses={404: {"description": '{"detail": "Account ID not found"}'}},
+    )
+    @api.get("/transactions/{account_id}/", include_in_schema=False)
+    def account_transactions(account_id: str, limit: Limit = 100, offset: Offset = 0) -> Response:
+        found = records("WHERE account_id = ?", [account_id], limit, offset)
+        if not found and offset == 0:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "Account ID not found")
+        return to_json(found)
+
+    @api.post(
+        "/models/predict",
+        tags=["transactions"],
+        summary="Score transactions with both models: if_pred, lof_pred and the combined isFraud",
+        description=(
+            f"A JSON list of up to {max_batch} transactions (the CSV's fields). Each is scored with its "
+            "account's published history. isFraud is the ensemble decision (transactions/detection.yaml)."
+        ),
+    )
+    @api.post("/models/predict/", include_in_schema=False)
+    def predict_both(body: list[Transaction]) -> Response:
+        check_size(body)
+        return to_json(scorer.predict(body, models(), state.snapshot, None))
+
+    @api.post(
+        "/models/{model_name}/predict",
+        tags=["transactions"],
+        summary="Score transactions with one model: isFraud is its flag",
+    )
+    @api.post("/models/{model_name}/predict/", include_in_schema=False)
+    def predict_one(
+        model_name: Literal["isolation_forest", "local_outlier_factor"], body: list[Transaction]
+    ) -> Response:
+        check_size(body)
+        return to_json(scorer.predict(body, models(), state.snapshot, model_name))
+
+    return api

@@ -1,0 +1,266 @@
+"""Bank transactions from a CSV to the API, as the predecessor's clients see it: ``bankanom
+ingest-transactions`` (real Dagster runs) on generated and dirty real-layout files, then a real uvicorn
+server serving /transactions and the transaction predict routes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.transactions.generator import write
+from tests.api_server import running_api
+
+KEY = "tx-key"
+H = {"X-API-Key": KEY}
+DAY, LATER = "2026-02-01", "2026-02-02"
+CSV_FIELDS = [
+    "TransactionID",
+    "AccountID",
+    "TransactionAmount",
+    "TransactionDate",
+    "TransactionType",
+    "Location",
+    "DeviceID",
+    "IPAddress",
+    "MerchantID",
+    "Channel",
+    "CustomerAge",
+    "CustomerOccupation",
+    "TransactionDuration",
+    "LoginAttempts",
+    "AccountBalance",
+    "PreviousTransactionDate",
+]
+# a real-layout delivery: the other IP spelling, a quoted comma, dirty rows of every kind
+DIRTY = """TransactionID,AccountID,TransactionAmount,TransactionDate,TransactionType,Location,DeviceID,IPAddress,MerchantID,Channel,CustomerAge,CustomerOccupation,TransactionDuration,LoginAttempts,AccountBalance,PreviousTransactionDate,Comment
+RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,"late, but fine"
+RX000002,AC90001,20.00,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5092.21,2024-11-04 08:08:08,same second
+RX000003,AC90002,-5.00,2026-02-02 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,2024-11-04 08:09:35,negative
+RX000004,AC90002,5.00,2026-02-31 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,,bad date
+RX000005,AC90002,5.00,2026-02-02 11:00:00,Transfer,Houston,D000051,13.149.61.4,M052,Phone,68,Pilot,141,1,100.00,,unknown enums
+RX000006,AC90003,5.00,2026-02-02 12:00:00,Credit,Mesa,D000235,999.1.1.1,M009,Branch,17,Student,30,1,50.00,,bad ip and age
+RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,duplicate
+
+RX000007,AC90003,5.00,2026-02-02 12:00:00,Credit
+"""
+
+# clean rows of the same delivery: the quarantined share stays under validated_transactions' 5% gate
+CLEAN = "".join(
+    f"RC{i:06d},AC9{i % 7:04d},{10 + i % 50}.25,2026-02-02 {8 + i // 12 % 12:02d}:{i * 7 % 60:02d}:00,Debit,"
+    f"Denver,D9{i % 7:05d},10.0.0.{i % 7 + 1},M0{i % 9 + 10},Online,40,Engineer,60,1,{9000 - i}.00,,\n"
+    for i in range(100)
+)
+
+
+def _cli(data: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BANKANOM_DATA_DIR": str(data), "DAGSTER_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "bankanom_pipeline.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tx")
+    data, home, inbox = root / "data", root / "dagster_home", root / "inbox"
+    home.mkdir()
+    write(
+        inbox / "bank.csv",
+        inbox / "bank.labels.csv",
+        rows=15_000,
+        seed=3,
+        start=__import__("datetime").date(2026, 1, 2),
+        days=30,
+    )
+    first = _cli(data, home, "ingest-transactions", str(inbox / "bank.csv"), "--date", DAY)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    (inbox / "real.csv").write_text(DIRTY + CLEAN)
+    second = _cli(data, home, "ingest-transactions", str(inbox / "real.csv"), "--date", LATER)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    return data
+
+
+@pytest.fixture(scope="module")
+def api(world, tmp_path_factory):
+    log = tmp_path_factory.mktemp("tx-api") / "api.log"
+    with (
+        running_api(
+            world, KEY, log, BANKANOM_API_MAX_BATCH="50", BANKANOM_API_RATE_LIMIT="10000/second"
+        ) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        yield client
+
+
+def _warehouse(world: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(world / "warehouse.duckdb"), read_only=True)
+
+
+def test_every_line_of_a_dirty_real_layout_file_is_accounted_for(world):
+    with _warehouse(world) as con:
+
+        def count(table: str, extra: str = "") -> int:
+            return con.execute(
+                f"SELECT count(*) FROM {table} WHERE partition_date = ? {extra}", [LATER]
+            ).fetchone()[0]
+
+        lines = len((DIRTY + CLEAN).splitlines()) - 1  # data lines, header excluded
+        raw, rejected = count("raw_transactions"), count("raw_transactions_rejected")
+        assert raw + rejected == lines and rejected == 2  # the empty line, the short line
+        validated = count("validated_transactions")
+        quarantined = count("quarantine_transactions", "AND kind = 'invalid'")
+        duplicates = count("quarantine_transactions", "AND kind = 'duplicate'")
+        assert (validated, quarantined, duplicates) == (102, 4, 1)
+        assert raw == validated + quarantined + duplicates
+        rules = dict(
+            con.execute(
+                "SELECT transaction_id, rules FROM quarantine_transactions WHERE partition_date = ? AND kind = 'invalid'",
+                [LATER],
+            ).fetchall()
+        )
+        assert rules["RX000003"] == ["amount_non_negative"]
+        assert rules["RX000004"] == ["transaction_date_parseable"]
+        assert rules["RX000005"] == ["known_channel", "known_occupation", "known_transaction_type"]
+        assert rules["RX000006"] == ["customer_age_in_range", "ip_address_well_formed"]
+        # the validated rows went on to scores, with the quoted comma kept whole in the extra column
+        assert count("scored_transactions") == 102
+        assert (
+            con.execute(
+                "SELECT extra->>'Comment' FROM validated_transactions WHERE transaction_id = 'RX000001'"
+            ).fetchone()[0]
+            == "late, but fine"
+        )
+
+
+def test_models_list_carries_the_predecessors_display_names(api, world):
+    for path in ("/models", "/models/"):
+        body = api.get(path, headers=H).json()
+        assert body["available_models"] == ["Isolation Forest", "Local Outlier Factor"]
+        current = TRANSACTIONS.registry(world / "models").current()
+        assert {m["name"]: m["version"] for m in body["transaction_models"]} == current
+    assert api.get("/models/").status_code == 401
+
+
+def test_transactions_list_filters_and_paginates(api):
+    everything = api.get("/transactions/", params={"limit": 1000}, headers=H).json()
+    assert isinstance(everything, list) and len(everything) == 1000
+    assert set(CSV_FIELDS) <= set(everything[0]) and {"if_score", "lof_score", "isFraud"} <= set(
+        everything[0]
+    )
+    page = api.get("/transactions", params={"limit": 10, "offset": 5}, headers=H).json()
+    assert [t["TransactionID"] for t in page] == [t["TransactionID"] for t in everything[5:15]]
+    flagged = api.get("/transactions", params={"flagged_only": True, "limit": 1000}, headers=H).json()
+    assert flagged and all(t["isFraud"] for t in flagged)
+    high = api.get("/transactions", params={"min_score": 0.99, "limit": 1000}, headers=H).json()
+    assert high and all(t["ensemble_score"] >= 0.99 for t in high)
+    account = everything[0]["AccountID"]
+    mine = api.get("/transactions", params={"account": account}, headers=H).json()
+    assert mine and all(t["AccountID"] == account for t in mine)
+    assert api.get("/transactions", params={"limit": 0}, headers=H).status_code == 422
+
+
+def test_account_transactions_and_unknown_account(api):
+    account = api.get("/transactions", params={"limit": 1}, headers=H).json()[0]["AccountID"]
+    for path in (f"/transactions/{account}", f"/transactions/{account}/"):
+        rows = api.get(path, headers=H).json()
+        assert rows and all(r["AccountID"] == account for r in rows)
+    missing = api.get("/transactions/NO_SUCH_ACCOUNT", headers=H)
+    assert missing.status_code == 404 and missing.json() == {"detail": "Account ID not found"}
+
+
+def _posted(records: list[dict]) -> list[dict]:
+    return [{k: r[k] for k in CSV_FIELDS} for r in records]
+
+
+def test_api_scores_equal_the_pipelines_with_the_accounts_history(api, world):
+    """The last transactions of a few accounts, posted back: each is scored with its account's earlier
+    history from the snapshot, so the API's scores are the pipeline's, to the last bit."""
+    with _warehouse(world) as con:
+        accounts = [
+            r[0]
+            for r in con.execute(
+                "SELECT account_id FROM scored_transactions WHERE partition_date = ? GROUP BY 1 ORDER BY count(*) DESC LIMIT 8",
+                [DAY],
+            ).fetchall()
+        ]
+    records = []
+    for account in accounts:
+        records += api.get(f"/transactions/{account}", params={"limit": 3}, headers=H).json()
+    flagged = api.get("/transactions", params={"flagged_only": True, "limit": 10}, headers=H).json()
+    records += [r for r in flagged if r["TransactionID"].startswith("TX")]
+    response = api.post("/models/predict", json=_posted(records), headers=H)
+    assert response.status_code == 200
+    predicted = response.json()
+    assert [p["TransactionID"] for p in predicted] == [r["TransactionID"] for r in records]
+    for served, scored in zip(records, predicted, strict=True):
+        assert scored["if_score"] == pytest.approx(served["if_score"], abs=1e-12)
+        assert scored["lof_score"] == pytest.approx(served["lof_score"], abs=1e-12)
+        assert scored["ensemble_score"] == pytest.approx(served["ensemble_score"], abs=1e-12)
+        assert (scored["isFraud"], scored["if_pred"], scored["lof_pred"]) == (
+            served["isFraud"],
+            served["if_pred"],
+            served["lof_pred"],
+        )
+        assert {k: scored[k] for k in CSV_FIELDS} == {k: served[k] for k in CSV_FIELDS}
+    assert any(p["isFraud"] for p in predicted) and not all(p["isFraud"] for p in predicted)
+
+
+def test_single_model_predict_and_the_predecessors_500s(api):
+    record = _posted(api.get("/transactions", params={"limit": 1}, headers=H).json())[0]
+    for name in ("isolation_forest", "local_outlier_factor"):
+        for path in (f"/models/{name}/predict", f"/models/{name}/predict/"):
+            body = api.post(path, json=[record], headers=H).json()
+            assert set(body[0]) >= {*CSV_FIELDS, "isFraud"} and "if_pred" not in body[0]
+    assert api.post("/models/random_forest/predict", json=[record], headers=H).status_code == 422
+    # what returned 500 from the predecessor: an empty list, an unparseable date, one timestamp twice
+    assert api.post("/models/predict", json=[], headers=H).json() == []
+    bad_date = api.post(
+        "/models/predict", json=[{**record, "TransactionDate": "2023-13-45 99:00:00"}], headers=H
+    )
+    assert bad_date.status_code == 422 and bad_date.json()["detail"][0]["loc"][-1] == "TransactionDate"
+    twin = {**record, "TransactionID": "TWIN-1"}
+    same_time = api.post("/models/predict/", json=[record, twin], headers=H)
+    assert same_time.status_code == 200 and len(same_time.json()) == 2
+    # a brand-new account has no history, and still gets a score
+    stranger = {**record, "TransactionID": "NEW-1", "AccountID": "AC-NEVER-SEEN"}
+    assert 0 <= api.post("/models/predict", json=[stranger], headers=H).json()[0]["ensemble_score"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("TransactionAmount", -1),
+        ("CustomerAge", 17),
+        ("CustomerAge", 121),
+        ("TransactionType", "Transfer"),
+        ("Channel", "Phone"),
+        ("CustomerOccupation", "Pilot"),
+        ("IPAddress", "999.1.1.1"),
+        ("PreviousTransactionDate", "yesterday"),
+    ],
+)
+def test_predict_rejects_bad_fields_by_name(api, field, value):
+    record = _posted(api.get("/transactions", params={"limit": 1}, headers=H).json())[0]
+    response = api.post("/models/predict", json=[{**record, field: value}], headers=H)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == field and "Traceback" not in response.text
+
+
+def test_predict_error_codes(api):
+    record = _posted(api.get("/transactions", params={"limit": 1}, headers=H).json())[0]
+    assert api.post("/models/predict", json=[record]).status_code == 401
+    assert api.post("/models/predict", json=[record, record], headers=H).status_code == 422  # same id twice
+    too_many = [{**record, "TransactionID": f"T{i}"} for i in range(51)]
+    assert api.post("/models/predict", json=too_many, headers=H).status_code == 413
+    assert api.post("/models/predict", json={"not": "a list"}, headers=H).status_code == 422
