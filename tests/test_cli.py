@@ -6,6 +6,7 @@ import pytest
 COMMANDS = [
     "generate",
     "generate-transactions",
+    "ingest-transactions",
     "ingest",
     "demo",
     "mock-server",
