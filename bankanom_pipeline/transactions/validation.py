@@ -48,10 +48,14 @@ WITH cleaned AS (
 )
 SELECT
     (row_number() OVER (ORDER BY source_file, line_no) - 1)::BIGINT AS idx,
-    row_number() OVER (PARTITION BY transaction_id ORDER BY source_file, line_no) > 1
+    -- a row without an id is invalid (required_fields_present), never a duplicate: without the guard
+    -- NULL ids share one window (the second counted a duplicate) and NULL IN (...) is NULL (row lost)
+    transaction_id IS NOT NULL AND (
+        row_number() OVER (PARTITION BY transaction_id ORDER BY source_file, line_no) > 1
         OR transaction_id IN (
             SELECT transaction_id FROM validated_transactions WHERE partition_date < $day
-        ) AS is_duplicate,
+        )
+    ) AS is_duplicate,
     *,
     try_cast(transaction_amount AS DOUBLE) AS amount,
     {_DATE.format("transaction_date")} AS ts,
