@@ -100,6 +100,9 @@ def generate_transactions(
     days: Annotated[int, typer.Option(help="Number of days the transactions span.")] = 30,
     accounts: Annotated[int | None, typer.Option(help="Number of accounts (default: rows / 40).")] = None,
     fraud_share: Annotated[float, typer.Option(help="Share of rows that are injected fraud.")] = 0.007,
+    first_id: Annotated[
+        int, typer.Option(help="First TransactionID number: give files for one warehouse disjoint ranges.")
+    ] = 1,
     labels: Annotated[
         Path | None, typer.Option(help="Labels CSV (default: <stem>.labels.csv next to --out).")
     ] = None,
@@ -123,6 +126,7 @@ def generate_transactions(
             days=days,
             accounts=accounts,
             fraud_share=fraud_share,
+            first_id=first_id,
         )
     except ValueError as error:
         console.print(f"[red]{error}[/red]")

@@ -295,3 +295,11 @@ def test_cli_writes_transactions_and_labels(tmp_path):
     labels = out.with_name("transactions.labels.csv")
     assert len(out.read_text().splitlines()) == len(labels.read_text().splitlines()) == 2_001
     assert sorted(p.name for p in out.parent.iterdir()) == ["transactions.csv", "transactions.labels.csv"]
+
+
+def test_first_id_gives_files_disjoint_id_ranges():
+    first, _ = generate(500, seed=1)
+    second, second_labels = generate(500, seed=2, first_id=501)
+    assert second["TransactionID"][0] == "TX000501" and second["TransactionID"][-1] == "TX001000"
+    assert second_labels["TransactionID"].to_list() == second["TransactionID"].to_list()
+    assert not set(first["TransactionID"]) & set(second["TransactionID"])

@@ -411,14 +411,6 @@ def test_features_never_read_later_transactions(history_features, tmp_path):
     assert_frame_equal(kept, before, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "features_transactions.sql: the RANGE 1h/24h windows (tx_1h, tx_24h, amount_1h_vs_usual, "
-        "drain_share_1h) include peers with the same ts but a later transaction_id, which the model's own "
-        "(ts, transaction_id) order calls later"
-    ),
-)
 def test_a_later_transaction_in_the_same_second_does_not_change_features(history_features, tmp_path):
     _, before = history_features
     tie = ("TXA9", "AC00001", "15:40:00", "30.00", "Los Angeles", "D000001")  # same second as TXA7, after it

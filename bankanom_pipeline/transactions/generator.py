@@ -504,10 +504,14 @@ def generate(
     days: int = 30,
     accounts: int | None = None,
     fraud_share: float = 0.007,
+    first_id: int = 1,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(transactions in CSV_COLUMNS order, all columns as in the CSV: strings for dates/ids, floats, ints;
     labels: TransactionID, is_fraud, pattern, instance_id), ``rows`` of each, deterministic in the
-    arguments. Times fall in [start, start + days)."""
+    arguments. Times fall in [start, start + days). TransactionIDs count up from ``first_id``, so files
+    meant for one warehouse (where an id is unique) take disjoint ranges."""
+    if first_id < 0:
+        raise ValueError("first_id must be >= 0")
     if rows < 0:
         raise ValueError("rows must be >= 0")
     if days < 1:
@@ -560,18 +564,18 @@ def generate(
 
     chronological = np.lexsort((np.arange(rows), data["acct"], data["t"]))
     data = {k: v[chronological] for k, v in data.items()}
-    return _render(data, acc, cities["location"], start)
+    return _render(data, acc, cities["location"], start, first_id)
 
 
-def _render(data: dict[str, np.ndarray], acc: _Accounts, cities: pl.Series, start: dt.date):
+def _render(data: dict[str, np.ndarray], acc: _Accounts, cities: pl.Series, start: dt.date, first_id: int):
     rows = len(data["t"])
     epoch = int(dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC).timestamp())
-    width = max(6, len(str(rows)))
+    width = max(6, len(str(first_id + rows - 1)))
     a = data["acct"]
     ip = data["ip"]
     frame = pl.DataFrame(
         {
-            "seq": np.arange(1, rows + 1),
+            "seq": np.arange(first_id, first_id + rows),
             "account": acc.number[a],
             "amount": data["amt"] / 100,
             "t": data["t"] + epoch,

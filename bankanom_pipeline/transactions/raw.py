@@ -197,7 +197,8 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_root: Path, day: dt.d
     )
     counts.rejected = sum(counts.rejected_by_reason.values())
     counts.duplicate_transaction_ids = con.execute(
-        "SELECT count(*) - count(DISTINCT transaction_id) FROM raw_transactions WHERE partition_date = $day",
+        "SELECT count(nullif(trim(transaction_id), '')) - count(DISTINCT nullif(trim(transaction_id), '')) "
+        "FROM raw_transactions WHERE partition_date = $day",  # rows without an id are no one's duplicate
         {"day": day},
     ).fetchone()[0]
     if counts.loaded + counts.rejected != counts.lines_read:

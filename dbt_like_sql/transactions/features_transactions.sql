@@ -26,10 +26,12 @@ WITH tx AS (
         lag(ts) OVER acct AS prev_ts,
         lag(lat) OVER acct AS prev_lat,
         lag(lon) OVER acct AS prev_lon,
-        count(*) OVER acct_1h - 1 AS tx_1h,
-        count(*) OVER acct_24h - 1 AS tx_24h,
-        sum(amount) OVER acct_1h AS amount_1h,
-        sum(debit) OVER acct_1h AS debit_1h,
+        -- the last hour / day: everything up to this transaction (ts, then id) minus what is older than
+        -- the window. A RANGE frame alone would also count a same-second transaction with a later id.
+        row_number() OVER acct - 1 - count(*) OVER acct_older_1h AS tx_1h,
+        row_number() OVER acct - 1 - count(*) OVER acct_older_24h AS tx_24h,
+        sum(amount) OVER acct_upto - coalesce(sum(amount) OVER acct_older_1h, 0) AS amount_1h,
+        sum(debit) OVER acct_upto - coalesce(sum(debit) OVER acct_older_1h, 0) AS debit_1h,
         row_number() OVER (PARTITION BY account_id, device_id ORDER BY ts, transaction_id) = 1 AS first_device,
         row_number() OVER (PARTITION BY account_id, ip_address ORDER BY ts, transaction_id) = 1 AS first_ip,
         row_number() OVER (PARTITION BY account_id, lower(location) ORDER BY ts, transaction_id) = 1 AS first_location,
@@ -41,8 +43,12 @@ WITH tx AS (
         acct AS (PARTITION BY account_id ORDER BY ts, transaction_id),
         acct_before AS (PARTITION BY account_id ORDER BY ts, transaction_id
                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-        acct_1h AS (PARTITION BY account_id ORDER BY ts RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW),
-        acct_24h AS (PARTITION BY account_id ORDER BY ts RANGE BETWEEN INTERVAL 24 HOUR PRECEDING AND CURRENT ROW)
+        acct_upto AS (PARTITION BY account_id ORDER BY ts, transaction_id
+                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+        acct_older_1h AS (PARTITION BY account_id ORDER BY ts
+                          RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL 1 HOUR PRECEDING),
+        acct_older_24h AS (PARTITION BY account_id ORDER BY ts
+                           RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL 24 HOUR PRECEDING)
 ), features AS (
     SELECT
         *,
