@@ -55,7 +55,7 @@ def test_landing_sensor_requests_each_touched_partition_once(tmp_path):
         result, cursor = evaluate(landing_sensor, None, tmp_path, instance)
         assert sorted(r.partition_key for r in result.run_requests) == ["2026-01-05", "2026-01-06"]
         assert {r.tags["bankanom/new_files"] for r in result.run_requests} == {"2", "1"}
-        assert all(r.job_name in (None, "features_job") for r in result.run_requests)
+        assert all(r.job_name == "features_job" for r in result.run_requests)
 
         # nothing new: nothing requested, cursor unchanged (restart-safe: it is all in the cursor)
         again, cursor2 = evaluate(landing_sensor, cursor, tmp_path, instance)
@@ -73,6 +73,30 @@ def test_landing_sensor_requests_each_touched_partition_once(tmp_path):
         replay, _ = evaluate(landing_sensor, cursor3, tmp_path, instance)
         assert [r.partition_key for r in redelivered.run_requests] == ["2026-01-06"]
         assert redelivered.run_requests[0].run_key == replay.run_requests[0].run_key
+
+
+def test_landing_sensor_watches_transaction_deliveries_too(tmp_path):
+    with dg.instance_for_test() as instance:
+        land(tmp_path, "2026-01-05", "a.jsonl")
+        folder = tmp_path / "transactions" / "2026-01-06"
+        folder.mkdir(parents=True)
+        (folder / "bank.csv").write_text("TransactionID,AccountID\n")
+        (folder / ".bank2.csv.part").write_text("half")  # still being copied in
+        (folder / "notes.txt").write_text("x")  # never read: named, not requested
+        result, cursor = evaluate(landing_sensor, None, tmp_path, instance)
+        by_job = {r.job_name: r.partition_key for r in result.run_requests}
+        assert by_job == {"features_job": "2026-01-05", "transaction_features_job": "2026-01-06"}
+        assert "transactions/2026-01-06/bank.csv" in json.loads(cursor)["seen"]
+        assert landing.unreadable(tmp_path / "transactions", landing.transaction_files) == [
+            "2026-01-06/notes.txt"
+        ]
+
+        # labels arriving after their CSV re-run that delivery day (transaction_labels reads them)
+        (folder / "bank.labels.csv").write_text("TransactionID,is_fraud,pattern,instance_id\n")
+        late, _ = evaluate(landing_sensor, cursor, tmp_path, instance)
+        assert [(r.job_name, r.partition_key) for r in late.run_requests] == [
+            ("transaction_features_job", "2026-01-06")
+        ]
 
 
 def test_files_outside_the_partitions_are_not_requested(tmp_path):

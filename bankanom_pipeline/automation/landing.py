@@ -6,10 +6,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bankanom_pipeline.ingest.raw_logs import landing_files
+from bankanom_pipeline.transactions import raw as raw_transactions
+
+Lister = Callable[[Path], list[Path]]  # a day folder -> the complete files its assets read
+
+
+def transaction_files(folder: Path) -> list[Path]:
+    """What transaction assets read from a day folder: the CSVs and the labels beside synthetic ones."""
+    return sorted(raw_transactions.landing_files(folder) + raw_transactions.labels_files(folder))
 
 
 @dataclass(frozen=True)
@@ -19,38 +28,41 @@ class LandedFile:
     signature: str  # size and modification time: a re-delivered file (same name) has a new one
 
 
-def scan(logs_root: Path) -> list[LandedFile]:
-    """Complete files under ``logs_root/<YYYY-MM-DD>/`` (the same files raw_logs reads)."""
+def scan(root: Path, files: Lister = landing_files, prefix: str = "") -> list[LandedFile]:
+    """Complete files under ``root/<YYYY-MM-DD>/`` (the files the assets read: ``files`` lists them; logs
+    by default). ``prefix`` goes in front of each relative path, to tell landing zones apart."""
     found = []
-    if not logs_root.is_dir():
+    if not root.is_dir():
         return found
-    for folder in sorted(logs_root.iterdir()):
+    for folder in sorted(root.iterdir()):
         try:
             dt.date.fromisoformat(folder.name)
         except ValueError:
             continue  # not a partition folder
-        for path in landing_files(folder):
+        for path in files(folder):
             stat = path.stat()
             found.append(
-                LandedFile(folder.name, f"{folder.name}/{path.name}", f"{stat.st_size}:{stat.st_mtime_ns}")
+                LandedFile(
+                    folder.name, f"{prefix}{folder.name}/{path.name}", f"{stat.st_size}:{stat.st_mtime_ns}"
+                )
             )
     return found
 
 
-def unreadable(logs_root: Path) -> list[str]:
+def unreadable(root: Path, files: Lister = landing_files) -> list[str]:
     """What sits in the landing zone but will never be loaded: entries that are not day folders, and
-    visible files in day folders that are not ``*.jsonl`` (hidden ones are files still being written)."""
-    if not logs_root.is_dir():
+    visible files in day folders the assets do not read (hidden ones are files still being written)."""
+    if not root.is_dir():
         return []
     found = []
-    for entry in sorted(logs_root.iterdir()):
+    for entry in sorted(root.iterdir()):
         try:
             dt.date.fromisoformat(entry.name)
         except ValueError:
             found.append(entry.name)
             continue
         if entry.is_dir():
-            readable = set(landing_files(entry))
+            readable = set(files(entry))
             found += [
                 f"{entry.name}/{p.name}"
                 for p in sorted(entry.iterdir())

@@ -12,7 +12,13 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.automation import alerts, landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
-from bankanom_pipeline.jobs import features_job, pipeline_job, train_job, train_run_config
+from bankanom_pipeline.jobs import (
+    features_job,
+    pipeline_job,
+    train_job,
+    train_run_config,
+    transaction_features_job,
+)
 from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse.resource import WarehouseResource
@@ -23,36 +29,53 @@ RUNNING, STOPPED = dg.DefaultSensorStatus.RUNNING, dg.DefaultScheduleStatus.STOP
 
 # Sensors are RUNNING by default: they only react (to new files, drift, failures). Schedules are
 # STOPPED by default: they would start writing on the clock in a fresh checkout.
+TRANSACTIONS_PREFIX = "transactions/"  # cursor keys of the transaction landing zone
+
+
 @dg.sensor(
-    job=features_job,
+    jobs=[features_job, transaction_features_job],
     minimum_interval_seconds=CONFIG.landing.interval_seconds,
     default_status=RUNNING,
     description=(
-        "Requests features_job for every partition that has new or changed complete JSONL files under the "
-        "landing zone; scores and incidents follow through automation conditions."
+        "Requests features_job for every partition with new or changed complete JSONL files under "
+        "landing/logs, and transaction_features_job for every one with new or changed CSVs under "
+        "landing/transactions; scores, incidents and snapshots follow through automation conditions."
     ),
 )
 def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursor = landing.Cursor.parse(context.cursor)
-    landed = landing.scan(warehouse.landing_logs)
-    ignored = landing.unreadable(warehouse.landing_logs)
-    if ignored:  # never silently: raw_logs will not read these
-        context.log.warning(f"landing entries that will never be loaded ({len(ignored)}): {ignored[:10]}")
-    fresh = cursor.fresh(landed)
-    requests = []
-    for day, files in sorted(fresh.items()):
-        if not daily_partitions.has_partition_key(day):
-            context.log.warning(f"landing folder {day} is outside the partitions; its files are ignored")
-        else:
-            requests.append(
-                dg.RunRequest(
-                    run_key=landing.run_key(day, files),
-                    partition_key=day,
-                    tags={"bankanom/new_files": str(len(files))},
+    zones = [
+        (features_job, warehouse.landing_logs, landing.landing_files, ""),
+        (
+            transaction_features_job,
+            warehouse.landing_transactions,
+            landing.transaction_files,
+            TRANSACTIONS_PREFIX,
+        ),
+    ]
+    landed_everywhere, requests = [], []
+    for job, root, files, prefix in zones:
+        landed = landing.scan(root, files, prefix)
+        landed_everywhere += landed
+        ignored = landing.unreadable(root, files)
+        if ignored:  # never silently: the assets will not read these
+            context.log.warning(f"{root}: entries that will never be loaded ({len(ignored)}): {ignored[:10]}")
+        for day, fresh in sorted(cursor.fresh(landed).items()):
+            if not daily_partitions.has_partition_key(day):
+                context.log.warning(
+                    f"landing folder {root / day} is outside the partitions; its files are ignored"
                 )
-            )
-        cursor.mark(files)
-    cursor.forget_missing(landed)
+            else:
+                requests.append(
+                    dg.RunRequest(
+                        run_key=landing.run_key(day, fresh),
+                        job_name=job.name,
+                        partition_key=day,
+                        tags={"bankanom/new_files": str(len(fresh))},
+                    )
+                )
+            cursor.mark(fresh)
+    cursor.forget_missing(landed_everywhere)
     if not requests:
         return dg.SensorResult(skip_reason="no new landing files", cursor=cursor.dump())
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
