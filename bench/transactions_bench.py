@@ -1,0 +1,268 @@
+"""N synthetic transactions (default 1M, one delivery) through ingest -> validate -> features -> score,
+against a straightforward pandas + scikit-learn implementation of the same steps (the predecessor's
+approach) on the same file, scored by the same promoted models.
+
+Generated once and the models trained once (untimed). Then each side runs ``--runs`` times, alternating,
+each bankanom run on a fresh warehouse; medians per stage. The pandas features are checked against the
+SQL ones (max absolute difference per model feature), so the comparison is of the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import record
+
+DAY = "2026-02-01"
+
+
+def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.sqlmodels.runner import Project
+    from bankanom_pipeline.transactions.assets import SCORED_COLUMNS, score_transactions
+    from bankanom_pipeline.transactions.raw import load_partition
+    from bankanom_pipeline.transactions.validation import validate_partition
+    from bankanom_pipeline.warehouse.frames import read_batches, replace_partition
+    from bankanom_pipeline.warehouse.resource import connect
+
+    database = root / "w.duckdb"
+    database.unlink(missing_ok=True)
+    con = connect(database)
+    config = TRANSACTIONS.config
+    seconds = {}
+    began = mark = time.perf_counter()
+    load_partition(con, root / "landing", DAY)
+    seconds["ingest"], mark = time.perf_counter() - mark, time.perf_counter()
+    validate_partition(con, DAY)
+    seconds["validate"], mark = time.perf_counter() - mark, time.perf_counter()
+    Project().materialize(con, "features_transactions", DAY)
+    seconds["features"], mark = time.perf_counter() - mark, time.perf_counter()
+    columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
+    batches = read_batches(
+        con,
+        f"SELECT {columns} FROM features_transactions WHERE partition_date = ? ORDER BY ts, transaction_id",
+        [DAY],
+        config.scoring.chunk_rows,
+    )
+    scored = score_transactions(batches, detectors, config)
+    replace_partition(con, "scored_transactions", scored, DAY)
+    seconds["score"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - began
+    features = con.execute("SELECT * FROM features_transactions").pl()
+    con.close()
+    return seconds, features
+
+
+def _haversine(lat1, lon1, lat2, lon2):
+    lat1, lon1, lat2, lon2 = map(np.radians, (lat1, lon1, lat2, lon2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371 * np.arcsin(np.sqrt(a))
+
+
+def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
+    """features_transactions.sql, written the way a pandas user would."""
+    df = df.sort_values(["account_id", "ts", "transaction_id"], kind="mergesort").reset_index(drop=True)
+    coords = cities.assign(key=cities["location"].str.lower()).set_index("key")[["lat", "lon"]]
+    df = df.join(coords, on=df["location"].str.lower())
+    g = df.groupby("account_id", sort=False)
+    log_amount = np.log1p(df["amount"])
+    df["log_amount"] = log_amount
+    n_prev = g.cumcount()
+    prev_sum = log_amount.groupby(df["account_id"]).cumsum() - log_amount
+    prev_sq = (log_amount**2).groupby(df["account_id"]).cumsum() - log_amount**2
+    mean = prev_sum / n_prev.replace(0, np.nan)
+    var = (prev_sq - n_prev * mean**2) / (n_prev - 1).replace(0, np.nan)
+    sd = np.sqrt(var.clip(lower=0)).fillna(0)
+    out = pd.DataFrame({"transaction_id": df["transaction_id"]})
+    out["log_amount"] = log_amount
+    out["amount_z"] = np.where(n_prev >= 3, (log_amount - mean) / np.maximum(sd, 0.5), 0.0)
+    prev_max = log_amount.groupby(df["account_id"]).cummax().groupby(df["account_id"]).shift()
+    out["amount_over_max"] = np.where(n_prev >= 1, log_amount - prev_max, 0.0)
+    secs = (df["ts"] - g["ts"].shift()).dt.total_seconds().fillna(30 * 86400)
+    out["log_secs_since_prev"] = np.log1p(np.minimum(secs, 30 * 86400))
+    debit = np.where(df["transaction_type"] == "Debit", df["amount"], 0.0)
+    # positional values: Series keyed by the row number would be aligned to the time index (all NaN)
+    timed = pd.DataFrame(
+        {"account_id": df["account_id"].to_numpy(), "amount": df["amount"].to_numpy(), "debit": debit},
+        index=pd.DatetimeIndex(df["ts"]),
+    )
+    hour = timed.groupby("account_id", sort=False).rolling("1h")
+    day = timed.groupby("account_id", sort=False).rolling("24h")
+    out["tx_1h"] = hour["amount"].count().to_numpy() - 1
+    out["tx_24h"] = day["amount"].count().to_numpy() - 1
+    amount_1h = hour["amount"].sum().to_numpy()
+    debit_1h = hour["debit"].sum().to_numpy()
+    out["amount_1h_vs_usual"] = np.where(n_prev >= 1, np.log1p(amount_1h) - mean, 0.0)
+    for name, column in [
+        ("new_device", "device_id"),
+        ("new_ip", "ip_address"),
+        ("new_merchant", "merchant_id"),
+    ]:
+        out[name] = ((df.groupby(["account_id", column], sort=False).cumcount() == 0) & (n_prev >= 1)).astype(
+            int
+        )
+    first_location = df.groupby([df["account_id"], df["location"].str.lower()], sort=False).cumcount() == 0
+    out["new_location"] = (first_location & (n_prev >= 1)).astype(int)
+    first_channel = df.groupby(["account_id", "channel"], sort=False).cumcount() == 0
+    out["new_channel"] = (first_channel & (n_prev >= 3)).astype(int)
+    bucket = df["ts"].dt.hour // 3
+    same_hours = df.groupby([df["account_id"], bucket], sort=False).cumcount()
+    out["unusual_hour"] = np.where(n_prev >= 5, 1 - same_hours / n_prev.replace(0, 1), 0.0)
+    km = pd.Series(_haversine(df["lat"], df["lon"], g["lat"].shift(), g["lon"].shift())).fillna(0)
+    out["travel_km"] = km
+    out["travel_speed_kmh"] = np.minimum(km / np.maximum(secs / 3600, 1 / 60), 20000)
+    out["login_attempts"] = df["login_attempts"]
+    out["log_duration"] = np.log1p(df["duration_s"])
+    out["drain_share"] = np.where(
+        df["transaction_type"] == "Debit", df["amount"] / np.maximum(df["balance"] + df["amount"], 1), 0.0
+    )
+    out["drain_share_1h"] = debit_1h / np.maximum(df["balance"] + debit_1h, 1)
+    hours = df["ts"].dt.hour + df["ts"].dt.minute / 60
+    out["hour_sin"] = np.sin(2 * np.pi * hours / 24)
+    out["hour_cos"] = np.cos(2 * np.pi * hours / 24)
+    out["is_weekend"] = (df["ts"].dt.dayofweek >= 5).astype(int)
+    out["is_credit"] = (df["transaction_type"] == "Credit").astype(int)
+    return out
+
+
+def pandas_run(csv: Path, cities: pd.DataFrame, detectors) -> tuple[dict, pd.DataFrame]:
+    from bankanom_pipeline.detection.scoring import score
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+
+    seconds = {}
+    began = mark = time.perf_counter()
+    raw = pd.read_csv(csv, dtype=str, keep_default_na=False).rename(columns={"IP Address": "IPAddress"})
+    seconds["ingest"], mark = time.perf_counter() - mark, time.perf_counter()
+    df = pd.DataFrame(
+        {
+            "transaction_id": raw["TransactionID"],
+            "account_id": raw["AccountID"],
+            "amount": pd.to_numeric(raw["TransactionAmount"], errors="coerce"),
+            "ts": pd.to_datetime(raw["TransactionDate"], format="%Y-%m-%d %H:%M:%S", errors="coerce"),
+            "transaction_type": raw["TransactionType"],
+            "location": raw["Location"],
+            "device_id": raw["DeviceID"],
+            "ip_address": raw["IPAddress"],
+            "merchant_id": raw["MerchantID"],
+            "channel": raw["Channel"],
+            "customer_age": pd.to_numeric(raw["CustomerAge"], errors="coerce"),
+            "duration_s": pd.to_numeric(raw["TransactionDuration"], errors="coerce"),
+            "login_attempts": pd.to_numeric(raw["LoginAttempts"], errors="coerce"),
+            "balance": pd.to_numeric(raw["AccountBalance"], errors="coerce"),
+        }
+    )
+    ok = (
+        df.notna().all(axis=1)
+        & (df["amount"] >= 0)
+        & (df["balance"] >= 0)
+        & df["customer_age"].between(18, 120)
+        & df["transaction_type"].isin(["Debit", "Credit"])
+        & df["channel"].isin(["ATM", "Online", "Branch"])
+        & df["ip_address"].str.fullmatch(r"(\d{1,3}\.){3}\d{1,3}")
+        & ~df["transaction_id"].duplicated()
+    )
+    df = df[ok]
+    seconds["validate"], mark = time.perf_counter() - mark, time.perf_counter()
+    features = pandas_features(df, cities)
+    seconds["features"], mark = time.perf_counter() - mark, time.perf_counter()
+    score(pl.from_pandas(features), detectors, TRANSACTIONS.config)
+    seconds["score"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - began
+    return seconds, features
+
+
+def train(root: Path):
+    """Promoted transaction models for the benchmark's registry (untimed): features of the file, then
+    the shared trainers."""
+    from bankanom_pipeline.detection import training
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+
+    bankanom_run_features(root)
+    registry = TRANSACTIONS.registry(root / "models")
+    import duckdb
+
+    con = duckdb.connect(str(root / "w.duckdb"))
+    versions = {
+        name: training.train(con, registry, name, TRANSACTIONS.config, DAY, TRANSACTIONS).version.version
+        for name in ("isolation_forest", "local_outlier_factor")
+    }
+    con.close()
+    registry.promote(versions)
+    return registry.load_current()
+
+
+def bankanom_run_features(root: Path) -> None:
+    from bankanom_pipeline.sqlmodels.runner import Project
+    from bankanom_pipeline.transactions.raw import load_partition
+    from bankanom_pipeline.transactions.validation import validate_partition
+    from bankanom_pipeline.warehouse.resource import connect
+
+    con = connect(root / "w.duckdb")
+    load_partition(con, root / "landing", DAY)
+    validate_partition(con, DAY)
+    Project().materialize(con, "features_transactions", DAY)
+    con.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.settings import PROJECT_ROOT
+    from bankanom_pipeline.transactions.generator import write
+
+    root = Path(tempfile.mkdtemp(prefix="bankanom-tx-bench-"))
+    try:
+        csv = root / "landing" / DAY / "bench.csv"
+        write(csv, root / "bench.labels.csv", rows=args.rows, seed=1, start=dt.date(2026, 1, 1), days=30)
+        cities = pd.read_csv(PROJECT_ROOT / "dbt_like_sql" / "seeds" / "transaction_cities.csv")
+        detectors = train(root)
+        ours, theirs = [], []
+        for _ in range(args.runs):
+            seconds, sql_features = bankanom_run(root, detectors)
+            ours.append(seconds)
+            print("bankanom", {k: round(v, 2) for k, v in seconds.items()}, flush=True)
+            seconds, pd_features = pandas_run(csv, cities, detectors)
+            theirs.append(seconds)
+            print("pandas  ", {k: round(v, 2) for k, v in seconds.items()}, flush=True)
+        joined = sql_features.join(pl.from_pandas(pd_features), on="transaction_id", suffix="_pd")
+        differences = {
+            f: float((joined[f].cast(pl.Float64) - joined[f"{f}_pd"].cast(pl.Float64)).abs().max())
+            for f in TRANSACTIONS.config.feature_names
+        }
+        median = {
+            side: {s: statistics.median(r[s] for r in runs) for s in runs[0]}
+            for side, runs in (("bankanom", ours), ("pandas_sklearn", theirs))
+        }
+        result = {
+            "rows": args.rows,
+            "runs": args.runs,
+            "median_seconds": median,
+            "pandas_over_bankanom": median["pandas_sklearn"]["total"] / median["bankanom"]["total"],
+            "features_pandas_over_sql": median["pandas_sklearn"]["features"] / median["bankanom"]["features"],
+            "rows_compared": joined.height,
+            "max_abs_feature_difference": differences,
+            "target": "1M transactions: ingest + validate + features + score <= 30 s",
+        }
+        print(result, flush=True)
+        record("transactions", result)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
