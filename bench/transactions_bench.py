@@ -119,7 +119,7 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
     out["new_channel"] = (first_channel & (n_prev >= 3)).astype(int)
     bucket = df["ts"].dt.hour // 3
     same_hours = df.groupby([df["account_id"], bucket], sort=False).cumcount()
-    out["unusual_hour"] = np.where(n_prev >= 5, 1 - same_hours / n_prev.replace(0, 1), 0.0)
+    out["hour_share"] = np.where(n_prev >= 5, same_hours / n_prev.replace(0, 1), 1.0)
     km = pd.Series(_haversine(df["lat"], df["lon"], g["lat"].shift(), g["lon"].shift())).fillna(0)
     out["travel_km"] = km
     out["travel_speed_kmh"] = np.minimum(km / np.maximum(secs / 3600, 1 / 60), 20000)

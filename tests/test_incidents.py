@@ -2,7 +2,6 @@
 
 import datetime as dt
 import json
-import time
 
 import numpy as np
 import polars as pl
@@ -299,7 +298,8 @@ def test_partitions_never_share_an_incident():
     assert sorted(incidents["incident_id"].to_list()) == ["INC-20260105-0001", "INC-20260106-0001"]
 
 
-def test_grouping_100k_events_is_fast():
+def test_grouping_100k_events_puts_every_event_in_one_incident():
+    """At scale (its speed is measured by bench/detection_bench.py, not here)."""
     rng = np.random.default_rng(1)
     n = 100_000
     minutes = np.sort(rng.uniform(0, 1440, n))
@@ -320,7 +320,6 @@ def test_grouping_100k_events_is_fast():
             **{f: rng.normal(size=n) for f in FEATURES},
         }
     ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
-    began = time.perf_counter()
     config = default_incident_config().model_copy(
         update={"explain": default_incident_config().explain.model_copy(update={"rows_per_incident": 0})}
     )
@@ -328,4 +327,4 @@ def test_grouping_100k_events_is_fast():
         flagged, rng.normal(size=(n, len(FEATURES))), FEATURES, no_explain, config
     )
     assert len(ie) == n and incidents["event_count"].sum() == n
-    assert time.perf_counter() - began < 20  # ~3 s alone on 2 cores, shared
+    assert ie["event_id"].n_unique() == n

@@ -122,6 +122,18 @@ def test_definitions_load_completely():
         "incidents",
         "evaluation",
         "api_snapshot",
+        "raw_transactions",
+        "validated_transactions",
+        "transaction_labels",
+        "transaction_feature_patterns",
+        "features_transactions",
+        "transaction_isolation_forest_model",
+        "transaction_local_outlier_factor_model",
+        "promoted_transaction_models",
+        "scored_transactions",
+        "transaction_incidents",
+        "transaction_evaluation",
+        "transaction_snapshot",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {
@@ -136,12 +148,25 @@ def test_definitions_load_completely():
         ("local_outlier_factor_model", "score_distribution_sane"),
         ("local_outlier_factor_model", "not_worse_than_current"),
         ("scored_events", "every_event_scored"),
+        ("raw_transactions", "counts_reconcile"),
+        ("validated_transactions", "counts_reconcile"),
+        ("validated_transactions", "not_empty"),
+        ("validated_transactions", "quarantine_share"),
+        ("validated_transactions", "transaction_rules"),
+        ("transaction_isolation_forest_model", "score_distribution_sane"),
+        ("transaction_isolation_forest_model", "not_worse_than_current"),
+        ("transaction_local_outlier_factor_model", "score_distribution_sane"),
+        ("transaction_local_outlier_factor_model", "not_worse_than_current"),
+        ("scored_transactions", "every_transaction_scored"),
     }
     assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {
         "ingest_job",
         "features_job",
         "pipeline_job",
         "train_job",
+        "transaction_features_job",
+        "transactions_job",
+        "transaction_train_job",
     }
     assert {s.name for s in repository.schedule_defs} == {
         "pipeline_job_schedule",
@@ -159,6 +184,9 @@ def test_definitions_load_completely():
         for k in graph.get_all_asset_keys()
     }
     assert lineage["validated_logs"] == {"raw_logs"}
+    assert lineage["features_transactions"] == {"validated_transactions", "transaction_cities"}
+    assert lineage["scored_transactions"] == {"features_transactions", "promoted_transaction_models"}
+    assert lineage["transaction_incidents"] == {"scored_transactions", "transaction_feature_patterns"}
     assert lineage["stg_logs"] == {"validated_logs"}
     assert lineage["features_events"] == {
         "stg_logs",

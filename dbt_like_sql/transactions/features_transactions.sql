@@ -11,8 +11,7 @@ WITH tx AS (
         c.lat, c.lon,
         ln(1 + t.amount) AS log_amount,
         CASE WHEN t.transaction_type = 'Debit' THEN t.amount ELSE 0 END AS debit,
-        hour(t.ts) + minute(t.ts) / 60 AS hour_of_day,
-        hour(t.ts) // 3 AS hour_bucket
+        hour(t.ts) + minute(t.ts) / 60 AS hour_of_day
     FROM {{ source('raw', 'validated_transactions') }} AS t
     LEFT JOIN {{ ref('transaction_cities') }} AS c ON lower(c.location) = lower(t.location)
     WHERE t.partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
@@ -37,7 +36,11 @@ WITH tx AS (
         row_number() OVER (PARTITION BY account_id, lower(location) ORDER BY ts, transaction_id) = 1 AS first_location,
         row_number() OVER (PARTITION BY account_id, merchant_id ORDER BY ts, transaction_id) = 1 AS first_merchant,
         row_number() OVER (PARTITION BY account_id, channel ORDER BY ts, transaction_id) = 1 AS first_channel,
-        row_number() OVER (PARTITION BY account_id, hour_bucket ORDER BY ts, transaction_id) - 1 AS n_prev_same_hours
+        -- earlier transactions of the account in each hour of the day (h0 .. h23): running counts up to
+        -- and including this row (a frame DuckDB streams), less this row itself
+        {%- for h in range(24) %}
+        count(*) FILTER (WHERE hour(ts) = {{ h }}) OVER acct_upto - (hour(ts) = {{ h }})::INT AS h{{ h }}{{ "," if not loop.last }}
+        {%- endfor %}
     FROM tx
     WINDOW
         acct AS (PARTITION BY account_id ORDER BY ts, transaction_id),
@@ -57,7 +60,13 @@ WITH tx AS (
             pow(sin(radians(lat - prev_lat) / 2), 2)
             + cos(radians(lat)) * cos(radians(prev_lat)) * pow(sin(radians(lon - prev_lon) / 2), 2)
         )), 0) AS travel_km,
-        coalesce(epoch(ts - prev_ts), 30 * 86400) AS secs_since_prev
+        coalesce(epoch(ts - prev_ts), 30 * 86400) AS secs_since_prev,
+        -- earlier transactions within two hours of this one's hour of the day (circular)
+        CASE hour(ts)
+            {%- for h in range(24) %}
+            WHEN {{ h }} THEN {% for d in range(-2, 3) %}h{{ (h + d) % 24 }}{{ " + " if not loop.last }}{% endfor %}
+            {%- endfor %}
+        END AS n_prev_near_hour
     FROM history
 )
 SELECT
@@ -90,7 +99,8 @@ SELECT
     (n_prev >= 1 AND first_location)::INT AS new_location,
     (n_prev >= 1 AND first_merchant)::INT AS new_merchant,
     (n_prev >= 3 AND first_channel)::INT AS new_channel,
-    CASE WHEN n_prev >= 5 THEN 1 - n_prev_same_hours / n_prev ELSE 0 END AS unusual_hour,
+    -- share of the account's earlier transactions within two hours of this time of day (1 until it has 5)
+    CASE WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
     -- travel
     travel_km,
     least(travel_km / greatest(secs_since_prev / 3600, 1 / 60), 20000) AS travel_speed_kmh,
