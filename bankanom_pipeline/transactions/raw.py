@@ -6,8 +6,8 @@ line whose fields match the header, duplicates included; typing and de-duplicati
 or in ``raw_transactions_rejected`` with its file, line number, text and reason. Nothing is dropped:
 lines read = loaded + rejected, per partition.
 
-Lines are sliced straight out of the file's bytes (as for logs) and split in Arrow; only lines holding a quote
-character go through Python's ``csv`` module (quoted commas). A record whose quoted field spans lines is
+Lines are sliced straight out of the file's bytes (as for logs) and split into columns by polars; only
+lines holding a quote character go through Python's ``csv`` module (quoted commas). A record whose quoted field spans lines is
 not supported: its pieces are rejected with the field count they have.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -78,16 +79,32 @@ def labels_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"*{LABELS_SUFFIX}") if not p.name.startswith("."))
 
 
-def _split(lines: pa.LargeStringArray) -> pa.Array:
-    """Each line's fields. Plain lines split on commas in Arrow; the few with quotes go through ``csv``."""
-    quoted = pc.match_substring(lines, '"').to_numpy(zero_copy_only=False)
-    fields = pc.split_pattern(lines, ",")
-    if not quoted.any():
-        return fields
-    parsed = fields.to_pylist()
-    for i in np.flatnonzero(quoted):
-        parsed[i] = next(csv.reader([lines[int(i)].as_py()]), [])
-    return pa.array(parsed, pa.list_(pa.large_string()))
+def _fields(lines: pa.Array, width: int) -> pl.DataFrame:
+    """Each line's field count and its first ``width`` fields as columns f1..f<width> (null past the
+    end). Plain lines split on commas in polars; the few holding a quote go through ``csv``."""
+    text = pl.Series("line", lines, dtype=pl.String)
+    split = text.str.split(",")
+    quoted = text.str.contains('"', literal=True).arg_true()
+    if len(quoted):
+        parsed = pl.DataFrame(
+            {
+                "row": quoted,
+                "parsed": pl.Series(
+                    [next(csv.reader([text[i]]), []) for i in quoted], dtype=pl.List(pl.String)
+                ),
+            }
+        )
+        split = (
+            pl.DataFrame({"split": split})
+            .with_row_index("row")
+            .join(parsed, on="row", how="left", maintain_order="left")
+            .select(pl.coalesce("parsed", "split"))
+            .to_series()
+        )
+    return pl.DataFrame(
+        {"n_fields": split.list.len()}
+        | {f"f{k}": split.list.get(k - 1, null_on_oob=True) for k in range(1, width + 1)}
+    )
 
 
 def _header(first: str) -> tuple[list[str], str | None]:
@@ -111,13 +128,13 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
     expected = len(names)
     position = {name: i + 1 for i, name in enumerate(names)}
     if file_problem is None:
-        values = ", ".join(f"fields[{position[c]}] AS {col}" for c, col in COLUMNS.items())
+        values = ", ".join(f"f{position[c]} AS {col}" for c, col in COLUMNS.items())
         extras = [n for n in names if n not in COLUMNS]
     else:
         values = ", ".join(f"NULL AS {col}" for col in COLUMNS.values())
         extras = []
     extra = (
-        "json_object(" + ", ".join(f"{_sql_text(n)}, fields[{position[n]}]" for n in extras) + ")"
+        "json_object(" + ", ".join(f"{_sql_text(n)}, f{position[n]}" for n in extras) + ")"
         if extras
         else "NULL::JSON"
     )
@@ -126,7 +143,7 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
             WHEN NOT utf8_ok THEN 'invalid UTF-8'
             WHEN trim(line) = '' THEN 'empty line'
             WHEN {problem} IS NOT NULL THEN {problem}
-            WHEN len(fields) <> {expected} THEN 'expected {expected} fields, found ' || len(fields)
+            WHEN n_fields <> {expected} THEN 'expected {expected} fields, found ' || n_fields
         END"""
     checked = f"SELECT *, {reason} AS reason FROM _file_lines"
     loaded = f"""INSERT INTO raw_transactions
@@ -148,13 +165,15 @@ def _file_table(path: Path, name: str) -> tuple[pa.Table, list[str], str | None]
     body = lines.slice(1)
     table = pa.table(
         {
-            "source_file": pa.array([name] * len(body), pa.string()),
+            "source_file": pa.DictionaryArray.from_arrays(np.zeros(len(body), dtype=np.int32), [name]),
             "line_no": pa.array(np.arange(2, len(lines) + 1, dtype=np.int64)),
             "line": body,
             "utf8_ok": pa.array(ok[1:]),
-            "fields": _split(body),
         }
     )
+    fields = _fields(body, max(len(names), 1)).to_arrow()
+    for column in fields.column_names:
+        table = table.append_column(column, fields[column])
     return table, names, problem
 
 
