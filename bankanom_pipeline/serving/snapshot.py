@@ -38,10 +38,12 @@ _TABLES = {
     ),
     "incidents": ("SELECT * FROM incidents WHERE partition_date BETWEEN $start AND $end", "start_ts"),
     "incident_events": (
+        # with the raw log line (level, message, metrics): the console's "raw event" view
         """SELECT ie.partition_date, ie.incident_id, ie.event_id, s.ts, s.source_service, s.user_id,
-                  s.ip_address, s.ensemble_score
+                  s.ip_address, s.ensemble_score, v.log_level, v.message, v.geo_location, v.metrics
            FROM incident_events AS ie
            JOIN scored_events AS s USING (partition_date, event_id)
+           LEFT JOIN validated_logs AS v ON v.partition_date = ie.partition_date AND v.event_id = ie.event_id
            WHERE ie.partition_date BETWEEN $start AND $end""",
         "incident_id, ts",
     ),
@@ -67,7 +69,10 @@ _TABLES = {
     ),
 }
 # a table is published only when every table its query reads exists
-_NEEDS = {"transactions": ("validated_transactions", "scored_transactions")}
+_NEEDS = {
+    "incident_events": ("incident_events", "scored_events", "validated_logs"),
+    "transactions": ("validated_transactions", "scored_transactions"),
+}
 
 
 def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:
