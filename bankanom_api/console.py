@@ -38,7 +38,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pydantic import ValidationError
 
 from bankanom_api import console_svg
-from bankanom_api.predict import DuplicateEventIds, Predictor
+from bankanom_api.predict import Predictor
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.security import KeyChecker, RateLimiter
 from bankanom_api.state import ServingState, Snapshot
@@ -167,13 +167,6 @@ def _int(value: str | None, default: int, low: int = 1) -> int:
         return max(low, int(value or default))
     except ValueError:
         return default
-
-
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -634,10 +627,7 @@ def install(
         models = state.models
         if models is None:
             return predict_page(request, 503, event_text=text, event_errors=["no promoted log models yet"])
-        try:
-            result = predictor.predict([posted], models, None)[0]
-        except DuplicateEventIds as error:  # cannot happen for one event; kept for symmetry
-            return predict_page(request, 422, event_text=text, event_errors=[str(error)])
+        result = predictor.predict([posted], models, None)[0]  # one event: no duplicate ids
         result["versions"] = models.versions
         return predict_page(request, event_text=text, event_result=result)
 

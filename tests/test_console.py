@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from bankanom_pipeline import feedback
+from bankanom_pipeline.automation import alerts
 from bankanom_pipeline.detection.assets import evaluation
 from bankanom_pipeline.transactions.assets import transaction_evaluation
 from bankanom_pipeline.transactions.generator import write
@@ -307,6 +309,33 @@ def test_feedback_is_stored_and_counted(analyst, world):
     assert feedback.read(world / "feedback.duckdb").height == rows.height
 
 
+def test_concurrent_feedback_posts_are_all_stored(analyst, world):
+    flagged = [
+        r[0]
+        for r in served(
+            world, "SELECT transaction_id FROM transactions WHERE is_anomaly ORDER BY ts LIMIT 16"
+        )
+    ]
+    token = csrf_of(analyst.get("/console/transactions").text)
+    before = feedback.read(world / "feedback.duckdb").height if (world / "feedback.duckdb").exists() else 0
+
+    def post(target: str) -> int:
+        data = {
+            "csrf": token,
+            "kind": "transaction",
+            "target_id": target,
+            "label": "unsure",
+            "comment": "parallel",
+        }
+        return analyst.post("/console/feedback", data=data).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(post, flagged)) == {303}
+    rows = feedback.read(world / "feedback.duckdb")
+    assert rows.height == before + len(flagged)
+    assert set(rows.filter(rows["comment"] == "parallel")["target_id"].to_list()) == set(flagged)
+
+
 # -- pages ----------------------------------------------------------------------------------------------
 
 
@@ -341,7 +370,11 @@ def test_pages_render_from_the_snapshot(analyst, world):
         == served(world, f"SELECT count(*) FROM incidents WHERE list_contains(services, '{service}')")[0][0]
     )
     assert analyst.get("/console/incidents/INC-NOPE").status_code == 404
+    alerts.record(
+        world / "alerts.duckdb", "run-0123456789", "pipeline_job", DEMO_DAY, "boom: disk full", None
+    )
     for path, text in [
+        ("/console/models", "boom: disk full"),
         ("/console/transactions", "flagged transactions"),
         ("/console/predict", "Score transaction"),
         ("/console/models", "Failed runs (pipeline_alerts)"),
