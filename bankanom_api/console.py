@@ -633,10 +633,10 @@ def install(
 
     # -- models and pipeline --------------------------------------------------------------------------
 
-    def evaluation(table: str) -> dict[str, Any]:
+    def evaluation(table: str, curve_table: str) -> dict[str, Any]:
         snap = snapshot(table)
         if snap is None:
-            return {"day": None, "wide": [], "other": {}, "points": {}, "svg": ""}
+            return {"day": None, "wide": [], "other": {}, "points": {}, "svg": "", "curves": False}
         _, found = snap.query(
             f"SELECT partition_date, model, metric, value FROM {table} "
             f"WHERE partition_date = (SELECT max(partition_date) FROM {table}) ORDER BY model, metric"
@@ -654,12 +654,20 @@ def install(
             for m, v in by_model.items()
             if v.get("recall") is not None and v.get("precision") is not None
         }
+        curves: dict[str, list[tuple[float, float]]] = {}
+        if found and snap.has(curve_table):
+            for model, recall, precision in snap.query(
+                f"SELECT model, recall, precision FROM {curve_table} WHERE partition_date = ? ORDER BY model, point",
+                [found[0][0]],
+            )[1]:
+                curves.setdefault(model, []).append((recall, precision))
         return {
+            "curves": bool(curves),
             "day": found[0][0] if found else None,
             "wide": wide,
             "other": by_model.get("incidents", {}),
             "analyst": {k: v for k, v in by_model.get("ensemble", {}).items() if k.startswith("analyst_")},
-            "svg": console_svg.operating_points(points) if points else "",
+            "svg": console_svg.operating_points(points, curves) if points else "",
         }
 
     def manifests(models) -> list[dict]:
@@ -707,8 +715,8 @@ def install(
             "models.html",
             log_models=manifests(state.models),
             tx_models=manifests(state.transaction_models),
-            log_eval=evaluation("evaluation_metrics"),
-            tx_eval=evaluation("transaction_evaluation_metrics"),
+            log_eval=evaluation("evaluation_metrics", "evaluation_curves"),
+            tx_eval=evaluation("transaction_evaluation_metrics", "transaction_evaluation_curves"),
             pointer=snap.pointer if snap is not None else None,
             registry=registry,
             failures=failures,

@@ -111,8 +111,14 @@ def deviation_bars(features: list[dict], width: int = 640) -> str:
     return "".join(parts)
 
 
-def operating_points(points: dict[str, tuple[float, float]], size: int = 320) -> str:
-    """Each model's (recall, precision) at its deployed threshold on a precision-recall plane."""
+def operating_points(
+    points: dict[str, tuple[float, float]],
+    curves: dict[str, list[tuple[float, float]]] | None = None,
+    size: int = 320,
+) -> str:
+    """Each model's (recall, precision) at its deployed threshold on a precision-recall plane, over its
+    precision-recall curve (``curves``: model -> [(recall, precision)]) when there is one."""
+    curves = curves or {}
     usable = {name: (r, p) for name, (r, p) in points.items() if not (math.isnan(r) or math.isnan(p))}
     if not usable:
         return '<p class="muted">No precision and recall in the snapshot to draw.</p>'
@@ -133,6 +139,13 @@ def operating_points(points: dict[str, tuple[float, float]], size: int = 320) ->
         )
     for i, (name, (recall, precision)) in enumerate(sorted(usable.items())):
         colour = PALETTE[i % len(PALETTE)]
+        if curves.get(name):
+            line = " ".join(
+                f"{_num(pad + r * plot)},{_num(pad // 2 + (1 - p) * plot)}" for r, p in curves[name]
+            )
+            parts.append(
+                f'<polyline class="pr-curve" points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
+            )
         cx, cy = pad + recall * plot, pad // 2 + (1 - precision) * plot
         parts.append(
             f'<circle cx="{_num(cx)}" cy="{_num(cy)}" r="6" fill="{colour}"><title>{escape(name)}: '

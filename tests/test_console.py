@@ -383,6 +383,11 @@ def test_pages_render_from_the_snapshot(analyst, world):
         assert response.status_code == 200 and text in response.text, path
     models = analyst.get("/console/models").text
     assert "isolation_forest-" in models and "Latest evaluated day" in models
+    # both evaluations' precision-recall curves, from the snapshot
+    assert (
+        models.count('class="pr-curve"') >= 8
+        and "Precision-recall curves of the latest evaluated day" in models
+    )
 
 
 def test_the_predict_forms_show_scores_or_field_errors(analyst):

@@ -19,6 +19,7 @@ from bankanom_pipeline.detection.evaluation import (
     markdown_table,
     metrics_wide,
     pr_curve_png,
+    pr_curve_points,
 )
 from bankanom_pipeline.detection.incidents import build_incidents, normal_values
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
@@ -405,6 +406,9 @@ def evaluation(
     truth = joined["label_is_anomaly"].to_numpy()
     curves = {name: joined[column].to_numpy() for name, (column, _) in models.items()}
     png = pr_curve_png(truth, curves)
+    with warehouse.connection() as con:
+        points = pr_curve_points(truth, curves, dt.date.fromisoformat(day))
+        replace_partition(con, "evaluation_curves", points, day)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.height,

@@ -63,6 +63,15 @@ _TABLES = {
         "account_id, ts, transaction_id",
     ),
     "transaction_incidents": ("SELECT * FROM transaction_incidents", "start_ts"),
+    # precision-recall curves (at most 200 points per model and day): the console draws them
+    "evaluation_curves": (
+        "SELECT * FROM evaluation_curves WHERE partition_date BETWEEN $start AND $end",
+        "partition_date, model, point",
+    ),
+    "transaction_evaluation_curves": (
+        "SELECT * FROM transaction_evaluation_curves",
+        "partition_date, model, point",
+    ),
     "transaction_evaluation_metrics": (
         "SELECT * FROM transaction_evaluation_metrics",
         "partition_date, model, metric",

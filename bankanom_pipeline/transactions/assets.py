@@ -3,6 +3,7 @@ scored_transactions and transaction_evaluation. The feature and incident tables 
 (``dbt_like_sql/transactions/``); the models are trained and promoted by the shared detection assets."""
 
 import base64
+import datetime as dt
 
 import dagster as dg
 import numpy as np
@@ -15,7 +16,7 @@ from bankanom_pipeline.detection.assets import (
     first_finite,
     registry_for,
 )
-from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
+from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.partitions import daily_partitions
@@ -391,7 +392,11 @@ def transaction_evaluation(
         .fill_null(False)
         .to_numpy()
     )
-    png = pr_curve_png(truth, {name: scored[column].to_numpy() for name, (column, _) in models.items()})
+    curves = {name: scored[column].to_numpy() for name, (column, _) in models.items()}
+    png = pr_curve_png(truth, curves)
+    with warehouse.connection() as con:
+        points = pr_curve_points(truth, curves, dt.date.fromisoformat(day))
+        replace_partition(con, "transaction_evaluation_curves", points, day)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.height,
