@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bankanom_api import console
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
 from bankanom_api.predict import DuplicateEventIds, Predictor
 from bankanom_api.schemas import (
@@ -98,7 +99,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    protected = [Depends(guard(keys, RateLimiter(settings.rate_limit)))]
+    limiter = RateLimiter(settings.rate_limit)
+    protected = [Depends(guard(keys, limiter))]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -391,6 +393,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "top_features": json.loads(row["top_features"] or "[]"),
         }
         return IncidentDetail(**row, root_cause=root_cause, events=_rows(columns, events))
+
+    console.install(
+        app,
+        state,
+        keys,
+        limiter,
+        RateLimiter(settings.login_rate_limit),
+        predictor,
+        console.session_secret(settings.console_secret, settings.api_keys),
+        settings.feedback_db,
+        settings.alerts_db,
+    )
 
     # -- metrics ------------------------------------------------------------------------------------
 

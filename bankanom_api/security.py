@@ -24,6 +24,10 @@ class KeyChecker:
             raise ValueError("no API keys configured: set BANKANOM_API_KEYS (comma-separated)")
         self._keys = [k.encode() for k in keys]
 
+    def known_ids(self) -> set[str]:
+        """The ids ``identify`` returns, one per configured key (a console session names one)."""
+        return {_key_id(key) for key in self._keys}
+
     def identify(self, presented: str | None) -> str:
         """A stable, non-secret id of the matching key (for rate limits and logs); 401 otherwise."""
         candidate = (presented or "").encode()
@@ -37,7 +41,11 @@ class KeyChecker:
                 detail=f"missing or invalid API key (header {API_KEY_HEADER})",
                 headers={"WWW-Authenticate": "ApiKey"},
             )
-        return hashlib.sha256(matched).hexdigest()[:12]
+        return _key_id(matched)
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:12]
 
 
 class RateLimiter:

@@ -22,6 +22,11 @@ class ApiSettings:
     max_batch: int = 10_000  # events per POST /predict; more is refused with 413
     reload_seconds: float = 1.0  # how often the pointers to models and snapshots are checked
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
+    # the analyst console (/console)
+    feedback_db: Path = field(default_factory=pipeline_settings.feedback_path)
+    alerts_db: Path = field(default_factory=pipeline_settings.alerts_path)
+    console_secret: str = ""  # signs session cookies; empty: derived from the API keys
+    login_rate_limit: str = "10/minute"  # console login attempts per client address
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -32,4 +37,6 @@ class ApiSettings:
             max_batch=int(env.get("BANKANOM_API_MAX_BATCH", cls.max_batch)),
             reload_seconds=float(env.get("BANKANOM_API_RELOAD_SECONDS", cls.reload_seconds)),
             cors_origins=_list(env.get("BANKANOM_API_CORS_ORIGINS")),
+            console_secret=env.get("BANKANOM_CONSOLE_SECRET", ""),
+            login_rate_limit=env.get("BANKANOM_CONSOLE_LOGIN_LIMIT", cls.login_rate_limit),
         )

@@ -37,6 +37,11 @@ def alerts_path() -> Path:
     return Path(os.environ.get("BANKANOM_ALERTS_DB", data_dir() / "alerts.duckdb"))
 
 
+def feedback_path() -> Path:
+    """Analyst feedback from the console: the API's own small DuckDB file (see feedback.py)."""
+    return Path(os.environ.get("BANKANOM_FEEDBACK_DB", data_dir() / "feedback.duckdb"))
+
+
 def duckdb_memory_limit() -> str:
     """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
     return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")

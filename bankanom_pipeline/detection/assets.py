@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from bankanom_pipeline import settings
+from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.evaluation import (
@@ -19,6 +19,7 @@ from bankanom_pipeline.detection.evaluation import (
     markdown_table,
     metrics_wide,
     pr_curve_png,
+    pr_curve_points,
 )
 from bankanom_pipeline.detection.incidents import build_incidents, normal_values
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
@@ -371,11 +372,20 @@ def evaluation(
             con, "SELECT * FROM scored_events WHERE partition_date = ? ORDER BY event_key", [day]
         )
         labels = read_frame(con, "SELECT * FROM log_labels WHERE partition_date = ?", [day])
+        analyst = analyst_metrics(
+            con, day, "incident", "SELECT incident_id FROM incidents WHERE partition_date = ?"
+        )
         if labels.height == 0:
-            # real traffic has no ground truth: nothing to measure, and no reason to fail the day's run
-            context.log.warning(f"no ground truth for {day} in log_labels: nothing evaluated")
+            # real traffic has no ground truth: only the analysts' labels measure it
+            context.log.warning(f"no ground truth for {day} in log_labels: only analyst feedback evaluated")
+            if analyst["analyst_labelled"]:
+                replace_partition(con, "evaluation_metrics", analyst_rows(analyst, "incidents", day), day)
             return dg.MaterializeResult(
-                metadata={"evaluated": False, "reason": "no ground truth in log_labels"}
+                metadata={
+                    "evaluated": False,
+                    "reason": "no ground truth in log_labels",
+                    **analyst_metadata(analyst),
+                }
             )
         built = read_frame(con, "SELECT * FROM incidents WHERE partition_date = ?", [day])
         members = read_frame(con, "SELECT * FROM incident_events WHERE partition_date = ?", [day])
@@ -388,12 +398,17 @@ def evaluation(
         metrics, scenarios = evaluate(
             joined, built, members, models, partition_date=dt.date.fromisoformat(day)
         )
+        if analyst["analyst_labelled"]:
+            metrics = pl.concat([metrics, analyst_rows(analyst, "incidents", day)], how="vertical_relaxed")
         replace_partition(con, "evaluation_metrics", metrics, day)
         replace_partition(con, "evaluation_scenarios", scenarios, day)
     targets = check_targets(metrics)
     truth = joined["label_is_anomaly"].to_numpy()
     curves = {name: joined[column].to_numpy() for name, (column, _) in models.items()}
     png = pr_curve_png(truth, curves)
+    with warehouse.connection() as con:
+        points = pr_curve_points(truth, curves, dt.date.fromisoformat(day))
+        replace_partition(con, "evaluation_curves", points, day)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.height,
@@ -405,8 +420,47 @@ def evaluation(
             ),
             "targets_met": int(targets["met"].sum()),
             "targets_total": targets.height,
+            "incident_precision_synthetic": first_finite(
+                metrics.filter((pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision"))[
+                    "value"
+                ]
+            ),
+            **analyst_metadata(analyst),
         }
     )
+
+
+def analyst_metrics(con, day: str, kind: str, ids_query: str) -> dict[str, float]:
+    """Precision on the analysts' labels (the console's feedback) of the day's incidents or flagged
+    transactions: copies the feedback file into the warehouse's ``feedback`` table first."""
+    rows = feedback.copy_to_warehouse(con, settings.feedback_path())
+    ids = [r[0] for r in con.execute(ids_query, [day]).fetchall()]
+    return feedback.precision(rows, kind, ids)
+
+
+def analyst_rows(analyst: dict[str, float], model: str, day: str) -> pl.DataFrame:
+    """``analyst`` as evaluation-metrics rows (partition_date, model, metric, value)."""
+    return pl.DataFrame(
+        {
+            "partition_date": [dt.date.fromisoformat(day)] * len(analyst),
+            "model": [model] * len(analyst),
+            "metric": list(analyst),
+            "value": [float(v) for v in analyst.values()],
+        }
+    )
+
+
+def first_finite(values: pl.Series) -> float | None:
+    value = float(values[0]) if len(values) else float("nan")
+    return None if np.isnan(value) else value
+
+
+def analyst_metadata(analyst: dict[str, float]) -> dict:
+    precision = analyst["analyst_precision"]
+    return {
+        "analyst_precision": None if np.isnan(precision) else float(precision),
+        **{k: int(v) for k, v in analyst.items() if k != "analyst_precision"},
+    }
 
 
 # IsolationForest.score_samples is -1 * the paper's score s(x); s(x) > 0.5 is the paper's (and sklearn's

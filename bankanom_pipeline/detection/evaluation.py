@@ -257,6 +257,36 @@ def metrics_wide(metrics: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def pr_curve_points(
+    labels: np.ndarray, scores: Mapping[str, np.ndarray], day, max_points: int = 200
+) -> pl.DataFrame:
+    """The precision-recall curves of ``pr_curve_png`` as rows (partition_date, model, point, recall,
+    precision), at most ``max_points`` per model: what the snapshot publishes for the console to draw."""
+    from sklearn.metrics import precision_recall_curve
+
+    labels = np.asarray(labels, dtype=bool)
+    rows: list[tuple] = []
+    if 0 < labels.sum() < len(labels):
+        for name, s in scores.items():
+            precision, recall, _ = precision_recall_curve(labels, np.asarray(s, dtype=float))
+            step = max(1, len(recall) // max_points)
+            keep = np.unique(np.r_[np.arange(0, len(recall), step), len(recall) - 1])
+            rows += [
+                (day, name, i, float(recall[j]), float(precision[j])) for i, j in enumerate(keep.tolist())
+            ]
+    return pl.DataFrame(
+        rows,
+        schema={
+            "partition_date": pl.Date,
+            "model": pl.String,
+            "point": pl.Int64,
+            "recall": pl.Float64,
+            "precision": pl.Float64,
+        },
+        orient="row",
+    )
+
+
 def pr_curve_png(labels: np.ndarray, scores: Mapping[str, np.ndarray], max_points: int = 2000) -> bytes:
     """Precision-recall curves of several models on one plot, as PNG bytes."""
     import matplotlib

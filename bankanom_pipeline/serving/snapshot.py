@@ -38,10 +38,12 @@ _TABLES = {
     ),
     "incidents": ("SELECT * FROM incidents WHERE partition_date BETWEEN $start AND $end", "start_ts"),
     "incident_events": (
+        # with the raw log line (level, message, metrics): the console's "raw event" view
         """SELECT ie.partition_date, ie.incident_id, ie.event_id, s.ts, s.source_service, s.user_id,
-                  s.ip_address, s.ensemble_score
+                  s.ip_address, s.ensemble_score, v.log_level, v.message, v.geo_location, v.metrics
            FROM incident_events AS ie
            JOIN scored_events AS s USING (partition_date, event_id)
+           LEFT JOIN validated_logs AS v ON v.partition_date = ie.partition_date AND v.event_id = ie.event_id
            WHERE ie.partition_date BETWEEN $start AND $end""",
         "incident_id, ts",
     ),
@@ -61,13 +63,25 @@ _TABLES = {
         "account_id, ts, transaction_id",
     ),
     "transaction_incidents": ("SELECT * FROM transaction_incidents", "start_ts"),
+    # precision-recall curves (at most 200 points per model and day): the console draws them
+    "evaluation_curves": (
+        "SELECT * FROM evaluation_curves WHERE partition_date BETWEEN $start AND $end",
+        "partition_date, model, point",
+    ),
+    "transaction_evaluation_curves": (
+        "SELECT * FROM transaction_evaluation_curves",
+        "partition_date, model, point",
+    ),
     "transaction_evaluation_metrics": (
         "SELECT * FROM transaction_evaluation_metrics",
         "partition_date, model, metric",
     ),
 }
 # a table is published only when every table its query reads exists
-_NEEDS = {"transactions": ("validated_transactions", "scored_transactions")}
+_NEEDS = {
+    "incident_events": ("incident_events", "scored_events", "validated_logs"),
+    "transactions": ("validated_transactions", "scored_transactions"),
+}
 
 
 def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:

@@ -3,13 +3,20 @@ scored_transactions and transaction_evaluation. The feature and incident tables 
 (``dbt_like_sql/transactions/``); the models are trained and promoted by the shared detection assets."""
 
 import base64
+import datetime as dt
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from bankanom_pipeline.detection.assets import registry_for
-from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
+from bankanom_pipeline.detection.assets import (
+    analyst_metadata,
+    analyst_metrics,
+    analyst_rows,
+    first_finite,
+    registry_for,
+)
+from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.partitions import daily_partitions
@@ -304,6 +311,9 @@ def scored_transactions(
     )
 
 
+# the day's flagged transactions: what analysts mark in the console
+_FLAGGED = "SELECT transaction_id FROM scored_transactions WHERE partition_date = ? AND is_anomaly"
+
 # the predecessor's approach as a yardstick: a default Isolation Forest on the CSV's raw numbers
 BASELINE_COLUMNS = ["amount", "duration_s", "login_attempts", "balance", "customer_age"]
 BASELINE_THRESHOLD = 0.5  # the paper's (and sklearn's contamination="auto") cut on -score_samples
@@ -345,7 +355,14 @@ def transaction_evaluation(
         labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
         if labels.height == 0:
             context.log.warning(f"no ground truth for {day} in transaction_labels: nothing evaluated")
-            return dg.MaterializeResult(metadata={"evaluated": False, "reason": "no transaction_labels"})
+            analyst = analyst_metrics(con, day, "transaction", _FLAGGED)
+            if analyst["analyst_labelled"]:
+                replace_partition(
+                    con, "transaction_evaluation_metrics", analyst_rows(analyst, "ensemble", day), day
+                )
+            return dg.MaterializeResult(
+                metadata={"evaluated": False, "reason": "no transaction_labels", **analyst_metadata(analyst)}
+            )
         scored = read_frame(
             con,
             "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ? "
@@ -364,6 +381,9 @@ def transaction_evaluation(
             "baseline_isolation_forest": ("baseline_score", "baseline_flag"),
         }
         metrics, patterns = tx_evaluation.evaluate(scored, labels, incidents, models)
+        analyst = analyst_metrics(con, day, "transaction", _FLAGGED)
+        if analyst["analyst_labelled"]:
+            metrics = pl.concat([metrics, analyst_rows(analyst, "ensemble", day).drop("partition_date")])
         date = pl.lit(day).str.to_date().alias("partition_date")
         replace_partition(con, "transaction_evaluation_metrics", metrics.select(date, pl.all()), day)
         replace_partition(con, "transaction_evaluation_patterns", patterns.select(date, pl.all()), day)
@@ -372,12 +392,20 @@ def transaction_evaluation(
         .fill_null(False)
         .to_numpy()
     )
-    png = pr_curve_png(truth, {name: scored[column].to_numpy() for name, (column, _) in models.items()})
+    curves = {name: scored[column].to_numpy() for name, (column, _) in models.items()}
+    png = pr_curve_png(truth, curves)
+    with warehouse.connection() as con:
+        points = pr_curve_points(truth, curves, dt.date.fromisoformat(day))
+        replace_partition(con, "transaction_evaluation_curves", points, day)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": metrics.height,
             "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(metrics))),
             "patterns": dg.MetadataValue.md(markdown_table(patterns)),
+            "precision_synthetic": first_finite(
+                metrics.filter((pl.col("model") == "ensemble") & (pl.col("metric") == "precision"))["value"]
+            ),
+            **analyst_metadata(analyst),
             "pr_curve": dg.MetadataValue.md(
                 f"![PR curves](data:image/png;base64,{base64.b64encode(png).decode()})"
             ),
