@@ -39,11 +39,13 @@ from pydantic import ValidationError
 
 from bankanom_api import console_svg
 from bankanom_api.predict import Predictor
+from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.security import KeyChecker, RateLimiter
 from bankanom_api.state import ServingState, Snapshot
 from bankanom_api.transactions import EXAMPLE_TRANSACTION, Transaction, TransactionScorer
 from bankanom_pipeline import feedback
+from bankanom_pipeline import settings as pipeline_settings
 
 log = logging.getLogger("bankanom_api.console")
 
@@ -710,6 +712,7 @@ def install(
             )
             registry = _rows(columns, found)
         failures, alerts_problem = alerts()
+        runs, runs_problem = recent_runs(pipeline_settings.dagster_home())
         return render(
             request,
             "models.html",
@@ -721,6 +724,8 @@ def install(
             registry=registry,
             failures=failures,
             alerts_problem=alerts_problem,
+            runs=runs,
+            runs_problem=runs_problem,
             feedback_counts=feedback_summary(feedback_rows()),
             problems=dict(state.errors),
         )

@@ -45,3 +45,8 @@ def feedback_path() -> Path:
 def duckdb_memory_limit() -> str:
     """DuckDB's own memory cap for pipeline connections; beyond it joins, sorts and windows spill to disk."""
     return os.environ.get("BANKANOM_DUCKDB_MEMORY_LIMIT", "1GB")
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder the CLI and ``bankanom up`` use (run history, sensor cursors)."""
+    return Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home"))
