@@ -24,6 +24,7 @@ from bankanom_pipeline.transactions import evaluation as tx_evaluation
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
 from bankanom_pipeline.transactions.scoring import top_features
 from bankanom_pipeline.transactions.validation import load_labels, validate_partition
+from bankanom_pipeline.validation.assets import ValidationConfig, validation_checks, validation_result
 from bankanom_pipeline.warehouse.frames import read_batches, read_frame, replace_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
@@ -88,10 +89,6 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     )
 
 
-class TransactionValidationConfig(dg.Config):
-    max_quarantine_share: float = 0.05  # above this, downstream work stops: the input is suspect
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["raw_transactions"],
@@ -102,87 +99,14 @@ class TransactionValidationConfig(dg.Config):
         "raw_transactions typed and checked against transaction_rules.yaml (Great Expectations); failing "
         "rows and duplicate TransactionIDs go to quarantine_transactions with the rules they broke."
     ),
-    check_specs=[
-        dg.AssetCheckSpec(
-            "counts_reconcile",
-            asset="validated_transactions",
-            blocking=True,
-            description="raw = validated + quarantined + duplicates",
-        ),
-        dg.AssetCheckSpec(
-            "not_empty",
-            asset="validated_transactions",
-            blocking=True,
-            description="the partition has validated rows",
-        ),
-        dg.AssetCheckSpec(
-            "quarantine_share",
-            asset="validated_transactions",
-            blocking=True,
-            description="quarantined share of raw rows at most max_quarantine_share",
-        ),
-        dg.AssetCheckSpec(
-            "transaction_rules",
-            asset="validated_transactions",
-            description="Great Expectations results per rule (warns on any failing row)",
-        ),
-    ],
+    check_specs=validation_checks("validated_transactions", "transaction_rules"),
 )
 def validated_transactions(
-    context: dg.AssetExecutionContext, config: TransactionValidationConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     with warehouse.connection() as con:
         counts, outcomes = validate_partition(con, context.partition_key)
-    share = counts.quarantined / counts.raw if counts.raw else 0.0
-    rules = _md(
-        ["rule", "expectation", "unexpected", "%", "examples"],
-        [
-            (
-                o.check.label,
-                f"`{o.check.expectation}`",
-                o.unexpected_count,
-                f"{o.unexpected_percent:.3f}",
-                ", ".join(map(str, o.examples))[:120],
-            )
-            for o in outcomes
-        ],
-    )
-    reconcile = {
-        "raw": counts.raw,
-        "validated": counts.validated,
-        "quarantined": counts.quarantined,
-        "duplicates": counts.duplicates,
-    }
-    return dg.MaterializeResult(
-        metadata={
-            **reconcile,
-            "dagster/row_count": counts.validated,
-            "quarantine_share": share,
-            "quarantined_by_rule": dg.MetadataValue.json(counts.quarantined_by_rule),
-            "transaction_rules": rules,
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="counts_reconcile",
-                passed=counts.raw == counts.validated + counts.quarantined + counts.duplicates,
-                metadata=reconcile,
-            ),
-            dg.AssetCheckResult(
-                check_name="not_empty", passed=counts.validated > 0, metadata={"validated": counts.validated}
-            ),
-            dg.AssetCheckResult(
-                check_name="quarantine_share",
-                passed=share <= config.max_quarantine_share,
-                metadata={"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share},
-            ),
-            dg.AssetCheckResult(
-                check_name="transaction_rules",
-                passed=all(o.unexpected_count == 0 for o in outcomes),
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"rules": rules},
-            ),
-        ],
-    )
+    return validation_result(counts, outcomes, config.max_quarantine_share, "transaction_rules")
 
 
 @dg.asset(

@@ -9,13 +9,13 @@ earlier partition already validated (a file delivered twice on different days is
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.quarantine import ValidationCounts, write_partition
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
 TEXT_COLUMNS = (
@@ -80,18 +80,6 @@ RULE_COLUMNS = (
 _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 
 
-@dataclass
-class ValidationCounts:
-    raw: int = 0
-    validated: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def _frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The typed rows GX checks: ids and free text as Arrow-backed columns (no Python object per value),
     the rest as plain pandas types for GX's value comparisons."""
@@ -117,12 +105,14 @@ def validate_partition(
         outcomes = run_checks(
             {"transactions": _frame(con)}, build_checks(load_rules(RULES_PATH), {}, "transactions")
         )
-        con.register("_broken", broken_rows(outcomes).to_arrow())
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table in ("validated_transactions", "quarantine_transactions"):
-                con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
-            con.execute(
+        counts = write_partition(
+            con,
+            day,
+            outcomes,
+            raw="raw_transactions",
+            validated="validated_transactions",
+            quarantine="quarantine_transactions",
+            inserts=[
                 """
                 INSERT INTO validated_transactions
                 SELECT $day, t.transaction_id, t.account_id, t.amount, t.ts, t.transaction_type,
@@ -133,9 +123,6 @@ def validate_partition(
                 WHERE NOT t.is_duplicate
                 ORDER BY t.idx
                 """,
-                {"day": day},
-            )
-            con.execute(
                 f"""
                 INSERT INTO quarantine_transactions
                 SELECT $day, t.source_file, t.line_no, t.transaction_id,
@@ -147,39 +134,11 @@ def validate_partition(
                 WHERE t.is_duplicate OR b.idx IS NOT NULL
                 ORDER BY t.idx
                 """,
-                {"day": day},
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("_broken")
-        counts = _counts(con, day)
+            ],
+        )
     finally:
         con.execute("DROP TABLE IF EXISTS _typed_tx")
-    if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
-        raise RuntimeError(f"validated_transactions {day}: counts do not reconcile: {counts.as_dict()}")
     return counts, outcomes
-
-
-def _counts(con: duckdb.DuckDBPyConnection, day: dt.date) -> ValidationCounts:
-    def scalar(sql: str) -> int:
-        return con.execute(sql, {"day": day}).fetchone()[0]
-
-    by_rule = con.execute(
-        "SELECT rule, count(*) FROM (SELECT unnest(rules) AS rule FROM quarantine_transactions "
-        "WHERE partition_date = $day AND kind = 'invalid') GROUP BY ALL ORDER BY 2 DESC, 1",
-        {"day": day},
-    ).fetchall()
-    quarantined = "SELECT count(*) FROM quarantine_transactions WHERE partition_date = $day AND kind = "
-    return ValidationCounts(
-        raw=scalar("SELECT count(*) FROM raw_transactions WHERE partition_date = $day"),
-        validated=scalar("SELECT count(*) FROM validated_transactions WHERE partition_date = $day"),
-        quarantined=scalar(quarantined + "'invalid'"),
-        duplicates=scalar(quarantined + "'duplicate'"),
-        quarantined_by_rule=dict(by_rule),
-    )
 
 
 def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> int:

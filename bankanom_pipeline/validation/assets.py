@@ -6,6 +6,8 @@ from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.settings import mock_config_path
 from bankanom_pipeline.validation.logs import validate_partition, write_labels
+from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.rules import Outcome
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 
@@ -13,45 +15,36 @@ class ValidationConfig(dg.Config):
     max_quarantine_share: float = 0.05  # above this, downstream work stops: the input is suspect
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    deps=["raw_logs"],
-    pool="duckdb",
-    group_name="validation",
-    kinds={"duckdb"},
-    description=(
-        "raw_logs typed and checked against log_rules.yaml (Great Expectations); failing rows and "
-        "duplicate event_ids go to quarantine_logs with the rules they broke."
-    ),
-    check_specs=[
+def validation_checks(asset: str, rules_check: str) -> list[dg.AssetCheckSpec]:
+    """The checks every validated table carries (logs and transactions alike)."""
+    return [
         dg.AssetCheckSpec(
             "counts_reconcile",
-            asset="validated_logs",
+            asset=asset,
             blocking=True,
             description="raw = validated + quarantined + duplicates",
         ),
         dg.AssetCheckSpec(
-            "not_empty", asset="validated_logs", blocking=True, description="the partition has validated rows"
+            "not_empty", asset=asset, blocking=True, description="the partition has validated rows"
         ),
         dg.AssetCheckSpec(
             "quarantine_share",
-            asset="validated_logs",
+            asset=asset,
             blocking=True,
             description="quarantined share of raw rows at most max_quarantine_share",
         ),
         dg.AssetCheckSpec(
-            "log_rules",
-            asset="validated_logs",
+            rules_check,
+            asset=asset,
             description="Great Expectations results per rule (warns on any failing row)",
         ),
-    ],
-)
-def validated_logs(
-    context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
+    ]
+
+
+def validation_result(
+    counts: ValidationCounts, outcomes: list[Outcome], max_quarantine_share: float, rules_check: str
 ) -> dg.MaterializeResult:
-    services = load_config(mock_config_path()).service_sources
-    with warehouse.connection() as con:
-        counts, outcomes = validate_partition(con, context.partition_key, services)
+    """Metadata (reconciled counts, GX results per rule) and the results of ``validation_checks``."""
     share = counts.quarantined / counts.raw if counts.raw else 0.0
     rows = "\n".join(
         f"| {o.check.label} | `{o.check.expectation}` | {o.unexpected_count} | {o.unexpected_percent:.3f} "
@@ -73,7 +66,7 @@ def validated_logs(
             "dagster/row_count": counts.validated,
             "quarantine_share": share,
             "quarantined_by_rule": dg.MetadataValue.json(counts.quarantined_by_rule),
-            "log_rules": gx_table,
+            rules_check: gx_table,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -86,11 +79,11 @@ def validated_logs(
             ),
             dg.AssetCheckResult(
                 check_name="quarantine_share",
-                passed=share <= config.max_quarantine_share,
-                metadata={"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share},
+                passed=share <= max_quarantine_share,
+                metadata={"quarantine_share": share, "max_quarantine_share": max_quarantine_share},
             ),
             dg.AssetCheckResult(
-                check_name="log_rules",
+                check_name=rules_check,
                 passed=all(o.unexpected_count == 0 for o in outcomes),
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
@@ -100,6 +93,27 @@ def validated_logs(
             ),
         ],
     )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["raw_logs"],
+    pool="duckdb",
+    group_name="validation",
+    kinds={"duckdb"},
+    description=(
+        "raw_logs typed and checked against log_rules.yaml (Great Expectations); failing rows and "
+        "duplicate event_ids go to quarantine_logs with the rules they broke."
+    ),
+    check_specs=validation_checks("validated_logs", "log_rules"),
+)
+def validated_logs(
+    context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    services = load_config(mock_config_path()).service_sources
+    with warehouse.connection() as con:
+        counts, outcomes = validate_partition(con, context.partition_key, services)
+    return validation_result(counts, outcomes, config.max_quarantine_share, "log_rules")
 
 
 @dg.asset(

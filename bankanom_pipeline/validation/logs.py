@@ -8,13 +8,13 @@ quarantined as a duplicate of an earlier row with the same ``event_id``. The gro
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field
 
 import duckdb
 import pandas as pd
 
 from bankanom_pipeline.metrics_catalogue import METRICS
-from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.quarantine import ValidationCounts, write_partition
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
 
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
 _METRIC_NAMES = "|".join(METRICS)
@@ -46,18 +46,6 @@ _UNPIVOT = " UNION ALL ".join(
     for m in METRICS.values()
 )
 RULE_COLUMNS = "idx, event_id, timestamp, ts, source_service, log_level, message, ip_address, metrics_problem"
-
-
-@dataclass
-class ValidationCounts:
-    raw: int = 0
-    validated: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _rule_frames(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
@@ -95,13 +83,14 @@ def validate_partition(
             "service_sources": list(service_sources),
         }
         outcomes = run_checks(frames, build_checks(load_rules(), params))
-        broken = broken_rows(outcomes)
-        con.register("_broken", broken.to_arrow())
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table in ("validated_logs", "quarantine_logs"):
-                con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
-            con.execute(
+        counts = write_partition(
+            con,
+            day,
+            outcomes,
+            raw="raw_logs",
+            validated="validated_logs",
+            quarantine="quarantine_logs",
+            inserts=[
                 """
                 INSERT INTO validated_logs
                 SELECT $day, t.event_id, t.ts AT TIME ZONE 'UTC', t.source_service, t.log_level, t.message,
@@ -110,9 +99,6 @@ def validate_partition(
                 FROM _typed t ANTI JOIN _broken b USING (idx)
                 WHERE NOT t.is_duplicate
                 """,
-                {"day": day},
-            )
-            con.execute(
                 """
                 INSERT INTO quarantine_logs
                 SELECT $day, t.source_file, t.line_no, t.event_id,
@@ -124,42 +110,11 @@ def validate_partition(
                 FROM _typed t LEFT JOIN _broken b USING (idx)
                 WHERE t.is_duplicate OR b.idx IS NOT NULL
                 """,
-                {"day": day},
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.unregister("_broken")
-        counts = _counts(con, day)
+            ],
+        )
     finally:
         con.execute("DROP TABLE IF EXISTS _typed")
-    if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
-        raise RuntimeError(f"validated_logs {day}: counts do not reconcile: {counts.as_dict()}")
     return counts, outcomes
-
-
-def _counts(con: duckdb.DuckDBPyConnection, day: dt.date) -> ValidationCounts:
-    def scalar(sql: str) -> int:
-        return con.execute(sql, {"day": day}).fetchone()[0]
-
-    by_rule = con.execute(
-        "SELECT rule, count(*) FROM (SELECT unnest(rules) AS rule FROM quarantine_logs "
-        "WHERE partition_date = $day AND kind = 'invalid') GROUP BY ALL ORDER BY 2 DESC, 1",
-        {"day": day},
-    ).fetchall()
-    return ValidationCounts(
-        raw=scalar("SELECT count(*) FROM raw_logs WHERE partition_date = $day"),
-        validated=scalar("SELECT count(*) FROM validated_logs WHERE partition_date = $day"),
-        quarantined=scalar(
-            "SELECT count(*) FROM quarantine_logs WHERE partition_date = $day AND kind = 'invalid'"
-        ),
-        duplicates=scalar(
-            "SELECT count(*) FROM quarantine_logs WHERE partition_date = $day AND kind = 'duplicate'"
-        ),
-        quarantined_by_rule=dict(by_rule),
-    )
 
 
 LABELS_SQL = """
