@@ -3,6 +3,7 @@ scored_events, incidents and evaluation."""
 
 import base64
 import datetime as dt
+from collections.abc import Callable, Iterable
 
 import dagster as dg
 import numpy as np
@@ -10,7 +11,7 @@ import polars as pl
 
 from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.detection import training
-from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
+from bankanom_pipeline.detection.config import MODEL_NAMES, DetectionConfig
 from bankanom_pipeline.detection.evaluation import (
     DEFAULT_MODELS,
     check_targets,
@@ -210,36 +211,63 @@ SCORED_ID_COLUMNS = [
     ],
 )
 def scored_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    day = context.partition_key
-    detection = default_detection_config()
-    detectors = registry_for().load_current()
-    columns = ", ".join(dict.fromkeys(SCORED_ID_COLUMNS + detection.feature_names))
+    return score_partition(
+        warehouse,
+        LOGS,
+        context.partition_key,
+        columns=SCORED_ID_COLUMNS,
+        scorer=lambda batches, detectors, config: score_batches(
+            batches, detectors, config, SCORED_ID_COLUMNS
+        ),
+        table="scored_events",
+        check_name="every_event_scored",
+        flagged_key="anomalous_events",
+    )
+
+
+def score_partition(
+    warehouse: WarehouseResource,
+    source: Source,
+    day: str,
+    *,
+    columns: list[str],
+    scorer: Callable[[Iterable[pl.DataFrame], dict, DetectionConfig], pl.DataFrame],
+    table: str,
+    check_name: str,
+    flagged_key: str,
+    order: str = "",
+) -> dg.MaterializeResult:
+    """Score a day of ``source``'s feature table with its promoted models into ``table`` (``scorer`` turns
+    batches of ``columns`` plus the features into scored rows), and check one row per feature row."""
+    config = source.config
+    detectors = registry_for(source=source).load_current()
+    selected = ", ".join(dict.fromkeys(columns + config.feature_names))
     with warehouse.connection() as con:
         features_rows = con.execute(
-            "SELECT count(*) FROM features_events WHERE partition_date = ?", [day]
+            f"SELECT count(*) FROM {source.features_table} WHERE partition_date = ?", [day]
         ).fetchone()[0]
         if features_rows == 0:
-            raise dg.Failure(f"features_events has no rows for {day}: run the pipeline up to features first")
+            raise dg.Failure(
+                f"{source.features_table} has no rows for {day}: run the pipeline up to features first"
+            )
         # in batches: the whole partition as one frame grew with the day (11.2 GiB at 4M events)
         batches = read_batches(
             con,
-            f"SELECT {columns} FROM features_events WHERE partition_date = ?",
+            f"SELECT {selected} FROM {source.features_table} WHERE partition_date = ? {order}",
             [day],
-            detection.scoring.chunk_rows,
+            config.scoring.chunk_rows,
         )
-        frame = score_batches(batches, detectors, detection, SCORED_ID_COLUMNS).with_columns(
+        frame = scorer(batches, detectors, config).with_columns(
             if_version=pl.lit(detectors["isolation_forest"].version),
             lof_version=pl.lit(detectors["local_outlier_factor"].version),
         )
-        rows = replace_partition(con, "scored_events", frame, day)
-        stored = con.execute("SELECT count(*) FROM scored_events WHERE partition_date = ?", [day]).fetchone()[
-            0
-        ]
+        rows = replace_partition(con, table, frame, day)
+        stored = con.execute(f"SELECT count(*) FROM {table} WHERE partition_date = ?", [day]).fetchone()[0]
     flagged = int(frame["is_anomaly"].sum())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "anomalous_events": flagged,
+            flagged_key: flagged,
             "anomalous_share": flagged / rows,
             "if_flagged": int(frame["if_flag"].sum()),
             "lof_flagged": int(frame["lof_flag"].sum()),
@@ -248,7 +276,7 @@ def scored_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         },
         check_results=[
             dg.AssetCheckResult(
-                check_name="every_event_scored",
+                check_name=check_name,
                 passed=stored == features_rows,
                 metadata={"features_rows": features_rows, "scored_rows": stored},
             )

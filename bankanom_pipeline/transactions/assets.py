@@ -14,7 +14,7 @@ from bankanom_pipeline.detection.assets import (
     analyst_metrics,
     analyst_rows,
     first_finite,
-    registry_for,
+    score_partition,
 )
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
@@ -25,7 +25,7 @@ from bankanom_pipeline.transactions.raw import labels_files, load_partition
 from bankanom_pipeline.transactions.scoring import top_features
 from bankanom_pipeline.transactions.validation import load_labels, validate_partition
 from bankanom_pipeline.validation.assets import ValidationConfig, validation_checks, validation_result
-from bankanom_pipeline.warehouse.frames import read_batches, read_frame, replace_partition
+from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 GROUP = "transactions"
@@ -193,45 +193,16 @@ def score_transactions(frames, detectors, config) -> pl.DataFrame:
 def scored_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    day = context.partition_key
-    config = TRANSACTIONS.config
-    detectors = registry_for(source=TRANSACTIONS).load_current()
-    columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
-    with warehouse.connection() as con:
-        expected = con.execute(
-            "SELECT count(*) FROM features_transactions WHERE partition_date = ?", [day]
-        ).fetchone()[0]
-        if expected == 0:
-            raise dg.Failure(f"features_transactions has no rows for {day}: build the features first")
-        batches = read_batches(
-            con,
-            f"SELECT {columns} FROM features_transactions WHERE partition_date = ? ORDER BY ts, transaction_id",
-            [day],
-            config.scoring.chunk_rows,
-        )
-        frame = score_transactions(batches, detectors, config).with_columns(
-            if_version=pl.lit(detectors["isolation_forest"].version),
-            lof_version=pl.lit(detectors["local_outlier_factor"].version),
-        )
-        rows = replace_partition(con, "scored_transactions", frame, day)
-    flagged = int(frame["is_anomaly"].sum())
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            "anomalous_transactions": flagged,
-            "anomalous_share": flagged / rows,
-            "if_flagged": int(frame["if_flag"].sum()),
-            "lof_flagged": int(frame["lof_flag"].sum()),
-            "if_version": detectors["isolation_forest"].version,
-            "lof_version": detectors["local_outlier_factor"].version,
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="every_transaction_scored",
-                passed=rows == expected,
-                metadata={"features_rows": expected, "scored_rows": rows},
-            )
-        ],
+    return score_partition(
+        warehouse,
+        TRANSACTIONS,
+        context.partition_key,
+        columns=SCORED_COLUMNS,
+        scorer=score_transactions,
+        table="scored_transactions",
+        check_name="every_transaction_scored",
+        flagged_key="anomalous_transactions",
+        order="ORDER BY ts, transaction_id",
     )
 
 
