@@ -14,7 +14,6 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -24,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bankanom_api import console
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
 from bankanom_api.predict import DuplicateEventIds, Predictor
+from bankanom_api.responses import Limit, Offset, as_dicts, json_response, where_clause
 from bankanom_api.schemas import (
     Health,
     IncidentDetail,
@@ -58,10 +58,6 @@ _NOT_FOUND = {404: {"model": Problem, "description": "unknown id or model"}}
 _INCIDENT_SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severity, status, reported,
     services, user_count, ip_count, max_score, mean_score, origin_service, origin_entity, scenario_id,
     scenario_name, scenario_confidence"""
-
-
-def _rows(columns: list[str], rows: list[tuple]) -> list[dict]:
-    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -290,7 +286,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
         metrics.predicted.labels(model or "ensemble").inc(len(predictions))
         used = [model] if model else list(MODEL_NAMES)
-        return _json(
+        return json_response(
             {
                 "model": model or "ensemble",
                 "versions": {n: models.versions[n] for n in used},
@@ -298,7 +294,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             }
         )
 
-    app.include_router(transaction_routes(state, protected, settings.max_batch, _json))
+    app.include_router(transaction_routes(state, protected, settings.max_batch))
 
     # -- scores and incidents -----------------------------------------------------------------------
 
@@ -317,11 +313,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         anomalies_only: bool = False,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> Response:
         snap = current_snapshot()
-        where, params = _filters(
+        where, params = where_clause(
             [
                 ("source_service = ?", service),
                 ("user_id = ?", user),
@@ -346,11 +342,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         incident_status: Annotated[str | None, Query(alias="status")] = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> Response:
         snap = current_snapshot()
-        where, params = _filters(
+        where, params = where_clause(
             [
                 ("severity = ?", severity),
                 ("status = ?", incident_status),
@@ -375,7 +371,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         columns, rows = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
         if not rows:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown incident {incident_id!r}")
-        row = _rows(columns, rows)[0]
+        row = as_dicts(columns, rows)[0]
         columns, events = snap.query(
             "SELECT event_id, ts, source_service, user_id, ip_address, ensemble_score FROM incident_events "
             "WHERE incident_id = ? ORDER BY ts LIMIT 100",
@@ -392,7 +388,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "alternatives": json.loads(row["scenario_alternatives"] or "[]"),
             "top_features": json.loads(row["top_features"] or "[]"),
         }
-        return IncidentDetail(**row, root_cause=root_cause, events=_rows(columns, events))
+        return IncidentDetail(**row, root_cause=root_cause, events=as_dicts(columns, events))
 
     console.install(
         app,
@@ -423,13 +419,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     return app
 
 
-def _json(body) -> Response:
-    """Rows straight to JSON. The routes declare their response models for the OpenAPI document, and
-    the snapshot's columns are exactly those models' fields (tests compare them); validating every row
-    again on the way out cost more than the query."""
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
 def _page(
     snap: Snapshot, columns: str, table: str, where: str, params: list, order: str, limit: int, offset: int
 ) -> Response:
@@ -438,13 +427,4 @@ def _page(
     names, rows = snap.query(
         f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit, offset]
     )
-    return _json({"total": total, "limit": limit, "offset": offset, "items": _rows(names, rows)})
-
-
-def _filters(conditions: list[tuple[str, object]]) -> tuple[str, list]:
-    """A WHERE clause of the conditions whose value is given; values are bound as parameters."""
-    used = [(sql, value) for sql, value in conditions if value is not None]
-    if not used:
-        return "", []
-    where = "WHERE " + " AND ".join(sql for sql, _ in used)
-    return where, [value for sql, value in used if "?" in sql]
+    return json_response({"total": total, "limit": limit, "offset": offset, "items": as_dicts(names, rows)})

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from bankanom_api import console_svg
 from bankanom_api.predict import Predictor
+from bankanom_api.responses import as_dicts
 from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.security import KeyChecker, RateLimiter
@@ -185,10 +186,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     return str(value)
-
-
-def _rows(columns: list[str], rows: list[tuple]) -> list[dict]:
-    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 def _environment() -> jinja2.Environment:
@@ -382,7 +379,7 @@ def install(
             [*params, PAGE_SIZE, (current - 1) * PAGE_SIZE],
         )
         context.update(
-            items=_rows(columns, found),
+            items=as_dicts(columns, found),
             total=total,
             page=current,
             pages=pages,
@@ -408,7 +405,7 @@ def install(
         columns, found = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
         if not found:
             raise ConsoleError(404, f"There is no incident {incident_id!r} in the current snapshot.")
-        row = _rows(columns, found)[0]
+        row = as_dicts(columns, found)[0]
         events: list[dict] = []
         if snap.has("incident_events"):
             columns, found = snap.query(
@@ -416,7 +413,7 @@ def install(
                    FROM incident_events WHERE incident_id = ? ORDER BY ts, event_id LIMIT 5000""",
                 [incident_id],
             )
-            events = _rows(columns, found)
+            events = as_dicts(columns, found)
         top = json.loads(row.get("top_features") or "[]")
         rows = feedback_rows()
         history = rows.filter(
@@ -450,11 +447,11 @@ def install(
         if snap.has("incident_events"):
             c2, r2 = snap.query("SELECT * FROM incident_events WHERE event_id = ?", [event_id])
             if r2:
-                raw = _rows(c2, r2)[0]
-                incidents_of = sorted({r["incident_id"] for r in _rows(c2, r2)})
+                raw = as_dicts(c2, r2)[0]
+                incidents_of = sorted({r["incident_id"] for r in as_dicts(c2, r2)})
         if not found and not raw:
             raise ConsoleError(404, f"There is no event {event_id!r} in the current snapshot.")
-        scored = _rows(columns, found)[0] if found else {}
+        scored = as_dicts(columns, found)[0] if found else {}
         return render(
             request,
             "event.html",
@@ -489,7 +486,7 @@ def install(
             [*params, PAGE_SIZE, (current - 1) * PAGE_SIZE],
         )
         context.update(
-            items=_rows(columns, found),
+            items=as_dicts(columns, found),
             total=total,
             page=current,
             pages=pages,
@@ -512,7 +509,7 @@ def install(
         columns, found = snap.query("SELECT * FROM transactions WHERE transaction_id = ?", [transaction_id])
         if not found:
             raise ConsoleError(404, f"There is no transaction {transaction_id!r} in the current snapshot.")
-        row = _rows(columns, found)[0]
+        row = as_dicts(columns, found)[0]
         top = list(row.pop("top_features") or [])
         rows = feedback_rows()
         history = rows.filter(
@@ -696,7 +693,7 @@ def install(
                 if not columns:
                     return [], None
                 cursor = con.execute("SELECT * FROM pipeline_alerts ORDER BY alerted_at DESC LIMIT 20")
-                return _rows([d[0] for d in cursor.description], cursor.fetchall()), None
+                return as_dicts([d[0] for d in cursor.description], cursor.fetchall()), None
             finally:
                 con.close()
         return [], "the alerts file is busy (a failure is being recorded): reload in a moment"
@@ -710,7 +707,7 @@ def install(
                 """SELECT version, name, created_at, window_start, window_end, training_rows, status, promoted_at
                    FROM model_registry ORDER BY created_at DESC LIMIT 12"""
             )
-            registry = _rows(columns, found)
+            registry = as_dicts(columns, found)
         failures, alerts_problem = alerts()
         runs, runs_problem = recent_runs(pipeline_settings.dagster_home())
         return render(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import orjson
 import polars as pl
 
+from bankanom_api.responses import repeated
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
@@ -25,7 +24,7 @@ class DuplicateEventIds(ValueError):
 def events_frame(events: list[LogEvent]) -> pl.DataFrame:
     """The posted events as validated_logs rows (what the feature SQL reads)."""
     ids = [e.event_id for e in events]
-    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
+    dupes = repeated(ids)
     if dupes:
         raise DuplicateEventIds(f"event_id must be unique within a request; repeated: {dupes[:5]}")
     return pl.DataFrame(

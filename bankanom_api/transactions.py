@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections import Counter
 from typing import Annotated, Any, Literal
 
 import polars as pl
@@ -20,6 +19,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bankanom_api.responses import Limit, Offset, as_dicts, json_response, repeated, where_clause
 from bankanom_api.state import Models, ServingState, Snapshot
 from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.detection.sources import TRANSACTIONS
@@ -129,10 +129,6 @@ SOURCE_SCHEMA = {
 }
 
 
-Limit = Annotated[int, Query(ge=1, le=1000, description="records per page")]
-Offset = Annotated[int, Query(ge=0)]
-
-
 class TransactionScorer:
     """Posted transactions -> features (with their accounts' history) -> the promoted models' scores."""
 
@@ -199,7 +195,7 @@ class TransactionScorer:
     ) -> list[dict]:
         if not posted:
             return []
-        dupes = sorted(i for i, n in Counter(t.TransactionID for t in posted).items() if n > 1)
+        dupes = repeated(t.TransactionID for t in posted)
         if dupes:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -231,7 +227,7 @@ class TransactionScorer:
         return out
 
 
-def router(state: ServingState, protected: list, max_batch: int, to_json) -> APIRouter:
+def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
     api = APIRouter(dependencies=protected)
     scorer = TransactionScorer()
 
@@ -263,7 +259,7 @@ def router(state: ServingState, protected: list, max_batch: int, to_json) -> API
             f"SELECT {_RECORD_COLUMNS} FROM transactions {where} ORDER BY ts DESC, transaction_id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return as_dicts(names, rows)
 
     @api.get("/transactions", tags=["transactions"], summary="Scored transactions, newest first")
     @api.get("/transactions/", include_in_schema=False)
@@ -274,11 +270,14 @@ def router(state: ServingState, protected: list, max_batch: int, to_json) -> API
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Response:
-        conditions = [("account_id = ?", account), ("ensemble_score >= ?", min_score)]
-        used = [(sql, value) for sql, value in conditions if value is not None]
-        clauses = [sql for sql, _ in used] + (["is_anomaly"] if flagged_only else [])
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        return to_json(records(where, [v for _, v in used], limit, offset))
+        clause, params = where_clause(
+            [
+                ("account_id = ?", account),
+                ("ensemble_score >= ?", min_score),
+                ("is_anomaly", True if flagged_only else None),
+            ]
+        )
+        return json_response(records(clause, params, limit, offset))
 
     @api.get(
         "/transactions/{account_id}",
@@ -291,7 +290,7 @@ def router(state: ServingState, protected: list, max_batch: int, to_json) -> API
         found = records("WHERE account_id = ?", [account_id], limit, offset)
         if not found and offset == 0:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "Account ID not found")
-        return to_json(found)
+        return json_response(found)
 
     @api.post(
         "/models/predict",
@@ -305,7 +304,7 @@ def router(state: ServingState, protected: list, max_batch: int, to_json) -> API
     @api.post("/models/predict/", include_in_schema=False)
     def predict_both(body: list[Transaction]) -> Response:
         check_size(body)
-        return to_json(scorer.predict(body, models(), state.snapshot, None))
+        return json_response(scorer.predict(body, models(), state.snapshot, None))
 
     @api.post(
         "/models/{model_name}/predict",
@@ -317,6 +316,6 @@ def router(state: ServingState, protected: list, max_batch: int, to_json) -> API
         model_name: Literal["isolation_forest", "local_outlier_factor"], body: list[Transaction]
     ) -> Response:
         check_size(body)
-        return to_json(scorer.predict(body, models(), state.snapshot, model_name))
+        return json_response(scorer.predict(body, models(), state.snapshot, model_name))
 
     return api
