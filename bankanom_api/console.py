@@ -256,6 +256,13 @@ def install(
         snap = state.snapshot
         return snap if snap is not None and snap.has(table) else None
 
+    def published(table: str, unpublished: str) -> Snapshot:
+        """The current snapshot, which must hold ``table`` (503 with ``unpublished`` otherwise)."""
+        snap = snapshot(table)
+        if snap is None:
+            raise ConsoleError(503, unpublished)
+        return snap
+
     def feedback_rows() -> Any:
         try:
             return feedback.read(feedback_db)
@@ -399,9 +406,7 @@ def install(
 
     @router.get("/incidents/{incident_id}")
     def incident(request: Request, who: Who, incident_id: str, saved: str = "") -> HTMLResponse:
-        snap = snapshot("incidents")
-        if snap is None:
-            raise ConsoleError(503, "No snapshot published yet: run pipeline_job (or `bankanom demo`).")
+        snap = published("incidents", "No snapshot published yet: run pipeline_job (or `bankanom demo`).")
         columns, found = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
         if not found:
             raise ConsoleError(404, f"There is no incident {incident_id!r} in the current snapshot.")
@@ -438,9 +443,7 @@ def install(
 
     @router.get("/events/{event_id}")
     def event(request: Request, who: Who, event_id: str) -> HTMLResponse:
-        snap = snapshot("scored_events")
-        if snap is None:
-            raise ConsoleError(503, "No snapshot published yet: run pipeline_job (or `bankanom demo`).")
+        snap = published("scored_events", "No snapshot published yet: run pipeline_job (or `bankanom demo`).")
         columns, found = snap.query("SELECT * FROM scored_events WHERE event_id = ? LIMIT 1", [event_id])
         raw: dict = {}
         incidents_of: list[str] = []
@@ -503,9 +506,7 @@ def install(
 
     @router.get("/transactions/{transaction_id}")
     def transaction(request: Request, who: Who, transaction_id: str, saved: str = "") -> HTMLResponse:
-        snap = snapshot("transactions")
-        if snap is None:
-            raise ConsoleError(503, "No transactions published yet: run transactions_job.")
+        snap = published("transactions", "No transactions published yet: run transactions_job.")
         columns, found = snap.query("SELECT * FROM transactions WHERE transaction_id = ?", [transaction_id])
         if not found:
             raise ConsoleError(404, f"There is no transaction {transaction_id!r} in the current snapshot.")
@@ -544,9 +545,7 @@ def install(
         table, column = (
             ("incidents", "incident_id") if kind == "incident" else ("transactions", "transaction_id")
         )
-        snap = snapshot(table)
-        if snap is None:
-            raise ConsoleError(503, "No snapshot published yet: nothing to give feedback on.")
+        snap = published(table, "No snapshot published yet: nothing to give feedback on.")
         extra = " AND is_anomaly" if kind == "transaction" else ""
         found = snap.query(f"SELECT partition_date FROM {table} WHERE {column} = ?{extra}", [target_id])[1]
         if not found:

@@ -156,7 +156,7 @@ def ingest_transactions(
     import shutil
 
     from bankanom_pipeline.detection.sources import TRANSACTIONS
-    from bankanom_pipeline.jobs import transaction_train_run_config
+    from bankanom_pipeline.jobs import train_run_config
     from bankanom_pipeline.transactions.raw import LABELS_SUFFIX
 
     if not path.is_file():
@@ -179,7 +179,7 @@ def ingest_transactions(
         raise typer.Exit(1)
     promoted = TRANSACTIONS.registry(settings.models_dir()).current()
     must_train = train or (train is None and not promoted)
-    if must_train and _run_job("transaction_train_job", None, transaction_train_run_config(day)) is None:
+    if must_train and _run_job("transaction_train_job", None, train_run_config(day, TRANSACTIONS)) is None:
         raise typer.Exit(1)
     raise typer.Exit(0 if _run_job("transactions_job", day) is not None else 1)
 

@@ -1,6 +1,7 @@
 import dagster as dg
 
 from bankanom_pipeline.detection.config import MODEL_NAMES
+from bankanom_pipeline.detection.sources import LOGS, Source
 from bankanom_pipeline.partitions import daily_partitions
 
 _transactions = dg.AssetSelection.groups("transactions")
@@ -41,9 +42,10 @@ train_job = dg.define_asset_job(
 )
 
 
-def train_run_config(end_date: str) -> dict:
-    """Run config of ``train_job`` for a training window ending at ``end_date``."""
-    return {"ops": {f"{name}_model": {"config": {"end_date": end_date}} for name in MODEL_NAMES}}
+def train_run_config(end_date: str, source: Source = LOGS) -> dict:
+    """Run config of ``source``'s training job (``train_job`` for logs, ``transaction_train_job``) for a
+    training window ending at ``end_date``."""
+    return {"ops": {source.model_asset(name): {"config": {"end_date": end_date}} for name in MODEL_NAMES}}
 
 
 transaction_features_job = dg.define_asset_job(
@@ -70,8 +72,3 @@ transaction_train_job = dg.define_asset_job(
         "day of features_transactions by default), check them, and promote the pair."
     ),
 )
-
-
-def transaction_train_run_config(end_date: str) -> dict:
-    """Run config of ``transaction_train_job`` for a training window ending at ``end_date``."""
-    return {"ops": {f"transaction_{name}_model": {"config": {"end_date": end_date}} for name in MODEL_NAMES}}

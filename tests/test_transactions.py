@@ -16,7 +16,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from bankanom_pipeline.definitions import defs
-from bankanom_pipeline.jobs import transaction_train_run_config
+from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
@@ -460,7 +461,7 @@ def pipeline(tmp_path_factory):
         results = {
             "features": _run("transaction_features_job", warehouse, partition_key=E2E_DAY),
             "train": _run(
-                "transaction_train_job", warehouse, run_config=transaction_train_run_config(E2E_DAY)
+                "transaction_train_job", warehouse, run_config=train_run_config(E2E_DAY, TRANSACTIONS)
             ),
             "transactions": _run("transactions_job", warehouse, partition_key=E2E_DAY),
         }
