@@ -21,7 +21,7 @@ from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
-from bankanom_pipeline.transactions.validation import validate_partition
+from bankanom_pipeline.transactions.validation import load_labels, validate_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
 from tests.conftest import DAY
 
@@ -617,3 +617,17 @@ def test_labels_never_reach_the_features(pipeline, tmp_path):
     assert_frame_equal(labelled, unlabelled, check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
     leaky = [c for c in labelled.columns if any(w in c.lower() for w in ("fraud", "pattern", "label"))]
     assert not leaky
+
+
+def test_a_transaction_labelled_twice_keeps_its_first_label_and_is_counted(tmp_path):
+    header = "TransactionID,is_fraud,pattern,instance_id\n"
+    (tmp_path / "a.labels.csv").write_text(header + "T1,true,rapid_fire,rapid_fire-0001\nT2,false,,\n")
+    (tmp_path / "b.labels.csv").write_text(header + "T1,false,,\n")
+    con = connect(tmp_path / "w.duckdb")
+    files = [tmp_path / "b.labels.csv", tmp_path / "a.labels.csv"]
+    assert load_labels(con, files, DAY) == (2, 1)
+    assert con.execute("SELECT transaction_id, is_fraud FROM transaction_labels ORDER BY 1").fetchall() == [
+        ("T1", True),
+        ("T2", False),
+    ]
+    assert load_labels(con, [], DAY) == (0, 0)  # a real delivery has no labels: the day is emptied

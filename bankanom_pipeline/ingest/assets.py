@@ -9,6 +9,24 @@ from bankanom_pipeline.warehouse.resource import WarehouseResource
 REJECTED_SHARE_LIMIT = 0.05
 
 
+def rejected_metadata(con, table: str, day: str, by_reason: dict[str, int]) -> dict:
+    """Why lines of a day were rejected, and the first few of them, as Markdown tables (``table``: a
+    rejects table with source_file, line_no, raw_text, reason)."""
+    examples = con.execute(
+        f"SELECT source_file, line_no, reason, left(raw_text, 120) FROM {table} "
+        "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
+        [day],
+    ).fetchall()
+    reasons_md = "\n".join(f"| {r} | {n} |" for r, n in by_reason.items()) or "| - | 0 |"
+    examples_md = "\n".join(f"| {f} | {n} | {r} | `{t}` |" for f, n, r, t in examples) or "| - | - | - | - |"
+    return {
+        "rejected_by_reason": dg.MetadataValue.md(f"| reason | lines |\n|---|---|\n{reasons_md}"),
+        "rejected_examples": dg.MetadataValue.md(
+            f"| file | line | reason | text |\n|---|---|---|---|\n{examples_md}"
+        ),
+    }
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     pool="duckdb",
@@ -30,16 +48,10 @@ def raw_logs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
     day = context.partition_key
     with warehouse.connection() as con:
         counts = load_partition(con, warehouse.landing_logs, day)
-        examples = con.execute(
-            "SELECT source_file, line_no, reason, left(raw_text, 120) FROM raw_logs_rejected "
-            "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
-            [day],
-        ).fetchall()
+        rejected = rejected_metadata(con, "raw_logs_rejected", day, counts.rejected_by_reason)
     if counts.files == 0:
         context.log.warning(f"no landing files for {day} under {warehouse.landing_logs / day}")
     share = counts.rejected / counts.lines_read if counts.lines_read else 0.0
-    reasons_md = "\n".join(f"| {r} | {n} |" for r, n in counts.rejected_by_reason.items()) or "| - | 0 |"
-    examples_md = "\n".join(f"| {f} | {n} | {r} | `{t}` |" for f, n, r, t in examples) or "| - | - | - | - |"
     return dg.MaterializeResult(
         metadata={
             "files": counts.files,
@@ -48,10 +60,7 @@ def raw_logs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
             "rejected": counts.rejected,
             "duplicate_event_ids": counts.duplicate_event_ids,
             "dagster/row_count": counts.loaded,
-            "rejected_by_reason": dg.MetadataValue.md(f"| reason | lines |\n|---|---|\n{reasons_md}"),
-            "rejected_examples": dg.MetadataValue.md(
-                f"| file | line | reason | text |\n|---|---|---|---|\n{examples_md}"
-            ),
+            **rejected,
         },
         check_results=[
             dg.AssetCheckResult(

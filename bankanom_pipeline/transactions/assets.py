@@ -19,6 +19,7 @@ from bankanom_pipeline.detection.assets import (
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
 from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.ingest.assets import rejected_metadata
 from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.transactions import evaluation as tx_evaluation
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
@@ -29,14 +30,6 @@ from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 GROUP = "transactions"
-
-
-def _md(header: list[str], rows: list[tuple]) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows] or [
-        "| " + " | ".join("-" * len(header)) + " |"
-    ]
-    return dg.MetadataValue.md("\n".join(lines))
 
 
 @dg.asset(
@@ -61,19 +54,14 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     day = context.partition_key
     with warehouse.connection() as con:
         counts = load_partition(con, warehouse.landing_transactions, day)
-        examples = con.execute(
-            "SELECT source_file, line_no, reason, left(raw_text, 120) FROM raw_transactions_rejected "
-            "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
-            [day],
-        ).fetchall()
+        rejected = rejected_metadata(con, "raw_transactions_rejected", day, counts.rejected_by_reason)
     if counts.files == 0:
         context.log.warning(f"no transaction files for {day} under {warehouse.landing_transactions / day}")
     return dg.MaterializeResult(
         metadata={
             **{k: v for k, v in counts.as_dict().items() if k != "rejected_by_reason"},
             "dagster/row_count": counts.loaded,
-            "rejected_by_reason": _md(["reason", "lines"], list(counts.rejected_by_reason.items())),
-            "rejected_examples": _md(["file", "line", "reason", "text"], examples),
+            **rejected,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -125,15 +113,18 @@ def transaction_labels(
     day = context.partition_key
     files = labels_files(warehouse.landing_transactions / day)
     with warehouse.connection() as con:
-        rows = load_labels(con, files, day)
+        rows, repeated = load_labels(con, files, day)
         fraud = con.execute(
             "SELECT count(*) FILTER (WHERE is_fraud), count(DISTINCT instance_id) FROM transaction_labels "
             "WHERE partition_date = ?",
             [day],
         ).fetchone()
+    if repeated:
+        context.log.warning(f"{repeated} label rows repeat a TransactionID already labelled; first kept")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "repeated_label_rows": repeated,
             "files": len(files),
             "fraud": fraud[0],
             "fraud_instances": fraud[1],

@@ -141,27 +141,37 @@ def validate_partition(
     return counts, outcomes
 
 
-def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> int:
+def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> tuple[int, int]:
     """Replace partition ``day`` of transaction_labels with the labels files of synthetic deliveries
-    (TransactionID, is_fraud, pattern, instance_id). Evaluation only: never read by features."""
+    (TransactionID, is_fraud, pattern, instance_id). Evaluation only: never read by features. A
+    TransactionID labelled twice keeps its first row (by file name) and is counted: returns (rows
+    kept, repeated rows left out)."""
     day = dt.date.fromisoformat(str(day))
+    read = 0
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM transaction_labels WHERE partition_date = $day", {"day": day})
         if files:
             con.execute(
-                """INSERT INTO transaction_labels
-                   SELECT $day, TransactionID, is_fraud, pattern, instance_id
-                   FROM read_csv($files, header = true, columns = {
+                """CREATE OR REPLACE TEMP TABLE _labels AS
+                   SELECT * FROM read_csv($files, header = true, filename = true, columns = {
                        'TransactionID': 'VARCHAR', 'is_fraud': 'BOOLEAN',
-                       'pattern': 'VARCHAR', 'instance_id': 'VARCHAR'})
-                   QUALIFY row_number() OVER (PARTITION BY TransactionID) = 1""",
-                {"day": day, "files": [str(f) for f in files]},
+                       'pattern': 'VARCHAR', 'instance_id': 'VARCHAR'})""",
+                {"files": [str(f) for f in files]},
             )
+            read = con.execute("SELECT count(*) FROM _labels").fetchone()[0]
+            con.execute(
+                """INSERT INTO transaction_labels
+                   SELECT $day, TransactionID, is_fraud, pattern, instance_id FROM _labels
+                   QUALIFY row_number() OVER (PARTITION BY TransactionID ORDER BY filename) = 1""",
+                {"day": day},
+            )
+            con.execute("DROP TABLE _labels")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return con.execute(
+    kept = con.execute(
         "SELECT count(*) FROM transaction_labels WHERE partition_date = $day", {"day": day}
     ).fetchone()[0]
+    return kept, read - kept
