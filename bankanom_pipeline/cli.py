@@ -338,10 +338,9 @@ def _write_day(cfg, day: str, landing: Path) -> None:
 
 def _summary(day: str) -> None:
     """Incidents by severity and the evaluation table of a day, from the warehouse."""
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.resource import WarehouseResource
 
-    con = connect(settings.warehouse_path(), read_only=True)
-    try:
+    with WarehouseResource().reading() as con:
         severity = con.execute(
             """SELECT severity, count(*) FILTER (WHERE reported), count(*) FROM incidents
                WHERE partition_date = ? GROUP BY 1
@@ -365,8 +364,6 @@ def _summary(day: str) -> None:
             "SELECT scenario_id, instances, detected, recall, rca_top1 FROM evaluation_scenarios WHERE partition_date = ? ORDER BY 1",
             [day],
         ).fetchall()
-    finally:
-        con.close()
     table = Table(title=f"incidents on {day} by severity")
     for column in ("severity", "reported", "all"):
         table.add_column(column, justify="left" if column == "severity" else "right")
@@ -403,9 +400,12 @@ def _summary(day: str) -> None:
             **incident_level
         )
     )
-    console.print(
-        f"warehouse: {settings.warehouse_path()}  (try: duckdb -readonly {settings.warehouse_path()})"
-    )
+    if settings.storage_mode() == "lake":
+        console.print(f"lake: {settings.lake_root()}  (Parquet per table and partition: <table>/date=<day>/)")
+    else:
+        console.print(
+            f"warehouse: {settings.warehouse_path()}  (try: duckdb -readonly {settings.warehouse_path()})"
+        )
     console.print(
         f"API snapshot: {settings.snapshots_dir()}  (serve it: BANKANOM_API_KEYS=change-me bankanom api; "
         "everything live: bankanom up)"

@@ -22,6 +22,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from bankanom_pipeline.warehouse.frames import replace_table
+
 KINDS = ("incident", "transaction")
 LABELS = ("true_positive", "false_positive", "unsure")
 LABEL_NAMES = {"true_positive": "true positive", "false_positive": "false positive", "unsure": "unsure"}
@@ -152,7 +154,7 @@ def copy_to_warehouse(con: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFram
     frame = read(path)
     con.register("_feedback_rows", frame.to_arrow())
     try:
-        con.execute("CREATE OR REPLACE TABLE feedback AS SELECT * FROM _feedback_rows")
+        replace_table(con, "feedback", "SELECT * FROM _feedback_rows")
     finally:
         con.unregister("_feedback_rows")
     return frame

@@ -50,3 +50,42 @@ def duckdb_memory_limit() -> str:
 def dagster_home() -> Path:
     """The Dagster instance folder the CLI and ``bankanom up`` use (run history, sensor cursors)."""
     return Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home"))
+
+
+STORAGE_MODES = ("embedded", "lake")
+EXECUTORS = ("in_process", "celery")
+
+
+class SettingError(ValueError):
+    """A deployment setting is wrong; the message names the environment variable to fix."""
+
+
+def storage_mode() -> str:
+    """``embedded`` (one DuckDB file, the default) or ``lake`` (Parquet per table partition)."""
+    mode = os.environ.get("BANKANOM_STORAGE", "embedded").strip().lower()
+    if mode not in STORAGE_MODES:
+        raise SettingError(
+            f"BANKANOM_STORAGE={mode!r} is not a storage mode; use one of {list(STORAGE_MODES)}"
+        )
+    return mode
+
+
+def lake_root() -> str:
+    """Where lake mode keeps its Parquet tables: a folder, or an s3:// URL (DuckDB's httpfs)."""
+    return os.environ.get("BANKANOM_LAKE_ROOT", str(data_dir() / "lake"))
+
+
+def executor() -> str:
+    """How a run executes its steps: ``in_process`` (the default) or ``celery`` (Dagster's Celery executor)."""
+    name = os.environ.get("BANKANOM_EXECUTOR", "in_process").strip().lower()
+    if name not in EXECUTORS:
+        raise SettingError(f"BANKANOM_EXECUTOR={name!r} is not an executor; use one of {list(EXECUTORS)}")
+    return name
+
+
+def celery_broker() -> str:
+    return os.environ.get("BANKANOM_CELERY_BROKER", "redis://localhost:6379/0")
+
+
+def celery_backend() -> str:
+    return os.environ.get("BANKANOM_CELERY_BACKEND", "redis://localhost:6379/1")

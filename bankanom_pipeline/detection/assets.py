@@ -506,7 +506,11 @@ def _baseline_scores(con, day: str, scored: pl.DataFrame) -> np.ndarray:
     columns = ", ".join(BASELINE_FEATURES)
     train = read_frame(
         con,
-        f"SELECT {columns} FROM features_events WHERE partition_date BETWEEN ? AND ? USING SAMPLE 200000 ROWS (reservoir, 7)",
+        # event_key is a hash: its 200k smallest are a fixed pseudo-random sample of the window, and in
+        # key order the forest's subsamples depend on the rows only, not on the storage's scan order.
+        # (A reservoir sample here drew from the whole table before the WHERE, in scan order.)
+        f"SELECT {columns} FROM features_events WHERE partition_date BETWEEN ? AND ? "
+        "ORDER BY event_key LIMIT 200000",
         [window["start"], window["end"]],
     )
     model = IsolationForest(random_state=7, n_jobs=-1).fit(train.to_numpy())

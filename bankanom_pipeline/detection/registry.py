@@ -26,6 +26,8 @@ import skops.io as sio
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.files import write_atomic
+from bankanom_pipeline.warehouse import lake
+from bankanom_pipeline.warehouse.frames import rewriting, table_exists
 
 ARTIFACT = "model.skops"
 MANIFEST = "manifest.json"
@@ -171,44 +173,50 @@ ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'logs
 def record(con: duckdb.DuckDBPyConnection, version: Version, source: str = "logs") -> None:
     """Add a saved version of ``source``'s registry to the registry table as a candidate."""
     m = version.manifest
-    con.execute(REGISTRY_DDL)
-    con.execute(
-        "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL, ?)",
-        [
-            m["version"],
-            m["name"],
-            m["created_at"],
-            str(version.path),
-            m["sha256"],
-            json.dumps(m["params"]),
-            json.dumps(m["features"]),
-            m["training_window"]["start"],
-            m["training_window"]["end"],
-            m["training_rows"],
-            json.dumps(m["metrics"]),
-            source,
-        ],
-    )
+    _ensure_table(con)
+    with rewriting(con, "model_registry"):
+        con.execute(
+            "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL, ?)",
+            [
+                m["version"],
+                m["name"],
+                m["created_at"],
+                str(version.path),
+                m["sha256"],
+                json.dumps(m["params"]),
+                json.dumps(m["features"]),
+                m["training_window"]["start"],
+                m["training_window"]["end"],
+                m["training_rows"],
+                json.dumps(m["metrics"]),
+                source,
+            ],
+        )
 
 
 def record_promotion(con: duckdb.DuckDBPyConnection, promoted: dict[str, str], source: str = "logs") -> None:
     """Mirror a promotion in the registry table: promoted versions on, the source's previous ones retired."""
-    con.execute(REGISTRY_DDL)
-    with con.cursor() as cur:
-        cur.execute("BEGIN")
+    _ensure_table(con)
+    with rewriting(con, "model_registry"):
         for name, version in promoted.items():
-            cur.execute(
+            con.execute(
                 "UPDATE model_registry SET status = 'retired' "
                 "WHERE name = ? AND source = ? AND status = 'promoted' AND version <> ?",
                 [name, source, version],
             )
-            cur.execute(
+            con.execute(
                 "UPDATE model_registry SET status = 'promoted', promoted_at = now() WHERE version = ?",
                 [version],
             )
-        cur.execute("COMMIT")
 
 
 def record_rejection(con: duckdb.DuckDBPyConnection, version: str) -> None:
-    con.execute(REGISTRY_DDL)
-    con.execute("UPDATE model_registry SET status = 'rejected' WHERE version = ?", [version])
+    _ensure_table(con)
+    with rewriting(con, "model_registry"):
+        con.execute("UPDATE model_registry SET status = 'rejected' WHERE version = ?", [version])
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    # In the lake an existing registry is a view over its Parquet file, already in its latest shape.
+    if lake.root_of(con) is None or not table_exists(con, "model_registry"):
+        con.execute(REGISTRY_DDL)

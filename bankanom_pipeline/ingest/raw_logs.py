@@ -16,6 +16,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from bankanom_pipeline.warehouse.frames import rewriting
+
 REQUIRED_FIELDS = ("timestamp", "source_service", "log_level", "event_id", "message")
 OPTIONAL_FIELDS = ("correlation_id", "user_id", "ip_address", "geo_location")
 JSON_FIELDS = ("anomaly_details", "metrics")
@@ -174,16 +176,9 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_logs: Path, day: dt.d
     con.register("_landing_lines", lines)
     try:
         con.execute(_PARSE_SQL)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM raw_logs WHERE partition_date = ?", [day])
-            con.execute("DELETE FROM raw_logs_rejected WHERE partition_date = ?", [day])
+        with rewriting(con, "raw_logs", "raw_logs_rejected", day=day):
             con.execute(_INSERT_SQL, [day])
             con.execute(_REJECT_SQL, [day])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         counts.loaded = con.execute(
             "SELECT count(*) FROM raw_logs WHERE partition_date = ?", [day]
         ).fetchone()[0]

@@ -24,7 +24,7 @@ import duckdb
 import jinja2
 
 from bankanom_pipeline.settings import PROJECT_ROOT
-from bankanom_pipeline.warehouse.frames import table_exists
+from bankanom_pipeline.warehouse.frames import replace_table, rewriting, table_exists
 
 SQL_ROOT = PROJECT_ROOT / "dbt_like_sql"
 
@@ -141,10 +141,7 @@ class Project:
         """Build one model (one partition of a partitioned model); returns its row count (for that day)."""
         model = self.models[name]
         if model.is_seed:
-            con.execute(
-                f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM read_csv(?, header = true)',
-                [str(model.path)],
-            )
+            replace_table(con, name, "SELECT * FROM read_csv(?, header = true)", [str(model.path)])
             return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
         for ref in model.refs:  # seeds are static: load them the first time something needs them
             seed = self.models[ref]
@@ -161,22 +158,16 @@ class Project:
         # The new rows go straight into the table (no staging copy: writing a wide partition twice cost
         # as much as computing it); the checks run inside the transaction and roll it back on failure.
         query = f"SELECT * FROM (\n{sql}\n)"
-        con.execute("BEGIN TRANSACTION")
-        try:
-            columns = con.execute(f"DESCRIBE {query}").fetchall()
-            if "partition_date" not in [c[0] for c in columns]:
-                raise SqlModelError(f"{model.path}: a partitioned model must select partition_date")
-            con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS {query} LIMIT 0')
-            self._check_columns(con, name, columns)
-            con.execute(f'DELETE FROM "{name}" WHERE partition_date = ?', [day])
+        columns = con.execute(f"DESCRIBE {query}").fetchall()
+        if "partition_date" not in [c[0] for c in columns]:
+            raise SqlModelError(f"{model.path}: a partitioned model must select partition_date")
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS {query} LIMIT 0')
+        self._check_columns(con, name, columns)
+        with rewriting(con, name, day=day):
             inserted = con.execute(f'INSERT INTO "{name}" BY NAME {query}').fetchone()[0]
             rows = con.execute(f'SELECT count(*) FROM "{name}" WHERE partition_date = ?', [day]).fetchone()[0]
             if inserted != rows:
                 raise SqlModelError(f"{model.path}: {inserted - rows} rows fall outside partition {day}")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         return rows
 
     def _check_columns(self, con, name: str, new: list[tuple]) -> None:

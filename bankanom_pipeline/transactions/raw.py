@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bankanom_pipeline.ingest.raw_logs import file_lines
+from bankanom_pipeline.warehouse.frames import rewriting
 
 # CSV header -> warehouse column, in the layout's order
 COLUMNS = {
@@ -184,10 +185,7 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_root: Path, day: dt.d
     files = landing_files(landing_root / day.isoformat())
     counts = IngestCounts(files=len(files))
     con.execute("SET enable_progress_bar = false")
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for table in ("raw_transactions", "raw_transactions_rejected"):
-            con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
+    with rewriting(con, "raw_transactions", "raw_transactions_rejected", day=day):
         for path in files:
             name = str(path.relative_to(landing_root)) if path.is_relative_to(landing_root) else str(path)
             lines, names, problem = _file_table(path, name)
@@ -200,10 +198,6 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_root: Path, day: dt.d
                     con.execute(sql, {"day": day})
             finally:
                 con.unregister("_file_lines")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     counts.loaded = con.execute(
         "SELECT count(*) FROM raw_transactions WHERE partition_date = $day", {"day": day}
     ).fetchone()[0]

@@ -16,6 +16,7 @@ import pandas as pd
 
 from bankanom_pipeline.validation.quarantine import ValidationCounts, write_partition
 from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
+from bankanom_pipeline.warehouse.frames import rewriting
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
 TEXT_COLUMNS = (
@@ -148,9 +149,7 @@ def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date 
     kept, repeated rows left out)."""
     day = dt.date.fromisoformat(str(day))
     read = 0
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute("DELETE FROM transaction_labels WHERE partition_date = $day", {"day": day})
+    with rewriting(con, "transaction_labels", day=day):
         if files:
             con.execute(
                 """CREATE OR REPLACE TEMP TABLE _labels AS
@@ -167,10 +166,6 @@ def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date 
                 {"day": day},
             )
             con.execute("DROP TABLE _labels")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     kept = con.execute(
         "SELECT count(*) FROM transaction_labels WHERE partition_date = $day", {"day": day}
     ).fetchone()[0]

@@ -15,6 +15,7 @@ import pandas as pd
 from bankanom_pipeline.metrics_catalogue import METRICS
 from bankanom_pipeline.validation.quarantine import ValidationCounts, write_partition
 from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
+from bankanom_pipeline.warehouse.frames import rewriting
 
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
 _METRIC_NAMES = "|".join(METRICS)
@@ -137,14 +138,8 @@ QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, line_no) 
 def write_labels(con: duckdb.DuckDBPyConnection, day: dt.date | str) -> int:
     """Ground truth per event (first occurrence of each event_id), for evaluation only."""
     day = dt.date.fromisoformat(str(day))
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute("DELETE FROM log_labels WHERE partition_date = $day", {"day": day})
+    with rewriting(con, "log_labels", day=day):
         con.execute(LABELS_SQL, {"day": day})
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return con.execute(
         "SELECT count(*) FROM log_labels WHERE partition_date = $day", {"day": day}
     ).fetchone()[0]

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import duckdb
 
 from bankanom_pipeline.validation.rules import Outcome, broken_rows
+from bankanom_pipeline.warehouse.frames import rewriting
 
 
 @dataclass
@@ -37,16 +38,10 @@ def write_partition(
     one transaction; the inserts see the rows each rule failed as ``_broken`` (idx, rules). Returns the
     partition's counts, after checking raw = validated + quarantined + duplicates."""
     con.register("_broken", broken_rows(outcomes).to_arrow())
-    con.execute("BEGIN TRANSACTION")
     try:
-        for table in (validated, quarantine):
-            con.execute(f"DELETE FROM {table} WHERE partition_date = $day", {"day": day})
-        for sql in inserts:
-            con.execute(sql, {"day": day})
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with rewriting(con, validated, quarantine, day=day):
+            for sql in inserts:
+                con.execute(sql, {"day": day})
     finally:
         con.unregister("_broken")
     counts = partition_counts(con, day, raw=raw, validated=validated, quarantine=quarantine)

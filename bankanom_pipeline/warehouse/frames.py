@@ -1,17 +1,68 @@
-"""Moving polars frames in and out of DuckDB partitions."""
+"""Moving rows in and out of warehouse partitions, the same way in the embedded file and in the lake."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import duckdb
 import polars as pl
 
+from bankanom_pipeline.warehouse import lake
+
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Whether ``table`` is in the connection's own database (not in one it has attached)."""
-    query = "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?"
+    query = (
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_name = ?"
+    )  # tables and views: in lake mode a table is a view over its Parquet files
     return con.execute(query, [table]).fetchone()[0] > 0
+
+
+@contextmanager
+def rewriting(
+    con: duckdb.DuckDBPyConnection, *tables: str, day: dt.date | str | None = None
+) -> Iterator[None]:
+    """The block's statements replace partition ``day`` of ``tables`` (with no day: edit them whole).
+
+    Embedded: one transaction that first deletes the partition, so a re-run never duplicates rows and a
+    failure leaves the old rows. Lake: the block writes into temporary tables of the same names, then
+    each is published as its partition's one Parquet file (lake.py). Tables the block creates must be
+    created inside it or before it."""
+    day = None if day is None else str(day)
+    if lake.root_of(con) is None:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if day is not None:
+                for table in tables:
+                    if table_exists(con, table):
+                        con.execute(f'DELETE FROM "{table}" WHERE partition_date = ?', [day])
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return
+    try:
+        for table in tables:
+            lake.shadow(con, table, day)
+        yield
+        for table in tables:
+            lake.publish(con, table, day)
+    finally:
+        for table in tables:
+            lake.drop_shadow(con, table)
+
+
+def replace_table(con: duckdb.DuckDBPyConnection, table: str, query: str, params: list | None = None) -> None:
+    """Make ``table`` the result of ``query`` (an unpartitioned table: seeds, feedback)."""
+    if lake.root_of(con) is None:
+        con.execute(f'CREATE OR REPLACE TABLE "{table}" AS {query}', params or [])
+        return
+    con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS {query}', params or [])
+    lake.publish(con, table, None)
 
 
 def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -31,14 +82,9 @@ def replace_partition(con: duckdb.DuckDBPyConnection, table: str, frame: pl.Data
     table from the frame's schema the first time). Re-running a day replaces it: idempotent."""
     con.register("_incoming", frame.to_arrow())
     try:
-        con.execute("BEGIN")
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _incoming LIMIT 0")
-        con.execute(f"DELETE FROM {table} WHERE partition_date = ?", [day])
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with rewriting(con, table, day=day):
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming")
     finally:
         con.unregister("_incoming")
     return frame.height

@@ -11,6 +11,7 @@ import duckdb
 from pydantic import Field
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.warehouse import lake
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 
@@ -29,8 +30,16 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The embedded DuckDB warehouse and the landing zone that feeds it."""
+    """The warehouse (the embedded DuckDB file, or the Parquet lake) and the landing zone that feeds it."""
 
+    storage: str = Field(
+        default_factory=settings.storage_mode,
+        description="embedded (one DuckDB file) or lake (Parquet per partition); env BANKANOM_STORAGE",
+    )
+    lake_root: str = Field(
+        default_factory=settings.lake_root,
+        description="Lake mode's root folder or s3:// URL (env BANKANOM_LAKE_ROOT; default data/lake)",
+    )
     database: str = Field(
         default_factory=lambda: str(settings.warehouse_path()),
         description="DuckDB file (env BANKANOM_WAREHOUSE; default data/warehouse.duckdb)",
@@ -48,9 +57,33 @@ class WarehouseResource(dg.ConfigurableResource):
     def landing_transactions(self) -> Path:
         return Path(self.landing_dir) / "transactions"
 
+    def check(self) -> None:
+        """Fail fast, naming the setting, on a storage configuration that cannot work."""
+        if self.storage not in settings.STORAGE_MODES:
+            raise settings.SettingError(
+                f"BANKANOM_STORAGE={self.storage!r} is not a storage mode; use one of {list(settings.STORAGE_MODES)}"
+            )
+        if self.storage == "lake":
+            lake.check_root(self.lake_root)
+
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = connect(self.database)
+        """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), or an
+        in-memory DuckDB over the lake (steps of different partitions write at the same time)."""
+        self.check()
+        con = lake.connect(self.lake_root) if self.storage == "lake" else connect(self.database)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for reading only (the CLI's summaries): read-only on the embedded file."""
+        self.check()
+        con = (
+            lake.connect(self.lake_root) if self.storage == "lake" else connect(self.database, read_only=True)
+        )
         try:
             yield con
         finally:

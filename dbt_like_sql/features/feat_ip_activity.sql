@@ -18,11 +18,11 @@ windowed AS (
         event_key,
         count(*) OVER w10 AS ip_events_10m,
         count(DISTINCT user_id) OVER w10 AS ip_distinct_users_10m,
-        sum(is_login_failure) OVER w10 AS ip_failed_logins_10m,
-        sum(is_error) OVER w10 AS ip_error_events_10m,
+        (sum(is_login_failure) OVER w10)::BIGINT AS ip_failed_logins_10m,
+        (sum(is_error) OVER w10)::BIGINT AS ip_error_events_10m,
         count(DISTINCT user_id) OVER net10 AS network_distinct_users_10m,
         count(DISTINCT ip_address) OVER net10 AS network_distinct_ips_10m,
-        sum(is_login_failure) OVER net10 AS network_failed_logins_10m
+        (sum(is_login_failure) OVER net10)::BIGINT AS network_failed_logins_10m
     FROM events
     WINDOW
         w10 AS (PARTITION BY ip_address ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),

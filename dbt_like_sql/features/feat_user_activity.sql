@@ -18,10 +18,10 @@ windowed AS (
     SELECT
         partition_date, event_key, user_id, ts, lat, lon, log_amount,
         count(*) OVER w10 AS user_events_10m,
-        sum(is_login_failure) OVER w10 AS user_failed_logins_10m,
+        (sum(is_login_failure) OVER w10)::BIGINT AS user_failed_logins_10m,
         count(DISTINCT ip_address) OVER w60 AS user_distinct_ips_1h,
         count(DISTINCT country) OVER w60 AS user_distinct_countries_1h,
-        sum(is_vpn) OVER w60 AS user_vpn_connections_1h,
+        (sum(is_vpn) OVER w60)::BIGINT AS user_vpn_connections_1h,
         coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
         coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m,
         -- how usual this country and this IP are for the user, among everything seen so far

@@ -1,0 +1,144 @@
+"""Lake mode (BANKANOM_STORAGE=lake): the same demo as the embedded one gives the same tables."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from bankanom_pipeline import settings
+from bankanom_pipeline.warehouse import lake
+from bankanom_pipeline.warehouse.frames import replace_partition, rewriting
+from bankanom_pipeline.warehouse.resource import WarehouseResource
+from tests.conftest import DEMO_DAY
+
+# table -> key columns; every other column is compared too, except load times
+COMPARED = {
+    "raw_logs": ["event_id", "source_file", "line_no"],
+    "validated_logs": ["event_id"],
+    "incidents": ["incident_id"],
+    "evaluation_metrics": ["model", "metric"],
+    "log_labels": ["event_id"],
+    "features_events": ["event_id"],
+    "scored_events": ["event_id"],
+    "incident_events": ["incident_id", "event_id"],
+}
+VOLATILE = {"ingested_at", "quarantined_at", "if_version", "lof_version", "scored_at"}
+
+
+@pytest.fixture(scope="module")
+def lake_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lake-demo")
+    env = {
+        **os.environ,
+        "BANKANOM_DATA_DIR": str(root / "data"),
+        "DAGSTER_HOME": str(root / "dagster_home"),
+        "BANKANOM_STORAGE": "lake",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DEMO_DAY, "--rate", "1.5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    con = lake.connect(str(root / "data" / "lake"))
+    yield result.stdout, con, root / "data" / "lake"
+    con.close()
+
+
+def _columns(con, table):
+    return [name for name, *_ in con.execute(f"DESCRIBE {table}").fetchall() if name not in VOLATILE]
+
+
+def test_lake_demo_writes_one_parquet_file_per_table_partition(lake_demo):
+    out, _, root = lake_demo
+    assert "lake:" in out
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    for table in ("raw_logs", "validated_logs", "features_events", "scored_events", "incidents"):
+        assert f"{table}/date={DEMO_DAY}/part-0.parquet" in files
+    assert "model_registry/data.parquet" in files
+    assert not [p for p in root.rglob("*.tmp")], "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("table", sorted(COMPARED))
+def test_lake_rows_equal_the_embedded_warehouse(demo, lake_demo, table):
+    _, embedded, _ = demo
+    _, lake_con, _ = lake_demo
+    columns = _columns(embedded, table)
+    assert columns == _columns(lake_con, table)
+    keys = ", ".join(COMPARED[table])
+    select = f"SELECT {', '.join(columns)} FROM {table} WHERE partition_date = '{DEMO_DAY}' ORDER BY {keys}"
+    a = embedded.execute(select).fetchall()
+    b = lake_con.execute(select).fetchall()
+    assert len(a) == len(b) > 0
+    assert [_rounded(row) for row in a] == [_rounded(row) for row in b]
+
+
+def _rounded(row):
+    # Floating sums may differ in the last bits with the order threads add them; nothing else may.
+    return tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in row)
+
+
+def test_lake_scores_and_incidents_equal_the_embedded_ones(demo, lake_demo):
+    _, embedded, _ = demo
+    _, lake_con, _ = lake_demo
+    scores = (
+        "SELECT count(*), sum(is_anomaly::INT), sum(ensemble_score), sum(if_score), sum(lof_score) "
+        f"FROM scored_events WHERE partition_date = '{DEMO_DAY}'"
+    )
+    assert _rounded(embedded.execute(scores).fetchone()) == _rounded(lake_con.execute(scores).fetchone())
+    incidents = (
+        "SELECT incident_id, severity, event_count, max_score, scenario_id FROM incidents "
+        f"WHERE partition_date = '{DEMO_DAY}' ORDER BY incident_id"
+    )
+    assert [_rounded(r) for r in embedded.execute(incidents).fetchall()] == [
+        _rounded(r) for r in lake_con.execute(incidents).fetchall()
+    ]
+
+
+def test_rewriting_a_partition_replaces_it_and_a_failed_block_leaves_it(tmp_path):
+    con = lake.connect(str(tmp_path / "lake"))
+    first = pl.DataFrame({"partition_date": ["2026-01-01"] * 3, "x": [1, 2, 3]}).with_columns(
+        pl.col("partition_date").str.to_date()
+    )
+    replace_partition(con, "t", first, "2026-01-01")
+    replace_partition(con, "t", first.head(2), "2026-01-01")  # a re-run replaces, never appends
+    replace_partition(
+        con, "t", first.with_columns(pl.lit(dt.date(2026, 1, 2)).alias("partition_date")), "2026-01-02"
+    )
+    assert con.execute(
+        "SELECT partition_date::VARCHAR, count(*) FROM t GROUP BY 1 ORDER BY 1"
+    ).fetchall() == [
+        ("2026-01-01", 2),
+        ("2026-01-02", 3),
+    ]
+    with pytest.raises(RuntimeError), rewriting(con, "t", day="2026-01-01"):
+        con.execute("INSERT INTO t VALUES ('2026-01-01', 9)")
+        raise RuntimeError("the step failed half-way")
+    assert con.execute("SELECT count(*) FROM t WHERE partition_date = '2026-01-01'").fetchone()[0] == 2
+    # a second connection (another run) sees the same files
+    other = lake.connect(str(tmp_path / "lake"))
+    assert other.execute("SELECT sum(x) FROM t").fetchone()[0] == 1 + 2 + 6
+
+
+def test_unknown_storage_mode_and_unwritable_lake_fail_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("BANKANOM_STORAGE", "parquet")
+    with pytest.raises(settings.SettingError, match="BANKANOM_STORAGE='parquet'"):
+        settings.storage_mode()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    resource = WarehouseResource(storage="lake", lake_root=str(blocked / "lake"))
+    with pytest.raises(settings.SettingError, match=r"BANKANOM_LAKE_ROOT=.*is not writable"):
+        resource.check()
+
+
+def test_embedded_connection_is_not_a_lake(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    assert lake.root_of(con) is None
+    assert Path(tmp_path / "w.duckdb").exists()
