@@ -531,6 +531,22 @@ def up(
     raise typer.Exit(supervisor.run())
 
 
+@app.command("check-deployment")
+def check_deployment() -> None:
+    """Check the deployment settings (storage, lake root, executor, Celery broker, Dagster's Postgres);
+    exit 2 naming the first setting that cannot work."""
+    from bankanom_pipeline.distributed.checks import check_deployment as check
+
+    try:
+        report = check()
+    except settings.SettingError as error:
+        console.print(f"[red]bad configuration[/red]: {error}")
+        raise typer.Exit(2) from None
+    for key, value in report.items():
+        console.print(f"{key}: {value}")
+    console.print("[green]ok[/green]")
+
+
 @app.command("validate-config")
 def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
     """Check a mock traffic YAML and list its enabled scenarios."""

@@ -12,6 +12,8 @@ from bankanom_pipeline.detection.assets import (
     scored_events,
     transaction_model_assets,
 )
+from bankanom_pipeline.distributed.celery import executor as celery_executor
+from bankanom_pipeline.distributed.checks import check_executor
 from bankanom_pipeline.ingest.assets import raw_logs
 from bankanom_pipeline.jobs import (
     features_job,
@@ -27,6 +29,22 @@ from bankanom_pipeline.sqlmodels.assets import build_sql_assets
 from bankanom_pipeline.transactions.assets import transaction_assets
 from bankanom_pipeline.validation.assets import log_labels, validated_logs
 from bankanom_pipeline.warehouse.resource import WarehouseResource
+
+
+def _warehouse() -> WarehouseResource:
+    warehouse = WarehouseResource()
+    warehouse.check()  # a bad storage setting stops the code location from loading, naming the variable
+    return warehouse
+
+
+def _executor() -> dg.ExecutorDefinition:
+    if check_executor() == "celery":
+        return celery_executor()
+    # Embedded: steps run in the run's own process. DuckDB writers are serialised by the "duckdb" pool
+    # anyway, so the multiprocess executor bought no parallelism, only a Python start-up (~5-10 s of
+    # imports: Dagster, GX, scikit-learn) per step.
+    return dg.in_process_executor
+
 
 # what follows its upstream partitions on its own (see automation/sensors.py)
 FOLLOWERS = {
@@ -78,9 +96,6 @@ defs = dg.Definitions(
     ],
     schedules=schedules,
     sensors=sensors,
-    resources={"warehouse": WarehouseResource()},
-    # Steps run in the run's own process. DuckDB writers are serialised by the "duckdb" pool anyway, so
-    # the default multiprocess executor bought no parallelism, only a Python start-up (~5-10 s of
-    # imports: Dagster, GX, scikit-learn) per step.
-    executor=dg.in_process_executor,
+    resources={"warehouse": _warehouse()},
+    executor=_executor(),
 )

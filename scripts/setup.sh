@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.11 and install bankanom (editable) with its pinned dependencies, and make sure
-# Debian's chromium is there for the console's browser tests (Playwright drives it; never `playwright install`).
+# the Debian packages the tests start are there: chromium (the console's browser test; Playwright drives
+# it, never `playwright install`), postgresql and redis-server (the distributed test's Dagster instance
+# and Celery broker, started by the test on free loopback ports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
   else
-    echo "warning: /usr/bin/chromium is missing and this is not root: 'apt-get install -y chromium' as root," \
-      "or the console's browser test fails" >&2
+    echo "warning: missing Debian packages: ${missing[*]}; 'apt-get install -y ${missing[*]}' as root," \
+      "or the tests that need them fail" >&2
   fi
 fi
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
@@ -18,4 +24,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,deploy]"

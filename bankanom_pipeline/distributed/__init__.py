@@ -1,0 +1,1 @@
+"""Running beyond one machine on Dagster's own machinery: the Celery executor and deployment checks."""

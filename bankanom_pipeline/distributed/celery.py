@@ -1,0 +1,57 @@
+"""The Celery executor's configuration, shared by runs (which submit steps) and workers (which run them):
+both must agree on broker, backend, queue and task settings, so both build them here."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from bankanom_pipeline import settings
+
+
+def config_source() -> dict:
+    """Celery settings beyond dagster-celery's defaults."""
+    return {
+        # A step's message is acknowledged when the step ends, not when a worker takes it: a worker that
+        # dies mid-step leaves it unacknowledged, and the broker hands it to another worker once the
+        # visibility timeout passes. It must exceed the longest step (default one hour).
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,  # a worker holds only the step it runs
+        "broker_transport_options": {
+            "visibility_timeout": int(os.environ.get("BANKANOM_CELERY_VISIBILITY_TIMEOUT", "3600")),
+        },
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": "dagster",
+    }
+
+
+def executor_config() -> dict:
+    return {
+        "broker": settings.celery_broker(),
+        "backend": settings.celery_backend(),
+        "config_source": config_source(),
+    }
+
+
+def executor() -> dg.ExecutorDefinition:
+    """Dagster's Celery executor on this deployment's broker (checks.check_executor has pinged it: a
+    wrong URL fails at load, naming the setting, not in a run waiting for workers that never answer)."""
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(executor_config(), name="celery")
+
+
+def check_broker(timeout: float = 3.0) -> None:
+    import redis
+
+    for setting, url in (
+        ("BANKANOM_CELERY_BROKER", settings.celery_broker()),
+        ("BANKANOM_CELERY_BACKEND", settings.celery_backend()),
+    ):
+        if not url.startswith(("redis://", "rediss://")):
+            raise settings.SettingError(f"{setting}={url!r}: only Redis (redis:// or rediss://) is supported")
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+        except redis.RedisError as error:
+            raise settings.SettingError(f"{setting}={url!r} is unreachable: {error}") from None
