@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.frames import replace_partition, rewriting
 from bankanom_pipeline.warehouse.resource import WarehouseResource
@@ -142,3 +143,16 @@ def test_embedded_connection_is_not_a_lake(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     assert lake.root_of(con) is None
     assert Path(tmp_path / "w.duckdb").exists()
+
+
+def test_an_older_window_finishing_last_does_not_replace_the_current_snapshot(tmp_path):
+    """Runs of several days finish in any order (at once, in lake mode): the API keeps the newest window."""
+    con = lake.connect(str(tmp_path / "lake"))
+    root = tmp_path / "snapshots"
+    newer = snapshot.publish(con, root, dt.date(2026, 1, 6), 3)
+    older = snapshot.publish(con, root, dt.date(2026, 1, 4), 3)
+    assert older["superseded"] and older["file"] == newer["file"]
+    assert snapshot.current(root)["through"] == "2026-01-06"
+    assert not (root / older["superseded"]).exists()
+    again = snapshot.publish(con, root, dt.date(2026, 1, 6), 3)  # the same day again does replace it
+    assert "superseded" not in again and snapshot.current(root)["file"] == again["file"]

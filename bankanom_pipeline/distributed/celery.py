@@ -17,6 +17,11 @@ def config_source() -> dict:
         # dies mid-step leaves it unacknowledged, and the broker hands it to another worker once the
         # visibility timeout passes. It must exceed the longest step (default one hour).
         "task_acks_late": True,
+        # A step whose process dies (the OOM killer, a crash) goes straight back to the queue as well.
+        # Reported as a failure instead, dagster-celery stops submitting steps but waits for the run's
+        # remaining branches forever (seen in tests/test_distributed.py): redelivery is what recovers.
+        # The price: a step that kills its process every time comes back every time.
+        "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,  # a worker holds only the step it runs
         "broker_transport_options": {
             "visibility_timeout": int(os.environ.get("BANKANOM_CELERY_VISIBILITY_TIMEOUT", "3600")),

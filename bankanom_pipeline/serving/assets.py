@@ -35,13 +35,17 @@ class SnapshotConfig(dg.Config):
 def api_snapshot(
     context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    day = dt.date.fromisoformat(context.partition_key)
     with warehouse.connection() as con:
-        pointer = snapshot.publish(
-            con, Path(config.snapshots_dir), dt.date.fromisoformat(context.partition_key), config.days
-        )
+        # the API serves the latest days: a backfill of an older day republishes the latest window
+        through = max(day, snapshot.latest_scored_day(con) or day)
+        pointer = snapshot.publish(con, Path(config.snapshots_dir), through, config.days)
+    if "superseded" in pointer:
+        context.log.info(f"a newer snapshot (through {pointer['through']}) is current: this one was dropped")
     return dg.MaterializeResult(
         metadata={
             "file": pointer["file"],
+            "through": pointer["through"],
             "published_at": pointer["published_at"],
             **{f"rows/{table}": n for table, n in pointer["rows"].items()},
         }

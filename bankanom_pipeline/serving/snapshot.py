@@ -104,6 +104,12 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: 
             rows[table] = con.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
     finally:
         con.execute("DETACH snap")
+    existing = current(root)
+    if existing and dt.date.fromisoformat(existing["through"]) > through:
+        # A newer window was published meanwhile (runs of several days finish in any order, at once in
+        # lake mode): going back would hide the latest scores from the API, so this one is dropped.
+        (root / name).unlink(missing_ok=True)
+        return {**existing, "superseded": name}
     pointer = {
         "file": name,
         "published_at": published.isoformat(),
