@@ -22,6 +22,7 @@ from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
 from bankanom_pipeline.transactions.validation import load_labels, validate_partition
+from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
 from tests.conftest import DAY
 
@@ -440,15 +441,12 @@ def _warehouse(data: Path) -> WarehouseResource:
     return WarehouseResource(database=str(data / "warehouse.duckdb"), landing_dir=str(data / "landing"))
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def _end_to_end(data: Path, warehouse: WarehouseResource) -> dict:
     """One generated delivery day (30 days of history for ~600 accounts) through the three jobs."""
-    data = tmp_path_factory.mktemp("tx_e2e") / "data"
     folder = data / "landing" / "transactions" / E2E_DAY
     assert write(folder / "tx.csv", folder / "tx.labels.csv", rows=ROWS, seed=3)[0] == ROWS
     (data / "models").mkdir(parents=True)
     (data / "models" / "current.json").write_bytes(LOG_REGISTRY_POINTER)  # the logs' registry
-    warehouse = _warehouse(data)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("BANKANOM_DATA_DIR", str(data))
         for name in (
@@ -458,16 +456,49 @@ def pipeline(tmp_path_factory):
             "BANKANOM_LANDING_DIR",
         ):
             env.delenv(name, raising=False)
-        results = {
+        return {
             "features": _run("transaction_features_job", warehouse, partition_key=E2E_DAY),
             "train": _run(
                 "transaction_train_job", warehouse, run_config=train_run_config(E2E_DAY, TRANSACTIONS)
             ),
             "transactions": _run("transactions_job", warehouse, partition_key=E2E_DAY),
         }
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    data = tmp_path_factory.mktemp("tx_e2e") / "data"
+    results = _end_to_end(data, _warehouse(data))
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     yield data, con, results
     con.close()
+
+
+@pytest.fixture(scope="module")
+def lake_pipeline(tmp_path_factory):
+    """The same day in lake mode (BANKANOM_STORAGE=lake): Parquet per table and partition."""
+    data = tmp_path_factory.mktemp("tx_lake") / "data"
+    landing = str(data / "landing")
+    _end_to_end(data, WarehouseResource(storage="lake", lake_root=str(data / "lake"), landing_dir=landing))
+    con = lake.connect(str(data / "lake"))
+    yield con
+    con.close()
+
+
+@pytest.mark.slow
+def test_lake_mode_gives_the_same_transactions_scores_incidents_and_metrics(pipeline, lake_pipeline):
+    _, embedded, _ = pipeline
+    for query in (
+        "SELECT count(*), count(DISTINCT transaction_id) FROM validated_transactions",
+        "SELECT count(*) FROM quarantine_transactions",
+        "SELECT count(*), sum(is_anomaly::INT), round(sum(ensemble_score), 6), round(sum(if_score), 6), "
+        "round(sum(lof_score), 6) FROM scored_transactions",
+        "SELECT count(*), sum(transaction_count) FROM transaction_incidents",
+        "SELECT model, metric, round(value, 9) FROM transaction_evaluation_metrics WHERE NOT isnan(value) "
+        "ORDER BY 1, 2",
+    ):
+        expected = embedded.execute(query).fetchall()
+        assert expected and expected == lake_pipeline.execute(query).fetchall(), query
 
 
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
