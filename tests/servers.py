@@ -7,6 +7,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,26 @@ from pathlib import Path
 import pytest
 
 from tests.api_server import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """A background process in a session of its own, so that ``stop`` (or a test) reaches its children."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _postgres_bin() -> Path | None:

@@ -22,6 +22,7 @@ from dagster._core.instance.ref import InstanceRef
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.settings import PROJECT_ROOT
 from tests.api_server import free_port
+from tests.servers import start, stop
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "bankanom_pipeline.cli"]
@@ -41,23 +42,6 @@ def wait_for(what: str, check, timeout: float, every: float = 1.0):
 
 def instance_at(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            command, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture

@@ -61,24 +61,6 @@ def _write_landing(landing: Path) -> None:
         _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
 
 
-def _spawn(env: dict, args: list[str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        # a session of its own: killing the worker kills its pool processes too, like losing its machine
-        return subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -196,7 +178,7 @@ def backfill(tmp_path_factory):
         def worker(name: str) -> subprocess.Popen:
             command = [str(bin_dir / "celery"), "-A", "bankanom_pipeline.distributed.celery_app", "worker"]
             command += ["-Q", "dagster", "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", "INFO"]
-            return _spawn(distributed, command, ARTIFACTS / f"worker-{name}.log")
+            return servers.start(command, distributed, ARTIFACTS / f"worker-{name}.log")
 
         # the product's own sensors would add runs of their own (new landing files, eager follow-ups)
         for sensor in ("landing_sensor", "automation_sensor", "drift_sensor"):
@@ -209,14 +191,13 @@ def backfill(tmp_path_factory):
                 timeout=300,
             )
         workers = {name: worker(name) for name in WORKERS}
-        daemon = _spawn(
-            distributed,
+        daemon = servers.start(
             [str(bin_dir / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            distributed,
             ARTIFACTS / "daemon.log",
         )
         port = free_port()
-        webserver = _spawn(
-            distributed,
+        webserver = servers.start(
             [
                 str(bin_dir / "dagster-webserver"),
                 "-h",
@@ -226,6 +207,7 @@ def backfill(tmp_path_factory):
                 "-w",
                 str(ROOT / "workspace.yaml"),
             ],
+            distributed,
             ARTIFACTS / "webserver.log",
         )
         saved = {k: os.environ.get(k) for k in pg}
@@ -305,10 +287,10 @@ def backfill(tmp_path_factory):
             }
             instance.dispose()
         finally:
-            _stop(webserver)
-            _stop(daemon)
+            servers.stop(webserver)
+            servers.stop(daemon)
             for process in workers.values():
-                _stop(process)
+                servers.stop(process)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)

@@ -59,31 +59,36 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def check(self) -> None:
         """Fail fast, naming the setting, on a storage configuration that cannot work."""
+        self._check_mode()
+        if self.storage == "lake":
+            lake.check_root(self.lake_root)
+
+    def _check_mode(self) -> None:
         if self.storage not in settings.STORAGE_MODES:
             raise settings.SettingError(
                 f"BANKANOM_STORAGE={self.storage!r} is not a storage mode; use one of {list(settings.STORAGE_MODES)}"
             )
-        if self.storage == "lake":
-            lake.check_root(self.lake_root)
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), or an
         in-memory DuckDB over the lake (steps of different partitions write at the same time)."""
-        self.check()
-        con = lake.connect(self.lake_root) if self.storage == "lake" else connect(self.database)
-        try:
+        with self._open(read_only=False) as con:
             yield con
-        finally:
-            con.close()
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for reading only (the CLI's summaries): read-only on the embedded file."""
-        self.check()
-        con = (
-            lake.connect(self.lake_root) if self.storage == "lake" else connect(self.database, read_only=True)
-        )
+        with self._open(read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._check_mode()  # lake.connect checks the root itself
+        if self.storage == "lake":
+            con = lake.connect(self.lake_root)
+        else:
+            con = connect(self.database, read_only=read_only)
         try:
             yield con
         finally:
