@@ -1,9 +1,15 @@
 """Scenario matching against the hand-written profiles, on crafted incidents."""
 
+import numpy as np
 import pytest
 
 from bankanom_pipeline.detection.config import default_detection_config
-from bankanom_pipeline.detection.rca import default_catalogue, load_catalogue, match_scenario
+from bankanom_pipeline.detection.rca import (
+    default_catalogue,
+    load_catalogue,
+    match_scenario,
+    tell_tale_coverage,
+)
 
 FEATURES = default_detection_config().feature_names
 
@@ -155,3 +161,49 @@ def test_confidence_is_low_when_nothing_fits():
     )
     assert match.confidence < 0.5
     assert len(match.runners_up) == 2
+
+
+def test_missing_tell_tales_count_against_a_scenario_in_a_large_incident():
+    # one /24 of a stuffing run as the detector sees it: 23 failures from ten proxies, nothing else. Brute
+    # force fits every trait here (its per-IP features even moved more), except its rate-limit and
+    # velocity lines, which a run this long would have logged.
+    moved = dev(
+        network_distinct_users_10m=20.0,
+        network_distinct_ips_10m=2.0,
+        ip_distinct_users_10m=5.0,
+        ip_failed_logins_10m=5.0,
+        network_failed_logins_10m=10.0,
+        attempts_per_minute=25.0,
+        unique_users=20.0,
+        success_rate=-9.0,
+        failed_attempts=5.0,
+    )
+    services = {"auth-service": 12, "api-gateway": 11}
+    assert match_scenario(services, {LOGIN_FAILED: 23}, moved, 22, 10).scenario_id == "BANK-004"
+    # what the rule changed: without it, this incident was named brute force
+    unjudged = match_scenario(services, {LOGIN_FAILED: 23}, moved, 22, 10, catalogue=_without_absence())
+    assert unjudged.scenario_id == "BANK-002"
+    with_tell_tale = {LOGIN_FAILED: 19, "Authentication rate limit exceeded for <id>": 4}
+    assert match_scenario(services, with_tell_tale, moved, 22, 10).scenario_id == "BANK-002"
+    # below min_events_for_absence lines nothing is judged missing
+    few = {LOGIN_FAILED: default_catalogue().matching.min_events_for_absence - 1}
+    assert match_scenario({"auth-service": 9}, few, moved, 9, 4).confidence == pytest.approx(
+        match_scenario({"auth-service": 9}, few, moved, 9, 4, catalogue=_without_absence()).confidence
+    )
+
+
+def _without_absence():
+    from dataclasses import replace
+
+    catalogue = default_catalogue()
+    return replace(catalogue, matching=replace(catalogue.matching, min_events_for_absence=10**9))
+
+
+def test_tell_tale_coverage():
+    catalogue = default_catalogue()
+    templates = [LOGIN_FAILED, "Authentication rate limit exceeded for <id>", "Replica is #s behind primary"]
+    counts = np.array([[20, 0, 0], [16, 4, 0], [0, 0, 3]], dtype=float)
+    cov = dict(zip(catalogue.ids, tell_tale_coverage(counts, templates, catalogue).T, strict=True))
+    assert list(cov["BANK-001"]) == [1.0, 1.0, 1.0]  # no template of its own: never penalised
+    assert list(cov["BANK-002"]) == [0.0, 0.5, 0.0]  # rate limit seen, velocity alert not
+    assert list(cov["BANK-012"]) == [0.0, 0.0, 1.0]

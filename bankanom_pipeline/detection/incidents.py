@@ -443,7 +443,8 @@ def _rca_scores(
         out[long["_inc"].to_numpy(), codes] = long["len"].to_numpy()
         return out, values
 
-    template_score = rca.template_fit(*counts("template"), catalogue)
+    template_counts = counts("template")
+    template_score = rca.template_fit(*template_counts, catalogue)
     service_score = rca.service_fit(*counts("source_service"), catalogue)
     return rca.score_matrix(
         template_score,
@@ -455,6 +456,7 @@ def _rca_scores(
         events,
         inc["_no_user_share"].to_numpy(),
         catalogue,
+        rca.tell_tale_coverage(*template_counts, catalogue),
     )
 
 

@@ -47,6 +47,7 @@ class Matching:
     full_deviation: float
     temperature: float
     min_events_for_entities: int
+    min_events_for_absence: int
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def load_catalogue(path: str | Path | None = None, mock_config: MockConfig | Non
         full_deviation=float(m["full_deviation"]),
         temperature=float(m["temperature"]),
         min_events_for_entities=int(m["min_events_for_entities"]),
+        min_events_for_absence=int(m["min_events_for_absence"]),
     )
     return Catalogue(profiles, matching)
 
@@ -135,6 +137,24 @@ def template_fit(counts: np.ndarray, templates: Sequence[str], catalogue: Catalo
     member = template_matches(templates, catalogue).astype(float)
     member /= np.maximum(member.sum(axis=1, keepdims=True), 1.0)
     return (counts @ member) / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+
+
+def tell_tale_coverage(counts: np.ndarray, templates: Sequence[str], catalogue: Catalogue) -> np.ndarray:
+    """(incidents, scenarios) 0..1: the share of each scenario's tell-tale templates (vocabulary entries
+    no other scenario has; follow-ups excluded, they come only sometimes) that the incident logged at
+    least once. 1 for a scenario without tell-tales: nothing it lacks can speak against it."""
+    lowered = [t.lower() for t in templates]
+    seen = counts > 0
+    out = np.ones((len(counts), len(catalogue.profiles)))
+    for j, profile in enumerate(catalogue.profiles):
+        own = [t for t in profile.templates if not t.startswith(FOLLOW_UP_PREFIX)]
+        others = {t for p in catalogue.profiles if p.id != profile.id for t in p.templates}
+        tells = [t for t in own if t not in others]
+        if not tells:
+            continue
+        hits = np.array([[t in low for low in lowered] for t in tells], dtype=float)  # (tells, templates)
+        out[:, j] = ((seen.astype(float) @ hits.T) > 0).mean(axis=1)
+    return out
 
 
 def service_membership(services: Sequence[str], catalogue: Catalogue) -> np.ndarray:
@@ -167,12 +187,15 @@ def score_matrix(
     event_count: np.ndarray,
     no_user_share: np.ndarray,
     catalogue: Catalogue,
+    coverage: np.ndarray | None = None,
 ) -> np.ndarray:
     """Match scores (incidents, scenarios), each 0..1.
 
     ``template_score`` / ``service_score``: (incidents, scenarios) from ``template_fit`` /
     ``service_fit``. ``deviation``: (incidents, features) the incident's
-    typical robust z per feature (see incidents.py: the quartile furthest from 0)."""
+    typical robust z per feature (see incidents.py: the quartile furthest from 0). ``coverage``: from
+    ``tell_tale_coverage``; in an incident of at least ``min_events_for_absence`` lines, a scenario's
+    template part is scaled by (1 + coverage) / 2, so missing tell-tales count against it."""
     m = catalogue.matching
     n, k = len(event_count), len(catalogue.profiles)
     position = {f: i for i, f in enumerate(feature_names)}
@@ -185,6 +208,9 @@ def score_matrix(
         moved = np.clip(deviation[:, cols] * signs / m.full_deviation, 0.0, 1.0)
         features[:, j] = moved.mean(axis=1)
     entities = _entity_fit(user_count, ip_count, event_count, no_user_share, catalogue)
+    if coverage is not None:
+        judged = (np.asarray(event_count) >= m.min_events_for_absence)[:, None]
+        template_score = template_score * np.where(judged, (1.0 + coverage) / 2, 1.0)
     w = m.weights
     total = w["templates"] + w["features"] + w["services"] + w["entities"]
     return (
@@ -278,5 +304,6 @@ def match_scenario(
         np.array([events]),
         np.array([no_user_share]),
         catalogue,
+        tell_tale_coverage(t_counts, list(templates), catalogue),
     )
     return best_matches(scores, catalogue, runners_up)[0]
