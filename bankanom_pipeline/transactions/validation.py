@@ -72,11 +72,13 @@ SELECT
     try_cast(account_balance AS DOUBLE) AS balance
 FROM cleaned
 """
+# The whole numbers go to GX as BIGINT: GX checks a range vectorised only for int64/float64 columns and
+# calls a Python function per value for any other dtype (an INTEGER column without nulls is int32).
 RULE_COLUMNS = (
     "idx, transaction_id, account_id, transaction_amount, transaction_date, transaction_type, location, "
     "device_id, ip_address, merchant_id, channel, customer_age, customer_occupation, transaction_duration, "
-    "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n, duration_s, "
-    "login_attempts_n, balance"
+    "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n::BIGINT AS customer_age_n, "
+    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance"
 )
 _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 
