@@ -3,7 +3,8 @@ against a straightforward pandas + scikit-learn implementation of the same steps
 approach) on the same file, scored by the same promoted models.
 
 Generated once and the models trained once (untimed). Then each side runs ``--runs`` times, alternating,
-each bankanom run on a fresh warehouse; medians per stage. The pandas features are checked against the
+each bankanom run on a fresh warehouse; medians per stage of wall and CPU seconds (the process's,
+every thread). The pandas features are checked against the
 SQL ones (max absolute difference per model feature), so the comparison is of the same work.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import resource
 import shutil
 import statistics
 import sys
@@ -28,6 +30,33 @@ from _common import record
 DAY = "2026-02-01"
 
 
+def _cpu() -> float:
+    """CPU seconds of this process (every thread: DuckDB's and BLAS's too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Stages:
+    """Wall and CPU seconds of consecutive stages: the machine may be shared, and CPU seconds are what
+    another engineer's load changes least."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.began = self.mark = time.perf_counter()
+        self.cpu_began = self.cpu_mark = _cpu()
+
+    def done(self, stage: str) -> None:
+        now, cpu = time.perf_counter(), _cpu()
+        self.seconds[stage] = now - self.mark
+        self.seconds[f"{stage}_cpu"] = cpu - self.cpu_mark
+        self.mark, self.cpu_mark = now, cpu
+
+    def total(self) -> dict[str, float]:
+        self.seconds["total"] = time.perf_counter() - self.began
+        self.seconds["total_cpu"] = _cpu() - self.cpu_began
+        return self.seconds
+
+
 def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     from bankanom_pipeline.detection.sources import TRANSACTIONS
     from bankanom_pipeline.sqlmodels.runner import Project
@@ -41,14 +70,13 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     database.unlink(missing_ok=True)
     con = connect(database)
     config = TRANSACTIONS.config
-    seconds = {}
-    began = mark = time.perf_counter()
+    stages = Stages()
     load_partition(con, root / "landing", DAY)
-    seconds["ingest"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("ingest")
     validate_partition(con, DAY)
-    seconds["validate"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("validate")
     Project().materialize(con, "features_transactions", DAY)
-    seconds["features"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("features")
     columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
     batches = read_batches(
         con,
@@ -58,8 +86,8 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     )
     scored = score_transactions(batches, detectors, config)
     replace_partition(con, "scored_transactions", scored, DAY)
-    seconds["score"] = time.perf_counter() - mark
-    seconds["total"] = time.perf_counter() - began
+    stages.done("score")
+    seconds = stages.total()
     features = con.execute("SELECT * FROM features_transactions").pl()
     con.close()
     return seconds, features
@@ -144,10 +172,9 @@ def pandas_run(csv: Path, cities: pd.DataFrame, detectors) -> tuple[dict, pd.Dat
     from bankanom_pipeline.detection.scoring import score
     from bankanom_pipeline.detection.sources import TRANSACTIONS
 
-    seconds = {}
-    began = mark = time.perf_counter()
+    stages = Stages()
     raw = pd.read_csv(csv, dtype=str, keep_default_na=False).rename(columns={"IP Address": "IPAddress"})
-    seconds["ingest"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("ingest")
     df = pd.DataFrame(
         {
             "transaction_id": raw["TransactionID"],
@@ -177,13 +204,12 @@ def pandas_run(csv: Path, cities: pd.DataFrame, detectors) -> tuple[dict, pd.Dat
         & ~df["transaction_id"].duplicated()
     )
     df = df[ok]
-    seconds["validate"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("validate")
     features = pandas_features(df, cities)
-    seconds["features"], mark = time.perf_counter() - mark, time.perf_counter()
+    stages.done("features")
     score(pl.from_pandas(features), detectors, TRANSACTIONS.config)
-    seconds["score"] = time.perf_counter() - mark
-    seconds["total"] = time.perf_counter() - began
-    return seconds, features
+    stages.done("score")
+    return stages.total(), features
 
 
 def train(root: Path):
@@ -256,6 +282,8 @@ def main() -> None:
             "runs": args.runs,
             "median_seconds": median,
             "pandas_over_bankanom": median["pandas_sklearn"]["total"] / median["bankanom"]["total"],
+            "pandas_over_bankanom_cpu": median["pandas_sklearn"]["total_cpu"]
+            / median["bankanom"]["total_cpu"],
             "features_pandas_over_sql": median["pandas_sklearn"]["features"] / median["bankanom"]["features"],
             "rows_compared": joined.height,
             "max_abs_feature_difference": differences,

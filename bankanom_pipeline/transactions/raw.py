@@ -142,7 +142,8 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
     problem = _sql_text(file_problem) if file_problem else "NULL"
     reason = f"""CASE
             WHEN NOT utf8_ok THEN 'invalid UTF-8'
-            WHEN trim(line) = '' THEN 'empty line'
+            -- a blank line is one field: the CASE trims only those lines, not every line
+            WHEN n_fields = 1 AND trim(line) = '' THEN 'empty line'
             WHEN {problem} IS NOT NULL THEN {problem}
             WHEN n_fields <> {expected} THEN 'expected {expected} fields, found ' || n_fields
         END"""

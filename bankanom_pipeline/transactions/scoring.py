@@ -22,8 +22,14 @@ def top_features(frame: pl.DataFrame, detectors: dict[str, Detector], n: int = T
         return pl.Series("top_features", [], dtype=TOP_FEATURES_TYPE)
     z = deviations(frame, detectors)[:, read]
     order = np.argsort(-np.abs(z), axis=1, kind="stable")[:, :n]
-    rows = [
-        [{"feature": names[read[j]], "deviation": round(float(z[i, j]), 3)} for j in order[i]]
-        for i in range(len(z))
-    ]
-    return pl.Series("top_features", rows, dtype=TOP_FEATURES_TYPE)
+    # built column-wise: a Series from one Python list of dicts per row cost ~0.2 ms a row (2 s a
+    # million transactions); Python's round is kept for the same decimals
+    picked = np.take_along_axis(z, order, axis=1)
+    flat = pl.DataFrame(
+        {
+            "feature": np.asarray([names[r] for r in read], dtype=object)[order].ravel(),
+            "deviation": [round(v, 3) for v in picked.ravel().tolist()],
+        },
+        schema={"feature": pl.String, "deviation": pl.Float64},
+    ).to_struct("top_features")
+    return flat.reshape((len(z), order.shape[1])).cast(TOP_FEATURES_TYPE)

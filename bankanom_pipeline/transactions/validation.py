@@ -46,37 +46,49 @@ WITH cleaned AS (
     SELECT source_file, line_no, extra,
         {", ".join(f"nullif(trim({c}), '') AS {c}" for c in TEXT_COLUMNS)}
     FROM raw_transactions WHERE partition_date = $day
+), files AS (
+    -- idx orders rows by (file, line) without sorting them: the file's rank in the high bits
+    SELECT source_file, row_number() OVER (ORDER BY source_file) << 40 AS base
+    FROM (SELECT DISTINCT source_file FROM cleaned)
+), firsts AS (
+    -- each id's first line: a hash aggregate, where a window over the ids sorted every (wide) row
+    SELECT transaction_id, min({{'file': source_file, 'line': line_no}}) AS first_line
+    FROM cleaned WHERE transaction_id IS NOT NULL GROUP BY transaction_id
 )
 SELECT
-    (row_number() OVER (ORDER BY source_file, line_no) - 1)::BIGINT AS idx,
+    (f.base + c.line_no)::BIGINT AS idx,
     -- a row without an id is invalid (required_fields_present), never a duplicate: without the guard
-    -- NULL ids share one window (the second counted a duplicate) and NULL IN (...) is NULL (row lost)
-    transaction_id IS NOT NULL AND (
-        row_number() OVER (PARTITION BY transaction_id ORDER BY source_file, line_no) > 1
-        OR transaction_id IN (
+    -- NULL IN (...) is NULL (row lost)
+    c.transaction_id IS NOT NULL AND (
+        {{'file': c.source_file, 'line': c.line_no}} > d.first_line
+        OR c.transaction_id IN (
             SELECT transaction_id FROM validated_transactions WHERE partition_date < $day
         )
     ) AS is_duplicate,
-    *,
-    try_cast(transaction_amount AS DOUBLE) AS amount,
-    {_DATE.format("transaction_date")} AS ts,
-    {_DATE.format("previous_transaction_date")} AS previous_ts,
-    CASE WHEN previous_transaction_date IS NOT NULL AND {_DATE.format("previous_transaction_date")} IS NULL
-        THEN 'unparseable: ' || previous_transaction_date END AS previous_date_problem,
-    CASE WHEN try_cast(customer_age AS DOUBLE) = {_WHOLE.format("customer_age")}
-        THEN {_WHOLE.format("customer_age")} END AS customer_age_n,
-    CASE WHEN try_cast(transaction_duration AS DOUBLE) = {_WHOLE.format("transaction_duration")}
-        THEN {_WHOLE.format("transaction_duration")} END AS duration_s,
-    CASE WHEN try_cast(login_attempts AS DOUBLE) = {_WHOLE.format("login_attempts")}
-        THEN {_WHOLE.format("login_attempts")} END AS login_attempts_n,
-    try_cast(account_balance AS DOUBLE) AS balance
-FROM cleaned
+    c.*,
+    try_cast(c.transaction_amount AS DOUBLE) AS amount,
+    {_DATE.format("c.transaction_date")} AS ts,
+    {_DATE.format("c.previous_transaction_date")} AS previous_ts,
+    CASE WHEN c.previous_transaction_date IS NOT NULL AND {_DATE.format("c.previous_transaction_date")} IS NULL
+        THEN 'unparseable: ' || c.previous_transaction_date END AS previous_date_problem,
+    CASE WHEN try_cast(c.customer_age AS DOUBLE) = {_WHOLE.format("c.customer_age")}
+        THEN {_WHOLE.format("c.customer_age")} END AS customer_age_n,
+    CASE WHEN try_cast(c.transaction_duration AS DOUBLE) = {_WHOLE.format("c.transaction_duration")}
+        THEN {_WHOLE.format("c.transaction_duration")} END AS duration_s,
+    CASE WHEN try_cast(c.login_attempts AS DOUBLE) = {_WHOLE.format("c.login_attempts")}
+        THEN {_WHOLE.format("c.login_attempts")} END AS login_attempts_n,
+    try_cast(c.account_balance AS DOUBLE) AS balance
+FROM cleaned c
+JOIN files f ON f.source_file = c.source_file
+LEFT JOIN firsts d ON d.transaction_id = c.transaction_id
 """
+# The whole numbers go to GX as BIGINT: GX checks a range vectorised only for int64/float64 columns and
+# calls a Python function per value for any other dtype (an INTEGER column without nulls is int32).
 RULE_COLUMNS = (
     "idx, transaction_id, account_id, transaction_amount, transaction_date, transaction_type, location, "
     "device_id, ip_address, merchant_id, channel, customer_age, customer_occupation, transaction_duration, "
-    "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n, duration_s, "
-    "login_attempts_n, balance"
+    "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n::BIGINT AS customer_age_n, "
+    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance"
 )
 _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 

@@ -31,11 +31,6 @@ WITH tx AS (
         row_number() OVER acct - 1 - count(*) OVER acct_older_24h AS tx_24h,
         sum(amount) OVER acct_upto - coalesce(sum(amount) OVER acct_older_1h, 0) AS amount_1h,
         sum(debit) OVER acct_upto - coalesce(sum(debit) OVER acct_older_1h, 0) AS debit_1h,
-        row_number() OVER (PARTITION BY account_id, device_id ORDER BY ts, transaction_id) = 1 AS first_device,
-        row_number() OVER (PARTITION BY account_id, ip_address ORDER BY ts, transaction_id) = 1 AS first_ip,
-        row_number() OVER (PARTITION BY account_id, lower(location) ORDER BY ts, transaction_id) = 1 AS first_location,
-        row_number() OVER (PARTITION BY account_id, merchant_id ORDER BY ts, transaction_id) = 1 AS first_merchant,
-        row_number() OVER (PARTITION BY account_id, channel ORDER BY ts, transaction_id) = 1 AS first_channel,
         -- earlier transactions of the account in each hour of the day (h0 .. h23): running counts up to
         -- and including this row (a frame DuckDB streams), less this row itself
         {%- for h in range(24) %}
@@ -52,6 +47,25 @@ WITH tx AS (
                           RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL 1 HOUR PRECEDING),
         acct_older_24h AS (PARTITION BY account_id ORDER BY ts
                            RANGE BETWEEN UNBOUNDED PRECEDING AND INTERVAL 24 HOUR PRECEDING)
+), first_seen AS (
+    -- the account's first transaction (by time, then id) with each device, IP, city, merchant and
+    -- channel: a hash aggregate per value kind, where a row_number() window per kind sorted the whole
+    -- history again (half of this model's cost). Same rows as row_number() = 1: (ts, id) is unique.
+    {%- for kind, value in [('device', 'device_id'), ('ip', 'ip_address'), ('location', 'lower(location)'),
+                            ('merchant', 'merchant_id'), ('channel', 'channel')] %}
+    SELECT '{{ kind }}' AS kind, min({'ts': ts, 'id': transaction_id}).id AS transaction_id
+    FROM tx GROUP BY account_id, {{ value }}
+    {{- "\n    UNION ALL" if not loop.last }}
+    {%- endfor %}
+), firsts AS (
+    SELECT
+        transaction_id,
+        bool_or(kind = 'device') AS first_device,
+        bool_or(kind = 'ip') AS first_ip,
+        bool_or(kind = 'location') AS first_location,
+        bool_or(kind = 'merchant') AS first_merchant,
+        bool_or(kind = 'channel') AS first_channel
+    FROM first_seen GROUP BY transaction_id
 ), features AS (
     SELECT
         *,
@@ -67,7 +81,7 @@ WITH tx AS (
             WHEN {{ h }} THEN {% for d in range(-2, 3) %}h{{ (h + d) % 24 }}{{ " + " if not loop.last }}{% endfor %}
             {%- endfor %}
         END AS n_prev_near_hour
-    FROM history
+    FROM history LEFT JOIN firsts USING (transaction_id)
 )
 SELECT
     partition_date,
@@ -94,11 +108,11 @@ SELECT
     tx_24h::INT AS tx_24h,
     CASE WHEN n_prev >= 1 THEN ln(1 + amount_1h) - mean_log_amount ELSE 0 END AS amount_1h_vs_usual,
     -- novelty for the account (only once it has a history)
-    (n_prev >= 1 AND first_device)::INT AS new_device,
-    (n_prev >= 1 AND first_ip)::INT AS new_ip,
-    (n_prev >= 1 AND first_location)::INT AS new_location,
-    (n_prev >= 1 AND first_merchant)::INT AS new_merchant,
-    (n_prev >= 3 AND first_channel)::INT AS new_channel,
+    (n_prev >= 1 AND coalesce(first_device, false))::INT AS new_device,
+    (n_prev >= 1 AND coalesce(first_ip, false))::INT AS new_ip,
+    (n_prev >= 1 AND coalesce(first_location, false))::INT AS new_location,
+    (n_prev >= 1 AND coalesce(first_merchant, false))::INT AS new_merchant,
+    (n_prev >= 3 AND coalesce(first_channel, false))::INT AS new_channel,
     -- share of the account's earlier transactions within two hours of this time of day (1 until it has 5)
     CASE WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
     -- travel
