@@ -61,6 +61,41 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def server_cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process's descendants: the server and, with
+    --workers, its worker processes. On a shared machine CPU per request is the steadier figure;
+    wall-clock latencies also carry everyone else's load."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
+        mine |= frontier
+    return sum(cpu[pid] for pid in mine)
+
+
+async def measured(scenario) -> dict:
+    """A scenario's figures plus the server's and this client's CPU milliseconds per request."""
+    server, client = server_cpu_seconds(), time.process_time()
+    result = await scenario
+    requests = max(1, result["requests"])
+    return {
+        **result,
+        "server_cpu_ms": 1000 * (server_cpu_seconds() - server) / requests,
+        "client_cpu_ms": 1000 * (time.process_time() - client) / requests,
+    }
+
+
 def http_request(method: str, path: str, body: bytes = b"") -> bytes:
     """The bytes of one keep-alive HTTP/1.1 request, built once and sent many times."""
     head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nX-API-Key: {KEY}\r\n"
@@ -70,20 +105,37 @@ def http_request(method: str, path: str, body: bytes = b"") -> bytes:
 
 
 class Connection:
-    """A minimal HTTP/1.1 client over one keep-alive connection. httpx's AsyncClient spent ~1 ms of CPU
-    per request on the two cores the server uses; this spends a few tens of microseconds, so the load
-    generator takes as little as possible from the server it measures."""
+    """A minimal HTTP/1.1 client over one keep-alive connection, sending pre-built requests: it costs the
+    two cores the server also uses a fraction of a millisecond per request (``client_cpu_ms``)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+    def __init__(self, url: str):
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     @classmethod
     async def open(cls, url: str) -> Connection:
-        host, port = url.removeprefix("http://").split(":")
-        return cls(*await asyncio.open_connection(host, int(port)))
+        connection = cls(url)
+        await connection.connect()
+        return connection
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def send(self, request: bytes) -> int:
-        """Sends ``request``, reads the whole response; returns its status."""
+        """Sends ``request``, reads the whole response; returns its status. The server closes a connection
+        idle for 5 s (uvicorn's keep-alive timeout): then it reconnects and sends again."""
+        try:
+            return await self._exchange(request)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as error:
+            if getattr(error, "partial", b""):  # closed mid-response: a real failure
+                raise
+            self.close()
+            await self.connect()
+            return await self._exchange(request)
+
+    async def _exchange(self, request: bytes) -> int:
         self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
@@ -220,9 +272,11 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in scenarios}
         env = {"BANKANOM_API_RATE_LIMIT": "1000000/second"}
         with running_api(data, KEY, Path(tmp) / "api.log", workers=args.workers, **env) as url:
+            # untimed: every connection's first requests (the server prepares per-session state)
+            asyncio.run(closed_loop(url, clients, 2.0, one))
             for _ in range(args.runs):
                 for name, scenario in scenarios.items():
-                    runs[name].append(asyncio.run(scenario(url)))
+                    runs[name].append(asyncio.run(measured(scenario(url))))
     medians = {
         name: {metric: statistics.median(r[metric] for r in results) for metric in results[0]}
         for name, results in runs.items()
@@ -230,6 +284,7 @@ def main() -> None:
     for name, m in medians.items():
         print(
             f"{name:18} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms  p99 {m['p99_ms']:7.1f} ms"
+            f"  server CPU {m['server_cpu_ms']:6.1f} ms/req  client CPU {m['client_cpu_ms']:5.2f} ms/req"
             f"  errors {m['errors']:.0f}" + (f"  unsent {m['unsent']:.0f}" if "unsent" in m else "")
         )
     record(
