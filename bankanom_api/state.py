@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,18 +43,42 @@ class Snapshot:
     pointer: dict
     con: duckdb.DuckDBPyConnection
     loaded_at: float
+    # A published snapshot file never changes (a publish writes a new file and a new Snapshot is
+    # loaded), so an answer read from it stays right for this object's life: repeated pages of
+    # /incidents or /scores/latest cost a dictionary lookup instead of two DuckDB queries.
+    _answers: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    _answers_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    ANSWER_ROWS = 200_000  # rows kept per snapshot, least recently used answers dropped first
+    LARGEST_ANSWER = 10_000  # rows; bigger answers are not kept
 
     def has(self, table: str) -> bool:
         return table in self.pointer.get("rows", {})
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-        """Column names and rows; parameters are bound, never formatted into the SQL."""
+        """Column names and rows (shared with other callers: do not modify them); parameters are bound,
+        never formatted into the SQL."""
+        # typed: 1, 1.0 and True are equal keys but not equal parameters
+        key = (sql, *((type(p), tuple(p) if isinstance(p, list) else p) for p in params or ()))
+        with self._answers_lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+                return answer
         cursor = self.con.cursor()  # one per request: a DuckDB connection runs one query at a time
         try:
             cursor.execute(sql, params or [])
-            return [d[0] for d in cursor.description], cursor.fetchall()
+            answer = [d[0] for d in cursor.description], cursor.fetchall()
         finally:
             cursor.close()
+        if len(answer[1]) <= self.LARGEST_ANSWER:
+            with self._answers_lock:
+                self._answers[key] = answer
+                kept = sum(len(rows) + 1 for _, rows in self._answers.values())
+                while kept > self.ANSWER_ROWS:
+                    _, (_, rows) = self._answers.popitem(last=False)
+                    kept -= len(rows) + 1
+        return answer
 
 
 def _single_threaded(detector: Detector) -> Detector:
