@@ -43,8 +43,8 @@ class Scores:
 def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: DetectionConfig) -> Scores:
     """Both models' normalised scores, flags and the ensemble decision for each row of ``frame``."""
     t = config.thresholds
-    s_if = detectors[IF].scores(detectors[IF].space.matrix(frame))
-    s_lof = detectors[LOF].scores(detectors[LOF].space.matrix(frame))
+    s_if = detectors[IF].frame_scores(frame)
+    s_lof = detectors[LOF].frame_scores(frame)
     s_ens = ensemble(s_if, s_lof, t)
     return Scores(
         s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
