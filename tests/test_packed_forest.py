@@ -21,7 +21,8 @@ def data(seed: int, rows: int, columns: int = 6) -> np.ndarray:
 def test_bare_forest_matches_score_samples_bit_for_bit(max_features):
     forest = IsolationForest(n_estimators=50, max_samples=256, max_features=max_features, random_state=3)
     forest.fit(data(0, 3000))
-    for rows in (1, 7, 2000):
+    # 9,000 rows: tree by tree on row blocks over threads, below 4,096 level by level
+    for rows in (1, 7, 2000, 9000):
         x = data(1, rows)
         assert np.array_equal(PackedForest.of(forest).score_samples(x), forest.score_samples(x))
 
@@ -34,8 +35,9 @@ def test_column_selection_pipeline_matches():
             ("forest", IsolationForest(n_estimators=40, max_samples=128, random_state=5)),
         ]
     ).fit(data(2, 1000))
-    x = data(3, 500)
-    assert np.array_equal(PackedForest.of(pipeline).score_samples(x), pipeline.score_samples(x))
+    for rows in (500, 20_000):
+        x = data(3, rows)
+        assert np.array_equal(PackedForest.of(pipeline).score_samples(x), pipeline.score_samples(x))
 
 
 def test_other_estimators_are_not_packed():

@@ -70,3 +70,16 @@ def test_explain_is_the_occlusion_of_each_feature_in_every_model_that_reads_it()
     unread -= set(detectors["local_outlier_factor"].input_features())
     assert unread and (got[:, [names.index(f) for f in unread]] == 0).all()
     assert (got != 0).any()
+
+
+def test_scores_from_a_frame_build_only_what_the_model_reads_and_give_the_same_numbers():
+    config = default_detection_config()
+    rng = np.random.default_rng(5)
+    values = rng.lognormal(1, 1, (6000, len(config.feature_names)))
+    frame = pl.DataFrame(values, schema=config.feature_names)
+    detectors = _detectors(frame, config)
+    forest = detectors["isolation_forest"]
+    assert len(forest.input_features()) < len(forest.space.names)  # the forest reads a subset
+    for detector in detectors.values():
+        whole = detector.estimator.score_samples(detector.space.matrix(frame))  # sklearn itself
+        assert np.array_equal(detector.frame_scores(frame), detector.normalise(-whole))

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -18,12 +19,9 @@ from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from bankanom_pipeline.detection.config import DetectionConfig, Thresholds, default_detection_config
+from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
 from bankanom_pipeline.detection.packed_forest import PackedForest
 from bankanom_pipeline.detection.space import FeatureSpace
-
-# up to this many rows an Isolation Forest is scored from its packed arrays (same scores, without the
-# per-tree Python overhead that dominates small batches); above it by sklearn, in parallel
-PACKED_MAX_ROWS = 4096
 
 # CDF knots: dense in the tail, where thresholds live
 _PROBS = np.unique(
@@ -50,13 +48,16 @@ class Detector:
         return list(self.space.names)
 
     def raw_scores(self, matrix: np.ndarray) -> np.ndarray:
-        if len(matrix) <= PACKED_MAX_ROWS and self._packed is not None:
-            return -self._packed.score_samples(matrix)
+        if self._fast is not None:
+            return -self._fast.score_samples(matrix)
         return -self.estimator.score_samples(matrix)
 
     @functools.cached_property
-    def _packed(self) -> PackedForest | None:
-        return PackedForest.of(self.estimator)
+    def _fast(self) -> PackedForest | NeighbourLof | None:
+        """The estimator's ``score_samples``, same numbers, faster (see packed_forest.py and
+        neighbour_lof.py): on both cores and, for the API's small batches, without sklearn's per-call
+        overhead. None for an estimator neither knows."""
+        return PackedForest.of(self.estimator) or NeighbourLof.of(self.estimator)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         knots = np.asarray(self.knots)
@@ -64,6 +65,13 @@ class Detector:
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         return self.normalise(self.raw_scores(matrix))
+
+    def frame_scores(self, frame: pl.DataFrame) -> np.ndarray:
+        """``scores(space.matrix(frame))``, building only the columns the estimator reads: the forest's
+        space holds all 57 features (for explanations) and it reads 23."""
+        if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
+            return self.normalise(-self._fast.score_selected(self.space.matrix(frame, self.input_features())))
+        return self.scores(self.space.matrix(frame))
 
 
 def calibrate(raw: np.ndarray) -> list[float]:

@@ -7,6 +7,11 @@ every tree at once (a tree is at most ``ceil(log2(max_samples))`` deep). The ari
 own: the same float32 comparisons, the same per-node path lengths (``_decision_path_lengths``,
 ``_average_path_length_per_tree``), summed over trees in the same order; tests compare it with
 ``score_samples`` bit for bit.
+
+Large batches (a day's scoring) take the other path: sklearn's compiled ``apply`` of each tree, then
+the packed per-node path length, over blocks of rows on one thread per core. That is sklearn's
+``score_samples`` loop without its joblib dispatch and with one lookup per tree instead of two (the
+packed value is the same sum), on both cores: the traversal releases the GIL.
 """
 
 from __future__ import annotations
@@ -16,6 +21,14 @@ from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 from sklearn.pipeline import Pipeline
 
+from bankanom_pipeline.detection.row_blocks import map_row_blocks
+
+# up to this many rows the forest is walked level by level for all trees at once (numpy); above it tree
+# by tree with sklearn's traversal, where the per-tree call overhead no longer matters
+LEVELWISE_MAX_ROWS = 4096
+# rows per block of the tree-by-tree path: ~2 MB of float32 input, a few blocks per core and chunk
+BLOCK_ROWS = 16_384
+
 
 class PackedForest:
     def __init__(self, forest: IsolationForest, columns: np.ndarray | None = None):
@@ -23,6 +36,9 @@ class PackedForest:
         front of it would pick them."""
         n_in = forest.n_features_in_
         subsample = forest._max_features != n_in  # sklearn subsamples features only then
+        self.trees = list(forest.estimators_)
+        # the input columns each tree was fitted on (None: all), as sklearn passes them to ``apply``
+        self.tree_features = [np.asarray(f) if subsample else None for f in forest.estimators_features_]
         left, right, feature, threshold, value, roots = [], [], [], [], [], []
         offset = 0
         for t, (tree, features) in enumerate(
@@ -43,6 +59,7 @@ class PackedForest:
         self.feature = np.concatenate(feature)
         self.threshold = np.concatenate(threshold)
         self.value = np.concatenate(value)
+        self.tree_values = value  # per tree, indexed by its own node ids
         self.roots = np.asarray(roots)
         self.depth = max(e.get_depth() for e in forest.estimators_)
         self.denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])[0]
@@ -68,7 +85,25 @@ class PackedForest:
 
     def score_samples(self, matrix: np.ndarray) -> np.ndarray:
         """Same as the forest's ``score_samples`` (higher = more normal)."""
-        x = np.asarray(matrix if self.columns is None else matrix[:, self.columns], dtype=np.float32)
+        return self.score_selected(matrix if self.columns is None else matrix[:, self.columns])
+
+    def score_selected(self, selected: np.ndarray) -> np.ndarray:
+        """``score_samples`` of a matrix whose columns are already ``columns`` (what the forest reads)."""
+        x = np.asarray(selected, dtype=np.float32)
+        if len(x) <= LEVELWISE_MAX_ROWS:
+            depths = self._levelwise(x)
+        else:
+            depths = map_row_blocks(self._tree_by_tree, np.ascontiguousarray(x), BLOCK_ROWS)
+        return -(2 ** (-depths / self.denominator))
+
+    def _tree_by_tree(self, x: np.ndarray) -> np.ndarray:
+        depths = np.zeros(len(x))
+        for tree, features, value in zip(self.trees, self.tree_features, self.tree_values, strict=True):
+            leaves = tree.apply(x if features is None else x[:, features], check_input=False)
+            depths += value[leaves]
+        return depths
+
+    def _levelwise(self, x: np.ndarray) -> np.ndarray:
         rows = np.broadcast_to(np.arange(len(x)), (len(self.roots), len(x)))
         nodes = np.repeat(self.roots[:, None], len(x), axis=1)
         for _ in range(self.depth):
@@ -77,5 +112,4 @@ class PackedForest:
                 break
             go_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
             nodes = np.where(inner, np.where(go_left, self.left[nodes], self.right[nodes]), nodes)
-        depths = np.cumsum(self.value[nodes], axis=0)[-1]  # tree by tree, in sklearn's order
-        return -(2 ** (-depths / self.denominator))
+        return np.cumsum(self.value[nodes], axis=0)[-1]  # tree by tree, in sklearn's order

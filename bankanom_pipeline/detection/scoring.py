@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from bankanom_pipeline.detection.config import DetectionConfig
+from bankanom_pipeline.detection.config import DetectionConfig, default_detection_config
 from bankanom_pipeline.detection.models import Detector, ensemble
 
 IF, LOF = "isolation_forest", "local_outlier_factor"
@@ -43,8 +43,8 @@ class Scores:
 def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: DetectionConfig) -> Scores:
     """Both models' normalised scores, flags and the ensemble decision for each row of ``frame``."""
     t = config.thresholds
-    s_if = detectors[IF].scores(detectors[IF].space.matrix(frame))
-    s_lof = detectors[LOF].scores(detectors[LOF].space.matrix(frame))
+    s_if = detectors[IF].frame_scores(frame)
+    s_lof = detectors[LOF].frame_scores(frame)
     s_ens = ensemble(s_if, s_lof, t)
     return Scores(
         s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
@@ -86,9 +86,13 @@ def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = EX
     feature is put back to its training median (occlusion). Positive = makes the event anomalous.
     A model is re-scored only for the features it reads (occluding any other leaves its score as it
     is): the forest reads 23 of the 57 features and LOF 27, so this costs len(frame) x 50 model
-    evaluations, not x 114. Meant for a few rows (an incident's peak event)."""
+    evaluations, not x 114. LOF only counts where the forest's score reaches the ensemble's floor (see
+    ``ensemble``), so an occluded row whose forest score falls below it is not scored by LOF at all:
+    its ensemble score is the forest's whatever LOF says. Meant for a few rows (an incident's peak
+    event)."""
     n = len(frame)
     names = detectors[IF].space.names
+    floor = default_detection_config().thresholds.ensemble_lof_floor  # as ``ensemble`` below reads it
     matrices = {name: d.space.matrix(frame) for name, d in detectors.items()}
     base = {name: detectors[name].scores(matrix) for name, matrix in matrices.items()}
     base_ensemble = ensemble(base[IF], base[LOF])
@@ -96,18 +100,23 @@ def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = EX
     for start in range(0, n, max(1, batch // len(names))):
         rows = np.arange(start, min(n, start + max(1, batch // len(names))))
         per_model = {}
-        for name, matrix in matrices.items():
-            detector = detectors[name]
+        for name in (IF, LOF):
+            detector, matrix = detectors[name], matrices[name]
             position = {f: i for i, f in enumerate(detector.space.names)}
             read = set(detector.input_features())
-            occlude = [j for j, feature in enumerate(names) if feature in read]
-            # row r, then each feature it reads occluded
-            block = np.repeat(matrix[rows], len(occlude), axis=0)
-            for k, j in enumerate(occlude):
-                block[k :: len(occlude), position[names[j]]] = 0.0  # 0 = the median after scaling
+            occlude = np.array([j for j, feature in enumerate(names) if feature in read], dtype=np.int64)
             scores = np.repeat(base[name][rows, None], len(names), axis=1)
-            scores[:, occlude] = detector.scores(block).reshape(len(rows), len(occlude))
-            per_model[name] = scores.ravel()
-        occluded = ensemble(per_model[IF], per_model[LOF]).reshape(len(rows), len(names))
+            # (row, feature) pairs to score: every one for the forest; for LOF those it can lift
+            wanted = np.ones((len(rows), len(occlude)), dtype=bool)
+            if name == LOF:
+                wanted = per_model[IF][:, occlude] >= floor
+            row, k = np.nonzero(wanted)  # row-major: row r, then each feature it reads occluded
+            if len(row):
+                block = matrix[rows[row]]
+                columns = np.array([position[names[j]] for j in occlude])[k]
+                block[np.arange(len(row)), columns] = 0.0  # 0 = the median after scaling
+                scores[row, occlude[k]] = detector.scores(block)
+            per_model[name] = scores
+        occluded = ensemble(per_model[IF].ravel(), per_model[LOF].ravel()).reshape(len(rows), len(names))
         out[rows] = base_ensemble[rows, None] - occluded
     return out

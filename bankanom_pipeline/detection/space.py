@@ -35,11 +35,13 @@ class FeatureSpace:
         scale = np.where(iqr > 0, iqr, np.where(values.std(axis=0) > 0, fallback, 1.0))
         return cls(names, transforms, q50.tolist(), scale.tolist(), clip)
 
-    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
-        """Scaled features, one row per event (float64, C order)."""
-        values = _transform(_raw(frame, self.names), self.transforms)
-        values -= np.asarray(self.center)
-        values /= np.asarray(self.scale)
+    def matrix(self, frame: pl.DataFrame, features: list[str] | None = None) -> np.ndarray:
+        """Scaled features, one row per event (float64, C order); ``features``: only these columns of
+        the space, in that order (each column is computed on its own, so they are the same numbers)."""
+        at = list(range(len(self.names))) if features is None else [self.names.index(f) for f in features]
+        values = _transform(_raw(frame, [self.names[i] for i in at]), [self.transforms[i] for i in at])
+        values -= np.asarray(self.center)[at]
+        values /= np.asarray(self.scale)[at]
         if self.clip is None:
             return values
         return np.clip(values, -self.clip, self.clip, out=values)

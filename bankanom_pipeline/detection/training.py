@@ -49,16 +49,32 @@ def load_window(
     end = dt.date.fromisoformat(end_day)
     start = (end - dt.timedelta(days=config.training.window_days - 1)).isoformat()
     columns = ", ".join(config.feature_names)
-    frame = read_frame(
-        con,
-        f"SELECT {columns} FROM {source.features_table} WHERE partition_date BETWEEN ? AND ? "
-        f"ORDER BY {source.order_key}",
-        [start, end_day],
-    )
-    if frame.height < 1000:
-        raise ValueError(f"only {frame.height} feature rows in {start}..{end_day}: too few to train on")
-    if frame.height > config.training.max_rows:
-        frame = frame.sample(config.training.max_rows, seed=config.training.seed)
+    table, key = source.features_table, source.order_key
+    where = "partition_date BETWEEN ? AND ?"
+    # the sample is drawn from the ordered keys alone, then only its rows are read, in the sample's
+    # order: the same frame as sampling the whole window read in key order (a sample's positions depend
+    # on the row count and seed only), without reading and gathering 57 columns of every row
+    keys = read_frame(con, f"SELECT {key} FROM {table} WHERE {where} ORDER BY {key}", [start, end_day])
+    if keys.height < 1000:
+        raise ValueError(f"only {keys.height} feature rows in {start}..{end_day}: too few to train on")
+    whole = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY {key}"
+    if keys.height <= config.training.max_rows:
+        return read_frame(con, whole, [start, end_day]), start
+    picked = keys.sample(config.training.max_rows, seed=config.training.seed).with_row_index("_sample_row")
+    con.register("_training_sample", picked.to_arrow())
+    try:
+        frame = read_frame(
+            con,
+            f"SELECT {columns} FROM {table} JOIN _training_sample USING ({key}) WHERE {where} "
+            "ORDER BY _sample_row",
+            [start, end_day],
+        )
+    finally:
+        con.unregister("_training_sample")
+    if frame.height != picked.height:  # a key that is not unique: sample the whole window as read
+        frame = read_frame(con, whole, [start, end_day]).sample(
+            config.training.max_rows, seed=config.training.seed
+        )
     return frame, start
 
 
