@@ -40,6 +40,17 @@ def generate(events: int, root: Path) -> None:
     write_range(Generator(config), root / "landing" / "logs", start, events=events, chunk_s=6 * 3600)
 
 
+def upstream(project, target: str) -> list[str]:
+    """``target`` and the models it needs, in build order (the project also holds transaction models)."""
+    needed, stack = set(), [target]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(project.models[name].refs)
+    return [name for name in project.order if name in needed]
+
+
 def run_once(root: Path) -> dict:
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.raw_logs import load_partition
@@ -59,7 +70,7 @@ def run_once(root: Path) -> dict:
     timings["validated"] = time.perf_counter() - mark
     mark = time.perf_counter()
     project = Project()
-    for name in project.order:
+    for name in upstream(project, "features_events"):
         project.materialize(con, name, DAY if project.models[name].partitioned else None)
     timings["features"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - began

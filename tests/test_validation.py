@@ -132,3 +132,47 @@ def test_blocking_check_stops_downstream_work(warehouse_with_broken_day):
     assert "known_log_level" in table and "expect_column_values_to_be_in_set" in table
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "validated_logs" in materialized and "stg_logs" not in materialized
+
+
+def test_gx_sees_only_what_its_checks_read_and_reports_the_same(monkeypatch):
+    """GX is handed a narrowed frame (``rules._gx_view``); its results must equal those on the whole frame."""
+    import pyarrow as pa
+
+    from bankanom_pipeline.validation import rules
+    from bankanom_pipeline.validation.logs import _to_pandas
+
+    frame = _to_pandas(
+        pa.table(
+            {
+                "idx": pa.array(range(6), pa.int64()),
+                "event_id": pa.array(["a", None, "c", None, "e", "f"]),
+                "message": pa.array(["m", "m", "m", "m", "m", None]),
+                "log_level": pa.array(["INFO", "LOUD", None, "INFO", "3", "INFO"]),
+                "ts": pa.array([1, None, 3, 4, 5, 6], pa.timestamp("us", "UTC")),
+                "unused": pa.array(["x"] * 6),
+            }
+        )
+    )
+    checks = [
+        rules.Check("present", f"present:{c}", "events", "expect_column_values_to_not_be_null", {"column": c})
+        for c in ("event_id", "message", "ts")
+    ] + [
+        rules.Check(
+            "level",
+            "level",
+            "events",
+            "expect_column_values_to_be_in_set",
+            {"column": "log_level", "value_set": ["INFO"]},
+        )
+    ]
+    view = rules._gx_view(frame, checks)
+    assert list(view.columns) == ["event_id", "message", "log_level", "ts"]
+    assert str(view["event_id"].dtype) == "boolean" and str(view["ts"].dtype).startswith("datetime64")
+
+    def summary(outcomes):
+        return [(o.check.label, o.unexpected_count, o.unexpected_percent, o.examples) for o in outcomes]
+
+    narrowed = summary(rules.run_checks({"events": frame}, checks))
+    monkeypatch.setattr(rules, "_gx_view", lambda whole, _checks: whole)
+    assert narrowed == summary(rules.run_checks({"events": frame}, checks))
+    assert [n[1] for n in narrowed] == [2, 1, 1, 2]

@@ -86,10 +86,15 @@ SELECT
     coalesce(m.max_requests_per_second, 0) AS service_max_requests_per_second,
     coalesce(m.max_files_modified, 0) AS service_max_files_modified
 FROM events AS e
-LEFT JOIN {{ ref('feat_user_activity') }} AS u
-    ON u.partition_date = e.partition_date AND u.event_key = e.event_key
-LEFT JOIN {{ ref('feat_ip_activity') }} AS i
-    ON i.partition_date = e.partition_date AND i.event_key = e.event_key
-LEFT JOIN {{ ref('feat_service_minute') }} AS m
-    ON m.partition_date = e.partition_date AND m.source_service = e.source_service
+-- Each feature table is filtered to the day before the join as well: the planner then sees it is the
+-- smaller side and builds its hash table from it, not from the wide event rows (which spilled).
+LEFT JOIN (
+    SELECT * FROM {{ ref('feat_user_activity') }} WHERE partition_date = DATE '{{ partition_date }}'
+) AS u ON u.partition_date = e.partition_date AND u.event_key = e.event_key
+LEFT JOIN (
+    SELECT * FROM {{ ref('feat_ip_activity') }} WHERE partition_date = DATE '{{ partition_date }}'
+) AS i ON i.partition_date = e.partition_date AND i.event_key = e.event_key
+LEFT JOIN (
+    SELECT * FROM {{ ref('feat_service_minute') }} WHERE partition_date = DATE '{{ partition_date }}'
+) AS m ON m.partition_date = e.partition_date AND m.source_service = e.source_service
     AND m.minute = e.minute
