@@ -148,9 +148,9 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
             outcomes += [Outcome(c, 0, 0.0, [], np.empty(0, dtype=np.int64)) for c in mine]
             continue
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"rules_{name}"))
-        for position, check in enumerate(mine):
-            suite.add_expectation(_expectation(gx, check, position))
+        # built whole, then added: suite.add_expectation re-saves the suite on every call
+        expectations = [_expectation(gx, check, position) for position, check in enumerate(mine)]
+        suite = context.suites.add(gx.ExpectationSuite(name=f"rules_{name}", expectations=expectations))
         validation = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"rules_{name}", data=batch, suite=suite)
         )
