@@ -23,6 +23,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(
+    url: str, process: subprocess.Popen, log: Path, timeout: float, interval: float = 0.2
+) -> None:
+    """Poll ``url`` until it answers 200; fail with the tail of the server's ``log`` if ``process`` exits
+    or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(interval)
+
+
 @contextmanager
 def running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: str) -> Iterator[str]:
     """Serve ``data_dir``'s models and snapshots; yields the base URL; stops the server afterwards."""
@@ -52,16 +69,7 @@ def running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: s
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_for_http(f"{url}/health", process, log, timeout=60)
         yield url
     finally:
         process.terminate()

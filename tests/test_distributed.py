@@ -21,7 +21,7 @@ import pytest
 from bankanom_pipeline import settings
 from bankanom_pipeline.warehouse import lake
 from tests import servers
-from tests.api_server import free_port
+from tests.api_server import free_port, wait_for_http
 
 # the fixture runs the whole backfill (~5 minutes here; more on a busy machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -59,19 +59,6 @@ def _write_landing(landing: Path) -> None:
     cfg = cfg.model_copy(update={"log_generation": generation})
     for i, day in enumerate([TRAIN_DAY.isoformat(), *DAYS]):
         _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
-
-
-def _wait_for(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not come up")
-        time.sleep(0.5)
 
 
 LAUNCH_BACKFILL = """
@@ -217,7 +204,9 @@ def backfill(tmp_path_factory):
 
             instance = dg.DagsterInstance.from_config(str(home))
             url = f"http://127.0.0.1:{port}"
-            _wait_for(f"{url}/server_info", webserver)
+            wait_for_http(
+                f"{url}/server_info", webserver, ARTIFACTS / "webserver.log", timeout=180, interval=0.5
+            )
             began = time.perf_counter()
             # what the UI's "Materialize selected partitions" does: an asset backfill the daemon runs
             backfill_id = _launch_backfill(url, DAYS)
