@@ -92,10 +92,10 @@ def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = EX
     event)."""
     n = len(frame)
     names = detectors[IF].space.names
-    floor = default_detection_config().thresholds.ensemble_lof_floor  # as ``ensemble`` below reads it
+    thresholds = default_detection_config().thresholds  # one reading for the floor and every ensemble
     matrices = {name: d.space.matrix(frame) for name, d in detectors.items()}
     base = {name: detectors[name].scores(matrix) for name, matrix in matrices.items()}
-    base_ensemble = ensemble(base[IF], base[LOF])
+    base_ensemble = ensemble(base[IF], base[LOF], thresholds)
     out = np.empty((n, len(names)))
     for start in range(0, n, max(1, batch // len(names))):
         rows = np.arange(start, min(n, start + max(1, batch // len(names))))
@@ -109,7 +109,7 @@ def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = EX
             # (row, feature) pairs to score: every one for the forest; for LOF those it can lift
             wanted = np.ones((len(rows), len(occlude)), dtype=bool)
             if name == LOF:
-                wanted = per_model[IF][:, occlude] >= floor
+                wanted = per_model[IF][:, occlude] >= thresholds.ensemble_lof_floor
             row, k = np.nonzero(wanted)  # row-major: row r, then each feature it reads occluded
             if len(row):
                 block = matrix[rows[row]]
@@ -117,6 +117,8 @@ def explain(frame: pl.DataFrame, detectors: dict[str, Detector], batch: int = EX
                 block[np.arange(len(row)), columns] = 0.0  # 0 = the median after scaling
                 scores[row, occlude[k]] = detector.scores(block)
             per_model[name] = scores
-        occluded = ensemble(per_model[IF].ravel(), per_model[LOF].ravel()).reshape(len(rows), len(names))
+        occluded = ensemble(per_model[IF].ravel(), per_model[LOF].ravel(), thresholds).reshape(
+            len(rows), len(names)
+        )
         out[rows] = base_ensemble[rows, None] - occluded
     return out

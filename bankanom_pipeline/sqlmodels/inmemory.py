@@ -112,9 +112,8 @@ class _Session:
     def __init__(self, builder: FeatureBuilder):
         self.builder = builder
         self.con = duckdb.connect(":memory:")
-        self.con.execute(
-            "SET threads = 1"
-        )  # batches are small; the server's threads run requests in parallel
+        # batches are small; the server's threads run requests in parallel
+        self.con.execute("SET threads = 1")
         # A prepared plan is reused on batches it was not planned for, so it must not depend on the table's
         # contents at PREPARE time. DuckDB's statistics propagation makes it do so (an empty table turns
         # the query into an empty result; min/max become join ranges: duckdb/duckdb#23704, #24182), and
