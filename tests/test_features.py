@@ -102,6 +102,12 @@ def test_features_carry_the_scenarios_signal(runs):
     assert median("BANK-012", "replication_lag_s") > 5 * median("normal", "replication_lag_s")
     assert median("BANK-005", "user_country_share") < 0.5 < median("normal", "user_country_share")
     assert median("BANK-013", "requests_per_second") > 20 * median("normal", "requests_per_second")
+    normal = frame.filter(pl.col("scenario") == "normal")
+    # a session id used from a second address happens only when one is stolen
+    assert normal["session_distinct_ips"].max() == 1
+    assert frame.filter(pl.col("scenario") == "BANK-007")["session_distinct_ips"].max() >= 2
+    # ordinary traffic from the bank's own countries is never as rare as a victim's foreign logins
+    assert median("BANK-005", "quiet_country_rarity") > normal["quiet_country_rarity"].max()
 
 
 def test_rerun_of_the_chain_is_idempotent(runs, tmp_path):

@@ -1,6 +1,6 @@
 -- Per event of a known user: what that user has been doing. Serves BANK-001 (failed logins),
 -- BANK-003 (amount against the user's own history), BANK-005/007/008 (unusual country, distinct IPs,
--- travel speed, VPN use), BANK-006/015 (records and bytes read).
+-- travel speed, VPN use, a session id used from several addresses), BANK-006/015 (records and bytes read).
 {{ config(materialized='table', partitioned=true, lookback_days=1) }}
 WITH events AS (
     SELECT
@@ -8,6 +8,7 @@ WITH events AS (
         s.records_accessed, s.bytes_out, g.lat, g.lon,
         (s.message LIKE 'Login failed%')::INT AS is_login_failure,
         (s.message LIKE 'VPN connection%')::INT AS is_vpn,
+        nullif(regexp_extract(s.message, 'SES-[0-9A-Za-z]+'), '') AS session_id,
         ln(1 + s.amount) AS log_amount
     FROM {{ ref('stg_logs') }} AS s
     LEFT JOIN {{ ref('geo_regions') }} AS g ON g.geo = s.geo_location
@@ -16,7 +17,7 @@ WITH events AS (
 ),
 windowed AS (
     SELECT
-        partition_date, event_key, user_id, ts, lat, lon, log_amount,
+        partition_date, event_key, user_id, ts, lat, lon, log_amount, session_id, ip_address,
         count(*) OVER w10 AS user_events_10m,
         (sum(is_login_failure) OVER w10)::BIGINT AS user_failed_logins_10m,
         count(DISTINCT ip_address) OVER w60 AS user_distinct_ips_1h,
@@ -43,6 +44,17 @@ windowed AS (
         -- event_key breaks ties between events of the same millisecond, so row frames are deterministic
         earlier AS (PARTITION BY user_id ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
+-- a session id is issued to one client: the same id validated from a second address is a stolen
+-- session (BANK-007); only lines naming a session, so the window does not sort the whole day once more
+sessions AS (
+    SELECT
+        event_key,
+        count(DISTINCT ip_address) OVER (
+            PARTITION BY session_id ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING
+        ) AS session_distinct_ips
+    FROM windowed
+    WHERE session_id IS NOT NULL
+),
 travel AS (
     SELECT
         *,
@@ -53,6 +65,7 @@ travel AS (
             ))
         END AS travel_km
     FROM windowed
+    LEFT JOIN sessions USING (event_key)
 )
 SELECT
     partition_date,
@@ -66,6 +79,7 @@ SELECT
     user_bytes_out_30m,
     user_country_share,
     user_ip_share,
+    coalesce(session_distinct_ips, 0) AS session_distinct_ips,
     -- standard score of the amount against the user's earlier amounts (0 until 3 are known)
     CASE WHEN log_amount IS NULL OR prior_amounts < 3 THEN 0
          ELSE (log_amount - prior_mean_log_amount) / (coalesce(prior_sd_log_amount, 0) + 0.25)

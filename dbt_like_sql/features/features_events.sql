@@ -6,12 +6,22 @@ WITH events AS (
     SELECT
         s.*,
         time_bucket(INTERVAL 1 MINUTE, s.ts) AS minute,
-        -ln(t.share) AS template_rarity  -- how rare the message template is today
+        -ln(t.share) AS template_rarity,  -- how rare the message template is today
+        -- how rare the line's country is among today's ordinary (DEBUG/INFO) lines, on such lines only:
+        -- a customer's quiet, successful activity from where almost nobody's comes (BANK-005). Failed
+        -- logins and other alarms are left out on both sides, so attack traffic (brute force from the
+        -- same countries) neither makes those countries look common nor lands in this region itself.
+        coalesce(c.rarity, 0) AS quiet_country_rarity
     FROM {{ ref('stg_logs') }} AS s
     JOIN (
         SELECT template, count(*) / sum(count(*)) OVER () AS share FROM {{ ref('stg_logs') }}
         WHERE partition_date = DATE '{{ partition_date }}' GROUP BY template
     ) AS t USING (template)
+    LEFT JOIN (
+        SELECT country, -ln(count(*) / sum(count(*)) OVER ()) AS rarity FROM {{ ref('stg_logs') }}
+        WHERE partition_date = DATE '{{ partition_date }}' AND level_num <= 1 AND country <> ''
+        GROUP BY country
+    ) AS c ON c.country = s.country AND s.level_num <= 1
     WHERE s.partition_date = DATE '{{ partition_date }}'
 )
 SELECT
@@ -30,6 +40,7 @@ SELECT
     cos(2 * pi() * e.hour_of_day / 24) AS hour_cos,
     (e.weekday >= 6)::INT AS is_weekend,
     e.template_rarity,
+    e.quiet_country_rarity,
     coalesce(e.response_time_ms, 0) AS response_time_ms,
     coalesce(e.requests_per_second, 0) AS requests_per_second,
     coalesce(e.error_rate, 0) AS error_rate,
@@ -62,6 +73,7 @@ SELECT
     coalesce(u.user_bytes_out_30m, 0) AS user_bytes_out_30m,
     coalesce(u.user_country_share, 1) AS user_country_share,
     coalesce(u.user_ip_share, 1) AS user_ip_share,
+    coalesce(u.session_distinct_ips, 0) AS session_distinct_ips,
     coalesce(u.user_amount_z, 0) AS user_amount_z,
     coalesce(u.travel_km, 0) AS travel_km,
     coalesce(u.travel_speed_kmh, 0) AS travel_speed_kmh,
