@@ -80,7 +80,7 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
     batches = read_batches(
         con,
-        f"SELECT {columns} FROM features_transactions WHERE partition_date = ? ORDER BY ts, transaction_id",
+        f"SELECT {columns} FROM features_transactions WHERE partition_date = ?",  # as the asset reads it
         [DAY],
         config.scoring.chunk_rows,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -419,6 +420,47 @@ def test_a_later_transaction_in_the_same_second_does_not_change_features(history
     after = _features(tmp_path, [*HISTORY, tie])
     kept = after.filter(pl.col("transaction_id").is_in(before["transaction_id"].to_list()))
     assert_frame_equal(kept, before, check_exact=False, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_hour_share_counts_earlier_transactions_within_two_hours_of_the_time_of_day(tmp_path):
+    """The packed hour counts against a plain count: hours wrapping past midnight, many transactions in
+    one hour, ties within a second (ordered by id), several accounts."""
+    rng = random.Random(11)
+    days = [DAY, "2026-01-06", "2026-01-07"]
+    rows = []
+    for i in range(240):
+        hour = rng.choice([22, 23, 23, 23, 0, 1, 2, 12, rng.randrange(24)])
+        minute = rng.choice([0, 0, 30])  # repeated seconds: ties broken by the id
+        time = f"{hour:02d}:{minute:02d}:00"
+        rows.append((f"TXH{i:03d}", f"AC0010{i % 3}", time, "10.00", "Miami", "D000001", rng.choice(days)))
+    got = dict(_features(tmp_path, rows).select("transaction_id", "hour_share").iter_rows())
+    stamp = {tid: (f"{day} {time}", tid) for tid, _, time, *_, day in rows}
+    for tid, account, time, *_ in rows:
+        earlier = [r for r in rows if r[1] == account and stamp[r[0]] < stamp[tid]]
+        near = [
+            r
+            for r in earlier
+            if min((int(r[2][:2]) - int(time[:2])) % 24, (int(time[:2]) - int(r[2][:2])) % 24) <= 2
+        ]
+        assert got[tid] == (len(near) / len(earlier) if len(earlier) >= 5 else 1), tid
+
+
+def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path):
+    """raw and validated keep the lines' order without sorting them: more lines than DuckDB's row group
+    (122,880), so that its parallel insert sees several batches."""
+    landing = tmp_path / "landing"
+    lines = [row(f"TX{i:07d}", AccountID=f"AC{i % 997:05d}") for i in range(130_000)]
+    _write(landing / DAY, "a.csv", [csv_line(CSV_COLUMNS), *lines[:70_000]])
+    _write(landing / DAY, "b.csv", [csv_line(CSV_COLUMNS), *lines[70_000:]])
+    con = connect(tmp_path / "w.duckdb")
+    try:
+        _ingest(con, landing, DAY)
+        for table in ("raw_transactions", "validated_transactions"):
+            stored = con.execute(f"SELECT source_file, line_no FROM {table}").fetchall()
+            assert len(stored) == 130_000
+            assert stored == sorted(stored), table
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------- Dagster, end to end on generated data

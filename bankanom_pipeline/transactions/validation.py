@@ -42,25 +42,26 @@ _WHOLE = "try_cast(try_cast({0} AS DOUBLE) AS INTEGER)"  # "81" and "81.0" are 8
 
 TYPED_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _typed_tx AS
-WITH cleaned AS (
-    SELECT source_file, line_no, extra,
-        {", ".join(f"nullif(trim({c}), '') AS {c}" for c in TEXT_COLUMNS)}
-    FROM raw_transactions WHERE partition_date = $day
-), files AS (
+WITH files AS (
     -- idx orders rows by (file, line) without sorting them: the file's rank in the high bits
     SELECT source_file, row_number() OVER (ORDER BY source_file) << 40 AS base
-    FROM (SELECT DISTINCT source_file FROM cleaned)
+    FROM (SELECT DISTINCT source_file FROM raw_transactions WHERE partition_date = $day)
+), cleaned AS (
+    SELECT (f.base + r.line_no)::BIGINT AS idx, r.source_file, r.line_no, r.extra,
+        {", ".join(f"nullif(trim(r.{c}), '') AS {c}" for c in TEXT_COLUMNS)}
+    FROM raw_transactions r JOIN files f ON f.source_file = r.source_file
+    WHERE r.partition_date = $day
 ), firsts AS (
-    -- each id's first line: a hash aggregate, where a window over the ids sorted every (wide) row
-    SELECT transaction_id, min({{'file': source_file, 'line': line_no}}) AS first_line
+    -- each id's first line: a hash aggregate (of the BIGINT idx: half the cost of a (file, line)
+    -- struct), where a window over the ids sorted every (wide) row
+    SELECT transaction_id, min(idx) AS first_idx
     FROM cleaned WHERE transaction_id IS NOT NULL GROUP BY transaction_id
 )
 SELECT
-    (f.base + c.line_no)::BIGINT AS idx,
     -- a row without an id is invalid (required_fields_present), never a duplicate: without the guard
     -- NULL IN (...) is NULL (row lost)
     c.transaction_id IS NOT NULL AND (
-        {{'file': c.source_file, 'line': c.line_no}} > d.first_line
+        c.idx > d.first_idx
         OR c.transaction_id IN (
             SELECT transaction_id FROM validated_transactions WHERE partition_date < $day
         )
@@ -79,7 +80,6 @@ SELECT
         THEN {_WHOLE.format("c.login_attempts")} END AS login_attempts_n,
     try_cast(c.account_balance AS DOUBLE) AS balance
 FROM cleaned c
-JOIN files f ON f.source_file = c.source_file
 LEFT JOIN firsts d ON d.transaction_id = c.transaction_id
 """
 # The whole numbers go to GX as BIGINT: GX checks a range vectorised only for int64/float64 columns and

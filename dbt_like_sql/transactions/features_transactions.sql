@@ -31,10 +31,12 @@ WITH tx AS (
         row_number() OVER acct - 1 - count(*) OVER acct_older_24h AS tx_24h,
         sum(amount) OVER acct_upto - coalesce(sum(amount) OVER acct_older_1h, 0) AS amount_1h,
         sum(debit) OVER acct_upto - coalesce(sum(debit) OVER acct_older_1h, 0) AS debit_1h,
-        -- earlier transactions of the account in each hour of the day (h0 .. h23): running counts up to
-        -- and including this row (a frame DuckDB streams), less this row itself
-        {%- for h in range(24) %}
-        count(*) FILTER (WHERE hour(ts) = {{ h }}) OVER acct_upto - (hour(ts) = {{ h }})::INT AS h{{ h }}{{ "," if not loop.last }}
+        -- earlier transactions of the account in each hour of the day, packed: hour h's count is the
+        -- 21 bits at 21 * (h % 6) of hours<h // 6>. Four running sums instead of 24 running counts (a
+        -- third of this model's CPU); exact while no account has 2^21 earlier transactions (checked below)
+        {%- for g in range(4) %}
+        sum(CASE WHEN hour(ts) // 6 = {{ g }} THEN 1::HUGEINT << (21 * (hour(ts) % 6)) ELSE 0 END) OVER acct_upto
+            - CASE WHEN hour(ts) // 6 = {{ g }} THEN 1::HUGEINT << (21 * (hour(ts) % 6)) ELSE 0 END AS hours{{ g }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM tx
     WINDOW
@@ -78,7 +80,7 @@ WITH tx AS (
         -- earlier transactions within two hours of this one's hour of the day (circular)
         CASE hour(ts)
             {%- for h in range(24) %}
-            WHEN {{ h }} THEN {% for d in range(-2, 3) %}h{{ (h + d) % 24 }}{{ " + " if not loop.last }}{% endfor %}
+            WHEN {{ h }} THEN {% for d in range(-2, 3) %}{% set k = (h + d) % 24 %}((hours{{ k // 6 }} >> {{ 21 * (k % 6) }}) & 2097151){{ " + " if not loop.last }}{% endfor %}
             {%- endfor %}
         END AS n_prev_near_hour
     FROM history LEFT JOIN firsts USING (transaction_id)
@@ -114,7 +116,8 @@ SELECT
     (n_prev >= 1 AND coalesce(first_merchant, false))::INT AS new_merchant,
     (n_prev >= 3 AND coalesce(first_channel, false))::INT AS new_channel,
     -- share of the account's earlier transactions within two hours of this time of day (1 until it has 5)
-    CASE WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
+    CASE WHEN n_prev >= 2097151 THEN error('features_transactions: an account has 2^21 earlier transactions, more than the packed hour counts hold')
+         WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
     -- travel
     travel_km,
     least(travel_km / greatest(secs_since_prev / 3600, 1 / 60), 20000) AS travel_speed_kmh,
