@@ -46,13 +46,16 @@ def session_rows():
             event(4, 3, "User session SES-111 validated", ip="10.0.0.1"),
             event(5, 4, "User session SES-222 validated", ip="203.0.113.9", user="USR-00002"),
             event(6, 5, "User USR-00001 logged in successfully from 10.0.0.1"),  # names no session
+            # "SES-" without an id names no session: two such lines are not one session from two places
+            event(7, 6, "User session SES- validated", ip="10.0.0.7", user="USR-00003"),
+            event(8, 7, "User session SES-? validated", ip="10.0.0.8", user="USR-00004"),
         ]
     )
 
 
 def test_session_distinct_ips_counts_the_addresses_a_session_id_was_used_from_so_far(session_rows):
     got = {k: r["session_distinct_ips"] for k, r in session_rows.items()}
-    assert got == {"e001": 1, "e002": 1, "e003": 2, "e004": 2, "e005": 1, "e006": 0}
+    assert got == {"e001": 1, "e002": 1, "e003": 2, "e004": 2, "e005": 1, "e006": 0, "e007": 0, "e008": 0}
 
 
 def test_quiet_country_rarity_is_the_countrys_rarity_among_quiet_lines():

@@ -9,7 +9,9 @@ WITH events AS (
         (s.message LIKE 'Login failed%')::INT AS is_login_failure,
         (s.message LIKE 'VPN connection%')::INT AS is_vpn,
         -- LIKE first, so the regular expression runs only on the lines that can name a session
-        CASE WHEN s.message LIKE '%SES-%' THEN regexp_extract(s.message, 'SES-[0-9A-Za-z]+') END AS session_id,
+        -- (no match is '', which would make every id-less "SES-" line one session: NULL instead)
+        CASE WHEN s.message LIKE '%SES-%' THEN nullif(regexp_extract(s.message, 'SES-[0-9A-Za-z]+'), '') END
+            AS session_id,
         ln(1 + s.amount) AS log_amount
     FROM {{ ref('stg_logs') }} AS s
     LEFT JOIN {{ ref('geo_regions') }} AS g ON g.geo = s.geo_location
