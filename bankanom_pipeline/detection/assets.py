@@ -235,7 +235,6 @@ def score_partition(
     table: str,
     check_name: str,
     flagged_key: str,
-    order: str = "",
 ) -> dg.MaterializeResult:
     """Score a day of ``source``'s feature table with its promoted models into ``table`` (``scorer`` turns
     batches of ``columns`` plus the features into scored rows), and check one row per feature row."""
@@ -253,7 +252,7 @@ def score_partition(
         # in batches: the whole partition as one frame grew with the day (11.2 GiB at 4M events)
         batches = read_batches(
             con,
-            f"SELECT {selected} FROM {source.features_table} WHERE partition_date = ? {order}",
+            f"SELECT {selected} FROM {source.features_table} WHERE partition_date = ?",
             [day],
             config.scoring.chunk_rows,
         )
