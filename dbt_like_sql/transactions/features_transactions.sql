@@ -35,8 +35,9 @@ WITH tx AS (
         -- 21 bits at 21 * (h % 6) of hours<h // 6>. Four running sums instead of 24 running counts (a
         -- third of this model's CPU); exact while no account has 2^21 earlier transactions (checked below)
         {%- for g in range(4) %}
-        sum(CASE WHEN hour(ts) // 6 = {{ g }} THEN 1::HUGEINT << (21 * (hour(ts) % 6)) ELSE 0 END) OVER acct_upto
-            - CASE WHEN hour(ts) // 6 = {{ g }} THEN 1::HUGEINT << (21 * (hour(ts) % 6)) ELSE 0 END AS hours{{ g }}{{ "," if not loop.last }}
+        {%- set bit %}CASE WHEN hour(ts) // 6 = {{ g }} THEN 1::HUGEINT << (21 * (hour(ts) % 6)) ELSE 0 END{% endset %}
+        sum({{ bit }}) OVER acct_upto
+            - {{ bit }} AS hours{{ g }}{{ "," if not loop.last }}
         {%- endfor %}
     FROM tx
     WINDOW
