@@ -58,24 +58,42 @@ def test_session_distinct_ips_counts_the_addresses_a_session_id_was_used_from_so
     assert got == {"e001": 1, "e002": 1, "e003": 2, "e004": 2, "e005": 1, "e006": 0, "e007": 0, "e008": 0}
 
 
-def test_quiet_country_rarity_is_the_countrys_rarity_among_quiet_lines():
-    rows = [event(i, i, "User session SES-1 validated", ip=f"10.0.0.{i}", geo="GB-LND") for i in range(6)]
-    rows += [event(10, 10, "User session SES-2 validated", geo="US-CA", level="DEBUG")]
-    rows += [event(11, 11, "User session SES-3 validated", geo="RU-MOW")]
-    # failed logins from the same country: attack traffic neither counts nor is scored here
+def test_rare_quiet_country_is_how_far_under_one_percent_of_quiet_lines_the_country_is():
+    # 201 quiet lines with a country: 190 GB, 8 US, 2 RU (one of them DEBUG), 1 FR (0.5%)
+    rows = [
+        event(i, i / 100, "User session SES-1 validated", ip=f"10.0.{i // 250}.{i % 250}") for i in range(190)
+    ]
+    rows += [event(200 + i, 2, "User session SES-2 validated", geo="US-CA") for i in range(8)]
+    rows += [event(210, 3, "User session SES-3 validated", geo="RU-MOW", level="DEBUG")]
+    rows += [event(211, 3, "User session SES-3 validated", geo="RU-MOW")]
+    rows += [event(212, 4, "User session SES-4 validated", geo="FR-PAR")]
+    # failed logins from a rare country: attack traffic neither counts nor is scored here
     rows += [
         event(
-            20 + i, 12 + i, "Login failed for user USR-00009 from 198.51.100.7", level="ERROR", geo="RU-MOW"
+            220 + i, 5 + i, "Login failed for user USR-00009 from 198.51.100.7", level="ERROR", geo="FR-PAR"
         )
         for i in range(5)
     ]
-    rows += [event(30, 20, "User session SES-4 validated", geo="")]  # no country
-    got = {k: r["quiet_country_rarity"] for k, r in features(rows).items()}
-    quiet = 8  # DEBUG/INFO lines with a country: 6 GB, 1 US, 1 RU
-    commonest = -math.log(6 / quiet)
-    assert got["e000"] == pytest.approx(commonest)
-    assert got["e010"] == pytest.approx(-math.log(1 / quiet))
-    assert got["e011"] == pytest.approx(-math.log(1 / quiet))
+    rows += [event(230, 20, "User session SES-5 validated", geo="")]  # no country
+    got = {k: r["rare_quiet_country"] for k, r in features(rows).items()}
+    quiet = 201
+    assert got["e000"] == 0  # 95%: the bank's own country
+    assert got["e200"] == 0  # 4%
+    assert got["e210"] == got["e211"] == pytest.approx(max(math.log(0.01 / (2 / quiet)), 0))
+    assert got["e212"] == pytest.approx(math.log(0.01 / (1 / quiet)))  # 0.5%: ln 2
+    assert got["e212"] > 0.69
     # where it does not apply, the unremarkable end: as common as the commonest country
-    assert all(got[f"e{20 + i:03d}"] == pytest.approx(commonest) for i in range(5))
-    assert got["e030"] == pytest.approx(commonest)
+    assert all(got[f"e{220 + i:03d}"] == 0 for i in range(5))
+    assert got["e230"] == 0
+
+
+def test_rare_quiet_country_takes_the_commonest_countrys_value_when_none_reaches_one_percent():
+    rows = [event(i, i / 10, "User session SES-1 validated", geo=f"C{i}-X") for i in range(300)]
+    rows += [event(400, 1, "User session SES-1 validated", geo="C0-X")]  # C0: 2 of 301
+    rows += [event(401, 2, "Login failed for user USR-00009 from 198.51.100.7", level="ERROR", geo="C1-X")]
+    got = {k: r["rare_quiet_country"] for k, r in features(rows).items()}
+    commonest = math.log(0.01 / (2 / 301))
+    assert commonest > 0
+    assert got["e000"] == pytest.approx(commonest)
+    assert got["e001"] == pytest.approx(math.log(0.01 / (1 / 301)))
+    assert got["e401"] == pytest.approx(commonest)

@@ -107,7 +107,7 @@ def test_features_carry_the_scenarios_signal(runs):
     assert normal["session_distinct_ips"].max() == 1
     assert frame.filter(pl.col("scenario") == "BANK-007")["session_distinct_ips"].max() >= 2
     # ordinary traffic from the bank's own countries is never as rare as a victim's foreign logins
-    assert median("BANK-005", "quiet_country_rarity") > normal["quiet_country_rarity"].max()
+    assert median("BANK-005", "rare_quiet_country") > normal["rare_quiet_country"].max()
 
 
 def test_rerun_of_the_chain_is_idempotent(runs, tmp_path):
