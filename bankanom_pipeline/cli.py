@@ -301,8 +301,8 @@ def demo(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """The main job: generate a training day and a held-out day (different seeds), build features for
-    the first, train and promote both detectors, run the daily pipeline on the second (scores,
+    """The main job: generate a training day and a held-out day (different traffic seeds, the same
+    customers), build features for the first, train and promote both detectors, run the daily pipeline on the second (scores,
     incidents, evaluation against ground truth) and summarise."""
     day = date or _yesterday()
     train_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
@@ -311,8 +311,13 @@ def demo(
         generation = cfg.log_generation.model_copy(update={"logs_per_second": rate})
         cfg = cfg.model_copy(update={"log_generation": generation})
     landing = settings.landing_dir()
+    # the same bank's customers on both days, different traffic: the held-out day's lookback reaches
+    # into the training day, where each user id must still be the same person
+    customers = cfg.population.model_copy(
+        update={"seed": cfg.seed if cfg.population.seed is None else cfg.population.seed}
+    )
     for start, seed in ((train_day, cfg.seed), (day, cfg.seed + 1)):
-        _write_day(cfg.model_copy(update={"seed": seed}), start, landing)
+        _write_day(cfg.model_copy(update={"seed": seed, "population": customers}), start, landing)
     from bankanom_pipeline.jobs import train_run_config
 
     steps = [("features_job", train_day), ("train_job", None), ("pipeline_job", day)]
@@ -330,8 +335,10 @@ def _write_day(cfg, day: str, landing: Path) -> None:
     start_s = _epoch(day)
     began = time.perf_counter()
     summary = write_range(Generator(cfg), landing / "logs", start_s, end_s=start_s + 86_400)
+    customers = cfg.seed if cfg.population.seed is None else cfg.population.seed
     console.print(
-        f"generated {day} (seed {cfg.seed}): {summary.events:,} events, {summary.anomalous:,} anomalous, "
+        f"generated {day} (seed {cfg.seed}, customers of seed {customers}): "
+        f"{summary.events:,} events, {summary.anomalous:,} anomalous, "
         f"in {time.perf_counter() - began:.1f}s"
     )
 

@@ -40,6 +40,25 @@ def test_demo_prints_incidents_and_evaluation(demo):
     assert "baseline IF" in out and "ensemble" in out
 
 
+def test_demo_days_differ_in_traffic_but_share_the_customers(demo):
+    out, con, _ = demo
+    assert "(seed 7, customers of seed 7)" in out and "(seed 8, customers of seed 7)" in out
+    # each customer's usual country is the same on both days, so the held-out day's lookback into the
+    # training day reads the same person's history (a few customers spend one of the days abroad)
+    users, same = con.execute(
+        """WITH usual AS (
+               SELECT partition_date, user_id, mode(split_part(geo_location, '-', 1)) AS country
+               FROM validated_logs WHERE user_id LIKE 'USR-%' GROUP BY ALL
+           )
+           SELECT count(*), count(*) FILTER (WHERE a.country = b.country)
+           FROM usual AS a JOIN usual AS b USING (user_id)
+           WHERE a.partition_date < b.partition_date"""
+    ).fetchone()
+    assert users > 1000 and same / users > 0.9
+    lines = con.execute("SELECT count(*) FROM validated_logs GROUP BY partition_date ORDER BY 1").fetchall()
+    assert len(lines) == 2 and lines[0] != lines[1]
+
+
 def test_every_event_scored_with_the_promoted_versions(demo):
     _, con, data = demo
     current = Registry(data / "models").current()

@@ -56,6 +56,20 @@ def test_deterministic_given_seed(config):
     assert not first.equals(to_json_lines(c.generate(DAY_START, DAY_START + 300), c))
 
 
+def test_the_customer_base_follows_the_population_seed_not_the_traffic_seed(config):
+    def population(seed, customers=None):
+        cfg = small(config, seed=seed)
+        cfg = cfg.model_copy(update={"population": cfg.population.model_copy(update={"seed": customers})})
+        return Generator(cfg).population
+
+    same_bank = population(8, customers=7)
+    assert (same_bank.region == population(7).region).all()
+    assert (same_bank.home_ips == population(7).home_ips).all()
+    # by default the traffic seed draws the customers too: another seed, another bank's customers
+    other = population(8)
+    assert (other.region != population(7).region).mean() > 0.5
+
+
 def test_instances_span_several_correlated_events(hour):
     _, frame, _ = hour
     anomalous = frame.filter(pl.col("scenario") >= 0)

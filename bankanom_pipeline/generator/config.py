@@ -147,6 +147,10 @@ class GeographicDistribution(_Strict):
 
 
 class Population(_Strict):
+    # The customer base (home countries, addresses, habits) is drawn from this seed, the traffic from
+    # MockConfig.seed. None: the traffic seed. Days of one bank share it: a user id must name the same
+    # customer on every day a feature's lookback reaches, or yesterday's history is somebody else's.
+    seed: int | None = None
     users: int = Field(5000, ge=10, le=10_000_000)
     staff_share: float = Field(0.01, ge=0, le=0.5)
     vpn_share: float = Field(0.05, ge=0, le=1)
