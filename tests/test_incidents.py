@@ -217,7 +217,7 @@ def test_a_rare_template_does_not_bridge_groups_that_have_their_own_source():
 
 def test_reporting_severity_and_origin():
     rows = [event(f"bf{i}", i * 0.1, user=f"USR-{i}", ip=f"45.1.2.{i + 1}", score=0.9995) for i in range(60)]
-    rows += [event("lone", 200, user="USR-900", ip="8.8.8.8", score=0.975)]
+    rows += [event("lone", 200, user="USR-900", ip="8.8.8.8", score=0.935)]
     rows += [event("loud", 300, user="USR-901", ip="8.8.4.4", score=0.997)]
     rows += [
         event("pair1", 400, user="USR-902", ip="7.1.1.1", score=0.971, service="api-gateway"),
@@ -228,7 +228,7 @@ def test_reporting_severity_and_origin():
         r["event_count"] if r["event_count"] > 1 else r["max_score"]: r
         for r in incidents.iter_rows(named=True)
     }
-    attack, lone, loud, pair = by[60], by[0.975], by[0.997], by[2]
+    attack, lone, loud, pair = by[60], by[0.935], by[0.997], by[2]
     # score points 3 (>= 0.999) + blast radius 3 (60 users, 60 IPs) = 6
     assert attack["severity"] == "Critical" and attack["reported"]
     assert attack["origin_entity"] == "network 45.1.2.0/24"
@@ -247,7 +247,7 @@ def test_explanations_use_attribution_of_the_top_line_only_for_reported_incident
     rows = [
         event("a1", 0, user="USR-1", ip="1.2.3.4", score=0.98, user_failed_logins_10m=4.0),
         event("a2", 1, user="USR-1", ip="1.2.3.4", score=0.99, user_failed_logins_10m=9.0, success_rate=0.1),
-        event("x", 100, user="USR-7", ip="7.7.7.7", score=0.971),  # lone and unreported
+        event("x", 100, user="USR-7", ip="7.7.7.7", score=0.935),  # lone and unreported
     ]
     dev = np.zeros((3, len(FEATURES)))
     dev[0, i_fail], dev[1, i_fail], dev[1, i_rate] = 4.0, 9.0, -6.0
