@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -22,7 +23,16 @@ from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
-from bankanom_pipeline.transactions.validation import load_labels, validate_partition
+from bankanom_pipeline.transactions.validation import (
+    _PRESENCE_ONLY,
+    RULES_PATH,
+    TEXT_COLUMNS,
+    TYPED_SQL,
+    _frame,
+    load_labels,
+    validate_partition,
+)
+from bankanom_pipeline.validation.rules import build_checks, load_rules, run_checks
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
 from tests.conftest import DAY
@@ -263,6 +273,48 @@ def test_invalid_rows_are_quarantined_with_every_rule_they_broke(dirty):
     assert validated.quarantined_by_rule["customer_age_in_range"] == 2
     assert validated.quarantined_by_rule["ip_address_well_formed"] == 2
     assert validated.quarantined_by_rule["known_transaction_type"] == 2
+
+
+def test_text_checked_only_for_presence_reaches_gx_as_that_fact_with_the_same_outcomes(dirty):
+    # the rules check these columns for nulls only, so GX may get each as present-or-not (rules._gx_view)
+    # instead of hashing every value; a rule of another kind on one of them would need its values
+    checks = build_checks(load_rules(RULES_PATH), {}, "transactions")
+    only_nulls = {
+        c.kwargs["column"]
+        for c in checks
+        if all(
+            d.expectation == "expect_column_values_to_not_be_null"
+            for d in checks
+            if d.kwargs.get("column") == c.kwargs["column"]
+        )
+    }
+    text = set(TEXT_COLUMNS)
+    assert only_nulls & text == _PRESENCE_ONLY
+    con, _, _ = dirty
+    con.execute(TYPED_SQL, {"day": DAY})
+    frame = _frame(con)
+    assert all(isinstance(frame[c].dtype, pd.ArrowDtype) for c in _PRESENCE_ONLY)
+    # the same rows as pandas' own string columns (what every column but the ids was before)
+    plain = frame.assign(**{c: frame[c].astype("str") for c in _PRESENCE_ONLY})
+    assert not any(isinstance(plain[c].dtype, pd.ArrowDtype) for c in _PRESENCE_ONLY)
+
+    def seen(outcomes):
+        # a null example reads <NA> or nan depending on the column's type: the same null
+        return [
+            (
+                o.check.label,
+                o.unexpected_count,
+                o.unexpected_percent,
+                [None if pd.isna(v) else v for v in o.examples],
+                o.failing_rows.tolist(),
+            )
+            for o in outcomes
+        ]
+
+    outcomes = seen(run_checks({"transactions": frame}, checks))
+    assert outcomes == seen(run_checks({"transactions": plain}, checks))
+    assert any(count for _, count, *_ in outcomes)  # the broken rows of the fixture are found
+    con.execute("DROP TABLE _typed_tx")
 
 
 def test_duplicates_across_delivery_days(dirty):
