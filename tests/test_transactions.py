@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -20,9 +21,20 @@ from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
+from bankanom_pipeline.transactions import raw as raw_module
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
-from bankanom_pipeline.transactions.validation import load_labels, validate_partition
+from bankanom_pipeline.transactions.validation import (
+    _PRESENCE_ONLY,
+    _REQUIRED,
+    RULES_PATH,
+    TEXT_COLUMNS,
+    TYPED_SQL,
+    _frame,
+    load_labels,
+    validate_partition,
+)
+from bankanom_pipeline.validation.rules import build_checks, load_rules, run_checks
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
 from tests.conftest import DAY
@@ -265,6 +277,56 @@ def test_invalid_rows_are_quarantined_with_every_rule_they_broke(dirty):
     assert validated.quarantined_by_rule["known_transaction_type"] == 2
 
 
+def test_text_checked_only_for_presence_reaches_gx_as_that_fact_with_the_same_outcomes(dirty):
+    # the rules check these columns for nulls only, so GX may get each as present-or-not (rules._gx_view)
+    # instead of hashing every value; a rule of another kind on one of them would need its values
+    checks = build_checks(load_rules(RULES_PATH), {}, "transactions")
+    only_nulls = {
+        c.kwargs["column"]
+        for c in checks
+        if all(
+            d.expectation == "expect_column_values_to_not_be_null"
+            for d in checks
+            if d.kwargs.get("column") == c.kwargs["column"]
+        )
+    }
+    text = set(TEXT_COLUMNS)
+    assert only_nulls & text == _PRESENCE_ONLY
+    con, _, _ = dirty
+    con.execute(TYPED_SQL, {"day": DAY})
+    frame = _frame(con)
+    assert all(isinstance(frame[c].dtype, pd.ArrowDtype) for c in _PRESENCE_ONLY)
+    # the same rows as pandas' own string columns (what every column but the ids was before)
+    plain = frame.assign(**{c: frame[c].astype("str") for c in _PRESENCE_ONLY})
+    assert not any(isinstance(plain[c].dtype, pd.ArrowDtype) for c in _PRESENCE_ONLY)
+
+    def seen(outcomes):
+        # a null example reads <NA> or nan depending on the column's type: the same null
+        return [
+            (
+                o.check.label,
+                o.unexpected_count,
+                o.unexpected_percent,
+                [None if pd.isna(v) else v for v in o.examples],
+                o.failing_rows.tolist(),
+            )
+            for o in outcomes
+        ]
+
+    outcomes = seen(run_checks({"transactions": frame}, checks))
+    assert outcomes == seen(run_checks({"transactions": plain}, checks))
+    assert any(count for _, count, *_ in outcomes)  # the broken rows of the fixture are found
+    con.execute("DROP TABLE _typed_tx")
+
+
+def test_rows_written_before_gx_runs_leave_out_only_rows_the_rules_break():
+    # validated rows are written while GX runs, then those it finds broken deleted: a row missing a
+    # NOT NULL column is left out up front, which is right only if a rule requires that column too
+    checks = build_checks(load_rules(RULES_PATH), {}, "transactions")
+    required = {c.kwargs["column"] for c in checks if c.expectation == "expect_column_values_to_not_be_null"}
+    assert set(_REQUIRED) <= required
+
+
 def test_duplicates_across_delivery_days(dirty):
     con, _, counts = dirty
     raw, validated = counts[DAY2]
@@ -445,9 +507,12 @@ def test_hour_share_counts_earlier_transactions_within_two_hours_of_the_time_of_
         assert got[tid] == (len(near) / len(earlier) if len(earlier) >= 5 else 1), tid
 
 
-def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path):
+@pytest.mark.parametrize("slice_rows", [raw_module.SLICE_ROWS, 20_000])
+def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path, monkeypatch, slice_rows):
     """raw and validated keep the lines' order without sorting them: more lines than DuckDB's row group
-    (122,880), so that its parallel insert sees several batches."""
+    (122,880), so that its parallel insert sees several batches; and a file in several slices (each
+    INSERT's, split into fields while the one before is written)."""
+    monkeypatch.setattr(raw_module, "SLICE_ROWS", slice_rows)
     landing = tmp_path / "landing"
     lines = [row(f"TX{i:07d}", AccountID=f"AC{i % 997:05d}") for i in range(130_000)]
     _write(landing / DAY, "a.csv", [csv_line(CSV_COLUMNS), *lines[:70_000]])

@@ -11,6 +11,12 @@ ulps apart), and the neighbours sorted by them: one neighbour more than needed i
 near-tie at the k-th place is settled by those exact distances too. The scores are then sklearn's bit
 for bit, except where two fitted rows are at exactly the same distance from an event (where sklearn's
 own choice between them is arbitrary); tests compare them.
+
+The candidates come from a tree built with the sliding-midpoint rule (``balanced_tree=False``): its
+queries took ~40% less CPU than the median-split tree's on transactions (~17% on logs). A row whose
+candidates hold an exact tie (two fitted rows at the same distance, where the order the tree lists them
+in decides the order of the sums, or at the edge of the candidate set) is queried again in the
+median-split tree, so every score is the one that tree gives.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ class NeighbourLof:
         self.k = lof.n_neighbors_
         self.k_distance = lof._distances_fit_X_[:, self.k - 1]
         self.lrd = lof._lrd
-        self.tree = cKDTree(self.fit_x, leafsize=32)
+        self.tree = cKDTree(self.fit_x, leafsize=32)  # the reference for rows with tied distances
+        self.fast_tree = cKDTree(self.fit_x, leafsize=32, balanced_tree=False)
         self.columns = [np.ascontiguousarray(self.fit_x[:, j]) for j in range(self.fit_x.shape[1])]
         self.transform = transform
 
@@ -61,20 +68,39 @@ class NeighbourLof:
         return map_row_blocks(self._score_block, np.ascontiguousarray(x, dtype=np.float64), BLOCK_ROWS)
 
     def _score_block(self, x: np.ndarray) -> np.ndarray:
-        _, neighbours = self.tree.query(x, self.k + 1)
-        distances, neighbours = self._exact(x, neighbours)
+        distances, neighbours = self._nearest(x)
         # LocalOutlierFactor._local_reachability_density, then score_samples
         reach = np.maximum(distances, self.k_distance[neighbours])
         lrd = 1.0 / (np.mean(reach, axis=1) + 1e-10)
         return -np.mean(self.lrd[neighbours] / lrd[:, np.newaxis], axis=1)
 
-    def _exact(self, x: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest of the candidates by sklearn's Euclidean distance, nearest first."""
+    def _nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest fitted rows of each row and their distances, nearest first, as the median-split
+        tree's candidates give them."""
+        if self.k + 2 > len(self.fit_x):
+            return self._exact(x, self.tree.query(x, self.k + 1)[1])[:2]
+        # k + 2: a tie between the (k+1)-th and the next would leave the candidate set to the tree
+        tree_distances, candidates = self.fast_tree.query(x, self.k + 2)
+        distances, nearest, tied = self._exact(x, candidates[:, : self.k + 1])
+        # without ties the k + 1 candidates are the k + 1 nearest whatever the tree, and their order by
+        # distance is unique: the same neighbours in the same order as the median-split tree's
+        tied |= tree_distances[:, self.k] == tree_distances[:, self.k + 1]
+        if tied.any():
+            rows = np.flatnonzero(tied)
+            again = self._exact(x[rows], self.tree.query(x[rows], self.k + 1)[1])
+            distances[rows], nearest[rows] = again[0], again[1]
+        return distances, nearest
+
+    def _exact(self, x: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The k nearest of the candidates by sklearn's Euclidean distance, nearest first, and whether
+        two of a row's candidates are at exactly the same distance."""
         squared = np.zeros(neighbours.shape)
         for j, column in enumerate(self.columns):
             diff = x[:, j, None] - column[neighbours]
             diff *= diff
             squared += diff
-        order = np.argsort(squared, axis=1, kind="stable")[:, : self.k]
-        nearest = np.take_along_axis(neighbours, order, axis=1)
-        return np.sqrt(np.take_along_axis(squared, order, axis=1)), nearest
+        order = np.argsort(squared, axis=1, kind="stable")
+        ranked = np.take_along_axis(squared, order, axis=1)
+        tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)
+        nearest = np.take_along_axis(neighbours, order[:, : self.k], axis=1)
+        return np.sqrt(ranked[:, : self.k]), nearest, tied
