@@ -21,7 +21,6 @@ from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
-from bankanom_pipeline.transactions import raw as raw_module
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
 from bankanom_pipeline.transactions.validation import (
@@ -507,12 +506,9 @@ def test_hour_share_counts_earlier_transactions_within_two_hours_of_the_time_of_
         assert got[tid] == (len(near) / len(earlier) if len(earlier) >= 5 else 1), tid
 
 
-@pytest.mark.parametrize("slice_rows", [raw_module.SLICE_ROWS, 20_000])
-def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path, monkeypatch, slice_rows):
+def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path):
     """raw and validated keep the lines' order without sorting them: more lines than DuckDB's row group
-    (122,880), so that its parallel insert sees several batches; and a file in several slices (each
-    INSERT's, split into fields while the one before is written)."""
-    monkeypatch.setattr(raw_module, "SLICE_ROWS", slice_rows)
+    (122,880), so that its parallel insert sees several batches."""
     landing = tmp_path / "landing"
     lines = [row(f"TX{i:07d}", AccountID=f"AC{i % 997:05d}") for i in range(130_000)]
     _write(landing / DAY, "a.csv", [csv_line(CSV_COLUMNS), *lines[:70_000]])

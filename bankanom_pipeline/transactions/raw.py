@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bankanom_pipeline.ingest.raw_logs import file_lines
-from bankanom_pipeline.warehouse.frames import ROW_GROUP_ROWS, arrow_for_insert, rewriting
+from bankanom_pipeline.warehouse.frames import arrow_for_insert, rewriting
 
 # CSV header -> warehouse column, in the layout's order
 COLUMNS = {
@@ -161,8 +160,6 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
 
 
 def _file_table(path: Path, name: str) -> tuple[pa.Table, list[str], str | None]:
-    """The file's data lines (file, line number, text, whether it was UTF-8), its header's names and why
-    its lines cannot be read (None: they can). Fields are split per slice (``_with_fields``)."""
     sliced = file_lines(path, name)
     lines = pc.utf8_rtrim(sliced["line"].combine_chunks(), characters="\r\n")
     ok = sliced["utf8_ok"].to_numpy()
@@ -178,20 +175,10 @@ def _file_table(path: Path, name: str) -> tuple[pa.Table, list[str], str | None]
             "utf8_ok": pa.array(ok[1:]),
         }
     )
-    return table, names, problem
-
-
-def _with_fields(lines: pa.Table, width: int) -> pa.Table:
-    """``lines`` with each line's field count and fields (``_fields``), in whole DuckDB row groups."""
-    fields = _fields(lines["line"].combine_chunks(), width).to_arrow()
+    fields = _fields(body, max(len(names), 1)).to_arrow()
     for column in fields.column_names:
-        lines = lines.append_column(column, fields[column])
-    return arrow_for_insert(lines)
-
-
-# lines per INSERT: whole row groups. The next slice is split into fields (polars, which lets go of
-# the GIL) while DuckDB writes this one: split first, a million lines waited ~1.3 s for polars
-SLICE_ROWS = 2 * ROW_GROUP_ROWS
+        table = table.append_column(column, fields[column])
+    return table, names, problem
 
 
 def load_partition(con: duckdb.DuckDBPyConnection, landing_root: Path, day: dt.date | str) -> IngestCounts:
@@ -208,19 +195,12 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_root: Path, day: dt.d
             counts.lines_read += lines.num_rows
             if lines.num_rows == 0:
                 continue
-            inserts = _insert_sql(names, problem)
-            starts = range(0, lines.num_rows, SLICE_ROWS)
-            with ThreadPoolExecutor(1) as pool:
-                split = [
-                    pool.submit(_with_fields, lines.slice(s, SLICE_ROWS), max(len(names), 1)) for s in starts
-                ]
-                for future in split:  # in file order: DuckDB keeps each scan's order in what it inserts
-                    con.register("_file_lines", future.result())
-                    try:
-                        for sql in inserts:
-                            con.execute(sql, {"day": day})
-                    finally:
-                        con.unregister("_file_lines")
+            con.register("_file_lines", arrow_for_insert(lines))
+            try:
+                for sql in _insert_sql(names, problem):
+                    con.execute(sql, {"day": day})
+            finally:
+                con.unregister("_file_lines")
     counts.loaded = con.execute(
         "SELECT count(*) FROM raw_transactions WHERE partition_date = $day", {"day": day}
     ).fetchone()[0]
