@@ -302,8 +302,8 @@ def demo(
     config: ConfigOption = None,
 ) -> None:
     """The main job: generate a training day and a held-out day (different traffic seeds, the same
-    customers), build features for the first, train and promote both detectors, run the daily pipeline on the second (scores,
-    incidents, evaluation against ground truth) and summarise."""
+    customers), build features for the first, train and promote both detectors, run the daily pipeline
+    on the second (scores, incidents, evaluation against ground truth) and summarise."""
     day = date or _yesterday()
     train_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
     cfg = _load(config)
@@ -313,9 +313,7 @@ def demo(
     landing = settings.landing_dir()
     # the same bank's customers on both days, different traffic: the held-out day's lookback reaches
     # into the training day, where each user id must still be the same person
-    customers = cfg.population.model_copy(
-        update={"seed": cfg.seed if cfg.population.seed is None else cfg.population.seed}
-    )
+    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
     for start, seed in ((train_day, cfg.seed), (day, cfg.seed + 1)):
         _write_day(cfg.model_copy(update={"seed": seed, "population": customers}), start, landing)
     from bankanom_pipeline.jobs import train_run_config
@@ -335,9 +333,8 @@ def _write_day(cfg, day: str, landing: Path) -> None:
     start_s = _epoch(day)
     began = time.perf_counter()
     summary = write_range(Generator(cfg), landing / "logs", start_s, end_s=start_s + 86_400)
-    customers = cfg.seed if cfg.population.seed is None else cfg.population.seed
     console.print(
-        f"generated {day} (seed {cfg.seed}, customers of seed {customers}): "
+        f"generated {day} (seed {cfg.seed}, customers of seed {cfg.customer_seed}): "
         f"{summary.events:,} events, {summary.anomalous:,} anomalous, "
         f"in {time.perf_counter() - began:.1f}s"
     )

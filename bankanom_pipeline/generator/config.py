@@ -177,6 +177,11 @@ class MockConfig(_Strict):
     population: Population = Population()
     seasonality: Seasonality = Seasonality()
 
+    @property
+    def customer_seed(self) -> int:
+        """The seed the customer base is drawn from (``population.seed``, else the traffic seed)."""
+        return self.seed if self.population.seed is None else self.population.seed
+
     @field_validator("log_levels")
     @classmethod
     def _levels(cls, value: dict[str, float]) -> dict[str, float]:

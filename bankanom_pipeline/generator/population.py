@@ -65,8 +65,7 @@ class Population:
 
     @classmethod
     def build(cls, config: MockConfig) -> Population:
-        seed = config.seed if config.population.seed is None else config.population.seed
-        rng = np.random.default_rng([seed, 0xB0B])
+        rng = np.random.default_rng([config.customer_seed, 0xB0B])
         size = config.population.users
         countries = np.asarray([c.code for c in config.geographic_distribution.countries], dtype=object)
         weights = np.asarray([c.weight for c in config.geographic_distribution.countries], dtype=float)
