@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.quarantine import ValidationCounts, partition_counts
+from bankanom_pipeline.validation.quarantine import ValidationCounts, reconciled_counts
 from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
 from bankanom_pipeline.warehouse.frames import rewriting
 
@@ -209,10 +209,7 @@ def validate_partition(
                 con.unregister("_broken")
     finally:
         con.execute("DROP TABLE IF EXISTS _typed_tx")
-    counts = partition_counts(con, day, **tables)
-    if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
-        raise RuntimeError(f"validated_transactions {day}: counts do not reconcile: {counts.as_dict()}")
-    return counts, outcomes
+    return reconciled_counts(con, day, **tables), outcomes
 
 
 def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> tuple[int, int]:

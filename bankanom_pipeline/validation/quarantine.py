@@ -44,6 +44,13 @@ def write_partition(
                 con.execute(sql, {"day": day})
     finally:
         con.unregister("_broken")
+    return reconciled_counts(con, day, raw=raw, validated=validated, quarantine=quarantine)
+
+
+def reconciled_counts(
+    con: duckdb.DuckDBPyConnection, day: dt.date, *, raw: str, validated: str, quarantine: str
+) -> ValidationCounts:
+    """The partition's counts, after checking raw = validated + quarantined + duplicates."""
     counts = partition_counts(con, day, raw=raw, validated=validated, quarantine=quarantine)
     if counts.raw != counts.validated + counts.quarantined + counts.duplicates:
         raise RuntimeError(f"{validated} {day}: counts do not reconcile: {counts.as_dict()}")
