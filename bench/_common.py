@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -34,8 +35,32 @@ def repeat(fn: Callable[[], int], runs: int, setup: Callable[[], None] | None = 
     }
 
 
+def cpu() -> dict:
+    """The processor the figures were taken on: machines of the same size differ (the same 1M
+    transactions took 61 CPU-s on one 2-core machine and 41 on another), so a figure without its
+    processor cannot be compared with another."""
+    info = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in (info.read_text() if info.exists() else "").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    return {
+        "model": fields.get("model name") or platform.processor(),
+        "family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in fields.get("flags", "").split(),
+        "bogomips": fields.get("bogomips"),
+    }
+
+
 def record(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
-    result = {"bench": name, "machine": platform.machine(), "python": platform.python_version(), **result}
+    result = {
+        "bench": name,
+        "machine": platform.machine(),
+        "cpu": cpu(),
+        "python": platform.python_version(),
+        **result,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

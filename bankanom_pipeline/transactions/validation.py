@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.quarantine import ValidationCounts, reconciled_counts
-from bankanom_pipeline.validation.rules import Outcome, broken_rows, build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.quarantine import ValidationCounts, write_checked_partition
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_gx, load_rules
 from bankanom_pipeline.warehouse.frames import rewriting
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
@@ -184,32 +184,24 @@ def validate_partition(
     tables = dict(
         raw="raw_transactions", validated="validated_transactions", quarantine="quarantine_transactions"
     )
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(TYPED_SQL, {"day": day})
-    try:
-        frame = _frame(con)
-        checks = build_checks(load_rules(RULES_PATH), {}, "transactions")
-        with (
-            ThreadPoolExecutor(1) as pool,
-            rewriting(con, tables["validated"], tables["quarantine"], day=day),
-        ):
-            # GX (Python, one core) checks the rows while DuckDB (which lets go of the GIL) writes every
-            # candidate; the few rows GX finds broken are then deleted from what was written. Written
-            # after GX instead, the rows waited ~3 s a million for it. Same rows, same order.
-            checked = pool.submit(run_checks, {"transactions": frame}, checks)
-            con.execute(_VALIDATED, {"day": day})
-            outcomes = checked.result()
-            broken = broken_rows(outcomes)
-            con.register("_broken", broken.to_arrow())
-            try:
-                if broken.height:
-                    con.execute(_DROP_BROKEN, {"day": day})
-                con.execute(_QUARANTINE, {"day": day})
-            finally:
-                con.unregister("_broken")
-    finally:
-        con.execute("DROP TABLE IF EXISTS _typed_tx")
-    return reconciled_counts(con, day, **tables), outcomes
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(load_gx)  # seconds of import, on the side while DuckDB types the rows
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(TYPED_SQL, {"day": day})
+        try:
+            return write_checked_partition(
+                con,
+                day,
+                pool,
+                {"transactions": _frame(con)},
+                build_checks(load_rules(RULES_PATH), {}, "transactions"),
+                tables=tables,
+                candidates=_VALIDATED,
+                drop_broken=_DROP_BROKEN,
+                quarantine=_QUARANTINE,
+            )
+        finally:
+            con.execute("DROP TABLE IF EXISTS _typed_tx")
 
 
 def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> tuple[int, int]:

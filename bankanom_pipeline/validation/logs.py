@@ -8,13 +8,14 @@ quarantined as a duplicate of an earlier row with the same ``event_id``. The gro
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
 
 from bankanom_pipeline.metrics_catalogue import METRICS
-from bankanom_pipeline.validation.quarantine import ValidationCounts, write_partition
-from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.quarantine import ValidationCounts, write_checked_partition
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_gx, load_rules
 from bankanom_pipeline.warehouse.frames import rewriting
 
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
@@ -86,53 +87,66 @@ def _to_pandas(table) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+# the validated columns that are NOT NULL: the rules require each (a row missing one is broken whatever
+# else it holds), so the candidates written before GX has run leave those out
+_REQUIRED = ["event_id", "ts", "source_service", "log_level", "message"]
+_CANDIDATES = f"""
+INSERT INTO validated_logs
+SELECT $day, t.event_id, t.ts AT TIME ZONE 'UTC', t.source_service, t.log_level, t.message,
+    t.correlation_id, t.user_id, t.ip_address, t.geo_location, t.metrics, t.extra,
+    t.source_file, t.line_no
+FROM _typed t
+WHERE NOT t.is_duplicate AND {" AND ".join(f"t.{c} IS NOT NULL" for c in _REQUIRED)}
+"""
+# (source_file, line_no) is a raw row's key: one validated row each
+_DROP_BROKEN = """
+DELETE FROM validated_logs v
+USING (SELECT t.source_file, t.line_no FROM _typed t SEMI JOIN _broken b USING (idx)) x
+WHERE v.partition_date = $day AND v.source_file = x.source_file AND v.line_no = x.line_no
+"""
+_QUARANTINE = """
+INSERT INTO quarantine_logs
+SELECT $day, t.source_file, t.line_no, t.event_id,
+    CASE WHEN t.is_duplicate THEN ['duplicate_event_id'] ELSE b.rules END,
+    CASE WHEN t.is_duplicate THEN 'duplicate' ELSE 'invalid' END,
+    to_json(struct_pack(t."timestamp", t.source_service, t.log_level, t.message, t.user_id,
+        t.ip_address, t.metrics, t.metrics_problem)),
+    now()
+FROM _typed t LEFT JOIN _broken b USING (idx)
+WHERE t.is_duplicate OR b.idx IS NOT NULL
+"""
+
+
 def validate_partition(
     con: duckdb.DuckDBPyConnection, day: dt.date | str, service_sources: list[str]
 ) -> tuple[ValidationCounts, list[Outcome]]:
+    """Replace partition ``day`` of validated_logs and quarantine_logs (one transaction), and check that
+    raw = validated + quarantined + duplicates."""
     day = dt.date.fromisoformat(str(day))
     start = pd.Timestamp(day.isoformat(), tz="UTC")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(TYPED_SQL, {"day": day})
-    try:
-        frames = _rule_frames(con)
-        params = {
-            "partition_start": start,
-            "partition_end": start + pd.Timedelta(days=1),
-            "service_sources": list(service_sources),
-        }
-        outcomes = run_checks(frames, build_checks(load_rules(), params))
-        counts = write_partition(
-            con,
-            day,
-            outcomes,
-            raw="raw_logs",
-            validated="validated_logs",
-            quarantine="quarantine_logs",
-            inserts=[
-                """
-                INSERT INTO validated_logs
-                SELECT $day, t.event_id, t.ts AT TIME ZONE 'UTC', t.source_service, t.log_level, t.message,
-                    t.correlation_id, t.user_id, t.ip_address, t.geo_location, t.metrics, t.extra,
-                    t.source_file, t.line_no
-                FROM _typed t ANTI JOIN _broken b USING (idx)
-                WHERE NOT t.is_duplicate
-                """,
-                """
-                INSERT INTO quarantine_logs
-                SELECT $day, t.source_file, t.line_no, t.event_id,
-                    CASE WHEN t.is_duplicate THEN ['duplicate_event_id'] ELSE b.rules END,
-                    CASE WHEN t.is_duplicate THEN 'duplicate' ELSE 'invalid' END,
-                    to_json(struct_pack(t."timestamp", t.source_service, t.log_level, t.message, t.user_id,
-                        t.ip_address, t.metrics, t.metrics_problem)),
-                    now()
-                FROM _typed t LEFT JOIN _broken b USING (idx)
-                WHERE t.is_duplicate OR b.idx IS NOT NULL
-                """,
-            ],
-        )
-    finally:
-        con.execute("DROP TABLE IF EXISTS _typed")
-    return counts, outcomes
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(load_gx)  # seconds of import, on the side while DuckDB types the rows
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(TYPED_SQL, {"day": day})
+        try:
+            params = {
+                "partition_start": start,
+                "partition_end": start + pd.Timedelta(days=1),
+                "service_sources": list(service_sources),
+            }
+            return write_checked_partition(
+                con,
+                day,
+                pool,
+                _rule_frames(con),
+                build_checks(load_rules(), params),
+                tables=dict(raw="raw_logs", validated="validated_logs", quarantine="quarantine_logs"),
+                candidates=_CANDIDATES,
+                drop_broken=_DROP_BROKEN,
+                quarantine=_QUARANTINE,
+            )
+        finally:
+            con.execute("DROP TABLE IF EXISTS _typed")
 
 
 LABELS_SQL = """

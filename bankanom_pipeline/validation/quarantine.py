@@ -4,11 +4,13 @@ logs and transactions share (each brings its own typed rows and rules)."""
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 
 import duckdb
+import pandas as pd
 
-from bankanom_pipeline.validation.rules import Outcome, broken_rows
+from bankanom_pipeline.validation.rules import Check, Outcome, broken_rows, run_checks
 from bankanom_pipeline.warehouse.frames import rewriting
 
 
@@ -24,27 +26,38 @@ class ValidationCounts:
         return asdict(self)
 
 
-def write_partition(
+def write_checked_partition(
     con: duckdb.DuckDBPyConnection,
     day: dt.date,
-    outcomes: list[Outcome],
+    pool: Executor,
+    frames: dict[str, pd.DataFrame],
+    checks: list[Check],
     *,
-    raw: str,
-    validated: str,
+    tables: dict[str, str],
+    candidates: str,
+    drop_broken: str,
     quarantine: str,
-    inserts: list[str],
-) -> ValidationCounts:
-    """Replace partition ``day`` of ``validated`` and ``quarantine`` with the rows ``inserts`` select, in
-    one transaction; the inserts see the rows each rule failed as ``_broken`` (idx, rules). Returns the
-    partition's counts, after checking raw = validated + quarantined + duplicates."""
-    con.register("_broken", broken_rows(outcomes).to_arrow())
-    try:
-        with rewriting(con, validated, quarantine, day=day):
-            for sql in inserts:
-                con.execute(sql, {"day": day})
-    finally:
-        con.unregister("_broken")
-    return reconciled_counts(con, day, raw=raw, validated=validated, quarantine=quarantine)
+) -> tuple[ValidationCounts, list[Outcome]]:
+    """Replace partition ``day`` of ``tables["validated"]`` and ``tables["quarantine"]`` in one
+    transaction, and check that raw = validated + quarantined + duplicates.
+
+    GX (Python, one core) runs ``checks`` on ``pool`` while DuckDB (which lets go of the GIL) writes
+    every candidate row (``candidates``); the few rows GX finds broken are then deleted from what was
+    written (``drop_broken``) and quarantined with the rest (``quarantine``), both seeing them as
+    ``_broken`` (idx, rules). Written after GX instead, the rows waited seconds a million for it."""
+    with rewriting(con, tables["validated"], tables["quarantine"], day=day):
+        checked = pool.submit(run_checks, frames, checks)
+        con.execute(candidates, {"day": day})
+        outcomes = checked.result()
+        broken = broken_rows(outcomes)
+        con.register("_broken", broken.to_arrow())
+        try:
+            if broken.height:
+                con.execute(drop_broken, {"day": day})
+            con.execute(quarantine, {"day": day})
+        finally:
+            con.unregister("_broken")
+    return reconciled_counts(con, day, **tables), outcomes
 
 
 def reconciled_counts(

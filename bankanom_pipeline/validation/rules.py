@@ -85,7 +85,8 @@ def build_checks(rules: list[dict], params: dict[str, Any], default_frame: str =
 
 
 @cache
-def _gx():
+def load_gx():
+    """The great_expectations module (seconds to import: callers may start it early, on a thread)."""
     import great_expectations as gx
 
     return gx
@@ -135,7 +136,7 @@ def failing_rows(frame: pd.DataFrame, check: Check) -> np.ndarray:
 
 def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Outcome]:
     """Validate pandas frames with GX and attach the failing rows of each check."""
-    gx = _gx()
+    gx = load_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
