@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 
 import dagster as dg
@@ -6,8 +7,10 @@ import pytest
 from bankanom_pipeline.ingest.assets import raw_logs
 from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.validation import rules
 from bankanom_pipeline.validation.assets import validated_logs
 from bankanom_pipeline.validation.logs import validate_partition
+from bankanom_pipeline.validation.quarantine import partition_counts
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
 from tests.conftest import DAY
 
@@ -107,6 +110,35 @@ def test_validation_is_idempotent(warehouse_with_broken_day):
     second, _ = validate_partition(con, DAY, SERVICES)
     assert first == second
     assert con.execute("SELECT count(*) FROM validated_logs").fetchone()[0] == first.validated
+
+
+def test_a_failed_cross_check_leaves_the_previous_partition(warehouse_with_broken_day, monkeypatch):
+    # the candidates are written while GX runs: its failure must roll them back with the delete
+    con, _, _ = warehouse_with_broken_day
+    before, _ = validate_partition(con, DAY, SERVICES)
+    stored = con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall()
+    real = rules.failing_rows
+
+    def one_row_short(frame, check):
+        found = real(frame, check)
+        return found[1:] if check.label == "known_log_level" else found
+
+    monkeypatch.setattr(rules, "failing_rows", one_row_short)
+    with pytest.raises(
+        RuntimeError, match="known_log_level: 2 failing rows found but Great Expectations reports 3"
+    ):
+        validate_partition(con, DAY, SERVICES)
+    assert con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall() == stored
+    assert (
+        partition_counts(
+            con,
+            dt.date.fromisoformat(DAY),
+            raw="raw_logs",
+            validated="validated_logs",
+            quarantine="quarantine_logs",
+        )
+        == before
+    )
 
 
 def test_blocking_check_stops_downstream_work(warehouse_with_broken_day):
