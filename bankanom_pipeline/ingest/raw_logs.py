@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,11 +53,11 @@ def file_lines(path: Path, name: str) -> pa.Table:
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
     offsets = np.concatenate([[0], ends]).astype(np.int64)
     n = len(ends)
+    lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     try:
-        data.decode("utf-8")
-        lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        lines.validate(full=True)  # UTF-8 checked by Arrow: no copy of the file as one Python str
         ok = np.ones(n, dtype=bool)
-    except UnicodeDecodeError:  # rare: decode line by line and flag the bad ones
+    except pa.ArrowInvalid:  # rare: decode line by line and flag the bad ones
         texts, flags = [], []
         for start, end in itertools.pairwise(offsets):
             chunk = data[start:end]
@@ -78,10 +79,16 @@ def file_lines(path: Path, name: str) -> pa.Table:
 
 
 def _read_lines(files: list[Path], root: Path) -> pa.Table:
-    tables = [
-        file_lines(path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path))
-        for path in files
-    ]
+    # a file's reading, newline scan and UTF-8 check let go of the GIL: two files at a time
+    with ThreadPoolExecutor(2) as pool:
+        tables = list(
+            pool.map(
+                lambda path: file_lines(
+                    path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+                ),
+                files,
+            )
+        )
     if not tables:
         return pa.table(
             {
@@ -106,6 +113,9 @@ _MISSING_LIST = (
 )
 
 # One JSON parse for validity, one into a struct, one for the key list (to keep unknown fields).
+# Materialised: parsed inline in the INSERT, the `reject_reason IS NULL` filter is pushed below the
+# projection that parses, and from_json is then inlined once per required field it tests (1M lines:
+# 7.7 s and 15.4 CPU-s, against 5.0 s and ~10 CPU-s through this table).
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH checked AS (
