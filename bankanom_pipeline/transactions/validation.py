@@ -115,7 +115,7 @@ _PRESENCE_ONLY = {
 def _frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The typed rows GX checks: text only checked for being given as Arrow-backed columns (no Python
     object per value), the rest as plain pandas types for GX's value comparisons."""
-    table = con.execute(f"SELECT {RULE_COLUMNS} FROM _typed_tx WHERE NOT is_duplicate").fetch_arrow_table()
+    table = con.execute(f"SELECT {RULE_COLUMNS} FROM _typed_tx WHERE NOT is_duplicate").to_arrow_table()
     arrow_backed = _PRESENCE_ONLY
     return pd.DataFrame(
         {

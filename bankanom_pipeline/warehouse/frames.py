@@ -81,7 +81,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, query: str, params
 
 
 def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
-    return pl.from_arrow(con.execute(sql, params or []).fetch_arrow_table())
+    return pl.from_arrow(con.execute(sql, params or []).to_arrow_table())
 
 
 def read_batches(
