@@ -5,6 +5,7 @@ import pytest
 
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
+from bankanom_pipeline.ingest import raw_logs as raw_logs_module
 from bankanom_pipeline.ingest.assets import raw_logs
 from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
@@ -126,3 +127,21 @@ def test_materialize_generated_partition(tmp_path, config):
         "SELECT count(*) FROM raw_logs WHERE json_extract(anomaly_details, '$.is_anomaly')::BOOLEAN"
     ).fetchone()[0]
     assert labelled == summary.anomalous
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\n", b"{}", b'{"a": 1}\n\n{"b": 2}', b"x\n" * 40, b"\xff\xfe\nok\n" * 9]
+)
+def test_lines_are_the_same_whatever_slices_the_newline_scan_takes(tmp_path, monkeypatch, content):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(content)
+    whole = raw_logs_module.file_lines(path, "a")
+    monkeypatch.setattr(raw_logs_module, "_SCAN_BYTES", 3)  # slices that cut lines and newlines
+    sliced = raw_logs_module.file_lines(path, "a")
+    assert sliced.equals(whole)
+    expected = content.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()
+    assert whole.num_rows == len(expected)
+    texts = [line.decode("utf-8", "backslashreplace") + "\n" for line in expected]
+    assert whole["line"].to_pylist() == texts

@@ -23,6 +23,7 @@ REQUIRED_FIELDS = ("timestamp", "source_service", "log_level", "event_id", "mess
 OPTIONAL_FIELDS = ("correlation_id", "user_id", "ip_address", "geo_location")
 JSON_FIELDS = ("anomaly_details", "metrics")
 KNOWN_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS + JSON_FIELDS
+_SCAN_BYTES = 64 << 20
 
 
 @dataclass
@@ -50,7 +51,13 @@ def file_lines(path: Path, name: str) -> pa.Table:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         data += b"\n"  # a last line without its newline is still a line
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    # newlines found a slice at a time: a mask of the whole file is a byte per byte (~540 MB for one
+    # 6-hour file of a 4M-event day, and two files are read at once)
+    view = np.frombuffer(data, dtype=np.uint8)
+    starts = range(0, len(view), _SCAN_BYTES)
+    ends = np.concatenate(
+        [np.flatnonzero(view[i : i + _SCAN_BYTES] == 10) + (i + 1) for i in starts] or [np.empty(0, np.int64)]
+    )
     offsets = np.concatenate([[0], ends]).astype(np.int64)
     n = len(ends)
     lines = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
