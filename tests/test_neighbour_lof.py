@@ -6,6 +6,7 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
 
@@ -18,17 +19,43 @@ def data(seed: int, rows: int, columns: int = 12) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("neighbours", [5, 50])
-def test_pca_pipeline_matches_score_samples_bit_for_bit(neighbours):
+def _pca_lof(neighbours: int):
     fit_on = np.unique(data(0, 3000), axis=0)
-    lof = make_pipeline(PCA(6, random_state=1), LocalOutlierFactor(n_neighbors=neighbours, novelty=True)).fit(
-        fit_on
-    )
+    return make_pipeline(
+        PCA(6, random_state=1), LocalOutlierFactor(n_neighbors=neighbours, novelty=True)
+    ).fit(fit_on)
+
+
+@pytest.mark.parametrize("neighbours", [5, 50])
+def test_pca_pipeline_matches_sklearn(neighbours):
+    lof = _pca_lof(neighbours)
     fast = NeighbourLof.of(lof)
     # 1 and 7 rows: one block on this thread; 9,000: blocks on threads
     for rows in (1, 7, 9000):
         x = data(1, rows)
-        assert np.array_equal(fast.score_samples(x), lof.score_samples(x))
+        projected = fast.project(x)
+        # the projection sums feature by feature, BLAS in its own order: ulps apart
+        assert np.allclose(projected, lof[0].transform(x), rtol=0, atol=1e-12)
+        # on the same projected rows, sklearn's LOF scores bit for bit
+        assert np.array_equal(fast.score_samples(x), lof[-1].score_samples(projected))
+    assert np.allclose(fast.score_samples(x), lof.score_samples(x), rtol=1e-12, atol=0)
+
+
+def test_scores_do_not_depend_on_the_rows_scored_with_them():
+    # a day scored whole or in batches: BLAS's product gave some rows other last bits in other batches
+    fast = NeighbourLof.of(_pca_lof(50))
+    x = data(4, 9000)
+    whole = fast.score_samples(x)
+    for cuts in ([1024 * i for i in range(1, 9)], [1, 7, 2049, 5000, 8999]):
+        parts = np.concatenate([fast.score_samples(part) for part in np.split(x, cuts)])
+        assert np.array_equal(parts, whole)
+
+
+def test_other_steps_in_front_are_left_to_sklearn():
+    x = data(5, 600, 4)
+    whitened = make_pipeline(PCA(3, whiten=True), LocalOutlierFactor(n_neighbors=20, novelty=True)).fit(x)
+    scaled = make_pipeline(StandardScaler(), LocalOutlierFactor(n_neighbors=20, novelty=True)).fit(x)
+    assert NeighbourLof.of(whitened) is None and NeighbourLof.of(scaled) is None
 
 
 def test_bare_lof_matches_and_other_estimators_are_not_handled():
