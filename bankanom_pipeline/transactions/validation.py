@@ -9,14 +9,14 @@ earlier partition already validated (a file delivered twice on different days is
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.quarantine import ValidationCounts, write_checked_partition
-from bankanom_pipeline.validation.rules import Outcome, build_checks, load_gx, load_rules
+from bankanom_pipeline.validation import quarantine
+from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules
 from bankanom_pipeline.warehouse.frames import rewriting
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
@@ -184,24 +184,17 @@ def validate_partition(
     tables = dict(
         raw="raw_transactions", validated="validated_transactions", quarantine="quarantine_transactions"
     )
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(load_gx)  # seconds of import, on the side while DuckDB types the rows
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(TYPED_SQL, {"day": day})
-        try:
-            return write_checked_partition(
-                con,
-                day,
-                pool,
-                {"transactions": _frame(con)},
-                build_checks(load_rules(RULES_PATH), {}, "transactions"),
-                tables=tables,
-                candidates=_VALIDATED,
-                drop_broken=_DROP_BROKEN,
-                quarantine=_QUARANTINE,
-            )
-        finally:
-            con.execute("DROP TABLE IF EXISTS _typed_tx")
+    return quarantine.validate_partition(
+        con,
+        day,
+        typed=(TYPED_SQL, "_typed_tx"),
+        frames=lambda con: {"transactions": _frame(con)},
+        checks=build_checks(load_rules(RULES_PATH), {}, "transactions"),
+        tables=tables,
+        candidates=_VALIDATED,
+        drop_broken=_DROP_BROKEN,
+        quarantine=_QUARANTINE,
+    )
 
 
 def load_labels(con: duckdb.DuckDBPyConnection, files: list[Path], day: dt.date | str) -> tuple[int, int]:

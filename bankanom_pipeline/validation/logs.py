@@ -8,14 +8,14 @@ quarantined as a duplicate of an earlier row with the same ``event_id``. The gro
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pandas as pd
 
 from bankanom_pipeline.metrics_catalogue import METRICS
-from bankanom_pipeline.validation.quarantine import ValidationCounts, write_checked_partition
-from bankanom_pipeline.validation.rules import Outcome, build_checks, load_gx, load_rules
+from bankanom_pipeline.validation import quarantine
+from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules
 from bankanom_pipeline.warehouse.frames import rewriting
 
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
@@ -125,29 +125,22 @@ def validate_partition(
     raw = validated + quarantined + duplicates."""
     day = dt.date.fromisoformat(str(day))
     start = pd.Timestamp(day.isoformat(), tz="UTC")
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(load_gx)  # seconds of import, on the side while DuckDB types the rows
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(TYPED_SQL, {"day": day})
-        try:
-            params = {
-                "partition_start": start,
-                "partition_end": start + pd.Timedelta(days=1),
-                "service_sources": list(service_sources),
-            }
-            return write_checked_partition(
-                con,
-                day,
-                pool,
-                _rule_frames(con),
-                build_checks(load_rules(), params),
-                tables=dict(raw="raw_logs", validated="validated_logs", quarantine="quarantine_logs"),
-                candidates=_CANDIDATES,
-                drop_broken=_DROP_BROKEN,
-                quarantine=_QUARANTINE,
-            )
-        finally:
-            con.execute("DROP TABLE IF EXISTS _typed")
+    params = {
+        "partition_start": start,
+        "partition_end": start + pd.Timedelta(days=1),
+        "service_sources": list(service_sources),
+    }
+    return quarantine.validate_partition(
+        con,
+        day,
+        typed=(TYPED_SQL, "_typed"),
+        frames=_rule_frames,
+        checks=build_checks(load_rules(), params),
+        tables=dict(raw="raw_logs", validated="validated_logs", quarantine="quarantine_logs"),
+        candidates=_CANDIDATES,
+        drop_broken=_DROP_BROKEN,
+        quarantine=_QUARANTINE,
+    )
 
 
 LABELS_SQL = """

@@ -4,13 +4,14 @@ logs and transactions share (each brings its own typed rows and rules)."""
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.rules import Check, Outcome, broken_rows, run_checks
+from bankanom_pipeline.validation.rules import Check, Outcome, broken_rows, load_gx, run_checks
 from bankanom_pipeline.warehouse.frames import rewriting
 
 
@@ -26,13 +27,13 @@ class ValidationCounts:
         return asdict(self)
 
 
-def write_checked_partition(
+def validate_partition(
     con: duckdb.DuckDBPyConnection,
     day: dt.date,
-    pool: Executor,
-    frames: dict[str, pd.DataFrame],
-    checks: list[Check],
     *,
+    typed: tuple[str, str],
+    frames: Callable[[duckdb.DuckDBPyConnection], dict[str, pd.DataFrame]],
+    checks: list[Check],
     tables: dict[str, str],
     candidates: str,
     drop_broken: str,
@@ -41,22 +42,33 @@ def write_checked_partition(
     """Replace partition ``day`` of ``tables["validated"]`` and ``tables["quarantine"]`` in one
     transaction, and check that raw = validated + quarantined + duplicates.
 
-    GX (Python, one core) runs ``checks`` on ``pool`` while DuckDB (which lets go of the GIL) writes
-    every candidate row (``candidates``); the few rows GX finds broken are then deleted from what was
-    written (``drop_broken``) and quarantined with the rest (``quarantine``), both seeing them as
+    ``typed`` is (the statement that creates the typed temporary table, its name), ``frames`` what GX
+    checks, read from it. GX's import (seconds) starts on a thread while DuckDB types the rows. GX
+    (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go of the GIL)
+    writes every candidate row (``candidates``); the few rows GX finds broken are then deleted from what
+    was written (``drop_broken``) and quarantined with the rest (``quarantine``), both seeing them as
     ``_broken`` (idx, rules). Written after GX instead, the rows waited seconds a million for it."""
-    with rewriting(con, tables["validated"], tables["quarantine"], day=day):
-        checked = pool.submit(run_checks, frames, checks)
-        con.execute(candidates, {"day": day})
-        outcomes = checked.result()
-        broken = broken_rows(outcomes)
-        con.register("_broken", broken.to_arrow())
+    create_typed, typed_table = typed
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(load_gx)
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(create_typed, {"day": day})
         try:
-            if broken.height:
-                con.execute(drop_broken, {"day": day})
-            con.execute(quarantine, {"day": day})
+            checked_frames = frames(con)
+            with rewriting(con, tables["validated"], tables["quarantine"], day=day):
+                checked = pool.submit(run_checks, checked_frames, checks)
+                con.execute(candidates, {"day": day})
+                outcomes = checked.result()
+                broken = broken_rows(outcomes)
+                con.register("_broken", broken.to_arrow())
+                try:
+                    if broken.height:
+                        con.execute(drop_broken, {"day": day})
+                    con.execute(quarantine, {"day": day})
+                finally:
+                    con.unregister("_broken")
         finally:
-            con.unregister("_broken")
+            con.execute(f"DROP TABLE IF EXISTS {typed_table}")
     return reconciled_counts(con, day, **tables), outcomes
 
 
