@@ -95,6 +95,37 @@ def test_broken_input_is_rejected_with_reasons_and_counts_reconcile(tmp_path, la
     assert follow_up[1] is None and follow_up[2] is None
 
 
+def test_unknown_fields_are_found_in_any_key_order(tmp_path, landing):
+    # the generator's key order takes a fast path; any other order or set takes the exact test
+    usual = {name: f"v-{name}" for name in raw_logs_module._USUAL_KEYS}
+    usual |= {"timestamp": f"{DAY}T10:00:00.000Z", "anomaly_details": None, "metrics": {"amount": 1}}
+    shuffled = dict(reversed(usual.items()))
+    lines = [
+        json.dumps(usual | {"event_id": "usual"}),
+        json.dumps(shuffled | {"event_id": "shuffled"}),
+        json.dumps(usual | {"event_id": "usual+1", "shard": "eu-1"}),
+        json.dumps({"shard": "eu-2"} | shuffled | {"event_id": "shuffled+1"}),
+        json.dumps({k: v for k, v in usual.items() if k != "user_id"} | {"event_id": "fewer"}),
+        "null",
+        '  {"spaced": true}',
+    ]
+    _write(landing, "a.jsonl", ("\n".join(lines) + "\n").encode())
+    con = connect(tmp_path / "w.duckdb")
+    counts = load_partition(con, landing, DAY)
+    extras = dict(con.execute("SELECT event_id, extra FROM raw_logs").fetchall())
+    assert extras == {
+        "usual": None,
+        "shuffled": None,
+        "usual+1": '{"shard":"eu-1"}',
+        "shuffled+1": '{"shard":"eu-2"}',
+        "fewer": None,
+    }
+    assert counts.rejected_by_reason == {
+        "not a JSON object": 1,
+        "missing required field(s): timestamp, source_service, log_level, event_id, message": 1,
+    }
+
+
 def test_rerun_is_idempotent_and_picks_up_late_files(tmp_path, landing):
     _write(landing, "a.jsonl", (_line(event_id="1") + "\n" + _line(event_id="2") + "\n").encode())
     con = connect(tmp_path / "w.duckdb")

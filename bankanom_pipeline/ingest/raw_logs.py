@@ -115,34 +115,51 @@ _STRUCT = (
     + "}"
 )
 _KNOWN_LIST = "[" + ", ".join(f"'{name}'" for name in KNOWN_FIELDS) + "]"
+# The keys, in order, of a line written by the generator (and the mock server): a line whose key list
+# is exactly this has no unknown field, and comparing two lists costs half what the exact membership
+# test does (1M lines: ~0.5 s). Any other line takes the exact test.
+_USUAL_KEYS = (
+    "timestamp", "source_service", "log_level", "event_id", "correlation_id", "user_id", "ip_address",
+    "geo_location", "message", "anomaly_details", "metrics",
+)  # fmt: skip
+assert set(_USUAL_KEYS) == set(KNOWN_FIELDS)
+_USUAL_LIST = "[" + ", ".join(f"'{name}'" for name in _USUAL_KEYS) + "]"
 _MISSING_LIST = (
     "[" + ", ".join(f"CASE WHEN f.{name} IS NULL THEN '{name}' END" for name in REQUIRED_FIELDS) + "]"
 )
 
-# One JSON parse for validity, one into a struct, one for the key list (to keep unknown fields).
+# One JSON parse into a struct (TRY: a malformed line gives NULL instead of failing the statement),
+# one for the key list (to keep unknown fields); json_valid and json_type only run on the few lines the
+# struct did not come out of (CASE evaluates a branch only on the rows that reach it).
 # Materialised: parsed inline in the INSERT, the `reject_reason IS NULL` filter is pushed below the
 # projection that parses, and from_json is then inlined once per required field it tests (1M lines:
 # 7.7 s and 15.4 CPU-s, against 5.0 s and ~10 CPU-s through this table).
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
-WITH checked AS (
-    -- lines keep their trailing newline (sliced straight from the file); JSON parsing ignores it.
-    -- CASE only evaluates a branch on the rows that reach it, so the costly checks run on few rows.
-    SELECT source_file, line_no, line,
+WITH parsed AS (
+    -- lines keep their trailing newline (sliced straight from the file); JSON parsing ignores it
+    SELECT source_file, line_no, line, utf8_ok,
+        CASE WHEN utf8_ok THEN TRY(from_json(line, '{_STRUCT}')) END AS f
+    FROM _landing_lines
+), checked AS (
+    -- f in its own step: referred to by alias in the same SELECT, the parse was inlined twice
+    SELECT source_file, line_no, line, f,
         CASE
             WHEN NOT utf8_ok THEN 'invalid UTF-8'
+            WHEN f IS NOT NULL AND line[1] = '{{' THEN NULL
             WHEN NOT json_valid(line) THEN
                 CASE WHEN trim(line, ' ' || chr(9) || chr(10) || chr(13)) = '' THEN 'empty line'
                      ELSE 'malformed JSON' END
-            WHEN line[1] = '{{' THEN NULL
             WHEN json_type(line) <> 'OBJECT' THEN 'not a JSON object'
         END AS early_reason
-    FROM _landing_lines
-), parsed AS (
+    FROM parsed
+), keyed AS (
     SELECT *,
-        CASE WHEN early_reason IS NULL THEN from_json(line, '{_STRUCT}') END AS f,
-        -- a built-in list test: a lambda per key cost more than parsing the line
-        CASE WHEN early_reason IS NULL THEN NOT list_has_all({_KNOWN_LIST}, json_keys(line)) END AS has_extra
+        CASE WHEN early_reason IS NULL THEN
+            CASE WHEN json_keys(line) = {_USUAL_LIST} THEN false
+                 -- a built-in list test: a lambda per key cost more than parsing the line
+                 ELSE NOT list_has_all({_KNOWN_LIST}, json_keys(line)) END
+        END AS has_extra
     FROM checked
 )
 SELECT source_file, line_no, reject_reason,
@@ -155,7 +172,7 @@ FROM (
     FROM (
         SELECT *, CASE WHEN early_reason IS NULL THEN list_filter(
             {_MISSING_LIST}, name -> name IS NOT NULL) ELSE [] END AS missing
-        FROM parsed
+        FROM keyed
     )
 )
 """
