@@ -7,7 +7,11 @@ A model is one ``.sql`` file holding a ``select``. It names its inputs with ``{{
 - ``partitioned``: ``true`` for daily models; their SQL selects one day using ``{{ partition_date }}``
   (plus ``{{ lookback_start }}`` for models that need history) and the runner replaces that day with
   delete-then-insert in one transaction, so re-runs are idempotent;
-- ``lookback_days``: how many earlier days ``{{ lookback_start }}`` reaches back (default 0).
+- ``lookback_days``: how many earlier days ``{{ lookback_start }}`` reaches back (default 0);
+- ``compression``: for partitioned tables, ``{column: method}`` pinning DuckDB's storage compression of columns
+  (``fsst``, ``dictionary``, ...). Unpinned, DuckDB tries every method on every text column of every
+  row group it writes, which cost more than computing some models; a pin applies when the runner
+  creates the table.
 
 CSV files under ``seeds/`` are loaded as tables and can be ``ref``'d like models. The runner resolves
 refs, orders models by their dependencies and refuses cycles and unknown refs with a clear error.
@@ -43,6 +47,7 @@ class Model:
     materialized: str = "table"
     partitioned: bool = False
     lookback_days: int = 0
+    compression: dict[str, str] = field(default_factory=dict)
     is_seed: bool = False
 
     @property
@@ -91,16 +96,24 @@ class Project:
             model.sources.append((schema, table))
             return table
 
-        def config(materialized: str = "table", partitioned: bool = False, lookback_days: int = 0) -> str:
+        def config(
+            materialized: str = "table",
+            partitioned: bool = False,
+            lookback_days: int = 0,
+            compression: dict[str, str] | None = None,
+        ) -> str:
             if materialized not in ("table", "view"):
                 raise SqlModelError(f"{path}: materialized must be 'table' or 'view', got {materialized!r}")
             if partitioned and materialized != "table":
                 raise SqlModelError(f"{path}: a partitioned model must be materialized as a table")
+            if compression and not partitioned:
+                raise SqlModelError(f"{path}: compression pins apply to partitioned tables only")
             model.materialized, model.partitioned, model.lookback_days = (
                 materialized,
                 partitioned,
                 lookback_days,
             )
+            model.compression = dict(compression or {})
             return ""
 
         try:
@@ -161,7 +174,7 @@ class Project:
         columns = con.execute(f"DESCRIBE {query}").fetchall()
         if "partition_date" not in [c[0] for c in columns]:
             raise SqlModelError(f"{model.path}: a partitioned model must select partition_date")
-        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS {query} LIMIT 0')
+        con.execute(self._table_ddl(model, columns))
         self._check_columns(con, name, columns)
         with rewriting(con, name, day=day):
             inserted = con.execute(f'INSERT INTO "{name}" BY NAME {query}').fetchone()[0]
@@ -169,6 +182,21 @@ class Project:
             if inserted != rows:
                 raise SqlModelError(f"{model.path}: {inserted - rows} rows fall outside partition {day}")
         return rows
+
+    @staticmethod
+    def _table_ddl(model: Model, columns: list[tuple]) -> str:
+        """The model's table, if missing, with the columns its query DESCRIBEs and its compression pins."""
+        unknown = sorted(set(model.compression) - {c[0] for c in columns})
+        if unknown:
+            raise SqlModelError(
+                f"{model.path}: compression names column(s) the model does not select: {unknown}"
+            )
+        definitions = []
+        for column, column_type, *_ in columns:
+            method = model.compression.get(column)
+            pin = f" USING COMPRESSION {method}" if method else ""
+            definitions.append(f'"{column}" {column_type}{pin}')
+        return f'CREATE TABLE IF NOT EXISTS "{model.name}" ({", ".join(definitions)})'
 
     def _check_columns(self, con, name: str, new: list[tuple]) -> None:
         old = con.execute(f'DESCRIBE "{name}"').fetchall()

@@ -1,7 +1,12 @@
 -- Validated log events, typed and flattened: one row per event, each known metric as a column (validation
 -- guarantees they are numbers in range), the message reduced to its template (identifiers and numbers
 -- masked), and time and level encodings.
-{{ config(materialized='table', partitioned=true) }}
+{{ config(materialized='table', partitioned=true, compression={
+    'event_id': 'fsst', 'message': 'fsst', 'correlation_id': 'fsst',
+    'source_service': 'dictionary', 'log_level': 'dictionary', 'template': 'dictionary', 'user_id': 'dictionary',
+    'ip_address': 'dictionary', 'geo_location': 'dictionary', 'country': 'dictionary'}) }}
+-- Text columns keep the compression DuckDB picks for them on a generated day (pinned: left to choose, it
+-- tries each method on every row group it writes, ~0.5 s a million events here).
 SELECT
     partition_date,
     event_id,
