@@ -74,6 +74,7 @@ def test_partitions_are_replaced_idempotently(project_root, tmp_path):
         ({"a.sql": "{{ config(materialized='index') }} SELECT 1"}, "materialized must be"),
         ({"a.sql": "SELECT {{ undefined_thing }}"}, "undefined_thing"),
         ({"x/a.sql": "SELECT 1", "y/a.sql": "SELECT 2"}, "two models are named 'a'"),
+        ({"a.sql": "{{ config(compression={'x': 'fsst'}) }} SELECT 1 AS x"}, "partitioned tables only"),
     ],
 )
 def test_bad_projects_fail_with_clear_errors(tmp_path, files, message):
@@ -82,6 +83,37 @@ def test_bad_projects_fail_with_clear_errors(tmp_path, files, message):
     with pytest.raises(SqlModelError) as error:
         Project(tmp_path)
     assert message in str(error.value)
+
+
+def test_compression_pins_reach_the_table(tmp_path):
+    # each pinned against DuckDB's own choice: unique text would be fsst, three values dictionary
+    pins = "{'word': 'dictionary', 'kind': 'fsst'}"
+    write(
+        tmp_path,
+        "pinned.sql",
+        f"{{{{ config(partitioned=true, compression={pins}) }}}}\n"
+        "SELECT DATE '{{ partition_date }}' AS partition_date, 'word number ' || i AS word, "
+        "'kind ' || (i % 3) AS kind, 'free ' || (i % 3) AS free FROM range(200000) t(i)",
+    )
+    con = connect(tmp_path / "w.duckdb")
+    Project(tmp_path).materialize(con, "pinned", "2026-01-05")
+    con.execute("CHECKPOINT")
+    used = dict(
+        con.execute(
+            "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info('pinned') "
+            "WHERE segment_type = 'VARCHAR' GROUP BY ALL"
+        ).fetchall()
+    )
+    assert used == {"word": ["Dictionary"], "kind": ["FSST"], "free": ["Dictionary"]}
+    write(
+        tmp_path,
+        "pinned.sql",
+        "{{ config(partitioned=true, compression={'nope': 'fsst'}) }}\nSELECT DATE '{{ partition_date }}' AS partition_date",
+    )
+    with pytest.raises(
+        SqlModelError, match=r"compression names column\(s\) the model does not select: \['nope'\]"
+    ):
+        Project(tmp_path).materialize(con, "pinned", "2026-01-05")
 
 
 def test_partition_escapes_are_refused(tmp_path):
