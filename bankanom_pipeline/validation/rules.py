@@ -167,14 +167,10 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
 _COLUMN_ARGS = ("column", "column_A", "column_B")
 
 
-def _gx_view(frame: pd.DataFrame, checks: list[Check]) -> pd.DataFrame:
-    """Only the columns the checks read: GX fingerprints every column of the batch it is given (a hash
-    of the whole frame, seconds for a million rows of ids and messages), and the results do not depend
-    on the other columns. Columns only ever checked for being non-null are handed over as that fact
-    (present or not), so that the fingerprint does not hash a million distinct ids and messages: GX's
-    counts, shares and examples (the nulls themselves) are the same."""
+def presence_checked(checks: list[Check]) -> set[str]:
+    """The columns ``checks`` only ever test for being non-null: what GX needs of them is that fact."""
     used = {c.kwargs[arg] for c in checks for arg in _COLUMN_ARGS if arg in c.kwargs}
-    presence_only = {
+    return {
         name
         for name in used
         if all(
@@ -183,6 +179,16 @@ def _gx_view(frame: pd.DataFrame, checks: list[Check]) -> pd.DataFrame:
             if name in (c.kwargs.get(arg) for arg in _COLUMN_ARGS)
         )
     }
+
+
+def _gx_view(frame: pd.DataFrame, checks: list[Check]) -> pd.DataFrame:
+    """Only the columns the checks read: GX fingerprints every column of the batch it is given (a hash
+    of the whole frame, seconds for a million rows of ids and messages), and the results do not depend
+    on the other columns. Columns only ever checked for being non-null are handed over as that fact
+    (present or not), so that the fingerprint does not hash a million distinct ids and messages: GX's
+    counts, shares and examples (the nulls themselves) are the same."""
+    used = {c.kwargs[arg] for c in checks for arg in _COLUMN_ARGS if arg in c.kwargs}
+    presence_only = presence_checked(checks)
     view = {}
     for name in frame.columns:
         if name not in used:
