@@ -104,6 +104,47 @@ def test_rows_are_quarantined_with_the_rules_they_broke(warehouse_with_broken_da
     assert "anomaly_details" not in {c[0] for c in con.execute("DESCRIBE validated_logs").fetchall()}
 
 
+def test_a_rule_on_text_the_typed_rows_leave_in_raw_logs(warehouse_with_broken_day, monkeypatch):
+    # the typed rows carry event_id, timestamp and message only as present-or-not; a rule that compares
+    # their text reads it from raw_logs, and the quarantine record still holds the text as sent
+    con, _, _ = warehouse_with_broken_day
+    shouting = {
+        "name": "message_not_shouting",
+        "description": "a message in capitals is a sign of a broken formatter",
+        "expectation": "expect_column_values_to_not_match_regex",
+        "column": "message",
+        "regex": "^[A-Z ]+$",
+    }
+    monkeypatch.setattr(rules, "failing_rows", _with_not_match(rules.failing_rows))
+    from bankanom_pipeline.validation import logs
+
+    monkeypatch.setattr(logs, "load_rules", lambda: [*rules.load_rules(), shouting])
+    con.execute("UPDATE raw_logs SET message = 'USER LOGGED IN' WHERE event_id = 'good-2'")
+    counts, outcomes = validate_partition(con, DAY, SERVICES)
+    by_rule = {o.check.label: (o.unexpected_count, o.examples) for o in outcomes}
+    assert by_rule["message_not_shouting"] == (1, ["USER LOGGED IN"])
+    rules_broken, record = con.execute(
+        "SELECT rules, record FROM quarantine_logs WHERE event_id = 'good-2'"
+    ).fetchone()
+    assert rules_broken == ["message_not_shouting"]
+    assert json.loads(record)["message"] == "USER LOGGED IN"
+    assert counts.raw == counts.validated + counts.quarantined + counts.duplicates
+
+
+def _with_not_match(failing_rows):
+    """The cross-check's row evaluator, taught one more expectation for the test above."""
+    import numpy as np
+
+    def evaluate(frame, check):
+        if check.expectation != "expect_column_values_to_not_match_regex":
+            return failing_rows(frame, check)
+        column = frame[check.kwargs["column"]].astype("string")
+        bad = column.str.contains(check.kwargs["regex"], regex=True).fillna(False).to_numpy(dtype=bool)
+        return frame.loc[bad, "idx"].to_numpy(dtype=np.int64)
+
+    return evaluate
+
+
 def test_validation_is_idempotent(warehouse_with_broken_day):
     con, _, _ = warehouse_with_broken_day
     first, _ = validate_partition(con, DAY, SERVICES)
