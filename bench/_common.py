@@ -53,6 +53,20 @@ def cpu() -> dict:
     }
 
 
+def machine_pace(rows: int = 100_000_000) -> float:
+    """Seconds a fixed DuckDB aggregate takes on both cores, measured next to a run: the same 2-core
+    machine ran the same pipeline in 19 s and in 24 s within an hour (CPU seconds up by as much, so the
+    cores themselves were slower, not busy), and this figure moves with it, so runs can be told apart."""
+    import duckdb
+
+    con = duckdb.connect()
+    began = time.perf_counter()
+    con.execute(f"SELECT sum(hash(i) % 7) FROM range({rows}) t(i)").fetchone()
+    took = time.perf_counter() - began
+    con.close()
+    return took
+
+
 def record(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     result = {

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import record
+from _common import machine_pace, record
 
 DAY = dt.date(2026, 1, 5)
 
@@ -60,6 +60,7 @@ def run_once(root: Path) -> dict:
 
     database = root / "w.duckdb"
     database.unlink(missing_ok=True)
+    pace = machine_pace()
     con = connect(database)
     timings = {}
     began = time.perf_counter()
@@ -82,6 +83,7 @@ def run_once(root: Path) -> dict:
         "seconds": timings,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_gib": usage.ru_maxrss / 1024**2,
+        "machine_pace_seconds": pace,
     }
 
 
@@ -120,6 +122,10 @@ def main() -> None:
                 "seconds_per_million": stages["total"] / (runs[0]["events"] / 1e6),
                 "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
                 "max_peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                # per run, in order: (total seconds, machine_pace seconds) to see slow stretches
+                "runs_total_and_pace": [
+                    (round(r["seconds"]["total"], 2), round(r["machine_pace_seconds"], 2)) for r in runs
+                ],
                 "runs": args.runs,
             }
         )
