@@ -167,12 +167,15 @@ def run_checks(frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Out
 _COLUMN_ARGS = ("column", "column_A", "column_B")
 
 
+def _columns_read(checks: list[Check]) -> set[str]:
+    return {c.kwargs[arg] for c in checks for arg in _COLUMN_ARGS if arg in c.kwargs}
+
+
 def presence_checked(checks: list[Check]) -> set[str]:
     """The columns ``checks`` only ever test for being non-null: what GX needs of them is that fact."""
-    used = {c.kwargs[arg] for c in checks for arg in _COLUMN_ARGS if arg in c.kwargs}
     return {
         name
-        for name in used
+        for name in _columns_read(checks)
         if all(
             c.expectation == "expect_column_values_to_not_be_null"
             for c in checks
@@ -187,7 +190,7 @@ def _gx_view(frame: pd.DataFrame, checks: list[Check]) -> pd.DataFrame:
     on the other columns. Columns only ever checked for being non-null are handed over as that fact
     (present or not), so that the fingerprint does not hash a million distinct ids and messages: GX's
     counts, shares and examples (the nulls themselves) are the same."""
-    used = {c.kwargs[arg] for c in checks for arg in _COLUMN_ARGS if arg in c.kwargs}
+    used = _columns_read(checks)
     presence_only = presence_checked(checks)
     view = {}
     for name in frame.columns:
