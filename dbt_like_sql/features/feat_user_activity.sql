@@ -4,10 +4,12 @@
 {{ config(materialized='table', partitioned=true, lookback_days=1) }}
 WITH events AS (
     SELECT
-        s.partition_date, s.event_key, s.user_id, s.ts, s.ip_address, s.country, s.amount,
-        s.records_accessed, s.bytes_out, g.lat, g.lon,
-        -- the address as a 64-bit hash where the windows sort or count it (integers, not text: 1M events
-        -- 0.4 s less; a shared hash has odds of ~1e-19 a pair); NULL kept, as count(DISTINCT) skips it
+        s.partition_date, s.event_key, s.ts, s.amount, s.records_accessed, s.bytes_out, g.lat, g.lon,
+        -- the user, country and address as 64-bit hashes where the windows partition, sort or count by
+        -- them (integers, not text: 1M events ~1 CPU-s less; a shared hash has odds of ~1e-19 a pair);
+        -- NULL kept where count(DISTINCT) must skip it
+        hash(s.user_id) AS user_key,
+        CASE WHEN s.country IS NOT NULL THEN hash(s.country) END AS country_key,
         CASE WHEN s.ip_address IS NOT NULL THEN hash(s.ip_address) END AS ip_key,
         (s.message LIKE 'Login failed%')::INT AS is_login_failure,
         (s.message LIKE 'VPN connection%')::INT AS is_vpn,
@@ -23,19 +25,20 @@ WITH events AS (
 ),
 windowed AS (
     SELECT
-        partition_date, event_key, user_id, ts, lat, lon, log_amount, session_id, ip_key,
+        partition_date, event_key, ts, lat, lon, log_amount, session_id, ip_key,
         count(*) OVER w10 AS user_events_10m,
         (sum(is_login_failure) OVER w10)::BIGINT AS user_failed_logins_10m,
         count(DISTINCT ip_key) OVER w60 AS user_distinct_ips_1h,
-        count(DISTINCT country) OVER w60 AS user_distinct_countries_1h,
+        count(DISTINCT country_key) OVER w60 AS user_distinct_countries_1h,
         (sum(is_vpn) OVER w60)::BIGINT AS user_vpn_connections_1h,
         coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
         coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m,
         -- how usual this country and this IP are for the user, among everything seen so far
-        count(*) OVER (PARTITION BY user_id, country ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING)
-            / count(*) OVER (PARTITION BY user_id ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING) AS user_country_share,
-        count(*) OVER (PARTITION BY user_id, ip_key ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING)
-            / count(*) OVER (PARTITION BY user_id ORDER BY ts, event_key ROWS UNBOUNDED PRECEDING) AS user_ip_share,
+        -- (counts up to the current row as row numbers: no frame to aggregate over)
+        row_number() OVER (PARTITION BY user_key, country_key ORDER BY ts, event_key)
+            / row_number() OVER running AS user_country_share,
+        row_number() OVER (PARTITION BY user_key, ip_key ORDER BY ts, event_key)
+            / row_number() OVER running AS user_ip_share,
         -- the user's earlier amounts as running sums less the current row: one pass, where avg, stddev
         -- and count over the frame that ends one row before built a segment tree each (1M events 0.25 s)
         count(log_amount) OVER running - (log_amount IS NOT NULL)::INT AS prior_amounts,
@@ -46,12 +49,12 @@ windowed AS (
         last_value(CASE WHEN lat IS NOT NULL THEN ts END IGNORE NULLS) OVER earlier AS prev_geo_ts
     FROM events
     WINDOW
-        w10 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),
-        w30 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 30 MINUTES PRECEDING AND CURRENT ROW),
-        w60 AS (PARTITION BY user_id ORDER BY ts RANGE BETWEEN INTERVAL 60 MINUTES PRECEDING AND CURRENT ROW),
+        w10 AS (PARTITION BY user_key ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),
+        w30 AS (PARTITION BY user_key ORDER BY ts RANGE BETWEEN INTERVAL 30 MINUTES PRECEDING AND CURRENT ROW),
+        w60 AS (PARTITION BY user_key ORDER BY ts RANGE BETWEEN INTERVAL 60 MINUTES PRECEDING AND CURRENT ROW),
         -- event_key breaks ties between events of the same millisecond, so row frames are deterministic
-        earlier AS (PARTITION BY user_id ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-        running AS (PARTITION BY user_id ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        earlier AS (PARTITION BY user_key ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+        running AS (PARTITION BY user_key ORDER BY ts, event_key ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ),
 -- a session id is issued to one client: the same id validated from a second address is a stolen
 -- session (BANK-007); only lines naming a session, so the window does not sort the whole day once more
