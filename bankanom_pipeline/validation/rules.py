@@ -9,6 +9,7 @@ GX is imported lazily: it costs seconds to import and must stay out of the API's
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -87,8 +88,22 @@ def build_checks(rules: list[dict], params: dict[str, Any], default_frame: str =
 @cache
 def load_gx():
     """The great_expectations module (seconds to import: callers may start it early, on a thread)."""
-    import great_expectations as gx
-
+    # The import builds ~0.5M objects (pydantic models deep-copying their defaults, scipy parsing its
+    # docstrings): with the collector on, it ran dozens of collections over them (~0.6 of ~4 CPU-s).
+    # Frozen afterwards, the later collections during a run no longer walk GX's modules each time.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import great_expectations as gx
+        from great_expectations.execution_engine import pandas_execution_engine
+    finally:
+        if was_enabled:
+            gc.enable()
+    gc.freeze()
+    # GX fingerprints every pandas batch under this many bytes by hashing all of its values (0.45 s for a
+    # million events and their metrics), as a batch marker nothing here reads; it skips it for larger
+    # batches, which is what we ask for every batch
+    pandas_execution_engine.HASH_THRESHOLD = 0
     return gx
 
 
