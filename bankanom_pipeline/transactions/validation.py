@@ -95,8 +95,8 @@ _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 
 
 # text columns the rules only check for being given: handed over as pd.ArrowDtype columns, which GX
-# gets as the fact (present or not, ``rules._gx_view``) instead of hashing a million distinct values for
-# its batch fingerprint (pandas 3's own "str" columns are hashed: the amounts and balances alone ~1.4 s)
+# gets as the fact (present or not, ``rules._gx_view``), not a million distinct values (which its batch
+# fingerprint, now off in ``rules.load_gx``, hashed: the amounts and balances alone ~1.4 s)
 _PRESENCE_ONLY = {
     "transaction_id",
     "account_id",

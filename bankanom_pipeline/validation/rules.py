@@ -200,11 +200,10 @@ def presence_checked(checks: list[Check]) -> set[str]:
 
 
 def _gx_view(frame: pd.DataFrame, checks: list[Check]) -> pd.DataFrame:
-    """Only the columns the checks read: GX fingerprints every column of the batch it is given (a hash
-    of the whole frame, seconds for a million rows of ids and messages), and the results do not depend
-    on the other columns. Columns only ever checked for being non-null are handed over as that fact
-    (present or not), so that the fingerprint does not hash a million distinct ids and messages: GX's
-    counts, shares and examples (the nulls themselves) are the same."""
+    """Only the columns the checks read, and those only ever checked for being non-null as that fact
+    (present or not): GX's counts, shares and examples (the nulls themselves) are the same. GX would
+    otherwise fingerprint a batch by hashing every value (seconds for a million ids and messages); that
+    is now off (``load_gx``), and this keeps the batch small should a GX release bring it back."""
     used = _columns_read(checks)
     presence_only = presence_checked(checks)
     view = {}
