@@ -61,7 +61,7 @@ def test_lake_demo_writes_one_parquet_file_per_table_partition(lake_demo):
     out, _, root = lake_demo
     assert "lake:" in out
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
-    for table in ("raw_logs", "validated_logs", "features_events", "scored_events", "incidents"):
+    for table in ("raw_logs", "validated_partitions", "features_events", "scored_events", "incidents"):
         assert f"{table}/date={DEMO_DAY}/part-0.parquet" in files
     assert "model_registry/data.parquet" in files
     assert not [p for p in root.rglob("*.tmp")], "a temporary file was left behind"

@@ -145,6 +145,69 @@ def _with_not_match(failing_rows):
     return evaluate
 
 
+def _validated(con) -> int:
+    return con.execute("SELECT count(*) FROM validated_logs").fetchone()[0]
+
+
+def test_validated_logs_shows_a_day_only_while_its_raw_load_is_the_one_validated(warehouse_with_broken_day):
+    # validated_logs is a view of the raw rows: a day's rows must not show before validation has
+    # checked them, nor after the day is loaded again until validation checks the new load
+    con, _, tmp_path = warehouse_with_broken_day
+    assert _validated(con) == 0
+    counts, _ = validate_partition(con, DAY, SERVICES)
+    assert _validated(con) == counts.validated > 0
+    load_partition(con, tmp_path / "landing" / "logs", DAY)
+    assert _validated(con) == 0
+    assert validate_partition(con, DAY, SERVICES)[0] == counts
+    assert _validated(con) == counts.validated
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_validated_times_do_not_depend_on_the_reading_session_time_zone(tmp_path, zone):
+    # a timestamp sent without a zone is UTC; one with a zone is that instant
+    con = connect(tmp_path / "w.duckdb")
+    con.execute(f"SET TimeZone = '{zone}'")
+    sent = [
+        "2026-01-05T10:00:00.250Z",
+        "2026-01-05T10:00:00+02:00",
+        "2026-01-05T10:00:00-0530",
+        "2026-01-05 10:00:00",
+        "2026-01-05",
+        "2026-01-05 10:00:00 Europe/Berlin",
+        "yesterday",
+    ]
+    read = con.execute(
+        "SELECT utc_time(s) AT TIME ZONE 'UTC' FROM unnest(?) WITH ORDINALITY AS t(s, i) ORDER BY i", [sent]
+    ).fetchall()
+    at = dt.datetime
+    assert [r[0] for r in read] == [
+        at(2026, 1, 5, 10, 0, 0, 250_000),
+        at(2026, 1, 5, 8),
+        at(2026, 1, 5, 15, 30),
+        at(2026, 1, 5, 10),
+        at(2026, 1, 5),
+        at(2026, 1, 5, 9),
+        None,
+    ]
+
+
+def test_a_warehouse_that_stored_validated_logs_as_a_table_keeps_its_rows(warehouse_with_broken_day):
+    # before validated_logs was a view it was a copy of the checked raw rows; opening such a file
+    # turns it into the view, with the days it held marked validated
+    con, _, tmp_path = warehouse_with_broken_day
+    validate_partition(con, DAY, SERVICES)
+    rows = con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall()
+    con.execute("CREATE TABLE copied AS SELECT * FROM validated_logs")
+    con.execute("DROP VIEW validated_logs")
+    con.execute("ALTER TABLE copied RENAME TO validated_logs")
+    con.execute("DELETE FROM validated_partitions")
+    con.close()
+    con = connect(tmp_path / "w.duckdb")
+    kind = "SELECT table_type FROM information_schema.tables WHERE table_name = 'validated_logs'"
+    assert con.execute(kind).fetchone()[0] == "VIEW"
+    assert con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall() == rows
+
+
 def test_validation_is_idempotent(warehouse_with_broken_day):
     con, _, _ = warehouse_with_broken_day
     first, _ = validate_partition(con, DAY, SERVICES)
@@ -154,7 +217,7 @@ def test_validation_is_idempotent(warehouse_with_broken_day):
 
 
 def test_a_failed_cross_check_leaves_the_previous_partition(warehouse_with_broken_day, monkeypatch):
-    # the candidates are written while GX runs: its failure must roll them back with the delete
+    # a failure in the cross-check must roll back the quarantine and the validated mark alike
     con, _, _ = warehouse_with_broken_day
     before, _ = validate_partition(con, DAY, SERVICES)
     stored = con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall()

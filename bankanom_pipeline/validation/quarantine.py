@@ -35,19 +35,18 @@ def validate_partition(
     frames: Callable[[duckdb.DuckDBPyConnection], dict[str, pd.DataFrame]],
     checks: list[Check],
     tables: dict[str, str],
-    candidates: str,
-    drop_broken: str,
-    quarantine: str,
+    written: tuple[str, ...],
+    while_checking: tuple[str, ...] = (),
+    after_checking: tuple[str, ...],
 ) -> tuple[ValidationCounts, list[Outcome]]:
-    """Replace partition ``day`` of ``tables["validated"]`` and ``tables["quarantine"]`` in one
-    transaction, and check that raw = validated + quarantined + duplicates.
+    """Replace partition ``day`` of the ``written`` tables in one transaction, and check that
+    raw = validated + quarantined + duplicates (``tables`` names the three).
 
     ``typed`` is (the statement that creates the typed temporary table, its name), ``frames`` what GX
     checks, read from it. GX's import (seconds) starts on a thread while DuckDB types the rows. GX
-    (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go of the GIL)
-    writes every candidate row (``candidates``); the few rows GX finds broken are then deleted from what
-    was written (``drop_broken``) and quarantined with the rest (``quarantine``), both seeing them as
-    ``_broken`` (idx, rules). Written after GX instead, the rows waited seconds a million for it."""
+    (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go of the GIL) runs
+    the ``while_checking`` statements; the ``after_checking`` ones then see the rows GX found broken as
+    ``_broken`` (idx, rules)."""
     create_typed, typed_table = typed
     with ThreadPoolExecutor(1) as pool:
         pool.submit(load_gx)
@@ -55,16 +54,15 @@ def validate_partition(
         con.execute(create_typed, {"day": day})
         try:
             checked_frames = frames(con)
-            with rewriting(con, tables["validated"], tables["quarantine"], day=day):
+            with rewriting(con, *written, day=day):
                 checked = pool.submit(run_checks, checked_frames, checks)
-                con.execute(candidates, {"day": day})
+                for statement in while_checking:
+                    con.execute(statement, {"day": day})
                 outcomes = checked.result()
-                broken = broken_rows(outcomes)
-                con.register("_broken", broken.to_arrow())
+                con.register("_broken", broken_rows(outcomes).to_arrow())
                 try:
-                    if broken.height:
-                        con.execute(drop_broken, {"day": day})
-                    con.execute(quarantine, {"day": day})
+                    for statement in after_checking:
+                        con.execute(statement, {"day": day})
                 finally:
                     con.unregister("_broken")
         finally:

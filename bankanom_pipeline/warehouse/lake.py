@@ -57,7 +57,10 @@ def connect(root: str) -> duckdb.DuckDBPyConnection:
     # Tables nothing has written yet still have their columns (readers and shadows need them).
     con.execute(SCHEMA_SQL.read_text())
     for table in tables(con, root):
-        expose(con, table)
+        # a view schema.sql defines is derived from the tables (validated_logs); files under its name
+        # are from a lake written before it was a view, and are not read
+        if kind(con, table) != "VIEW":
+            expose(con, table)
     return con
 
 
@@ -75,8 +78,7 @@ def tables(con: duckdb.DuckDBPyConnection, root: str) -> list[str]:
 def expose(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Make ``table`` the view over its files (replacing the empty table schema.sql made)."""
     root = root_of(con)
-    kind = _kind(con, table)
-    if kind == "BASE TABLE":
+    if kind(con, table) == "BASE TABLE":
         con.execute(f'DROP TABLE memory.main."{table}"')
     files = _literal(f"{root}/{table}/**/*.parquet")
     con.execute(
@@ -118,7 +120,7 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
 def shadow(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None:
     """A temporary table named ``table`` that the block writes into: empty for a partition (it is being
     replaced), a copy of the whole table otherwise (the block edits it)."""
-    if _kind(con, table) is None:
+    if kind(con, table) is None:
         return  # the block creates it (CREATE TABLE IF NOT EXISTS ...), publish reads it from there
     limit = " LIMIT 0" if day else ""
     con.execute(f'CREATE TEMP TABLE "{table}" AS SELECT * FROM memory.main."{table}"{limit}')
@@ -128,7 +130,7 @@ def drop_shadow(con: duckdb.DuckDBPyConnection, table: str) -> None:
     con.execute(f'DROP TABLE IF EXISTS temp.main."{table}"')
 
 
-def _kind(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
+def kind(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
     row = con.execute(
         "SELECT table_type FROM information_schema.tables "
         "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?",
