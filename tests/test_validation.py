@@ -329,3 +329,27 @@ def test_gx_is_loaded_without_its_batch_fingerprint():
     )
     assert "ge_load_time" in batch.batch_markers
     assert "pandas_data_fingerprint" not in batch.batch_markers
+
+
+def test_gx_loads_without_the_modules_it_needs_only_for_unused_expectations_which_still_work():
+    """``load_gx`` defers scipy.stats and altair (~1 s of GX's import); used later, they are whole."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from bankanom_pipeline.validation.rules import load_gx
+gx = load_gx()
+assert "scipy.stats._stats_py" not in sys.modules and "altair.vegalite" not in sys.modules
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert abs(kl.stats.entropy([0.5, 0.5], [0.25, 0.75]) - 0.1438410362) < 1e-9
+from scipy.stats import rankdata
+from sklearn.ensemble import IsolationForest
+assert list(rankdata([3, 1, 2])) == [3, 1, 2] and type(sys.modules["scipy.stats"]).__name__ == "module"
+import altair
+assert altair.Chart is kl.alt.Chart
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"

@@ -10,6 +10,9 @@ GX is imported lazily: it costs seconds to import and must stay out of the API's
 from __future__ import annotations
 
 import gc
+import importlib
+import sys
+import types
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -85,9 +88,30 @@ def build_checks(rules: list[dict], params: dict[str, Any], default_frame: str =
     return checks
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module in ``sys.modules`` until a name is read from it, then imports it and
+    becomes it. (``importlib.util.LazyLoader`` cannot: on Python 3.11 an ``import`` of a module already
+    in ``sys.modules`` reads its ``__spec__``, which makes a lazy module load at once.)"""
+
+    def __getattr__(self, attr: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
+
+
+# Imported by GX at its import only for expectations and charts no rule here uses (KL divergence, KS
+# tests, altair charts): ~1 of its ~3 CPU-s, on the validation step's critical path. They load on first use.
+_DEFERRED_BY_GX = ("scipy.stats", "altair")
+
+
 @cache
 def load_gx():
     """The great_expectations module (seconds to import: callers may start it early, on a thread)."""
+    for name in _DEFERRED_BY_GX:
+        if name not in sys.modules:
+            sys.modules[name] = _Deferred(name)
     # The import builds ~0.5M objects (pydantic models deep-copying their defaults, scipy parsing its
     # docstrings): with the collector on, it ran dozens of collections over them (~0.6 of ~4 CPU-s).
     # Frozen afterwards, the later collections during a run no longer walk GX's modules each time.
