@@ -128,6 +128,20 @@ def test_rewriting_a_partition_replaces_it_and_a_failed_block_leaves_it(tmp_path
     assert other.execute("SELECT sum(x) FROM t").fetchone()[0] == 1 + 2 + 6
 
 
+def test_files_a_lake_kept_for_a_table_that_is_now_a_view_are_not_read(tmp_path):
+    # validated_logs was a table, published as files; it is now a view over raw_logs and the quarantine
+    root = tmp_path / "lake"
+    old = root / "validated_logs" / "date=2026-01-01"
+    old.mkdir(parents=True)
+    duckdb.execute(
+        f"COPY (SELECT DATE '2026-01-01' AS partition_date, 'stale' AS event_id) TO '{old}/part-0.parquet'"
+    )
+    con = lake.connect(str(root))
+    assert lake.kind(con, "validated_logs") == "VIEW"
+    assert "ts" in {c[0] for c in con.execute("DESCRIBE validated_logs").fetchall()}
+    assert con.execute("SELECT count(*) FROM validated_logs").fetchone()[0] == 0
+
+
 def test_unknown_storage_mode_and_unwritable_lake_fail_naming_the_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("BANKANOM_STORAGE", "parquet")
     with pytest.raises(settings.SettingError, match="BANKANOM_STORAGE='parquet'"):
