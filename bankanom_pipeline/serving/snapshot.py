@@ -43,7 +43,9 @@ _TABLES = {
                   s.ip_address, s.ensemble_score, v.log_level, v.message, v.geo_location, v.metrics
            FROM incident_events AS ie
            JOIN scored_events AS s USING (partition_date, event_id)
-           LEFT JOIN validated_logs AS v ON v.partition_date = ie.partition_date AND v.event_id = ie.event_id
+           -- only the window's days of the view (over raw_logs: other days would be read to be dropped)
+           LEFT JOIN (SELECT * FROM validated_logs WHERE partition_date BETWEEN $start AND $end) AS v
+               ON v.partition_date = ie.partition_date AND v.event_id = ie.event_id
            WHERE ie.partition_date BETWEEN $start AND $end""",
         "incident_id, ts",
     ),
