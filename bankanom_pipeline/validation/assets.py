@@ -103,7 +103,8 @@ def validation_result(
     kinds={"duckdb"},
     description=(
         "raw_logs typed and checked against log_rules.yaml (Great Expectations); failing rows and "
-        "duplicate event_ids go to quarantine_logs with the rules they broke."
+        "duplicate event_ids go to quarantine_logs with the rules they broke. validated_logs is a view: "
+        "the day's raw rows less the quarantined ones, once validation has checked that raw load."
     ),
     check_specs=validation_checks("validated_logs", "log_rules"),
 )
