@@ -137,6 +137,25 @@ def generate_transactions(
     )
 
 
+def _not_a_partition(day: str) -> str | None:
+    """Why ``day`` is not a partition of ``daily_partitions`` (None: it is one)."""
+    from bankanom_pipeline.partitions import daily_partitions
+
+    try:
+        parsed = dt.date.fromisoformat(day)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.isoformat() != day:  # "20260105" parses too, but names no folder
+        return f"not an ISO date (YYYY-MM-DD): {day!r}"
+    first = daily_partitions.start.date()
+    last = dt.date.fromisoformat(daily_partitions.get_last_partition_key())
+    if parsed < first:
+        return f"{day} is before the first partition, {first}"
+    if parsed > last:
+        return f"{day} is after the last partition, {last} (today, UTC)"
+    return None
+
+
 @app.command("ingest-transactions")
 def ingest_transactions(
     path: Annotated[Path, typer.Argument(help="A CSV in the bank-transactions layout.")],
@@ -163,10 +182,10 @@ def ingest_transactions(
         console.print(f"[red]no such file: {path}[/red]")
         raise typer.Exit(2)
     day = date or dt.datetime.now(dt.UTC).date().isoformat()
-    try:
-        dt.date.fromisoformat(day)
-    except ValueError:
-        raise typer.BadParameter(f"not an ISO date: {day!r}", param_hint="--date") from None
+    problem = _not_a_partition(day)
+    if problem:  # checked before anything is copied: a refused day leaves the landing zone as it was
+        console.print(f"[red]--date: {problem}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
     folder = settings.landing_dir() / "transactions" / day
     folder.mkdir(parents=True, exist_ok=True)
     labels = path.with_name(path.name.removesuffix(".csv") + LABELS_SUFFIX)
@@ -222,18 +241,31 @@ def train(
 def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> dict | None:
     """Execute a job (for one partition when ``day``) in a recorded Dagster run; returns metadata per
     asset, or None when the run failed or a blocking check stopped it."""
+    import uuid
+
     import dagster as dg
 
+    from bankanom_pipeline import recovery
     from bankanom_pipeline.definitions import defs
+    from bankanom_pipeline.run_guard import RunGuard
 
     os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     job = defs.resolve_job_def(job_name)
     began = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance, partition_key=day, run_config=run_config, raise_on_error=False
-        )
+        for cleanup in recovery.clean_dead_runs(instance, by="the next bankanom run"):
+            console.print(f"[yellow]{cleanup}[/yellow]")
+        run_id = str(uuid.uuid4())
+        with RunGuard(instance, run_id, say=lambda line: console.print(f"[yellow]{line}[/yellow]")):
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=day,
+                run_config=run_config,
+                raise_on_error=False,
+                run_id=run_id,
+                tags=recovery.process_tags(),
+            )
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
         for e in result.all_events

@@ -71,3 +71,32 @@ def test_scenario_docs_match_the_code(config):
     assert docs.read_text().strip() == catalogue_markdown(config).strip(), (
         "run: bankanom scenarios > docs/scenarios.md"
     )
+
+
+@pytest.mark.parametrize(
+    ("day", "why"),
+    [
+        ("2999-01-01", "after the last partition"),
+        ("2024-12-31", "before the first partition"),
+        ("2026-02-30", "not an ISO date"),
+        ("20260105", "not an ISO date"),
+    ],
+)
+def test_ingest_transactions_checks_the_day_before_touching_anything(tmp_path, day, why):
+    import os
+
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("TransactionID\nTX1\n")
+    env = {**os.environ, "BANKANOM_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "dh")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bankanom_pipeline.cli", "ingest-transactions", str(csv_file), "--date", day],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = (result.stdout + result.stderr).strip()
+    assert why in said and len(said.splitlines()) == 1, said
+    assert "Traceback" not in said
+    assert not (tmp_path / "data").exists()  # no landing folder, no copied file
