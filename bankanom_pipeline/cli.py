@@ -255,9 +255,9 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
     began = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         for cleanup in recovery.clean_dead_runs(instance, by="the next bankanom run"):
-            console.print(f"[yellow]{cleanup}[/yellow]")
+            _warn(str(cleanup))
         run_id = str(uuid.uuid4())
-        with RunGuard(instance, run_id, say=lambda line: console.print(f"[yellow]{line}[/yellow]")):
+        with RunGuard(instance, run_id, say=_warn):
             result = job.execute_in_process(
                 instance=instance,
                 partition_key=day,
@@ -297,6 +297,10 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
         )
         return None
     return metadata
+
+
+def _warn(line: str) -> None:
+    console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)  # one line, whatever the terminal's width
 
 
 def _notes(asset: str, v: dict) -> str:
