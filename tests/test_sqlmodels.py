@@ -210,6 +210,7 @@ def test_definitions_load_completely():
         "automation_sensor",
         "drift_sensor",
         "failure_alert_sensor",
+        "dead_run_sensor",
     }
     lineage = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}

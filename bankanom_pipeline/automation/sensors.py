@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 
 import dagster as dg
 import duckdb
 
-from bankanom_pipeline import settings
+from bankanom_pipeline import recovery, settings
 from bankanom_pipeline.automation import alerts, landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
@@ -144,6 +145,34 @@ def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     )
 
 
+@dg.sensor(
+    # a dead run blocks every writer of the duckdb pool until cleaned: look often (the check reads the
+    # instance's unfinished runs and the pool tables, a few milliseconds)
+    minimum_interval_seconds=30,
+    default_status=RUNNING,
+    description="Marks failed every unfinished run whose process died (the default run launcher has no "
+    "worker health check, so run monitoring cannot) and frees its concurrency-pool slots; writes in a "
+    "waiting run's event log which run holds the pool it waits for.",
+)
+def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    instance = context.instance
+    cleaned = recovery.clean_dead_runs(instance, by="dead_run_sensor")
+    for cleanup in cleaned:
+        context.log.warning(str(cleanup))
+    said = set(json.loads(context.cursor)) if context.cursor else set()
+    waiting = set()
+    for wait in recovery.waits(instance):
+        run = instance.get_run_by_id(wait.run_id)
+        if run is None or not wait.holders or recovery.PID_TAG in run.tags:
+            continue  # a CLI run's own guard says it on its console and in its event log
+        key = f"{wait.run_id} {wait.step} {' '.join(wait.holders)}"
+        waiting.add(key)
+        if key not in said:
+            instance.report_engine_event(recovery.say_wait(instance, wait), run, step_key=wait.step)
+    skip = "; ".join(map(str, cleaned)) or "no run whose process died"
+    return dg.SensorResult(skip_reason=skip, cursor=json.dumps(sorted(waiting)))
+
+
 # Scores, incidents, evaluation and the API snapshot follow their upstream partitions: eager, for any
 # partition (a late file re-runs an old day), never because a new model was promoted (that would
 # rescore all history; scoring uses the promoted models from then on), and not on log_labels alone:
@@ -202,5 +231,5 @@ daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
     default_status=STOPPED,
 )
 
-sensors = [landing_sensor, drift_sensor, failure_alert_sensor, automation_sensor]
+sensors = [landing_sensor, drift_sensor, failure_alert_sensor, dead_run_sensor, automation_sensor]
 schedules = [scoring_catchup_schedule, retrain_schedule, daily_pipeline_schedule]
