@@ -12,19 +12,31 @@ import datetime as dt
 import gc
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bankanom_api import console
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
 from bankanom_api.predict import DuplicateEventIds, Predictor
-from bankanom_api.responses import Limit, Offset, as_dicts, json_response, where_clause
+from bankanom_api.responses import (
+    AUTH,
+    Limit,
+    Offset,
+    as_dicts,
+    json_response,
+    problem,
+    time_filter,
+    where_clause,
+)
 from bankanom_api.schemas import (
     Health,
     IncidentDetail,
@@ -33,7 +45,6 @@ from bankanom_api.schemas import (
     ModelsList,
     PredictRequest,
     PredictResponse,
-    Problem,
     Ready,
     ScoresPage,
     Severity,
@@ -49,12 +60,9 @@ from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 log = logging.getLogger("bankanom_api")
 
-_ERRORS = {
-    401: {"model": Problem, "description": "missing or invalid API key"},
-    429: {"model": Problem, "description": "rate limit exceeded (see Retry-After)"},
-}
-_NOT_READY = {503: {"model": Problem, "description": "nothing promoted or published yet"}}
-_NOT_FOUND = {404: {"model": Problem, "description": "unknown id or model"}}
+_ERRORS = AUTH
+_NOT_READY = problem(503, "nothing promoted or published yet")
+_NOT_FOUND = problem(404, "unknown id or model")
 
 _INCIDENT_SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severity, status, reported,
     services, user_count, ip_count, max_score, mean_score, origin_service, origin_entity, scenario_id,
@@ -108,6 +116,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         # field-level messages, without echoing the (possibly large) input back
         detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+        # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400, and any other
+        # undecodable JSON with a 422: one answer for both
+        if isinstance(error.__cause__, UnicodeDecodeError):
+            where = ["body", error.__cause__.start]
+            detail = [{"loc": where, "msg": "JSON decode error: not UTF-8", "type": "json_invalid"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -186,7 +204,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     # -- models -------------------------------------------------------------------------------------
 
-    def latest_evaluation() -> tuple[dt.date | None, dict[str, dict[str, float]]]:
+    # Before /models/{name}: a path matching several routes gets its 405 (and Allow) from the first one,
+    # so /models/{name} (GET) would otherwise answer for POST /models/predict's OPTIONS, PUT, ...
+    app.include_router(transaction_routes(state, protected, settings.max_batch))
+
+    def latest_evaluation() -> tuple[dt.date | None, dict[str, dict[str, float | None]]]:
         """The latest evaluated day in the snapshot and its metrics, by model (one query)."""
         snap = state.snapshot
         if snap is None or not snap.has("evaluation_metrics"):
@@ -195,9 +217,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             """SELECT partition_date, model, metric, value FROM evaluation_metrics
                WHERE partition_date = (SELECT max(partition_date) FROM evaluation_metrics)"""
         )
-        by_model: dict[str, dict[str, float]] = {}
+        by_model: dict[str, dict[str, float | None]] = {}
         for _, model, metric, value in rows:
-            by_model.setdefault(model, {})[metric] = value
+            # NaN: a figure the day's labels cannot give (none were positive, say)
+            by_model.setdefault(model, {})[metric] = None if value is None or math.isnan(value) else value
         return (rows[0][0] if rows else None), by_model
 
     def model_info(name: str, models: Models, evaluated: tuple) -> ModelInfo:
@@ -206,7 +229,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return ModelInfo(
             name=name,
             version=m["version"],
-            created_at=m["created_at"],
+            created_at=dt.datetime.fromisoformat(m["created_at"]),
             training_window=m["training_window"],
             training_rows=m["training_rows"],
             params=m["params"],
@@ -229,16 +252,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         ),
     )
     @app.get("/models/", include_in_schema=False, dependencies=protected)
-    def list_models() -> ModelsList:
+    def list_models() -> Response:
         models, tx = state.models, state.transaction_models
         if models is None and tx is None:
             current_models()  # 503: nothing promoted at all
         evaluated = latest_evaluation()
-        return ModelsList(
+        listed = ModelsList(
             available_models=[DISPLAY_NAMES[name] for name in MODEL_NAMES],
             models=[model_info(name, models, evaluated) for name in MODEL_NAMES] if models else [],
             transaction_models=[model_info(name, tx, ()) for name in MODEL_NAMES] if tx else [],
         )
+        return json_response(listed.model_dump())
 
     @app.get(
         "/models/{name}",
@@ -248,8 +272,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         responses={**_ERRORS, **_NOT_READY, **_NOT_FOUND},
         summary="One promoted model",
     )
-    def get_model(name: str) -> ModelInfo:
-        return model_info(model_name(name), current_models(), latest_evaluation())
+    def get_model(name: str) -> Response:
+        return json_response(model_info(model_name(name), current_models(), latest_evaluation()).model_dump())
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -262,7 +286,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             **_ERRORS,
             **_NOT_READY,
             **_NOT_FOUND,
-            413: {"model": Problem, "description": f"more than {settings.max_batch} events"},
+            **problem(413, f"more than {settings.max_batch} events, or a body over the size limit"),
         },
         summary="Score log events with both models and the ensemble, or with one model",
         description=(
@@ -288,7 +312,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             predictions = predictor.predict(body.events, models, model)
         except DuplicateEventIds as error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+            raise RequestValidationError(
+                [{"loc": ("body", "events"), "msg": str(error), "type": "value_error"}]
+            ) from None
         metrics.predicted.labels(model or "ensemble").inc(len(predictions))
         used = [model] if model else list(MODEL_NAMES)
         return json_response(
@@ -298,8 +324,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 "predictions": predictions,
             }
         )
-
-    app.include_router(transaction_routes(state, protected, settings.max_batch))
 
     # -- scores and incidents -----------------------------------------------------------------------
 
@@ -316,8 +340,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         user: str | None = None,
         min_score: Annotated[float | None, Query(ge=0, le=1, description="minimum ensemble score")] = None,
         anomalies_only: bool = False,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
+        since: time_filter("events at or after this instant") = None,
+        until: time_filter("events before this instant") = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Response:
@@ -345,8 +369,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     def list_incidents(
         severity: Severity | None = None,
         incident_status: Annotated[str | None, Query(alias="status")] = None,
-        since: dt.datetime | None = None,
-        until: dt.datetime | None = None,
+        since: time_filter("incidents still open at or after this instant") = None,
+        until: time_filter("incidents that started before this instant") = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> Response:
@@ -371,7 +395,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         responses={**_ERRORS, **_NOT_READY, **_NOT_FOUND},
         summary="One incident with its root-cause section and events",
     )
-    def get_incident(incident_id: str) -> IncidentDetail:
+    def get_incident(incident_id: str) -> Response:
         snap = current_snapshot()
         columns, rows = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
         if not rows:
@@ -393,7 +417,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "alternatives": json.loads(row["scenario_alternatives"] or "[]"),
             "top_features": json.loads(row["top_features"] or "[]"),
         }
-        return IncidentDetail(**row, root_cause=root_cause, events=as_dicts(columns, events))
+        detail = IncidentDetail(**row, root_cause=root_cause, events=as_dicts(columns, events))
+        return json_response(detail.model_dump())
 
     console.install(
         app,

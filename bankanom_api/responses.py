@@ -1,25 +1,74 @@
-"""What the JSON routes share: rows to JSON without re-validation, filters bound as parameters, and the
-rule that ids in one request are unique."""
+"""What the JSON routes share: paging and time parameters with documented bounds, rows to JSON without
+re-validation (times as RFC 3339 in UTC), filters bound as parameters, and the rule that ids in one
+request are unique."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Annotated
 
 import orjson
 from fastapi import Query, Response
+from pydantic import BeforeValidator
 
-# paging of every list route
-Limit = Annotated[int, Query(ge=1, le=1000, description="rows per page")]
-Offset = Annotated[int, Query(ge=0)]
+from bankanom_api.schemas import Problem
+
+# The error answers the routes document, all with a Problem body. A 422 (FastAPI documents it wherever a
+# route takes parameters or a body) is always {"detail": [{"loc", "msg", "type"}, ...]}.
+AUTH = {
+    401: {"model": Problem, "description": "missing or invalid API key"},
+    429: {
+        "model": Problem,
+        "description": "rate limit exceeded, per key or for failed keys (see Retry-After)",
+    },
+}
+
+
+def problem(status: int, description: str) -> dict:
+    return {status: {"model": Problem, "description": description}}
+
+
+# paging of every list route; bounded so that any value the schema allows is one DuckDB can bind
+MAX_LIMIT, MAX_OFFSET = 1000, 1_000_000_000
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows per page")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows skipped before the page")]
+
+# RFC 3339's date-time: a date, a time and an offset (Z or ±hh:mm), nothing else
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339_only(value: object) -> object:
+    # pydantic alone would also read numbers ("0.0") as epoch seconds and a bare date as midnight
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("not an RFC 3339 date-time (e.g. 2026-01-06T10:00:00Z)")
+    return value
+
+
+def time_filter(description: str):
+    """A query parameter holding one instant: an RFC 3339 date-time with its offset, nothing else."""
+    return Annotated[
+        dt.datetime | None, BeforeValidator(_rfc3339_only), Query(description=f"{description} (RFC 3339)")
+    ]
+
+
+def rfc3339(value: dt.datetime, timespec: str = "microseconds") -> str:
+    """An instant as RFC 3339 in UTC with ``Z``; a naive value is UTC already (the warehouse's time)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat(timespec=timespec) + "Z"
 
 
 def json_response(body) -> Response:
     """Rows straight to JSON. The routes declare their response models for the OpenAPI document, and
     the snapshot's columns are exactly those models' fields (tests compare them); validating every row
-    again on the way out cost more than the query."""
-    return Response(orjson.dumps(body), media_type="application/json")
+    again on the way out cost more than the query. Times come out as RFC 3339 with ``Z`` (the
+    warehouse's naive times are UTC); NaN and infinities as null."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z), media_type="application/json"
+    )
 
 
 def as_dicts(columns: list[str], rows: list[tuple]) -> list[dict]:

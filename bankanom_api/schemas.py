@@ -111,14 +111,15 @@ class PredictResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
-    created_at: str
+    created_at: dt.datetime
     training_window: dict[str, str]
     training_rows: int
     params: dict[str, Any]
     features: list[str]
     training_metrics: dict[str, Any]
-    evaluation: dict[str, float] = Field(
-        description="the latest evaluated day's metrics for this model, from the published snapshot"
+    evaluation: dict[str, float | None] = Field(
+        description="the latest evaluated day's metrics for this model, from the published snapshot; "
+        "null where the day's labels cannot give one (e.g. precision with nothing flagged)"
     )
     evaluation_date: dt.date | None = None
 

@@ -16,10 +16,20 @@ from typing import Annotated, Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bankanom_api.responses import Limit, Offset, as_dicts, json_response, repeated, where_clause
+from bankanom_api.responses import (
+    AUTH,
+    Limit,
+    Offset,
+    as_dicts,
+    json_response,
+    problem,
+    repeated,
+    where_clause,
+)
 from bankanom_api.state import Models, ServingState, Snapshot
 from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.detection.sources import TRANSACTIONS
@@ -197,10 +207,8 @@ class TransactionScorer:
             return []
         dupes = repeated(t.TransactionID for t in posted)
         if dupes:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"TransactionID must be unique within a request; repeated: {dupes[:5]}",
-            )
+            message = f"TransactionID must be unique within a request; repeated: {dupes[:5]}"
+            raise RequestValidationError([{"loc": ("body",), "msg": message, "type": "value_error"}])
         features = self.features(posted, snap)
         result = score(features, models.detectors, self.config)
         top = top_features(features, models.detectors).to_list()
@@ -228,7 +236,12 @@ class TransactionScorer:
 
 
 def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
-    api = APIRouter(dependencies=protected)
+    api = APIRouter(dependencies=protected, responses=AUTH)
+    no_snapshot = problem(503, "no transactions published yet")
+    scoring = {
+        **problem(503, "no transaction models promoted yet"),
+        **problem(413, f"more than {max_batch} transactions, or a body over the size limit"),
+    }
     scorer = TransactionScorer()
 
     def models() -> Models:
@@ -261,7 +274,12 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         )
         return as_dicts(names, rows)
 
-    @api.get("/transactions", tags=["transactions"], summary="Scored transactions, newest first")
+    @api.get(
+        "/transactions",
+        tags=["transactions"],
+        summary="Scored transactions, newest first",
+        responses=no_snapshot,
+    )
     @api.get("/transactions/", include_in_schema=False)
     def list_transactions(
         account: str | None = None,
@@ -283,7 +301,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/transactions/{account_id}",
         tags=["transactions"],
         summary="One account's scored transactions, newest first",
-        responses={404: {"description": '{"detail": "Account ID not found"}'}},
+        responses={**no_snapshot, **problem(404, '{"detail": "Account ID not found"}')},
     )
     @api.get("/transactions/{account_id}/", include_in_schema=False)
     def account_transactions(account_id: str, limit: Limit = 100, offset: Offset = 0) -> Response:
@@ -296,6 +314,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/models/predict",
         tags=["transactions"],
         summary="Score transactions with both models: if_pred, lof_pred and the combined isFraud",
+        responses=scoring,
         description=(
             f"A JSON list of up to {max_batch} transactions (the CSV's fields). Each is scored with its "
             "account's published history. isFraud is the ensemble decision (transactions/detection.yaml)."
@@ -310,6 +329,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/models/{model_name}/predict",
         tags=["transactions"],
         summary="Score transactions with one model: isFraud is its flag",
+        responses=scoring,
     )
     @api.post("/models/{model_name}/predict/", include_in_schema=False)
     def predict_one(
