@@ -33,6 +33,13 @@ def snapshots_dir() -> Path:
     return Path(os.environ.get("BANKANOM_SNAPSHOTS_DIR", data_dir() / "snapshots"))
 
 
+def published_dir(warehouse: Path | None = None) -> Path:
+    """Where embedded runs publish each table as Parquet for analysts (``bankanom sql``): beside the
+    DuckDB file (``data/published`` by default), so a warehouse elsewhere never writes into ``data/``."""
+    value = os.environ.get("BANKANOM_PUBLISHED_DIR")
+    return Path(value) if value else (warehouse or warehouse_path()).parent / "published"
+
+
 def alerts_path() -> Path:
     return Path(os.environ.get("BANKANOM_ALERTS_DB", data_dir() / "alerts.duckdb"))
 

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from bankanom_pipeline.warehouse import lake
+from bankanom_pipeline.warehouse import lake, published
 
 # DuckDB's row group (rows). Its parallel insert stores each Arrow batch as row groups of its own: a batch
 # that is not a whole number of them leaves a partial row group, which the commit's checkpoint merges and
@@ -43,9 +43,10 @@ def rewriting(
     """The block's statements replace partition ``day`` of ``tables`` (with no day: edit them whole).
 
     Embedded: one transaction that first deletes the partition, so a re-run never duplicates rows and a
-    failure leaves the old rows. Lake: the block writes into temporary tables of the same names, then
-    each is published as its partition's one Parquet file (lake.py). Tables the block creates must be
-    created inside it or before it."""
+    failure leaves the old rows; once committed, each table's partition is published for readers
+    (published.py). Lake: the block writes into temporary tables of the same names, then each is
+    published as its partition's one Parquet file (lake.py). Tables the block creates must be created
+    inside it or before it."""
     day = None if day is None else str(day)
     if lake.root_of(con) is None:
         con.execute("BEGIN TRANSACTION")
@@ -59,6 +60,9 @@ def rewriting(
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        for table in tables:
+            if table_exists(con, table):
+                published.publish(con, table, day)
         return
     try:
         for table in tables:
@@ -75,6 +79,7 @@ def replace_table(con: duckdb.DuckDBPyConnection, table: str, query: str, params
     """Make ``table`` the result of ``query`` (an unpartitioned table: seeds, feedback)."""
     if lake.root_of(con) is None:
         con.execute(f'CREATE OR REPLACE TABLE "{table}" AS {query}', params or [])
+        published.publish(con, table, None)
         return
     con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS {query}', params or [])
     lake.publish(con, table, None)

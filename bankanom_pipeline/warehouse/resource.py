@@ -11,7 +11,7 @@ import duckdb
 from pydantic import Field
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.warehouse import lake
+from bankanom_pipeline.warehouse import lake, published
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 
@@ -65,6 +65,13 @@ class WarehouseResource(dg.ConfigurableResource):
         default_factory=lambda: str(settings.landing_dir()),
         description="Landing zone root (env BANKANOM_LANDING_DIR; default data/landing)",
     )
+    published_dir: str = Field(
+        default="",
+        description=(
+            "Embedded mode: where runs publish every table as Parquet for analysts (bankanom sql); "
+            "env BANKANOM_PUBLISHED_DIR; default published/ beside the DuckDB file (data/published)"
+        ),
+    )
 
     @property
     def landing_logs(self) -> Path:
@@ -73,6 +80,10 @@ class WarehouseResource(dg.ConfigurableResource):
     @property
     def landing_transactions(self) -> Path:
         return Path(self.landing_dir) / "transactions"
+
+    @property
+    def published_root(self) -> Path:
+        return Path(self.published_dir) if self.published_dir else settings.published_dir(Path(self.database))
 
     def check(self) -> None:
         """Fail fast, naming the setting, on a storage configuration that cannot work."""
@@ -88,9 +99,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), or an
-        in-memory DuckDB over the lake (steps of different partitions write at the same time)."""
+        """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), which
+        publishes what it commits for readers (published.py), or an in-memory DuckDB over the lake (steps
+        of different partitions write at the same time)."""
         with self._open(read_only=False) as con:
+            if self.storage == "embedded":
+                published.attach(con, self.published_root)
             yield con
 
     @contextmanager
