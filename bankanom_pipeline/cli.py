@@ -604,5 +604,33 @@ def scenarios(config: ConfigOption = None) -> None:
     typer.echo(catalogue_markdown(_load(config)))
 
 
+@app.command()
+def sql(
+    command: Annotated[str | None, typer.Option("--command", "-c", help="Run this SQL, print, exit.")] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to read (default: $BANKANOM_PUBLISHED_DIR, data/published; lake mode: the lake)."
+        ),
+    ] = None,
+    max_rows: Annotated[int, typer.Option(help="Rows printed per result.")] = 40,
+) -> None:
+    """Query every table with SQL, read-only, at any time, even while runs write: the Parquet copy each run
+    publishes (the lake itself in lake mode). SQL from -c, from standard input, or typed at the prompt."""
+    import duckdb
+
+    from bankanom_pipeline.warehouse import published, shell
+
+    con = published.connect(root)
+    if command is None and sys.stdin.isatty():
+        shell.interactive(con, max_rows)
+        return
+    try:
+        shell.run(con, command if command is not None else sys.stdin.read(), max_rows)
+    except duckdb.Error as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
 if __name__ == "__main__":
     app()
