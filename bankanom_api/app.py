@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bankanom_api import console
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
+from bankanom_api.middleware import HardenedFastAPI, KeyGate, docs_paths
 from bankanom_api.predict import DuplicateEventIds, Predictor
 from bankanom_api.responses import (
     AUTH,
@@ -50,7 +51,7 @@ from bankanom_api.schemas import (
     Severity,
     utc_naive,
 )
-from bankanom_api.security import KeyChecker, RateLimiter, guard
+from bankanom_api.security import KeyChecker, RateLimiter, authenticated
 from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Models, Reloader, ServingState, Snapshot
 from bankanom_api.transactions import DISPLAY_NAMES
@@ -89,7 +90,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         yield
         reloader.stop()
 
-    app = FastAPI(
+    app = HardenedFastAPI(
         title="bankanom API",
         version="1.0",
         summary="Anomaly scores, incidents and predictions for banking logs",
@@ -98,8 +99,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "the latest published snapshot; models are the promoted versions. Both reload without a restart."
         ),
         lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,  # 413 beyond it, on every route
     )
     app.state.serving = state
+    limiter = RateLimiter(settings.rate_limit)
+    app.add_middleware(  # the innermost: a refused key is still counted and gets the CORS headers
+        KeyGate,
+        keys=keys,
+        per_key=limiter,
+        failures=RateLimiter(settings.auth_failure_limit, "failed authentication limit"),
+        public_paths=frozenset({"/health", app.openapi_url}) | docs_paths(app),
+        public_prefix=console.PREFIX,  # the console signs in with its own session cookie
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(
@@ -108,8 +119,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    limiter = RateLimiter(settings.rate_limit)
-    protected = [Depends(guard(keys, limiter))]
+    protected = [Depends(authenticated)]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""API keys and per-key rate limits."""
+"""API keys, and rate limits per key and per client address."""
 
 from __future__ import annotations
 
@@ -28,20 +28,29 @@ class KeyChecker:
         """The ids ``identify`` returns, one per configured key (a console session names one)."""
         return {_key_id(key) for key in self._keys}
 
-    def identify(self, presented: str | None) -> str:
-        """A stable, non-secret id of the matching key (for rate limits and logs); 401 otherwise."""
+    def match(self, presented: str | None) -> str | None:
+        """A stable, non-secret id of the matching key (for rate limits and logs); None if none matches."""
         candidate = (presented or "").encode()
         matched = None
         for key in self._keys:
             if hmac.compare_digest(candidate, key):
                 matched = key
-        if presented is None or matched is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail=f"missing or invalid API key (header {API_KEY_HEADER})",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
-        return _key_id(matched)
+        return None if presented is None or matched is None else _key_id(matched)
+
+    def identify(self, presented: str | None) -> str:
+        """``match``, or 401."""
+        key_id = self.match(presented)
+        if key_id is None:
+            raise unauthorized()
+        return key_id
+
+
+def unauthorized() -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=f"missing or invalid API key (header {API_KEY_HEADER})",
+        headers={"WWW-Authenticate": "ApiKey"},
+    )
 
 
 def _key_id(key: bytes) -> str:
@@ -49,32 +58,42 @@ def _key_id(key: bytes) -> str:
 
 
 class RateLimiter:
-    """A moving-window limit per API key (the ``limits`` library, in memory: per server process)."""
+    """A moving-window limit per identity (the ``limits`` library, in memory: per server process). The
+    API keys, the console's login form and failed API keys per client address each have one."""
 
-    def __init__(self, limit: str):
+    def __init__(self, limit: str, what: str = "rate limit"):
         self.item: RateLimitItem = parse(limit)
+        self.what = what
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     def check(self, identity: str) -> None:
-        if self._limiter.hit(self.item, identity):
-            return
+        """Count one hit; 429 when it is over the limit."""
+        if not self._limiter.hit(self.item, identity):
+            raise self.exceeded(identity)
+
+    def hit(self, identity: str) -> None:
+        """Count one hit, refused or not."""
+        self._limiter.hit(self.item, identity)
+
+    def over(self, identity: str) -> bool:
+        """Whether the next hit would be refused (counts nothing)."""
+        return not self._limiter.test(self.item, identity)
+
+    def exceeded(self, identity: str) -> HTTPException:
         stats = self._limiter.get_window_stats(self.item, identity)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        raise HTTPException(
+        return HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"rate limit exceeded ({self.item}); retry after {retry_after} s",
+            detail=f"{self.what} exceeded ({self.item}); retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
 
 
-def guard(keys: KeyChecker, limiter: RateLimiter):
-    """The dependency every route but /health carries. Async on purpose: it only compares strings and
-    counts, and a sync dependency would cost a thread-pool round trip per request."""
-
-    async def dependency(request: Request) -> str:
-        identity = keys.identify(request.headers.get(API_KEY_HEADER))
-        limiter.check(identity)
-        request.state.api_key_id = identity
-        return identity
-
-    return dependency
+async def authenticated(request: Request) -> str:
+    """The dependency every route but /health carries: the key id ``middleware.KeyGate`` established
+    before the body was read (401 if it did not, so a route outside the gate fails closed). Async on
+    purpose: a sync dependency would cost a thread-pool round trip per request."""
+    identity = getattr(request.state, "api_key_id", None)
+    if identity is None:
+        raise unauthorized()
+    return identity

@@ -20,6 +20,10 @@ class ApiSettings:
     snapshots_dir: Path = field(default_factory=pipeline_settings.snapshots_dir)
     rate_limit: str = "100/second"  # per API key, `limits` notation ("20/second", "1000/minute")
     max_batch: int = 10_000  # events per POST /predict; more is refused with 413
+    # bytes of any request body (counted as it streams, Content-Length or not); more is refused with 413
+    max_body_bytes: int = 16 * 2**20
+    # failed API-key checks per client address; over it, every request needing a key gets 429
+    auth_failure_limit: str = "20/minute"
     reload_seconds: float = 1.0  # how often the pointers to models and snapshots are checked
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
     # the analyst console (/console)
@@ -35,6 +39,8 @@ class ApiSettings:
             api_keys=_list(env.get("BANKANOM_API_KEYS")),
             rate_limit=env.get("BANKANOM_API_RATE_LIMIT", cls.rate_limit),
             max_batch=int(env.get("BANKANOM_API_MAX_BATCH", cls.max_batch)),
+            max_body_bytes=int(env.get("BANKANOM_API_MAX_BODY_BYTES", cls.max_body_bytes)),
+            auth_failure_limit=env.get("BANKANOM_API_AUTH_FAILURE_LIMIT", cls.auth_failure_limit),
             reload_seconds=float(env.get("BANKANOM_API_RELOAD_SECONDS", cls.reload_seconds)),
             cors_origins=_list(env.get("BANKANOM_API_CORS_ORIGINS")),
             console_secret=env.get("BANKANOM_CONSOLE_SECRET", ""),
