@@ -6,6 +6,7 @@ in-memory DuckDB whose tables are views over those files. Writes go through ``fr
 block's rows land in a temporary table that shadows the view, and are then published as one file,
 written under a temporary name and renamed over the old one, so a reader never sees half a partition.
 Each table's partition is replaced atomically; a write of several tables publishes them one by one.
+Under Celery, only the execution that holds its step's claim publishes (``distributed/fence.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.distributed import fence
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 _ROOT_VARIABLE = "bankanom_lake_root"
@@ -99,6 +101,7 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
     target = f"{root}/{relative}"
     copy = f'COPY (SELECT * FROM "{table}") TO {{}} (FORMAT parquet, COMPRESSION zstd)'
     if is_url(root):
+        fence.verify()
         con.execute(copy.format(_literal(target)))  # an object PUT is atomic: no rename needed
     else:
         path = Path(target)
@@ -106,6 +109,7 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
             con.execute(copy.format(_literal(str(temporary))))
+            fence.verify()  # a step execution that lost its claim to another must not replace its file
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
