@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from bankanom_api import console_svg
 from bankanom_api.predict import Predictor
-from bankanom_api.responses import as_dicts
+from bankanom_api.responses import as_dicts, rfc3339
 from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.security import KeyChecker, RateLimiter
@@ -184,8 +184,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:,.{digits}f}"
     if isinstance(value, dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+        return rfc3339(value, "seconds")  # as the JSON API writes times, to the second
     return str(value)
+
+
+def _instant(text: str | None) -> str:
+    """An ISO 8601 time held as text (manifests, the snapshot pointer), shown as ``_fmt`` shows times."""
+    return _fmt(dt.datetime.fromisoformat(text)) if text else "–"
 
 
 def _environment() -> jinja2.Environment:
@@ -196,6 +201,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["fmt"] = _fmt
+    env.filters["instant"] = _instant
     env.filters["label_name"] = lambda v: feedback.LABEL_NAMES.get(v, v or "")
     env.globals["prefix"] = PREFIX
     env.globals["feedback_labels"] = feedback.LABEL_NAMES

@@ -257,3 +257,22 @@ def test_wrong_methods_get_a_405_that_names_the_right_ones(client):
     assert client.get("/models/isolation_forest", headers=H).status_code == 200
     # GET /models/{name} is documented: "predict" is a model that does not exist
     assert client.get("/models/predict", headers=H).status_code == 404
+
+
+# -- the console shows times as the JSON API writes them ------------------------------------------------
+
+
+def test_the_console_shows_times_as_rfc3339_with_z(client):
+    form = client.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    login = client.post("/console/login", data={"csrf": csrf, "api_key": KEY}, follow_redirects=False)
+    assert login.status_code == 303, login.text
+    listed = client.get("/console/incidents").text
+    assert "<td>2026-01-06T10:00:00Z</td>" in listed
+    incident = client.get("/console/incidents/INC-1").text
+    assert "<dd>2026-01-06T10:00:00Z</dd>" in incident and "<dd>2026-01-06T10:01:00Z</dd>" in incident
+    assert "<td>2026-01-06T10:01:00Z</td>" in incident  # its second event
+    models = client.get("/console/models").text
+    assert "2026-01-06T12:01:50Z" in models and "2026-01-07T00:00:00Z" in models  # created, published
+    shown = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*", listed + incident + models)
+    assert shown and all(RFC3339_UTC.match(t.split("<")[0]) for t in shown), shown
