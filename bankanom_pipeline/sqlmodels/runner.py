@@ -165,7 +165,7 @@ class Project:
             con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
             return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
         if not model.partitioned:
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS {sql}')
+            replace_table(con, name, sql)
             return con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
         day = dt.date.fromisoformat(str(day))
         # The new rows go straight into the table (no staging copy: writing a wide partition twice cost
