@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model, field_validator
 
+from bankanom_api.request_types import REGEX_ENGINE, FiniteNumber, Timestamp, log_field
 from bankanom_pipeline.metrics_catalogue import METRICS
 
-LogLevel = Literal["DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"]
 ModelName = Literal["isolation_forest", "local_outlier_factor"]
 Severity = Literal["Low", "Medium", "High", "Critical"]
 
@@ -36,42 +35,46 @@ EXAMPLE_EVENT = {
 }
 
 
+# The known metrics, each a finite number in its physically possible range (metric_in_range, with the
+# catalogue's bounds) or null; other fields are kept and not read, as in the pipeline.
+Metrics = create_model(
+    "Metrics",
+    __config__=ConfigDict(extra="allow"),
+    **{
+        m.name: (
+            log_field(FiniteNumber, "value", lower=m.lower, upper=m.upper) | None,
+            Field(None, description=m.description),
+        )
+        for m in METRICS.values()
+    },
+)
+
+
 class LogEvent(BaseModel):
     """One log event in the generator's JSON log format. Unknown fields are ignored; ``anomaly_details``
-    (mock ground truth) is accepted so generator lines can be posted as they are, and never read."""
+    (mock ground truth) is accepted so generator lines can be posted as they are, and never read.
+    Each field's limits are log_rules.yaml's (``request_types``): what the pipeline quarantines, 422s."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [EXAMPLE_EVENT]})
+    model_config = ConfigDict(
+        extra="ignore", regex_engine=REGEX_ENGINE, json_schema_extra={"examples": [EXAMPLE_EVENT]}
+    )
 
-    event_id: str = Field(min_length=1, max_length=200)
-    timestamp: dt.datetime = Field(description="ISO-8601; without an offset it is taken as UTC")
-    source_service: str = Field(min_length=1, max_length=100)
-    log_level: LogLevel
-    message: str = Field(min_length=1, max_length=10_000)
-    correlation_id: str | None = None
-    user_id: str | None = None
-    ip_address: str | None = None
-    geo_location: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict)
-
-    @field_validator("ip_address")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.ip_address(value)  # ValueError -> 422 naming the field
-        return value
+    event_id: log_field(StrictStr, "event_id")
+    timestamp: Timestamp = Field(description="ISO-8601; without an offset it is taken as UTC")
+    source_service: log_field(StrictStr, "source_service")
+    log_level: log_field(StrictStr, "log_level")
+    message: log_field(StrictStr, "message")
+    correlation_id: log_field(StrictStr, "correlation_id") | None = None
+    user_id: log_field(StrictStr, "user_id") | None = None
+    ip_address: log_field(StrictStr, "ip_address") | None = None
+    geo_location: log_field(StrictStr, "geo_location") | None = None
+    metrics: Metrics | None = Field(None, description="numbers by name; the known ones are checked")
 
     @field_validator("metrics")
     @classmethod
-    def _metric_ranges(cls, value: dict[str, float]) -> dict[str, float]:
-        # the same physically possible ranges validation applies in the pipeline
-        for name, number in value.items():
-            metric = METRICS.get(name)
-            if metric is None:
-                continue
-            if number < metric.lower or (metric.upper is not None and number > metric.upper):
-                upper = "" if metric.upper is None else f", at most {metric.upper}"
-                raise ValueError(f"{name}={number} is out of range (at least {metric.lower}{upper})")
-        return value
+    def _as_sent(cls, value: BaseModel | None) -> dict[str, Any]:
+        # checked as Metrics; kept as the plain object the feature SQL reads, as validated_logs keeps it
+        return {} if value is None else value.model_dump(exclude_unset=True)
 
     def utc_timestamp(self) -> dt.datetime:
         return utc_naive(self.timestamp)
@@ -88,7 +91,10 @@ class Contribution(BaseModel):
     feature: str
     value: float = Field(description="the feature's value for this event")
     normal: float = Field(description="the training window's median")
-    deviation: float = Field(description="(transformed value - median) / IQR: how far from normal")
+    deviation: float | None = Field(
+        description="(transformed value - median) / IQR: how far from normal; null when that is beyond "
+        "the largest number (a value many orders of magnitude outside training)"
+    )
 
 
 class EventPrediction(BaseModel):

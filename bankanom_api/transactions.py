@@ -11,15 +11,15 @@ so the API's score for a transaction equals the pipeline's (tests compare them).
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from typing import Annotated, Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
+from bankanom_api.request_types import REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
 from bankanom_api.responses import (
     AUTH,
     Limit,
@@ -35,6 +35,7 @@ from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 from bankanom_pipeline.transactions.scoring import top_features
+from bankanom_pipeline.validation.declared import PATTERNS
 
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 DISPLAY_NAMES = {IF: "Isolation Forest", LOF: "Local Outlier Factor"}
@@ -60,52 +61,84 @@ EXAMPLE_TRANSACTION = {
 
 
 def _parse_time(value: str) -> dt.datetime:
+    """A time the model accepted (``DateTime``'s pattern guarantees a real one)."""
     try:
         return dt.datetime.strptime(value, DATE_FORMAT)
     except ValueError:
-        try:
-            return dt.datetime.fromisoformat(value).replace(tzinfo=None)
-        except ValueError:
-            raise ValueError(f"not a date and time (YYYY-MM-DD HH:MM:SS): {value!r}") from None
+        return dt.datetime.fromisoformat(value)
+
+
+# the pipeline's reading of a transaction time (a real date and time, no zone), as a pattern the schema shows
+DateTime = Annotated[
+    StrictStr,
+    Field(
+        pattern=PATTERNS["date_time_pattern"],
+        description="YYYY-MM-DD HH:MM:SS (a T for the space, and a fraction of a second, accepted)",
+    ),
+]
+# an empty cell of the CSV is no previous transaction: "" means the same here
+_EMPTY_IS_NONE = BeforeValidator(lambda value: None if value == "" else value)
 
 
 class Transaction(BaseModel):
-    """One transaction in the CSV layout (the predecessor's request body). Rules match the pipeline's
-    validation (transaction_rules.yaml)."""
+    """One transaction in the CSV layout (the predecessor's request body). Each field's limits are
+    transaction_rules.yaml's, the pipeline's validation (``request_types``): what it quarantines, 422s."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [EXAMPLE_TRANSACTION]}
+        extra="forbid",
+        populate_by_name=True,
+        regex_engine=REGEX_ENGINE,
+        json_schema_extra={"examples": [EXAMPLE_TRANSACTION]},
     )
 
-    TransactionID: str = Field(min_length=1, max_length=100)
-    AccountID: str = Field(min_length=1, max_length=100)
-    TransactionAmount: float = Field(ge=0, allow_inf_nan=False)
-    TransactionDate: str = Field(description="YYYY-MM-DD HH:MM:SS")
-    TransactionType: Literal["Debit", "Credit"]
-    Location: str = Field(min_length=1, max_length=200)
-    DeviceID: str = Field(min_length=1, max_length=100)
-    IPAddress: str = Field(alias="IPAddress", validation_alias="IPAddress")
-    MerchantID: str = Field(min_length=1, max_length=100)
-    Channel: Literal["ATM", "Online", "Branch"]
-    CustomerAge: int = Field(ge=18, le=120)
-    CustomerOccupation: Literal["Doctor", "Student", "Retired", "Engineer", "Other"]
-    TransactionDuration: int = Field(ge=0, le=86_400)
-    LoginAttempts: int = Field(ge=0, le=100)
-    AccountBalance: float = Field(ge=0, allow_inf_nan=False)
-    PreviousTransactionDate: str | None = None
+    TransactionID: transaction_field(StrictStr, "transaction_id")
+    AccountID: transaction_field(StrictStr, "account_id")
+    TransactionAmount: transaction_field(FiniteNumber, "amount")
+    TransactionDate: DateTime
+    TransactionType: transaction_field(StrictStr, "transaction_type")
+    Location: transaction_field(StrictStr, "location")
+    DeviceID: transaction_field(StrictStr, "device_id")
+    IPAddress: transaction_field(StrictStr, "ip_address")
+    MerchantID: transaction_field(StrictStr, "merchant_id")
+    Channel: transaction_field(StrictStr, "channel")
+    CustomerAge: transaction_field(StrictInt, "customer_age_n", WHOLE)
+    CustomerOccupation: transaction_field(StrictStr, "customer_occupation")
+    TransactionDuration: transaction_field(StrictInt, "duration_s", WHOLE)
+    LoginAttempts: transaction_field(StrictInt, "login_attempts_n", WHOLE)
+    AccountBalance: transaction_field(FiniteNumber, "balance")
+    PreviousTransactionDate: Annotated[DateTime | None, _EMPTY_IS_NONE] = None
 
-    @field_validator("TransactionDate", "PreviousTransactionDate")
-    @classmethod
-    def _date(cls, value: str | None) -> str | None:
-        if value is not None:
-            _parse_time(value)
-        return value
 
-    @field_validator("IPAddress")
-    @classmethod
-    def _ip(cls, value: str) -> str:
-        ipaddress.ip_address(value)  # ValueError -> 422 naming the field
-        return value
+class FeatureDeviation(BaseModel):
+    feature: str
+    deviation: float | None = Field(
+        description="robust z from the training normal; null when beyond the largest number"
+    )
+
+
+class PublishedTransaction(Transaction):
+    """A published transaction (``GET /transactions``): the CSV's fields as delivered, its scores (null
+    until it is scored) and its delivery day."""
+
+    if_score: float | None
+    lof_score: float | None
+    ensemble_score: float | None
+    if_pred: bool | None
+    lof_pred: bool | None
+    isFraud: bool | None = Field(description="the ensemble decision")
+    partition_date: dt.date = Field(description="the delivery day")
+
+
+class ScoredTransaction(Transaction):
+    """A posted transaction as sent, with its scores and the features furthest from normal."""
+
+    if_score: float
+    lof_score: float
+    top_features: list[FeatureDeviation]
+    isFraud: bool = Field(description="the ensemble decision (/models/predict) or the model's flag")
+    ensemble_score: float | None = Field(None, description="/models/predict only")
+    if_pred: bool | None = Field(None, description="/models/predict only")
+    lof_pred: bool | None = Field(None, description="/models/predict only")
 
 
 # the snapshot's transactions table, as the CSV's fields (the predecessor's response records)
@@ -278,6 +311,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/transactions",
         tags=["transactions"],
         summary="Scored transactions, newest first",
+        response_model=list[PublishedTransaction],
         responses=no_snapshot,
     )
     @api.get("/transactions/", include_in_schema=False)
@@ -301,6 +335,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/transactions/{account_id}",
         tags=["transactions"],
         summary="One account's scored transactions, newest first",
+        response_model=list[PublishedTransaction],
         responses={**no_snapshot, **problem(404, '{"detail": "Account ID not found"}')},
     )
     @api.get("/transactions/{account_id}/", include_in_schema=False)
@@ -314,6 +349,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/models/predict",
         tags=["transactions"],
         summary="Score transactions with both models: if_pred, lof_pred and the combined isFraud",
+        response_model=list[ScoredTransaction],
         responses=scoring,
         description=(
             f"A JSON list of up to {max_batch} transactions (the CSV's fields). Each is scored with its "
@@ -329,6 +365,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         "/models/{model_name}/predict",
         tags=["transactions"],
         summary="Score transactions with one model: isFraud is its flag",
+        response_model=list[ScoredTransaction],
         responses=scoring,
     )
     @api.post("/models/{model_name}/predict/", include_in_schema=False)

@@ -15,11 +15,18 @@ import duckdb
 import pandas as pd
 
 from bankanom_pipeline.validation import quarantine
+from bankanom_pipeline.validation.declared import (
+    LENGTH_SUFFIX,
+    PATTERNS,
+    TRANSACTION_RULES,
+    build_checks,
+    load_rules,
+)
 from bankanom_pipeline.validation.quarantine import ValidationCounts
-from bankanom_pipeline.validation.rules import Outcome, build_checks, load_rules
+from bankanom_pipeline.validation.rules import Outcome
 from bankanom_pipeline.warehouse.frames import rewriting
 
-RULES_PATH = Path(__file__).resolve().parent.parent / "validation" / "transaction_rules.yaml"
+RULES_PATH = TRANSACTION_RULES
 TEXT_COLUMNS = (
     "transaction_id",
     "account_id",
@@ -38,8 +45,21 @@ TEXT_COLUMNS = (
     "account_balance",
     "previous_transaction_date",
 )
-_DATE = "coalesce(try_strptime({0}, '%Y-%m-%d %H:%M:%S'), try_cast({0} AS TIMESTAMP))"
+
+
+# a time only where the text matches the declared pattern (the API's too): DuckDB's cast alone also
+# takes a bare date, or a zone it then drops
+def _date(text: str) -> str:
+    return (
+        f"CASE WHEN regexp_full_match({text}, '{PATTERNS['date_time_pattern']}') "
+        f"THEN coalesce(try_strptime({text}, '%Y-%m-%d %H:%M:%S'), try_cast({text} AS TIMESTAMP)) END"
+    )
+
+
+# only finite numbers are numbers: "NaN", "inf" and "1e309" (which overflows) cast to non-finite doubles
+_NUMBER = "CASE WHEN isfinite(try_cast({0} AS DOUBLE)) THEN try_cast({0} AS DOUBLE) END"
 _WHOLE = "try_cast(try_cast({0} AS DOUBLE) AS INTEGER)"  # "81" and "81.0" are 81; "81.5" is not whole
+_LENGTH_CHECKED = ("transaction_id", "account_id", "location", "device_id", "merchant_id")
 
 TYPED_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _typed_tx AS
@@ -68,10 +88,10 @@ SELECT
         )
     ) AS is_duplicate,
     c.*,
-    try_cast(c.transaction_amount AS DOUBLE) AS amount,
-    {_DATE.format("c.transaction_date")} AS ts,
-    {_DATE.format("c.previous_transaction_date")} AS previous_ts,
-    CASE WHEN c.previous_transaction_date IS NOT NULL AND {_DATE.format("c.previous_transaction_date")} IS NULL
+    {_NUMBER.format("c.transaction_amount")} AS amount,
+    {_date("c.transaction_date")} AS ts,
+    {_date("c.previous_transaction_date")} AS previous_ts,
+    CASE WHEN c.previous_transaction_date IS NOT NULL AND {_date("c.previous_transaction_date")} IS NULL
         THEN 'unparseable: ' || c.previous_transaction_date END AS previous_date_problem,
     CASE WHEN try_cast(c.customer_age AS DOUBLE) = {_WHOLE.format("c.customer_age")}
         THEN {_WHOLE.format("c.customer_age")} END AS customer_age_n,
@@ -79,7 +99,8 @@ SELECT
         THEN {_WHOLE.format("c.transaction_duration")} END AS duration_s,
     CASE WHEN try_cast(c.login_attempts AS DOUBLE) = {_WHOLE.format("c.login_attempts")}
         THEN {_WHOLE.format("c.login_attempts")} END AS login_attempts_n,
-    try_cast(c.account_balance AS DOUBLE) AS balance
+    {_NUMBER.format("c.account_balance")} AS balance,
+    {", ".join(f"length(c.{name}) AS {name}{LENGTH_SUFFIX}" for name in _LENGTH_CHECKED)}
 FROM cleaned c
 LEFT JOIN firsts d ON d.transaction_id = c.transaction_id
 """
@@ -89,7 +110,8 @@ RULE_COLUMNS = (
     "idx, transaction_id, account_id, transaction_amount, transaction_date, transaction_type, location, "
     "device_id, ip_address, merchant_id, channel, customer_age, customer_occupation, transaction_duration, "
     "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n::BIGINT AS customer_age_n, "
-    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance"
+    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance, "
+    + ", ".join(f"{name}{LENGTH_SUFFIX}::BIGINT AS {name}{LENGTH_SUFFIX}" for name in _LENGTH_CHECKED)
 )
 _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 

@@ -1,4 +1,5 @@
-"""Run the log rules (``log_rules.yaml``) as Great Expectations 1.x expectations on a typed partition.
+"""Run the declared rules (``log_rules.yaml``, ``transaction_rules.yaml``, read by ``declared.py``) as
+Great Expectations 1.x expectations on a typed partition.
 
 GX reports each rule (unexpected count, share, examples). Which rows go to quarantine is computed from
 the same declaration by ``failing_rows`` (vectorised; GX's per-row index lists cost ~0.1 ms per failing
@@ -15,26 +16,17 @@ import sys
 import types
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import polars as pl
-import yaml
 
-RULES_PATH = Path(__file__).with_name("log_rules.yaml")
+from bankanom_pipeline.validation.declared import Check, build_checks, load_rules
 
-
-@dataclass(frozen=True)
-class Check:
-    """One expectation on one frame, under the rule that declared it."""
-
-    rule: str
-    label: str  # the rule name, plus the column for multi-column rules: "required_fields_present:message"
-    frame: str  # "events" or "metrics"
-    expectation: str
-    kwargs: dict[str, Any]
+# the declaration (Check, build_checks, load_rules) lives in the GX-free declared.py; named here too
+# because the executors' callers read the rules and run them through this module
+__all__ = ["Check", "Outcome", "build_checks", "load_rules", "run_checks"]
 
 
 @dataclass
@@ -44,48 +36,6 @@ class Outcome:
     unexpected_percent: float
     examples: list[Any]
     failing_rows: np.ndarray = field(repr=False)
-
-
-def load_rules(path: Path = RULES_PATH) -> list[dict]:
-    rules = yaml.safe_load(path.read_text())["rules"]
-    names = [r["name"] for r in rules]
-    if len(names) != len(set(names)):
-        raise ValueError(f"{path}: rule names must be unique")
-    return rules
-
-
-def _fill(value: Any, params: dict[str, Any]) -> Any:
-    """Replace a whole-string "{placeholder}" with its value (which may be a list or a timestamp)."""
-    if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
-        key = value[1:-1]
-        if key not in params:
-            raise KeyError(f"log rule placeholder {value} is not one of {sorted(params)}")
-        return params[key]
-    return value
-
-
-def build_checks(rules: list[dict], params: dict[str, Any], default_frame: str = "events") -> list[Check]:
-    """The checks of ``rules``; a rule without ``frame`` runs on ``default_frame``."""
-    checks = []
-    for rule in rules:
-        frame = rule.get("frame", default_frame)
-        if "checks" in rule:
-            for spec in rule["checks"]:
-                kwargs = {k: _fill(v, params) for k, v in spec.items() if k != "expectation"}
-                checks.append(Check(rule["name"], rule["name"], frame, spec["expectation"], kwargs))
-            continue
-        kwargs = {
-            k: _fill(v, params)
-            for k, v in rule.items()
-            if k not in {"name", "description", "expectation", "columns", "frame"}
-        }
-        targets = rule.get("columns") or [kwargs.pop("column")]
-        for column in targets:
-            label = rule["name"] if len(targets) == 1 else f"{rule['name']}:{column}"
-            checks.append(
-                Check(rule["name"], label, frame, rule["expectation"], {"column": column, **kwargs})
-            )
-    return checks
 
 
 class _Deferred(types.ModuleType):

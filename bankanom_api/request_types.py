@@ -1,0 +1,75 @@
+"""Request-body field types built from the pipeline's declared validation rules (log_rules.yaml,
+transaction_rules.yaml, read by the GX-free ``bankanom_pipeline.validation.declared``): the API's
+executor of those rules. A field's ranges, lengths, pattern and allowed values come from the checks on its
+typed column, so the OpenAPI schema states them and a body the pipeline would quarantine is refused (422).
+
+Types are strict JSON types, as the pipeline's typing is: a number is a finite JSON number (never a
+string, a boolean, NaN or ±Infinity, which Python's JSON reader accepts), a whole number may be written
+81.0 (as the pipeline reads "81.0") but not 81.5, text is a JSON string.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, StrictFloat
+
+from bankanom_pipeline.validation.declared import (
+    LOG_RULES,
+    PATTERNS,
+    TRANSACTION_RULES,
+    Check,
+    build_checks,
+    field_constraints,
+    load_rules,
+)
+
+# the rules as the API runs them: the per-run parameters (partition bounds, configured services) unfilled
+LOG_CHECKS = build_checks(load_rules(LOG_RULES), None)
+TRANSACTION_CHECKS = build_checks(load_rules(TRANSACTION_RULES), None, "transactions")
+# pydantic's regex engine with GX's semantics (Python's re.search), so a pattern accepts what it does there
+REGEX_ENGINE = "python-re"
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+_TIMESTAMP = re.compile(PATTERNS["timestamp_pattern"])
+
+
+def _text_time(value: Any) -> Any:
+    # the pipeline's form only: pydantic alone would also read a number (or "1767607200") as Unix time
+    if not isinstance(value, str) or not _TIMESTAMP.search(value):
+        raise ValueError("a time must be a string YYYY-MM-DDTHH:MM:SS[.ffffff][Z|+HH:MM]")
+    return value
+
+
+FiniteNumber = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+WHOLE = BeforeValidator(_whole)  # with StrictInt: a whole number
+# a log's timestamp: the declared pattern, stated in the schema, then read by pydantic
+Timestamp = Annotated[
+    dt.datetime,
+    BeforeValidator(_text_time),
+    Field(json_schema_extra={"pattern": PATTERNS["timestamp_pattern"]}),
+]
+
+
+def declared(base: Any, checks: list[Check], column: str, *before: Any, **constants: float | None) -> Any:
+    """``base`` constrained as the checks on typed ``column`` declare (a value set becomes a Literal),
+    then ``before`` validators (last, so that the schema still shows the constraints)."""
+    constraints = field_constraints(checks, column, **constants)
+    values = constraints.pop("value_set", None)
+    if values is not None:
+        return Literal[values]
+    return Annotated[base, Field(**constraints), *before]
+
+
+def log_field(base: Any, column: str, **constants: float | None) -> Any:
+    return declared(base, LOG_CHECKS, column, **constants)
+
+
+def transaction_field(base: Any, column: str, *before: Any) -> Any:
+    return declared(base, TRANSACTION_CHECKS, column, *before)
