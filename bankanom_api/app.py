@@ -144,13 +144,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     def current_models() -> Models:
         if state.models is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no promoted models yet: run train_job")
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                state.unavailable("models", "no promoted models yet: run train_job"),
+            )
         return state.models
 
     def current_snapshot() -> Snapshot:
         if state.snapshot is None:
             raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, "no snapshot published yet: run pipeline_job"
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                state.unavailable("snapshot", "no snapshot published yet: run pipeline_job"),
             )
         return state.snapshot
 

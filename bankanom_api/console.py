@@ -266,7 +266,9 @@ def install(
         """The current snapshot, which must hold ``table`` (503 with ``unpublished`` otherwise)."""
         snap = snapshot(table)
         if snap is None:
-            raise ConsoleError(503, unpublished)
+            raise ConsoleError(
+                503, unpublished if state.snapshot else state.unavailable("snapshot", unpublished)
+            )
         return snap
 
     def feedback_rows() -> Any:

@@ -2,7 +2,9 @@
 
 A request takes the ``Models`` and ``Snapshot`` objects current when it starts and uses only them, so a
 reload (which builds new objects and swaps a reference) never changes anything under a request in
-flight. A version that fails to load is logged and counted, and the previous one keeps serving.
+flight. A version that fails to load (a model or a snapshot whose sha256 does not match the one recorded
+when it was written, among others) is logged, counted and reported, and the previous one keeps serving.
+The reloader thread does the verifying, so a large snapshot's hashing never holds up a request.
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ class ServingState:
             )
             self._reload("snapshot", self.snapshots_dir / snapshots.CURRENT, self._load_snapshot)
 
+    def unavailable(self, kind: str, otherwise: str) -> str:
+        """Why nothing of ``kind`` is served: its load failure if it had one, else ``otherwise``."""
+        error = self.errors.get(kind)
+        return f"{kind}: {error}; no {kind.replace('_', ' ')} loaded yet" if error else otherwise
+
     def _reload(self, kind: str, pointer: Path, load: Callable[[str], Models | Snapshot]) -> None:
         """Swap in what ``pointer`` names once it changes; on failure keep serving the previous one
         and do not retry the same broken pointer every tick."""
@@ -127,7 +134,10 @@ class ServingState:
         except Exception as error:
             self.errors[kind] = str(error)
             self.reload_failures += 1
-            log.error("could not load the new %s, still serving the previous one: %s", kind, error)
+            if getattr(self, kind) is None:
+                log.error("could not load %s: %s; no %s loaded yet", kind, error, kind.replace("_", " "))
+            else:
+                log.error("could not load the new %s, still serving the previous one: %s", kind, error)
             return
         setattr(self, kind, loaded)  # the previous one lives on in requests still holding it
         self.errors.pop(kind, None)
@@ -145,8 +155,11 @@ class ServingState:
 
     def _load_snapshot(self, pointer: str) -> Snapshot:
         parsed = json.loads(pointer)
-        con = duckdb.connect(str(self.snapshots_dir / parsed["file"]), read_only=True)
-        # a snapshot must be readable: any one of its tables
+        path = snapshots.verified(self.snapshots_dir, parsed)
+        if "sha256" not in parsed:
+            log.warning("%s was published without a checksum: served unverified", parsed["file"])
+        con = duckdb.connect(str(path), read_only=True)
+        # and DuckDB must be able to open it
         table = next(iter(parsed.get("rows") or {"incidents": 0}))
         con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
         return Snapshot(parsed, con, time.time())

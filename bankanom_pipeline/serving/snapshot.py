@@ -5,17 +5,20 @@ warehouse while a run writes it. Instead the pipeline publishes a snapshot: a ne
 with what the API serves, then points ``current.json`` at it with an atomic rename. Readers open the
 file ``current.json`` names, read-only; a file is never modified once published, and old ones are
 pruned only after newer ones exist (a reader that still has one open keeps its data: unlinking an open
-file on POSIX leaves it readable until closed).
+file on POSIX leaves it readable until closed). ``current.json`` records the file's sha256: a reader
+verifies it before use, because DuckDB opens a file with damaged data blocks and counts its rows, and
+fails only on the query that reads the damaged block.
 
 Layout under the snapshots root (``data/snapshots`` by default)::
 
     snapshot-<utc time>-<hex>.duckdb   one published snapshot
-    current.json                       {"file", "published_at", "through", "days", "rows": {table: n}}
+    current.json                       {"file", "sha256", "published_at", "through", "days", "rows": {table: n}}
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import secrets
 from pathlib import Path
@@ -26,6 +29,7 @@ from bankanom_pipeline.files import write_atomic
 from bankanom_pipeline.warehouse.frames import table_exists
 
 CURRENT = "current.json"
+PATTERN = "snapshot-*.duckdb"
 KEEP = 3  # published files kept (the current one and two before it, for readers still on them)
 
 # table -> (query over the warehouse, sort order); {start} / {end} bound the partitions served
@@ -114,6 +118,7 @@ def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: 
         return {**existing, "superseded": name}
     pointer = {
         "file": name,
+        "sha256": sha256(root / name),
         "published_at": published.isoformat(),
         "through": through.isoformat(),
         "days": days,
@@ -132,6 +137,33 @@ def latest_scored_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     return con.execute("SELECT max(partition_date) FROM scored_events").fetchone()[0]
 
 
+class SnapshotError(Exception):
+    """A published snapshot that is missing, damaged or named outside the snapshots folder."""
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def verified(root: Path, pointer: dict) -> Path:
+    """The file ``pointer`` names, once its sha256 matches the one recorded at publication; SnapshotError
+    otherwise. A pointer from before checksums were recorded has none to check (the file is used as is)."""
+    name = str(pointer.get("file", ""))
+    path = root / name
+    if path.parent != root or not path.match(PATTERN):
+        raise SnapshotError(f"{name!r} is not a snapshot file of {root}: refused")
+    if not path.exists():
+        raise SnapshotError(f"{name} is missing")
+    expected = pointer.get("sha256")
+    if expected is not None and (actual := sha256(path)) != expected:
+        raise SnapshotError(
+            f"{name} failed its checksum (sha256 {actual[:16]}…, current.json records {expected[:16]}…): "
+            "the file is damaged, refused"
+        )
+    return path
+
+
 def current(root: Path) -> dict | None:
     """The pointer to the current snapshot, or None before the first publication."""
     path = root / CURRENT
@@ -141,7 +173,7 @@ def current(root: Path) -> dict | None:
 def prune(root: Path, keep: int = KEEP) -> list[Path]:
     """Delete all but the newest ``keep`` snapshot files (never the current one); returns the deleted."""
     pointer = current(root)
-    files = sorted(root.glob("snapshot-*.duckdb"), key=lambda p: p.name, reverse=True)
+    files = sorted(root.glob(PATTERN), key=lambda p: p.name, reverse=True)
     doomed = [p for p in files[keep:] if pointer is None or p.name != pointer["file"]]
     for path in doomed:
         path.unlink(missing_ok=True)
