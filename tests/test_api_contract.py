@@ -210,6 +210,23 @@ def test_an_unlabelled_days_evaluation_figures_are_null_and_documented_so(client
     assert forest["evaluation_date"] == "2026-01-06"
 
 
+def test_transaction_records_are_documented_and_match_their_schema(client, openapi):
+    def documented(path: str, method: str) -> dict:
+        return openapi["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+
+    for path, url in [
+        ("/transactions", "/transactions"),
+        ("/transactions/{account_id}", "/transactions/AC1"),
+    ]:
+        assert documented(path, "get")["type"] == "array" and "$ref" in documented(path, "get")["items"]
+        response = client.get(url, headers=H)
+        conforms(openapi, path, "get", response)
+        # the predecessor's CSV layout: the file's time, without a zone
+        assert response.json()[0]["TransactionDate"] == "2026-01-31 16:29:14"
+    for path in ["/models/predict", "/models/{model_name}/predict"]:
+        assert "$ref" in documented(path, "post")["items"], path
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [("/predict", b'{"events": ["\xff\xfe"]}'), ("/models/predict", b"[\xff]"), ("/models/predict", b"\xff")],
