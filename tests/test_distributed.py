@@ -25,8 +25,8 @@ from tests import servers
 from tests.api_server import free_port, wait_for_http
 
 # the fixture runs the embedded reference, a training run and the whole backfill: ~10 minutes on an idle
-# 2-core machine, three times that with other work on it (measured: docs/scale-out.md)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+# 2-core machine, far more with other work on it (measured: docs/scale-out.md); the limits catch a hang
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "distributed"
@@ -269,7 +269,7 @@ def backfill(tmp_path_factory):
             backfill_id = _launch_backfill(url, DAYS)
             killed = crashed = None
             confirmed = False
-            deadline = time.monotonic() + 1800
+            deadline = time.monotonic() + 3600
             while True:
                 runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
                 run_ids = [r.run_id for r in runs]

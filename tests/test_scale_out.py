@@ -161,3 +161,20 @@ def test_an_execution_that_stalled_past_its_lease_cannot_publish_over_its_succes
 def test_outside_a_fenced_step_publishing_is_unchanged(tmp_path):
     publish(tmp_path / "lake", "A")
     assert writers(tmp_path / "lake") == ["A"]
+
+
+def test_a_step_attempt_is_the_run_the_step_and_its_retry_count():
+    from types import SimpleNamespace
+
+    from dagster._core.execution.plan.state import KnownExecutionState
+
+    from bankanom_pipeline.distributed.celery_app import step_attempt
+
+    def args(
+        retries: dict[str, int] | None,
+    ) -> SimpleNamespace:  # the fields of dagster's ExecuteStepArgs read
+        state = KnownExecutionState(previous_retry_attempts=retries) if retries is not None else None
+        return SimpleNamespace(run_id="r1", step_keys_to_execute=["stg_logs"], known_state=state)
+
+    assert step_attempt(args(None)) == step_attempt(args({})) == "r1/stg_logs/0"
+    assert step_attempt(args({"stg_logs": 2, "raw_logs": 5})) == "r1/stg_logs/2"
