@@ -184,7 +184,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:,.{digits}f}"
     if isinstance(value, dt.datetime):
-        return rfc3339(value, "seconds")  # as the JSON API writes times, to the second
+        return rfc3339(value)
     return str(value)
 
 

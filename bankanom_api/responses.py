@@ -54,11 +54,12 @@ def time_filter(description: str):
     ]
 
 
-def rfc3339(value: dt.datetime, timespec: str = "microseconds") -> str:
-    """An instant as RFC 3339 in UTC with ``Z``; a naive value is UTC already (the warehouse's time)."""
+def rfc3339(value: dt.datetime) -> str:
+    """An instant as RFC 3339 in UTC with ``Z``, to the second (the console's display; JSON answers
+    keep the fraction); a naive value is UTC already (the warehouse's time)."""
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(timespec=timespec) + "Z"
+    return value.isoformat(timespec="seconds") + "Z"
 
 
 def json_response(body) -> Response:
