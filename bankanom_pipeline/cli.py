@@ -249,8 +249,7 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
     from bankanom_pipeline.definitions import defs
     from bankanom_pipeline.run_guard import RunGuard
 
-    os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    _dagster_home()
     job = defs.resolve_job_def(job_name)
     began = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
@@ -297,6 +296,44 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
         )
         return None
     return metadata
+
+
+def _dagster_home() -> Path:
+    """The instance folder of the CLI's runs (DAGSTER_HOME, default dagster_home/), created if missing."""
+    os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+@app.command()
+def runs() -> None:
+    """Show the unfinished runs of the Dagster instance (DAGSTER_HOME): whether the process executing each
+    is alive, and what it holds or waits for in the concurrency pools. Runs whose process died are
+    cleaned up on their own by the next bankanom run and by the daemon's dead_run_sensor."""
+    import dagster as dg
+
+    from bankanom_pipeline import recovery
+
+    home = _dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        waits = recovery.waits(instance)
+        unfinished = instance.get_runs(filters=dg.RunsFilter(statuses=recovery.LIVE_STATUSES))
+        for run in unfinished:
+            worker = recovery.worker_of(instance, run)
+            process = "its process cannot be checked from this host"
+            if worker is not None:
+                process = f"pid {worker.pid} on {worker.host}: {'alive' if worker.alive() else 'DEAD'}"
+            partition = run.tags.get("dagster/partition", "")
+            lines = [f"run {run.run_id} {run.job_name} {partition} {run.status.value}, {process}"]
+            lines += [f"  holds {held}" for held in recovery.holdings(instance, run.run_id)]
+            lines += [
+                f"  waits for pool {w.pool} (step {w.step}), held by {', '.join(w.holders) or 'nobody'}"
+                for w in waits
+                if w.run_id == run.run_id
+            ]
+            console.print("\n".join(lines), soft_wrap=True, highlight=False)
+    console.print(f"{len(unfinished)} unfinished runs in {home}")
 
 
 def _warn(line: str) -> None:

@@ -50,7 +50,9 @@ class RunGuard:
     def __enter__(self) -> RunGuard:
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
-        self._previous_fd = signal.set_wakeup_fd(self._write)
+        # only the main thread may set it (and receives signals); elsewhere the guard only watches waits
+        on_main = threading.current_thread() is threading.main_thread()
+        self._previous_fd = signal.set_wakeup_fd(self._write) if on_main else None
         self._thread = threading.Thread(target=self._watch, name="bankanom-run-guard", daemon=True)
         self._thread.start()
         return self
@@ -58,7 +60,8 @@ class RunGuard:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        signal.set_wakeup_fd(self._previous_fd)
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
         os.write(self._write, _QUIT)
         self._thread.join()
         os.close(self._read)

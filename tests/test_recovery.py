@@ -175,3 +175,23 @@ def test_the_sensor_writes_in_a_waiting_runs_event_log_which_run_holds_the_pool(
         f"step raw_logs is waiting for pool duckdb, held by run {holder.run_id} "
         f"(pipeline_job {DAY}, pid {psutil.Process().pid})"
     ]
+
+
+def test_bankanom_runs_shows_a_dead_run_and_the_slot_it_holds(instance, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bankanom_pipeline.cli import app
+
+    dead = _run(instance, _cli_tags(gone := _dead_process()))
+    instance.event_log_storage.claim_concurrency_slot("duckdb", dead.run_id, "scored_events")
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+
+    result = CliRunner().invoke(app, ["runs"])
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"run {dead.run_id} pipeline_job {DAY} STARTED, pid {gone.pid} on {socket.gethostname()}: DEAD\n"
+        "  holds pool duckdb slot (step scored_events)\n"
+    ) in result.output
+    assert dead_run_sensor(dg.build_sensor_context(instance=instance)).skip_reason  # cleaned: none left
+    assert "0 unfinished runs" in CliRunner().invoke(app, ["runs"]).output

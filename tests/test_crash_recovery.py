@@ -1,0 +1,279 @@
+"""A killed run never wedges the platform, for real: ``bankanom run`` is killed with SIGKILL inside each
+step of pipeline_job (just before the step's write commits), and the plain CLI run after it must clean up
+the dead run (mark it failed, free its duckdb pool slot, say so) and leave every table equal to an
+uninterrupted run's. A run waiting for the pool says who holds it, goes on when the holder dies, and stops
+on SIGTERM or SIGINT. Real DuckDB files, a real Dagster instance with the committed concurrency pools, the
+CLI as separate processes; a tiny day (~5k events)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import psutil
+import pytest
+
+from bankanom_pipeline import recovery
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN_DAY = "2026-02-01"
+DAY = "2026-02-02"
+RATE = 0.05  # events per second: ~5k a day
+# step of pipeline_job -> the write it is killed in (tests/crash_point.py pauses before it commits)
+KILL_POINTS = {
+    "raw_logs": "raw_logs",
+    "validated_logs": "quarantine_logs",
+    "features_events": "features_events",
+    "scored_events": "scored_events",
+    "incidents": "incidents",
+    "api_snapshot": "current.json",
+}
+
+
+def _write_landing(landing: Path) -> None:
+    from bankanom_pipeline.cli import _load, _write_day
+
+    cfg = _load(None)
+    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
+    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
+    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
+    for i, day in enumerate([TRAIN_DAY, DAY]):
+        _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
+
+
+def _start(env: dict, data: Path, log: Path, *args: str, module: str = "bankanom_pipeline.cli"):
+    out = log.open("a")
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env={**env, "BANKANOM_DATA_DIR": str(data)},
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _cli(env: dict, data: Path, log: Path, *args: str) -> str:
+    """Run the plain CLI to its end; returns what it printed (its DEBUG log lines left out)."""
+    log.write_text("")
+    code = _start(env, data, log, *args).wait(timeout=600)
+    printed = "\n".join(line for line in log.read_text().splitlines() if " - DEBUG - " not in line)
+    assert code == 0, f"bankanom {' '.join(args)} exited {code}:\n{printed[-4000:]}"
+    return printed
+
+
+def _wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, (
+            f"exited {process.returncode} before {what}:\n{log.read_text()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {what} in {timeout}s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def _instance(env: dict) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
+
+
+def _fingerprint(data: Path) -> dict:
+    """Per table (day DAY's partition of the partitioned ones): rows, distinct rows, distinct keys, and
+    an order-free hash of every value but the load times (columns named *_at)."""
+    found = {}
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        tables = con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+        ).fetchall()
+        for (table,) in sorted(tables):
+            columns = [
+                c
+                for (c,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_catalog = "
+                    "current_database() AND table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+            ]
+            values = ", ".join(f'"{c}"' for c in columns if not c.endswith("_at"))
+            key = next((c for c in ("event_id", "incident_id", "event_key") if c in columns), columns[0])
+            where = "WHERE partition_date = ?" if "partition_date" in columns else ""
+            found[table] = con.execute(
+                f'SELECT count(*), count(DISTINCT row({values})), count(DISTINCT "{key}"), '
+                f'sum(hash({values})::HUGEINT) FROM "{table}" {where}',
+                [DAY] if where else [],
+            ).fetchone()
+    pointer = json.loads((data / "snapshots" / "current.json").read_text())
+    assert (data / "snapshots" / pointer["file"]).exists()
+    found["snapshot rows"] = pointer["rows"]
+    return found
+
+
+def _scores(data: Path) -> dict:
+    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT event_id, if_score, lof_score, ensemble_score FROM scored_events WHERE partition_date = ?",
+            [DAY],
+        ).fetchall()
+    return {event: scores for event, *scores in rows}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    """A tiny day landed, features and a promoted model pair for the day before, and the reference:
+    pipeline_job on a copy of that state, uninterrupted."""
+    root = tmp_path_factory.mktemp("crash")
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the duckdb pool, limit 1
+    _write_landing(root / "landing")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BANKANOM_LANDING_DIR": str(root / "landing")}
+    env["PYTHONUNBUFFERED"] = "1"
+    for name in ("BANKANOM_STORAGE", "BANKANOM_EXECUTOR", "BANKANOM_LAKE_ROOT", "BANKANOM_WAREHOUSE"):
+        env.pop(name, None)
+    base = root / "base"
+    _cli(env, base, root / "base.log", "run", "--job", "features_job", "--date", TRAIN_DAY)
+    _cli(env, base, root / "base.log", "train", "--end-date", TRAIN_DAY)
+    reference = root / "reference"
+    shutil.copytree(base, reference)
+    _cli(env, reference, root / "reference.log", "run", "--date", DAY)
+    return {
+        "root": root,
+        "env": env,
+        "base": base,
+        "reference": _fingerprint(reference),
+        "scores": _scores(reference),
+    }
+
+
+@pytest.mark.parametrize("step", list(KILL_POINTS))
+def test_a_run_killed_mid_step_is_cleaned_up_by_the_next_plain_run_with_equal_results(platform, step):
+    root, env = platform["root"], platform["env"]
+    data = root / step
+    shutil.copytree(platform["base"], data)
+    marker, log = root / f"{step}.paused", root / f"{step}-killed.log"
+    crash = {**env, "CRASH_AT": KILL_POINTS[step], "CRASH_MARKER": str(marker)}
+    killed = _start(crash, data, log, "run", "--date", DAY, module="tests.crash_point")
+    _wait_for(marker.exists, f"pause in {step}", killed, log)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    with _instance(env) as instance:
+        (run,) = [
+            r
+            for r in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            if r.tags[recovery.PID_TAG] == str(killed.pid)
+        ]
+        assert run.tags["dagster/partition"] == DAY
+        held = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
+        assert [(s.run_id, s.step_key) for s in held] == [(run.run_id, step)]  # what wedged the next run
+
+    printed = _cli(env, data, root / f"{step}-rerun.log", "run", "--date", DAY)
+
+    assert (
+        f"cleaned up run {run.run_id} (pipeline_job {DAY}): its process (pid {killed.pid} on "
+        f"{socket.gethostname()}) is gone; marked failed; freed pool duckdb slot (step {step})"
+    ) in printed
+    with _instance(env) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
+    assert _fingerprint(data) == platform["reference"]
+    assert _scores(data) == platform["scores"]
+
+
+@pytest.fixture
+def holder(platform):
+    """A run record holding the duckdb pool's one slot, executed (so its tags say) by a live process."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    run = dg.DagsterRun(
+        job_name="pipeline_job",
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={
+            "dagster/partition": TRAIN_DAY,
+            recovery.PID_TAG: str(process.pid),
+            recovery.HOST_TAG: socket.gethostname(),
+            recovery.STARTED_TAG: repr(psutil.Process(process.pid).create_time()),
+        },
+    )
+    with _instance(platform["env"]) as instance:
+        instance.add_run(run)
+        instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb")
+        assert instance.event_log_storage.claim_concurrency_slot(
+            "duckdb", run.run_id, "scored_events"
+        ).is_claimed
+    yield run, process
+    process.kill()
+    process.wait()
+    with _instance(platform["env"]) as instance:
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        if not instance.get_run_by_id(run.run_id).is_finished:
+            instance.report_run_failed(instance.get_run_by_id(run.run_id))
+
+
+def _start_waiting(platform, holder_run, process_pid: int, name: str):
+    """``bankanom ingest`` (raw_logs, in the duckdb pool) started and waiting for the slot."""
+    root = platform["root"]
+    data = root / name
+    shutil.copytree(platform["base"], data)
+    log = root / f"{name}.log"
+    waiting = _start(platform["env"], data, log, "ingest", "--date", DAY)
+    said = (
+        f"step raw_logs is waiting for pool duckdb, held by run {holder_run.run_id} "
+        f"(pipeline_job {TRAIN_DAY}, pid {process_pid})"
+    )
+    _wait_for(lambda: said in log.read_text(), "INFO line naming the holder", waiting, log)
+    return waiting, log, said
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_waiting_for_the_pool_says_who_holds_it_and_stops_on_a_signal(platform, holder, stop):
+    holder_run, holder_process = holder
+    waiting, log, said = _start_waiting(platform, holder_run, holder_process.pid, f"wait-{stop.name}")
+    with _instance(platform["env"]) as instance:
+        (run,) = [
+            r
+            for r in instance.get_runs(filters=dg.RunsFilter(job_name="ingest_job"))
+            if r.tags[recovery.PID_TAG] == str(waiting.pid)
+        ]
+        events = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records
+        assert said in [e.event_log_entry.dagster_event.message for e in events]  # in the run's event log too
+
+    began = time.monotonic()
+    waiting.send_signal(stop)
+    code = waiting.wait(timeout=30)
+
+    assert time.monotonic() - began < 10
+    assert code == 128 + stop
+    assert (
+        f"stopped by {stop.name}: run {run.run_id} (ingest_job {DAY}, pid {waiting.pid}) marked canceled"
+        in (log.read_text())
+    )
+    with _instance(platform["env"]) as instance:
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
+        info = instance.event_log_storage.get_concurrency_info("duckdb")
+        assert [s.step_key for s in info.pending_steps if s.run_id == run.run_id] == []
+        assert [s.run_id for s in info.claimed_slots] == [holder_run.run_id]  # a live holder is left alone
+        assert instance.get_run_by_id(holder_run.run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_a_waiting_run_cleans_up_a_holder_that_dies_and_goes_on(platform, holder):
+    holder_run, holder_process = holder
+    waiting, log, _ = _start_waiting(platform, holder_run, holder_process.pid, "wait-holder-dies")
+    holder_process.kill()
+    holder_process.wait()
+
+    assert waiting.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert (
+        f"cleaned up run {holder_run.run_id} (pipeline_job {TRAIN_DAY}): its process (pid " in log.read_text()
+    )
+    with _instance(platform["env"]) as instance:
+        assert instance.get_run_by_id(holder_run.run_id).status == dg.DagsterRunStatus.FAILURE
