@@ -192,6 +192,18 @@ def test_predict_rejects_bad_events_field_by_field(api, world, change, field):
     assert "Traceback" not in response.text
 
 
+def test_a_deviation_beyond_the_largest_number_is_null_as_the_schema_documents(api, world):
+    # (1e308 - median) / IQR overflows to infinity, which JSON can only carry as null
+    event = demo_events(world, 1)[0]
+    event = {**event, "metrics": {**event.get("metrics", {}), "response_time_ms": 1e308}}
+    response = api.post("/predict", json={"events": [event]}, headers=H)
+    assert response.status_code == 200, response.text
+    top = response.json()["predictions"][0]["top_features"][0]
+    assert top["feature"] == "response_time_ms" and top["value"] == 1e308 and top["deviation"] is None
+    documented = api.get("/openapi.json").json()["components"]["schemas"]["Contribution"]
+    assert {"type": "null"} in documented["properties"]["deviation"]["anyOf"]
+
+
 def test_predict_error_codes(api, world):
     events = demo_events(world, 2)
     assert api.post("/predict", json={"events": []}, headers=H).status_code == 422
