@@ -36,15 +36,14 @@ def validate_partition(
     checks: list[Check],
     tables: dict[str, str],
     written: tuple[str, ...],
-    after_typing: tuple[str, ...] = (),
     while_checking: tuple[str, ...] = (),
     after_checking: tuple[str, ...],
 ) -> tuple[ValidationCounts, list[Outcome]]:
     """Replace partition ``day`` of the ``written`` tables in one transaction, and check that
     raw = validated + quarantined + duplicates (``tables`` names the three).
 
-    ``typed`` is (the statement that creates the typed temporary table, its name), ``after_typing``
-    statements that complete it (no parameters), ``frames`` what GX checks, read from it. GX's import (seconds) starts on a thread while DuckDB types the rows. GX
+    ``typed`` is (the statement that creates the typed temporary table, its name), ``frames`` what GX
+    checks, read from it. GX's import (seconds) starts on a thread while DuckDB types the rows. GX
     (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go of the GIL) runs
     the ``while_checking`` statements; the ``after_checking`` ones then see the rows GX found broken as
     ``_broken`` (idx, rules)."""
@@ -54,8 +53,6 @@ def validate_partition(
         con.execute("SET TimeZone = 'UTC'")
         con.execute(create_typed, {"day": day})
         try:
-            for statement in after_typing:
-                con.execute(statement)
             checked_frames = frames(con)
             with rewriting(con, *written, day=day):
                 checked = pool.submit(run_checks, checked_frames, checks)
