@@ -68,9 +68,10 @@ _UNBOUNDED = "1.7976931348623157e308"  # the largest double: every finite value 
 _METRIC_ENUM = "ENUM(" + ", ".join(f"'{name}'" for name in METRICS) + ")"
 _UNPIVOT = " UNION ALL ".join(
     # an ENUM arrives in pandas as a categorical: not one Python string per row for ~3 rows per event.
-    # NaN (-NaN in the JSON; unsigned NaN is "not numeric") is read as +infinity: no range holds it, where
-    # pandas would take NaN for a missing value, which every range passes. ±infinity (1e309 too) is
-    # beyond every range as it is, the largest double standing for "unbounded above".
+    # NaN (-NaN in the JSON; unsigned NaN is "not numeric") is read as +infinity: no range holds it (as
+    # NaN, GX counted it failing and the pandas cross-check, for which NaN is missing, passing: the run
+    # stopped). ±infinity (1e309 too) is beyond every range as it is, the largest double standing for
+    # "unbounded above".
     f"SELECT idx, '{m.name}'::{_METRIC_ENUM} AS metric, "
     f"CASE WHEN isnan(m.{m.name}) THEN 'Infinity'::DOUBLE ELSE m.{m.name} END AS value, "
     f"{m.lower}::DOUBLE AS lower, {_UNBOUNDED if m.upper is None else m.upper}::DOUBLE AS upper FROM _typed "
