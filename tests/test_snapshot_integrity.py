@@ -162,6 +162,16 @@ def test_a_snapshot_named_outside_its_folder_is_refused(tmp_path):
         assert "not a snapshot file" in " ".join(client.get("/ready", headers=H).json()["problems"])
 
 
+def test_a_snapshot_published_before_checksums_is_served_with_a_warning(tmp_path, caplog):
+    root = tmp_path / "snapshots"
+    pointer = publish(root)
+    legacy = {k: v for k, v in pointer.items() if k != "sha256"}
+    (root / snapshot.CURRENT).write_text(json.dumps(legacy))
+    with caplog.at_level(logging.WARNING, logger="bankanom_api"), client_for(tmp_path) as client:
+        assert client.get("/scores/latest", headers=H).status_code == 200
+    assert any("without a checksum" in r.getMessage() for r in caplog.records)
+
+
 def broken_registry(models: Path) -> str:
     """A registry whose promoted versions' artifacts do not match their manifests' checksums."""
     current = {}
