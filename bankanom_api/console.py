@@ -589,7 +589,7 @@ def install(
         values = {name: fields.get(name, "").strip() for name, _ in TRANSACTION_FIELDS}
         body: dict[str, Any] = {k: (v if v != "" else None) for k, v in values.items()}
         try:
-            posted = Transaction.model_validate(body)
+            posted = Transaction.from_text(body)
         except ValidationError as error:
             errors: dict[str, str] = {}
             for e in error.errors():

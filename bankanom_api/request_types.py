@@ -14,10 +14,19 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictFloat
+from pydantic import (
+    BeforeValidator,
+    Field,
+    StrictFloat,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from bankanom_pipeline.validation.declared import (
     LOG_RULES,
+    PATTERN_MEANINGS,
     PATTERNS,
     TRANSACTION_RULES,
     Check,
@@ -57,6 +66,17 @@ Timestamp = Annotated[
 ]
 
 
+def _says_what_the_pattern_means(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError as error:
+        for e in error.errors():
+            if e["type"] == "string_pattern_mismatch":
+                meaning = PATTERN_MEANINGS.get(e["ctx"]["pattern"], "the declared form")
+                raise PydanticCustomError("string_pattern_mismatch", f"should be {meaning}") from None
+        raise
+
+
 def declared(base: Any, checks: list[Check], column: str, *before: Any, **constants: float | None) -> Any:
     """``base`` constrained as the checks on typed ``column`` declare (a value set becomes a Literal),
     then ``before`` validators (last, so that the schema still shows the constraints)."""
@@ -64,7 +84,11 @@ def declared(base: Any, checks: list[Check], column: str, *before: Any, **consta
     values = constraints.pop("value_set", None)
     if values is not None:
         return Literal[values]
-    return Annotated[base, Field(**constraints), *before]
+    return Annotated[base, Field(**constraints), *before, *(MEANS if "pattern" in constraints else ())]
+
+
+# a pattern's error names what it means, not the regex (the schema shows the regex)
+MEANS = (WrapValidator(_says_what_the_pattern_means),)
 
 
 def log_field(base: Any, column: str, **constants: float | None) -> Any:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 
-from bankanom_api.request_types import REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
+from bankanom_api.request_types import MEANS, REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
 from bankanom_api.responses import (
     AUTH,
     Limit,
@@ -75,6 +75,7 @@ DateTime = Annotated[
         pattern=PATTERNS["date_time_pattern"],
         description="YYYY-MM-DD HH:MM:SS (a T for the space, and a fraction of a second, accepted)",
     ),
+    *MEANS,
 ]
 # an empty cell of the CSV is no previous transaction: "" means the same here
 _EMPTY_IS_NONE = BeforeValidator(lambda value: None if value == "" else value)
@@ -107,6 +108,22 @@ class Transaction(BaseModel):
     LoginAttempts: transaction_field(StrictInt, "login_attempts_n", WHOLE)
     AccountBalance: transaction_field(FiniteNumber, "balance")
     PreviousTransactionDate: Annotated[DateTime | None, _EMPTY_IS_NONE] = None
+
+    @classmethod
+    def from_text(cls, values: dict[str, str | None]) -> Transaction:
+        """A record from text fields (the console's form, a CSV row): the numeric fields read as numbers
+        as the pipeline reads the CSV's text; text that is no number stays text, and is refused as such."""
+        return cls.model_validate({k: _number(v) if k in _NUMERIC else v for k, v in values.items()})
+
+
+_NUMERIC = ("TransactionAmount", "CustomerAge", "TransactionDuration", "LoginAttempts", "AccountBalance")
+
+
+def _number(text: str | None) -> float | str | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return text
 
 
 class FeatureDeviation(BaseModel):

@@ -478,3 +478,14 @@ def test_the_request_models_run_the_declared_rules_without_great_expectations():
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     )
     assert LogEvent.model_fields["message"] and Transaction.model_fields["AccountID"]
+
+
+def test_a_form_of_text_fields_is_read_as_the_pipeline_reads_the_csv():
+    # the console's form sends text: numbers in it are read as numbers, as in a CSV, and no more
+    text = {k: str(v) for k, v in EXAMPLE_TRANSACTION.items()}
+    assert Transaction.from_text(text) == Transaction.model_validate(EXAMPLE_TRANSACTION)
+    for field, value in [("CustomerAge", "abc"), ("TransactionAmount", "nan"), ("AccountBalance", "1e309")]:
+        with pytest.raises(ValueError, match=field):
+            Transaction.from_text({**text, field: value})
+    with pytest.raises(ValueError, match="should be an IPv4"):  # the meaning, not the regex
+        Transaction.from_text({**text, "IPAddress": "1.2.3"})

@@ -62,6 +62,12 @@ PATTERNS = {
     # the same, optionally with a zone: Z, +HH:MM or +HHMM (a log's timestamp; none is UTC)
     "timestamp_pattern": rf"^{_DATE_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?$",
 }
+# what each pattern means, for an error message a person reads instead of the regex
+PATTERN_MEANINGS = {
+    PATTERNS["ip_address_pattern"]: "an IPv4 (a.b.c.d) or IPv6 address",
+    PATTERNS["date_time_pattern"]: "a real date and time, YYYY-MM-DD HH:MM:SS",
+    PATTERNS["timestamp_pattern"]: "a real date and time, YYYY-MM-DDTHH:MM:SS[.ffffff][Z|+HH:MM]",
+}
 LENGTH_SUFFIX = "_length"  # a typed column "<name>_length" holds the length of text <name>, in characters
 
 
