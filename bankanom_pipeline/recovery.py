@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import psutil
+from dagster._core.storage.runs import SqliteRunStorage
 
 PID_TAG = "bankanom/pid"
 HOST_TAG = "bankanom/host"
@@ -64,12 +65,18 @@ def worker_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Worker | None
         if tags[HOST_TAG] != socket.gethostname():
             return None
         return Worker(int(tags[PID_TAG]), tags[HOST_TAG], float(tags[STARTED_TAG]), exact=True)
-    # Launched by the daemon. With the default run launcher the run worker is a subprocess of the code
-    # server, the process that also evaluates sensors, so its pid is checked on this host. Other launchers
-    # (Kubernetes) run workers elsewhere and have a health check of their own: Dagster's run monitoring.
-    if run.remote_job_origin is None or not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+    if run.remote_job_origin is not None:
+        # Launched by the daemon. With the default run launcher the run worker is a subprocess of the
+        # code server, the process that also evaluates sensors, so its pid is checked on this host. Other
+        # launchers (Kubernetes) run workers elsewhere, with a health check of their own (run monitoring).
+        if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+            return None
+    elif not isinstance(instance.run_storage, SqliteRunStorage):
+        # executed in process without these tags (another program, or a bankanom before them): on
+        # this host only if the instance itself is local files
         return None
-    # the run worker's "Started process for run (pid: N)" comes first; then the executor's, same process
+    # the run worker's "Started process for run (pid: N)" comes first, or the in-process executor's
+    # "Executing steps in process (pid: N)"
     for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         metadata = record.dagster_event.engine_event_data.metadata or {}
         if "pid" in metadata:

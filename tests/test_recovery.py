@@ -195,3 +195,19 @@ def test_bankanom_runs_shows_a_dead_run_and_the_slot_it_holds(instance, monkeypa
     ) in result.output
     assert dead_run_sensor(dg.build_sensor_context(instance=instance)).skip_reason  # cleaned: none left
     assert "0 unfinished runs" in CliRunner().invoke(app, ["runs"]).output
+
+
+def test_the_sensor_cleans_an_untagged_in_process_run_of_a_local_instance(instance):
+    """A run executed in process without bankanom's tags (by a bankanom from before them, or another
+    program) on a local (SQLite) instance: its process is known from the executor's engine event."""
+    gone = _dead_process()
+    run = _run(instance, {})
+    instance.report_engine_event(
+        f"Executing steps in process (pid: {gone.pid})", run, EngineEventData.in_process(gone.pid)
+    )
+    instance.event_log_storage.claim_concurrency_slot("duckdb", run.run_id, "scored_events")
+
+    dead_run_sensor(dg.build_sensor_context(instance=instance))
+
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert _claimed(instance) == set()
