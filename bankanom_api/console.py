@@ -363,7 +363,9 @@ def install(
         }
         snap = snapshot("incidents")
         if snap is None:
-            return render(request, "incidents.html", no_snapshot=True, **context)
+            return render(
+                request, "incidents.html", no_snapshot=True, refused=state.errors.get("snapshot"), **context
+            )
         conditions: list[tuple[str, Any]] = []
         if severity in SEVERITIES:
             conditions.append(("severity = ?", severity))
@@ -632,7 +634,12 @@ def install(
             return predict_page(request, 422, event_text=text, event_errors=problems)
         models = state.models
         if models is None:
-            return predict_page(request, 503, event_text=text, event_errors=["no promoted log models yet"])
+            return predict_page(
+                request,
+                503,
+                event_text=text,
+                event_errors=[state.unavailable("models", "no promoted log models yet")],
+            )
         result = predictor.predict([posted], models, None)[0]  # one event: no duplicate ids
         result["versions"] = models.versions
         return predict_page(request, event_text=text, event_result=result)

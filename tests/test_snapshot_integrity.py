@@ -95,6 +95,14 @@ def client_for(data: Path) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
+def console_login(client: TestClient) -> str:
+    """Log the client in to the console; returns the session's CSRF token."""
+    form = client.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    client.post("/console/login", data={"csrf": csrf, "api_key": KEY, "next": "/console/incidents"})
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/console/predict").text).group(1)
+
+
 def test_publish_records_the_snapshots_sha256(tmp_path):
     pointer = publish(tmp_path)
     file = tmp_path / pointer["file"]
@@ -142,9 +150,9 @@ def test_a_cold_start_with_only_a_corrupt_snapshot_is_a_clear_503(tmp_path, capl
         assert ready.status_code == 503 and ready.json()["snapshot"] is None
         assert any(bad["file"] in p and "checksum" in p for p in ready.json()["problems"])
         # the console's pages that need the snapshot say the same
-        form = client.get("/console/login")
-        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-        client.post("/console/login", data={"csrf": csrf, "api_key": KEY, "next": "/console/incidents"})
+        console_login(client)
+        listing = client.get("/console/incidents")
+        assert bad["file"] in listing.text and "refused" in listing.text
         page = client.get("/console/incidents/INC-20260106-0001")
         assert page.status_code == 503 and bad["file"] in page.text and "checksum" in page.text
     logged = " ".join(r.getMessage() for r in caplog.records)
@@ -202,6 +210,9 @@ def test_a_cold_start_with_a_corrupt_model_says_what_happened(tmp_path, caplog):
             assert "run train_job" not in detail
         problems = " ".join(client.get("/ready", headers=H).json()["problems"])
         assert version in problems and "checksum" in problems
+        csrf = console_login(client)
+        page = client.post("/console/predict/event", data={"csrf": csrf, "event": json.dumps(_event())})
+        assert page.status_code == 503 and version in page.text and "checksum" in page.text
     logged = [r.getMessage() for r in caplog.records if version in r.getMessage()]
     assert logged and not any("still serving" in m for m in logged), logged
     assert any("no models loaded" in m for m in logged), logged
