@@ -51,16 +51,20 @@ def upstream(project, target: str) -> list[str]:
     return [name for name in project.order if name in needed]
 
 
-def run_once(root: Path) -> dict:
+def run_once(root: Path, publish: bool = False) -> dict:
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.raw_logs import load_partition
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.validation.logs import validate_partition
+    from bankanom_pipeline.warehouse import published
     from bankanom_pipeline.warehouse.resource import connect
 
     database = root / "w.duckdb"
     database.unlink(missing_ok=True)
+    shutil.rmtree(root / "published", ignore_errors=True)
     con = connect(database)
+    if publish:  # what a run's steps do: each committed partition also written as Parquet for readers
+        published.attach(con, root / "published")
     timings = {}
     began = time.perf_counter()
     counts = load_partition(con, root / "landing" / "logs", DAY)
@@ -89,10 +93,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--publish",
+        choices=["on", "off", "both"],
+        default="on",
+        help="publish the tables for readers as runs do; both: alternate off and on, report each",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_once(args.worker)))
+        print(json.dumps(run_once(args.worker, args.publish == "on")))
+        return
+    if args.publish == "both":
+        compare_publishing(args.events, args.runs)
         return
     sizes = []
     for events in args.events:
@@ -105,7 +118,7 @@ def main() -> None:
                 # are the pipeline's alone
                 pace = machine_pace()
                 worker = subprocess.run(
-                    [sys.executable, __file__, "--worker", str(root)],
+                    [sys.executable, __file__, "--worker", str(root), "--publish", args.publish],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -130,6 +143,43 @@ def main() -> None:
         )
         print(json.dumps(sizes[-1]), flush=True)
     record("pipeline", {"sizes": sizes, "target": "1M events <= 20 s and <= 3 GiB"})
+
+
+def compare_publishing(sizes: list[int], runs: int) -> None:
+    """The cost of publishing: runs without and with it, alternated on the same generated day."""
+    for events in sizes:
+        root = Path(tempfile.mkdtemp(prefix="bankanom-publish-bench-"))
+        try:
+            generate(events, root)
+            results = {"off": [], "on": []}
+            for _ in range(runs):
+                for mode in ("off", "on"):
+                    worker = subprocess.run(
+                        [sys.executable, __file__, "--worker", str(root), "--publish", mode],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    results[mode].append(json.loads(worker.stdout.splitlines()[-1]))
+            published_bytes = sum(p.stat().st_size for p in (root / "published").rglob("*.parquet"))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        cpu = {mode: statistics.median(r["cpu_seconds"] for r in rs) for mode, rs in results.items()}
+        wall = {mode: statistics.median(r["seconds"]["total"] for r in rs) for mode, rs in results.items()}
+        summary = {
+            "events": results["on"][0]["events"],
+            "median_cpu_seconds": cpu,
+            "median_wall_seconds": wall,
+            "cpu_ratio_on_over_off": cpu["on"] / cpu["off"],
+            "wall_ratio_on_over_off": wall["on"] / wall["off"],
+            "published_mib": published_bytes / 2**20,
+            "runs_cpu_off_on": [
+                (round(a["cpu_seconds"], 2), round(b["cpu_seconds"], 2))
+                for a, b in zip(*results.values(), strict=True)
+            ],
+        }
+        print(json.dumps(summary), flush=True)
+        record("pipeline_publishing", summary)
 
 
 if __name__ == "__main__":
