@@ -175,3 +175,15 @@ def test_bankanom_sql_reads_commands_and_stdin_and_exits_1_on_error(warehouse):
     assert piped.returncode == 0 and "42" in piped.stdout, piped.stderr
     failed = subprocess.run([*command, "-c", "SELECT nope"], capture_output=True, text=True)
     assert failed.returncode == 1 and "Binder Error" in failed.stderr
+
+
+def test_pipeline_alerts_are_published_from_their_own_file(tmp_path, monkeypatch):
+    from bankanom_pipeline.automation import alerts
+
+    monkeypatch.setenv("BANKANOM_PUBLISHED_DIR", str(tmp_path / "published"))
+    monkeypatch.delenv("BANKANOM_STORAGE", raising=False)
+    alerts.record(tmp_path / "alerts.duckdb", "run-1", "pipeline_job", DAY, "boom", None)
+    reader = published.connect(tmp_path / "published")
+    alerts.record(tmp_path / "alerts.duckdb", "run-2", "pipeline_job", NEXT, "bang", None)
+    rows = reader.sql("SELECT run_id, error FROM pipeline_alerts ORDER BY run_id").fetchall()
+    assert rows == [("run-1", "boom"), ("run-2", "bang")]

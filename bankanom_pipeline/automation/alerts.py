@@ -16,6 +16,9 @@ from pathlib import Path
 import duckdb
 import httpx
 
+from bankanom_pipeline import settings
+from bankanom_pipeline.warehouse import published
+
 log = logging.getLogger("bankanom.alerts")
 
 DDL = """
@@ -61,9 +64,21 @@ def record(
                     "INSERT INTO pipeline_alerts VALUES (?, ?, ?, ?, ?, ?)",
                     [alert["alerted_at"], run_id, job_name, partition_key, error, status],
                 )
+                _publish(con)
             break
         except duckdb.IOException:
             if attempt == 9:
                 raise
             time.sleep(0.5 * (attempt + 1))
     return {**alert, "webhook_status": status}
+
+
+def _publish(con: duckdb.DuckDBPyConnection) -> None:
+    """Publish the table for analysts (``bankanom sql``), who must not hold this file open either."""
+    if settings.storage_mode() != "embedded":
+        return  # the lake's readers are not shown alerts (docs/querying.md)
+    try:
+        published.attach(con, settings.published_dir())
+        published.publish(con, "pipeline_alerts", None)
+    except (OSError, duckdb.Error) as failure:  # the alert itself is recorded: that must not fail
+        log.warning("pipeline_alerts not published for readers: %s", failure)
