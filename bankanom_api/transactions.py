@@ -17,7 +17,7 @@ import polars as pl
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from bankanom_api.request_types import MEANS, REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
 from bankanom_api.responses import (
@@ -77,8 +77,6 @@ DateTime = Annotated[
     ),
     *MEANS,
 ]
-# an empty cell of the CSV is no previous transaction: "" means the same here
-_EMPTY_IS_NONE = BeforeValidator(lambda value: None if value == "" else value)
 
 
 class Transaction(BaseModel):
@@ -107,7 +105,7 @@ class Transaction(BaseModel):
     TransactionDuration: transaction_field(StrictInt, "duration_s", WHOLE)
     LoginAttempts: transaction_field(StrictInt, "login_attempts_n", WHOLE)
     AccountBalance: transaction_field(FiniteNumber, "balance")
-    PreviousTransactionDate: Annotated[DateTime | None, _EMPTY_IS_NONE] = None
+    PreviousTransactionDate: DateTime | None = None  # absent or null: none (a CSV's empty cell)
 
     @classmethod
     def from_text(cls, values: dict[str, str | None]) -> Transaction:
