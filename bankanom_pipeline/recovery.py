@@ -187,8 +187,9 @@ def clean_dead_runs(instance: dg.DagsterInstance, by: str) -> list[Cleanup]:
         worker = worker_of(instance, run)
         if worker is not None and not worker.alive():
             cleaned.append(_clean(instance, run, worker, by))
-    holders = {slot.run_id for info in _pool_infos(instance) for slot in info.claimed_slots}
-    holders |= {step.run_id for info in _pool_infos(instance) for step in info.pending_steps}
+    infos = list(_pool_infos(instance))
+    holders = {slot.run_id for info in infos for slot in info.claimed_slots}
+    holders |= {step.run_id for info in infos for step in info.pending_steps}
     for run_id in sorted(holders - {c.run_id for c in cleaned}):
         run = instance.get_run_by_id(run_id)
         if run is not None and run.is_finished:

@@ -77,7 +77,7 @@ class RunGuard:
                 if number in STOP_SIGNALS:
                     self._on_signal(signal.Signals(number))
             if self._deadline is not None and time.monotonic() > self._deadline:
-                self._stop("the run did not stop within the grace period")
+                self._stop(f"because its running step did not stop within {self.grace_seconds:g} s")
             try:
                 self._report_waits()
             except Exception as error:  # the guard must never end the run it watches

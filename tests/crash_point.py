@@ -3,7 +3,8 @@ one write commits, so that a test can kill -9 it at a known point of a known ste
 
 CRASH_AT names a warehouse table (the pause comes inside the transaction that rewrites it, after its
 statements, before COMMIT) or ``current.json`` (the snapshot pointer, written last when a snapshot is
-published). At the pause the process touches CRASH_MARKER and sleeps. The patches are made before the
+published). At the pause the process touches CRASH_MARKER and sleeps; with CRASH_STUBBORN set it
+also ignores interrupts, as a step stuck in native code would. The patches are made before the
 pipeline modules import the patched functions by name."""
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from bankanom_pipeline.warehouse import frames
 
 AT = os.environ["CRASH_AT"]
 MARKER = Path(os.environ["CRASH_MARKER"])
+STUBBORN = bool(os.environ.get("CRASH_STUBBORN"))  # the paused step ignores interrupts
 
 
 def _pause() -> None:
     MARKER.touch()
-    time.sleep(3600)
+    while True:
+        try:
+            time.sleep(3600)
+        except BaseException:
+            if not STUBBORN:
+                raise
 
 
 _rewriting = frames.rewriting

@@ -277,3 +277,43 @@ def test_a_waiting_run_cleans_up_a_holder_that_dies_and_goes_on(platform, holder
     )
     with _instance(platform["env"]) as instance:
         assert instance.get_run_by_id(holder_run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["step-interrupted", "step-ignores-interrupts"])
+def test_sigterm_stops_a_run_inside_a_step(platform, stubborn):
+    """Dagster interrupts a running step itself; a step that does not stop is ended by the guard after
+    its grace period. Either way the run ends, marked, with no pool slot left held."""
+    root, env = platform["root"], platform["env"]
+    name = f"sigterm-{'stubborn' if stubborn else 'step'}"
+    data = root / name
+    shutil.copytree(platform["base"], data)
+    marker, log = root / f"{name}.paused", root / f"{name}.log"
+    crash = {**env, "CRASH_AT": "raw_logs", "CRASH_MARKER": str(marker)}
+    if stubborn:
+        crash["CRASH_STUBBORN"] = "1"
+    running = _start(crash, data, log, "ingest", "--date", DAY, module="tests.crash_point")
+    _wait_for(marker.exists, "pause in raw_logs", running, log)
+
+    began = time.monotonic()
+    running.send_signal(signal.SIGTERM)
+    code = running.wait(timeout=60)
+
+    printed = log.read_text()
+    assert "SIGTERM: interrupting the running step of run " in printed
+    with _instance(env) as instance:
+        (run,) = [
+            r
+            for r in instance.get_runs(filters=dg.RunsFilter(job_name="ingest_job"))
+            if r.tags[recovery.PID_TAG] == str(running.pid)
+        ]
+        if stubborn:
+            assert 15 <= time.monotonic() - began < 30
+            assert code == 128 + signal.SIGTERM
+            assert "marked canceled because its running step did not stop within 15 s" in printed
+            assert run.status == dg.DagsterRunStatus.CANCELED
+        else:
+            assert time.monotonic() - began < 10
+            assert code == 1
+            assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+        info = instance.event_log_storage.get_concurrency_info("duckdb")
+        assert [s.run_id for s in info.claimed_slots if s.run_id == run.run_id] == []
