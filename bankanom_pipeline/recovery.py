@@ -58,22 +58,35 @@ def process_tags() -> dict[str, str]:
     return {PID_TAG: str(me.pid), HOST_TAG: socket.gethostname(), STARTED_TAG: repr(me.create_time())}
 
 
-def worker_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Worker | None:
-    """The process executing ``run``, when this host can check it (else None: not ours to judge)."""
+def _local(instance: dg.DagsterInstance) -> bool:
+    """Whether the instance is files on this machine (SQLite under DAGSTER_HOME, the embedded default):
+    then its daemon, code server and run workers are on this machine too."""
+    return isinstance(instance.run_storage, SqliteRunStorage)
+
+
+def worker_of(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, beside_run_workers: bool = False
+) -> Worker | None:
+    """The process executing ``run``, when this process can check it (else None: not ours to judge).
+    ``beside_run_workers``: the caller runs where the default run launcher starts run workers (in the
+    code server, as sensors do)."""
     tags = run.tags
     if HOST_TAG in tags:
         if tags[HOST_TAG] != socket.gethostname():
             return None
         return Worker(int(tags[PID_TAG]), tags[HOST_TAG], float(tags[STARTED_TAG]), exact=True)
     if run.remote_job_origin is not None:
-        # Launched by the daemon. With the default run launcher the run worker is a subprocess of the
-        # code server, the process that also evaluates sensors, so its pid is checked on this host. Other
-        # launchers (Kubernetes) run workers elsewhere, with a health check of their own (run monitoring).
+        # Launched by the daemon. The default run launcher starts the run worker as a subprocess of the
+        # code server, so its pid means something in the code server (where sensors run) and, with a
+        # local instance, on this machine. Other launchers (Kubernetes) run workers elsewhere, with a
+        # health check of their own (run monitoring).
         if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
             return None
-    elif not isinstance(instance.run_storage, SqliteRunStorage):
-        # executed in process without these tags (another program, or a bankanom before them): on
-        # this host only if the instance itself is local files
+        if not (beside_run_workers or _local(instance)):
+            return None
+    elif not _local(instance):
+        # executed in process without these tags (another program, or a bankanom before them): its
+        # host is known only when the instance itself is local
         return None
     # the run worker's "Started process for run (pid: N)" comes first, or the in-process executor's
     # "Executing steps in process (pid: N)"
@@ -178,13 +191,14 @@ def _clean(instance: dg.DagsterInstance, run: dg.DagsterRun, worker: Worker | No
     return Cleanup(run.run_id, run.job_name, run.tags.get("dagster/partition", ""), worker, marked, freed)
 
 
-def clean_dead_runs(instance: dg.DagsterInstance, by: str) -> list[Cleanup]:
-    """Mark failed every unfinished run whose process this host can see is gone, and free the pool
-    slots of those runs and of finished runs that still hold some (their process died before freeing
-    them). ``by`` names the caller in the failure message."""
+def clean_dead_runs(instance: dg.DagsterInstance, by: str, beside_run_workers: bool = False) -> list[Cleanup]:
+    """Mark failed every unfinished run whose process this one can check and finds gone, and free the
+    pool slots of those runs and of finished runs that still hold some (their process died before
+    freeing them). ``by`` names the caller in the failure message; ``beside_run_workers`` as for
+    ``worker_of``."""
     cleaned = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=LIVE_STATUSES)):
-        worker = worker_of(instance, run)
+        worker = worker_of(instance, run, beside_run_workers)
         if worker is not None and not worker.alive():
             cleaned.append(_clean(instance, run, worker, by))
     infos = list(_pool_infos(instance))

@@ -107,7 +107,7 @@ def test_the_sensor_marks_a_dead_cli_run_failed_and_frees_its_slot_and_leaves_li
     assert again.skip_reason.skip_message == "no run whose process died"
 
 
-def test_the_sensor_cleans_a_dead_daemon_launched_run_from_its_workers_pid(instance):
+def test_the_sensor_cleans_a_dead_daemon_launched_run_from_its_workers_pid(instance, monkeypatch):
     """A run the daemon launched through the default run launcher carries no bankanom tags: its worker
     is known from the pid in Dagster's "Started process for run" engine event."""
     origin = RemoteJobOrigin(
@@ -129,7 +129,12 @@ def test_the_sensor_cleans_a_dead_daemon_launched_run_from_its_workers_pid(insta
         f"Started process for run (pid: {me}).", live, EngineEventData.in_process(me)
     )
 
-    dead_run_sensor(dg.build_sensor_context(instance=instance))
+    # on a shared (Postgres) instance a CLI elsewhere cannot see the code server's processes
+    monkeypatch.setattr(recovery, "_local", lambda instance: False)
+    assert recovery.clean_dead_runs(instance, by="a CLI") == []
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+    dead_run_sensor(dg.build_sensor_context(instance=instance))  # the sensor runs in the code server
 
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     assert _claimed(instance) == set()

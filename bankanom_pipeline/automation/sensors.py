@@ -156,7 +156,8 @@ def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
 )
 def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     instance = context.instance
-    cleaned = recovery.clean_dead_runs(instance, by="dead_run_sensor")
+    # sensors run in the code server, beside the run workers the default run launcher starts
+    cleaned = recovery.clean_dead_runs(instance, by="dead_run_sensor", beside_run_workers=True)
     for cleanup in cleaned:
         context.log.warning(str(cleanup))
     said = set(json.loads(context.cursor)) if context.cursor else set()
