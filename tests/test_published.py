@@ -187,3 +187,22 @@ def test_pipeline_alerts_are_published_from_their_own_file(tmp_path, monkeypatch
     alerts.record(tmp_path / "alerts.duckdb", "run-2", "pipeline_job", NEXT, "bang", None)
     rows = reader.sql("SELECT run_id, error FROM pipeline_alerts ORDER BY run_id").fetchall()
     assert rows == [("run-1", "boom"), ("run-2", "bang")]
+
+
+def test_steps_sweep_the_published_folder_at_most_once_per_grace(warehouse):
+    """Every step opens a connection: walking every partition of every table each time cost seconds."""
+    with warehouse.connection() as con:
+        for values in ([1], [1, 2]):
+            frames.replace_partition(con, "scores", _frame(DAY, values), DAY)
+    folder = warehouse.published_root / "scores" / f"date={DAY}"
+    old, new = sorted(folder.iterdir())
+    long_ago = time.time() - published.GRACE_SECONDS - 5
+    os.utime(new, (long_ago, long_ago))
+    with warehouse.connection():
+        pass
+    assert sorted(folder.iterdir()) == [old, new]  # swept when the first step opened it, not again
+    swept = warehouse.published_root / ".swept"
+    os.utime(swept, (long_ago, long_ago))
+    with warehouse.connection():
+        pass
+    assert sorted(folder.iterdir()) == [new]

@@ -52,13 +52,17 @@ WHOLE_TABLES = frozenset({"feedback"})
 def attach(con: duckdb.DuckDBPyConnection, root: str | Path) -> None:
     """Publish what ``con`` commits through ``frames`` under ``root`` from now on; first publish any
     table that has no files there yet (a warehouse from before publishing, a step killed before its
-    first publish), and delete versions superseded more than ``GRACE_SECONDS`` ago."""
+    first publish), and, at most once per ``GRACE_SECONDS``, delete versions superseded longer ago."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET VARIABLE {_WRITER_ROOT} = ?", [str(root)])
-    sweep(root)
+    # Every step opens a connection; walking a year of partitions of every table took seconds here.
+    swept = root / ".swept"
+    if not swept.exists() or swept.stat().st_mtime < time.time() - GRACE_SECONDS:
+        swept.touch()
+        sweep(root)
     for table, partitioned in _base_tables(con):
-        if not _current_files(root, table):
+        if not any(_is_version(name) for _, _, names in os.walk(root / table) for name in names):
             if partitioned:
                 days = con.execute(f'SELECT DISTINCT partition_date::VARCHAR FROM "{table}"').fetchall()
                 for (day,) in days:
