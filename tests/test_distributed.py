@@ -77,7 +77,14 @@ def _launch_backfill(url: str, days: list[str]) -> str:
     from bankanom_pipeline.definitions import defs
 
     assets = defs.resolve_job_def("pipeline_job").asset_layer.selected_asset_keys
-    params = {"partitionNames": days, "assetSelection": [{"path": key.path} for key in sorted(assets)]}
+    # the days for every asset: by partition names alone, Dagster would add the partitions downstream of
+    # them, here the day after the last for the models that read the previous day (docs/scale-out.md)
+    window = {"range": {"start": days[0], "end": days[-1]}}
+    params = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": key.path}, "partitions": window} for key in sorted(assets)
+        ],
+    }
     response = httpx.post(
         f"{url}/graphql", json={"query": LAUNCH_BACKFILL, "variables": {"params": params}}, timeout=60
     )
