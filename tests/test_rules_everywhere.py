@@ -112,10 +112,15 @@ def api(tmp_path_factory):
         yield client
 
 
-def api_accepts(api: TestClient, path: str, body: str) -> bool:
+def api_verdict(api: TestClient, path: str, body: str) -> tuple[bool, str]:
+    """(accepted, the answer's text)"""
     response = api.post(path, content=body, headers={"X-API-Key": KEY, "content-type": "application/json"})
     assert response.status_code in (422, 503), response.text
-    return response.status_code == 503
+    return response.status_code == 503, response.text
+
+
+def api_accepts(api: TestClient, path: str, body: str) -> bool:
+    return api_verdict(api, path, body)[0]
 
 
 # -- pipeline: bad numbers and over-long texts are quarantined with a reason -------------------------------
@@ -384,6 +389,7 @@ def transaction_rows(draw) -> list[dict[str, str]]:
     return rows
 
 
+_BASE_ROW = {k: str(v) for k, v in EXAMPLE_TRANSACTION.items()}
 _NUMERIC = {"TransactionAmount", "CustomerAge", "TransactionDuration", "LoginAttempts", "AccountBalance"}
 
 
@@ -405,9 +411,13 @@ _SLOW = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthC
 def test_pipeline_and_api_agree_on_transactions(api, rows):
     verdicts = pipeline_transactions(rows)
     for row in rows:
-        body = transaction_json(row)
-        by_api = api_accepts(api, "/models/predict", body)
-        assert by_api == (verdicts[row["TransactionID"]] is None), (body, verdicts[row["TransactionID"]])
+        by_api, said = api_verdict(api, "/models/predict", transaction_json(row))
+        changed = {k: v for k, v in row.items() if k != "TransactionID" and _BASE_ROW[k] != v}
+        assert by_api == (verdicts[row["TransactionID"]] is None), (
+            changed,
+            verdicts[row["TransactionID"]],
+            said,
+        )
 
 
 _METRIC_NAMES = ["success_rate", "cpu_percent", "response_time_ms", "failed_attempts", "not_a_metric"]
@@ -465,8 +475,8 @@ def test_pipeline_and_api_agree_on_log_events(api, events):
     ids = [event_id for event_id, _ in events]
     verdicts = pipeline_logs([line for _, line in events], ids)
     for event_id, line in events:
-        by_api = api_accepts(api, "/predict", '{"events": [' + line + "]}")
-        assert by_api == (verdicts[event_id] is None), (line[:300], verdicts[event_id])
+        by_api, said = api_verdict(api, "/predict", '{"events": [' + line + "]}")
+        assert by_api == (verdicts[event_id] is None), (line[:300], verdicts[event_id], said[:300])
 
 
 def test_the_request_models_run_the_declared_rules_without_great_expectations():

@@ -110,8 +110,12 @@ RULE_COLUMNS = (
     "idx, transaction_id, account_id, transaction_amount, transaction_date, transaction_type, location, "
     "device_id, ip_address, merchant_id, channel, customer_age, customer_occupation, transaction_duration, "
     "login_attempts, account_balance, amount, ts, previous_date_problem, customer_age_n::BIGINT AS customer_age_n, "
-    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance, "
-    + ", ".join(f"{name}{LENGTH_SUFFIX}::BIGINT AS {name}{LENGTH_SUFFIX}" for name in _LENGTH_CHECKED)
+    "duration_s::BIGINT AS duration_s, login_attempts_n::BIGINT AS login_attempts_n, balance"
+)
+# the lengths are a frame of their own, as for logs (validation/logs.py says why)
+_LENGTHS = (
+    f"SELECT idx, {', '.join(f'{name}{LENGTH_SUFFIX}' for name in _LENGTH_CHECKED)} "
+    "FROM _typed_tx WHERE NOT is_duplicate"
 )
 _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 
@@ -210,7 +214,10 @@ def validate_partition(
         con,
         day,
         typed=(TYPED_SQL, "_typed_tx"),
-        frames=lambda con: {"transactions": _frame(con)},
+        frames=lambda con: {
+            "transactions": _frame(con),
+            "lengths": con.execute(_LENGTHS).to_arrow_table().to_pandas(),
+        },
         checks=build_checks(load_rules(RULES_PATH), {}, "transactions"),
         tables=tables,
         written=(tables["validated"], tables["quarantine"]),
