@@ -301,6 +301,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             **_NOT_READY,
             **_NOT_FOUND,
             **problem(413, f"more than {settings.max_batch} events, or a body over the size limit"),
+            **problem(409, "an event_id repeated within the request"),
         },
         summary="Score log events with both models and the ensemble, or with one model",
         description=(
@@ -326,9 +327,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         try:
             predictions = predictor.predict(body.events, models, model)
         except DuplicateEventIds as error:
-            raise RequestValidationError(
-                [{"loc": ("body", "events"), "msg": str(error), "type": "value_error"}]
-            ) from None
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
         metrics.predicted.labels(model or "ensemble").inc(len(predictions))
         used = [model] if model else list(MODEL_NAMES)
         return json_response(

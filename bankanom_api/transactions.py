@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 
 import polars as pl
 from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -256,7 +255,7 @@ class TransactionScorer:
         dupes = repeated(t.TransactionID for t in posted)
         if dupes:
             message = f"TransactionID must be unique within a request; repeated: {dupes[:5]}"
-            raise RequestValidationError([{"loc": ("body",), "msg": message, "type": "value_error"}])
+            raise HTTPException(status.HTTP_409_CONFLICT, message)
         features = self.features(posted, snap)
         result = score(features, models.detectors, self.config)
         top = top_features(features, models.detectors).to_list()
@@ -289,6 +288,7 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
     scoring = {
         **problem(503, "no transaction models promoted yet"),
         **problem(413, f"more than {max_batch} transactions, or a body over the size limit"),
+        **problem(409, "a TransactionID repeated within the request"),
     }
     scorer = TransactionScorer()
 
@@ -296,7 +296,9 @@ def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
         if state.transaction_models is None:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
-                "no promoted transaction models yet: run transaction_train_job",
+                state.unavailable(
+                    "transaction_models", "no promoted transaction models yet: run transaction_train_job"
+                ),
             )
         return state.transaction_models
 

@@ -214,7 +214,8 @@ def test_predict_error_codes(api, world):
         == 422
     )
     duplicate = api.post("/predict", json={"events": [events[0], events[0]]}, headers=H)
-    assert duplicate.status_code == 422 and "unique" in duplicate.json()["detail"][0]["msg"]
+    assert duplicate.status_code == 409 and "unique" in duplicate.json()["detail"]
+    assert "409" in api.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
     unknown = api.post("/predict?model=svm", json={"events": events}, headers=H)
     assert unknown.status_code == 404
     big = [{**events[0], "event_id": f"e{i}"} for i in range(MAX_BATCH + 1)]

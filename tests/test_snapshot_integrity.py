@@ -256,3 +256,13 @@ def test_verifying_a_large_snapshot_keeps_the_api_answering(tmp_path):
         f"{size / 2**20:.0f} MiB verified and loaded in {verified:.2f} s; {len(latencies)} requests meanwhile, slowest {max(latencies) * 1000:.0f} ms"
     )
     assert latencies and max(latencies) < 1.0
+
+
+def test_the_transaction_routes_say_which_transaction_model_failed(tmp_path):
+    version = broken_registry(tmp_path / "models" / "transactions")
+    with client_for(tmp_path) as client:
+        response = client.post("/models/predict", headers=H, json=[])
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert version in detail and "checksum" in detail and "no transaction models loaded" in detail
+        assert "run transaction_train_job" not in detail

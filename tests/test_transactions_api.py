@@ -260,7 +260,11 @@ def test_predict_rejects_bad_fields_by_name(api, field, value):
 def test_predict_error_codes(api):
     record = _posted(api.get("/transactions", params={"limit": 1}, headers=H).json())[0]
     assert api.post("/models/predict", json=[record]).status_code == 401
-    assert api.post("/models/predict", json=[record, record], headers=H).status_code == 422  # same id twice
+    # a schema-valid list that repeats an id conflicts with itself: 409, documented (JSON Schema cannot
+    # say "unique by TransactionID", so a 422 would refuse data the schema allows)
+    twice = api.post("/models/predict", json=[record, record], headers=H)
+    assert twice.status_code == 409 and "unique" in twice.json()["detail"]
+    assert "409" in api.get("/openapi.json").json()["paths"]["/models/predict"]["post"]["responses"]
     too_many = [{**record, "TransactionID": f"T{i}"} for i in range(51)]
     assert api.post("/models/predict", json=too_many, headers=H).status_code == 413
     assert api.post("/models/predict", json={"not": "a list"}, headers=H).status_code == 422
