@@ -12,6 +12,8 @@ COMMANDS = [
     "mock-server",
     "validate-config",
     "scenarios",
+    "sql",
+    "runs",
 ]
 
 
