@@ -46,8 +46,13 @@ def _executor() -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-# what follows its upstream partitions on its own (see automation/sensors.py)
+# what follows its upstream partitions on its own (see automation/sensors.py). The lookback models and
+# features_events are here because day D reads day D-1 (sqlmodels/assets.py): a late file for D-1
+# rebuilds D-1's staging rows, and D's features and scores must follow.
 FOLLOWERS = {
+    "feat_user_activity",
+    "feat_ip_activity",
+    "features_events",
     "scored_events",
     "incidents",
     "evaluation",

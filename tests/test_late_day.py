@@ -1,0 +1,56 @@
+"""A day that changes after the next day was built re-runs what the next day read from it: the lookback
+models depend on the previous day (sqlmodels/assets.py), and they follow their upstream partitions as
+scoring does (definitions.FOLLOWERS), so the automation sensor requests them. Evaluated with Dagster's
+own automation evaluation on the real definitions, materializations reported to an ephemeral instance."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from bankanom_pipeline.definitions import defs
+
+DAYS = ["2026-02-01", "2026-02-02"]
+LOOKBACK = ["feat_user_activity", "feat_ip_activity"]
+
+
+def _materialize(instance: dg.DagsterInstance, keys, days) -> None:
+    for key in keys:
+        partitioned = defs.resolve_assets_def(key).partitions_def is not None
+        for day in days if partitioned else [None]:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=day))
+
+
+def _requested(result, name: str) -> set[str]:
+    return set(result.get_requested_partitions(dg.AssetKey(name)))
+
+
+def test_a_late_day_re_runs_the_next_days_lookback_features_and_features_events():
+    graph = defs.resolve_asset_graph()
+    keys = sorted(_upstream_of(graph, dg.AssetKey("features_events")))
+    selection = dg.AssetSelection.assets(*LOOKBACK, "features_events")
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        _materialize(instance, [*keys, dg.AssetKey("features_events")], DAYS)
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+        assert settled.total_requested == 0  # everything is up to date
+
+        # a late file for the first day: its staging rows are rebuilt
+        _materialize(instance, [dg.AssetKey("stg_logs")], DAYS[:1])
+        late = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=selection, cursor=settled.cursor
+        )
+        # the next day's lookback features, and features_events with them in the same request
+        for name in [*LOOKBACK, "features_events"]:
+            assert DAYS[1] in _requested(late, name), (name, _requested(late, name))
+        # and not the day after (2026-02-03 reads 02-02, but its own staging rows are missing)
+        assert not {d for n in LOOKBACK for d in _requested(late, n)} - set(DAYS)
+
+
+def _upstream_of(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    seen, todo = set(), [key]
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
