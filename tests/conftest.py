@@ -52,3 +52,42 @@ def demo(tmp_path_factory):
     con = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
     yield result.stdout, con, root / "data"
     con.close()
+
+
+def world_with_transactions(demo, root: Path, day: str = "2026-02-01") -> Path:
+    """A copy of the demo's models, snapshot and warehouse under ``root``, plus a 10,000-row transactions
+    delivery run through the pipeline (`bankanom ingest-transactions`), which republishes the snapshot
+    with both: something for every route and console page to serve."""
+    import shutil
+
+    from bankanom_pipeline.transactions.generator import write
+
+    _, _, data = demo
+    world = root / "data"
+    world.mkdir()
+    shutil.copytree(data / "models", world / "models")
+    shutil.copytree(data / "snapshots", world / "snapshots")
+    shutil.copy(data / "warehouse.duckdb", world / "warehouse.duckdb")
+    inbox, home = root / "inbox", root / "dagster_home"
+    home.mkdir()
+    write(
+        inbox / "bank.csv", inbox / "bank.labels.csv", rows=10_000, seed=3, start=dt.date(2026, 1, 2), days=30
+    )
+    env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bankanom_pipeline.cli",
+            "ingest-transactions",
+            str(inbox / "bank.csv"),
+            "--date",
+            day,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return world

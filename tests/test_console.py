@@ -6,11 +6,8 @@ Chromium (Playwright) that saves a screenshot of every page under ``test-artifac
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,10 +20,9 @@ from bankanom_pipeline import feedback
 from bankanom_pipeline.automation import alerts
 from bankanom_pipeline.detection.assets import evaluation
 from bankanom_pipeline.transactions.assets import transaction_evaluation
-from bankanom_pipeline.transactions.generator import write
 from bankanom_pipeline.warehouse.resource import WarehouseResource
 from tests.api_server import running_api
-from tests.conftest import DEMO_DAY
+from tests.conftest import DEMO_DAY, world_with_transactions
 
 KEY, OTHER_KEY = "console-key-1", "console-key-2"
 TX_DAY = "2026-02-01"
@@ -46,38 +42,7 @@ SERVER_ENV = {"BANKANOM_API_RATE_LIMIT": "10000/second", "BANKANOM_CONSOLE_LOGIN
 
 @pytest.fixture(scope="module")
 def world(demo, tmp_path_factory) -> Path:
-    """The demo's models, snapshot and warehouse (a copy), plus a 10,000-row transactions delivery run
-    through the pipeline (`bankanom ingest-transactions`), which republishes the snapshot with both."""
-    _, _, data = demo
-    root = tmp_path_factory.mktemp("console")
-    world = root / "data"
-    world.mkdir()
-    shutil.copytree(data / "models", world / "models")
-    shutil.copytree(data / "snapshots", world / "snapshots")
-    shutil.copy(data / "warehouse.duckdb", world / "warehouse.duckdb")
-    inbox, home = root / "inbox", root / "dagster_home"
-    home.mkdir()
-    write(
-        inbox / "bank.csv", inbox / "bank.labels.csv", rows=10_000, seed=3, start=dt.date(2026, 1, 2), days=30
-    )
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bankanom_pipeline.cli",
-            "ingest-transactions",
-            str(inbox / "bank.csv"),
-            "--date",
-            TX_DAY,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return world
+    return world_with_transactions(demo, tmp_path_factory.mktemp("console"), TX_DAY)
 
 
 @pytest.fixture(scope="module")

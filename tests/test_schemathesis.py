@@ -6,18 +6,16 @@ longer run is the same script with more examples (docs/api.md)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bankanom_pipeline.transactions.generator import write
 from tests.api_server import running_api
+from tests.conftest import world_with_transactions
 
 PROJECT = Path(__file__).resolve().parent.parent
 KEY = "fuzz-key"
@@ -26,31 +24,8 @@ EXAMPLES, SEED = 15, 42
 
 @pytest.fixture(scope="module")
 def world(demo, tmp_path_factory) -> Path:
-    """The demo's models and snapshot (a copy) and a transactions delivery run through the pipeline, so
-    that every route has something to serve."""
-    _, _, data = demo
-    root = tmp_path_factory.mktemp("fuzz")
-    world = root / "data"
-    world.mkdir()
-    shutil.copytree(data / "models", world / "models")
-    shutil.copytree(data / "snapshots", world / "snapshots")
-    shutil.copy(data / "warehouse.duckdb", world / "warehouse.duckdb")
-    inbox, home = root / "inbox", root / "dagster_home"
-    home.mkdir()
-    write(
-        inbox / "bank.csv", inbox / "bank.labels.csv", rows=10_000, seed=3, start=dt.date(2026, 1, 2), days=30
-    )
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
-    cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
-    result = subprocess.run(
-        [*cli, "ingest-transactions", str(inbox / "bank.csv"), "--date", "2026-02-01"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return world
+    """The demo's world plus a transactions delivery, so that every route has something to serve."""
+    return world_with_transactions(demo, tmp_path_factory.mktemp("fuzz"))
 
 
 @pytest.mark.slow
