@@ -25,6 +25,8 @@ from bankanom_pipeline.serving import snapshot
 from tests.api_server import accepted_lines, running_api
 from tests.conftest import DEMO_DAY
 
+pytestmark = pytest.mark.e2e
+
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
 H = {"X-API-Key": KEY}
 MAX_BATCH = 3000

@@ -175,7 +175,7 @@ def test_the_api_docs_pages_may_load_what_they_need(tmp_path):
                 assert "https://" + url.split("/")[2] in policy[directive], (path, url, policy)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_console_renders_under_its_policy_in_chromium(tmp_path):
     """The console, logged in, in headless Chromium: no Content-Security-Policy violation reported, the
     stylesheet applied."""
@@ -265,7 +265,7 @@ def _stream(sock: socket.socket, total: int, chunk: int = 1 << 20) -> tuple[int,
 BODY = 200 * 2**20  # the issue's 200 MB
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_keyless_body_is_refused_before_it_is_read(tmp_path):
     """POST /predict without a key announcing 200 MB, or streaming it chunked: 401 at once, with the
     body never read (the client has sent only the headers and a little)."""
@@ -290,7 +290,7 @@ def test_a_keyless_body_is_refused_before_it_is_read(tmp_path):
         assert httpx.get(f"{url}/ready", headers=H).status_code == 503  # still serving
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_streamed_body_with_a_key_is_cut_at_the_cap(tmp_path):
     """With a valid key, 200 MB streamed chunked (no Content-Length) to /predict is answered 413 once the
     server has read past BANKANOM_API_MAX_BODY_BYTES; the server's memory grows by about the cap, not

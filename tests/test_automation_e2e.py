@@ -24,7 +24,7 @@ from bankanom_pipeline.settings import PROJECT_ROOT
 from tests.api_server import free_port
 from tests.servers import start, stop
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "bankanom_pipeline.cli"]
 BIN = Path(sys.executable).parent
 

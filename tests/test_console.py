@@ -24,6 +24,8 @@ from bankanom_pipeline.warehouse.resource import WarehouseResource
 from tests.api_server import running_api
 from tests.conftest import DEMO_DAY, world_with_transactions
 
+pytestmark = pytest.mark.e2e
+
 KEY, OTHER_KEY = "console-key-1", "console-key-2"
 TX_DAY = "2026-02-01"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"

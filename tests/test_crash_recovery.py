@@ -25,7 +25,7 @@ import pytest
 
 from bankanom_pipeline import recovery
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DAY = "2026-02-01"

@@ -4,6 +4,7 @@ generated days (training day, held-out day with another seed), then the warehous
 import json
 
 import numpy as np
+import pytest
 
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.models import ensemble
@@ -28,6 +29,7 @@ def test_lof_can_only_lower_the_forest_cutoff_down_to_the_floor():
     assert (combined >= if_scores).all() and combined.max() <= 1.0
 
 
+@pytest.mark.e2e
 def test_demo_prints_incidents_and_evaluation(demo):
     out, _, _ = demo
     for heading in (
@@ -40,6 +42,7 @@ def test_demo_prints_incidents_and_evaluation(demo):
     assert "baseline IF" in out and "ensemble" in out
 
 
+@pytest.mark.e2e
 def test_demo_days_differ_in_traffic_but_share_the_customers(demo):
     out, con, _ = demo
     assert "(seed 7, customers of seed 7)" in out and "(seed 8, customers of seed 7)" in out
@@ -59,6 +62,7 @@ def test_demo_days_differ_in_traffic_but_share_the_customers(demo):
     assert len(lines) == 2 and lines[0] != lines[1]
 
 
+@pytest.mark.e2e
 def test_every_event_scored_with_the_promoted_versions(demo):
     _, con, data = demo
     current = Registry(data / "models").current()
@@ -88,6 +92,7 @@ def test_every_event_scored_with_the_promoted_versions(demo):
     assert window == {"start": "2026-01-05", "end": "2026-01-05"}
 
 
+@pytest.mark.e2e
 def test_incidents_hold_the_flagged_events_with_a_root_cause(demo):
     _, con, _ = demo
     flagged = con.execute(
@@ -120,6 +125,7 @@ def test_incidents_hold_the_flagged_events_with_a_root_cause(demo):
     assert counted == 0
 
 
+@pytest.mark.e2e
 def test_evaluation_covers_models_baseline_and_every_scenario(demo):
     _, con, _ = demo
     models = {
@@ -156,6 +162,7 @@ def test_evaluation_covers_models_baseline_and_every_scenario(demo):
     assert scenarios == truth
 
 
+@pytest.mark.e2e
 def test_readme_incident_query_runs(demo):
     from pathlib import Path
 

@@ -26,7 +26,7 @@ from tests.api_server import free_port, wait_for_http
 
 # the fixture runs the embedded reference, a training run and the whole backfill: ~10 minutes on an idle
 # 2-core machine, far more with other work on it (measured: docs/scale-out.md); the limits catch a hang
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(5400)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "distributed"

@@ -57,6 +57,7 @@ def _columns(con, table):
     return [name for name, *_ in con.execute(f"DESCRIBE {table}").fetchall() if name not in VOLATILE]
 
 
+@pytest.mark.e2e
 def test_lake_demo_writes_one_parquet_file_per_table_partition(lake_demo):
     out, _, root = lake_demo
     assert "lake:" in out
@@ -67,6 +68,7 @@ def test_lake_demo_writes_one_parquet_file_per_table_partition(lake_demo):
     assert not [p for p in root.rglob("*.tmp")], "a temporary file was left behind"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("table", sorted(COMPARED))
 def test_lake_rows_equal_the_embedded_warehouse(demo, lake_demo, table):
     _, embedded, _ = demo
@@ -86,6 +88,7 @@ def _rounded(row):
     return tuple(float(f"{v:.9g}") if isinstance(v, float) else v for v in row)
 
 
+@pytest.mark.e2e
 def test_lake_scores_and_incidents_equal_the_embedded_ones(demo, lake_demo):
     _, embedded, _ = demo
     _, lake_con, _ = lake_demo

@@ -15,6 +15,8 @@ import pytest
 from bankanom_pipeline.ingest.raw_logs import landing_files, load_partition
 from bankanom_pipeline.warehouse.resource import connect
 
+pytestmark = pytest.mark.e2e
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -22,7 +22,7 @@ import pytest
 
 from bankanom_pipeline.warehouse import published
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DAY = "2026-02-01"

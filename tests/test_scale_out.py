@@ -67,6 +67,7 @@ def writers(root: Path) -> list[str]:
     return [row[0] for row in con.execute("SELECT writer FROM outputs").fetchall()]
 
 
+@pytest.mark.e2e
 def test_a_second_delivery_waits_for_the_first_and_returns_its_result_without_publishing(client, tmp_path):
     root = tmp_path / "lake"
     claimed, go = threading.Event(), threading.Event()
@@ -132,6 +133,7 @@ def start_execution(client, tmp_path) -> tuple[subprocess.Popen, Path]:
     return process, go
 
 
+@pytest.mark.e2e
 def test_a_step_whose_execution_died_runs_again_once_its_lease_lapses(client, tmp_path):
     process, _ = start_execution(client, tmp_path)
     began = time.monotonic()
@@ -143,6 +145,7 @@ def test_a_step_whose_execution_died_runs_again_once_its_lease_lapses(client, tm
     assert writers(tmp_path / "lake") == ["B"]
 
 
+@pytest.mark.e2e
 def test_an_execution_that_stalled_past_its_lease_cannot_publish_over_its_successor(client, tmp_path):
     process, go = start_execution(client, tmp_path)
     os.kill(process.pid, signal.SIGSTOP)  # a stall (swapping, a paused VM): no heartbeat for > the lease

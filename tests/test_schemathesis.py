@@ -28,7 +28,7 @@ def world(demo, tmp_path_factory) -> Path:
     return world_with_transactions(demo, tmp_path_factory.mktemp("fuzz"))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_schemathesis_finds_no_failure_with_every_check(world, tmp_path):
     limits = {
         # what is under test is the contract, not the limits (they have their own tests): the auth

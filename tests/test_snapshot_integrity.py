@@ -228,7 +228,7 @@ def _event() -> dict:
     }
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_verifying_a_large_snapshot_keeps_the_api_answering(tmp_path):
     """The reloader verifies a new snapshot's sha256 in its own thread (hashlib releases the GIL): while
     it hashes a large file, requests are answered from the previous snapshot."""

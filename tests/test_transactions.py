@@ -588,7 +588,7 @@ def lake_pipeline(tmp_path_factory):
     con.close()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_lake_mode_gives_the_same_transactions_scores_incidents_and_metrics(pipeline, lake_pipeline):
     _, embedded, _ = pipeline
     for query in (
@@ -608,7 +608,7 @@ def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_jobs_materialize_their_assets(pipeline):
     _, _, results = pipeline
     assert {"raw_transactions", "validated_transactions", "transaction_labels", "features_transactions"} <= (
@@ -627,7 +627,7 @@ def test_jobs_materialize_their_assets(pipeline):
     } <= _materialized(results["transactions"])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_every_validated_transaction_is_scored_once(pipeline):
     _, con, _ = pipeline
     validated = con.execute("SELECT count(*) FROM validated_transactions").fetchone()[0]
@@ -653,7 +653,7 @@ def test_every_validated_transaction_is_scored_once(pipeline):
     assert scores[3] == 0
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_transaction_models_have_their_own_registry(pipeline):
     data, _, _ = pipeline
     pointer = json.loads((data / "models" / "transactions" / "current.json").read_text())
@@ -663,7 +663,7 @@ def test_transaction_models_have_their_own_registry(pipeline):
     assert (data / "models" / "current.json").read_bytes() == LOG_REGISTRY_POINTER
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_incidents_have_account_severity_and_pattern(pipeline):
     _, con, _ = pipeline
     incidents = con.execute("SELECT * FROM transaction_incidents").pl()
@@ -683,7 +683,7 @@ def test_incidents_have_account_severity_and_pattern(pipeline):
     assert members[0] == members[1] == incidents["transaction_count"].sum()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_evaluation_beats_the_baseline_and_covers_every_pattern(pipeline):
     _, con, _ = pipeline
     metrics = con.execute("SELECT model, metric, value FROM transaction_evaluation_metrics").pl()
@@ -706,7 +706,7 @@ def test_evaluation_beats_the_baseline_and_covers_every_pattern(pipeline):
     assert wide[("incidents", "instance_recall")] > 0.2
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_snapshot_serves_the_scored_transactions(pipeline):
     data, _, _ = pipeline
     pointer = json.loads((data / "snapshots" / "current.json").read_text())
@@ -725,7 +725,7 @@ def test_snapshot_serves_the_scored_transactions(pipeline):
         snap.close()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_labels_never_reach_the_features(pipeline, tmp_path):
     """Same features_transactions with or without the labels file beside the CSV."""
     data, con, _ = pipeline

@@ -17,6 +17,8 @@ from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.transactions.generator import write
 from tests.api_server import running_api
 
+pytestmark = pytest.mark.e2e
+
 KEY = "tx-key"
 H = {"X-API-Key": KEY}
 DAY, LATER = "2026-02-01", "2026-02-02"
