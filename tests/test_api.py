@@ -496,7 +496,7 @@ def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, wo
 def test_readme_curl_examples_work(api, world, tmp_path):
     """Every curl line of the README's API block, run as written against this server (only the key, the
     address and the incident id are substituted); curl -f fails on any HTTP error."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     block = readme.split('K="X-API-Key: change-me"', 1)[1].split("```", 1)[0]
     incident = api.get("/incidents", params={"limit": 1}, headers=H).json()["items"][0]["incident_id"]
     script = (

@@ -166,7 +166,7 @@ def test_evaluation_covers_models_baseline_and_every_scenario(demo):
 def test_readme_incident_query_runs(demo):
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "detection.md").read_text()
     block = readme.split("**Incidents.**", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
     _, con, _ = demo
     (summary,) = con.execute(block.strip().rstrip(";")).fetchone()

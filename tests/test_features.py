@@ -129,8 +129,8 @@ def test_readme_queries_run(runs):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = readme.split("### Query the warehouse", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    readme = (Path(__file__).parent.parent / "docs" / "querying.md").read_text()
+    block = readme.split("## In short", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
     queries = [q.strip() for q in re.sub(r"--[^\n]*", "", block).split(";") if q.strip()]
     assert len(queries) == 3
     con = connect(runs["labelled"][0] / "w.duckdb", read_only=True)
