@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import orjson
 import polars as pl
 
@@ -10,8 +9,8 @@ from bankanom_api.responses import repeated
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
-from bankanom_pipeline.detection.incidents import normal_values
-from bankanom_pipeline.detection.scoring import IF, LOF, deviations, score
+from bankanom_pipeline.detection.explain import furthest_from_normal
+from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 TOP_FEATURES = 5
@@ -68,7 +67,7 @@ class Predictor:
             scores = {IF: result.isolation_forest, LOF: result.local_outlier_factor}
             flags = {IF: result.if_flag, LOF: result.lof_flag}
             combined, decision = result.ensemble, result.is_anomaly
-        top = self._top_features(features, models, names)
+        top = furthest_from_normal(features, models.detectors, names, TOP_FEATURES, values=True).records()
         columns = {
             "isolation_forest": scores.get(IF),
             "local_outlier_factor": scores.get(LOF),
@@ -88,26 +87,3 @@ class Predictor:
             for i, event_id in enumerate(order)
         }
         return [by_id[e.event_id] for e in events]
-
-    def _top_features(self, features: pl.DataFrame, models: Models, names: list[str]) -> list[list[dict]]:
-        """The features the models read, ranked by robust deviation from the training median (the space
-        of the Isolation Forest holds every feature, unclipped)."""
-        space = models.detectors[IF].space
-        read = set().union(*(models.detectors[n].input_features() for n in names))
-        columns = [i for i, f in enumerate(space.names) if f in read]
-        deviation = deviations(features, models.detectors)[:, columns]
-        raw = features.select(space.names[i] for i in columns).fill_null(0).to_numpy()
-        normal = np.asarray(normal_values(space))[columns]
-        ranked = np.argsort(-np.abs(deviation), axis=1, kind="stable")[:, :TOP_FEATURES]
-        rows = np.arange(len(ranked))[:, None]
-        top_names = np.asarray([space.names[i] for i in columns])[ranked].tolist()
-        values = raw[rows, ranked].tolist()
-        normals = normal[ranked].tolist()
-        top_deviations = np.round(deviation[rows, ranked], 3).tolist()
-        return [
-            [
-                {"feature": f, "value": v, "normal": n, "deviation": d}
-                for f, v, n, d in zip(top_names[i], values[i], normals[i], top_deviations[i], strict=True)
-            ]
-            for i in range(len(ranked))
-        ]

@@ -60,7 +60,8 @@ def run_once(root: Path) -> dict:
     from bankanom_pipeline.detection import training
     from bankanom_pipeline.detection.assets import SCORED_ID_COLUMNS
     from bankanom_pipeline.detection.config import default_detection_config
-    from bankanom_pipeline.detection.incidents import build_incidents, normal_values
+    from bankanom_pipeline.detection.explain import normal_values
+    from bankanom_pipeline.detection.incidents import build_incidents
     from bankanom_pipeline.detection.registry import Registry
     from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
     from bankanom_pipeline.warehouse.frames import read_batches, read_frame

@@ -8,7 +8,6 @@ in ``rca.py``. Everything here is a pure function of the flagged events and the 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -21,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from bankanom_pipeline.detection import rca
-from bankanom_pipeline.detection.space import LOG_FLOOR
+from bankanom_pipeline.detection.explain import rank, records
 
 DEFAULT_PATH = Path(__file__).with_name("incidents.yaml")
 SEVERITIES = ("Low", "Medium", "High", "Critical")
@@ -87,15 +86,6 @@ def load_incident_config(path: str | Path | None = None) -> IncidentConfig:
 @cache
 def default_incident_config() -> IncidentConfig:
     return load_incident_config()
-
-
-def normal_values(space) -> list[float]:
-    """The training median of each feature in raw units (for "normal" in explanations), from a fitted
-    ``FeatureSpace``: its centre, with log1p / log undone."""
-    centre = np.asarray(space.center, dtype=float)
-    transforms = np.asarray(space.transforms)
-    raw = np.where(transforms == "log1p", np.sign(centre) * np.expm1(np.abs(centre)), centre)
-    return np.where(transforms == "log", np.exp(centre) - LOG_FLOOR, raw).tolist()
 
 
 # -- grouping ------------------------------------------------------------------------------------
@@ -207,7 +197,7 @@ def build_incidents(
     ``deviations``: robust z per flagged row and feature (columns in ``feature_names`` order);
     ``explain(rows)``: attribution per feature for row indices into ``flagged`` (called for the top rows
     of reported incidents only); ``normals``: each feature's training median in raw units (see
-    ``normal_values``), shown next to the values in explanations when given."""
+    ``explain.normal_values``), shown next to the values in explanations when given."""
     config = config or default_incident_config()
     catalogue = catalogue or rca.default_catalogue()
     deviations = np.asarray(deviations, dtype=float).reshape(len(flagged), len(feature_names))
@@ -524,32 +514,24 @@ def _top_features(value, deviation, typical, attribution: dict[int, np.ndarray],
     candidate = np.where(asked[:, None], np.nan_to_num(attr) > 0, True)
     shared = (np.abs(typical) >= 1.0) & (np.sign(typical) == np.sign(deviation))
     key = np.where(candidate, metric + np.where(shared, 1e9, 0.0), -np.inf)
-    order = np.argsort(-key, axis=1, kind="stable")[:, :n]
+    order = rank(key, n)
     take = lambda m: np.take_along_axis(m, order, axis=1)  # noqa: E731
-    keep = np.isfinite(take(key))
-    v, d, a = take(np.round(value, 4)), take(np.round(deviation, 2)), take(np.round(attr, 4))
-    normal = None if normals is None else np.round(np.asarray(normals, dtype=float), 4)[order]
-    out = []
-    for i in range(len(order)):
-        out.append(
-            [
-                {
-                    "feature": names[order[i, j]],
-                    "value": _num(v[i, j]),
-                    "normal": None if normal is None else _num(normal[i, j]),
-                    "deviation": _num(d[i, j]),
-                    "attribution": _num(a[i, j]),
-                }
-                for j in range(n)
-                if keep[i, j]
-            ]
-        )
-    return out
+    known = np.full(len(names), np.nan) if normals is None else np.asarray(normals, dtype=float)
+    fields = {
+        "feature": np.asarray(names, dtype=object)[order],
+        "value": take(np.round(value, 4)),
+        "normal": np.round(known, 4)[order],
+        "deviation": take(np.round(deviation, 2)),
+        "attribution": take(np.round(attr, 4)),
+    }
+    return records(
+        {k: v if k == "feature" else _finite(v) for k, v in fields.items()}, np.isfinite(take(key))
+    )
 
 
-def _num(x) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Floats as they are, anything not finite (NaN: no attribution or no normal) as None."""
+    return np.where(np.isfinite(x), x, None)
 
 
 def _summary(row: dict, top: list[dict], match: rca.Match, profile: rca.ScenarioProfile, config) -> str:

@@ -22,7 +22,8 @@ from bankanom_pipeline.detection.evaluation import (
     pr_curve_png,
     pr_curve_points,
 )
-from bankanom_pipeline.detection.incidents import build_incidents, normal_values
+from bankanom_pipeline.detection.explain import normal_values
+from bankanom_pipeline.detection.incidents import build_incidents
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
 from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
