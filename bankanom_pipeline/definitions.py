@@ -1,34 +1,17 @@
-"""The one Definitions object of the code location (``workspace.yaml`` points here)."""
+"""The one Definitions object of the code location (``workspace.yaml`` points here): every domain's
+definitions under ``defs/``, with the warehouse resource and the executor."""
 
 import dagster as dg
 
-from bankanom_pipeline.automation.sensors import FOLLOW_UPSTREAM, schedules, sensors
-from bankanom_pipeline.detection.assets import (
-    evaluation,
-    incidents,
-    model_assets,
-    promoted_models,
-    promoted_transaction_models,
-    scored_events,
-    transaction_model_assets,
-)
-from bankanom_pipeline.distributed.celery import executor as celery_executor
-from bankanom_pipeline.distributed.checks import check_executor
-from bankanom_pipeline.ingest.assets import raw_logs
-from bankanom_pipeline.jobs import (
-    features_job,
-    ingest_job,
-    pipeline_job,
-    train_job,
-    transaction_features_job,
-    transaction_train_job,
-    transactions_job,
-)
-from bankanom_pipeline.serving.assets import api_snapshot, transaction_snapshot
-from bankanom_pipeline.sqlmodels.assets import build_sql_assets
-from bankanom_pipeline.transactions.assets import transaction_assets
-from bankanom_pipeline.validation.assets import log_labels, validated_logs
-from bankanom_pipeline.warehouse.resource import WarehouseResource
+from bankanom_pipeline.defs.automation.definitions import defs as automation
+from bankanom_pipeline.defs.detection.definitions import defs as detection
+from bankanom_pipeline.defs.executor import executor
+from bankanom_pipeline.defs.features.definitions import defs as features
+from bankanom_pipeline.defs.ingest.definitions import defs as ingest
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.serving.definitions import defs as serving
+from bankanom_pipeline.defs.transactions.definitions import defs as transactions
+from bankanom_pipeline.defs.validation.definitions import defs as validation
 
 
 def _warehouse() -> WarehouseResource:
@@ -37,70 +20,13 @@ def _warehouse() -> WarehouseResource:
     return warehouse
 
 
-def _executor() -> dg.ExecutorDefinition:
-    if check_executor() == "celery":
-        return celery_executor()
-    # Embedded: steps run in the run's own process. DuckDB writers are serialised by the "duckdb" pool
-    # anyway, so the multiprocess executor bought no parallelism, only a Python start-up (~5-10 s of
-    # imports: Dagster, GX, scikit-learn) per step.
-    return dg.in_process_executor
-
-
-# what follows its upstream partitions on its own (see automation/sensors.py). The lookback models and
-# features_events are here because day D reads day D-1 (sqlmodels/assets.py): a late file for D-1
-# rebuilds D-1's staging rows, and D's features and scores must follow.
-FOLLOWERS = {
-    "feat_user_activity",
-    "feat_ip_activity",
-    "features_events",
-    "scored_events",
-    "incidents",
-    "evaluation",
-    "api_snapshot",
-    "scored_transactions",
-    "transaction_incidents",
-    "transaction_evaluation",
-    "transaction_snapshot",
-}
-
-
-def _follow(spec: dg.AssetSpec) -> dg.AssetSpec:
-    if spec.key.to_user_string() in FOLLOWERS:
-        return spec.replace_attributes(automation_condition=FOLLOW_UPSTREAM)
-    return spec
-
-
-defs = dg.Definitions(
-    assets=dg.map_asset_specs(
-        _follow,
-        [
-            raw_logs,
-            validated_logs,
-            log_labels,
-            *build_sql_assets(),
-            *model_assets,
-            promoted_models,
-            scored_events,
-            incidents,
-            evaluation,
-            api_snapshot,
-            *transaction_assets,
-            *transaction_model_assets,
-            promoted_transaction_models,
-            transaction_snapshot,
-        ],
-    ),
-    jobs=[
-        ingest_job,
-        features_job,
-        pipeline_job,
-        train_job,
-        transaction_features_job,
-        transactions_job,
-        transaction_train_job,
-    ],
-    schedules=schedules,
-    sensors=sensors,
-    resources={"warehouse": _warehouse()},
-    executor=_executor(),
+defs = dg.Definitions.merge(
+    ingest,
+    validation,
+    features,
+    detection,
+    transactions,
+    serving,
+    automation,
+    dg.Definitions(resources={"warehouse": _warehouse()}, executor=executor()),
 )

@@ -57,8 +57,8 @@ def build_features(root: Path) -> None:
 def run_once(root: Path) -> dict:
     import polars as pl
 
+    from bankanom_pipeline.defs.detection.assets import SCORED_ID_COLUMNS
     from bankanom_pipeline.detection import training
-    from bankanom_pipeline.detection.assets import SCORED_ID_COLUMNS
     from bankanom_pipeline.detection.config import default_detection_config
     from bankanom_pipeline.detection.explain import normal_values
     from bankanom_pipeline.detection.incidents import build_incidents

@@ -58,9 +58,9 @@ class Stages:
 
 
 def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
+    from bankanom_pipeline.defs.transactions.assets import SCORED_COLUMNS, score_transactions
     from bankanom_pipeline.detection.sources import TRANSACTIONS
     from bankanom_pipeline.sqlmodels.runner import Project
-    from bankanom_pipeline.transactions.assets import SCORED_COLUMNS, score_transactions
     from bankanom_pipeline.transactions.raw import load_partition
     from bankanom_pipeline.transactions.validation import validate_partition
     from bankanom_pipeline.warehouse.frames import read_batches, replace_partition

@@ -14,14 +14,10 @@ import pytest
 
 from bankanom_pipeline.automation import alerts, landing
 from bankanom_pipeline.automation.drift import judge, psi, uniform_psi
-from bankanom_pipeline.automation.sensors import (
-    drift_sensor,
-    landing_sensor,
-    retrain_schedule,
-    scoring_catchup_schedule,
-)
 from bankanom_pipeline.definitions import defs
-from bankanom_pipeline.warehouse.resource import WarehouseResource
+from bankanom_pipeline.defs.automation.schedules import retrain_schedule, scoring_catchup_schedule
+from bankanom_pipeline.defs.automation.sensors import drift_sensor, landing_sensor
+from bankanom_pipeline.defs.resources import WarehouseResource
 
 
 def land(root, day: str, name: str, lines: int = 3) -> None:

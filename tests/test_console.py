@@ -18,9 +18,9 @@ import pytest
 
 from bankanom_pipeline import feedback
 from bankanom_pipeline.automation import alerts
-from bankanom_pipeline.detection.assets import evaluation
-from bankanom_pipeline.transactions.assets import transaction_evaluation
-from bankanom_pipeline.warehouse.resource import WarehouseResource
+from bankanom_pipeline.defs.detection.assets import evaluation
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.transactions.assets import transaction_evaluation
 from tests.api_server import running_api
 from tests.conftest import DEMO_DAY, world_with_transactions
 

@@ -23,7 +23,7 @@ import duckdb
 import psutil
 import pytest
 
-from bankanom_pipeline import recovery
+from bankanom_pipeline.defs.automation import recovery
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 

@@ -227,7 +227,7 @@ def backfill(tmp_path_factory):
         bin_dir = Path(sys.executable).parent
 
         def worker(name: str) -> subprocess.Popen:
-            command = [str(bin_dir / "celery"), "-A", "bankanom_pipeline.distributed.celery_app", "worker"]
+            command = [str(bin_dir / "celery"), "-A", "bankanom_pipeline.defs.celery_app", "worker"]
             command += ["-Q", "dagster", "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", "INFO"]
             return servers.start(command, distributed, ARTIFACTS / f"worker-{name}.log")
 

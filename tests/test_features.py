@@ -9,9 +9,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from bankanom_pipeline.definitions import defs
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
-from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from bankanom_pipeline.warehouse.resource import connect
 from tests.conftest import DAY, DAY_START, small
 
 FEATURE_TABLES = [

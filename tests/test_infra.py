@@ -186,7 +186,7 @@ def test_worker_consumes_the_dagster_queue_and_scales(services):
     worker = services["worker"]
     argv = _command(worker)
     assert argv[0] == "celery"
-    assert _option(argv, "-A", "--app") == "bankanom_pipeline.distributed.celery_app"
+    assert _option(argv, "-A", "--app") == "bankanom_pipeline.defs.celery_app"
     assert "worker" in argv
     assert "dagster" in (_option(argv, "-Q", "--queues") or "").split(",")
     assert _option(argv, "-c", "--concurrency") == "1"
@@ -326,7 +326,7 @@ def test_workspace_loads_the_code_location_over_grpc(services):
 
 def test_the_celery_app_module_exists():
     """The workers' -A target: a module, or an attribute of its package, as celery resolves it."""
-    target = "bankanom_pipeline.distributed.celery_app"
+    target = "bankanom_pipeline.defs.celery_app"
     try:
         importlib.import_module(target)
     except ModuleNotFoundError as error:

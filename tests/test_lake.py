@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.frames import replace_partition, rewriting
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 from tests.conftest import DEMO_DAY
 
 # table -> key columns; every other column is compared too, except load times

@@ -1,6 +1,7 @@
 """A day that changes after the next day was built re-runs what the next day read from it: the lookback
-models depend on the previous day (sqlmodels/assets.py), and they follow their upstream partitions as
-scoring does (definitions.FOLLOWERS), so the automation sensor requests them. Evaluated with Dagster's
+models depend on the previous day (defs/features/assets.py), and they follow their upstream partitions
+as scoring does (``follows_upstream`` in their SQL config: the FOLLOW_UPSTREAM automation condition on
+the asset), so the automation sensor requests them. Evaluated with Dagster's
 own automation evaluation on the real definitions, materializations reported to an ephemeral instance."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from bankanom_pipeline.definitions import defs
+from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 
 DAYS = ["2026-02-01", "2026-02-02"]
 LOOKBACK = ["feat_user_activity", "feat_ip_activity"]
@@ -44,6 +46,29 @@ def test_a_late_day_re_runs_the_next_days_lookback_features_and_features_events(
             assert DAYS[1] in _requested(late, name), (name, _requested(late, name))
         # and not the day after (2026-02-03 reads 02-02, but its own staging rows are missing)
         assert not {d for n in LOOKBACK for d in _requested(late, n)} - set(DAYS)
+
+
+def test_which_assets_follow_their_upstream_partitions():
+    graph = defs.resolve_asset_graph()
+    conditions = {
+        key.to_user_string(): graph.get(key).automation_condition for key in graph.get_all_asset_keys()
+    }
+    following = {name for name, condition in conditions.items() if condition == FOLLOW_UPSTREAM}
+    assert following == {
+        *LOOKBACK,
+        "features_events",
+        "scored_events",
+        "incidents",
+        "evaluation",
+        "api_snapshot",
+        "scored_transactions",
+        "transaction_incidents",
+        "transaction_evaluation",
+        "transaction_snapshot",
+    }
+    # nothing else runs on its own: ingest and validation are requested by the landing sensor, training
+    # by the drift sensor and the schedules
+    assert {name for name, condition in conditions.items() if condition is not None} == following
 
 
 def _upstream_of(graph, key: dg.AssetKey) -> set[dg.AssetKey]:

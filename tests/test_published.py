@@ -12,9 +12,10 @@ import duckdb
 import polars as pl
 import pytest
 
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.warehouse import frames, published, shell
-from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from bankanom_pipeline.warehouse.resource import connect
 
 DAY = "2026-01-05"
 NEXT = "2026-01-06"

@@ -3,12 +3,13 @@ import json
 import dagster as dg
 import pytest
 
+from bankanom_pipeline.defs.ingest.assets import raw_logs
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.ingest import raw_logs as raw_logs_module
-from bankanom_pipeline.ingest.assets import raw_logs
 from bankanom_pipeline.ingest.raw_logs import load_partition
-from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from bankanom_pipeline.warehouse.resource import connect
 from tests.conftest import DAY, DAY_START, small
 
 GOOD = {

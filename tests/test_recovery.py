@@ -21,8 +21,8 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 
-from bankanom_pipeline import recovery
-from bankanom_pipeline.automation.sensors import dead_run_sensor
+from bankanom_pipeline.defs.automation import recovery
+from bankanom_pipeline.defs.automation.sensors import dead_run_sensor
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = "2026-02-03"

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bankanom_pipeline.detection.assets import model_assets, promoted_models
+from bankanom_pipeline.defs.detection.assets import model_assets, promoted_models
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.registry import Registry, RegistryError
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 DAY = "2026-01-05"
 

@@ -171,7 +171,7 @@ def test_a_step_attempt_is_the_run_the_step_and_its_retry_count():
 
     from dagster._core.execution.plan.state import KnownExecutionState
 
-    from bankanom_pipeline.distributed.celery_app import step_attempt
+    from bankanom_pipeline.defs.celery_app import step_attempt
 
     def args(
         retries: dict[str, int] | None,

@@ -2,7 +2,7 @@ import dagster as dg
 import pytest
 
 from bankanom_pipeline.definitions import defs
-from bankanom_pipeline.sqlmodels.assets import build_sql_assets
+from bankanom_pipeline.defs.features.assets import build_sql_assets
 from bankanom_pipeline.sqlmodels.runner import Project, SqlModelError
 from bankanom_pipeline.warehouse.resource import connect
 

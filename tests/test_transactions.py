@@ -18,8 +18,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from bankanom_pipeline.definitions import defs
+from bankanom_pipeline.defs.detection.jobs import train_run_config
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.detection.sources import TRANSACTIONS
-from bankanom_pipeline.jobs import train_run_config
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
 from bankanom_pipeline.transactions.raw import load_partition
@@ -35,7 +36,7 @@ from bankanom_pipeline.transactions.validation import (
 )
 from bankanom_pipeline.validation.rules import build_checks, load_rules, run_checks
 from bankanom_pipeline.warehouse import lake
-from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from bankanom_pipeline.warehouse.resource import connect
 from tests.conftest import DAY
 
 DAY2 = "2026-01-06"

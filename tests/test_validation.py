@@ -4,14 +4,15 @@ import json
 import dagster as dg
 import pytest
 
-from bankanom_pipeline.ingest.assets import raw_logs
+from bankanom_pipeline.defs.features.assets import build_sql_assets
+from bankanom_pipeline.defs.ingest.assets import raw_logs
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.validation.assets import validated_logs
 from bankanom_pipeline.ingest.raw_logs import load_partition
-from bankanom_pipeline.sqlmodels.assets import build_sql_assets
 from bankanom_pipeline.validation import rules
-from bankanom_pipeline.validation.assets import validated_logs
 from bankanom_pipeline.validation.logs import validate_partition
 from bankanom_pipeline.validation.quarantine import partition_counts
-from bankanom_pipeline.warehouse.resource import WarehouseResource, connect
+from bankanom_pipeline.warehouse.resource import connect
 from tests.conftest import DAY
 
 SERVICES = ["auth-service", "api-gateway", "postgres-db"]

@@ -139,7 +139,7 @@ def generate_transactions(
 
 def _not_a_partition(day: str) -> str | None:
     """Why ``day`` is not a partition of ``daily_partitions`` (None: it is one)."""
-    from bankanom_pipeline.partitions import daily_partitions
+    from bankanom_pipeline.defs.partitions import daily_partitions
 
     try:
         parsed = dt.date.fromisoformat(day)
@@ -174,8 +174,8 @@ def ingest_transactions(
     validated (+ quarantine) -> features -> scores -> incidents -> evaluation -> API snapshot."""
     import shutil
 
+    from bankanom_pipeline.defs.detection.jobs import train_run_config
     from bankanom_pipeline.detection.sources import TRANSACTIONS
-    from bankanom_pipeline.jobs import train_run_config
     from bankanom_pipeline.transactions.raw import LABELS_SUFFIX
 
     if not path.is_file():
@@ -232,7 +232,7 @@ def train(
     ] = "",
 ) -> None:
     """Train both detectors, check them, and promote the pair if every blocking check passes."""
-    from bankanom_pipeline.jobs import train_run_config
+    from bankanom_pipeline.defs.detection.jobs import train_run_config
 
     run_config = train_run_config(end_date) if end_date else None
     raise typer.Exit(0 if _run_job("train_job", None, run_config) is not None else 1)
@@ -245,9 +245,9 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
 
     import dagster as dg
 
-    from bankanom_pipeline import recovery
+    from bankanom_pipeline.cli.run_guard import RunGuard
     from bankanom_pipeline.definitions import defs
-    from bankanom_pipeline.run_guard import RunGuard
+    from bankanom_pipeline.defs.automation import recovery
 
     _dagster_home()
     job = defs.resolve_job_def(job_name)
@@ -313,7 +313,7 @@ def runs() -> None:
     cleaned up on their own by the next bankanom run and by the daemon's dead_run_sensor."""
     import dagster as dg
 
-    from bankanom_pipeline import recovery
+    from bankanom_pipeline.defs.automation import recovery
 
     home = _dagster_home()
     with dg.DagsterInstance.get() as instance:
@@ -389,7 +389,7 @@ def demo(
     customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
     for start, seed in ((train_day, cfg.seed), (day, cfg.seed + 1)):
         _write_day(cfg.model_copy(update={"seed": seed, "population": customers}), start, landing)
-    from bankanom_pipeline.jobs import train_run_config
+    from bankanom_pipeline.defs.detection.jobs import train_run_config
 
     steps = [("features_job", train_day), ("train_job", None), ("pipeline_job", day)]
     for job, partition in steps:
@@ -415,7 +415,7 @@ def _write_day(cfg, day: str, landing: Path) -> None:
 
 def _summary(day: str) -> None:
     """Incidents by severity and the evaluation table of a day, from the warehouse."""
-    from bankanom_pipeline.warehouse.resource import WarehouseResource
+    from bankanom_pipeline.defs.resources import WarehouseResource
 
     with WarehouseResource().reading() as con:
         severity = con.execute(
@@ -668,6 +668,3 @@ def sql(
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
 
-
-if __name__ == "__main__":
-    app()

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import dagster as dg
 
-from bankanom_pipeline import recovery
+from bankanom_pipeline.defs.automation import recovery
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 _QUIT = b"\0"  # written by the guard itself to end its thread (no signal has number 0)

@@ -1,4 +1,4 @@
-"""The Celery app the workers run: ``celery -A bankanom_pipeline.distributed.celery_app worker -Q dagster``.
+"""The Celery app the workers run: ``celery -A bankanom_pipeline.defs.celery_app worker -Q dagster``.
 
 dagster-celery's own ``dagster_celery.app`` reads a broker host from its defaults (RabbitMQ); this one
 uses the deployment's Redis URLs and task settings, the same ones the runs submit with. Its step task

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 
-import dagster as dg
-
 from bankanom_pipeline import settings
 
 
@@ -37,14 +35,6 @@ def executor_config() -> dict:
         "backend": settings.celery_backend(),
         "config_source": config_source(),
     }
-
-
-def executor() -> dg.ExecutorDefinition:
-    """Dagster's Celery executor on this deployment's broker (checks.check_executor has pinged it: a
-    wrong URL fails at load, naming the setting, not in a run waiting for workers that never answer)."""
-    from dagster_celery import celery_executor
-
-    return celery_executor.configured(executor_config(), name="celery")
 
 
 def check_broker(timeout: float = 3.0) -> None:

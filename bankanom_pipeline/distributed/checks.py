@@ -50,7 +50,7 @@ def check_postgres(timeout: int = 3) -> str | None:
 
 def check_deployment() -> dict[str, str]:
     """What this process would run with; raises SettingError on the first setting that cannot work."""
-    from bankanom_pipeline.warehouse.resource import WarehouseResource
+    from bankanom_pipeline.defs.resources import WarehouseResource
 
     warehouse = WarehouseResource()
     warehouse.check()

@@ -11,7 +11,10 @@ A model is one ``.sql`` file holding a ``select``. It names its inputs with ``{{
 - ``compression``: for partitioned tables, ``{column: method}`` pinning DuckDB's storage compression of columns
   (``fsst``, ``dictionary``, ...). Unpinned, DuckDB tries every method on every text column of every
   row group it writes, which cost more than computing some models; a pin applies when the runner
-  creates the table.
+  creates the table;
+- ``follows_upstream``: ``true`` for daily models that rebuild on their own when an upstream partition
+  changes (a late file for day D-1 must reach day D's lookback models); the pipeline's assets give
+  such a model the automation condition their own scores and incidents have.
 
 CSV files under ``seeds/`` are loaded as tables and can be ``ref``'d like models. The runner resolves
 refs, orders models by their dependencies and refuses cycles and unknown refs with a clear error.
@@ -47,6 +50,7 @@ class Model:
     materialized: str = "table"
     partitioned: bool = False
     lookback_days: int = 0
+    follows_upstream: bool = False
     compression: dict[str, str] = field(default_factory=dict)
     is_seed: bool = False
 
@@ -101,6 +105,7 @@ class Project:
             partitioned: bool = False,
             lookback_days: int = 0,
             compression: dict[str, str] | None = None,
+            follows_upstream: bool = False,
         ) -> str:
             if materialized not in ("table", "view"):
                 raise SqlModelError(f"{path}: materialized must be 'table' or 'view', got {materialized!r}")
@@ -113,7 +118,10 @@ class Project:
                 partitioned,
                 lookback_days,
             )
+            if follows_upstream and not partitioned:
+                raise SqlModelError(f"{path}: only a partitioned model follows its upstream partitions")
             model.compression = dict(compression or {})
+            model.follows_upstream = follows_upstream
             return ""
 
         try:

@@ -1,7 +1,7 @@
 -- Per event with a source IP: what that source, and its /24 network, has been doing in the last ten
 -- minutes. Serves BANK-002 and BANK-004 (a few sources in one network, many users, mostly failed
 -- logins) and BANK-014 (errors from one source).
-{{ config(materialized='table', partitioned=true, lookback_days=1) }}
+{{ config(materialized='table', partitioned=true, lookback_days=1, follows_upstream=true) }}
 WITH events AS (
     SELECT
         partition_date, event_key, ts,

@@ -1,7 +1,7 @@
 -- Per event of a known user: what that user has been doing. Serves BANK-001 (failed logins),
 -- BANK-003 (amount against the user's own history), BANK-005/007/008 (unusual country, distinct IPs,
 -- travel speed, VPN use, a session id used from several addresses), BANK-006/015 (records and bytes read).
-{{ config(materialized='table', partitioned=true, lookback_days=1) }}
+{{ config(materialized='table', partitioned=true, lookback_days=1, follows_upstream=true) }}
 WITH events AS (
     SELECT
         s.partition_date, s.event_key, s.ts, s.amount, s.records_accessed, s.bytes_out, g.lat, g.lon,

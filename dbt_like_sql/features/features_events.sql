@@ -1,7 +1,7 @@
 -- The detection input: one row per validated event with every numeric feature (missing = 0) and the
 -- identifiers incidents are grouped by. The ground truth is not here and cannot be: it never leaves
 -- raw_logs except into log_labels.
-{{ config(materialized='table', partitioned=true, compression={
+{{ config(materialized='table', partitioned=true, follows_upstream=true, compression={
     'event_id': 'fsst', 'correlation_id': 'fsst', 'source_service': 'dictionary', 'template': 'dictionary',
     'user_id': 'dictionary', 'ip_address': 'dictionary'}) }}
 -- Text columns keep the compression DuckDB picks for them on a generated day (see stg_logs).

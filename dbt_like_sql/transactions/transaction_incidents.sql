@@ -1,7 +1,7 @@
 -- Transaction incidents: an account's anomalous transactions of the day, grouped while less than 24
 -- hours apart. Each carries its span, size, scores, a severity, the features that deviate most in its
 -- peak transaction, and the fraud pattern those features point to (seed transaction_feature_patterns).
-{{ config(materialized='table', partitioned=true) }}
+{{ config(materialized='table', partitioned=true, follows_upstream=true) }}
 WITH flagged AS (
     SELECT *,
         sum(CASE WHEN gap_h IS NULL OR gap_h >= 24 THEN 1 ELSE 0 END)

@@ -1,35 +1,28 @@
-"""Sensors and schedules: what makes bankanom run on its own (see README, "Automation")."""
+"""Sensors: what makes bankanom react on its own (see docs/automation.md)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 
 import dagster as dg
 import duckdb
 
-from bankanom_pipeline import recovery, settings
+from bankanom_pipeline import settings
 from bankanom_pipeline.automation import alerts, landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
-from bankanom_pipeline.jobs import (
-    features_job,
-    pipeline_job,
-    train_job,
-    train_run_config,
-    transaction_features_job,
-)
-from bankanom_pipeline.partitions import daily_partitions
+from bankanom_pipeline.defs.automation import recovery
+from bankanom_pipeline.defs.detection.jobs import train_job
+from bankanom_pipeline.defs.features.jobs import features_job
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.transactions.jobs import transaction_features_job
 from bankanom_pipeline.serving import snapshot
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 CONFIG = default_automation_config()
-RUNNING, STOPPED = dg.DefaultSensorStatus.RUNNING, dg.DefaultScheduleStatus.STOPPED
-
-
-# Sensors are RUNNING by default: they only react (to new files, drift, failures). Schedules are
-# STOPPED by default: they would start writing on the clock in a fresh checkout.
+# Sensors are RUNNING by default: they only react (to new files, drift, failures).
+RUNNING = dg.DefaultSensorStatus.RUNNING
 TRANSACTIONS_PREFIX = "transactions/"  # cursor keys of the transaction landing zone
 
 
@@ -93,7 +86,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
 )
 def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     root = settings.snapshots_dir()
-    pointer = snapshot.current(root)
+    pointer = snapshot.SnapshotPublisher(root).current()
     if pointer is None:
         return dg.SkipReason("no snapshot published yet")
     if context.cursor == pointer["file"]:
@@ -174,22 +167,6 @@ def dead_run_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     return dg.SensorResult(skip_reason=skip, cursor=json.dumps(sorted(waiting)))
 
 
-# Scores, incidents, evaluation and the API snapshot follow their upstream partitions: eager, for any
-# partition (a late file re-runs an old day), never because a new model was promoted (that would
-# rescore all history; scoring uses the promoted models from then on), and not on log_labels alone:
-# labels land early in features_job, and evaluation must wait for the day's new scores, which arrive
-# through scored_events and incidents anyway.
-FOLLOW_UPSTREAM = (
-    dg.AutomationCondition.eager()
-    .without(dg.AutomationCondition.in_latest_time_window())
-    .ignore(
-        dg.AssetSelection.assets(
-            "promoted_models", "log_labels", "promoted_transaction_models", "transaction_labels"
-        )
-    )
-    .with_label("eager, any partition, not on promotion or labels")
-)
-
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "automation_sensor",
     target=dg.AssetSelection.all(),
@@ -199,38 +176,4 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 
-@dg.schedule(
-    cron_schedule=CONFIG.schedules.scoring_catchup_cron,
-    job=pipeline_job,
-    default_status=STOPPED,
-    execution_timezone="UTC",
-    description="Hourly catch-up: today's partition end to end with what has landed so far.",
-)
-def scoring_catchup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    day = context.scheduled_execution_time.astimezone(dt.UTC).date().isoformat()
-    return dg.RunRequest(partition_key=day)
-
-
-@dg.schedule(
-    cron_schedule=CONFIG.schedules.retrain_cron,
-    job=train_job,
-    default_status=STOPPED,
-    execution_timezone="UTC",
-    description="Daily retraining on the window ending yesterday; the promotion gate decides.",
-)
-def retrain_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    yesterday = (
-        (context.scheduled_execution_time.astimezone(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
-    )
-    return dg.RunRequest(run_config=train_run_config(yesterday))
-
-
-daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
-    pipeline_job,
-    hour_of_day=int(CONFIG.schedules.daily_pipeline_cron.split()[1]),
-    minute_of_hour=int(CONFIG.schedules.daily_pipeline_cron.split()[0]),
-    default_status=STOPPED,
-)
-
 sensors = [landing_sensor, drift_sensor, failure_alert_sensor, dead_run_sensor, automation_sensor]
-schedules = [scoring_catchup_schedule, retrain_schedule, daily_pipeline_schedule]

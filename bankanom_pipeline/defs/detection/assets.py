@@ -10,6 +10,9 @@ import numpy as np
 import polars as pl
 
 from bankanom_pipeline import feedback, settings
+from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.config import MODEL_NAMES, DetectionConfig
 from bankanom_pipeline.detection.evaluation import (
@@ -27,9 +30,7 @@ from bankanom_pipeline.detection.incidents import build_incidents
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
 from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
-from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.warehouse.frames import read_batches, read_frame, replace_partition
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 
 class TrainingConfig(dg.Config):
@@ -194,6 +195,7 @@ SCORED_ID_COLUMNS = [
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["features_events", "promoted_models"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="detection",
     kinds={"duckdb", "scikitlearn"},
@@ -287,6 +289,7 @@ def score_partition(
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["scored_events"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="detection",
     kinds={"duckdb"},
@@ -381,6 +384,7 @@ BASELINE_FEATURES = [
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["scored_events", "incidents", "log_labels"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="evaluation",
     kinds={"duckdb"},

@@ -1,13 +1,16 @@
 """Every model and seed under ``dbt_like_sql/`` becomes a Dagster asset named after its file, with its
-refs and sources as upstream dependencies. A new ``.sql`` file is a new asset; no Python changes."""
+refs and sources as upstream dependencies (and, with ``follows_upstream``, the automation condition of
+the assets that follow their upstream partitions). A new ``.sql`` file is a new asset; no Python
+changes."""
 
 import warnings
 
 import dagster as dg
 
-from bankanom_pipeline.partitions import daily_partitions
+from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.sqlmodels.runner import Model, Project
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 
 def _lookback(days: int) -> dg.TimeWindowPartitionMapping:
@@ -47,6 +50,7 @@ def _asset_for(project: Project, model: Model) -> dg.AssetsDefinition:
         group_name=model.group,
         kinds={"duckdb", "sql"},
         description=model.description or None,
+        automation_condition=FOLLOW_UPSTREAM if model.follows_upstream else None,
         metadata={"path": dg.MetadataValue.path(str(model.path.relative_to(project.root.parent)))},
     )
     def _build(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:

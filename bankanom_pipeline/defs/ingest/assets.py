@@ -2,29 +2,12 @@
 
 import dagster as dg
 
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.results import rejected_metadata
 from bankanom_pipeline.ingest.raw_logs import load_partition
-from bankanom_pipeline.partitions import daily_partitions
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 REJECTED_SHARE_LIMIT = 0.05
-
-
-def rejected_metadata(con, table: str, day: str, by_reason: dict[str, int]) -> dict:
-    """Why lines of a day were rejected, and the first few of them, as Markdown tables (``table``: a
-    rejects table with source_file, line_no, raw_text, reason)."""
-    examples = con.execute(
-        f"SELECT source_file, line_no, reason, left(raw_text, 120) FROM {table} "
-        "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
-        [day],
-    ).fetchall()
-    reasons_md = "\n".join(f"| {r} | {n} |" for r, n in by_reason.items()) or "| - | 0 |"
-    examples_md = "\n".join(f"| {f} | {n} | {r} | `{t}` |" for f, n, r, t in examples) or "| - | - | - | - |"
-    return {
-        "rejected_by_reason": dg.MetadataValue.md(f"| reason | lines |\n|---|---|\n{reasons_md}"),
-        "rejected_examples": dg.MetadataValue.md(
-            f"| file | line | reason | text |\n|---|---|---|---|\n{examples_md}"
-        ),
-    }
 
 
 @dg.asset(

@@ -1,15 +1,15 @@
 """The Dagster asset that publishes what the API serves."""
 
 import datetime as dt
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.partitions import daily_partitions
+from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.serving import snapshot
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 
 class SnapshotConfig(dg.Config):
@@ -23,6 +23,7 @@ class SnapshotConfig(dg.Config):
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["scored_events", "incidents", "evaluation"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="serving",
     kinds={"duckdb"},
@@ -39,7 +40,7 @@ def api_snapshot(
     with warehouse.connection() as con:
         # the API serves the latest days: a backfill of an older day republishes the latest window
         through = max(day, snapshot.latest_scored_day(con) or day)
-        pointer = snapshot.publish(con, Path(config.snapshots_dir), through, config.days)
+        pointer = snapshot.SnapshotPublisher(config.snapshots_dir).publish(con, through, config.days)
     if "superseded" in pointer:
         context.log.info(f"a newer snapshot (through {pointer['through']}) is current: this one was dropped")
     return dg.MaterializeResult(
@@ -55,6 +56,7 @@ def api_snapshot(
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["scored_transactions", "transaction_incidents", "transaction_evaluation"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="serving",
     kinds={"duckdb"},
@@ -69,7 +71,7 @@ def transaction_snapshot(
 ) -> dg.MaterializeResult:
     with warehouse.connection() as con:
         through = snapshot.latest_scored_day(con) or dt.date.fromisoformat(context.partition_key)
-        pointer = snapshot.publish(con, Path(config.snapshots_dir), through, config.days)
+        pointer = snapshot.SnapshotPublisher(config.snapshots_dir).publish(con, through, config.days)
     return dg.MaterializeResult(
         metadata={
             "file": pointer["file"],

@@ -9,25 +9,30 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from bankanom_pipeline.detection.assets import (
+from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
+from bankanom_pipeline.defs.detection.assets import (
     analyst_metadata,
     analyst_metrics,
     analyst_rows,
     first_finite,
     score_partition,
 )
+from bankanom_pipeline.defs.partitions import daily_partitions
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.results import (
+    ValidationConfig,
+    rejected_metadata,
+    validation_checks,
+    validation_result,
+)
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
 from bankanom_pipeline.detection.sources import TRANSACTIONS
-from bankanom_pipeline.ingest.assets import rejected_metadata
-from bankanom_pipeline.partitions import daily_partitions
 from bankanom_pipeline.transactions import evaluation as tx_evaluation
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
 from bankanom_pipeline.transactions.scoring import top_features
 from bankanom_pipeline.transactions.validation import load_labels, validate_partition
-from bankanom_pipeline.validation.assets import ValidationConfig, validation_checks, validation_result
 from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
-from bankanom_pipeline.warehouse.resource import WarehouseResource
 
 GROUP = "transactions"
 
@@ -173,6 +178,7 @@ def score_transactions(frames, detectors, config) -> pl.DataFrame:
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["features_transactions", "promoted_transaction_models"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
@@ -231,6 +237,7 @@ def _baseline_scores(con, day: str, ids: pl.Series) -> np.ndarray:
 @dg.asset(
     partitions_def=daily_partitions,
     deps=["scored_transactions", "transaction_incidents", "transaction_labels"],
+    automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name=GROUP,
     kinds={"duckdb"},

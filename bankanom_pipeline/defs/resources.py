@@ -1,0 +1,95 @@
+"""The warehouse resource: every asset reaches DuckDB through it, so that storage can change in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from bankanom_pipeline import settings
+from bankanom_pipeline.warehouse import lake, published
+from bankanom_pipeline.warehouse.resource import connect
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse (the embedded DuckDB file, or the Parquet lake) and the landing zone that feeds it."""
+
+    storage: str = Field(
+        default_factory=settings.storage_mode,
+        description="embedded (one DuckDB file) or lake (Parquet per partition); env BANKANOM_STORAGE",
+    )
+    lake_root: str = Field(
+        default_factory=settings.lake_root,
+        description="Lake mode's root folder or s3:// URL (env BANKANOM_LAKE_ROOT; default data/lake)",
+    )
+    database: str = Field(
+        default_factory=lambda: str(settings.warehouse_path()),
+        description="DuckDB file (env BANKANOM_WAREHOUSE; default data/warehouse.duckdb)",
+    )
+    landing_dir: str = Field(
+        default_factory=lambda: str(settings.landing_dir()),
+        description="Landing zone root (env BANKANOM_LANDING_DIR; default data/landing)",
+    )
+    published_dir: str = Field(
+        default="",
+        description=(
+            "Embedded mode: where runs publish every table as Parquet for analysts (bankanom sql); "
+            "env BANKANOM_PUBLISHED_DIR; default published/ beside the DuckDB file (data/published)"
+        ),
+    )
+
+    @property
+    def landing_logs(self) -> Path:
+        return Path(self.landing_dir) / "logs"
+
+    @property
+    def landing_transactions(self) -> Path:
+        return Path(self.landing_dir) / "transactions"
+
+    @property
+    def published_root(self) -> Path:
+        return Path(self.published_dir) if self.published_dir else settings.published_dir(Path(self.database))
+
+    def check(self) -> None:
+        """Fail fast, naming the setting, on a storage configuration that cannot work."""
+        self._check_mode()
+        if self.storage == "lake":
+            lake.check_root(self.lake_root)
+
+    def _check_mode(self) -> None:
+        if self.storage not in settings.STORAGE_MODES:
+            raise settings.SettingError(
+                f"BANKANOM_STORAGE={self.storage!r} is not a storage mode; use one of {list(settings.STORAGE_MODES)}"
+            )
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), which
+        publishes what it commits for readers (published.py), or an in-memory DuckDB over the lake (steps
+        of different partitions write at the same time)."""
+        with self._open(read_only=False) as con:
+            if self.storage == "embedded":
+                published.attach(con, self.published_root)
+            yield con
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for reading only (the CLI's summaries): read-only on the embedded file."""
+        with self._open(read_only=True) as con:
+            yield con
+
+    @contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._check_mode()  # lake.connect checks the root itself
+        if self.storage == "lake":
+            con = lake.connect(self.lake_root)
+        else:
+            con = connect(self.database, read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()

@@ -1,0 +1,108 @@
+"""Dagster metadata and check results that logs and transactions share: rejected lines, validation."""
+
+import dagster as dg
+
+from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.rules import Outcome
+
+
+def rejected_metadata(con, table: str, day: str, by_reason: dict[str, int]) -> dict:
+    """Why lines of a day were rejected, and the first few of them, as Markdown tables (``table``: a
+    rejects table with source_file, line_no, raw_text, reason)."""
+    examples = con.execute(
+        f"SELECT source_file, line_no, reason, left(raw_text, 120) FROM {table} "
+        "WHERE partition_date = ? ORDER BY source_file, line_no LIMIT 5",
+        [day],
+    ).fetchall()
+    reasons_md = "\n".join(f"| {r} | {n} |" for r, n in by_reason.items()) or "| - | 0 |"
+    examples_md = "\n".join(f"| {f} | {n} | {r} | `{t}` |" for f, n, r, t in examples) or "| - | - | - | - |"
+    return {
+        "rejected_by_reason": dg.MetadataValue.md(f"| reason | lines |\n|---|---|\n{reasons_md}"),
+        "rejected_examples": dg.MetadataValue.md(
+            f"| file | line | reason | text |\n|---|---|---|---|\n{examples_md}"
+        ),
+    }
+
+
+class ValidationConfig(dg.Config):
+    max_quarantine_share: float = 0.05  # above this, downstream work stops: the input is suspect
+
+
+def validation_checks(asset: str, rules_check: str) -> list[dg.AssetCheckSpec]:
+    """The checks every validated table carries (logs and transactions alike)."""
+    return [
+        dg.AssetCheckSpec(
+            "counts_reconcile",
+            asset=asset,
+            blocking=True,
+            description="raw = validated + quarantined + duplicates",
+        ),
+        dg.AssetCheckSpec(
+            "not_empty", asset=asset, blocking=True, description="the partition has validated rows"
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_share",
+            asset=asset,
+            blocking=True,
+            description="quarantined share of raw rows at most max_quarantine_share",
+        ),
+        dg.AssetCheckSpec(
+            rules_check,
+            asset=asset,
+            description="Great Expectations results per rule (warns on any failing row)",
+        ),
+    ]
+
+
+def validation_result(
+    counts: ValidationCounts, outcomes: list[Outcome], max_quarantine_share: float, rules_check: str
+) -> dg.MaterializeResult:
+    """Metadata (reconciled counts, GX results per rule) and the results of ``validation_checks``."""
+    share = counts.quarantined / counts.raw if counts.raw else 0.0
+    rows = "\n".join(
+        f"| {o.check.label} | `{o.check.expectation}` | {o.unexpected_count} | {o.unexpected_percent:.3f} "
+        f"| {', '.join(map(str, o.examples))[:120]} |"
+        for o in outcomes
+    )
+    gx_table = dg.MetadataValue.md(
+        f"| rule | expectation | unexpected | % | examples |\n|---|---|---|---|---|\n{rows}"
+    )
+    reconcile = {
+        "raw": counts.raw,
+        "validated": counts.validated,
+        "quarantined": counts.quarantined,
+        "duplicates": counts.duplicates,
+    }
+    return dg.MaterializeResult(
+        metadata={
+            **reconcile,
+            "dagster/row_count": counts.validated,
+            "quarantine_share": share,
+            "quarantined_by_rule": dg.MetadataValue.json(counts.quarantined_by_rule),
+            rules_check: gx_table,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="counts_reconcile",
+                passed=counts.raw == counts.validated + counts.quarantined + counts.duplicates,
+                metadata=reconcile,
+            ),
+            dg.AssetCheckResult(
+                check_name="not_empty", passed=counts.validated > 0, metadata={"validated": counts.validated}
+            ),
+            dg.AssetCheckResult(
+                check_name="quarantine_share",
+                passed=share <= max_quarantine_share,
+                metadata={"quarantine_share": share, "max_quarantine_share": max_quarantine_share},
+            ),
+            dg.AssetCheckResult(
+                check_name=rules_check,
+                passed=all(o.unexpected_count == 0 for o in outcomes),
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "results": gx_table,
+                    "failing_rules": sum(o.unexpected_count > 0 for o in outcomes),
+                },
+            ),
+        ],
+    )
