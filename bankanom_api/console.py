@@ -46,7 +46,6 @@ from bankanom_api.security import KeyChecker, RateLimiter
 from bankanom_api.state import ServingState, Snapshot
 from bankanom_api.transactions import EXAMPLE_TRANSACTION, Transaction, TransactionScorer
 from bankanom_pipeline import feedback
-from bankanom_pipeline import settings as pipeline_settings
 
 log = logging.getLogger("bankanom_api.console")
 
@@ -723,7 +722,7 @@ def install(
             )
             registry = as_dicts(columns, found)
         failures, alerts_problem = alerts()
-        runs, runs_problem = recent_runs(pipeline_settings.dagster_home())
+        runs, runs_problem = recent_runs()
         return render(
             request,
             "models.html",

@@ -1,8 +1,7 @@
 """Recording pipeline failures: the ``pipeline_alerts`` table, a log line, and an optional webhook.
 
-The table lives in its own DuckDB file (``data/alerts.duckdb``), not in the warehouse: the failure
-sensor runs in the Dagster daemon, and the warehouse's single writer is usually busy with another run
-exactly when something is failing. Waiting for its lock would stall every sensor in the daemon.
+The table lives in the sensors' own DuckDB file (``data/alerts.duckdb``, see ``records``), not in the
+warehouse, and is published for readers from there.
 """
 
 from __future__ import annotations
@@ -10,14 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from pathlib import Path
 
-import duckdb
 import httpx
 
-from bankanom_pipeline import settings
-from bankanom_pipeline.warehouse import published
+from bankanom_pipeline.automation import records
 
 log = logging.getLogger("bankanom.alerts")
 
@@ -55,30 +51,6 @@ def record(
     }
     log.error("pipeline run failed: %s", json.dumps(alert))
     status = notify(webhook, alert) if webhook else None
-    db.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(10):  # an analyst may hold the file open for a moment
-        try:
-            with duckdb.connect(str(db)) as con:
-                con.execute(DDL)
-                con.execute(
-                    "INSERT INTO pipeline_alerts VALUES (?, ?, ?, ?, ?, ?)",
-                    [alert["alerted_at"], run_id, job_name, partition_key, error, status],
-                )
-                _publish(con)
-            break
-        except duckdb.IOException:
-            if attempt == 9:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    row = [alert["alerted_at"], run_id, job_name, partition_key, error, status]
+    records.write(db, "pipeline_alerts", DDL, "INSERT INTO pipeline_alerts VALUES (?, ?, ?, ?, ?, ?)", [row])
     return {**alert, "webhook_status": status}
-
-
-def _publish(con: duckdb.DuckDBPyConnection) -> None:
-    """Publish the table for analysts (``bankanom sql``), who must not hold this file open either."""
-    if settings.storage_mode() != "embedded":
-        return  # the lake's readers are not shown alerts (docs/querying.md)
-    try:
-        published.attach(con, settings.published_dir())
-        published.publish(con, "pipeline_alerts", None)
-    except (OSError, duckdb.Error) as failure:  # the alert itself is recorded: that must not fail
-        log.warning("pipeline_alerts not published for readers: %s", failure)

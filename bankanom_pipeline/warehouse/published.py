@@ -151,7 +151,7 @@ def connect(root: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={"memory_limit": settings.duckdb_memory_limit()})
     con.execute(f"SET VARIABLE {_READER_ROOT} = ?", [root])
     con.create_function(
-        _FILES_FUNCTION, lambda table: _current_files(Path(root), table), ["VARCHAR"], "VARCHAR[]"
+        _FILES_FUNCTION, lambda table: current_files(Path(root), table), ["VARCHAR"], "VARCHAR[]"
     )
     # Tables nothing published yet still have their columns; validated_logs is the same view as in
     # the warehouse, over the published raw_logs, validated_partitions and quarantine_logs.
@@ -163,7 +163,7 @@ def connect(root: str | Path | None = None) -> duckdb.DuckDBPyConnection:
 def refresh(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Point a ``connect()`` connection's views at every table that has files now; returns the tables."""
     root = Path(_variable(con, _READER_ROOT))
-    published = sorted(p.name for p in _folders(root) if _current_files(root, p.name))
+    published = sorted(p.name for p in _folders(root) if current_files(root, p.name))
     ours = {
         name
         for (name,) in con.execute(
@@ -193,8 +193,9 @@ def _folders(root: Path) -> list[Path]:
         return []
 
 
-def _current_files(root: Path, table: str) -> list[str]:
-    """The newest file of each folder of ``table``: one per partition (or the table's one)."""
+def current_files(root: Path, table: str) -> list[str]:
+    """The newest file of each folder of ``table``: one per partition (or the table's one). What a
+    reader of one table reads, without ``connect``'s views over every table."""
     files = []
     for folder, _, names in os.walk(root / table):
         versions = [n for n in names if n.endswith(".parquet") and not n.startswith(".")]
