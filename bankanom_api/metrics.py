@@ -13,7 +13,7 @@ _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1
 
 
 class ApiMetrics:
-    def __init__(self, state: ServingState):
+    def __init__(self):
         self.registry = CollectorRegistry()  # per app: tests build several apps in one process
         self.requests = Counter(
             "bankanom_api_requests_total",
@@ -34,29 +34,27 @@ class ApiMetrics:
             ["model"],
             registry=self.registry,
         )
-        model_info = Gauge(
+        self.model_info = Gauge(
             "bankanom_api_model_info",
             "Served model versions (value 1)",
             ["model", "version"],
             registry=self.registry,
         )
-        snapshot_age = Gauge(
+        self.snapshot_age = Gauge(
             "bankanom_api_snapshot_age_seconds", "Age of the served snapshot", registry=self.registry
         )
-        failures = Gauge(
+        self.failures = Gauge(
             "bankanom_api_reload_failures", "Models or snapshots that failed to load", registry=self.registry
         )
 
-        def refresh() -> None:
-            # set at scrape time, from what is being served at that moment
-            model_info.clear()
-            if state.models:
-                for name, version in state.models.versions.items():
-                    model_info.labels(name, version).set(1)
-            snapshot_age.set(time.time() - state.snapshot.loaded_at if state.snapshot else float("nan"))
-            failures.set(state.reload_failures)
-
-        self.refresh = refresh
+    def refresh(self, state: ServingState) -> None:
+        """Set at scrape time, from what is being served at that moment."""
+        self.model_info.clear()
+        if state.models:
+            for name, version in state.models.versions.items():
+                self.model_info.labels(name, version).set(1)
+        self.snapshot_age.set(time.time() - state.snapshot.loaded_at if state.snapshot else float("nan"))
+        self.failures.set(state.reload_failures)
 
 
 class MetricsMiddleware:

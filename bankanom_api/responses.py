@@ -15,6 +15,7 @@ from fastapi import Query, Response
 from pydantic import BeforeValidator
 
 from bankanom_api.schemas import Problem
+from bankanom_api.state import Snapshot
 
 # The error answers the routes document, all with a Problem body. A 422 (FastAPI documents it wherever a
 # route takes parameters or a body) is always {"detail": [{"loc", "msg", "type"}, ...]}.
@@ -29,6 +30,13 @@ AUTH = {
 
 def problem(status: int, description: str) -> dict:
     return {status: {"model": Problem, "description": description}}
+
+
+NOT_READY = problem(503, "nothing promoted or published yet")
+NOT_FOUND = problem(404, "unknown id or model")
+# Written in a route's description and response texts where the configured batch limit belongs: the
+# routers are module-level, the limit is the app's (``routes.document_batch_limit`` fills it in).
+BATCH_LIMIT = "{max_batch}"
 
 
 # paging of every list route; bounded so that any value the schema allows is one DuckDB can bind
@@ -88,3 +96,14 @@ def where_clause(conditions: list[tuple[str, object]]) -> tuple[str, list]:
 def repeated(ids: Iterable[str]) -> list[str]:
     """Ids given more than once, sorted (a request's ids must be unique)."""
     return sorted(i for i, n in Counter(ids).items() if n > 1)
+
+
+def page(
+    snap: Snapshot, columns: str, table: str, where: str, params: list, order: str, limit: int, offset: int
+) -> Response:
+    """One page of a snapshot table, with the total the filters match."""
+    total = snap.query(f"SELECT count(*) FROM {table} {where}", params)[1][0][0]
+    names, rows = snap.query(
+        f"SELECT {columns} FROM {table} {where} ORDER BY {order} LIMIT ? OFFSET ?", [*params, limit, offset]
+    )
+    return json_response({"total": total, "limit": limit, "offset": offset, "items": as_dicts(names, rows)})

@@ -7,7 +7,7 @@ import hmac
 import math
 import time
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, status
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -87,13 +87,3 @@ class RateLimiter:
             detail=f"{self.what} exceeded ({self.item}); retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
-
-
-async def authenticated(request: Request) -> str:
-    """The dependency every route but /health carries: the key id ``middleware.KeyGate`` established
-    before the body was read (401 if it did not, so a route outside the gate fails closed). Async on
-    purpose: a sync dependency would cost a thread-pool round trip per request."""
-    identity = getattr(request.state, "api_key_id", None)
-    if identity is None:
-        raise unauthorized()
-    return identity

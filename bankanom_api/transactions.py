@@ -1,35 +1,26 @@
-"""Bank-transaction routes, compatible with the predecessor transaction detector's clients.
+"""Bank-transaction records and their scoring, compatible with the predecessor transaction detector.
 
-``GET /transactions``, ``GET /transactions/{account_id}``, ``POST /models/{model_name}/predict`` and
-``POST /models/predict`` take and return the predecessor's bodies: records with the CSV's fields
-(``IPAddress`` spelled without the space), plus scores. A posted transaction is scored with its
-account's history from the published snapshot (every earlier transaction of the account), through the
-pipeline's own feature SQL (``dbt_like_sql/transactions/features_transactions.sql``) and scoring code,
-so the API's score for a transaction equals the pipeline's (tests compare them).
+The routes (``routes/transactions.py``: ``GET /transactions``, ``GET /transactions/{account_id}``,
+``POST /models/{model_name}/predict`` and ``POST /models/predict``) take and return the predecessor's
+bodies: records with the CSV's fields (``IPAddress`` spelled without the space), plus scores. A posted
+transaction is scored with its account's history from the published snapshot (every earlier transaction
+of the account), through the pipeline's own feature SQL
+(``dbt_like_sql/transactions/features_transactions.sql``) and scoring code, so the API's score for a
+transaction equals the pipeline's (tests compare them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import polars as pl
-from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import Response
+from fastapi import HTTPException, status
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from bankanom_api.request_types import MEANS, REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
-from bankanom_api.responses import (
-    AUTH,
-    Limit,
-    Offset,
-    as_dicts,
-    json_response,
-    problem,
-    repeated,
-    where_clause,
-)
-from bankanom_api.state import Models, ServingState, Snapshot
+from bankanom_api.responses import repeated
+from bankanom_api.state import Models, Snapshot
 from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
@@ -156,7 +147,7 @@ class ScoredTransaction(Transaction):
 
 
 # the snapshot's transactions table, as the CSV's fields (the predecessor's response records)
-_RECORD_COLUMNS = """transaction_id AS "TransactionID", account_id AS "AccountID", amount AS "TransactionAmount",
+RECORD_COLUMNS = """transaction_id AS "TransactionID", account_id AS "AccountID", amount AS "TransactionAmount",
     strftime(ts, '%Y-%m-%d %H:%M:%S') AS "TransactionDate", transaction_type AS "TransactionType",
     location AS "Location", device_id AS "DeviceID", ip_address AS "IPAddress", merchant_id AS "MerchantID",
     channel AS "Channel", customer_age AS "CustomerAge", customer_occupation AS "CustomerOccupation",
@@ -280,116 +271,3 @@ class TransactionScorer:
                 )
             out.append(record)
         return out
-
-
-def router(state: ServingState, protected: list, max_batch: int) -> APIRouter:
-    api = APIRouter(dependencies=protected, responses=AUTH)
-    no_snapshot = problem(503, "no transactions published yet")
-    scoring = {
-        **problem(503, "no transaction models promoted yet"),
-        **problem(413, f"more than {max_batch} transactions, or a body over the size limit"),
-        **problem(409, "a TransactionID repeated within the request"),
-    }
-    scorer = TransactionScorer()
-
-    def models() -> Models:
-        if state.transaction_models is None:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                state.unavailable(
-                    "transaction_models", "no promoted transaction models yet: run transaction_train_job"
-                ),
-            )
-        return state.transaction_models
-
-    def snapshot() -> Snapshot:
-        snap = state.snapshot
-        if snap is None or not snap.has("transactions"):
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, "no transactions published yet: run transactions_job"
-            )
-        return snap
-
-    def check_size(body: list[Transaction]) -> None:
-        if len(body) > max_batch:
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE,
-                f"{len(body)} transactions; at most {max_batch} per request",
-            )
-
-    def records(where: str, params: list, limit: int, offset: int) -> list[dict]:
-        names, rows = snapshot().query(
-            f"SELECT {_RECORD_COLUMNS} FROM transactions {where} ORDER BY ts DESC, transaction_id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return as_dicts(names, rows)
-
-    @api.get(
-        "/transactions",
-        tags=["transactions"],
-        summary="Scored transactions, newest first",
-        response_model=list[PublishedTransaction],
-        responses=no_snapshot,
-    )
-    @api.get("/transactions/", include_in_schema=False)
-    def list_transactions(
-        account: str | None = None,
-        flagged_only: bool = False,
-        min_score: Annotated[float | None, Query(ge=0, le=1, description="minimum ensemble score")] = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> Response:
-        clause, params = where_clause(
-            [
-                ("account_id = ?", account),
-                ("ensemble_score >= ?", min_score),
-                ("is_anomaly", True if flagged_only else None),
-            ]
-        )
-        return json_response(records(clause, params, limit, offset))
-
-    @api.get(
-        "/transactions/{account_id}",
-        tags=["transactions"],
-        summary="One account's scored transactions, newest first",
-        response_model=list[PublishedTransaction],
-        responses={**no_snapshot, **problem(404, '{"detail": "Account ID not found"}')},
-    )
-    @api.get("/transactions/{account_id}/", include_in_schema=False)
-    def account_transactions(account_id: str, limit: Limit = 100, offset: Offset = 0) -> Response:
-        found = records("WHERE account_id = ?", [account_id], limit, offset)
-        if not found and offset == 0:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "Account ID not found")
-        return json_response(found)
-
-    @api.post(
-        "/models/predict",
-        tags=["transactions"],
-        summary="Score transactions with both models: if_pred, lof_pred and the combined isFraud",
-        response_model=list[ScoredTransaction],
-        responses=scoring,
-        description=(
-            f"A JSON list of up to {max_batch} transactions (the CSV's fields). Each is scored with its "
-            "account's published history. isFraud is the ensemble decision (transactions/detection.yaml)."
-        ),
-    )
-    @api.post("/models/predict/", include_in_schema=False)
-    def predict_both(body: list[Transaction]) -> Response:
-        check_size(body)
-        return json_response(scorer.predict(body, models(), state.snapshot, None))
-
-    @api.post(
-        "/models/{model_name}/predict",
-        tags=["transactions"],
-        summary="Score transactions with one model: isFraud is its flag",
-        response_model=list[ScoredTransaction],
-        responses=scoring,
-    )
-    @api.post("/models/{model_name}/predict/", include_in_schema=False)
-    def predict_one(
-        model_name: Literal["isolation_forest", "local_outlier_factor"], body: list[Transaction]
-    ) -> Response:
-        check_size(body)
-        return json_response(scorer.predict(body, models(), state.snapshot, model_name))
-
-    return api

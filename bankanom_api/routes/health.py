@@ -1,0 +1,66 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Response, status
+
+from bankanom_api.deps import API_KEY, State
+from bankanom_api.responses import AUTH
+from bankanom_api.schemas import Health, Ready
+from bankanom_api.state import Models, Snapshot
+
+router = APIRouter(tags=["service"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers")
+def health() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    dependencies=[API_KEY],
+    responses={**AUTH, 503: {"model": Ready, "description": "not ready (body says why)"}},
+    summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages",
+)
+def ready(response: Response, state: State) -> Ready:
+    models, snap = state.models, state.snapshot
+    now = dt.datetime.now(dt.UTC)
+    problems = [f"{kind}: {error}" for kind, error in state.errors.items()]
+    if models is None:
+        problems.append("no promoted models loaded")
+    if snap is None:
+        problems.append("no snapshot loaded")
+    body = Ready(
+        ready=models is not None and snap is not None,
+        models=_model_ages(models, now),
+        snapshot=None if snap is None else _snapshot_age(snap, now),
+        problems=problems,
+    )
+    if not body.ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return body
+
+
+def _age(now: dt.datetime, instant: str) -> float:
+    return round((now - dt.datetime.fromisoformat(instant)).total_seconds(), 1)
+
+
+def _model_ages(models: Models | None, now: dt.datetime) -> dict[str, dict]:
+    if models is None:
+        return {}
+    return {
+        name: {
+            "version": d.version,
+            "created_at": models.manifests[name]["created_at"],
+            "age_seconds": _age(now, models.manifests[name]["created_at"]),
+        }
+        for name, d in models.detectors.items()
+    }
+
+
+def _snapshot_age(snap: Snapshot, now: dt.datetime) -> dict:
+    return {**snap.pointer, "age_seconds": _age(now, snap.pointer["published_at"])}
