@@ -155,7 +155,7 @@ class ServingState:
 
     def _load_snapshot(self, pointer: str) -> Snapshot:
         parsed = json.loads(pointer)
-        path = snapshots.verified(self.snapshots_dir, parsed)
+        path = snapshots.SnapshotPublisher(self.snapshots_dir).verified(parsed)
         if "sha256" not in parsed:
             log.warning("%s was published without a checksum: served unverified", parsed["file"])
         con = duckdb.connect(str(path), read_only=True)

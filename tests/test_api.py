@@ -97,7 +97,7 @@ def test_ready_names_the_promoted_versions_and_the_snapshot(api, world):
     body = api.get("/ready", headers=H).json()
     assert body["ready"] is True and body["problems"] == []
     assert {n: m["version"] for n, m in body["models"].items()} == Registry(world / "models").current()
-    assert body["snapshot"]["file"] == snapshot.current(world / "snapshots")["file"]
+    assert body["snapshot"]["file"] == snapshot.SnapshotPublisher(world / "snapshots").current()["file"]
     assert body["snapshot"]["age_seconds"] >= 0 and body["snapshot"]["rows"]["scored_events"] > 50_000
 
 
@@ -476,7 +476,7 @@ def test_nothing_promoted_or_published_yet_is_503(tmp_path):
 
 def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, world):
     root = world / "snapshots"
-    good = snapshot.current(root)
+    good = snapshot.SnapshotPublisher(root).current()
     broken = {**good, "file": "snapshot-does-not-exist.duckdb"}
     (root / snapshot.CURRENT).write_text(json.dumps(broken))
     try:

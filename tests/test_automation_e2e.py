@@ -73,7 +73,7 @@ def all_runs_done(instance: dg.DagsterInstance) -> bool:
 
 
 def published_rows(root: Path, day: str) -> tuple[int, int]:
-    pointer = snapshot.current(root / "snapshots")
+    pointer = snapshot.SnapshotPublisher(root / "snapshots").current()
     if pointer is None:
         return 0, 0
     with duckdb.connect(str(root / "snapshots" / pointer["file"]), read_only=True) as con:

@@ -81,7 +81,7 @@ def first_incident(world: Path, **where: str) -> tuple[str, str]:
     """(incident_id, scenario_name) of an incident in the served snapshot."""
     from bankanom_pipeline.serving import snapshot
 
-    pointer = snapshot.current(world / "snapshots")
+    pointer = snapshot.SnapshotPublisher(world / "snapshots").current()
     with duckdb.connect(str(world / "snapshots" / pointer["file"]), read_only=True) as con:
         clause = " AND ".join(f"{k} = ?" for k in where) or "TRUE"
         return con.execute(
@@ -93,7 +93,7 @@ def first_incident(world: Path, **where: str) -> tuple[str, str]:
 def served(world: Path, sql: str) -> list[tuple]:
     from bankanom_pipeline.serving import snapshot
 
-    pointer = snapshot.current(world / "snapshots")
+    pointer = snapshot.SnapshotPublisher(world / "snapshots").current()
     with duckdb.connect(str(world / "snapshots" / pointer["file"]), read_only=True) as con:
         return con.execute(sql).fetchall()
 

@@ -166,10 +166,11 @@ def test_an_older_window_finishing_last_does_not_replace_the_current_snapshot(tm
     """Runs of several days finish in any order (at once, in lake mode): the API keeps the newest window."""
     con = lake.connect(str(tmp_path / "lake"))
     root = tmp_path / "snapshots"
-    newer = snapshot.publish(con, root, dt.date(2026, 1, 6), 3)
-    older = snapshot.publish(con, root, dt.date(2026, 1, 4), 3)
+    newer = snapshot.SnapshotPublisher(root).publish(con, dt.date(2026, 1, 6), 3)
+    older = snapshot.SnapshotPublisher(root).publish(con, dt.date(2026, 1, 4), 3)
     assert older["superseded"] and older["file"] == newer["file"]
-    assert snapshot.current(root)["through"] == "2026-01-06"
+    assert snapshot.SnapshotPublisher(root).current()["through"] == "2026-01-06"
     assert not (root / older["superseded"]).exists()
-    again = snapshot.publish(con, root, dt.date(2026, 1, 6), 3)  # the same day again does replace it
-    assert "superseded" not in again and snapshot.current(root)["file"] == again["file"]
+    # the same day again does replace it
+    again = snapshot.SnapshotPublisher(root).publish(con, dt.date(2026, 1, 6), 3)
+    assert "superseded" not in again and snapshot.SnapshotPublisher(root).current()["file"] == again["file"]

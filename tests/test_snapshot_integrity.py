@@ -45,7 +45,7 @@ def warehouse(rows: int, seed: int) -> duckdb.DuckDBPyConnection:
 def publish(root: Path, rows: int = 200_000, seed: int = 1) -> dict:
     con = warehouse(rows, seed)
     try:
-        return snapshot.publish(con, root, DAY, 2)
+        return snapshot.SnapshotPublisher(root).publish(con, DAY, 2)
     finally:
         con.close()
 
@@ -107,7 +107,7 @@ def test_publish_records_the_snapshots_sha256(tmp_path):
     pointer = publish(tmp_path)
     file = tmp_path / pointer["file"]
     assert pointer["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
-    assert snapshot.current(tmp_path)["sha256"] == pointer["sha256"]
+    assert snapshot.SnapshotPublisher(tmp_path).current()["sha256"] == pointer["sha256"]
     assert not file.with_name(file.name + ".wal").exists()  # the checksum covers all of it
 
 

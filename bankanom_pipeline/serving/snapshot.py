@@ -90,45 +90,6 @@ _NEEDS = {
 }
 
 
-def publish(con: duckdb.DuckDBPyConnection, root: Path, through: dt.date, days: int) -> dict:
-    """Write a snapshot of the ``days`` partitions up to ``through`` and make it current; returns the
-    pointer written. Tables the warehouse does not have yet are published empty-less (left out)."""
-    root.mkdir(parents=True, exist_ok=True)
-    published = dt.datetime.now(dt.UTC)
-    name = f"snapshot-{published:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.duckdb"
-    start = through - dt.timedelta(days=days - 1)
-    rows: dict[str, int] = {}
-    con.execute(f"ATTACH '{root / name}' AS snap")
-    try:
-        for table, (query, order) in _TABLES.items():
-            if not all(table_exists(con, t) for t in _NEEDS.get(table, (table,))):
-                continue
-            con.execute(
-                f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",
-                {"start": start, "end": through} if "$start" in query else {},
-            )
-            rows[table] = con.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
-    finally:
-        con.execute("DETACH snap")
-    existing = current(root)
-    if existing and dt.date.fromisoformat(existing["through"]) > through:
-        # A newer window was published meanwhile (runs of several days finish in any order, at once in
-        # lake mode): going back would hide the latest scores from the API, so this one is dropped.
-        (root / name).unlink(missing_ok=True)
-        return {**existing, "superseded": name}
-    pointer = {
-        "file": name,
-        "sha256": sha256(root / name),
-        "published_at": published.isoformat(),
-        "through": through.isoformat(),
-        "days": days,
-        "rows": rows,
-    }
-    write_atomic(root / CURRENT, json.dumps(pointer, indent=2).encode())
-    prune(root)
-    return pointer
-
-
 def latest_scored_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     """The latest partition of scored_events (None before the first): what a snapshot published for
     another reason serves of the logs."""
@@ -146,36 +107,81 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def verified(root: Path, pointer: dict) -> Path:
-    """The file ``pointer`` names, once its sha256 matches the one recorded at publication; SnapshotError
-    otherwise. A pointer from before checksums were recorded has none to check (the file is used as is)."""
-    name = str(pointer.get("file", ""))
-    path = root / name
-    if path.parent != root or not path.match(PATTERN):
-        raise SnapshotError(f"{name!r} is not a snapshot file of {root}: refused")
-    if not path.exists():
-        raise SnapshotError(f"{name} is missing")
-    expected = pointer.get("sha256")
-    if expected is not None and (actual := sha256(path)) != expected:
-        raise SnapshotError(
-            f"{name} failed its checksum (sha256 {actual[:16]}…, current.json records {expected[:16]}…): "
-            "the file is damaged, refused"
-        )
-    return path
+class SnapshotPublisher:
+    """The snapshots under ``root``: publishing a new one, and finding and verifying the current one."""
 
+    def __init__(self, root: str | Path, keep: int = KEEP):
+        self.root = Path(root)
+        self.keep = keep  # published files kept (the current one and those before it, for readers on them)
 
-def current(root: Path) -> dict | None:
-    """The pointer to the current snapshot, or None before the first publication."""
-    path = root / CURRENT
-    return json.loads(path.read_text()) if path.exists() else None
+    def publish(self, con: duckdb.DuckDBPyConnection, through: dt.date, days: int) -> dict:
+        """Write a snapshot of the ``days`` partitions up to ``through`` and make it current; returns the
+        pointer written. Tables the warehouse does not have yet are left out."""
+        root = self.root
+        root.mkdir(parents=True, exist_ok=True)
+        published = dt.datetime.now(dt.UTC)
+        name = f"snapshot-{published:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.duckdb"
+        start = through - dt.timedelta(days=days - 1)
+        rows: dict[str, int] = {}
+        con.execute(f"ATTACH '{root / name}' AS snap")
+        try:
+            for table, (query, order) in _TABLES.items():
+                if not all(table_exists(con, t) for t in _NEEDS.get(table, (table,))):
+                    continue
+                con.execute(
+                    f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",
+                    {"start": start, "end": through} if "$start" in query else {},
+                )
+                rows[table] = con.execute(f"SELECT count(*) FROM snap.{table}").fetchone()[0]
+        finally:
+            con.execute("DETACH snap")
+        existing = self.current()
+        if existing and dt.date.fromisoformat(existing["through"]) > through:
+            # A newer window was published meanwhile (runs of several days finish in any order, at once
+            # in lake mode): going back would hide the latest scores from the API, so this one is dropped.
+            (root / name).unlink(missing_ok=True)
+            return {**existing, "superseded": name}
+        pointer = {
+            "file": name,
+            "sha256": sha256(root / name),
+            "published_at": published.isoformat(),
+            "through": through.isoformat(),
+            "days": days,
+            "rows": rows,
+        }
+        write_atomic(root / CURRENT, json.dumps(pointer, indent=2).encode())
+        self.prune()
+        return pointer
 
+    def current(self) -> dict | None:
+        """The pointer to the current snapshot, or None before the first publication."""
+        path = self.root / CURRENT
+        return json.loads(path.read_text()) if path.exists() else None
 
-def prune(root: Path, keep: int = KEEP) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshot files (never the current one); returns the deleted."""
-    pointer = current(root)
-    files = sorted(root.glob(PATTERN), key=lambda p: p.name, reverse=True)
-    doomed = [p for p in files[keep:] if pointer is None or p.name != pointer["file"]]
-    for path in doomed:
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".wal").unlink(missing_ok=True)
-    return doomed
+    def verified(self, pointer: dict) -> Path:
+        """The file ``pointer`` names, once its sha256 matches the one recorded at publication;
+        SnapshotError otherwise. A pointer from before checksums were recorded has none to check (the
+        file is used as is)."""
+        name = str(pointer.get("file", ""))
+        path = self.root / name
+        if path.parent != self.root or not path.match(PATTERN):
+            raise SnapshotError(f"{name!r} is not a snapshot file of {self.root}: refused")
+        if not path.exists():
+            raise SnapshotError(f"{name} is missing")
+        expected = pointer.get("sha256")
+        if expected is not None and (actual := sha256(path)) != expected:
+            raise SnapshotError(
+                f"{name} failed its checksum (sha256 {actual[:16]}…, current.json records {expected[:16]}…): "
+                "the file is damaged, refused"
+            )
+        return path
+
+    def prune(self) -> list[Path]:
+        """Delete all but the newest ``keep`` snapshot files (never the current one); returns the deleted."""
+        pointer = self.current()
+        files = sorted(self.root.glob(PATTERN), key=lambda p: p.name, reverse=True)
+        doomed = [p for p in files[self.keep :] if pointer is None or p.name != pointer["file"]]
+        for path in doomed:
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".wal").unlink(missing_ok=True)
+        return doomed
