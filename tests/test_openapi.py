@@ -16,6 +16,8 @@ import difflib
 import json
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
 from bankanom_api.app import create_app
 from bankanom_api.settings import ApiSettings
 
@@ -44,6 +46,26 @@ def test_openapi_document_matches_the_committed_copy():
         "If the change is deliberate, regenerate the copy and commit it with the change:\n"
         "    .venv/bin/python -m tests.test_openapi"
     )
+
+
+def test_each_app_documents_its_own_batch_limit():
+    # the routers are module-level and shared: one app's limit must not show in another's document
+    small, large = (create_app(ApiSettings(api_keys=["k"], max_batch=n)) for n in (7, 123))
+    for app, limit in ((small, 7), (large, 123)):
+        served = TestClient(app).get("/openapi.json").json()
+        assert served == app.openapi()
+        predict = served["paths"]["/predict"]["post"]
+        assert predict["description"].startswith(f"Up to {limit} events in the generator's JSON log format.")
+        assert (
+            predict["responses"]["413"]["description"]
+            == f"more than {limit} events, or a body over the size limit"
+        )
+        scoring = served["paths"]["/models/predict"]["post"]
+        assert scoring["description"].startswith(f"A JSON list of up to {limit} transactions")
+        for path in ("/models/predict", "/models/{model_name}/predict"):
+            answer = served["paths"][path]["post"]["responses"]["413"]["description"]
+            assert answer == f"more than {limit} transactions, or a body over the size limit"
+        assert "{max_batch}" not in json.dumps(served)
 
 
 if __name__ == "__main__":
