@@ -247,7 +247,7 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
 
     from bankanom_pipeline.cli.run_guard import RunGuard
     from bankanom_pipeline.definitions import defs
-    from bankanom_pipeline.defs.automation import recovery
+    from bankanom_pipeline.defs.automation import recovery, run_record_sensor
 
     _dagster_home()
     job = defs.resolve_job_def(job_name)
@@ -265,6 +265,7 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
                 run_id=run_id,
                 tags=recovery.process_tags(),
             )
+        run_record_sensor.record_run(instance, run_id)  # the console lists it with no daemon running
     failed_checks = [
         f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
         for e in result.all_events
