@@ -32,6 +32,7 @@ SCORE_COLUMNS = ["event_id", "if_score", "lof_score", "ensemble_score"]
 def build_features(root: Path) -> None:
     """raw -> validated -> features_events (and only the SQL models it needs: the transaction models
     read tables this day does not have)."""
+    from bankanom_pipeline.defs.validation.gx import GX
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.raw_logs import load_partition
     from bankanom_pipeline.sqlmodels.runner import Project
@@ -40,7 +41,7 @@ def build_features(root: Path) -> None:
 
     con = connect(root / "w.duckdb")
     load_partition(con, root / "landing" / "logs", DAY)
-    validate_partition(con, DAY, load_config().service_sources)
+    validate_partition(con, DAY, load_config().service_sources, GX)
     project = Project()
     needed, pending = set(), ["features_events"]
     while pending:

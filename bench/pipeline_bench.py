@@ -52,6 +52,7 @@ def upstream(project, target: str) -> list[str]:
 
 
 def run_once(root: Path, publish: bool = False) -> dict:
+    from bankanom_pipeline.defs.validation.gx import GX
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.raw_logs import load_partition
     from bankanom_pipeline.sqlmodels.runner import Project
@@ -70,7 +71,7 @@ def run_once(root: Path, publish: bool = False) -> dict:
     counts = load_partition(con, root / "landing" / "logs", DAY)
     timings["raw"] = time.perf_counter() - began
     mark = time.perf_counter()
-    validate_partition(con, DAY, load_config().service_sources)
+    validate_partition(con, DAY, load_config().service_sources, GX)
     timings["validated"] = time.perf_counter() - mark
     mark = time.perf_counter()
     project = Project()

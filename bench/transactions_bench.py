@@ -59,6 +59,7 @@ class Stages:
 
 def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     from bankanom_pipeline.defs.transactions.assets import SCORED_COLUMNS, score_transactions
+    from bankanom_pipeline.defs.validation.gx import GX
     from bankanom_pipeline.detection.sources import TRANSACTIONS
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.transactions.raw import load_partition
@@ -73,7 +74,7 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     stages = Stages()
     load_partition(con, root / "landing", DAY)
     stages.done("ingest")
-    validate_partition(con, DAY)
+    validate_partition(con, DAY, GX)
     stages.done("validate")
     Project().materialize(con, "features_transactions", DAY)
     stages.done("features")
@@ -233,6 +234,7 @@ def train(root: Path):
 
 
 def bankanom_run_features(root: Path) -> None:
+    from bankanom_pipeline.defs.validation.gx import GX
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.transactions.raw import load_partition
     from bankanom_pipeline.transactions.validation import validate_partition
@@ -240,7 +242,7 @@ def bankanom_run_features(root: Path) -> None:
 
     con = connect(root / "w.duckdb")
     load_partition(con, root / "landing", DAY)
-    validate_partition(con, DAY)
+    validate_partition(con, DAY, GX)
     Project().materialize(con, "features_transactions", DAY)
     con.close()
 

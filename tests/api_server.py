@@ -1,5 +1,5 @@
-"""Start the real API (uvicorn in a subprocess) on a free loopback port, and read events to post to it;
-for tests and benchmarks."""
+"""The real API for tests and benchmarks: in process (``api_client``) or served by uvicorn in a subprocess
+on a free loopback port (``running_api``); and events to post to it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,29 @@ from pathlib import Path
 
 import duckdb
 import httpx
+from fastapi.testclient import TestClient
+
+from bankanom_api.app import create_app
+from bankanom_api.settings import ApiSettings
+
+
+def api_settings(root: Path, key: str, **overrides) -> ApiSettings:
+    """Settings serving ``root``'s models and snapshots with one API key; the console's feedback and
+    alerts files are in ``root`` too, so nothing reads or writes the project's data folder."""
+    return ApiSettings(
+        api_keys=[key],
+        models_dir=root / "models",
+        snapshots_dir=root / "snapshots",
+        feedback_db=root / "feedback.duckdb",
+        alerts_db=root / "alerts.duckdb",
+        **overrides,
+    )
+
+
+def api_client(root: Path, key: str, **overrides) -> TestClient:
+    """The real app (``create_app``) over ``root``, in process; an unhandled error answers 500 as over HTTP.
+    Use it as a context manager: the lifespan builds the serving state."""
+    return TestClient(create_app(api_settings(root, key, **overrides)), raise_server_exceptions=False)
 
 
 def free_port() -> int:

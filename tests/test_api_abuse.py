@@ -18,9 +18,7 @@ import psutil
 import pytest
 from fastapi.testclient import TestClient
 
-from bankanom_api.app import create_app
-from bankanom_api.settings import ApiSettings
-from tests.api_server import running_api
+from tests.api_server import api_client, running_api
 
 KEY = "abuse-key"
 H = {"X-API-Key": KEY}
@@ -28,19 +26,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "bankanom_api" / "console_t
 
 
 def app_for(tmp_path: Path, **settings) -> TestClient:
-    return TestClient(
-        create_app(
-            ApiSettings(
-                api_keys=[KEY],
-                models_dir=tmp_path / "models",
-                snapshots_dir=tmp_path / "snapshots",
-                feedback_db=tmp_path / "feedback.duckdb",
-                alerts_db=tmp_path / "alerts.duckdb",
-                **settings,
-            )
-        ),
-        raise_server_exceptions=False,
-    )
+    return api_client(tmp_path, KEY, **settings)
 
 
 # -- failed keys ----------------------------------------------------------------------------------------

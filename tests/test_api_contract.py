@@ -14,11 +14,9 @@ from types import SimpleNamespace
 import duckdb
 import jsonschema
 import pytest
-from fastapi.testclient import TestClient
 
-from bankanom_api.app import create_app
-from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Models, Snapshot
+from tests.api_server import api_client
 
 KEY = "contract-key"
 H = {"X-API-Key": KEY}
@@ -87,32 +85,22 @@ def _models() -> Models:
     return Models(detectors, manifests, time.time())
 
 
-def _app(tmp_path):
-    settings = ApiSettings(
-        api_keys=[KEY],
-        models_dir=tmp_path / "models",
-        snapshots_dir=tmp_path / "snapshots",
-        feedback_db=tmp_path / "feedback.duckdb",
-        alerts_db=tmp_path / "alerts.duckdb",
-        rate_limit="100000/second",
-    )
-    return create_app(settings)
+UNLIMITED = "100000/second"
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """The API serving the small snapshot and the manifests above."""
-    app = _app(tmp_path_factory.mktemp("contract"))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        app.state.serving.snapshot = _snapshot()
-        app.state.serving.models = _models()
+    with api_client(tmp_path_factory.mktemp("contract"), KEY, rate_limit=UNLIMITED) as test_client:
+        test_client.app.state.serving.snapshot = _snapshot()
+        test_client.app.state.serving.models = _models()
         yield test_client
 
 
 @pytest.fixture(scope="module")
 def empty(tmp_path_factory):
     """The API before anything was published: no snapshot, no models."""
-    with TestClient(_app(tmp_path_factory.mktemp("empty")), raise_server_exceptions=False) as test_client:
+    with api_client(tmp_path_factory.mktemp("empty"), KEY, rate_limit=UNLIMITED) as test_client:
         yield test_client
 
 

@@ -21,9 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bankanom_api.app import create_app
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
-from bankanom_api.settings import ApiSettings
 from bankanom_api.transactions import EXAMPLE_TRANSACTION, Transaction
 from bankanom_pipeline.ingest.raw_logs import load_partition as load_logs
 from bankanom_pipeline.transactions.raw import COLUMNS
@@ -32,6 +30,7 @@ from bankanom_pipeline.transactions.validation import validate_partition as vali
 from bankanom_pipeline.validation import declared
 from bankanom_pipeline.validation.logs import validate_partition as validate_logs
 from bankanom_pipeline.warehouse.resource import connect
+from tests.api_server import api_client
 from tests.conftest import DAY
 
 KEY = "rules-key"
@@ -97,18 +96,7 @@ def _verdicts(con, validated_sql: str, quarantined_sql: str, ids: list[str]) -> 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """The real app with nothing promoted: a body that passes validation gets 503, one that does not 422."""
-    root = tmp_path_factory.mktemp("rules-api")
-    app = create_app(
-        ApiSettings(
-            api_keys=[KEY],
-            models_dir=root / "models",
-            snapshots_dir=root / "snapshots",
-            feedback_db=root / "feedback.duckdb",
-            alerts_db=root / "alerts.duckdb",
-            rate_limit="1000000/second",
-        )
-    )
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with api_client(tmp_path_factory.mktemp("rules-api"), KEY, rate_limit="1000000/second") as client:
         yield client
 
 

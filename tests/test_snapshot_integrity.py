@@ -15,10 +15,9 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from bankanom_api.app import create_app
-from bankanom_api.settings import ApiSettings
 from bankanom_pipeline.detection.registry import ARTIFACT, MANIFEST, Registry
 from bankanom_pipeline.serving import snapshot
+from tests.api_server import api_client
 
 KEY = "integrity-key"
 H = {"X-API-Key": KEY}
@@ -84,15 +83,7 @@ def still_loads(path: Path) -> bool:
 
 
 def client_for(data: Path) -> TestClient:
-    settings = ApiSettings(
-        api_keys=[KEY],
-        models_dir=data / "models",
-        snapshots_dir=data / "snapshots",
-        feedback_db=data / "feedback.duckdb",
-        alerts_db=data / "alerts.duckdb",
-        reload_seconds=3600,  # the tests call refresh() themselves
-    )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    return api_client(data, KEY, reload_seconds=3600)  # the tests call refresh() themselves
 
 
 def console_login(client: TestClient) -> str:

@@ -20,6 +20,7 @@ from polars.testing import assert_frame_equal
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.detection.jobs import train_run_config
 from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.validation.gx import GX, run_checks
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.transactions.generator import CSV_COLUMNS, PATTERNS, write
@@ -34,7 +35,7 @@ from bankanom_pipeline.transactions.validation import (
     load_labels,
     validate_partition,
 )
-from bankanom_pipeline.validation.rules import build_checks, load_rules, run_checks
+from bankanom_pipeline.validation.rules import build_checks, load_rules
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.resource import connect
 from tests.conftest import DAY
@@ -118,7 +119,7 @@ def _write(folder: Path, name: str, lines: list[str] | bytes, newline: str = "\n
 
 def _ingest(con, landing: Path, day: str):
     raw = load_partition(con, landing, day)
-    validated, _ = validate_partition(con, day)
+    validated, _ = validate_partition(con, day, GX)
     return raw, validated
 
 
@@ -278,7 +279,7 @@ def test_invalid_rows_are_quarantined_with_every_rule_they_broke(dirty):
 
 
 def test_text_checked_only_for_presence_reaches_gx_as_that_fact_with_the_same_outcomes(dirty):
-    # the rules check these columns for nulls only, so GX may get each as present-or-not (rules._gx_view)
+    # the rules check these columns for nulls only, so GX may get each as present-or-not (gx._gx_view)
     # instead of hashing every value; a rule of another kind on one of them would need its values
     checks = build_checks(load_rules(RULES_PATH), {}, "transactions")
     only_nulls = {

@@ -7,7 +7,9 @@ import pytest
 from bankanom_pipeline.defs.features.assets import build_sql_assets
 from bankanom_pipeline.defs.ingest.assets import raw_logs
 from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.validation import gx as gx_rules
 from bankanom_pipeline.defs.validation.assets import validated_logs
+from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.validation import rules
 from bankanom_pipeline.validation.logs import validate_partition
@@ -82,7 +84,7 @@ def warehouse_with_broken_day(tmp_path):
 def test_rows_are_quarantined_with_the_rules_they_broke(warehouse_with_broken_day):
     con, raw, _ = warehouse_with_broken_day
     assert (raw.lines_read, raw.loaded, raw.rejected) == (len(CASES) + 4, len(CASES) + 1, 3)
-    counts, outcomes = validate_partition(con, DAY, SERVICES)
+    counts, outcomes = validate_partition(con, DAY, SERVICES, GX)
     expected_bad = {k: sorted(v) for k, (_, v) in CASES.items() if v}
     assert counts.raw == raw.loaded
     assert counts.duplicates == 1
@@ -121,7 +123,7 @@ def test_a_rule_on_text_the_typed_rows_leave_in_raw_logs(warehouse_with_broken_d
 
     monkeypatch.setattr(logs, "load_rules", lambda: [*rules.load_rules(), shouting])
     con.execute("UPDATE raw_logs SET message = 'USER LOGGED IN' WHERE event_id = 'good-2'")
-    counts, outcomes = validate_partition(con, DAY, SERVICES)
+    counts, outcomes = validate_partition(con, DAY, SERVICES, GX)
     by_rule = {o.check.label: (o.unexpected_count, o.examples) for o in outcomes}
     assert by_rule["message_not_shouting"] == (1, ["USER LOGGED IN"])
     rules_broken, record = con.execute(
@@ -155,11 +157,11 @@ def test_validated_logs_shows_a_day_only_while_its_raw_load_is_the_one_validated
     # checked them, nor after the day is loaded again until validation checks the new load
     con, _, tmp_path = warehouse_with_broken_day
     assert _validated(con) == 0
-    counts, _ = validate_partition(con, DAY, SERVICES)
+    counts, _ = validate_partition(con, DAY, SERVICES, GX)
     assert _validated(con) == counts.validated > 0
     load_partition(con, tmp_path / "landing" / "logs", DAY)
     assert _validated(con) == 0
-    assert validate_partition(con, DAY, SERVICES)[0] == counts
+    assert validate_partition(con, DAY, SERVICES, GX)[0] == counts
     assert _validated(con) == counts.validated
 
 
@@ -211,8 +213,8 @@ def test_a_warehouse_that_stored_validated_logs_as_a_table_keeps_its_rows(wareho
 
 def test_validation_is_idempotent(warehouse_with_broken_day):
     con, _, _ = warehouse_with_broken_day
-    first, _ = validate_partition(con, DAY, SERVICES)
-    second, _ = validate_partition(con, DAY, SERVICES)
+    first, _ = validate_partition(con, DAY, SERVICES, GX)
+    second, _ = validate_partition(con, DAY, SERVICES, GX)
     assert first == second
     assert con.execute("SELECT count(*) FROM validated_logs").fetchone()[0] == first.validated
 
@@ -220,7 +222,7 @@ def test_validation_is_idempotent(warehouse_with_broken_day):
 def test_a_failed_cross_check_leaves_the_previous_partition(warehouse_with_broken_day, monkeypatch):
     # a failure in the cross-check must roll back the quarantine and the validated mark alike
     con, _, _ = warehouse_with_broken_day
-    before, _ = validate_partition(con, DAY, SERVICES)
+    before, _ = validate_partition(con, DAY, SERVICES, GX)
     stored = con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall()
     real = rules.failing_rows
 
@@ -232,7 +234,7 @@ def test_a_failed_cross_check_leaves_the_previous_partition(warehouse_with_broke
     with pytest.raises(
         RuntimeError, match="known_log_level: 2 failing rows found but Great Expectations reports 3"
     ):
-        validate_partition(con, DAY, SERVICES)
+        validate_partition(con, DAY, SERVICES, GX)
     assert con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall() == stored
     assert (
         partition_counts(
@@ -272,7 +274,7 @@ def test_blocking_check_stops_downstream_work(warehouse_with_broken_day):
 
 
 def test_gx_sees_only_what_its_checks_read_and_reports_the_same(monkeypatch):
-    """GX is handed a narrowed frame (``rules._gx_view``); its results must equal those on the whole frame."""
+    """GX is handed a narrowed frame (``gx._gx_view``); its results must equal those on the whole frame."""
     import pyarrow as pa
 
     from bankanom_pipeline.validation import rules
@@ -302,16 +304,16 @@ def test_gx_sees_only_what_its_checks_read_and_reports_the_same(monkeypatch):
             {"column": "log_level", "value_set": ["INFO"]},
         )
     ]
-    view = rules._gx_view(frame, checks)
+    view = gx_rules._gx_view(frame, checks)
     assert list(view.columns) == ["event_id", "message", "log_level", "ts"]
     assert str(view["event_id"].dtype) == "boolean" and str(view["ts"].dtype).startswith("datetime64")
 
     def summary(outcomes):
         return [(o.check.label, o.unexpected_count, o.unexpected_percent, o.examples) for o in outcomes]
 
-    narrowed = summary(rules.run_checks({"events": frame}, checks))
-    monkeypatch.setattr(rules, "_gx_view", lambda whole, _checks: whole)
-    assert narrowed == summary(rules.run_checks({"events": frame}, checks))
+    narrowed = summary(gx_rules.run_checks({"events": frame}, checks))
+    monkeypatch.setattr(gx_rules, "_gx_view", lambda whole, _checks: whole)
+    assert narrowed == summary(gx_rules.run_checks({"events": frame}, checks))
     assert [n[1] for n in narrowed] == [2, 1, 1, 2]
 
 
@@ -320,7 +322,7 @@ def test_gx_is_loaded_without_its_batch_fingerprint():
     events) through a module constant of GX's; should a GX release rename it, this fails."""
     import pandas as pd
 
-    gx = rules.load_gx()
+    gx = gx_rules.load_gx()
     context = gx.get_context(mode="ephemeral")
     batch = (
         context.data_sources.add_pandas("fingerprint")
@@ -339,7 +341,7 @@ def test_gx_loads_without_the_modules_it_needs_only_for_unused_expectations_whic
 
     script = """
 import sys
-from bankanom_pipeline.validation.rules import load_gx
+from bankanom_pipeline.defs.validation.gx import load_gx
 gx = load_gx()
 assert "scipy.stats._stats_py" not in sys.modules and "altair.vegalite" not in sys.modules
 from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl

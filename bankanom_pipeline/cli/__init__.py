@@ -613,7 +613,7 @@ def up(
 def check_deployment() -> None:
     """Check the deployment settings (storage, lake root, executor, Celery broker, Dagster's Postgres);
     exit 2 naming the first setting that cannot work."""
-    from bankanom_pipeline.distributed.checks import check_deployment as check
+    from bankanom_pipeline.cli.deployment import check_deployment as check
 
     try:
         report = check()

@@ -1,5 +1,6 @@
-"""``bankanom check-deployment``: every deployment setting checked up front, each failure naming its
-setting, instead of a stack trace deep inside a run (containers run it before they start a process)."""
+"""Deployment settings checked up front, each failure naming its setting, instead of a stack trace deep
+inside a run: the executor's (at the code location's load) and the Dagster instance's Postgres;
+``bankanom check-deployment`` (cli/deployment.py) runs them with the warehouse's."""
 
 from __future__ import annotations
 
@@ -46,21 +47,3 @@ def check_postgres(timeout: int = 3) -> str | None:
             f"DAGSTER_PG_HOST={host!r} DAGSTER_PG_PORT={port!r}: Postgres is unreachable: {detail}"
         ) from None
     return f"{host}:{port}"
-
-
-def check_deployment() -> dict[str, str]:
-    """What this process would run with; raises SettingError on the first setting that cannot work."""
-    from bankanom_pipeline.defs.resources import WarehouseResource
-
-    warehouse = WarehouseResource()
-    warehouse.check()
-    report = {
-        "storage": warehouse.storage,
-        "warehouse": warehouse.lake_root if warehouse.storage == "lake" else warehouse.database,
-        "executor": check_executor(),
-    }
-    if report["executor"] == "celery":
-        report["broker"] = settings.celery_broker()
-    postgres = check_postgres()
-    report["dagster instance"] = f"postgres at {postgres}" if postgres else "DAGSTER_HOME's own storage"
-    return report

@@ -22,7 +22,7 @@ from bankanom_pipeline.validation.declared import (
     build_checks,
     load_rules,
 )
-from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.quarantine import RuleEngine, ValidationCounts
 from bankanom_pipeline.validation.rules import Outcome
 from bankanom_pipeline.warehouse.frames import rewriting
 
@@ -121,8 +121,8 @@ _RECORD = ", ".join(f"t.{c}" for c in TEXT_COLUMNS)
 
 
 # text columns the rules only check for being given: handed over as pd.ArrowDtype columns, which GX
-# gets as the fact (present or not, ``rules._gx_view``), not a million distinct values (which its batch
-# fingerprint, now off in ``rules.load_gx``, hashed: the amounts and balances alone ~1.4 s)
+# gets as the fact (present or not, ``gx._gx_view``), not a million distinct values (which its batch
+# fingerprint, turned off in ``gx.load_gx``, would hash)
 _PRESENCE_ONLY = {
     "transaction_id",
     "account_id",
@@ -202,10 +202,11 @@ ORDER BY t.idx
 
 
 def validate_partition(
-    con: duckdb.DuckDBPyConnection, day: dt.date | str
+    con: duckdb.DuckDBPyConnection, day: dt.date | str, engine: RuleEngine
 ) -> tuple[ValidationCounts, list[Outcome]]:
     """Replace partition ``day`` of validated_transactions and quarantine_transactions (one transaction),
-    and check that raw = validated + quarantined + duplicates."""
+    and check that raw = validated + quarantined + duplicates. ``engine`` evaluates the rules (GX in
+    the pipeline)."""
     day = dt.date.fromisoformat(str(day))
     tables = dict(
         raw="raw_transactions", validated="validated_transactions", quarantine="quarantine_transactions"
@@ -219,6 +220,7 @@ def validate_partition(
             "lengths": con.execute(_LENGTHS).to_arrow_table().to_pandas(),
         },
         checks=build_checks(load_rules(RULES_PATH), {}, "transactions"),
+        engine=engine,
         tables=tables,
         written=(tables["validated"], tables["quarantine"]),
         # every candidate row is written while GX runs (written after it, they waited seconds a

@@ -2,8 +2,8 @@
 Great Expectations (cheap to import: the API uses this module, never ``rules.py``).
 
 Two executors run the same declaration. The pipeline runs every check with GX on a typed partition
-(``rules.run_checks``). The API compiles the checks on a field's typed column into its request model's
-pydantic constraints (``field_constraints``): ranges become ``ge``/``le``, a ``<column>_length`` range
+(``defs/validation/gx.py``). The API compiles the checks on a field's typed column into its request
+model's pydantic constraints (``field_constraints``): ranges become ``ge``/``le``, a ``<column>_length`` range
 ``min_length``/``max_length``, a regex ``pattern`` and a value set the allowed values, so that the
 OpenAPI schema states them and a request is refused (422) for what the pipeline quarantines.
 ``tests/test_rules_everywhere.py`` feeds both executors the same generated values and compares.

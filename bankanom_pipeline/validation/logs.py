@@ -16,7 +16,7 @@ import pyarrow as pa
 from bankanom_pipeline.metrics_catalogue import METRICS
 from bankanom_pipeline.validation import quarantine
 from bankanom_pipeline.validation.declared import LENGTH_SUFFIX, PATTERNS, Check, build_checks, load_rules
-from bankanom_pipeline.validation.quarantine import ValidationCounts
+from bankanom_pipeline.validation.quarantine import RuleEngine, ValidationCounts
 from bankanom_pipeline.validation.rules import Outcome, presence_checked
 from bankanom_pipeline.warehouse.frames import rewriting
 
@@ -163,11 +163,11 @@ SELECT $day, (SELECT max(ingested_at) FROM raw_logs WHERE partition_date = $day)
 
 
 def validate_partition(
-    con: duckdb.DuckDBPyConnection, day: dt.date | str, service_sources: list[str]
+    con: duckdb.DuckDBPyConnection, day: dt.date | str, service_sources: list[str], engine: RuleEngine
 ) -> tuple[ValidationCounts, list[Outcome]]:
     """Replace partition ``day`` of quarantine_logs and mark the day's raw load validated (one
     transaction), so that validated_logs shows its other rows; check that
-    raw = validated + quarantined + duplicates."""
+    raw = validated + quarantined + duplicates. ``engine`` evaluates the rules (GX in the pipeline)."""
     day = dt.date.fromisoformat(str(day))
     start = pd.Timestamp(day.isoformat(), tz="UTC")
     params = {
@@ -182,6 +182,7 @@ def validate_partition(
         typed=(TYPED_SQL, "_typed"),
         frames=lambda typed: _rule_frames(typed, day, checks),
         checks=checks,
+        engine=engine,
         tables=dict(raw="raw_logs", validated="validated_logs", quarantine="quarantine_logs"),
         # validated_logs is a view of the raw rows: nothing to copy while GX runs
         written=("quarantine_logs", "validated_partitions"),

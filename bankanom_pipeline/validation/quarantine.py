@@ -7,12 +7,24 @@ import datetime as dt
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import duckdb
 import pandas as pd
 
-from bankanom_pipeline.validation.rules import Check, Outcome, broken_rows, load_gx, run_checks
+from bankanom_pipeline.validation.rules import Check, Outcome, broken_rows
 from bankanom_pipeline.warehouse.frames import rewriting
+
+
+class RuleEngine(Protocol):
+    """What evaluates the declared checks on a partition's frames (Great Expectations in the pipeline:
+    ``bankanom_pipeline.defs.validation.gx.GX``)."""
+
+    def load(self) -> None:
+        """Import the engine (seconds): started on a thread while DuckDB types the rows."""
+
+    def run(self, frames: dict[str, pd.DataFrame], checks: list[Check]) -> list[Outcome]:
+        """Each check's outcome, with the rows that failed it."""
 
 
 @dataclass
@@ -34,6 +46,7 @@ def validate_partition(
     typed: tuple[str, str],
     frames: Callable[[duckdb.DuckDBPyConnection], dict[str, pd.DataFrame]],
     checks: list[Check],
+    engine: RuleEngine,
     tables: dict[str, str],
     written: tuple[str, ...],
     while_checking: tuple[str, ...] = (),
@@ -42,20 +55,20 @@ def validate_partition(
     """Replace partition ``day`` of the ``written`` tables in one transaction, and check that
     raw = validated + quarantined + duplicates (``tables`` names the three).
 
-    ``typed`` is (the statement that creates the typed temporary table, its name), ``frames`` what GX
-    checks, read from it. GX's import (seconds) starts on a thread while DuckDB types the rows. GX
-    (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go of the GIL) runs
-    the ``while_checking`` statements; the ``after_checking`` ones then see the rows GX found broken as
-    ``_broken`` (idx, rules)."""
+    ``typed`` is (the statement that creates the typed temporary table, its name), ``frames`` what the
+    rule ``engine`` (GX) checks, read from it. GX's import (seconds) starts on a thread while DuckDB
+    types the rows. GX (Python, one core) then runs ``checks`` on that thread while DuckDB (which lets go
+    of the GIL) runs the ``while_checking`` statements; the ``after_checking`` ones then see the rows GX
+    found broken as ``_broken`` (idx, rules)."""
     create_typed, typed_table = typed
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(load_gx)
+        pool.submit(engine.load)
         con.execute("SET TimeZone = 'UTC'")
         con.execute(create_typed, {"day": day})
         try:
             checked_frames = frames(con)
             with rewriting(con, *written, day=day):
-                checked = pool.submit(run_checks, checked_frames, checks)
+                checked = pool.submit(engine.run, checked_frames, checks)
                 for statement in while_checking:
                     con.execute(statement, {"day": day})
                 outcomes = checked.result()

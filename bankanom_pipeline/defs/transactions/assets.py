@@ -25,6 +25,7 @@ from bankanom_pipeline.defs.results import (
     validation_checks,
     validation_result,
 )
+from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png, pr_curve_points
 from bankanom_pipeline.detection.scoring import score_batches
 from bankanom_pipeline.detection.sources import TRANSACTIONS
@@ -98,7 +99,7 @@ def validated_transactions(
     context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     with warehouse.connection() as con:
-        counts, outcomes = validate_partition(con, context.partition_key)
+        counts, outcomes = validate_partition(con, context.partition_key, GX)
     return validation_result(counts, outcomes, config.max_quarantine_share, "transaction_rules")
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.results import ValidationConfig, validation_checks, validation_result
+from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.settings import mock_config_path
 from bankanom_pipeline.validation.logs import validate_partition, write_labels
@@ -28,7 +29,7 @@ def validated_logs(
 ) -> dg.MaterializeResult:
     services = load_config(mock_config_path()).service_sources
     with warehouse.connection() as con:
-        counts, outcomes = validate_partition(con, context.partition_key, services)
+        counts, outcomes = validate_partition(con, context.partition_key, services, GX)
     return validation_result(counts, outcomes, config.max_quarantine_share, "log_rules")
 
 
