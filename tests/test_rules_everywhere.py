@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.transactions import EXAMPLE_TRANSACTION, Transaction
+from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.ingest.raw_logs import load_partition as load_logs
 from bankanom_pipeline.transactions.raw import COLUMNS
 from bankanom_pipeline.transactions.raw import load_partition as load_transactions
@@ -56,7 +57,7 @@ def pipeline_transactions(rows: list[dict[str, str]]) -> dict[str, list[str] | N
         con = connect(Path(tmp) / "w.duckdb")
         try:
             load_transactions(con, landing, DAY)
-            validate_transactions(con, DAY)
+            validate_transactions(con, DAY, GX)
             return _verdicts(
                 con,
                 "SELECT transaction_id FROM validated_transactions",
@@ -76,7 +77,7 @@ def pipeline_logs(lines: list[str], ids: list[str]) -> dict[str, list[str] | Non
         con = connect(Path(tmp) / "w.duckdb")
         try:
             load_logs(con, landing, DAY)
-            validate_logs(con, DAY, SERVICES)
+            validate_logs(con, DAY, SERVICES, GX)
             return _verdicts(
                 con,
                 "SELECT event_id FROM validated_logs",
@@ -168,7 +169,7 @@ def test_gx_reports_which_metric_is_not_finite(tmp_path):
     con = connect(tmp_path / "w.duckdb")
     load_logs(con, tmp_path / "logs", DAY)
     # (before, a NaN metric stopped the run: GX counted it failing, the cross-check passing)
-    counts, outcomes = validate_logs(con, DAY, SERVICES)
+    counts, outcomes = validate_logs(con, DAY, SERVICES, GX)
     assert (counts.validated, counts.quarantined) == (0, 1)
     assert counts.quarantined_by_rule == {"metric_in_range": 1}
     (examples,) = [o.examples for o in outcomes if o.check.label == "metric_in_range" and o.examples][:1]
