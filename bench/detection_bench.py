@@ -37,9 +37,9 @@ def build_features(root: Path) -> None:
     from bankanom_pipeline.ingest.raw_logs import load_partition
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.validation.logs import validate_partition
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
-    con = connect(root / "w.duckdb")
+    con = EmbeddedWarehouse(root / "w.duckdb").connect()
     load_partition(con, root / "landing" / "logs", DAY)
     validate_partition(con, DAY, load_config().service_sources, GX)
     project = Project()
@@ -66,11 +66,11 @@ def run_once(root: Path) -> dict:
     from bankanom_pipeline.detection.registry import Registry
     from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
     from bankanom_pipeline.warehouse.frames import read_batches, read_frame
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
     work = root / "run.duckdb"
     shutil.copy(root / "w.duckdb", work)
-    con = connect(work)
+    con = EmbeddedWarehouse(work).connect()
     config = default_detection_config()
     shutil.rmtree(root / "models", ignore_errors=True)  # the previous run's versions
     registry = Registry(root / "models")

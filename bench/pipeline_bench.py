@@ -58,12 +58,12 @@ def run_once(root: Path, publish: bool = False) -> dict:
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.validation.logs import validate_partition
     from bankanom_pipeline.warehouse import published
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
     database = root / "w.duckdb"
     database.unlink(missing_ok=True)
     shutil.rmtree(root / "published", ignore_errors=True)
-    con = connect(database)
+    con = EmbeddedWarehouse(database).connect()
     if publish:  # what a run's steps do: each committed partition also written as Parquet for readers
         published.attach(con, root / "published")
     timings = {}

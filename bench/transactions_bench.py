@@ -65,11 +65,11 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     from bankanom_pipeline.transactions.raw import load_partition
     from bankanom_pipeline.transactions.validation import validate_partition
     from bankanom_pipeline.warehouse.frames import read_batches, replace_partition
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
     database = root / "w.duckdb"
     database.unlink(missing_ok=True)
-    con = connect(database)
+    con = EmbeddedWarehouse(database).connect()
     config = TRANSACTIONS.config
     stages = Stages()
     load_partition(con, root / "landing", DAY)
@@ -238,9 +238,9 @@ def bankanom_run_features(root: Path) -> None:
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.transactions.raw import load_partition
     from bankanom_pipeline.transactions.validation import validate_partition
-    from bankanom_pipeline.warehouse.resource import connect
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
-    con = connect(root / "w.duckdb")
+    con = EmbeddedWarehouse(root / "w.duckdb").connect()
     load_partition(con, root / "landing", DAY)
     validate_partition(con, DAY, GX)
     Project().materialize(con, "features_transactions", DAY)

@@ -93,7 +93,8 @@ def _fingerprint(data: Path) -> dict:
     found = {}
     with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
         tables = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = 'main'"
         ).fetchall()
         for (table,) in sorted(tables):
             columns = [

@@ -12,7 +12,7 @@ from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 from tests.conftest import DAY, DAY_START, small
 
 FEATURE_TABLES = [
@@ -58,7 +58,7 @@ def test_chain_materializes_and_passes_every_check(runs):
     ]
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"raw_logs", "validated_logs", "log_labels", *FEATURE_TABLES} <= materialized
-    con = connect(root / "w.duckdb", read_only=True)
+    con = EmbeddedWarehouse(root / "w.duckdb").connect_read_only()
     validated = con.execute("SELECT count(*) FROM validated_logs").fetchone()[0]
     assert validated > 10_000
     assert con.execute("SELECT count(*) FROM features_events").fetchone()[0] == validated
@@ -71,8 +71,8 @@ def test_chain_materializes_and_passes_every_check(runs):
 
 def test_ground_truth_never_reaches_a_feature_table(runs):
     """Identical feature tables whether or not the input carried anomaly_details."""
-    con_a = connect(runs["labelled"][0] / "w.duckdb", read_only=True)
-    con_b = connect(runs["blind"][0] / "w.duckdb", read_only=True)
+    con_a = EmbeddedWarehouse(runs["labelled"][0] / "w.duckdb").connect_read_only()
+    con_b = EmbeddedWarehouse(runs["blind"][0] / "w.duckdb").connect_read_only()
     for table in FEATURE_TABLES:
         key = "event_id" if table != "feat_service_minute" else "source_service, minute"
         if table in ("feat_user_activity", "feat_ip_activity"):
@@ -86,7 +86,7 @@ def test_ground_truth_never_reaches_a_feature_table(runs):
 
 
 def test_features_carry_the_scenarios_signal(runs):
-    con = connect(runs["labelled"][0] / "w.duckdb", read_only=True)
+    con = EmbeddedWarehouse(runs["labelled"][0] / "w.duckdb").connect_read_only()
     frame = con.execute(
         "SELECT coalesce(l.anomaly_id, 'normal') AS scenario, f.* FROM features_events f "
         "JOIN log_labels l USING (partition_date, event_id) WHERE l.correlation_event IS NULL"
@@ -116,11 +116,17 @@ def test_rerun_of_the_chain_is_idempotent(runs, tmp_path):
     copy = tmp_path / "again"
     shutil.copytree(root, copy)
     before = (
-        connect(copy / "w.duckdb", read_only=True).execute("SELECT count(*) FROM features_events").fetchone()
+        EmbeddedWarehouse(copy / "w.duckdb")
+        .connect_read_only()
+        .execute("SELECT count(*) FROM features_events")
+        .fetchone()
     )
     assert _run(copy).success
     after = (
-        connect(copy / "w.duckdb", read_only=True).execute("SELECT count(*) FROM features_events").fetchone()
+        EmbeddedWarehouse(copy / "w.duckdb")
+        .connect_read_only()
+        .execute("SELECT count(*) FROM features_events")
+        .fetchone()
     )
     assert before == after
 
@@ -134,6 +140,6 @@ def test_readme_queries_run(runs):
     block = readme.split("## In short", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
     queries = [q.strip() for q in re.sub(r"--[^\n]*", "", block).split(";") if q.strip()]
     assert len(queries) == 3
-    con = connect(runs["labelled"][0] / "w.duckdb", read_only=True)
+    con = EmbeddedWarehouse(runs["labelled"][0] / "w.duckdb").connect_read_only()
     results = [con.execute(q).fetchall() for q in queries]
     assert results[1] and results[2], "failed-login sources and DDoS minutes exist in generated traffic"

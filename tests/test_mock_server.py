@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bankanom_pipeline.ingest.raw_logs import landing_files, load_partition
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +108,6 @@ def test_control_api_and_atomic_rotating_files(server):
     anomalous = sum(r["anomaly_details"]["is_anomaly"] for r in records)
     assert anomalous > 0
 
-    con = connect(Path(logs_root).parent.parent / "w.duckdb")
+    con = EmbeddedWarehouse(Path(logs_root).parent.parent / "w.duckdb").connect()
     loaded = sum(load_partition(con, logs_root, day).loaded for day in days)
     assert loaded == emitted

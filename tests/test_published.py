@@ -15,7 +15,7 @@ import pytest
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.sqlmodels.runner import Project
 from bankanom_pipeline.warehouse import frames, published, shell
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
 DAY = "2026-01-05"
 NEXT = "2026-01-06"
@@ -84,7 +84,7 @@ def test_whole_tables_are_published_seeds_registry_and_sql_models(tmp_path, ware
 
 
 def test_a_warehouse_written_before_publishing_is_published_when_a_step_opens_it(warehouse):
-    con = connect(warehouse.database)  # a plain connection publishes nothing
+    con = EmbeddedWarehouse(warehouse.database).connect()  # a plain connection publishes nothing
     frames.replace_partition(con, "scores", _frame(DAY, [1, 2]), DAY)
     frames.replace_partition(con, "scores", _frame(NEXT, [3]), NEXT)
     con.execute("CREATE TABLE feedback AS SELECT DATE '2026-01-05' AS partition_date, 'tp' AS label")

@@ -9,7 +9,7 @@ from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.ingest import raw_logs as raw_logs_module
 from bankanom_pipeline.ingest.raw_logs import load_partition
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 from tests.conftest import DAY, DAY_START, small
 
 GOOD = {
@@ -67,7 +67,7 @@ def test_broken_input_is_rejected_with_reasons_and_counts_reconcile(tmp_path, la
     _write(landing, "a.jsonl", content)
     _write(landing, "b.jsonl", ("\n".join(PREDECESSOR_LINES) + "\n").encode())
     _write(landing, ".c.jsonl.part", _line(event_id="half").encode())  # still being written: ignored
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     counts = load_partition(con, landing, DAY)
     assert counts.files == 2
     assert counts.lines_read == 13
@@ -111,7 +111,7 @@ def test_unknown_fields_are_found_in_any_key_order(tmp_path, landing):
         '  {"spaced": true}',
     ]
     _write(landing, "a.jsonl", ("\n".join(lines) + "\n").encode())
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     counts = load_partition(con, landing, DAY)
     extras = dict(con.execute("SELECT event_id, extra FROM raw_logs").fetchall())
     assert extras == {
@@ -129,7 +129,7 @@ def test_unknown_fields_are_found_in_any_key_order(tmp_path, landing):
 
 def test_rerun_is_idempotent_and_picks_up_late_files(tmp_path, landing):
     _write(landing, "a.jsonl", (_line(event_id="1") + "\n" + _line(event_id="2") + "\n").encode())
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     assert load_partition(con, landing, DAY).loaded == 2
     assert load_partition(con, landing, DAY).loaded == 2
     _write(landing, "late.jsonl", (_line(event_id="3") + "\n").encode())
@@ -150,7 +150,7 @@ def test_materialize_generated_partition(tmp_path, config):
     assert checks == {"counts_reconcile": True, "rejected_share": True}
     again = dg.materialize([raw_logs], partition_key=DAY, resources={"warehouse": warehouse})
     assert again.success
-    con = connect(tmp_path / "w.duckdb", read_only=True)
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect_read_only()
     assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM raw_logs").fetchone() == (
         summary.events,
         summary.events,

@@ -30,7 +30,7 @@ from bankanom_pipeline.transactions.raw import load_partition as load_transactio
 from bankanom_pipeline.transactions.validation import validate_partition as validate_transactions
 from bankanom_pipeline.validation import declared
 from bankanom_pipeline.validation.logs import validate_partition as validate_logs
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 from tests.api_server import api_client
 from tests.conftest import DAY
 
@@ -54,7 +54,7 @@ def pipeline_transactions(rows: list[dict[str, str]]) -> dict[str, list[str] | N
         for r in rows:
             writer.writerow([r.get("IPAddress" if c == "IP Address" else c, "") for c in CSV_FIELDS])
         (landing / DAY / "t.csv").write_text(out.getvalue(), encoding="utf-8")
-        con = connect(Path(tmp) / "w.duckdb")
+        con = EmbeddedWarehouse(Path(tmp) / "w.duckdb").connect()
         try:
             load_transactions(con, landing, DAY)
             validate_transactions(con, DAY, GX)
@@ -74,7 +74,7 @@ def pipeline_logs(lines: list[str], ids: list[str]) -> dict[str, list[str] | Non
         landing = Path(tmp) / "logs"
         (landing / DAY).mkdir(parents=True)
         (landing / DAY / "a.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        con = connect(Path(tmp) / "w.duckdb")
+        con = EmbeddedWarehouse(Path(tmp) / "w.duckdb").connect()
         try:
             load_logs(con, landing, DAY)
             validate_logs(con, DAY, SERVICES, GX)
@@ -166,7 +166,7 @@ def test_gx_reports_which_metric_is_not_finite(tmp_path):
     fields.pop("metrics")
     text = json.dumps(fields)[:-1] + ', "metrics": {"success_rate": -NaN, "error_rate": 1e999}}'
     (folder / "a.jsonl").write_text(text + "\n")
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     load_logs(con, tmp_path / "logs", DAY)
     # (before, a NaN metric stopped the run: GX counted it failing, the cross-check passing)
     counts, outcomes = validate_logs(con, DAY, SERVICES, GX)

@@ -4,7 +4,7 @@ import pytest
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.features.assets import build_sql_assets
 from bankanom_pipeline.sqlmodels.runner import Project, SqlModelError
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
 
 def write(root, name, sql):
@@ -49,7 +49,7 @@ def test_refs_are_resolved_and_ordered(project_root):
 
 
 def test_partitions_are_replaced_idempotently(project_root, tmp_path):
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     con.execute(
         "CREATE TABLE things AS SELECT * FROM (VALUES (DATE '2026-01-05', 'a', 'red'), "
         "(DATE '2026-01-05', 'b', 'blue'), (DATE '2026-01-06', 'c', 'red')) t(partition_date, thing, colour)"
@@ -95,7 +95,7 @@ def test_compression_pins_reach_the_table(tmp_path):
         "SELECT DATE '{{ partition_date }}' AS partition_date, 'word number ' || i AS word, "
         "'kind ' || (i % 3) AS kind, 'free ' || (i % 3) AS free FROM range(200000) t(i)",
     )
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     Project(tmp_path).materialize(con, "pinned", "2026-01-05")
     con.execute("CHECKPOINT")
     used = dict(
@@ -118,7 +118,7 @@ def test_compression_pins_reach_the_table(tmp_path):
 
 def test_partition_escapes_are_refused(tmp_path):
     write(tmp_path, "leaky.sql", "{{ config(partitioned=true) }} SELECT DATE '1999-01-01' AS partition_date")
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     with pytest.raises(SqlModelError, match="outside partition"):
         Project(tmp_path).materialize(con, "leaky", "2026-01-05")
 

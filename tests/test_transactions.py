@@ -37,7 +37,7 @@ from bankanom_pipeline.transactions.validation import (
 )
 from bankanom_pipeline.validation.rules import build_checks, load_rules
 from bankanom_pipeline.warehouse import lake
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 from tests.conftest import DAY
 
 DAY2 = "2026-01-06"
@@ -166,7 +166,7 @@ def dirty(tmp_path):
             row("", TransactionDate=f"{DAY2} 11:00:00"),
         ],
     )
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     counts = {day: _ingest(con, landing, day) for day in (DAY, DAY2)}
     yield con, landing, counts
     con.close()
@@ -400,7 +400,7 @@ def _history_line(tid, account, time, amount, city, device, day=DAY) -> str:
 def _features(root: Path, rows: list[tuple]) -> pl.DataFrame:
     landing = root / "landing"
     _write(landing / DAY, "h.csv", [csv_line(CSV_COLUMNS), *(_history_line(*r) for r in rows)])
-    con = connect(root / "w.duckdb")
+    con = EmbeddedWarehouse(root / "w.duckdb").connect()
     try:
         raw, validated = _ingest(con, landing, DAY)
         assert validated.validated == raw.loaded == len(rows)
@@ -515,7 +515,7 @@ def test_rows_are_stored_in_file_order_beyond_one_row_group(tmp_path):
     lines = [row(f"TX{i:07d}", AccountID=f"AC{i % 997:05d}") for i in range(130_000)]
     _write(landing / DAY, "a.csv", [csv_line(CSV_COLUMNS), *lines[:70_000]])
     _write(landing / DAY, "b.csv", [csv_line(CSV_COLUMNS), *lines[70_000:]])
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     try:
         _ingest(con, landing, DAY)
         for table in ("raw_transactions", "validated_transactions"):
@@ -759,7 +759,7 @@ def test_a_transaction_labelled_twice_keeps_its_first_label_and_is_counted(tmp_p
     header = "TransactionID,is_fraud,pattern,instance_id\n"
     (tmp_path / "a.labels.csv").write_text(header + "T1,true,rapid_fire,rapid_fire-0001\nT2,false,,\n")
     (tmp_path / "b.labels.csv").write_text(header + "T1,false,,\n")
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     files = [tmp_path / "b.labels.csv", tmp_path / "a.labels.csv"]
     assert load_labels(con, files, DAY) == (2, 1)
     assert con.execute("SELECT transaction_id, is_fraud FROM transaction_labels ORDER BY 1").fetchall() == [

@@ -14,7 +14,7 @@ from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.validation import rules
 from bankanom_pipeline.validation.logs import validate_partition
 from bankanom_pipeline.validation.quarantine import partition_counts
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 from tests.conftest import DAY
 
 SERVICES = ["auth-service", "api-gateway", "postgres-db"]
@@ -76,7 +76,7 @@ def warehouse_with_broken_day(tmp_path):
     lines.append(json.dumps(record("good-1")))  # a duplicate event id
     lines += ["{not json", '{"event_id": "x"}']  # raw-level rejects
     (folder / "a.jsonl").write_bytes(("\n".join(lines) + "\n").encode() + b'{"event_id": "\xff"}\n')
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     raw = load_partition(con, tmp_path / "landing" / "logs", DAY)
     return con, raw, tmp_path
 
@@ -168,7 +168,7 @@ def test_validated_logs_shows_a_day_only_while_its_raw_load_is_the_one_validated
 @pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
 def test_validated_times_do_not_depend_on_the_reading_session_time_zone(tmp_path, zone):
     # a timestamp sent without a zone is UTC; one with a zone is that instant
-    con = connect(tmp_path / "w.duckdb")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
     con.execute(f"SET TimeZone = '{zone}'")
     sent = [
         "2026-01-05T10:00:00.250Z",
@@ -192,23 +192,6 @@ def test_validated_times_do_not_depend_on_the_reading_session_time_zone(tmp_path
         at(2026, 1, 5, 9),
         None,
     ]
-
-
-def test_a_warehouse_that_stored_validated_logs_as_a_table_keeps_its_rows(warehouse_with_broken_day):
-    # before validated_logs was a view it was a copy of the checked raw rows; opening such a file
-    # turns it into the view, with the days it held marked validated
-    con, _, tmp_path = warehouse_with_broken_day
-    validate_partition(con, DAY, SERVICES)
-    rows = con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall()
-    con.execute("CREATE TABLE copied AS SELECT * FROM validated_logs")
-    con.execute("DROP VIEW validated_logs")
-    con.execute("ALTER TABLE copied RENAME TO validated_logs")
-    con.execute("DELETE FROM validated_partitions")
-    con.close()
-    con = connect(tmp_path / "w.duckdb")
-    kind = "SELECT table_type FROM information_schema.tables WHERE table_name = 'validated_logs'"
-    assert con.execute(kind).fetchone()[0] == "VIEW"
-    assert con.execute("SELECT * FROM validated_logs ORDER BY line_no").fetchall() == rows
 
 
 def test_validation_is_idempotent(warehouse_with_broken_day):

@@ -1,4 +1,4 @@
-"""The warehouse resource: every asset reaches DuckDB through it, so that storage can change in one place."""
+"""The warehouse resource every asset reaches DuckDB through: a thin wrapper over warehouse/store.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import duckdb
 from pydantic import Field
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.warehouse import lake, published
-from bankanom_pipeline.warehouse.resource import connect
+from bankanom_pipeline.warehouse import store
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -54,42 +53,26 @@ class WarehouseResource(dg.ConfigurableResource):
     def published_root(self) -> Path:
         return Path(self.published_dir) if self.published_dir else settings.published_dir(Path(self.database))
 
+    def warehouse(self) -> store.Warehouse:
+        """The plain warehouse these settings name (warehouse/store.py)."""
+        return store.build(
+            self.storage, database=self.database, lake_root=self.lake_root, published_root=self.published_root
+        )
+
     def check(self) -> None:
         """Fail fast, naming the setting, on a storage configuration that cannot work."""
-        self._check_mode()
-        if self.storage == "lake":
-            lake.check_root(self.lake_root)
-
-    def _check_mode(self) -> None:
-        if self.storage not in settings.STORAGE_MODES:
-            raise settings.SettingError(
-                f"BANKANOM_STORAGE={self.storage!r} is not a storage mode; use one of {list(settings.STORAGE_MODES)}"
-            )
+        self.warehouse().check()
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for one step: to the DuckDB file (one writer at a time: the "duckdb" pool), which
         publishes what it commits for readers (published.py), or an in-memory DuckDB over the lake (steps
         of different partitions write at the same time)."""
-        with self._open(read_only=False) as con:
-            if self.storage == "embedded":
-                published.attach(con, self.published_root)
+        with self.warehouse().connection() as con:
             yield con
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection for reading only (the CLI's summaries): read-only on the embedded file."""
-        with self._open(read_only=True) as con:
+        with self.warehouse().reading() as con:
             yield con
-
-    @contextmanager
-    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        self._check_mode()  # lake.connect checks the root itself
-        if self.storage == "lake":
-            con = lake.connect(self.lake_root)
-        else:
-            con = connect(self.database, read_only=read_only)
-        try:
-            yield con
-        finally:
-            con.close()

@@ -26,7 +26,6 @@ import skops.io as sio
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.files import write_atomic
-from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.frames import rewriting, table_exists
 
 ARTIFACT = "model.skops"
@@ -163,10 +162,9 @@ CREATE TABLE IF NOT EXISTS model_registry (
     training_rows    BIGINT NOT NULL,
     metrics          JSON NOT NULL,
     status           VARCHAR NOT NULL,   -- candidate | promoted | retired | rejected
-    promoted_at      TIMESTAMPTZ
+    promoted_at      TIMESTAMPTZ,
+    source           VARCHAR DEFAULT 'logs'  -- which source's registry the version belongs to
 );
--- added with bank transactions: which source's registry the version belongs to
-ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'logs';
 """
 
 
@@ -217,6 +215,6 @@ def record_rejection(con: duckdb.DuckDBPyConnection, version: str) -> None:
 
 
 def _ensure_table(con: duckdb.DuckDBPyConnection) -> None:
-    # In the lake an existing registry is a view over its Parquet file, already in its latest shape.
-    if lake.root_of(con) is None or not table_exists(con, "model_registry"):
+    # the first recorded version creates the table; its later changes are migrations (warehouse/migrations.py)
+    if not table_exists(con, "model_registry"):
         con.execute(REGISTRY_DDL)

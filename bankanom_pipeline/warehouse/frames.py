@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from bankanom_pipeline.warehouse import lake, published
+from bankanom_pipeline.warehouse import store
 
 # DuckDB's row group (rows). Its parallel insert stores each Arrow batch as row groups of its own: a batch
 # that is not a whole number of them leaves a partial row group, which the commit's checkpoint merges and
@@ -40,49 +40,18 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 def rewriting(
     con: duckdb.DuckDBPyConnection, *tables: str, day: dt.date | str | None = None
 ) -> Iterator[None]:
-    """The block's statements replace partition ``day`` of ``tables`` (with no day: edit them whole).
-
-    Embedded: one transaction that first deletes the partition, so a re-run never duplicates rows and a
-    failure leaves the old rows; once committed, each table's partition is published for readers
-    (published.py). Lake: the block writes into temporary tables of the same names, then each is
-    published as its partition's one Parquet file (lake.py). Tables the block creates must be created
-    inside it or before it."""
-    day = None if day is None else str(day)
-    if lake.root_of(con) is None:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if day is not None:
-                for table in tables:
-                    if table_exists(con, table):
-                        con.execute(f'DELETE FROM "{table}" WHERE partition_date = ?', [day])
-            yield
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        for table in tables:
-            if table_exists(con, table):
-                published.publish(con, table, day)
-        return
-    try:
-        for table in tables:
-            lake.shadow(con, table, day)
+    """The block's statements replace partition ``day`` of ``tables`` (with no day: edit them whole), as
+    the warehouse ``con`` is on writes a partition (store.py): embedded, one transaction that first
+    deletes the partition, then published for readers; lake, temporary tables of the same names, each
+    then published as its partition's Parquet file. A re-run never duplicates rows and a failure leaves
+    the old ones. Tables the block creates must be created inside it or before it."""
+    with store.of(con).rewriting(con, tables, None if day is None else str(day)):
         yield
-        for table in tables:
-            lake.publish(con, table, day)
-    finally:
-        for table in tables:
-            lake.drop_shadow(con, table)
 
 
 def replace_table(con: duckdb.DuckDBPyConnection, table: str, query: str, params: list | None = None) -> None:
     """Make ``table`` the result of ``query`` (an unpartitioned table: seeds, feedback)."""
-    if lake.root_of(con) is None:
-        con.execute(f'CREATE OR REPLACE TABLE "{table}" AS {query}', params or [])
-        published.publish(con, table, None)
-        return
-    con.execute(f'CREATE OR REPLACE TEMP TABLE "{table}" AS {query}', params or [])
-    lake.publish(con, table, None)
+    store.of(con).replace_table(con, table, query, params or [])
 
 
 def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:

@@ -20,8 +20,8 @@ import duckdb
 
 from bankanom_pipeline import settings
 from bankanom_pipeline.distributed import fence
+from bankanom_pipeline.warehouse import SCHEMA_SQL
 
-SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 _ROOT_VARIABLE = "bankanom_lake_root"
 
 
@@ -55,7 +55,7 @@ def connect(root: str) -> duckdb.DuckDBPyConnection:
     if is_url(root):
         # S3-compatible roots: credentials come from DuckDB's secrets (CREATE SECRET) or the AWS env.
         con.execute("INSTALL httpfs; LOAD httpfs")
-    con.execute(f"SET VARIABLE {_ROOT_VARIABLE} = {_literal(root)}")
+    con.execute(f"SET VARIABLE {_ROOT_VARIABLE} = {literal(root)}")
     # Tables nothing has written yet still have their columns (readers and shadows need them).
     con.execute(SCHEMA_SQL.read_text())
     for table in tables(con, root):
@@ -82,7 +82,7 @@ def expose(con: duckdb.DuckDBPyConnection, table: str) -> None:
     root = root_of(con)
     if kind(con, table) == "BASE TABLE":
         con.execute(f'DROP TABLE memory.main."{table}"')
-    files = _literal(f"{root}/{table}/**/*.parquet")
+    files = literal(f"{root}/{table}/**/*.parquet")
     con.execute(
         f'CREATE OR REPLACE VIEW memory.main."{table}" AS '
         f"SELECT * FROM read_parquet({files}, hive_partitioning = false, union_by_name = true)"
@@ -102,13 +102,13 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
     copy = f'COPY (SELECT * FROM "{table}") TO {{}} (FORMAT parquet, COMPRESSION zstd)'
     if is_url(root):
         fence.verify()
-        con.execute(copy.format(_literal(target)))  # an object PUT is atomic: no rename needed
+        con.execute(copy.format(literal(target)))  # an object PUT is atomic: no rename needed
     else:
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            con.execute(copy.format(_literal(str(temporary))))
+            con.execute(copy.format(literal(str(temporary))))
             fence.verify()  # a step execution that lost its claim to another must not replace its file
             os.replace(temporary, path)
         finally:
@@ -134,14 +134,15 @@ def drop_shadow(con: duckdb.DuckDBPyConnection, table: str) -> None:
     con.execute(f'DROP TABLE IF EXISTS temp.main."{table}"')
 
 
-def kind(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
+def kind(con: duckdb.DuckDBPyConnection, table: str, schema: str = "main") -> str | None:
+    """BASE TABLE, VIEW, or None: what ``schema.table`` is in the connection's own database."""
     row = con.execute(
         "SELECT table_type FROM information_schema.tables "
-        "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = ?",
-        [table],
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
+        [schema, table],
     ).fetchone()
     return row[0] if row else None
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"

@@ -30,9 +30,8 @@ from pathlib import Path
 import duckdb
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.warehouse import lake
+from bankanom_pipeline.warehouse import SCHEMA_SQL, lake
 
-SCHEMA_SQL = Path(__file__).with_name("schema.sql")
 _WRITER_ROOT = "bankanom_published_root"
 _READER_ROOT = "bankanom_reader_root"
 _FILES_FUNCTION = "bankanom_published_files"
@@ -81,10 +80,10 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{'part' if day else 'data'}-{_next_version(folder)}.parquet"
     temporary = folder / f".{name}.{secrets.token_hex(4)}.tmp"
-    where = f" WHERE partition_date = {_literal(day)}" if day else ""
+    where = f" WHERE partition_date = {lake.literal(day)}" if day else ""
     try:
         con.execute(
-            f'COPY (SELECT * FROM "{table}"{where}) TO {_literal(str(temporary))} '
+            f'COPY (SELECT * FROM "{table}"{where}) TO {lake.literal(str(temporary))} '
             f"(FORMAT parquet, COMPRESSION {COMPRESSION})"
         )
         os.rename(temporary, folder / name)
@@ -181,7 +180,7 @@ def refresh(con: duckdb.DuckDBPyConnection) -> list[str]:
             con.execute(f'DROP TABLE "{table}"')
         con.execute(
             f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM read_parquet('
-            f"{_FILES_FUNCTION}({_literal(table)}), hive_partitioning = false, union_by_name = true)"
+            f"{_FILES_FUNCTION}({lake.literal(table)}), hive_partitioning = false, union_by_name = true)"
         )
     return published
 
@@ -216,7 +215,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except FileNotFoundError:
         return float("inf")  # deleted meanwhile: never the reason to delete another
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
