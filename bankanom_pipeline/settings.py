@@ -1,15 +1,29 @@
-"""Where things live. Defaults point into the project's ``data/``; environment variables override."""
+"""Where things live. Files bankanom writes go under one home folder, ``BANKANOM_HOME`` (default: the
+working directory): ``data/`` and ``dagster_home/``; environment variables override each place. What
+bankanom only reads (the SQL models and seeds, the YAML configs) ships inside the package, so an
+installed wheel runs from any folder and writes nothing where it is installed."""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def home() -> Path:
+    """The folder ``data/`` and ``dagster_home/`` default to: ``BANKANOM_HOME``, else the working
+    directory (the checkout, when run as the README says)."""
+    return Path(os.environ.get("BANKANOM_HOME") or Path.cwd()).absolute()
+
+
+def sql_root() -> Path:
+    """The SQL models and seeds (the checkout's ``dbt_like_sql/``, which the package links to and the
+    wheel carries as package data)."""
+    return Path(str(files("bankanom_pipeline") / "dbt_like_sql"))
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("BANKANOM_DATA_DIR", PROJECT_ROOT / "data"))
+    return Path(os.environ.get("BANKANOM_DATA_DIR", home() / "data"))
 
 
 def warehouse_path() -> Path:
@@ -56,7 +70,7 @@ def duckdb_memory_limit() -> str:
 
 def dagster_home() -> Path:
     """The Dagster instance folder the CLI and ``bankanom up`` use (run history, sensor cursors)."""
-    return Path(os.environ.get("DAGSTER_HOME", PROJECT_ROOT / "dagster_home"))
+    return Path(os.environ.get("DAGSTER_HOME", home() / "dagster_home"))
 
 
 STORAGE_MODES = ("embedded", "lake")

@@ -253,14 +253,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     from bankanom_pipeline.detection.sources import TRANSACTIONS
-    from bankanom_pipeline.settings import PROJECT_ROOT
-    from bankanom_pipeline.transactions.generator import write
+    from bankanom_pipeline.transactions.generator import CITIES_PATH, write
 
     root = Path(tempfile.mkdtemp(prefix="bankanom-tx-bench-"))
     try:
         csv = root / "landing" / DAY / "bench.csv"
         write(csv, root / "bench.labels.csv", rows=args.rows, seed=1, start=dt.date(2026, 1, 1), days=30)
-        cities = pd.read_csv(PROJECT_ROOT / "dbt_like_sql" / "seeds" / "transaction_cities.csv")
+        cities = pd.read_csv(CITIES_PATH)
         detectors = train(root)
         ours, theirs = [], []
         for _ in range(args.runs):

@@ -20,9 +20,8 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from bankanom_pipeline.serving import snapshot
-from bankanom_pipeline.settings import PROJECT_ROOT
 from tests.api_server import free_port
-from tests.servers import start, stop
+from tests.servers import PROJECT_ROOT, start, stop
 
 pytestmark = pytest.mark.e2e
 CLI = [sys.executable, "-m", "bankanom_pipeline.cli"]

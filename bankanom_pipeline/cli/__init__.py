@@ -301,7 +301,7 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
 
 def _dagster_home() -> Path:
     """The instance folder of the CLI's runs (DAGSTER_HOME, default dagster_home/), created if missing."""
-    os.environ.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     return home
@@ -574,7 +574,7 @@ def up(
     from bankanom_pipeline.supervisor import Supervisor
 
     env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(settings.PROJECT_ROOT / "dagster_home"))
+    env.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
     if not env.get("BANKANOM_API_KEYS"):
         import secrets
 
@@ -584,10 +584,11 @@ def up(
         )
     cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
     dagster = str(Path(sys.executable).with_name("dagster"))
-    workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
+    # the code location workspace.yaml names, loaded by module: an installed wheel has no workspace file
+    location = ["-m", "bankanom_pipeline.definitions", "-a", "defs"]
     supervisor = Supervisor(
         {
-            "dagster": [dagster, "dev", "-w", workspace, "-p", str(ui_port)],
+            "dagster": [dagster, "dev", *location, "-p", str(ui_port)],
             "mock-server": [
                 *cli,
                 "mock-server",
@@ -600,7 +601,7 @@ def up(
             "api": [*cli, "api", "--port", str(api_port)],
         },
         env=env,
-        cwd=settings.PROJECT_ROOT,
+        cwd=settings.home(),
     )
     console.print(
         f"Dagster UI http://127.0.0.1:{ui_port}  mock server http://127.0.0.1:{mock_port}  "

@@ -30,10 +30,10 @@ from pathlib import Path
 import duckdb
 import jinja2
 
-from bankanom_pipeline.settings import PROJECT_ROOT
+from bankanom_pipeline.settings import sql_root
 from bankanom_pipeline.warehouse.frames import replace_table, rewriting, table_exists
 
-SQL_ROOT = PROJECT_ROOT / "dbt_like_sql"
+SQL_ROOT = sql_root()
 
 
 class SqlModelError(ValueError):

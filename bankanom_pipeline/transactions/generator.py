@@ -56,7 +56,7 @@ PATTERNS: tuple[str, ...] = (
 )
 CHANNELS: tuple[str, ...] = ("ATM", "Online", "Branch")
 OCCUPATIONS: tuple[str, ...] = ("Doctor", "Student", "Retired", "Engineer", "Other")
-CITIES_PATH = settings.PROJECT_ROOT / "dbt_like_sql/seeds/transaction_cities.csv"
+CITIES_PATH = settings.sql_root() / "seeds" / "transaction_cities.csv"
 
 MERCHANTS = 150
 DAY = 86_400
