@@ -63,6 +63,10 @@ async def _keys(request: Request) -> KeyChecker:
     return request.app.state.keys
 
 
+async def _key_limiter(request: Request) -> RateLimiter:
+    return request.app.state.limiter
+
+
 async def _login_limiter(request: Request) -> RateLimiter:
     return request.app.state.login_limiter
 
@@ -77,6 +81,7 @@ LogPredictor = Annotated[Predictor, Depends(_predictor)]
 Scorer = Annotated[TransactionScorer, Depends(_scorer)]
 Metrics = Annotated[ApiMetrics, Depends(_metrics)]
 Keys = Annotated[KeyChecker, Depends(_keys)]
+KeyLimiter = Annotated[RateLimiter, Depends(_key_limiter)]
 LoginLimiter = Annotated[RateLimiter, Depends(_login_limiter)]
 ConsoleSessions = Annotated[Sessions, Depends(_sessions)]
 
@@ -117,7 +122,7 @@ def known_model(name: str) -> str:
     return name
 
 
-async def _analyst(request: Request, sessions: ConsoleSessions, keys: Keys) -> Analyst:
+async def _analyst(request: Request, sessions: ConsoleSessions, keys: Keys, limiter: KeyLimiter) -> Analyst:
     """The logged-in analyst; otherwise a redirect to the login form."""
     data = sessions.read(request)
     key_id, csrf = data.get("k"), data.get("c")
@@ -126,7 +131,7 @@ async def _analyst(request: Request, sessions: ConsoleSessions, keys: Keys) -> A
         raise HTTPException(
             303, "log in first", headers={"Location": f"{PREFIX}/login?{urlencode({'next': target})}"}
         )
-    request.app.state.limiter.check(key_id)  # the API's per-key limit
+    limiter.check(key_id)  # the JSON API's limit of the key
     who = Analyst(key_id, csrf)
     request.state.analyst = who
     return who
