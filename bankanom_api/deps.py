@@ -3,8 +3,8 @@ the API key, the console's session and posted form, and the 503s of what is not 
 
 Models and the snapshot are reached through ``State`` and the ``loaded_*`` functions, called in a route's
 body, rather than through dependencies that answer 503 themselves: FastAPI runs dependencies before it
-reports a request's validation errors, so such a dependency would answer 503 to a malformed request that
-gets 422 (or an unknown model that gets 404) today.
+reports a request's validation errors, so such a dependency would answer 503 to a malformed request,
+which must get its 422 (and an unknown model its 404) whatever is loaded.
 """
 
 from __future__ import annotations
