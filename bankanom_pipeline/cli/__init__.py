@@ -416,9 +416,9 @@ def _write_day(cfg, day: str, landing: Path) -> None:
 
 def _summary(day: str) -> None:
     """Incidents by severity and the evaluation table of a day, from the warehouse."""
-    from bankanom_pipeline.defs.resources import WarehouseResource
+    from bankanom_pipeline.warehouse import store
 
-    with WarehouseResource().reading() as con:
+    with store.from_settings().reading() as con:
         severity = con.execute(
             """SELECT severity, count(*) FILTER (WHERE reported), count(*) FROM incidents
                WHERE partition_date = ? GROUP BY 1

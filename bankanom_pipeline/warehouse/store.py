@@ -4,11 +4,12 @@ Both open DuckDB connections on which the pipeline's SQL runs unchanged; they di
 live and how a write of a partition lands (``rewriting``: delete-then-insert in one transaction, then
 published for readers; or a shadow table published as the partition's Parquet file). ``build`` picks
 the class from the settings. The Dagster resource (``defs/resources.py``) is a thin wrapper over it;
-the CLI and the API use these classes directly.
+code outside Dagster (tests, benchmarks, tools) uses these classes directly.
 
-A writable connection brings the schema to ``migrations.LATEST`` when the warehouse is behind (the
-first writable open after an upgrade: inside the "duckdb" pool, so no other writer is in between), and
-otherwise only reads the version. A warehouse newer than this code is refused on every open.
+A writable connection brings the schema to ``migrations.LATEST`` when the warehouse is behind: the
+first step that opens the embedded file after an upgrade migrates it, inside the "duckdb" pool, so no
+other writer is in between (lake steps run at once; recording the lake's version is one atomic file).
+Otherwise it only reads the version. A warehouse newer than this code is refused on every open.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class EmbeddedWarehouse(Warehouse):
         return con
 
     def migrate(self) -> tuple[int, int]:
+        self.database.parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(str(self.database)) as con:
             return migrations.migrate(con)
 
