@@ -58,13 +58,13 @@ def build_features(root: Path) -> None:
 def run_once(root: Path) -> dict:
     import polars as pl
 
-    from bankanom_pipeline.defs.detection.assets import SCORED_ID_COLUMNS
     from bankanom_pipeline.detection import training
     from bankanom_pipeline.detection.config import default_detection_config
     from bankanom_pipeline.detection.explain import normal_values
     from bankanom_pipeline.detection.incidents import build_incidents
     from bankanom_pipeline.detection.registry import Registry
     from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
+    from bankanom_pipeline.detection.sources import LOGS
     from bankanom_pipeline.warehouse.frames import read_batches, read_frame
     from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
@@ -90,14 +90,14 @@ def run_once(root: Path) -> dict:
         detectors[name] = training.train(con, registry, name, config, day).detector
         lap(f"train_{name}")
     # as the scored_events asset does: the day in batches, ids and scores kept
-    columns = ", ".join(dict.fromkeys(SCORED_ID_COLUMNS + config.feature_names))
+    columns = ", ".join(dict.fromkeys([*LOGS.scored_columns, *config.feature_names]))
     batches = read_batches(
         con,
         f"SELECT {columns} FROM features_events WHERE partition_date = ?",
         [day],
         config.scoring.chunk_rows,
     )
-    scored = score_batches(batches, detectors, config, SCORED_ID_COLUMNS)
+    scored = score_batches(batches, detectors, config, list(LOGS.scored_columns))
     lap("score")
     # as the incidents asset does: the flagged events' features read back
     con.register("_flagged", scored.filter(pl.col("is_anomaly")).select(SCORE_COLUMNS).to_arrow())

@@ -58,8 +58,8 @@ class Stages:
 
 
 def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
-    from bankanom_pipeline.defs.transactions.assets import SCORED_COLUMNS, score_transactions
     from bankanom_pipeline.defs.validation.gx import GX
+    from bankanom_pipeline.detection.partition_scoring import score_frames
     from bankanom_pipeline.detection.sources import TRANSACTIONS
     from bankanom_pipeline.sqlmodels.runner import Project
     from bankanom_pipeline.transactions.raw import load_partition
@@ -78,14 +78,14 @@ def bankanom_run(root: Path, detectors) -> tuple[dict, pl.DataFrame]:
     stages.done("validate")
     Project().materialize(con, "features_transactions", DAY)
     stages.done("features")
-    columns = ", ".join(dict.fromkeys(SCORED_COLUMNS + config.feature_names))
+    columns = ", ".join(dict.fromkeys([*TRANSACTIONS.scored_columns, *config.feature_names]))
     batches = read_batches(
         con,
         f"SELECT {columns} FROM features_transactions WHERE partition_date = ?",  # as the asset reads it
         [DAY],
         config.scoring.chunk_rows,
     )
-    scored = score_transactions(batches, detectors, config)
+    scored = score_frames(TRANSACTIONS, batches, detectors, config)
     replace_partition(con, "scored_transactions", scored, DAY)
     stages.done("score")
     seconds = stages.total()

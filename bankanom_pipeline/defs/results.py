@@ -1,7 +1,16 @@
-"""Dagster metadata and check results that logs and transactions share: rejected lines, validation."""
+"""Dagster metadata and check results that logs and transactions share: rejected lines, validation,
+scores, evaluation."""
+
+import base64
 
 import dagster as dg
+import numpy as np
+import polars as pl
 
+from bankanom_pipeline import settings
+from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.detection.partition_scoring import NothingToScore, score_partition
+from bankanom_pipeline.detection.sources import Source
 from bankanom_pipeline.validation.quarantine import ValidationCounts
 from bankanom_pipeline.validation.rules import Outcome
 
@@ -106,3 +115,51 @@ def validation_result(
             ),
         ],
     )
+
+
+def scored_result(
+    warehouse: WarehouseResource, source: Source, day: str, check_name: str, flagged_key: str
+) -> dg.MaterializeResult:
+    """Score ``day`` of ``source`` with its promoted models (``partition_scoring``), and check one scored
+    row per feature row."""
+    detectors = source.registry(settings.models_dir()).load_current()
+    with warehouse.connection() as con:
+        try:
+            scored = score_partition(con, source, day, detectors)
+        except NothingToScore as error:
+            raise dg.Failure(str(error)) from None
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": scored.rows,
+            flagged_key: scored.flagged,
+            "anomalous_share": scored.flagged / scored.rows,
+            "if_flagged": scored.if_flagged,
+            "lof_flagged": scored.lof_flagged,
+            "if_version": scored.if_version,
+            "lof_version": scored.lof_version,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=check_name,
+                passed=scored.stored == scored.features_rows,
+                metadata={"features_rows": scored.features_rows, "scored_rows": scored.stored},
+            )
+        ],
+    )
+
+
+def first_finite(values: pl.Series) -> float | None:
+    value = float(values[0]) if len(values) else float("nan")
+    return None if np.isnan(value) else value
+
+
+def analyst_metadata(analyst: dict[str, float]) -> dict:
+    precision = analyst["analyst_precision"]
+    return {
+        "analyst_precision": None if np.isnan(precision) else float(precision),
+        **{k: int(v) for k, v in analyst.items() if k != "analyst_precision"},
+    }
+
+
+def pr_curve_markdown(png: bytes) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![PR curves](data:image/png;base64,{base64.b64encode(png).decode()})")
