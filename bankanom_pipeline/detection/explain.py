@@ -49,8 +49,12 @@ class Ranking:
         ``top_features``)."""
         if self.value is None:
             raise ValueError("ranked without values: nothing to list beside the deviations")
-        fields = {"value": self.value, "normal": self.normal, "deviation": self.deviation}
-        return records({"feature": self.features, **fields})
+        # dict literals from lists: a POST /predict batch lists thousands of events
+        columns = (self.features, self.value, self.normal, self.deviation)
+        return [
+            [{"feature": f, "value": v, "normal": n, "deviation": d} for f, v, n, d in zip(*row, strict=True)]
+            for row in zip(*(c.tolist() for c in columns), strict=True)
+        ]
 
 
 def furthest_from_normal(
@@ -71,20 +75,3 @@ def furthest_from_normal(
     raw = frame.select(names.tolist()).fill_null(0).to_numpy()
     normal = normal_values(space)[columns]
     return Ranking(names[order], picked, np.take_along_axis(raw, order, axis=1), normal[order])
-
-
-def records(fields: Mapping[str, np.ndarray], keep: np.ndarray | None = None) -> list[list[dict]]:
-    """Per row, one dict per ranked feature from ``fields`` (name -> (rows, n) array); ``keep``: a
-    (rows, n) mask of the entries to list."""
-    names = list(fields)
-    columns = [np.asarray(fields[name]).tolist() for name in names]
-    rows = len(columns[0]) if columns else 0
-    wanted = None if keep is None else keep.tolist()
-    return [
-        [
-            dict(zip(names, entry, strict=True))
-            for j, entry in enumerate(zip(*(column[i] for column in columns), strict=True))
-            if wanted is None or wanted[i][j]
-        ]
-        for i in range(rows)
-    ]

@@ -8,6 +8,7 @@ in ``rca.py``. Everything here is a pure function of the flagged events and the 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -20,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from bankanom_pipeline.detection import rca
-from bankanom_pipeline.detection.explain import rank, records
+from bankanom_pipeline.detection.explain import rank
 
 DEFAULT_PATH = Path(__file__).with_name("incidents.yaml")
 SEVERITIES = ("Low", "Medium", "High", "Critical")
@@ -516,22 +517,30 @@ def _top_features(value, deviation, typical, attribution: dict[int, np.ndarray],
     key = np.where(candidate, metric + np.where(shared, 1e9, 0.0), -np.inf)
     order = rank(key, n)
     take = lambda m: np.take_along_axis(m, order, axis=1)  # noqa: E731
-    known = np.full(len(names), np.nan) if normals is None else np.asarray(normals, dtype=float)
-    fields = {
-        "feature": np.asarray(names, dtype=object)[order],
-        "value": take(np.round(value, 4)),
-        "normal": np.round(known, 4)[order],
-        "deviation": take(np.round(deviation, 2)),
-        "attribution": take(np.round(attr, 4)),
-    }
-    return records(
-        {k: v if k == "feature" else _finite(v) for k, v in fields.items()}, np.isfinite(take(key))
-    )
+    keep = np.isfinite(take(key))
+    v, d, a = take(np.round(value, 4)), take(np.round(deviation, 2)), take(np.round(attr, 4))
+    normal = None if normals is None else np.round(np.asarray(normals, dtype=float), 4)[order]
+    out = []
+    for i in range(len(order)):
+        out.append(
+            [
+                {
+                    "feature": names[order[i, j]],
+                    "value": _num(v[i, j]),
+                    "normal": None if normal is None else _num(normal[i, j]),
+                    "deviation": _num(d[i, j]),
+                    "attribution": _num(a[i, j]),
+                }
+                for j in range(n)
+                if keep[i, j]
+            ]
+        )
+    return out
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
-    """Floats as they are, anything not finite (NaN: no attribution or no normal) as None."""
-    return np.where(np.isfinite(x), x, None)
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _summary(row: dict, top: list[dict], match: rca.Match, profile: rca.ScenarioProfile, config) -> str:
