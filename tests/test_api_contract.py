@@ -15,6 +15,7 @@ import duckdb
 import jsonschema
 import pytest
 
+from bankanom_api.schemas import EXAMPLE_EVENT
 from bankanom_api.state import Models, Snapshot
 from tests.api_server import api_client
 
@@ -247,6 +248,33 @@ def test_every_status_a_route_answers_is_documented_with_its_body(client, empty,
     for path, method, operation in operations(openapi):
         if path != "/health":
             assert {"401", "429"} <= set(operation["responses"]), (method, path)
+
+
+def test_with_nothing_loaded_a_bad_request_still_gets_its_own_answer_not_503(empty, openapi):
+    # what is loaded is checked after FastAPI validated the request (deps.py says why)
+    answered = [
+        (empty.get("/scores/latest", params={"min_score": 5}, headers=H), "/scores/latest", "get", 422),
+        (empty.get("/incidents", params={"since": "yesterday"}, headers=H), "/incidents", "get", 422),
+        (empty.get("/transactions", params={"limit": 0}, headers=H), "/transactions", "get", 422),
+        (
+            empty.get("/transactions/AC1", params={"offset": -1}, headers=H),
+            "/transactions/{account_id}",
+            "get",
+            422,
+        ),
+        (empty.get("/models/nothing", headers=H), "/models/{name}", "get", 404),
+        (
+            empty.post("/predict", params={"model": "nothing"}, json={"events": [EXAMPLE_EVENT]}, headers=H),
+            "/predict",
+            "post",
+            404,
+        ),
+        (empty.post("/predict", json={"events": [{}]}, headers=H), "/predict", "post", 422),
+        (empty.post("/models/predict", json=[{}], headers=H), "/models/predict", "post", 422),
+    ]
+    for response, path, method, status in answered:
+        assert response.status_code == status, (path, response.text)
+        conforms(openapi, path, method, response)
 
 
 def test_wrong_methods_get_a_405_that_names_the_right_ones(client):
