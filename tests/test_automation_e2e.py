@@ -19,6 +19,7 @@ import httpx
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
+from bankanom_pipeline.automation import run_records
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import free_port
 from tests.servers import PROJECT_ROOT, start, stop
@@ -129,6 +130,14 @@ def test_daemon_turns_live_mock_traffic_into_incidents_without_a_trigger(world, 
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()), _failures(instance)
         # the demo's days already in the warehouse were untouched: nothing ran for them
         assert {r.tags.get("dagster/partition") for r in instance.get_runs()} == {day}
+        # run_record_sensor lists the daemon's runs for the console (no CLI run has happened yet)
+        landed = {(r.run_id, "features_job", "SUCCESS") for r in landing_runs(instance, day)}
+
+        def recorded():
+            listed = run_records.latest(root / "published", limit=100) or []
+            return landed <= {(r["run_id"], r["job"], r["status"]) for r in listed}
+
+        wait_for("the daemon's runs in pipeline_runs", recorded, 120)
 
         # 3. a failing run lands in pipeline_alerts
         failing = subprocess.run(
