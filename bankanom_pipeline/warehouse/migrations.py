@@ -42,10 +42,10 @@ def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _validated_logs_view(con: duckdb.DuckDBPyConnection) -> None:
-    # validated_logs used to be a copy of the checked raw rows; the days it held were validated against
-    # the raw rows still stored, so the view shows the same rows once they are marked. schema.sql runs
-    # again (its tables exist: only the macro and the view are replaced) because the view needs the copy
-    # out of its name first.
+    # A file from before the view holds validated_logs as a copy of the checked raw rows. The days it
+    # holds were validated against the raw rows still stored, so the view shows the same rows once those
+    # days are marked. schema.sql runs here with the copy out of the view's name: it creates what such a
+    # file lacks and replaces the macro and the view with today's.
     legacy = lake.kind(con, "validated_logs") == "BASE TABLE"
     if legacy:
         con.execute("ALTER TABLE validated_logs RENAME TO validated_logs_copy")
