@@ -145,3 +145,53 @@ def labelled_quality(
         frame = frame.sample(200_000, seed=11)
     scores = detector.scores(detector.space.matrix(frame))
     return float(average_precision_score(frame["_label"].to_numpy(), scores))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The promotion gate's verdict on a candidate: a sane score distribution on its training window, and
+    a PR-AUC on the window's last labelled day at most ``QUALITY_TOLERANCE`` below the promoted model's."""
+
+    problems: list[str]
+    candidate_quality: float | None
+    current_quality: float | None
+    current_version: str | None
+
+    @property
+    def not_worse(self) -> bool:
+        return (
+            self.candidate_quality is None
+            or self.current_quality is None
+            or self.candidate_quality >= self.current_quality - QUALITY_TOLERANCE
+        )
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and self.not_worse
+
+    @property
+    def note(self) -> str:
+        if self.candidate_quality is None:
+            return "no labelled day in the window: nothing to compare, passes"
+        if self.current_quality is None:
+            return "no promoted model yet: passes"
+        return f"candidate PR-AUC {self.candidate_quality:.4f} vs current {self.current_quality:.4f}"
+
+
+def gate(
+    con: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    name: str,
+    trained: Trained,
+    config: DetectionConfig,
+    end_day: str,
+    source: Source = LOGS,
+) -> Gate:
+    """Judge the candidate ``trained`` against the promoted ``name`` model of ``registry``."""
+    problems = distribution_problems(trained.train_scores, getattr(config.thresholds, name))
+    candidate = labelled_quality(con, trained.detector, end_day, source)
+    current = registry.current().get(name)
+    promoted = (
+        labelled_quality(con, registry.load(current), end_day, source) if current and candidate else None
+    )
+    return Gate(problems, candidate, promoted, current)

@@ -75,31 +75,12 @@ def _model_asset(name: str, source: Source) -> dg.AssetsDefinition:
             end_day = config.end_date or training.latest_partition(con, source)
             trained = training.train(con, registry, name, detection, end_day, source)
             record(con, trained.version, source.name)
-            problems = training.distribution_problems(
-                trained.train_scores, getattr(detection.thresholds, name)
-            )
-            candidate_q = training.labelled_quality(con, trained.detector, end_day, source)
-            current = registry.current().get(name)
-            current_q = (
-                training.labelled_quality(con, registry.load(current), end_day, source)
-                if current and candidate_q
-                else None
-            )
-            better = (
-                candidate_q is None
-                or current_q is None
-                or candidate_q >= current_q - training.QUALITY_TOLERANCE
-            )
-            if problems or not better:
+            verdict = training.gate(con, registry, name, trained, detection, end_day, source)
+            if not verdict.passed:
                 record_rejection(con, trained.version.version)
         manifest = trained.version.manifest
-        if candidate_q is None:
-            quality_note = "no labelled day in the window: nothing to compare, passes"
-        elif current_q is None:
-            quality_note = "no promoted model yet: passes"
-        else:
-            quality_note = f"candidate PR-AUC {candidate_q:.4f} vs current {current_q:.4f}"
-        context.log.info(f"trained {manifest['version']}: {quality_note}; problems: {problems or 'none'}")
+        problems = verdict.problems
+        context.log.info(f"trained {manifest['version']}: {verdict.note}; problems: {problems or 'none'}")
         return dg.MaterializeResult(
             metadata={
                 "version": manifest["version"],
@@ -122,18 +103,22 @@ def _model_asset(name: str, source: Source) -> dg.AssetsDefinition:
                 ),
                 dg.AssetCheckResult(
                     check_name="not_worse_than_current",
-                    passed=better,
+                    passed=verdict.not_worse,
                     metadata={
-                        "candidate_pr_auc": candidate_q if candidate_q is not None else "n/a",
-                        "current_pr_auc": current_q if current_q is not None else "n/a",
-                        "current_version": current or "none",
-                        "note": quality_note,
+                        "candidate_pr_auc": _or_na(verdict.candidate_quality),
+                        "current_pr_auc": _or_na(verdict.current_quality),
+                        "current_version": verdict.current_version or "none",
+                        "note": verdict.note,
                     },
                 ),
             ],
         )
 
     return _train
+
+
+def _or_na(value: float | None) -> float | str:
+    return value if value is not None else "n/a"
 
 
 def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
