@@ -46,9 +46,9 @@ def paths(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster_home").mkdir()
-    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+def instance():
+    """In memory, over the same SQL run and event storage as the default SQLite instance."""
+    with dg.DagsterInstance.ephemeral() as instance:
         yield instance
 
 
