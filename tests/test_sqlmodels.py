@@ -75,6 +75,7 @@ def test_partitions_are_replaced_idempotently(project_root, tmp_path):
         ({"a.sql": "SELECT {{ undefined_thing }}"}, "undefined_thing"),
         ({"x/a.sql": "SELECT 1", "y/a.sql": "SELECT 2"}, "two models are named 'a'"),
         ({"a.sql": "{{ config(compression={'x': 'fsst'}) }} SELECT 1 AS x"}, "partitioned tables only"),
+        ({"a.sql": "{{ config(follows_upstream=true) }} SELECT 1"}, "only a partitioned model follows"),
     ],
 )
 def test_bad_projects_fail_with_clear_errors(tmp_path, files, message):
