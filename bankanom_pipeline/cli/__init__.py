@@ -669,4 +669,3 @@ def sql(
     except duckdb.Error as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
-
