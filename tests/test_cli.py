@@ -17,6 +17,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_every_command_explains_itself(command):
     args = [sys.executable, "-m", "bankanom_pipeline.cli", *([command] if command else []), "--help"]
@@ -27,6 +28,7 @@ def test_every_command_explains_itself(command):
         assert all(c in result.stdout for c in COMMANDS)
 
 
+@pytest.mark.e2e
 def test_generate_writes_landing_files(tmp_path):
     result = subprocess.run(
         [
@@ -51,6 +53,7 @@ def test_generate_writes_landing_files(tmp_path):
     assert sum(len(f.read_bytes().splitlines()) for f in files) == 5000
 
 
+@pytest.mark.e2e
 def test_validate_config_reports_the_bad_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("global_anomaly_rate: 0.08\nlog_generation: {logs_per_second: 0}\n")
@@ -75,6 +78,7 @@ def test_scenario_docs_match_the_code(config):
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("day", "why"),
     [

@@ -482,6 +482,7 @@ def test_helm_user_deployment_serves_the_code_module_with_the_deployment_env(hel
 # -- docker compose config, where the Compose plugin exists --------------------------------------
 
 
+@pytest.mark.e2e
 def test_docker_compose_config_accepts_the_file():
     docker = shutil.which("docker")
     if docker is None:
@@ -500,6 +501,7 @@ def test_docker_compose_config_accepts_the_file():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.e2e
 def test_the_entrypoint_checks_the_deployment_before_starting_the_process(tmp_path):
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BANKANOM_DATA_DIR": str(tmp_path)}

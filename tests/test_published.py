@@ -163,6 +163,7 @@ def test_shell_prints_results_and_the_prompt_survives_errors(warehouse, capsys, 
     assert "scores" in out and "Error: Binder Error" in out and "biggest" in out
 
 
+@pytest.mark.e2e
 def test_bankanom_sql_reads_commands_and_stdin_and_exits_1_on_error(warehouse):
     with warehouse.connection() as con:
         frames.replace_partition(con, "scores", _frame(DAY, [1, 2]), DAY)

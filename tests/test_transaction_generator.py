@@ -267,6 +267,7 @@ def test_unusual_channel_was_never_used_by_the_account(generated):
     assert not any(c in u for c, u in zip(unusual["Channel"], unusual["used"], strict=True))
 
 
+@pytest.mark.e2e
 def test_cli_writes_transactions_and_labels(tmp_path):
     out = tmp_path / "2026-01-31" / "transactions.csv"
     result = subprocess.run(
