@@ -350,6 +350,9 @@ def test_pages_render_from_the_snapshot(analyst, world):
         assert response.status_code == 200 and text in response.text, path
     models = analyst.get("/console/models").text
     assert "isolation_forest-" in models and "Latest evaluated day" in models
+    # the world's transactions delivery ran through the CLI, which records its runs (pipeline_runs)
+    runs = models.split('<table id="runs">')[1].split("</table>")[0]
+    assert "transactions_job" in runs and "SUCCESS" in runs
     # both evaluations' precision-recall curves, from the snapshot
     assert (
         models.count('class="pr-curve"') >= 8
