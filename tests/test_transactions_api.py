@@ -1,6 +1,6 @@
 """Bank transactions from a CSV to the API, as the predecessor's clients see it: ``bankanom
-ingest-transactions`` (real Dagster runs) on generated and dirty real-layout files, then a real uvicorn
-server serving /transactions and the transaction predict routes."""
+ingest-transactions`` (real Dagster runs) on generated and dirty real-layout files, then the API (in
+process) serving /transactions and the transaction predict routes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.transactions.generator import write
-from tests.api_server import running_api
+from tests.api_server import api_client
 
 pytestmark = pytest.mark.e2e
 
@@ -94,14 +93,8 @@ def world(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def api(world, tmp_path_factory):
-    log = tmp_path_factory.mktemp("tx-api") / "api.log"
-    with (
-        running_api(
-            world, KEY, log, BANKANOM_API_MAX_BATCH="50", BANKANOM_API_RATE_LIMIT="10000/second"
-        ) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+def api(world):
+    with api_client(world, KEY, max_batch=50, rate_limit="10000/second") as client:
         yield client
 
 
