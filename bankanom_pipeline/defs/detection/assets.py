@@ -13,18 +13,15 @@ from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.baseline import BaselineMismatch
 from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.detection.day_evaluation import evaluate_logs, write_curves
+from bankanom_pipeline.detection.day_incidents import build_day
 from bankanom_pipeline.detection.evaluation import (
     check_targets,
     markdown_table,
     metrics_wide,
     pr_curve_png,
 )
-from bankanom_pipeline.detection.explain import normal_values
-from bankanom_pipeline.detection.incidents import build_incidents
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
-from bankanom_pipeline.detection.scoring import deviations, explain
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
-from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
 
 
 class TrainingConfig(dg.Config):
@@ -197,28 +194,10 @@ def scored_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     ),
 )
 def incidents(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    day = context.partition_key
     detectors = registry_for().load_current()
     with warehouse.connection() as con:
-        flagged = read_frame(
-            con,
-            """SELECT s.if_score, s.lof_score, s.ensemble_score, f.*
-               FROM scored_events s JOIN features_events f USING (partition_date, event_id)
-               WHERE s.partition_date = ? AND s.is_anomaly ORDER BY s.ts, s.event_id""",
-            [day],
-        )
-        space = detectors["isolation_forest"].space
-        built, members = build_incidents(
-            flagged,
-            deviations(flagged, detectors),
-            space.names,
-            lambda rows: explain(flagged[rows], detectors),
-            normals=normal_values(space),
-        )
-        built = built.with_columns(partition_date=pl.lit(day).str.to_date())
-        members = members.with_columns(partition_date=pl.lit(day).str.to_date())
-        rows = replace_partition(con, "incidents", built, day)
-        replace_partition(con, "incident_events", members, day)
+        result = build_day(con, context.partition_key, detectors)
+    built, rows = result.incidents, result.rows
     by_severity = built.group_by("severity").len().sort("severity").rows() if rows else []
     reported = built.filter(pl.col("reported")) if rows else built
     top = reported.sort("max_score", descending=True).head(10)
@@ -226,7 +205,7 @@ def incidents(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
         metadata={
             "dagster/row_count": rows,
             "reported": reported.height,
-            "flagged_events": flagged.height,
+            "flagged_events": result.flagged_events,
             "by_severity": dg.MetadataValue.json(dict(by_severity)),
             "top_incidents": dg.MetadataValue.md(
                 markdown_table(
