@@ -1,5 +1,6 @@
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,6 @@ def world_with_transactions(demo, root: Path, day: str = "2026-02-01") -> Path:
     """A copy of the demo's models, snapshot and warehouse under ``root``, plus a 10,000-row transactions
     delivery run through the pipeline (`bankanom ingest-transactions`), which republishes the snapshot
     with both: something for every route and console page to serve."""
-    import shutil
-
     from bankanom_pipeline.transactions.generator import write
 
     _, _, data = demo
@@ -91,3 +90,16 @@ def world_with_transactions(demo, root: Path, day: str = "2026-02-01") -> Path:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return world
+
+
+@pytest.fixture(scope="session")
+def transactions_world(demo, tmp_path_factory) -> Path:
+    """``world_with_transactions`` built once per session; a module that writes to it (feedback, a
+    republished snapshot) serves its own ``copy_world``."""
+    return world_with_transactions(demo, tmp_path_factory.mktemp("transactions-world"))
+
+
+def copy_world(world: Path, root: Path) -> Path:
+    """A private copy of the data folder ``world`` under ``root``."""
+    shutil.copytree(world, root / "data")
+    return root / "data"

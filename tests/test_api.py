@@ -1,5 +1,6 @@
-"""The prediction API as clients see it: a real uvicorn server over HTTP, serving the models and the
-snapshot the demo left behind (a copy, so this module may write to it)."""
+"""The prediction API as clients see it, serving the models and the snapshot the demo left behind (a copy,
+so this module may write to it): the app in process, and the README's curl examples against a real
+uvicorn server (the suite's smoke test of the served API)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
-import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from bankanom_api.app import create_app
 from bankanom_api.schemas import IncidentSummary, ScoredEvent
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.serving import snapshot
-from tests.api_server import accepted_lines, running_api
+from tests.api_server import accepted_lines, api_settings, running_api
 from tests.conftest import DEMO_DAY
 
 pytestmark = pytest.mark.e2e
@@ -49,19 +52,15 @@ def world(demo, tmp_path_factory) -> Path:
     return root
 
 
+def two_key_client(world: Path, **overrides) -> TestClient:
+    settings = replace(api_settings(world, KEY, reload_seconds=0.2, **overrides), api_keys=[KEY, OTHER_KEY])
+    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
 @pytest.fixture(scope="module")
-def api(world, tmp_path_factory):
-    log = tmp_path_factory.mktemp("api-log") / "api.log"
-    with (
-        running_api(
-            world,
-            f"{KEY},{OTHER_KEY}",
-            log,
-            BANKANOM_API_MAX_BATCH=str(MAX_BATCH),
-            BANKANOM_API_RATE_LIMIT="10000/second",  # the rate limit has its own test and server
-        ) as url,
-        httpx.Client(base_url=url, timeout=60) as client,
-    ):
+def api(world):
+    # the rate limit has its own test and app
+    with two_key_client(world, max_batch=MAX_BATCH, rate_limit="10000/second") as client:
         yield client
 
 
@@ -287,17 +286,15 @@ def test_metrics_count_requests_per_route(api):
 # -- rate limits --------------------------------------------------------------------------------------
 
 
-def test_rate_limit_per_key_with_retry_after(world, tmp_path):
-    with running_api(
-        world, f"{KEY},{OTHER_KEY}", tmp_path / "api.log", BANKANOM_API_RATE_LIMIT="3/minute"
-    ) as url:
-        codes = [httpx.get(f"{url}/models", headers=H).status_code for _ in range(4)]
+def test_rate_limit_per_key_with_retry_after(world):
+    with two_key_client(world, rate_limit="3/minute") as client:
+        codes = [client.get("/models", headers=H).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
-        limited = httpx.get(f"{url}/models", headers=H)
+        limited = client.get("/models", headers=H)
         assert limited.status_code == 429 and 1 <= int(limited.headers["Retry-After"]) <= 60
         # another key has its own budget; /health has none
-        assert httpx.get(f"{url}/models", headers={"X-API-Key": OTHER_KEY}).status_code == 200
-        assert all(httpx.get(f"{url}/health").status_code == 200 for _ in range(5))
+        assert client.get("/models", headers={"X-API-Key": OTHER_KEY}).status_code == 200
+        assert all(client.get("/health").status_code == 200 for _ in range(5))
 
 
 # -- serving beside Dagster ---------------------------------------------------------------------------
@@ -447,33 +444,6 @@ def test_no_failed_request_while_the_pipeline_writes_then_api_and_pipeline_agree
         assert p["is_anomaly"] == is_anomaly
 
 
-def test_nothing_promoted_or_published_yet_is_503(tmp_path):
-    empty = tmp_path / "data"
-    empty.mkdir()
-    with (
-        running_api(empty, KEY, tmp_path / "api.log") as url,
-        httpx.Client(base_url=url, headers=H) as client,
-    ):
-        ready = client.get("/ready")
-        assert ready.status_code == 503 and ready.json()["ready"] is False
-        assert "no promoted models loaded" in ready.json()["problems"]
-        event = {
-            "timestamp": "2026-01-06T00:00:00Z",
-            "source_service": "auth-service",
-            "log_level": "INFO",
-            "event_id": "e1",
-            "message": "hello",
-        }
-        for response in (
-            client.post("/predict", json={"events": [event]}),
-            client.get("/models"),
-            client.get("/scores/latest"),
-            client.get("/incidents"),
-        ):
-            assert response.status_code == 503 and "yet" in response.json()["detail"]
-        assert client.get("/health").status_code == 200
-
-
 def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, world):
     root = world / "snapshots"
     good = snapshot.SnapshotPublisher(root).current()
@@ -494,27 +464,22 @@ def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, wo
 
 
 def test_readme_curl_examples_work(api, world, tmp_path):
-    """Every curl line of the README's API block, run as written against this server (only the key, the
-    address and the incident id are substituted); curl -f fails on any HTTP error."""
+    """Every curl line of the README's API block, run as written against a real uvicorn server (only the
+    key, the address and the incident id are substituted); curl -f fails on any HTTP error."""
     readme = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     block = readme.split('K="X-API-Key: change-me"', 1)[1].split("```", 1)[0]
     incident = api.get("/incidents", params={"limit": 1}, headers=H).json()["items"][0]["incident_id"]
-    script = (
-        (f'set -euo pipefail\nK="X-API-Key: {KEY}"' + block.replace("curl -s ", "curl -sf "))
-        .replace("http://127.0.0.1:8080", str(api.base_url).rstrip("/"))
-        .replace("INC-20261124-0001", incident)
-    )
     (tmp_path / "data").symlink_to(world)
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    with running_api(world, KEY, tmp_path / "api.log", BANKANOM_API_MAX_BATCH=str(MAX_BATCH)) as url:
+        script = (
+            (f'set -euo pipefail\nK="X-API-Key: {KEY}"' + block.replace("curl -s ", "curl -sf "))
+            .replace("http://127.0.0.1:8080", url)
+            .replace("INC-20261124-0001", incident)
+        )
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     assert script.count("curl -sf") == 10
     assert '"predictions"' in result.stdout and "bankanom_api_requests_total" in result.stdout
-
-
-def test_the_api_imports_neither_dagster_nor_great_expectations():
-    code = "import sys, bankanom_api.main; print(sorted(m for m in ('dagster', 'great_expectations') if m in sys.modules))"
-    env = {**os.environ, "BANKANOM_API_KEYS": "k"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]"

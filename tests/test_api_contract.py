@@ -309,3 +309,40 @@ def test_the_console_shows_times_as_rfc3339_with_z(client):
     assert "2026-01-06T12:01:50Z" in models and "2026-01-07T00:00:00Z" in models  # created, published
     shown = re.findall(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*", listed + incident + models)
     assert shown and all(RFC3339_UTC.match(t.split("<")[0]) for t in shown), shown
+
+
+def test_the_api_imports_neither_dagster_nor_great_expectations():
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys, bankanom_api.main; print(sorted(m for m in ('dagster', 'great_expectations') if m in sys.modules))"
+    env = {**os.environ, "BANKANOM_API_KEYS": "k"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_nothing_promoted_or_published_yet_is_503(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    with api_client(empty, KEY) as client:
+        client.headers.update(H)
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "no promoted models loaded" in ready.json()["problems"]
+        event = {
+            "timestamp": "2026-01-06T00:00:00Z",
+            "source_service": "auth-service",
+            "log_level": "INFO",
+            "event_id": "e1",
+            "message": "hello",
+        }
+        for response in (
+            client.post("/predict", json={"events": [event]}),
+            client.get("/models"),
+            client.get("/scores/latest"),
+            client.get("/incidents"),
+        ):
+            assert response.status_code == 503 and "yet" in response.json()["detail"]
+        assert client.get("/health").status_code == 200

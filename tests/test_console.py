@@ -22,7 +22,7 @@ from bankanom_pipeline.defs.detection.assets import evaluation
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.transactions.assets import transaction_evaluation
 from tests.api_server import running_api
-from tests.conftest import DEMO_DAY, world_with_transactions
+from tests.conftest import DEMO_DAY, copy_world
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +43,8 @@ SERVER_ENV = {"BANKANOM_API_RATE_LIMIT": "10000/second", "BANKANOM_CONSOLE_LOGIN
 
 
 @pytest.fixture(scope="module")
-def world(demo, tmp_path_factory) -> Path:
-    return world_with_transactions(demo, tmp_path_factory.mktemp("console"), TX_DAY)
+def world(transactions_world, tmp_path_factory) -> Path:
+    return copy_world(transactions_world, tmp_path_factory.mktemp("console"))
 
 
 @pytest.fixture(scope="module")

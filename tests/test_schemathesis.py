@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.api_server import running_api
-from tests.conftest import world_with_transactions
+from tests.conftest import copy_world
 
 PROJECT = Path(__file__).resolve().parent.parent
 KEY = "fuzz-key"
@@ -23,9 +23,9 @@ EXAMPLES, SEED = 15, 42
 
 
 @pytest.fixture(scope="module")
-def world(demo, tmp_path_factory) -> Path:
+def world(transactions_world, tmp_path_factory) -> Path:
     """The demo's world plus a transactions delivery, so that every route has something to serve."""
-    return world_with_transactions(demo, tmp_path_factory.mktemp("fuzz"))
+    return copy_world(transactions_world, tmp_path_factory.mktemp("fuzz"))
 
 
 @pytest.mark.e2e
