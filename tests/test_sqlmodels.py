@@ -212,6 +212,7 @@ def test_definitions_load_completely():
         "drift_sensor",
         "failure_alert_sensor",
         "dead_run_sensor",
+        "run_record_sensor",
     }
     lineage = {
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
