@@ -47,7 +47,7 @@ def _cli(env: dict, *args: str, log: Path) -> float:
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=2400,  # a hang, not a slow machine: the embedded backfill took 15 min under load here
+            timeout=2400,  # a hang, not a slow machine (measured times: docs/scale-out.md)
         )
     assert result.returncode == 0, f"bankanom {' '.join(args)} failed: {log.read_text()[-4000:]}"
     return time.perf_counter() - began

@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from bankanom_pipeline.detection.row_blocks import map_row_blocks
 
 # rows per block, one block at a time per core: the (rows, k) temporaries of a block stay in the
-# core's cache (the distance recomputation took twice as long on blocks of 16,384)
+# core's cache
 BLOCK_ROWS = 2048
 
 

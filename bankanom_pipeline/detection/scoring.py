@@ -77,7 +77,7 @@ def deviations(frame: pl.DataFrame, detectors: dict[str, Detector]) -> np.ndarra
 
 
 # rows per model call in explain: ~30 MB of occluded rows. Small calls are dominated by each model's
-# per-call overhead (joblib dispatch per tree and per neighbour query): 4,096 took 3x as long
+# per-call overhead (joblib dispatch per tree and per neighbour query)
 EXPLAIN_BATCH = 65_536
 
 

@@ -95,7 +95,7 @@ def train(
     detector = TRAINERS[name](matrix, space, config)
     seconds = time.perf_counter() - began
     # the sanity check needs the distribution, not every row: a seeded sample of the window, smaller than
-    # the calibration's (it looks for broken scores, not the tail; 100,000 LOF rows cost ~4 s)
+    # the calibration's (it looks for broken scores, not the tail, and LOF's scoring is costly)
     raw = detector.raw_scores(calibration_rows(matrix, config.training.seed, SANITY_ROWS))
     scores = detector.normalise(raw)
     threshold = getattr(config.thresholds, name)

@@ -117,7 +117,7 @@ _STRUCT = (
 _KNOWN_LIST = "[" + ", ".join(f"'{name}'" for name in KNOWN_FIELDS) + "]"
 # The keys, in order, of a line written by the generator (and the mock server): a line whose key list
 # is exactly this has no unknown field, and comparing two lists costs half what the exact membership
-# test does (1M lines: ~0.5 s). Any other line takes the exact test.
+# test does. Any other line takes the exact test.
 _USUAL_KEYS = (
     "timestamp", "source_service", "log_level", "event_id", "correlation_id", "user_id", "ip_address",
     "geo_location", "message", "anomaly_details", "metrics",
@@ -132,8 +132,7 @@ _MISSING_LIST = (
 # one for the key list (to keep unknown fields); json_valid and json_type only run on the few lines the
 # struct did not come out of (CASE evaluates a branch only on the rows that reach it).
 # Materialised: parsed inline in the INSERT, the `reject_reason IS NULL` filter is pushed below the
-# projection that parses, and from_json is then inlined once per required field it tests (1M lines:
-# 7.7 s and 15.4 CPU-s, against 5.0 s and ~10 CPU-s through this table).
+# projection that parses, and from_json is then inlined once per required field it tests.
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH parsed AS (

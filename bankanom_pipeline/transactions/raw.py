@@ -149,7 +149,7 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
         END"""
     checked = f"SELECT *, {reason} AS reason FROM _file_lines"
     # no ORDER BY: the lines are registered in file order and DuckDB keeps a scan's order in what it
-    # inserts (preserve_insertion_order); sorting the wide rows again cost ~1.5 CPU s a million lines
+    # inserts (preserve_insertion_order), so sorting the wide rows again would only cost CPU
     loaded = f"""INSERT INTO raw_transactions
         SELECT $day, source_file, line_no, {values}, {extra}, now()
         FROM ({checked}) WHERE reason IS NULL"""

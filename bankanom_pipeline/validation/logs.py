@@ -80,15 +80,14 @@ _UNPIVOT = " UNION ALL ".join(
 )
 RULE_COLUMNS = ("idx", "event_id", "timestamp", "ts", "source_service", "log_level", "message", "ip_address", "metrics_problem")  # fmt: skip
 # The lengths are a frame of their own: GX filters the whole frame of a check by the rows it applies to,
-# so every column added to "events" made each of its checks slower (six lengths there: +0.8 CPU-s a
-# million events, a third of it in the other checks)
+# so every column added to "events" makes each of its checks slower
 _LENGTHS = (
     f"SELECT idx, {', '.join(f'{name}{LENGTH_SUFFIX}' for name in _LENGTH_CHECKED)} "
     "FROM _typed WHERE NOT is_duplicate ORDER BY idx"
 )
 # Text that _typed carries only as the fact that it is there (has_<name>); the text itself is read from
-# raw_logs where a rule compares it or the quarantine keeps it (copying a million ids and messages into
-# _typed cost ~0.4 s a million events).
+# raw_logs where a rule compares it or the quarantine keeps it, instead of copying every id and message
+# into _typed.
 _RAW_TEXT = {"event_id", "timestamp", "message"}
 _RAW_ROW = (
     "JOIN raw_logs r ON r.partition_date = $day AND r.source_file = t.source_file AND r.line_no = t.line_no"
@@ -117,7 +116,7 @@ def _rule_frames(
         f"SELECT {', '.join(columns)} FROM _typed t {join} WHERE NOT t.is_duplicate ORDER BY t.idx",
         {"day": day} if join else {},
     ).to_arrow_table()
-    # through Arrow: DuckDB's own .df() of the ~3 rows per event took twice as long (1M events: 1.1 s)
+    # through Arrow: DuckDB's own .df() of the ~3 rows per event is slower
     return {
         "events": _to_pandas(events),
         "metrics": con.execute(_UNPIVOT).to_arrow_table().to_pandas(),

@@ -37,9 +37,8 @@ _READER_ROOT = "bankanom_reader_root"
 _FILES_FUNCTION = "bankanom_published_files"
 # How long a superseded file stays readable: longer than any query that listed it should take.
 GRACE_SECONDS = 3600
-# Parquet codec: on a 250k-event day's tables, zstd at level 1 wrote files 37% smaller than snappy (58 vs
-# 92 MiB) for the same CPU within this shared machine's noise (2.5-3.2 CPU-s for either; uncompressed:
-# 144 MiB, no faster).
+# Parquet codec: zstd at level 1 writes files about a third smaller than snappy for the same CPU
+# (measured: bench/README.md, "Measurements behind code choices").
 COMPRESSION = "zstd, COMPRESSION_LEVEL 1"
 # Tables with a partition_date column that are nonetheless written whole (frames.replace_table).
 WHOLE_TABLES = frozenset({"feedback"})

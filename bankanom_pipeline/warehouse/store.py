@@ -91,8 +91,7 @@ class EmbeddedWarehouse(Warehouse):
         # memory would grow with the day's size; with a fixed cap the large operators spill instead.
         limit = settings.duckdb_memory_limit()
         # The buffer pool's blocks come from memory DuckDB keeps for reuse (up to the cap, freed on
-        # close), not fresh pages from the kernel each time: a million events take a quarter fewer page
-        # faults and ~1 s less system time.
+        # close), not fresh pages from the kernel each time: fewer page faults, less system time.
         con = duckdb.connect(
             str(self.database), config={"memory_limit": limit, "block_allocator_memory": limit}
         )

@@ -43,7 +43,7 @@ class _Deferred(types.ModuleType):
 
 
 # Imported by GX at its import only for expectations and charts no rule here uses (KL divergence, KS
-# tests, altair charts): ~1 of its ~3 CPU-s, on the validation step's critical path. They load on first use.
+# tests, altair charts), on the validation step's critical path. They load on first use.
 _DEFERRED_BY_GX = ("scipy.stats", "altair")
 
 
@@ -54,7 +54,7 @@ def load_gx():
         if name not in sys.modules:
             sys.modules[name] = _Deferred(name)
     # The import builds ~0.5M objects (pydantic models deep-copying their defaults, scipy parsing its
-    # docstrings): with the collector on, it ran dozens of collections over them (~0.6 of ~4 CPU-s).
+    # docstrings): with the collector on, it ran dozens of collections over them.
     # Frozen afterwards, the later collections during a run no longer walk GX's modules each time.
     was_enabled = gc.isenabled()
     gc.disable()
@@ -65,8 +65,8 @@ def load_gx():
         if was_enabled:
             gc.enable()
     gc.freeze()
-    # GX fingerprints every pandas batch under this many bytes by hashing all of its values (0.45 s for a
-    # million events and their metrics), as a batch marker nothing here reads; it skips it for larger
+    # GX fingerprints every pandas batch under this many bytes by hashing all of its values, as a batch
+    # marker nothing here reads; it skips it for larger
     # batches, which is what we ask for every batch
     pandas_execution_engine.HASH_THRESHOLD = 0
     return gx
