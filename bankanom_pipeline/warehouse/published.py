@@ -54,7 +54,7 @@ def attach(con: duckdb.DuckDBPyConnection, root: str | Path) -> None:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     con.execute(f"SET VARIABLE {_WRITER_ROOT} = ?", [str(root)])
-    # Every step opens a connection; walking a year of partitions of every table took seconds here.
+    # Every step opens a connection; walking a year of partitions of every table each time costs seconds.
     swept = root / ".swept"
     if not swept.exists() or swept.stat().st_mtime < time.time() - GRACE_SECONDS:
         swept.touch()

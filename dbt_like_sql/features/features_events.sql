@@ -11,8 +11,8 @@ WITH quiet_countries AS (
     -- countries look common. Only rarity beyond 1% of the lines counts (ln(1% / share), else 0): the
     -- bank's own countries all carry more, and as plain -ln(share) each sat somewhere on a scale that a
     -- day's population mix shifts, so a mix the training day lacked put ordinary lines from the rarer
-    -- own countries into a corner the forest had barely seen (60% of Germany's session lines flagged
-    -- on 2026-01-06). A victim's logins from abroad are 1-2 orders of magnitude under 1%.
+    -- own countries into a corner the forest had barely seen (the held-out day that showed it:
+    -- docs/detection.md). A victim's logins from abroad are 1-2 orders of magnitude under 1%.
     SELECT country, greatest(ln(0.01 / (count(*) / sum(count(*)) OVER ())), 0) AS rarity
     FROM {{ ref('stg_logs') }}
     WHERE partition_date = DATE '{{ partition_date }}' AND level_num <= 1 AND country <> ''
