@@ -1,5 +1,5 @@
 """The prediction API as clients see it, serving the models and the snapshot the demo left behind (a copy,
-so this module may write to it): the app in process, and the README's curl examples against a real
+so this module may write to it): the app in process, and docs/api.md's curl examples against a real
 uvicorn server (the suite's smoke test of the served API)."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def world(demo, tmp_path_factory) -> Path:
     shutil.copy(data / "warehouse.duckdb", root / "warehouse.duckdb")
     first = sorted((data / "landing" / "logs" / DEMO_DAY).glob("*.jsonl"))[
         0
-    ]  # for the README's batch example
+    ]  # for docs/api.md's batch example
     (root / "landing" / "logs" / DEMO_DAY).mkdir(parents=True)
     shutil.copy(first, root / "landing" / "logs" / DEMO_DAY / first.name)
     return root
@@ -464,7 +464,7 @@ def test_a_broken_snapshot_is_refused_and_the_previous_one_keeps_serving(api, wo
 
 
 def test_readme_curl_examples_work(api, world, tmp_path):
-    """Every curl line of the README's API block, run as written against a real uvicorn server (only the
+    """Every curl line of docs/api.md's examples, run as written against a real uvicorn server (only the
     key, the address and the incident id are substituted); curl -f fails on any HTTP error."""
     readme = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
     block = readme.split('K="X-API-Key: change-me"', 1)[1].split("```", 1)[0]

@@ -132,7 +132,7 @@ def test_rerun_of_the_chain_is_idempotent(runs, tmp_path):
 
 
 def test_readme_queries_run(runs):
-    """The example queries in the README work against a generated warehouse."""
+    """The example queries in docs/querying.md work against a generated warehouse."""
     import re
     from pathlib import Path
 

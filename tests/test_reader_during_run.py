@@ -230,7 +230,7 @@ def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path):
         assert process.stdout.readline().strip() == "open", process.stderr.read()
         return process
 
-    # the way the README documented: a read-only session on the warehouse file makes the run fail
+    # the way docs/querying.md documents: a read-only session on the warehouse file makes the run fail
     old = session(f"import duckdb\ncon = duckdb.connect({str(warehouse)!r}, read_only=True)")
     try:
         failed = _cli(env, "run", "--job", "ingest_job", "--date", DAY, log=log)

@@ -147,7 +147,7 @@ def ensemble(
 ) -> np.ndarray:
     """The ensemble score: the Isolation Forest's, lifted by (ensemble - ensemble_lof_floor) where LOF
     reaches ensemble_lof and IF the floor, so ``ensemble >= thresholds.ensemble`` is the rule "IF >= ensemble, or IF >=
-    ensemble_lof_floor and LOF >= ensemble_lof" (see README, "Ensemble rule").
+    ensemble_lof_floor and LOF >= ensemble_lof" (see docs/detection.md, "Scores").
 
     LOF can only lower IF's cutoff, and never below the floor: whatever LOF does on a day (its density
     estimate does not transfer across populations the way the forest's does), the decision is never
