@@ -22,6 +22,12 @@ def sql_root() -> Path:
     return Path(str(files("bankanom_pipeline") / "dbt_like_sql"))
 
 
+def instance_config() -> str:
+    """The Dagster instance settings the pipeline relies on (the checkout's ``dagster_home/dagster.yaml``,
+    which the package links to as ``instance.yaml`` and the wheel carries)."""
+    return (files("bankanom_pipeline") / "instance.yaml").read_text()
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("BANKANOM_DATA_DIR", home() / "data"))
 

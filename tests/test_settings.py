@@ -41,3 +41,19 @@ def test_the_sql_models_and_seeds_come_from_the_package():
     assert (root / "features" / "features_events.sql").is_file()
     assert (root / "seeds" / "transaction_cities.csv").is_file()
     assert root.parent == Path(settings.__file__).parent
+
+
+def test_a_new_instance_folder_gets_the_one_writer_pool(clean, tmp_path):
+    import yaml
+
+    from bankanom_pipeline.cli import _dagster_home
+
+    clean.setenv("DAGSTER_HOME", str(tmp_path / "instance"))
+    home = _dagster_home()
+    checkout = Path(__file__).resolve().parent.parent / "dagster_home" / "dagster.yaml"
+    assert (home / "dagster.yaml").read_text() == checkout.read_text()
+    assert yaml.safe_load((home / "dagster.yaml").read_text())["concurrency"]["pools"]["default_limit"] == 1
+    # an instance's own settings are never overwritten
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    _dagster_home()
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"

@@ -300,10 +300,17 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
 
 
 def _dagster_home() -> Path:
-    """The instance folder of the CLI's runs (DAGSTER_HOME, default dagster_home/), created if missing."""
+    """The instance folder of the CLI's runs (DAGSTER_HOME, default dagster_home/), created if missing.
+
+    An instance folder without a ``dagster.yaml`` (a wheel install, a new ``DAGSTER_HOME``) gets the
+    packaged one: without its ``duckdb`` pool of one, two runs would write the warehouse at once."""
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(settings.instance_config())
+        console.print(f"wrote {config}: the instance settings bankanom relies on (one DuckDB writer)")
     return home
 
 
@@ -573,8 +580,7 @@ def up(
     and the API together; Ctrl-C stops all three."""
     from bankanom_pipeline.supervisor import Supervisor
 
-    env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(settings.dagster_home()))
+    env = dict(os.environ, DAGSTER_HOME=str(_dagster_home()))
     if not env.get("BANKANOM_API_KEYS"):
         import secrets
 
