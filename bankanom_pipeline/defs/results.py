@@ -15,6 +15,15 @@ from bankanom_pipeline.validation.quarantine import ValidationCounts
 from bankanom_pipeline.validation.rules import Outcome
 
 
+def counts_reconciled(counts) -> dg.AssetCheckResult:
+    """Every line read was loaded or rejected (``counts``: a raw loader's lines_read, loaded, rejected)."""
+    return dg.AssetCheckResult(
+        check_name="counts_reconcile",
+        passed=counts.lines_read == counts.loaded + counts.rejected,
+        metadata={"lines_read": counts.lines_read, "loaded": counts.loaded, "rejected": counts.rejected},
+    )
+
+
 def rejected_metadata(con, table: str, day: str, by_reason: dict[str, int]) -> dict:
     """Why lines of a day were rejected, and the first few of them, as Markdown tables (``table``: a
     rejects table with source_file, line_no, raw_text, reason)."""

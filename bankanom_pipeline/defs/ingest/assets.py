@@ -4,7 +4,7 @@ import dagster as dg
 
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
-from bankanom_pipeline.defs.results import rejected_metadata
+from bankanom_pipeline.defs.results import counts_reconciled, rejected_metadata
 from bankanom_pipeline.ingest.raw_logs import load_partition
 
 REJECTED_SHARE_LIMIT = 0.05
@@ -46,15 +46,7 @@ def raw_logs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
             **rejected,
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="counts_reconcile",
-                passed=counts.lines_read == counts.loaded + counts.rejected,
-                metadata={
-                    "lines_read": counts.lines_read,
-                    "loaded": counts.loaded,
-                    "rejected": counts.rejected,
-                },
-            ),
+            counts_reconciled(counts),
             dg.AssetCheckResult(
                 check_name="rejected_share",
                 passed=share <= REJECTED_SHARE_LIMIT,

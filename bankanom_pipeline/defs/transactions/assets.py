@@ -11,6 +11,7 @@ from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.results import (
     ValidationConfig,
     analyst_metadata,
+    counts_reconciled,
     first_finite,
     pr_curve_markdown,
     rejected_metadata,
@@ -59,17 +60,7 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
             "dagster/row_count": counts.loaded,
             **rejected,
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="counts_reconcile",
-                passed=counts.lines_read == counts.loaded + counts.rejected,
-                metadata={
-                    "lines_read": counts.lines_read,
-                    "loaded": counts.loaded,
-                    "rejected": counts.rejected,
-                },
-            )
-        ],
+        check_results=[counts_reconciled(counts)],
     )
 
 
