@@ -9,6 +9,8 @@ import polars as pl
 
 from bankanom_pipeline import settings
 from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.detection.day_evaluation import write_curves
+from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
 from bankanom_pipeline.detection.partition_scoring import NothingToScore, score_partition
 from bankanom_pipeline.detection.sources import Source
 from bankanom_pipeline.validation.quarantine import ValidationCounts
@@ -172,3 +174,42 @@ def analyst_metadata(analyst: dict[str, float]) -> dict:
 
 def pr_curve_markdown(png: bytes) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![PR curves](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def evaluation_result(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    result,
+    *,
+    labels: str,
+    curves_table: str,
+    breakdown: str,
+    extra: dict | None = None,
+) -> dg.MaterializeResult:
+    """What an evaluation asset reports, logs and transactions alike (``result``: a day_evaluation
+    result). A day without ground truth in ``labels`` (real traffic) reports the analysts' figures only;
+    otherwise the metrics per model, the per-scenario or per-pattern ``breakdown``, the PR curves (stored
+    in ``curves_table`` too) and ``extra``."""
+    day = context.partition_key
+    if not result.evaluated:
+        context.log.warning(f"no ground truth for {day} in {labels}: only analyst feedback evaluated")
+        return dg.MaterializeResult(
+            metadata={
+                "evaluated": False,
+                "reason": f"no ground truth in {labels}",
+                **analyst_metadata(result.analyst),
+            }
+        )
+    png = pr_curve_png(result.truth, result.curves)
+    with warehouse.connection() as con:
+        write_curves(con, curves_table, result, day)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.metrics.height,
+            "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(result.metrics))),
+            breakdown: dg.MetadataValue.md(markdown_table(result.breakdown)),
+            "pr_curve": pr_curve_markdown(png),
+            **(extra or {}),
+            **analyst_metadata(result.analyst),
+        }
+    )

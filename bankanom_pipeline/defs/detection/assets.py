@@ -8,17 +8,15 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
-from bankanom_pipeline.defs.results import analyst_metadata, first_finite, pr_curve_markdown, scored_result
+from bankanom_pipeline.defs.results import evaluation_result, first_finite, scored_result
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.baseline import BaselineMismatch
 from bankanom_pipeline.detection.config import MODEL_NAMES
-from bankanom_pipeline.detection.day_evaluation import evaluate_logs, write_curves
+from bankanom_pipeline.detection.day_evaluation import evaluate_logs
 from bankanom_pipeline.detection.day_incidents import build_day
 from bankanom_pipeline.detection.evaluation import (
     check_targets,
     markdown_table,
-    metrics_wide,
-    pr_curve_png,
 )
 from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
@@ -252,35 +250,25 @@ def evaluation(
             result = evaluate_logs(con, day, registry_for(), baseline=config.baseline)
         except BaselineMismatch as error:
             raise dg.Failure(str(error)) from None
-    if not result.evaluated:
-        # real traffic has no ground truth: only the analysts' labels measure it
-        context.log.warning(f"no ground truth for {day} in log_labels: only analyst feedback evaluated")
-        return dg.MaterializeResult(
-            metadata={
-                "evaluated": False,
-                "reason": "no ground truth in log_labels",
-                **analyst_metadata(result.analyst),
-            }
-        )
     metrics = result.metrics
-    targets = check_targets(metrics)
-    png = pr_curve_png(result.truth, result.curves)
-    with warehouse.connection() as con:
-        write_curves(con, "evaluation_curves", result, day)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": metrics.height,
-            "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(metrics))),
+    extra = None
+    if result.evaluated:
+        targets = check_targets(metrics)
+        incident_precision = metrics.filter(
+            (pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision")
+        )["value"]
+        extra = {
             "targets": dg.MetadataValue.md(markdown_table(targets)),
-            "scenarios": dg.MetadataValue.md(markdown_table(result.breakdown)),
-            "pr_curve": pr_curve_markdown(png),
             "targets_met": int(targets["met"].sum()),
             "targets_total": targets.height,
-            "incident_precision_synthetic": first_finite(
-                metrics.filter((pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision"))[
-                    "value"
-                ]
-            ),
-            **analyst_metadata(result.analyst),
+            "incident_precision_synthetic": first_finite(incident_precision),
         }
+    return evaluation_result(
+        context,
+        warehouse,
+        result,
+        labels="log_labels",
+        curves_table="evaluation_curves",
+        breakdown="scenarios",
+        extra=extra,
     )

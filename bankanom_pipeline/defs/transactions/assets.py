@@ -10,18 +10,16 @@ from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.results import (
     ValidationConfig,
-    analyst_metadata,
     counts_reconciled,
+    evaluation_result,
     first_finite,
-    pr_curve_markdown,
     rejected_metadata,
     scored_result,
     validation_checks,
     validation_result,
 )
 from bankanom_pipeline.defs.validation.gx import GX
-from bankanom_pipeline.detection.day_evaluation import evaluate_transactions, write_curves
-from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
+from bankanom_pipeline.detection.day_evaluation import evaluate_transactions
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
 from bankanom_pipeline.transactions.validation import load_labels, validate_partition
@@ -168,30 +166,17 @@ def transaction_evaluation(
     day = context.partition_key
     with warehouse.connection() as con:
         result = evaluate_transactions(con, day)
-    if not result.evaluated:
-        context.log.warning(f"no ground truth for {day} in transaction_labels: nothing evaluated")
-        return dg.MaterializeResult(
-            metadata={
-                "evaluated": False,
-                "reason": "no transaction_labels",
-                **analyst_metadata(result.analyst),
-            }
-        )
-    metrics = result.metrics
-    png = pr_curve_png(result.truth, result.curves)
-    with warehouse.connection() as con:
-        write_curves(con, "transaction_evaluation_curves", result, day)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": metrics.height,
-            "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(metrics))),
-            "patterns": dg.MetadataValue.md(markdown_table(result.breakdown)),
-            "precision_synthetic": first_finite(
-                metrics.filter((pl.col("model") == "ensemble") & (pl.col("metric") == "precision"))["value"]
-            ),
-            **analyst_metadata(result.analyst),
-            "pr_curve": pr_curve_markdown(png),
-        }
+    ensemble_precision = result.metrics.filter(
+        (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
+    )["value"]
+    return evaluation_result(
+        context,
+        warehouse,
+        result,
+        labels="transaction_labels",
+        curves_table="transaction_evaluation_curves",
+        breakdown="patterns",
+        extra={"precision_synthetic": first_finite(ensemble_precision)} if result.evaluated else None,
     )
 
 
