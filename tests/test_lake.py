@@ -1,9 +1,8 @@
-"""Lake mode (BANKANOM_STORAGE=lake): the same demo as the embedded one gives the same tables."""
+"""Lake mode (BANKANOM_STORAGE=lake): the demo's three jobs on a tiny pair of days give the same tables as
+the embedded warehouse, and the demo's summary reads them from the lake."""
 
 import datetime as dt
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -11,12 +10,15 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.definitions import defs
+from bankanom_pipeline.defs.detection.jobs import train_run_config
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.frames import replace_partition, rewriting
-from tests.conftest import DEMO_DAY
 
+TRAIN_DAY, DEMO_DAY = "2026-01-05", "2026-01-06"
+RATE = 0.05  # events per second: ~4k a day, enough for anomalies, incidents and an evaluation
 # table -> key columns; every other column is compared too, except load times
 COMPARED = {
     "raw_logs": ["event_id", "source_file", "line_no"],
@@ -31,26 +33,57 @@ COMPARED = {
 VOLATILE = {"ingested_at", "quarantined_at", "if_version", "lof_version", "scored_at"}
 
 
+def _demo(data: Path, warehouse: WarehouseResource) -> None:
+    """What `bankanom demo` runs after generating the days: features of the training day, training and
+    promotion, then the daily pipeline on the held-out day, in process, into ``data``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BANKANOM_DATA_DIR", str(data))
+        for name in ("BANKANOM_MODELS_DIR", "BANKANOM_SNAPSHOTS_DIR", "BANKANOM_WAREHOUSE"):
+            env.delenv(name, raising=False)
+        for job, partition, config in [
+            ("features_job", TRAIN_DAY, None),
+            ("train_job", None, train_run_config(TRAIN_DAY)),
+            ("pipeline_job", DEMO_DAY, None),
+        ]:
+            result = defs.resolve_job_def(job).execute_in_process(
+                resources={"warehouse": warehouse}, partition_key=partition, run_config=config
+            )
+            assert result.success, job
+
+
 @pytest.fixture(scope="module")
-def lake_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lake-demo")
-    env = {
-        **os.environ,
-        "BANKANOM_DATA_DIR": str(root / "data"),
-        "DAGSTER_HOME": str(root / "dagster_home"),
-        "BANKANOM_STORAGE": "lake",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DEMO_DAY, "--rate", "1.5"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+def twins(tmp_path_factory):
+    """The same two generated days (the demo's seeds and customers) through the demo's jobs twice: into
+    the embedded DuckDB file and into the lake. Yields both connections and the lake's data folder.
+    In process, yet marked e2e: six job runs cost ~45 CPU-s, more than the fast tier can take."""
+    from bankanom_pipeline.cli import _load, _write_day
+
+    root = tmp_path_factory.mktemp("lake-twins")
+    cfg = _load(None)
+    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
+    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
+    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
+    landing = root / "landing"
+    for day, seed in ((TRAIN_DAY, cfg.seed), (DEMO_DAY, cfg.seed + 1)):
+        _write_day(cfg.model_copy(update={"seed": seed}), day, landing)
+    embedded, lakeside = root / "embedded", root / "lake"
+    for data in (embedded, lakeside):
+        shutil.copytree(landing, data / "landing")
+    _demo(
+        embedded,
+        WarehouseResource(database=str(embedded / "warehouse.duckdb"), landing_dir=str(embedded / "landing")),
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    con = lake.connect(str(root / "data" / "lake"))
-    yield result.stdout, con, root / "data" / "lake"
+    _demo(
+        lakeside,
+        WarehouseResource(
+            storage="lake", lake_root=str(lakeside / "lake"), landing_dir=str(lakeside / "landing")
+        ),
+    )
+    con = duckdb.connect(str(embedded / "warehouse.duckdb"), read_only=True)
+    lake_con = lake.connect(str(lakeside / "lake"))
+    yield con, lake_con, lakeside
     con.close()
+    lake_con.close()
 
 
 def _columns(con, table):
@@ -58,21 +91,29 @@ def _columns(con, table):
 
 
 @pytest.mark.e2e
-def test_lake_demo_writes_one_parquet_file_per_table_partition(lake_demo):
-    out, _, root = lake_demo
-    assert "lake:" in out
+def test_lake_demo_writes_one_parquet_file_per_table_partition(twins, capsys, monkeypatch):
+    from bankanom_pipeline.cli import _summary
+
+    _, _, data = twins
+    root = data / "lake"
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
     for table in ("raw_logs", "validated_partitions", "features_events", "scored_events", "incidents"):
         assert f"{table}/date={DEMO_DAY}/part-0.parquet" in files
     assert "model_registry/data.parquet" in files
     assert not [p for p in root.rglob("*.tmp")], "a temporary file was left behind"
+    # the demo's summary reads the lake and says where it is
+    monkeypatch.setenv("BANKANOM_STORAGE", "lake")
+    monkeypatch.setenv("BANKANOM_DATA_DIR", str(data))
+    _summary(DEMO_DAY)
+    out = capsys.readouterr().out
+    assert f"evaluation on {DEMO_DAY}" in out and "incident precision" in out
+    assert f"lake: {root}" in out
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("table", sorted(COMPARED))
-def test_lake_rows_equal_the_embedded_warehouse(demo, lake_demo, table):
-    _, embedded, _ = demo
-    _, lake_con, _ = lake_demo
+def test_lake_rows_equal_the_embedded_warehouse(twins, table):
+    embedded, lake_con, _ = twins
     columns = _columns(embedded, table)
     assert columns == _columns(lake_con, table)
     keys = ", ".join(COMPARED[table])
@@ -89,9 +130,8 @@ def _rounded(row):
 
 
 @pytest.mark.e2e
-def test_lake_scores_and_incidents_equal_the_embedded_ones(demo, lake_demo):
-    _, embedded, _ = demo
-    _, lake_con, _ = lake_demo
+def test_lake_scores_and_incidents_equal_the_embedded_ones(twins):
+    embedded, lake_con, _ = twins
     scores = (
         "SELECT count(*), sum(is_anomaly::INT), sum(ensemble_score), sum(if_score), sum(lof_score) "
         f"FROM scored_events WHERE partition_date = '{DEMO_DAY}'"
