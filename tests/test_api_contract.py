@@ -346,3 +346,31 @@ def test_nothing_promoted_or_published_yet_is_503(tmp_path):
         ):
             assert response.status_code == 503 and "yet" in response.json()["detail"]
         assert client.get("/health").status_code == 200
+
+
+def test_console_pages_say_what_is_missing_without_a_snapshot_or_models(empty):
+    try:
+        _console_pages_say_what_is_missing(empty)
+    finally:
+        empty.cookies.clear()  # the module's other tests see the API with no console session
+
+
+def _console_pages_say_what_is_missing(empty):
+    form = empty.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    login = empty.post(
+        "/console/login",
+        data={"csrf": csrf, "api_key": KEY, "next": "/console/incidents"},
+        follow_redirects=False,
+    )
+    assert login.status_code == 303
+    for path, text in [
+        ("/console/incidents", "No snapshot published yet"),
+        ("/console/transactions", "No transactions published yet"),
+        ("/console/models", "Nothing promoted yet"),
+        ("/console/predict", "No promoted transaction models yet"),
+    ]:
+        response = empty.get(path)
+        assert response.status_code == 200 and text in response.text, path
+    missing = empty.get("/console/incidents/INC-1")
+    assert missing.status_code == 503 and "No snapshot published yet" in missing.text

@@ -387,26 +387,6 @@ def test_the_predict_forms_show_scores_or_field_errors(analyst):
     assert response.status_code == 422 and "log_level" in response.text and "timestamp" in response.text
 
 
-def test_pages_say_what_is_missing_without_a_snapshot_or_models(tmp_path):
-    empty = tmp_path / "data"
-    empty.mkdir()
-    with (
-        running_api(empty, KEY, tmp_path / "api.log", **SERVER_ENV) as url,
-        httpx.Client(base_url=url, timeout=30) as client,
-    ):
-        assert login(client).status_code == 303
-        for path, text in [
-            ("/console/incidents", "No snapshot published yet"),
-            ("/console/transactions", "No transactions published yet"),
-            ("/console/models", "Nothing promoted yet"),
-            ("/console/predict", "No promoted transaction models yet"),
-        ]:
-            response = client.get(path)
-            assert response.status_code == 200 and text in response.text, path
-        missing = client.get("/console/incidents/INC-1")
-        assert missing.status_code == 503 and "No snapshot published yet" in missing.text
-
-
 # -- the evaluation assets ------------------------------------------------------------------------------
 
 
