@@ -79,3 +79,26 @@ def _upstream_of(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
                 seen.add(parent)
                 todo.append(parent)
     return seen
+
+
+SCORING = ["scored_events", "incidents", "evaluation", "api_snapshot"]
+
+
+def test_a_day_whose_features_are_rebuilt_is_scored_again_and_no_other_day():
+    """A second landing file for a day re-runs its features (the landing sensor, test_automation.py);
+    the automation sensor then requests that day's scores, incidents, evaluation and snapshot, all in
+    one evaluation, and nothing for the days around it."""
+    graph = defs.resolve_asset_graph()
+    keys = sorted(_upstream_of(graph, dg.AssetKey("api_snapshot")))
+    selection = dg.AssetSelection.assets(*SCORING)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        _materialize(instance, [*keys, *map(dg.AssetKey, SCORING)], DAYS)
+        settled = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+        assert settled.total_requested == 0
+
+        _materialize(instance, [dg.AssetKey("features_events")], DAYS[:1])
+        again = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=selection, cursor=settled.cursor
+        )
+        assert {name: _requested(again, name) for name in SCORING} == {name: {DAYS[0]} for name in SCORING}
