@@ -166,9 +166,10 @@ def transaction_evaluation(
     day = context.partition_key
     with warehouse.connection() as con:
         result = evaluate_transactions(con, day)
-    ensemble_precision = result.metrics.filter(
-        (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
-    )["value"]
+    extra = None
+    if result.evaluated:  # a delivery without labels has no metrics to read
+        ensemble = (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
+        extra = {"precision_synthetic": first_finite(result.metrics.filter(ensemble)["value"])}
     return evaluation_result(
         context,
         warehouse,
@@ -176,7 +177,7 @@ def transaction_evaluation(
         labels="transaction_labels",
         curves_table="transaction_evaluation_curves",
         breakdown="patterns",
-        extra={"precision_synthetic": first_finite(ensemble_precision)} if result.evaluated else None,
+        extra=extra,
     )
 
 
