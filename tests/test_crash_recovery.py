@@ -2,13 +2,13 @@
 step of pipeline_job (just before the step's write commits), and the plain CLI run after it must clean up
 the dead run (mark it failed, free its duckdb pool slot, say so) and leave every table equal to an
 uninterrupted run's. A run waiting for the pool says who holds it, goes on when the holder dies, and stops
-on SIGTERM or SIGINT. Real DuckDB files, a real Dagster instance with the committed concurrency pools, the
-CLI as separate processes; a tiny day (~5k events)."""
+on SIGTERM or SIGINT. Real DuckDB files, a real Dagster instance with the committed concurrency pools; the
+runs killed, signalled or waiting are CLI processes of their own, the reruns and the reference run the CLI
+in the test's process (tests/tiny_k.py); a tiny day (~5k events)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -24,13 +25,11 @@ import psutil
 import pytest
 
 from bankanom_pipeline.defs.automation import recovery
+from tests import tiny_k
+from tests.tiny_k import DAY, ROOT, TRAIN_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN_DAY = "2026-02-01"
-DAY = "2026-02-02"
-RATE = 0.05  # events per second: ~5k a day
 # step of pipeline_job -> the write it is killed in (tests/crash_point.py pauses before it commits)
 KILL_POINTS = {
     "raw_logs": "raw_logs",
@@ -42,35 +41,12 @@ KILL_POINTS = {
 }
 
 
-def _write_landing(landing: Path) -> None:
-    from bankanom_pipeline.cli import _load, _write_day
-
-    cfg = _load(None)
-    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
-    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
-    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
-    for i, day in enumerate([TRAIN_DAY, DAY]):
-        _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
-
-
-def _start(env: dict, data: Path, log: Path, *args: str, module: str = "bankanom_pipeline.cli"):
+def _start(env: dict, log: Path, *args: str, module: str = "bankanom_pipeline.cli") -> subprocess.Popen:
+    """The CLI (or ``module``) in a process of its own, printing to ``log``."""
     out = log.open("a")
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        env={**env, "BANKANOM_DATA_DIR": str(data)},
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
     )
-
-
-def _cli(env: dict, data: Path, log: Path, *args: str) -> str:
-    """Run the plain CLI to its end; returns what it printed (its DEBUG log lines left out)."""
-    log.write_text("")
-    code = _start(env, data, log, *args).wait(timeout=600)
-    printed = "\n".join(line for line in log.read_text().splitlines() if " - DEBUG - " not in line)
-    assert code == 0, f"bankanom {' '.join(args)} exited {code}:\n{printed[-4000:]}"
-    return printed
 
 
 def _wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -128,64 +104,76 @@ def _scores(data: Path) -> dict:
     return {event: scores for event, *scores in rows}
 
 
+def _kill_mid_step(env: dict, base: Path, step: str) -> int:
+    """``bankanom run`` of DAY on a copy of ``base``, killed with SIGKILL paused inside ``step``; its pid."""
+    data = Path(env["BANKANOM_DATA_DIR"])
+    shutil.copytree(base, data)
+    marker, log = data.parent / f"{step}.paused", data.parent / f"{step}-killed.log"
+    crash = {**env, "CRASH_AT": KILL_POINTS[step], "CRASH_MARKER": str(marker)}
+    killed = _start(crash, log, "run", "--date", DAY, module="tests.crash_point")
+    try:
+        _wait_for(marker.exists, f"pause in {step}", killed, log)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    return killed.pid
+
+
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    """A tiny day landed, features and a promoted model pair for the day before, and the reference:
-    pipeline_job on a copy of that state, uninterrupted."""
+def platform(tmp_path_factory, request):
+    """The tiny platform (tests/tiny_k.py), the reference (pipeline_job on a copy of it, uninterrupted)
+    and the kill cases' killed runs. Those run one after another on a thread beside the tests, each in
+    its own data folder and Dagster instance, so a test reruns one case while the next case's run is on
+    its way to its pause."""
+    prepared = tiny_k.prepared(tmp_path_factory)
     root = tmp_path_factory.mktemp("crash")
-    home = root / "dagster_home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the duckdb pool, limit 1
-    _write_landing(root / "landing")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "BANKANOM_LANDING_DIR": str(root / "landing")}
-    env["PYTHONUNBUFFERED"] = "1"
-    for name in ("BANKANOM_STORAGE", "BANKANOM_EXECUTOR", "BANKANOM_LAKE_ROOT", "BANKANOM_WAREHOUSE"):
-        env.pop(name, None)
-    base = root / "base"
-    _cli(env, base, root / "base.log", "run", "--job", "features_job", "--date", TRAIN_DAY)
-    _cli(env, base, root / "base.log", "train", "--end-date", TRAIN_DAY)
-    reference = root / "reference"
-    shutil.copytree(base, reference)
-    _cli(env, reference, root / "reference.log", "run", "--date", DAY)
-    return {
-        "root": root,
-        "env": env,
-        "base": base,
-        "reference": _fingerprint(reference),
-        "scores": _scores(reference),
-    }
+
+    def env(name: str, home: str | None = None) -> dict:
+        return tiny_k.cli_env(root / name, prepared / "landing", root / f"{home or name}-home")
+
+    kill_test = test_a_run_killed_mid_step_is_cleaned_up_by_the_next_plain_run_with_equal_results
+    steps = [item.callspec.params["step"] for item in request.session.items if item.obj is kill_test]
+    killer = ThreadPoolExecutor(max_workers=1)
+    killed = {step: killer.submit(_kill_mid_step, env(step), prepared / "base", step) for step in steps}
+    try:
+        reference = root / "reference"
+        shutil.copytree(prepared / "base", reference)
+        tiny_k.ok(env("reference"), "run", "--date", DAY)
+        yield {
+            "env": env,
+            "base": prepared / "base",
+            "killed": killed,
+            "reference": _fingerprint(reference),
+            "scores": _scores(reference),
+        }
+    finally:
+        killer.shutdown(cancel_futures=True)
 
 
 @pytest.mark.parametrize("step", list(KILL_POINTS))
 def test_a_run_killed_mid_step_is_cleaned_up_by_the_next_plain_run_with_equal_results(platform, step):
-    root, env = platform["root"], platform["env"]
-    data = root / step
-    shutil.copytree(platform["base"], data)
-    marker, log = root / f"{step}.paused", root / f"{step}-killed.log"
-    crash = {**env, "CRASH_AT": KILL_POINTS[step], "CRASH_MARKER": str(marker)}
-    killed = _start(crash, data, log, "run", "--date", DAY, module="tests.crash_point")
-    _wait_for(marker.exists, f"pause in {step}", killed, log)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    pid = platform["killed"][step].result(timeout=600)
+    env = platform["env"](step)
     with _instance(env) as instance:
         (run,) = [
             r
             for r in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-            if r.tags[recovery.PID_TAG] == str(killed.pid)
+            if r.tags[recovery.PID_TAG] == str(pid)
         ]
         assert run.tags["dagster/partition"] == DAY
         held = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
         assert [(s.run_id, s.step_key) for s in held] == [(run.run_id, step)]  # what wedged the next run
 
-    printed = _cli(env, data, root / f"{step}-rerun.log", "run", "--date", DAY)
+    printed = tiny_k.ok(env, "run", "--date", DAY)
 
     assert (
-        f"cleaned up run {run.run_id} (pipeline_job {DAY}): its process (pid {killed.pid} on "
+        f"cleaned up run {run.run_id} (pipeline_job {DAY}): its process (pid {pid} on "
         f"{socket.gethostname()}) is gone; marked failed; freed pool duckdb slot (step {step})"
     ) in printed
     with _instance(env) as instance:
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots == []
+    data = Path(env["BANKANOM_DATA_DIR"])
     assert _fingerprint(data) == platform["reference"]
     assert _scores(data) == platform["scores"]
 
@@ -205,7 +193,7 @@ def holder(platform):
             recovery.STARTED_TAG: repr(psutil.Process(process.pid).create_time()),
         },
     )
-    with _instance(platform["env"]) as instance:
+    with _instance(platform["env"]("holder", home="waiting")) as instance:
         instance.add_run(run)
         instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb")
         assert instance.event_log_storage.claim_concurrency_slot(
@@ -214,19 +202,20 @@ def holder(platform):
     yield run, process
     process.kill()
     process.wait()
-    with _instance(platform["env"]) as instance:
+    with _instance(platform["env"]("holder", home="waiting")) as instance:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         if not instance.get_run_by_id(run.run_id).is_finished:
             instance.report_run_failed(instance.get_run_by_id(run.run_id))
 
 
 def _start_waiting(platform, holder_run, process_pid: int, name: str):
-    """``bankanom ingest`` (raw_logs, in the duckdb pool) started and waiting for the slot."""
-    root = platform["root"]
-    data = root / name
+    """``bankanom ingest`` (raw_logs, in the duckdb pool) started and waiting for the slot; the holder's
+    instance is the one of the tests with a holder."""
+    env = platform["env"](name, home="waiting")
+    data = Path(env["BANKANOM_DATA_DIR"])
     shutil.copytree(platform["base"], data)
-    log = root / f"{name}.log"
-    waiting = _start(platform["env"], data, log, "ingest", "--date", DAY)
+    log = data.parent / f"{name}.log"
+    waiting = _start(env, log, "ingest", "--date", DAY)
     said = (
         f"step raw_logs is waiting for pool duckdb, held by run {holder_run.run_id} "
         f"(pipeline_job {TRAIN_DAY}, pid {process_pid})"
@@ -239,7 +228,7 @@ def _start_waiting(platform, holder_run, process_pid: int, name: str):
 def test_a_run_waiting_for_the_pool_says_who_holds_it_and_stops_on_a_signal(platform, holder, stop):
     holder_run, holder_process = holder
     waiting, log, said = _start_waiting(platform, holder_run, holder_process.pid, f"wait-{stop.name}")
-    with _instance(platform["env"]) as instance:
+    with _instance(platform["env"]("waiting")) as instance:
         (run,) = [
             r
             for r in instance.get_runs(filters=dg.RunsFilter(job_name="ingest_job"))
@@ -258,7 +247,7 @@ def test_a_run_waiting_for_the_pool_says_who_holds_it_and_stops_on_a_signal(plat
         f"stopped by {stop.name}: run {run.run_id} (ingest_job {DAY}, pid {waiting.pid}) marked canceled"
         in (log.read_text())
     )
-    with _instance(platform["env"]) as instance:
+    with _instance(platform["env"]("waiting")) as instance:
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.CANCELED
         info = instance.event_log_storage.get_concurrency_info("duckdb")
         assert [s.step_key for s in info.pending_steps if s.run_id == run.run_id] == []
@@ -276,7 +265,7 @@ def test_a_waiting_run_cleans_up_a_holder_that_dies_and_goes_on(platform, holder
     assert (
         f"cleaned up run {holder_run.run_id} (pipeline_job {TRAIN_DAY}): its process (pid " in log.read_text()
     )
-    with _instance(platform["env"]) as instance:
+    with _instance(platform["env"]("waiting")) as instance:
         assert instance.get_run_by_id(holder_run.run_id).status == dg.DagsterRunStatus.FAILURE
 
 
@@ -284,15 +273,15 @@ def test_a_waiting_run_cleans_up_a_holder_that_dies_and_goes_on(platform, holder
 def test_sigterm_stops_a_run_inside_a_step(platform, stubborn):
     """Dagster interrupts a running step itself; a step that does not stop is ended by the guard after
     its grace period. Either way the run ends, marked, with no pool slot left held."""
-    root, env = platform["root"], platform["env"]
     name = f"sigterm-{'stubborn' if stubborn else 'step'}"
-    data = root / name
+    env = platform["env"](name)
+    data = Path(env["BANKANOM_DATA_DIR"])
     shutil.copytree(platform["base"], data)
-    marker, log = root / f"{name}.paused", root / f"{name}.log"
+    marker, log = data.parent / f"{name}.paused", data.parent / f"{name}.log"
     crash = {**env, "CRASH_AT": "raw_logs", "CRASH_MARKER": str(marker)}
     if stubborn:
         crash["CRASH_STUBBORN"] = "1"
-    running = _start(crash, data, log, "ingest", "--date", DAY, module="tests.crash_point")
+    running = _start(crash, log, "ingest", "--date", DAY, module="tests.crash_point")
     _wait_for(marker.exists, "pause in raw_logs", running, log)
 
     began = time.monotonic()
