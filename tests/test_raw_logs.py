@@ -137,9 +137,11 @@ def test_rerun_is_idempotent_and_picks_up_late_files(tmp_path, landing):
     assert con.execute("SELECT count(*) FROM raw_logs").fetchone()[0] == 3
 
 
-def test_materialize_generated_partition(tmp_path, config):
-    generator = Generator(small(config, rate=20.0))
+def test_materialize_generated_partition(tmp_path, config, monkeypatch):
+    generator = Generator(small(config, rate=2.0))
     summary = write_range(generator, tmp_path / "landing" / "logs", DAY_START, end_s=DAY_START + 6 * 3600)
+    # a real day's 6-hour file is scanned for newlines in several slices; this one's ~15 MB too, in 1 MB slices
+    monkeypatch.setattr(raw_logs_module, "_SCAN_BYTES", 1 << 20)
     warehouse = WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path / "landing"))
     result = dg.materialize([raw_logs], partition_key=DAY, resources={"warehouse": warehouse})
     assert result.success
