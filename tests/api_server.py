@@ -40,6 +40,11 @@ def api_client(root: Path, key: str, **overrides) -> TestClient:
     return TestClient(create_app(api_settings(root, key, **overrides)), raise_server_exceptions=False)
 
 
+# a server's start is a few CPU-seconds of imports; on a loaded two-core machine (the suite's other
+# stream, other jobs) it has taken over a minute of wall time
+STARTUP_SECONDS = 180
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +97,7 @@ def running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: s
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/health", process, log, timeout=60)
+        wait_for_http(f"{url}/health", process, log, timeout=STARTUP_SECONDS)
         yield url
     finally:
         process.terminate()

@@ -29,6 +29,19 @@ def app_for(tmp_path: Path, **settings) -> TestClient:
     return api_client(tmp_path, KEY, **settings)
 
 
+CAP = 4 * 2**20  # the served API's body cap (BANKANOM_API_MAX_BODY_BYTES), well under the 200 MB sent
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real uvicorn server for the module's end-to-end tests: nothing published, a 4 MiB body cap."""
+    root = tmp_path_factory.mktemp("abuse-server")
+    data = root / "data"
+    data.mkdir()
+    with running_api(data, KEY, root / "api.log", BANKANOM_API_MAX_BODY_BYTES=str(CAP)) as url:
+        yield url
+
+
 # -- failed keys ----------------------------------------------------------------------------------------
 
 
@@ -162,26 +175,24 @@ def test_the_api_docs_pages_may_load_what_they_need(tmp_path):
 
 
 @pytest.mark.e2e
-def test_the_console_renders_under_its_policy_in_chromium(tmp_path):
+def test_the_console_renders_under_its_policy_in_chromium(server):
     """The console, logged in, in headless Chromium: no Content-Security-Policy violation reported, the
     stylesheet applied."""
     from playwright.sync_api import sync_playwright
 
     from tests.test_console import CHROMIUM, CHROMIUM_ARGS
 
-    data = tmp_path / "data"
-    data.mkdir()
-    with running_api(data, KEY, tmp_path / "api.log") as url, sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page()
         messages: list[str] = []
         page.on("console", lambda m: messages.append(m.text))
-        page.goto(f"{url}/console/login")
+        page.goto(f"{server}/console/login")
         page.fill("input[name=api_key]", KEY)
         page.click("button[type=submit]")
         page.wait_for_url("**/console/incidents")
         for path in ("/console/incidents", "/console/transactions", "/console/predict", "/console/models"):
-            page.goto(url + path)
+            page.goto(server + path)
             header = page.locator("header")
             assert header.evaluate("e => getComputedStyle(e).display") == "flex", path
         browser.close()
@@ -252,51 +263,44 @@ BODY = 200 * 2**20  # the issue's 200 MB
 
 
 @pytest.mark.e2e
-def test_a_keyless_body_is_refused_before_it_is_read(tmp_path):
+def test_a_keyless_body_is_refused_before_it_is_read(server):
     """POST /predict without a key announcing 200 MB, or streaming it chunked: 401 at once, with the
     body never read (the client has sent only the headers and a little)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    with running_api(data, KEY, tmp_path / "api.log") as url:
-        server = _server_process(url)
-        before = _rss(server)
-        announced = _post_head(url, "/predict", {"Content-Length": str(BODY)})
-        announced.sendall(b'{"events": [')
-        assert _status(announced, 5) in (401, 413)
-        announced.close()
-        chunked = _post_head(url, "/predict", {"Transfer-Encoding": "chunked"})
-        sent, status, seconds = _stream(chunked, BODY)
-        chunked.close()
-        grown = _rss(server) - before
-        print(
-            f"keyless 200 MB: {status} after {seconds:.3f} s, {sent / 2**20:.0f} MiB sent, RSS +{grown / 2**20:.1f} MiB"
-        )
-        assert status == 401 and seconds < 5 and sent < 32 * 2**20
-        assert grown < 32 * 2**20
-        assert httpx.get(f"{url}/ready", headers=H).status_code == 503  # still serving
+    process = _server_process(server)
+    before = _rss(process)
+    announced = _post_head(server, "/predict", {"Content-Length": str(BODY)})
+    announced.sendall(b'{"events": [')
+    assert _status(announced, 5) in (401, 413)
+    announced.close()
+    chunked = _post_head(server, "/predict", {"Transfer-Encoding": "chunked"})
+    sent, status, seconds = _stream(chunked, BODY)
+    chunked.close()
+    grown = _rss(process) - before
+    print(
+        f"keyless 200 MB: {status} after {seconds:.3f} s, {sent / 2**20:.0f} MiB sent, RSS +{grown / 2**20:.1f} MiB"
+    )
+    assert status == 401 and seconds < 5 and sent < 32 * 2**20
+    assert grown < 32 * 2**20
+    assert httpx.get(f"{server}/ready", headers=H).status_code == 503  # still serving
 
 
 @pytest.mark.e2e
-def test_a_streamed_body_with_a_key_is_cut_at_the_cap(tmp_path):
+def test_a_streamed_body_with_a_key_is_cut_at_the_cap(server):
     """With a valid key, 200 MB streamed chunked (no Content-Length) to /predict is answered 413 once the
     server has read past BANKANOM_API_MAX_BODY_BYTES; the server's memory grows by about the cap, not
     by the body."""
-    cap = 4 * 2**20
-    data = tmp_path / "data"
-    data.mkdir()
-    with running_api(data, KEY, tmp_path / "api.log", BANKANOM_API_MAX_BODY_BYTES=str(cap)) as url:
-        server = _server_process(url)
-        before = _rss(server)
-        sock = _post_head(url, "/predict", {**H, "Transfer-Encoding": "chunked"})
-        sent, status, seconds = _stream(sock, BODY)
-        sock.close()
-        grown = _rss(server) - before
-        print(
-            f"keyed 200 MB chunked: {status} after {seconds:.3f} s, {sent / 2**20:.0f} MiB sent, RSS +{grown / 2**20:.1f} MiB"
-        )
-        assert status == 413 and sent < 64 * 2**20
-        assert grown < 64 * 2**20
-        # and announced with Content-Length: refused before reading
-        announced = _post_head(url, "/predict", {**H, "Content-Length": str(BODY)})
-        assert _status(announced, 5) == 413
-        announced.close()
+    process = _server_process(server)
+    before = _rss(process)
+    sock = _post_head(server, "/predict", {**H, "Transfer-Encoding": "chunked"})
+    sent, status, seconds = _stream(sock, BODY)
+    sock.close()
+    grown = _rss(process) - before
+    print(
+        f"keyed 200 MB chunked: {status} after {seconds:.3f} s, {sent / 2**20:.0f} MiB sent, RSS +{grown / 2**20:.1f} MiB"
+    )
+    assert status == 413 and sent < 64 * 2**20
+    assert grown < 64 * 2**20
+    # and announced with Content-Length: refused before reading
+    announced = _post_head(server, "/predict", {**H, "Content-Length": str(BODY)})
+    assert _status(announced, 5) == 413
+    announced.close()
