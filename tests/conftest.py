@@ -33,6 +33,9 @@ def small(config, **update):
 
 
 DEMO_DAY = "2026-01-06"
+# events per second: ~86k a day, above the 50,000 scored events and 1,000 returning customers the
+# demo's tests ask for, with incidents of every severity the console and API tests look at
+DEMO_RATE = "1.0"
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +46,7 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "BANKANOM_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home")}
     result = subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DEMO_DAY, "--rate", "1.5"],
+        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DEMO_DAY, "--rate", DEMO_RATE],
         env=env,
         capture_output=True,
         text=True,
@@ -55,10 +58,49 @@ def demo(tmp_path_factory):
     con.close()
 
 
-def world_with_transactions(demo, root: Path, day: str = "2026-02-01") -> Path:
-    """A copy of the demo's models, snapshot and warehouse under ``root``, plus a 10,000-row transactions
-    delivery run through the pipeline (`bankanom ingest-transactions`), which republishes the snapshot
-    with both: something for every route and console page to serve."""
+TX_DAY = "2026-02-01"  # the generated transactions delivery
+DIRTY_DAY = "2026-01-31"  # a dirty real-layout delivery, filed under an earlier day (see below)
+TX_ROWS = 15_000
+# a real-layout delivery: the other IP spelling, a quoted comma, dirty rows of every kind
+DIRTY = """TransactionID,AccountID,TransactionAmount,TransactionDate,TransactionType,Location,DeviceID,IPAddress,MerchantID,Channel,CustomerAge,CustomerOccupation,TransactionDuration,LoginAttempts,AccountBalance,PreviousTransactionDate,Comment
+RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,"late, but fine"
+RX000002,AC90001,20.00,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5092.21,2024-11-04 08:08:08,same second
+RX000003,AC90002,-5.00,2026-02-02 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,2024-11-04 08:09:35,negative
+RX000004,AC90002,5.00,2026-02-31 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,,bad date
+RX000005,AC90002,5.00,2026-02-02 11:00:00,Transfer,Houston,D000051,13.149.61.4,M052,Phone,68,Pilot,141,1,100.00,,unknown enums
+RX000006,AC90003,5.00,2026-02-02 12:00:00,Credit,Mesa,D000235,999.1.1.1,M009,Branch,17,Student,30,1,50.00,,bad ip and age
+RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,duplicate
+
+RX000007,AC90003,5.00,2026-02-02 12:00:00,Credit
+"""
+# clean rows of the same delivery: the quarantined share stays under validated_transactions' 5% gate
+CLEAN = "".join(
+    f"RC{i:06d},AC9{i % 7:04d},{10 + i % 50}.25,2026-02-02 {8 + i // 12 % 12:02d}:{i * 7 % 60:02d}:00,Debit,"
+    f"Denver,D9{i % 7:05d},10.0.0.{i % 7 + 1},M0{i % 9 + 10},Online,40,Engineer,60,1,{9000 - i}.00,,\n"
+    for i in range(100)
+)
+
+
+def _ingest_transactions(world: Path, home: Path, csv: Path, day: str) -> str:
+    env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bankanom_pipeline.cli", "ingest-transactions", str(csv), "--date", day],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def world_with_transactions(demo, root: Path) -> Path:
+    """A copy of the demo's models, snapshot and warehouse under ``root``, plus two transactions
+    deliveries run through the pipeline (`bankanom ingest-transactions`): 15,000 generated rows on
+    TX_DAY (which trains the transaction models and republishes the snapshot with both domains:
+    something for every route and console page to serve), then the dirty real-layout file (DIRTY plus
+    CLEAN) filed under the earlier DIRTY_DAY. Being older, that run's evaluation (it has no labels) and
+    snapshot do not replace TX_DAY's as the latest: the served world stays the generated one's."""
     from bankanom_pipeline.transactions.generator import write
 
     _, _, data = demo
@@ -70,25 +112,16 @@ def world_with_transactions(demo, root: Path, day: str = "2026-02-01") -> Path:
     inbox, home = root / "inbox", root / "dagster_home"
     home.mkdir()
     write(
-        inbox / "bank.csv", inbox / "bank.labels.csv", rows=10_000, seed=3, start=dt.date(2026, 1, 2), days=30
+        inbox / "bank.csv",
+        inbox / "bank.labels.csv",
+        rows=TX_ROWS,
+        seed=3,
+        start=dt.date(2026, 1, 2),
+        days=30,
     )
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bankanom_pipeline.cli",
-            "ingest-transactions",
-            str(inbox / "bank.csv"),
-            "--date",
-            day,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _ingest_transactions(world, home, inbox / "bank.csv", TX_DAY)
+    (inbox / "real.csv").write_text(DIRTY + CLEAN)
+    _ingest_transactions(world, home, inbox / "real.csv", DIRTY_DAY)
     return world
 
 

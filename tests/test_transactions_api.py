@@ -1,26 +1,27 @@
 """Bank transactions from a CSV to the API, as the predecessor's clients see it: ``bankanom
-ingest-transactions`` (real Dagster runs) on generated and dirty real-layout files, then the API (in
-process) serving /transactions and the transaction predict routes."""
+ingest-transactions`` (real Dagster runs) on generated and dirty real-layout files (the session's
+``transactions_world``), then the API (in process) serving /transactions and the transaction predict
+routes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
+from fastapi.testclient import TestClient
 
+from bankanom_api.app import create_app
 from bankanom_pipeline.detection.sources import TRANSACTIONS
-from bankanom_pipeline.transactions.generator import write
-from tests.api_server import api_client
+from tests.api_server import api_settings
+from tests.conftest import CLEAN, DIRTY, DIRTY_DAY, TX_DAY
 
 pytestmark = pytest.mark.e2e
 
 KEY = "tx-key"
 H = {"X-API-Key": KEY}
-DAY, LATER = "2026-02-01", "2026-02-02"
+DAY = TX_DAY
 CSV_FIELDS = [
     "TransactionID",
     "AccountID",
@@ -39,62 +40,25 @@ CSV_FIELDS = [
     "AccountBalance",
     "PreviousTransactionDate",
 ]
-# a real-layout delivery: the other IP spelling, a quoted comma, dirty rows of every kind
-DIRTY = """TransactionID,AccountID,TransactionAmount,TransactionDate,TransactionType,Location,DeviceID,IPAddress,MerchantID,Channel,CustomerAge,CustomerOccupation,TransactionDuration,LoginAttempts,AccountBalance,PreviousTransactionDate,Comment
-RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,"late, but fine"
-RX000002,AC90001,20.00,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5092.21,2024-11-04 08:08:08,same second
-RX000003,AC90002,-5.00,2026-02-02 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,2024-11-04 08:09:35,negative
-RX000004,AC90002,5.00,2026-02-31 10:00:00,Debit,Houston,D000051,13.149.61.4,M052,ATM,68,Doctor,141,1,100.00,,bad date
-RX000005,AC90002,5.00,2026-02-02 11:00:00,Transfer,Houston,D000051,13.149.61.4,M052,Phone,68,Pilot,141,1,100.00,,unknown enums
-RX000006,AC90003,5.00,2026-02-02 12:00:00,Credit,Mesa,D000235,999.1.1.1,M009,Branch,17,Student,30,1,50.00,,bad ip and age
-RX000001,AC90001,14.09,2026-02-02 16:29:14,Debit,San Diego,D000380,162.198.218.92,M015,ATM,70,Doctor,81,1,5112.21,2024-11-04 08:08:08,duplicate
-
-RX000007,AC90003,5.00,2026-02-02 12:00:00,Credit
-"""
-
-# clean rows of the same delivery: the quarantined share stays under validated_transactions' 5% gate
-CLEAN = "".join(
-    f"RC{i:06d},AC9{i % 7:04d},{10 + i % 50}.25,2026-02-02 {8 + i // 12 % 12:02d}:{i * 7 % 60:02d}:00,Debit,"
-    f"Denver,D9{i % 7:05d},10.0.0.{i % 7 + 1},M0{i % 9 + 10},Online,40,Engineer,60,1,{9000 - i}.00,,\n"
-    for i in range(100)
-)
-
-
-def _cli(data: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(data), "DAGSTER_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tx")
-    data, home, inbox = root / "data", root / "dagster_home", root / "inbox"
-    home.mkdir()
-    write(
-        inbox / "bank.csv",
-        inbox / "bank.labels.csv",
-        rows=15_000,
-        seed=3,
-        start=__import__("datetime").date(2026, 1, 2),
-        days=30,
-    )
-    first = _cli(data, home, "ingest-transactions", str(inbox / "bank.csv"), "--date", DAY)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    (inbox / "real.csv").write_text(DIRTY + CLEAN)
-    second = _cli(data, home, "ingest-transactions", str(inbox / "real.csv"), "--date", LATER)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    return data
+def world(transactions_world) -> Path:
+    """The session's world: the demo's logs plus the generated delivery on DAY and the dirty one on
+    DIRTY_DAY (conftest.world_with_transactions); read only here."""
+    return transactions_world
 
 
 @pytest.fixture(scope="module")
-def api(world):
-    with api_client(world, KEY, max_batch=50, rate_limit="10000/second") as client:
+def api(world, tmp_path_factory):
+    # the console's feedback and alerts files elsewhere: the session's world stays as it was built
+    spare = tmp_path_factory.mktemp("tx-api")
+    settings = replace(
+        api_settings(world, KEY, max_batch=50, rate_limit="10000/second"),
+        feedback_db=spare / "feedback.duckdb",
+        alerts_db=spare / "alerts.duckdb",
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client
 
 
@@ -107,7 +71,7 @@ def test_every_line_of_a_dirty_real_layout_file_is_accounted_for(world):
 
         def count(table: str, extra: str = "") -> int:
             return con.execute(
-                f"SELECT count(*) FROM {table} WHERE partition_date = ? {extra}", [LATER]
+                f"SELECT count(*) FROM {table} WHERE partition_date = ? {extra}", [DIRTY_DAY]
             ).fetchone()[0]
 
         lines = len((DIRTY + CLEAN).splitlines()) - 1  # data lines, header excluded
@@ -121,7 +85,7 @@ def test_every_line_of_a_dirty_real_layout_file_is_accounted_for(world):
         rules = dict(
             con.execute(
                 "SELECT transaction_id, rules FROM quarantine_transactions WHERE partition_date = ? AND kind = 'invalid'",
-                [LATER],
+                [DIRTY_DAY],
             ).fetchall()
         )
         assert rules["RX000003"] == ["amount_non_negative"]
