@@ -21,9 +21,12 @@ from fastapi.testclient import TestClient
 
 from bankanom_api.app import create_app
 from bankanom_api.schemas import IncidentSummary, ScoredEvent
+from bankanom_pipeline.cli import _epoch, _load
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.generator.engine import Generator
+from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import accepted_lines, api_settings, running_api
 from tests.conftest import DEMO_DAY
@@ -34,6 +37,9 @@ KEY, OTHER_KEY = "test-key-1", "test-key-2"
 H = {"X-API-Key": KEY}
 MAX_BATCH = 3000
 NEW_DAY = "2026-01-08"  # a small extra day the pipeline writes while the API serves
+# between one client's calls while something changes underneath: tens of calls a second still cover
+# the change, and the clients leave the CPU to the run or the reload they are watching
+PAUSE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +336,7 @@ def test_hot_reload_of_a_promotion_and_refusal_of_a_broken_one(api, world):
                 failures.append(r.status_code)
             else:
                 served.add(r.json()["versions"]["isolation_forest"])
+            stop.wait(PAUSE)
 
     thread = threading.Thread(target=traffic)
     thread.start()
@@ -372,13 +379,8 @@ def test_no_failed_request_while_the_pipeline_writes_then_api_and_pipeline_agree
     snapshot, and POST /predict on that day's events gives the scores the pipeline stored."""
     env = _pipeline_env(world)
     cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
-    subprocess.run(
-        [*cli, "generate", "--start", NEW_DAY, "--events", "1500", "--seed", "9"],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    config = _load(None).model_copy(update={"seed": 9})  # what `bankanom generate --seed 9` writes
+    write_range(Generator(config), world / "landing" / "logs", _epoch(NEW_DAY), events=1500)
     before = api.get("/ready", headers=H).json()["snapshot"]["file"]
     stop, failures, calls = threading.Event(), [], [0]
     events = demo_events(world, 5)
@@ -393,6 +395,7 @@ def test_no_failed_request_while_the_pipeline_writes_then_api_and_pipeline_agree
             calls[0] += 1
             if r.status_code != 200:
                 failures.append((path, r.status_code, r.text[:200]))
+            stop.wait(PAUSE)
 
     threads = [
         threading.Thread(target=traffic, args=(p,)) for p in ("/predict", "/incidents", "/scores/latest")
