@@ -13,17 +13,14 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 import redis
 
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.distributed.fence import FencedOut, StepFence
-from bankanom_pipeline.warehouse import frames, lake
 from tests import servers
+from tests.fence_d import ATTEMPT, publish, writers
 
-DAY = "2026-02-04"
-ATTEMPT = "run-1/stg_logs/0"
 LEASE = 4.0
 
 
@@ -55,18 +52,6 @@ def client(tmp_path):
         yield redis.Redis.from_url(f"{url}/0")
 
 
-def publish(root: Path, writer: str) -> str:
-    """One execution's output: the partition's file, holding who wrote it."""
-    con = lake.connect(str(root))
-    frames.replace_partition(con, "outputs", pl.DataFrame({"partition_date": [DAY], "writer": [writer]}), DAY)
-    return f"events of {writer}"
-
-
-def writers(root: Path) -> list[str]:
-    con = lake.connect(str(root))
-    return [row[0] for row in con.execute("SELECT writer FROM outputs").fetchall()]
-
-
 @pytest.mark.e2e
 def test_a_second_delivery_waits_for_the_first_and_returns_its_result_without_publishing(client, tmp_path):
     root = tmp_path / "lake"
@@ -88,7 +73,7 @@ def test_a_second_delivery_waits_for_the_first_and_returns_its_result_without_pu
     assert claimed.wait(10)
     b = threading.Thread(target=lambda: results.update(B=StepFence(client, LEASE, 0.05).run(ATTEMPT, second)))
     b.start()
-    time.sleep(3 * LEASE)  # the first is alive: its heartbeat keeps the claim past the lease
+    time.sleep(2 * LEASE)  # the first is alive: its heartbeat keeps the claim past the lease
     assert b.is_alive() and executed == []
     go.set()
     a.join(10)
@@ -108,7 +93,7 @@ import sys, time
 from pathlib import Path
 import redis
 from bankanom_pipeline.distributed.fence import StepFence
-from tests.test_scale_out import ATTEMPT, publish
+from tests.fence_d import ATTEMPT, publish
 url, root, go, lease = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
 def execute():
     print("claimed", flush=True)
