@@ -1,14 +1,13 @@
 """Analysts query while runs write, for real: a reader process queries the published tables in a loop, with
-the helper analysts use (``published.connect``), while ``bankanom run`` runs pipeline_job for a tiny day in
-another process, twice (the second run with a late landing file, so every partition of the day is
-replaced by a different version). No run and no query may fail, and every count and checksum a query saw
-of a partition must be one of its complete versions. Real DuckDB files, a real Dagster instance, the CLI
-as separate processes; a tiny day (~4k events)."""
+the helper analysts use (``published.connect``), while ``bankanom run`` runs pipeline_job for a tiny day,
+twice (the second run with a late landing file, so every partition of the day is replaced by a different
+version). No run and no query may fail, and every count and checksum a query saw of a partition must be
+one of its complete versions. Real DuckDB files, a real Dagster instance, the readers in processes of
+their own; the CLI runs in the test's process (tests/tiny_k.py), on a tiny day (~5k events)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,13 +20,11 @@ import pyarrow.parquet
 import pytest
 
 from bankanom_pipeline.warehouse import published
+from tests import tiny_k
+from tests.tiny_k import DAY, ROOT, TRAIN_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN_DAY = "2026-02-01"
-DAY = "2026-02-02"
-RATE = 0.05  # events per second: ~4k a day
 # written once per run of pipeline_job, so each partition's versions are those of the two runs' ends
 TABLES = (
     "raw_logs",
@@ -81,44 +78,6 @@ def _versions(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str | None], tu
     return versions
 
 
-def _env(root: Path, landing: Path) -> dict:
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(root / "data"), "BANKANOM_LANDING_DIR": str(landing)}
-    env |= {"DAGSTER_HOME": str(root / "dagster_home"), "PYTHONUNBUFFERED": "1"}
-    for name in ("BANKANOM_STORAGE", "BANKANOM_EXECUTOR", "BANKANOM_WAREHOUSE", "BANKANOM_PUBLISHED_DIR"):
-        env.pop(name, None)
-    (root / "dagster_home").mkdir(exist_ok=True)
-    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
-    return env
-
-
-def _cli(env: dict, *args: str, log: Path) -> subprocess.CompletedProcess:
-    with log.open("a") as out:
-        return subprocess.run(
-            [sys.executable, "-m", "bankanom_pipeline.cli", *args],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=900,
-        )
-
-
-def _ok(env: dict, *args: str, log: Path) -> None:
-    result = _cli(env, *args, log=log)
-    assert result.returncode == 0, f"bankanom {' '.join(args)} failed: {log.read_text()[-4000:]}"
-
-
-def _write_landing(landing: Path, days: list[str]) -> None:
-    from bankanom_pipeline.cli import _load, _write_day
-
-    cfg = _load(None)
-    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
-    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
-    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
-    for i, day in enumerate(days):
-        _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
-
-
 RECORDS = ("pipeline_runs",)  # published beside the warehouse's tables, from data/alerts.duckdb
 
 
@@ -134,18 +93,17 @@ def _warehouse_versions(path: Path) -> dict:
         return _versions(con)
 
 
-def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_path):
-    landing = tmp_path / "landing"
-    _write_landing(landing, [TRAIN_DAY, DAY])
+def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_path, tmp_path_factory):
+    prepared = tiny_k.prepared(tmp_path_factory)
+    landing, data = tmp_path / "landing", tmp_path / "data"
+    shutil.copytree(prepared / "landing", landing)
+    shutil.copytree(prepared / "base", data)  # TRAIN_DAY's features, a promoted model pair
     day_files = sorted((landing / "logs" / DAY).iterdir())
     late = tmp_path / "late"
     late.mkdir()
     for path in day_files[len(day_files) // 2 :]:  # delivered before the second run only
         path.rename(late / path.name)
-    env, log = _env(tmp_path, landing), tmp_path / "cli.log"
-    data = tmp_path / "data"
-    _ok(env, "run", "--job", "features_job", "--date", TRAIN_DAY, log=log)
-    _ok(env, "train", "--end-date", TRAIN_DAY, log=log)
+    env = tiny_k.cli_env(data, landing, tmp_path / "dagster_home")
     before = _warehouse_versions(data / "warehouse.duckdb")  # TRAIN_DAY's partitions, which stay
 
     observations, stop = tmp_path / "reader.jsonl", tmp_path / "stop"
@@ -173,7 +131,7 @@ def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_pa
                 if not path.exists():
                     (late / path.name).rename(path)
             began = time.time()
-            _ok(env, "run", "--job", "pipeline_job", "--date", DAY, log=log)
+            tiny_k.ok(env, "run", "--job", "pipeline_job", "--date", DAY)
             runs.append((began, time.time(), _warehouse_versions(data / "warehouse.duckdb")))
             # the reader never opened the warehouse: it holds no lock a run could trip on
             files = {Path(f.path) for f in psutil.Process(reader.pid).open_files()}
@@ -216,12 +174,12 @@ def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_pa
     assert seen[("scored_events", DAY)] == {first[("scored_events", DAY)], final[("scored_events", DAY)]}
 
 
-def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path):
-    landing = tmp_path / "landing"
-    _write_landing(landing, [DAY])
-    env, log = _env(tmp_path, landing), tmp_path / "cli.log"
-    _ok(env, "run", "--job", "ingest_job", "--date", DAY, log=log)
-    warehouse = tmp_path / "data" / "warehouse.duckdb"
+def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path, tmp_path_factory):
+    prepared = tiny_k.prepared(tmp_path_factory)
+    data = tmp_path / "data"
+    shutil.copytree(prepared / "base", data)  # a warehouse and its published copy
+    env = tiny_k.cli_env(data, prepared / "landing", tmp_path / "dagster_home")
+    warehouse = data / "warehouse.duckdb"
 
     def session(code: str) -> subprocess.Popen:
         """A Python session that runs ``code``, says so, and stays open until its stdin closes."""
@@ -240,22 +198,21 @@ def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path):
     # the way docs/querying.md documents: a read-only session on the warehouse file makes the run fail
     old = session(f"import duckdb\ncon = duckdb.connect({str(warehouse)!r}, read_only=True)")
     try:
-        failed = _cli(env, "run", "--job", "ingest_job", "--date", DAY, log=log)
+        code, printed = tiny_k.bankanom(env, "run", "--job", "ingest_job", "--date", DAY)
     finally:
         old.stdin.close()
         old.wait(timeout=60)
-    assert failed.returncode != 0 and "Conflicting lock" in log.read_text()
+    assert code != 0 and "Conflicting lock" in printed
 
     # the documented way now: the published copy, which takes no lock on the warehouse
     code = (
         "from bankanom_pipeline.warehouse import published\n"
-        f"con = published.connect({str(tmp_path / 'data' / 'published')!r})\n"
+        f"con = published.connect({str(data / 'published')!r})\n"
         "assert con.sql('SELECT count(*) FROM raw_logs').fetchone()[0] > 0"
     )
     analyst = session(code)
     try:
-        ran = _cli(env, "run", "--job", "ingest_job", "--date", DAY, log=log)
-        assert ran.returncode == 0, log.read_text()[-4000:]
+        tiny_k.ok(env, "run", "--job", "ingest_job", "--date", DAY)
     finally:
         analyst.stdin.close()
         analyst.wait(timeout=60)
