@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import skops.io as sio
 
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.space import FeatureSpace
@@ -60,6 +59,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _skops():
+    """skops.io, imported on first use: its import walks every scikit-learn module (~2-4 CPU-s), which
+    every process loading the code location (CLI, daemon, webserver, code server, Celery worker) would
+    otherwise pay whether or not it touches a model."""
+    import skops.io
+
+    return skops.io
+
+
 class Registry:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -74,7 +82,7 @@ class Registry:
         folder = self.root / version
         folder.mkdir(parents=True, exist_ok=False)
         artifact = folder / ARTIFACT
-        write_atomic(artifact, sio.dumps(detector.estimator))
+        write_atomic(artifact, _skops().dumps(detector.estimator))
         manifest = {
             "name": detector.name,
             "version": version,
@@ -129,6 +137,7 @@ class Registry:
         data = artifact.read_bytes()
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
+        sio = _skops()
         untrusted = sio.get_untrusted_types(data=data)
         unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if unexpected:
