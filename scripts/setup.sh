@@ -24,6 +24,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# --no-compile: Python compiles a module to bytecode the first time it is imported; compiling every module of
-# every package here (most never imported) at install time cost CI time for nothing
-.venv/bin/python -m pip install --quiet --no-compile -e ".[dev,deploy]"
+.venv/bin/python -m pip install --quiet -e ".[dev,deploy]"
