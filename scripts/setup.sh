@@ -24,4 +24,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
+# pip compiles every module to bytecode at install on purpose: with PYTHONDONTWRITEBYTECODE=1 (set on the CI
+# machines) Python never caches what it compiles on import, and each process would compile from source
 .venv/bin/python -m pip install --quiet -e ".[dev,deploy]"
