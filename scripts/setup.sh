@@ -24,6 +24,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# pip compiles every module to bytecode at install on purpose: with PYTHONDONTWRITEBYTECODE=1 (set on the CI
-# machines) Python never caches what it compiles on import, and each process would compile from source
+# pip compiles every module to bytecode at install on purpose: with PYTHONDONTWRITEBYTECODE=1 (set on the
+# development machines here) Python never caches what it compiles on import: each process would compile
+# every module it imports from source
 .venv/bin/python -m pip install --quiet -e ".[dev,deploy]"
