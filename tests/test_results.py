@@ -22,6 +22,10 @@ def warehouse(tmp_path):
     )
 
 
+def _never_called(metrics):
+    raise AssertionError("extra metadata asked for on a day without metrics")
+
+
 @pytest.mark.parametrize("labels", ["log_labels", "transaction_labels"])
 def test_a_day_without_ground_truth_reports_the_analysts_figures_and_says_why(warehouse, labels):
     context = dg.build_asset_context(partition_key=DAY)
@@ -32,7 +36,7 @@ def test_a_day_without_ground_truth_reports_the_analysts_figures_and_says_why(wa
         labels=labels,
         curves_table="curves",
         breakdown="scenarios",
-        extra={"never": 1},
+        extra=_never_called,
     )
     metadata = {k: v.value if hasattr(v, "value") else v for k, v in result.metadata.items()}
     assert metadata == {
@@ -61,7 +65,7 @@ def test_a_labelled_day_reports_metrics_breakdown_curves_and_the_extra_figures(w
         labels="transaction_labels",
         curves_table="transaction_evaluation_curves",
         breakdown="patterns",
-        extra={"precision_synthetic": 0.9},
+        extra=lambda metrics: {"precision_synthetic": metrics["value"][0]},
     )
     metadata = result.metadata
     assert {"dagster/row_count", "event_metrics", "patterns", "pr_curve", "precision_synthetic"} <= set(
@@ -70,6 +74,7 @@ def test_a_labelled_day_reports_metrics_breakdown_curves_and_the_extra_figures(w
     assert "card_testing" in metadata["patterns"].value
     assert metadata["pr_curve"].value.startswith("![PR curves](data:image/png;base64,")
     assert metadata["analyst_precision"] == 0.5
+    assert metadata["precision_synthetic"] == 0.9
     with duckdb.connect(warehouse.database, read_only=True) as con:
         points = con.execute(
             "SELECT DISTINCT partition_date::VARCHAR, model FROM transaction_evaluation_curves"

@@ -2,6 +2,7 @@
 scores, evaluation."""
 
 import base64
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
@@ -184,12 +185,12 @@ def evaluation_result(
     labels: str,
     curves_table: str,
     breakdown: str,
-    extra: dict | None = None,
+    extra: Callable[[pl.DataFrame], dict] = lambda metrics: {},
 ) -> dg.MaterializeResult:
     """What an evaluation asset reports, logs and transactions alike (``result``: a day_evaluation
     result). A day without ground truth in ``labels`` (real traffic) reports the analysts' figures only;
     otherwise the metrics per model, the per-scenario or per-pattern ``breakdown``, the PR curves (stored
-    in ``curves_table`` too) and ``extra``."""
+    in ``curves_table`` too) and ``extra(metrics)``, called only when there are metrics."""
     day = context.partition_key
     if not result.evaluated:
         context.log.warning(f"no ground truth for {day} in {labels}: only analyst feedback evaluated")
@@ -209,7 +210,7 @@ def evaluation_result(
             "event_metrics": dg.MetadataValue.md(markdown_table(metrics_wide(result.metrics))),
             breakdown: dg.MetadataValue.md(markdown_table(result.breakdown)),
             "pr_curve": pr_curve_markdown(png),
-            **(extra or {}),
+            **extra(result.metrics),
             **analyst_metadata(result.analyst),
         }
     )

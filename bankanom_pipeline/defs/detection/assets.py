@@ -250,19 +250,6 @@ def evaluation(
             result = evaluate_logs(con, day, registry_for(), baseline=config.baseline)
         except BaselineMismatch as error:
             raise dg.Failure(str(error)) from None
-    metrics = result.metrics
-    extra = None
-    if result.evaluated:
-        targets = check_targets(metrics)
-        incident_precision = metrics.filter(
-            (pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision")
-        )["value"]
-        extra = {
-            "targets": dg.MetadataValue.md(markdown_table(targets)),
-            "targets_met": int(targets["met"].sum()),
-            "targets_total": targets.height,
-            "incident_precision_synthetic": first_finite(incident_precision),
-        }
     return evaluation_result(
         context,
         warehouse,
@@ -270,5 +257,19 @@ def evaluation(
         labels="log_labels",
         curves_table="evaluation_curves",
         breakdown="scenarios",
-        extra=extra,
+        extra=_targets_metadata,
     )
+
+
+def _targets_metadata(metrics: pl.DataFrame) -> dict:
+    """The evaluation's targets (met or not) and the synthetic incident precision, as metadata."""
+    targets = check_targets(metrics)
+    incident_precision = metrics.filter(
+        (pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision")
+    )["value"]
+    return {
+        "targets": dg.MetadataValue.md(markdown_table(targets)),
+        "targets_met": int(targets["met"].sum()),
+        "targets_total": targets.height,
+        "incident_precision_synthetic": first_finite(incident_precision),
+    }

@@ -166,10 +166,7 @@ def transaction_evaluation(
     day = context.partition_key
     with warehouse.connection() as con:
         result = evaluate_transactions(con, day)
-    extra = None
-    if result.evaluated:  # a delivery without labels has no metrics to read
-        ensemble = (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
-        extra = {"precision_synthetic": first_finite(result.metrics.filter(ensemble)["value"])}
+    ensemble = (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
     return evaluation_result(
         context,
         warehouse,
@@ -177,7 +174,7 @@ def transaction_evaluation(
         labels="transaction_labels",
         curves_table="transaction_evaluation_curves",
         breakdown="patterns",
-        extra=extra,
+        extra=lambda metrics: {"precision_synthetic": first_finite(metrics.filter(ensemble)["value"])},
     )
 
 
