@@ -4,8 +4,8 @@
 #
 # The end-to-end tier runs as two streams side by side. The distributed, crash-recovery and
 # reader-during-run tests bring their own servers and pipeline runs (the last two share one tiny
-# prepared world per process: tests/tiny_k.py); the rest share one demo, so they stay in one process. Each stream
-# mostly waits on its subprocesses (about one core busy), so two of them fit two cores.
+# prepared world per process: tests/tiny_k.py); the rest share one demo, so they stay in one process.
+# Each stream mostly waits on its subprocesses (about one core busy), so two of them fit two cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
