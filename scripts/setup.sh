@@ -24,7 +24,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# pip compiles every module to bytecode at install on purpose: with PYTHONDONTWRITEBYTECODE=1 (set on the
-# development machines here) Python never caches what it compiles on import: each process would compile
-# every module it imports from source
-.venv/bin/python -m pip install --quiet -e ".[dev,deploy]"
+.venv/bin/python -m pip install --quiet --no-compile -e ".[dev,deploy]"
+# Every installed module is compiled to bytecode here, on all cores (pip would compile them one by one):
+# with PYTHONDONTWRITEBYTECODE=1 (set on the development machines here) Python never caches what it
+# compiles on import, so without this each process would compile every module it imports from source
+.venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"

@@ -2,26 +2,46 @@
 # README command (2): set up, lint, then the fast tier (`pytest`, two workers), then the end-to-end tier
 # (`pytest -m e2e -n 0`). Arguments go to every pytest run.
 #
-# The end-to-end tier runs as two streams side by side. The distributed, crash-recovery and
-# reader-during-run tests bring their own servers and pipeline runs (the last two share one tiny
-# prepared world per process: tests/tiny_k.py); the rest share one demo, so they stay in one process.
-# Each stream mostly waits on its subprocesses (about one core busy), so two of them fit two cores.
+# The end-to-end tests mostly wait on the servers, daemons and pipeline runs they start, so one process
+# running them leaves a core idle: they run as four streams side by side, each a `pytest -m e2e -n 0` over
+# whole files, grouped so that the streams take about as long and the files sharing a session fixture
+# (the transactions world: console, schemathesis, transactions API) stay in one process. The one full demo
+# they all read (tests/demo_world.py) is built beside the fast tier and handed to them in
+# BANKANOM_TEST_DEMO, so no stream waits for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports
-.venv/bin/pytest "$@"
 
-apart=(tests/test_distributed.py tests/test_crash_recovery.py tests/test_reader_during_run.py)
 temp=$(mktemp -d)
-trap 'rm -rf "$temp"' EXIT
-.venv/bin/pytest -m e2e -n 0 --basetemp="$temp/apart" "$@" "${apart[@]}" >"$temp/apart.log" 2>&1 &
-side=$!
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$temp"' EXIT
+.venv/bin/python -m tests.demo_world "$temp/demo" &
+demo=$!
+.venv/bin/pytest "$@"
+wait "$demo"
+export BANKANOM_TEST_DEMO="$temp/demo"
+
+streams=(
+  "tests/test_distributed.py tests/test_wheel.py tests/test_published.py tests/test_infra.py tests/test_mock_server.py"
+  "tests/test_crash_recovery.py tests/test_reader_during_run.py"
+  "tests/test_automation_e2e.py tests/test_lake.py tests/test_transactions.py tests/test_scale_out.py tests/test_api_abuse.py"
+)
+pids=()
+ignore=()
+for i in "${!streams[@]}"; do
+  read -ra files <<<"${streams[$i]}"
+  ignore+=("${files[@]/#/--ignore=}")
+  .venv/bin/pytest -m e2e -n 0 --basetemp="$temp/stream$i" "$@" "${files[@]}" >"$temp/stream$i.log" 2>&1 &
+  pids+=($!)
+done
 status=0
-.venv/bin/pytest -m e2e -n 0 --basetemp="$temp/shared" "$@" "${apart[@]/#/--ignore=}" || status=$?
-wait "$side" || status=$?
-echo "--- end-to-end tests run beside the others: ${apart[*]}"
-cat "$temp/apart.log"
+# the last stream, in the foreground: every other end-to-end file
+.venv/bin/pytest -m e2e -n 0 --basetemp="$temp/rest" "$@" "${ignore[@]}" || status=$?
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}" || status=$?
+  echo "--- end-to-end tests run beside the others: ${streams[$i]}"
+  cat "$temp/stream$i.log"
+done
 exit "$status"

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from bankanom_pipeline.generator.config import load_config
+from tests import demo_world
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DAY = "2026-01-05"
@@ -32,29 +33,20 @@ def small(config, **update):
     return config.model_copy(update={"log_generation": generation, "population": population, **update})
 
 
-DEMO_DAY = "2026-01-06"
-# events per second: ~86k a day, above the 50,000 scored events and 1,000 returning customers the
-# demo's tests ask for, with incidents of every severity the console and API tests look at
-DEMO_RATE = "1.0"
-
-
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """The main job as a user runs it, once per test session: `bankanom demo` in a subprocess on a small
-    pair of days (training day, held-out day with another seed). Yields its output, a read-only
-    connection to the warehouse it leaves, and its data folder (models, snapshots, landing)."""
-    root = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "BANKANOM_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home")}
-    result = subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", DEMO_DAY, "--rate", DEMO_RATE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    """The main job as a user runs it, once per test run (tests/demo_world.py): built here, or taken from
+    BANKANOM_TEST_DEMO when scripts/test.sh built it beside the fast tier. Yields its output, a read-only
+    connection to the warehouse it leaves, and its data folder (models, snapshots, landing): read-only,
+    several test processes share it."""
+    given = os.environ.get("BANKANOM_TEST_DEMO")
+    root = Path(given) if given else tmp_path_factory.mktemp("demo")
+    if not given:
+        demo_world.build(root)
+    code, out = demo_world.read(root)
+    assert code == 0, out[-6000:]
     con = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
-    yield result.stdout, con, root / "data"
+    yield out, con, root / "data"
     con.close()
 
 

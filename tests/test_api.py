@@ -29,7 +29,7 @@ from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import accepted_lines, api_settings, running_api
-from tests.conftest import DEMO_DAY
+from tests.demo_world import DEMO_DAY
 
 pytestmark = pytest.mark.e2e
 

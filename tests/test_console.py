@@ -22,7 +22,8 @@ from bankanom_pipeline.defs.detection.assets import evaluation
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.transactions.assets import transaction_evaluation
 from tests.api_server import running_api
-from tests.conftest import DEMO_DAY, copy_world
+from tests.conftest import copy_world
+from tests.demo_world import DEMO_DAY
 
 pytestmark = pytest.mark.e2e
 

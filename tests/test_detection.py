@@ -9,7 +9,7 @@ import pytest
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.models import ensemble
 from bankanom_pipeline.detection.registry import Registry
-from tests.conftest import DEMO_DAY
+from tests.demo_world import DEMO_DAY
 
 DAY = DEMO_DAY
 
