@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 # model name -> (score column, flag column or a threshold on the score)
 DEFAULT_MODELS: dict[str, tuple[str, str | float]] = {
@@ -50,6 +49,10 @@ def join_labels(scored: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
 def event_metrics(labels: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     """Event-level metrics of one model. ``flags``: its decision; ``scores``: for the AUCs (nan when
     only one class is present)."""
+    # scikit-learn where it is used: the code location imports this module and most processes loading
+    # it never evaluate
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     labels = np.asarray(labels, dtype=bool)
     flags = np.asarray(flags, dtype=bool)
     scores = np.asarray(scores, dtype=float)
@@ -293,7 +296,7 @@ def pr_curve_png(labels: np.ndarray, scores: Mapping[str, np.ndarray], max_point
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve
+    from sklearn.metrics import average_precision_score, precision_recall_curve
 
     labels = np.asarray(labels, dtype=bool)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)

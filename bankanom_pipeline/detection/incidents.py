@@ -17,8 +17,6 @@ import numpy as np
 import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from bankanom_pipeline.detection import rca
 from bankanom_pipeline.detection.explain import rank
@@ -145,6 +143,10 @@ def connected_groups(ts_us: np.ndarray, keys: Sequence[tuple[str, np.ndarray, fl
 
     Within one key, linking each event to the next one with the same key (if within the gap) is enough:
     two events of a key within the gap have every event between them within it too."""
+    # scipy where it is used: every process loading the code location imports this module
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(ts_us)
     heads, tails = [np.arange(n)], [np.arange(n)]  # self-loops keep singletons in the graph
     for _, codes, gap_minutes in keys:

@@ -3,25 +3,29 @@
 Both estimators score "higher = more normal" (``score_samples``); we negate so that higher = more
 anomalous, then map raw scores through the training window's empirical CDF: 0.97 means "scores higher
 than 97% of the training events". That makes IF and LOF comparable and thresholds readable.
+
+scikit-learn (and the fast scorers built on it) is imported inside the functions that train or score:
+every process loading the code location imports this module, and most never touch a model.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from sklearn.compose import ColumnTransformer
-from sklearn.decomposition import PCA
-from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import LocalOutlierFactor
-from sklearn.pipeline import Pipeline, make_pipeline
 
 from bankanom_pipeline.detection.config import DetectionConfig, Thresholds, default_detection_config
-from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
-from bankanom_pipeline.detection.packed_forest import PackedForest
 from bankanom_pipeline.detection.space import FeatureSpace
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+
+    from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
+    from bankanom_pipeline.detection.packed_forest import PackedForest
 
 # CDF knots: dense in the tail, where thresholds live
 _PROBS = np.unique(
@@ -42,6 +46,8 @@ class Detector:
 
     def input_features(self) -> list[str]:
         """The features the estimator reads: its space, or the forest's column selection from it."""
+        from sklearn.pipeline import Pipeline
+
         if isinstance(self.estimator, Pipeline) and "select" in self.estimator.named_steps:
             keep = self.estimator.named_steps["select"].transformers_[0][2]
             return [self.space.names[i] for i in keep]
@@ -57,6 +63,9 @@ class Detector:
         """The estimator's ``score_samples``, same numbers, faster (see packed_forest.py and
         neighbour_lof.py): on both cores and, for the API's small batches, without sklearn's per-call
         overhead. None for an estimator neither knows."""
+        from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
+        from bankanom_pipeline.detection.packed_forest import PackedForest
+
         return PackedForest.of(self.estimator) or NeighbourLof.of(self.estimator)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
@@ -69,6 +78,8 @@ class Detector:
     def frame_scores(self, frame: pl.DataFrame) -> np.ndarray:
         """``scores(space.matrix(frame))``, building only the columns the estimator reads: the forest's
         space holds all 57 features (for explanations) and it reads 23."""
+        from bankanom_pipeline.detection.packed_forest import PackedForest
+
         if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
             return self.normalise(-self._fast.score_selected(self.space.matrix(frame, self.input_features())))
         return self.scores(self.space.matrix(frame))
@@ -82,6 +93,10 @@ def calibrate(raw: np.ndarray) -> list[float]:
 
 
 def train_isolation_forest(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+
     p = config.isolation_forest
     forest = IsolationForest(
         n_estimators=p.n_estimators,
@@ -120,6 +135,10 @@ def calibration_rows(matrix: np.ndarray, seed: int, size: int = CALIBRATION_ROWS
 
 
 def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import LocalOutlierFactor
+    from sklearn.pipeline import make_pipeline
+
     p = config.local_outlier_factor
     rng = np.random.default_rng(p.random_state)
     rows = rng.choice(len(matrix), min(p.train_rows, len(matrix)), replace=False)

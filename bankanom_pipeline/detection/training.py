@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import polars as pl
-from sklearn.metrics import average_precision_score
 
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.models import TRAINERS, Detector, calibration_rows
@@ -143,6 +142,9 @@ def labelled_quality(
         return None
     if frame.height > 200_000:
         frame = frame.sample(200_000, seed=11)
+    # scikit-learn where it is used: every process loading the code location imports this module
+    from sklearn.metrics import average_precision_score
+
     scores = detector.scores(detector.space.matrix(frame))
     return float(average_precision_score(frame["_label"].to_numpy(), scores))
 

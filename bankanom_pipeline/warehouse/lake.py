@@ -19,7 +19,6 @@ from pathlib import Path
 import duckdb
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.distributed import fence
 from bankanom_pipeline.warehouse import SCHEMA_SQL
 
 _ROOT_VARIABLE = "bankanom_lake_root"
@@ -92,6 +91,10 @@ def expose(con: duckdb.DuckDBPyConnection, table: str) -> None:
 def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None:
     """Write what ``table`` resolves to (the block's shadow, else the table itself) as the file of
     partition ``day`` (or of the whole table), then point the view at the lake again."""
+    # here, not at the top: it imports the Redis client, which only Celery runs use and every process
+    # loading the code location would otherwise import
+    from bankanom_pipeline.distributed import fence
+
     root = root_of(con)
     wide = [name for name, kind, *_ in con.execute(f'DESCRIBE "{table}"').fetchall() if "HUGEINT" in kind]
     if wide:
