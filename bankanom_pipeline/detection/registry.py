@@ -9,14 +9,19 @@ Layout under the models root (``data/models`` by default)::
 The API and the pipeline read ``current.json`` and the version folders, never the live warehouse, so a
 promotion is visible to both the moment the rename lands. An artifact whose sha256 does not match its
 manifest is refused before it is deserialised.
+
+scikit-learn is imported by the first load, not by this module: every process loading the code location
+imports the registry, and most never touch a model.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +62,13 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# estimators deserialised in this process, by their artifact's sha256: a pipeline run loads the promoted
+# pair in several assets, and each skops load audits and rebuilds every tree (~0.3 CPU-s a model). Callers
+# get a deep copy (~0.01 CPU-s), so none sees another's changes (the API sets n_jobs on its copy).
+_LOADED: OrderedDict[str, object] = OrderedDict()
+_LOADED_MAX = 4  # the promoted pairs of logs and transactions
 
 
 def _skops():
@@ -137,14 +149,7 @@ class Registry:
         data = artifact.read_bytes()
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
-        sio = _skops()
-        untrusted = sio.get_untrusted_types(data=data)
-        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
-        if unexpected:
-            raise RegistryError(
-                f"{version}: artifact holds unexpected types {unexpected}, refusing to load it"
-            )
-        estimator = sio.loads(data, trusted=untrusted)
+        estimator = copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
         space = FeatureSpace.from_dict(manifest["space"])
         return Detector(manifest["name"], estimator, space, manifest["knots"], version=version)
 
@@ -155,6 +160,29 @@ class Registry:
         if missing:
             raise RegistryError(f"no promoted model yet for {', '.join(missing)}: run train_job first")
         return {name: self.load(version) for name, version in current.items()}
+
+
+def _deserialise(version: str, data: bytes, sha256: str) -> object:
+    """The estimator in a verified artifact, deserialised once per process; refused when it holds a type
+    outside skops' defaults and TRUSTED_TYPES."""
+    if sha256 in _LOADED:
+        _LOADED.move_to_end(sha256)
+        return _LOADED[sha256]
+    sio = _skops()
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        # one pass: skops audits the file's types against its defaults plus ours before building anything
+        estimator = sio.loads(data, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException:
+        unexpected = sorted(set(sio.get_untrusted_types(data=data)) - set(TRUSTED_TYPES))
+        raise RegistryError(
+            f"{version}: artifact holds unexpected types {unexpected}, refusing to load it"
+        ) from None
+    _LOADED[sha256] = estimator
+    if len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return estimator
 
 
 REGISTRY_DDL = """
