@@ -17,7 +17,7 @@ from bankanom_pipeline.detection.registry import Registry, RegistryError
 DAY = "2026-01-05"
 
 
-def _features(anomaly_share: float, n: int = 6000, seed: int = 0) -> pl.DataFrame:
+def _features(anomaly_share: float, n: int = 2000, seed: int = 0) -> pl.DataFrame:
     """Normal rows around 0 in every feature; anomalies far out in a few features."""
     rng = np.random.default_rng(seed)
     names = default_detection_config().feature_names
@@ -82,7 +82,7 @@ def test_versions_promotion_gate_and_checksum(tmp_path, instance):
     assert set(_status(tmp_path).values()) == {"promoted"}
     manifest = registry.manifest(current["isolation_forest"])
     assert manifest["training_window"] == {"start": DAY, "end": DAY}
-    assert manifest["training_rows"] == 6000 and len(manifest["sha256"]) == 64
+    assert manifest["training_rows"] == 2000 and len(manifest["sha256"]) == 64
     assert (tmp_path / "models" / current["isolation_forest"] / "model.skops").exists()
     detectors = registry.load_current()
     assert detectors["isolation_forest"].version == current["isolation_forest"]
