@@ -46,7 +46,7 @@ def runs(tmp_path_factory, config):
     already there (which must replace it, not add to it)."""
     labelled = tmp_path_factory.mktemp("labelled")
     write_range(
-        Generator(small(config, rate=6.0)), labelled / "landing" / "logs", DAY_START, DAY_START + 4 * 3600
+        Generator(small(config, rate=6.0)), labelled / "landing" / "logs", DAY_START, DAY_START + 2 * 3600
     )
     labelled_run = _run(labelled)
     blind = tmp_path_factory.mktemp("blind")
