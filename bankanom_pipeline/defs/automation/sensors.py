@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.automation import alerts, landing
+from bankanom_pipeline.automation import landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
 from bankanom_pipeline.defs.automation import recovery
@@ -127,6 +127,10 @@ def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.Sk
     "the webhook in BANKANOM_ALERT_WEBHOOK when set.",
 )
 def failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    # here, not at the top: alerts imports an HTTP client that only a failed run needs, and every process
+    # loading the code location would otherwise import it
+    from bankanom_pipeline.automation import alerts
+
     run = context.dagster_run
     alerts.record(
         settings.alerts_path(),
