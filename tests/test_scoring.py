@@ -24,19 +24,19 @@ def _detectors(frame: pl.DataFrame, config):
 def test_batches_are_bounded_and_score_like_the_whole_day():
     config = default_detection_config()
     rng = np.random.default_rng(3)
-    n = 5000
+    n = 2600
     values = rng.normal(10, 1, (n, len(config.feature_names)))
-    values[:200, :6] += 15  # a few far-out rows, so some events are flagged
+    values[:100, :6] += 15  # a few far-out rows, so some events are flagged
     frame = pl.DataFrame(values, schema=config.feature_names).with_columns(
         event_id=pl.Series([f"e{i}" for i in range(n)])
     )
     detectors = _detectors(frame, config)
     con = duckdb.connect()
     con.register("features", frame.to_arrow())
-    sizes = [b.height for b in read_batches(con, "SELECT * FROM features ORDER BY event_id", rows=1024)]
-    assert max(sizes) <= 1024 and sum(sizes) == n and len(sizes) >= 5
+    sizes = [b.height for b in read_batches(con, "SELECT * FROM features ORDER BY event_id", rows=512)]
+    assert max(sizes) <= 512 and sum(sizes) == n and len(sizes) >= 5
 
-    batches = read_batches(con, "SELECT * FROM features ORDER BY event_id", rows=1024)
+    batches = read_batches(con, "SELECT * FROM features ORDER BY event_id", rows=512)
     scored = score_batches(batches, detectors, config, ["event_id"])
     whole = pl.concat([frame.select("event_id"), score(frame, detectors, config).frame()], how="horizontal")
     assert scored.height == n
@@ -75,7 +75,7 @@ def test_explain_is_the_occlusion_of_each_feature_in_every_model_that_reads_it()
 def test_scores_from_a_frame_build_only_what_the_model_reads_and_give_the_same_numbers():
     config = default_detection_config()
     rng = np.random.default_rng(5)
-    values = rng.lognormal(1, 1, (6000, len(config.feature_names)))
+    values = rng.lognormal(1, 1, (3000, len(config.feature_names)))
     frame = pl.DataFrame(values, schema=config.feature_names)
     detectors = _detectors(frame, config)
     forest = detectors["isolation_forest"]
