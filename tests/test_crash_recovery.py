@@ -3,8 +3,9 @@ step of pipeline_job (just before the step's write commits), and the plain CLI r
 the dead run (mark it failed, free its duckdb pool slot, say so) and leave every table equal to an
 uninterrupted run's. A run waiting for the pool says who holds it, goes on when the holder dies, and stops
 on SIGTERM or SIGINT. Real DuckDB files, a real Dagster instance with the committed concurrency pools; the
-runs killed, signalled or waiting are CLI processes of their own, the reruns and the reference run the CLI
-in the test's process (tests/tiny_k.py); a tiny day (~5k events)."""
+runs killed, signalled or waiting are CLI processes of their own (forked by tests/fork_server.py, which
+imported the heavy libraries once), the reruns and the reference run the CLI in the test's process
+(tests/tiny_k.py); a tiny day (~5k events)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import psutil
 import pytest
 
 from bankanom_pipeline.defs.automation import recovery
-from tests import tiny_k
+from tests import fork_server, tiny_k
 from tests.tiny_k import DAY, ROOT, TRAIN_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -41,15 +42,13 @@ KILL_POINTS = {
 }
 
 
-def _start(env: dict, log: Path, *args: str, module: str = "bankanom_pipeline.cli") -> subprocess.Popen:
-    """The CLI (or ``module``) in a process of its own, printing to ``log``."""
-    out = log.open("a")
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-    )
+def _start(env: dict, log: Path, *args: str, module: str = "bankanom_pipeline.cli") -> fork_server.Child:
+    """The CLI (or ``module``) in a process of its own, printing to ``log``: forked by the fork server
+    (tests/fork_server.py), which has the heavy libraries imported already."""
+    return fork_server.start(env, log, module, *args, cwd=ROOT)
 
 
-def _wait_for(predicate, what: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def _wait_for(predicate, what: str, process: fork_server.Child, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert process.poll() is None, (

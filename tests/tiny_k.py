@@ -7,9 +7,10 @@ pair for the training day (``bankanom run --job features_job`` and ``bankanom tr
 that folder instead of building its own.
 
 ``bankanom`` runs a CLI command in this process, typer's ``CliRunner`` around the real app: a run
-whose process a test kills, signals or watches still starts ``python -m bankanom_pipeline.cli`` (or
-``tests.crash_point``); the runs that only set a scene or repair one do not pay the seconds of importing
-Dagster, scikit-learn and Great Expectations again."""
+whose process a test kills, signals or watches is still a process of its own running
+``bankanom_pipeline.cli`` (or ``tests.crash_point``), forked by tests/fork_server.py; the runs that only
+set a scene or repair one do not pay the seconds of importing Dagster, scikit-learn and Great
+Expectations again."""
 
 from __future__ import annotations
 
