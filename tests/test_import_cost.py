@@ -21,7 +21,7 @@ from bankanom_pipeline.detection.registry import Registry, RegistryError
 from bankanom_pipeline.detection.space import FeatureSpace
 
 # imported by the steps that need them, never by loading the code location
-LAZY = ("sklearn", "scipy", "skops", "matplotlib", "redis", "httpx")
+LAZY = ("sklearn", "scipy", "pandas", "great_expectations", "skops", "matplotlib", "redis", "httpx")
 
 
 def test_loading_the_code_location_leaves_the_heavy_libraries_unimported():

@@ -3,6 +3,7 @@ scores, evaluation."""
 
 import base64
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -14,8 +15,10 @@ from bankanom_pipeline.detection.day_evaluation import write_curves
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
 from bankanom_pipeline.detection.partition_scoring import NothingToScore, score_partition
 from bankanom_pipeline.detection.sources import Source
-from bankanom_pipeline.validation.quarantine import ValidationCounts
-from bankanom_pipeline.validation.rules import Outcome
+
+if TYPE_CHECKING:
+    from bankanom_pipeline.validation.quarantine import ValidationCounts
+    from bankanom_pipeline.validation.rules import Outcome
 
 
 def counts_reconciled(counts) -> dg.AssetCheckResult:
@@ -76,7 +79,7 @@ def validation_checks(asset: str, rules_check: str) -> list[dg.AssetCheckSpec]:
 
 
 def validation_result(
-    counts: ValidationCounts, outcomes: list[Outcome], max_quarantine_share: float, rules_check: str
+    counts: "ValidationCounts", outcomes: "list[Outcome]", max_quarantine_share: float, rules_check: str
 ) -> dg.MaterializeResult:
     """Metadata (reconciled counts, GX results per rule) and the results of ``validation_checks``."""
     share = counts.quarantined / counts.raw if counts.raw else 0.0

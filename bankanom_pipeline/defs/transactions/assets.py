@@ -18,11 +18,9 @@ from bankanom_pipeline.defs.results import (
     validation_checks,
     validation_result,
 )
-from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.detection.day_evaluation import evaluate_transactions
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
-from bankanom_pipeline.transactions.validation import load_labels, validate_partition
 
 GROUP = "transactions"
 
@@ -77,6 +75,11 @@ def raw_transactions(context: dg.AssetExecutionContext, warehouse: WarehouseReso
 def validated_transactions(
     context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    # validation (and pandas, which it runs on) is imported by the steps that validate, not by every
+    # process loading the code location
+    from bankanom_pipeline.defs.validation.gx import GX
+    from bankanom_pipeline.transactions.validation import validate_partition
+
     with warehouse.connection() as con:
         counts, outcomes = validate_partition(con, context.partition_key, GX)
     return validation_result(counts, outcomes, config.max_quarantine_share, "transaction_rules")
@@ -95,6 +98,8 @@ def validated_transactions(
 def transaction_labels(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    from bankanom_pipeline.transactions.validation import load_labels
+
     day = context.partition_key
     files = labels_files(warehouse.landing_transactions / day)
     with warehouse.connection() as con:

@@ -5,10 +5,8 @@ import dagster as dg
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
 from bankanom_pipeline.defs.results import ValidationConfig, validation_checks, validation_result
-from bankanom_pipeline.defs.validation.gx import GX
 from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.settings import mock_config_path
-from bankanom_pipeline.validation.logs import validate_partition, write_labels
 
 
 @dg.asset(
@@ -27,6 +25,11 @@ from bankanom_pipeline.validation.logs import validate_partition, write_labels
 def validated_logs(
     context: dg.AssetExecutionContext, config: ValidationConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    # validation (and pandas, which it runs on) is imported by the steps that validate, not by every
+    # process loading the code location
+    from bankanom_pipeline.defs.validation.gx import GX
+    from bankanom_pipeline.validation.logs import validate_partition
+
     services = load_config(mock_config_path()).service_sources
     with warehouse.connection() as con:
         counts, outcomes = validate_partition(con, context.partition_key, services, GX)
@@ -42,6 +45,8 @@ def validated_logs(
     description="Ground truth of mock traffic per event (anomaly_details). Evaluation only, never a feature.",
 )
 def log_labels(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from bankanom_pipeline.validation.logs import write_labels
+
     with warehouse.connection() as con:
         rows = write_labels(con, context.partition_key)
         anomalous = con.execute(
