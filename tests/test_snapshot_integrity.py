@@ -23,6 +23,8 @@ KEY = "integrity-key"
 H = {"X-API-Key": KEY}
 DAY = dt.date(2026, 1, 6)
 PAGE = "SELECT * FROM scored_events ORDER BY ts DESC, event_id LIMIT 100"  # what /scores/latest reads
+# a ~1 MB file (four of DuckDB's 256 KiB blocks): one of them holds data to corrupt (corrupt_a_data_block)
+ROWS = 20_000
 
 
 def warehouse(rows: int, seed: int) -> duckdb.DuckDBPyConnection:
@@ -41,7 +43,7 @@ def warehouse(rows: int, seed: int) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def publish(root: Path, rows: int = 200_000, seed: int = 1) -> dict:
+def publish(root: Path, rows: int = ROWS, seed: int = 1) -> dict:
     con = warehouse(rows, seed)
     try:
         return snapshot.SnapshotPublisher(root).publish(con, DAY, 2)
@@ -116,7 +118,7 @@ def test_a_corrupt_snapshot_is_refused_and_the_previous_one_keeps_serving(tmp_pa
         problem = " ".join(ready["problems"])
         assert bad["file"] in problem and "checksum" in problem
         scores = client.get("/scores/latest", headers=H)
-        assert scores.status_code == 200 and scores.json()["total"] == 200_000
+        assert scores.status_code == 200 and scores.json()["total"] == ROWS
         # the next good publication is taken
         newer = publish(root, seed=3)
         client.app.state.serving.refresh()
