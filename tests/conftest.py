@@ -26,6 +26,28 @@ def predecessor_config():
     return load_config(FIXTURES / "predecessor-mock-config.yaml")
 
 
+def generated_days(landing: Path, seeds: dict[str, int], rate: float) -> None:
+    """Mock logs for each day of ``seeds`` at ``rate`` events a second, under its own traffic seed, the
+    same bank's customers every day (what `bankanom demo` writes: a day's lookback into the day before
+    reads the same people)."""
+    from bankanom_pipeline.cli import _load, _write_day
+
+    cfg = _load(None)
+    generation = cfg.log_generation.model_copy(update={"logs_per_second": rate})
+    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
+    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
+    for day, seed in seeds.items():
+        _write_day(cfg.model_copy(update={"seed": seed}), day, landing)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """tests/tiny_platform.py's prepared folder, built once per test process. Read-only: copy it."""
+    from tests import tiny_platform
+
+    return tiny_platform.prepare(tmp_path_factory.mktemp("tiny-platform"))
+
+
 def small(config, **update):
     """A cheaper config for tests: fewer users, higher rate so short ranges carry many instances."""
     generation = config.log_generation.model_copy(update={"logs_per_second": update.pop("rate", 200.0)})

@@ -5,7 +5,7 @@ uninterrupted run's. A run waiting for the pool says who holds it, goes on when 
 on SIGTERM or SIGINT. Real DuckDB files, a real Dagster instance with the committed concurrency pools; the
 runs killed, signalled or waiting are CLI processes of their own (forked by tests/fork_server.py, which
 imported the heavy libraries once), the reruns and the reference run the CLI in the test's process
-(tests/tiny_k.py); a tiny day (~5k events)."""
+(tests/tiny_platform.py); a tiny day (~5k events)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ import psutil
 import pytest
 
 from bankanom_pipeline.defs.automation import recovery
-from tests import fork_server, tiny_k
-from tests.tiny_k import DAY, ROOT, TRAIN_DAY
+from tests import fork_server, tiny_platform
+from tests.tiny_platform import DAY, ROOT, TRAIN_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -119,28 +119,27 @@ def _kill_mid_step(env: dict, base: Path, step: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, request):
-    """The tiny platform (tests/tiny_k.py), the reference (pipeline_job on a copy of it, uninterrupted)
+def platform(tiny_world, tmp_path_factory, request):
+    """The tiny platform (tests/tiny_platform.py), the reference (pipeline_job on a copy of it, uninterrupted)
     and the kill cases' killed runs. Those run one after another on a thread beside the tests, each in
     its own data folder and Dagster instance, so a test reruns one case while the next case's run is on
     its way to its pause."""
-    prepared = tiny_k.prepared(tmp_path_factory)
     root = tmp_path_factory.mktemp("crash")
 
     def env(name: str, home: str | None = None) -> dict:
-        return tiny_k.cli_env(root / name, prepared / "landing", root / f"{home or name}-home")
+        return tiny_platform.cli_env(root / name, tiny_world / "landing", root / f"{home or name}-home")
 
     kill_test = test_a_run_killed_mid_step_is_cleaned_up_by_the_next_plain_run_with_equal_results
     steps = [item.callspec.params["step"] for item in request.session.items if item.obj is kill_test]
     killer = ThreadPoolExecutor(max_workers=1)
-    killed = {step: killer.submit(_kill_mid_step, env(step), prepared / "base", step) for step in steps}
+    killed = {step: killer.submit(_kill_mid_step, env(step), tiny_world / "base", step) for step in steps}
     try:
         reference = root / "reference"
-        shutil.copytree(prepared / "base", reference)
-        tiny_k.ok(env("reference"), "run", "--date", DAY)
+        shutil.copytree(tiny_world / "base", reference)
+        tiny_platform.ok(env("reference"), "run", "--date", DAY)
         yield {
             "env": env,
-            "base": prepared / "base",
+            "base": tiny_world / "base",
             "killed": killed,
             "reference": _fingerprint(reference),
             "scores": _scores(reference),
@@ -163,7 +162,7 @@ def test_a_run_killed_mid_step_is_cleaned_up_by_the_next_plain_run_with_equal_re
         held = instance.event_log_storage.get_concurrency_info("duckdb").claimed_slots
         assert [(s.run_id, s.step_key) for s in held] == [(run.run_id, step)]  # what wedged the next run
 
-    printed = tiny_k.ok(env, "run", "--date", DAY)
+    printed = tiny_platform.ok(env, "run", "--date", DAY)
 
     assert (
         f"cleaned up run {run.run_id} (pipeline_job {DAY}): its process (pid {pid} on "

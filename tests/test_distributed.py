@@ -24,6 +24,7 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.warehouse import lake
 from tests import servers
 from tests.api_server import free_port, wait_for_http
+from tests.conftest import generated_days
 
 # the fixture runs the embedded reference, a training run and the whole backfill: a few minutes on an idle
 # 2-core machine, far more with other work on it (measured: docs/scale-out.md); the limits catch a hang
@@ -55,16 +56,6 @@ def _cli(env: dict, *args: str, log: Path) -> float:
         )
     assert result.returncode == 0, f"bankanom {' '.join(args)} failed: {log.read_text()[-4000:]}"
     return time.perf_counter() - began
-
-
-def _write_landing(landing: Path) -> None:
-    from bankanom_pipeline.cli import _load, _write_day
-
-    cfg = _load(None)
-    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
-    cfg = cfg.model_copy(update={"log_generation": generation})
-    for i, day in enumerate([TRAIN_DAY.isoformat(), *DAYS]):
-        _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
 
 
 LAUNCH_BACKFILL = """
@@ -213,7 +204,7 @@ def backfill(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     landing = root / "landing"
-    _write_landing(landing)
+    generated_days(landing, {day: 100 + i for i, day in enumerate([TRAIN_DAY.isoformat(), *DAYS])}, RATE)
     base = {**os.environ, "BANKANOM_LANDING_DIR": str(landing), "PYTHONUNBUFFERED": "1"}
     for name in ("BANKANOM_STORAGE", "BANKANOM_EXECUTOR", "BANKANOM_LAKE_ROOT", "BANKANOM_WAREHOUSE"):
         base.pop(name, None)

@@ -13,9 +13,11 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.detection.jobs import train_run_config
 from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.serving import snapshot
 from bankanom_pipeline.warehouse import lake
 from bankanom_pipeline.warehouse.frames import replace_partition, rewriting
+from tests.conftest import generated_days
 
 TRAIN_DAY, DEMO_DAY = "2026-01-05", "2026-01-06"
 RATE = 0.05  # events per second: ~4k a day, enough for anomalies, incidents and an evaluation
@@ -56,16 +58,10 @@ def twins(tmp_path_factory):
     """The same two generated days (the demo's seeds and customers) through the demo's jobs twice: into
     the embedded DuckDB file and into the lake. Yields both connections and the lake's data folder.
     In process, yet marked e2e: six job runs cost ~45 CPU-s, more than the fast tier can take."""
-    from bankanom_pipeline.cli import _load, _write_day
-
     root = tmp_path_factory.mktemp("lake-twins")
-    cfg = _load(None)
-    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
-    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
-    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
     landing = root / "landing"
-    for day, seed in ((TRAIN_DAY, cfg.seed), (DEMO_DAY, cfg.seed + 1)):
-        _write_day(cfg.model_copy(update={"seed": seed}), day, landing)
+    seed = load_config().seed  # the demo's seeds: the config's, then the next for the held-out day
+    generated_days(landing, {TRAIN_DAY: seed, DEMO_DAY: seed + 1}, RATE)
     embedded, lakeside = root / "embedded", root / "lake"
     for data in (embedded, lakeside):
         shutil.copytree(landing, data / "landing")

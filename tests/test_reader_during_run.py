@@ -3,7 +3,7 @@ the helper analysts use (``published.connect``), while ``bankanom run`` runs pip
 twice (the second run with a late landing file, so every partition of the day is replaced by a different
 version). No run and no query may fail, and every count and checksum a query saw of a partition must be
 one of its complete versions. Real DuckDB files, a real Dagster instance, the readers in processes of
-their own; the CLI runs in the test's process (tests/tiny_k.py), on a tiny day (~5k events)."""
+their own; the CLI runs in the test's process (tests/tiny_platform.py), on a tiny day (~5k events)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pyarrow.parquet
 import pytest
 
 from bankanom_pipeline.warehouse import published
-from tests import tiny_k
-from tests.tiny_k import DAY, ROOT, TRAIN_DAY
+from tests import tiny_platform
+from tests.tiny_platform import DAY, ROOT, TRAIN_DAY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -93,17 +93,16 @@ def _warehouse_versions(path: Path) -> dict:
         return _versions(con)
 
 
-def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_path, tmp_path_factory):
-    prepared = tiny_k.prepared(tmp_path_factory)
+def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_path, tiny_world):
     landing, data = tmp_path / "landing", tmp_path / "data"
-    shutil.copytree(prepared / "landing", landing)
-    shutil.copytree(prepared / "base", data)  # TRAIN_DAY's features, a promoted model pair
+    shutil.copytree(tiny_world / "landing", landing)
+    shutil.copytree(tiny_world / "base", data)  # TRAIN_DAY's features, a promoted model pair
     day_files = sorted((landing / "logs" / DAY).iterdir())
     late = tmp_path / "late"
     late.mkdir()
     for path in day_files[len(day_files) // 2 :]:  # delivered before the second run only
         path.rename(late / path.name)
-    env = tiny_k.cli_env(data, landing, tmp_path / "dagster_home")
+    env = tiny_platform.cli_env(data, landing, tmp_path / "dagster_home")
     before = _warehouse_versions(data / "warehouse.duckdb")  # TRAIN_DAY's partitions, which stay
 
     observations, stop = tmp_path / "reader.jsonl", tmp_path / "stop"
@@ -131,7 +130,7 @@ def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_pa
                 if not path.exists():
                     (late / path.name).rename(path)
             began = time.time()
-            tiny_k.ok(env, "run", "--job", "pipeline_job", "--date", DAY)
+            tiny_platform.ok(env, "run", "--job", "pipeline_job", "--date", DAY)
             runs.append((began, time.time(), _warehouse_versions(data / "warehouse.duckdb")))
             # the reader never opened the warehouse: it holds no lock a run could trip on
             files = {Path(f.path) for f in psutil.Process(reader.pid).open_files()}
@@ -174,11 +173,10 @@ def test_queries_during_pipeline_runs_never_fail_and_see_whole_partitions(tmp_pa
     assert seen[("scored_events", DAY)] == {first[("scored_events", DAY)], final[("scored_events", DAY)]}
 
 
-def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path, tmp_path_factory):
-    prepared = tiny_k.prepared(tmp_path_factory)
+def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path, tiny_world):
     data = tmp_path / "data"
-    shutil.copytree(prepared / "base", data)  # a warehouse and its published copy
-    env = tiny_k.cli_env(data, prepared / "landing", tmp_path / "dagster_home")
+    shutil.copytree(tiny_world / "base", data)  # a warehouse and its published copy
+    env = tiny_platform.cli_env(data, tiny_world / "landing", tmp_path / "dagster_home")
     warehouse = data / "warehouse.duckdb"
 
     def session(code: str) -> subprocess.Popen:
@@ -198,7 +196,7 @@ def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path, tmp_path_fac
     # the way docs/querying.md documents: a read-only session on the warehouse file makes the run fail
     old = session(f"import duckdb\ncon = duckdb.connect({str(warehouse)!r}, read_only=True)")
     try:
-        code, printed = tiny_k.bankanom(env, "run", "--job", "ingest_job", "--date", DAY)
+        code, printed = tiny_platform.bankanom(env, "run", "--job", "ingest_job", "--date", DAY)
     finally:
         old.stdin.close()
         old.wait(timeout=60)
@@ -212,7 +210,7 @@ def test_an_open_analyst_session_does_not_make_a_run_fail(tmp_path, tmp_path_fac
     )
     analyst = session(code)
     try:
-        tiny_k.ok(env, "run", "--job", "ingest_job", "--date", DAY)
+        tiny_platform.ok(env, "run", "--job", "ingest_job", "--date", DAY)
     finally:
         analyst.stdin.close()
         analyst.wait(timeout=60)

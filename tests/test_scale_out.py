@@ -19,7 +19,7 @@ import redis
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.distributed.fence import FencedOut, StepFence
 from tests import servers
-from tests.fence_d import ATTEMPT, publish, writers
+from tests.fence_outputs import ATTEMPT, publish, writers
 
 LEASE = 4.0
 
@@ -93,7 +93,7 @@ import sys, time
 from pathlib import Path
 import redis
 from bankanom_pipeline.distributed.fence import StepFence
-from tests.fence_d import ATTEMPT, publish
+from tests.fence_outputs import ATTEMPT, publish
 url, root, go, lease = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
 def execute():
     print("claimed", flush=True)

@@ -1,10 +1,11 @@
 """The tiny platform the crash-recovery and reader-during-run tests start from, and the CLI run in this
 process for the runs those tests are not about.
 
-``prepared`` lands two tiny days (~5k events each: a training day and the day the tests run
-pipeline_job on) and builds, once per test process, a data folder holding features and a promoted model
-pair for the training day (``bankanom run --job features_job`` and ``bankanom train``). Each test copies
-that folder instead of building its own.
+``prepare`` lands two tiny days (~5k events each: a training day and the day the tests run
+pipeline_job on) and builds a data folder holding features and a promoted model pair for the training
+day (``bankanom run --job features_job`` and ``bankanom train``); the ``tiny_world`` fixture
+(tests/conftest.py) does it once per test process, and each test copies that folder instead of building
+its own.
 
 ``bankanom`` runs a CLI command in this process, typer's ``CliRunner`` around the real app: a run
 whose process a test kills, signals or watches is still a process of its own running
@@ -31,18 +32,6 @@ _FOREIGN = (
     "BANKANOM_WAREHOUSE",
     "BANKANOM_PUBLISHED_DIR",
 )
-
-
-def write_landing(landing: Path, days: list[str]) -> None:
-    """Mock logs for ``days`` at RATE, the same bank's customers, one traffic seed per day."""
-    from bankanom_pipeline.cli import _load, _write_day
-
-    cfg = _load(None)
-    generation = cfg.log_generation.model_copy(update={"logs_per_second": RATE})
-    customers = cfg.population.model_copy(update={"seed": cfg.customer_seed})
-    cfg = cfg.model_copy(update={"log_generation": generation, "population": customers})
-    for i, day in enumerate(days):
-        _write_day(cfg.model_copy(update={"seed": 100 + i}), day, landing)
 
 
 def cli_env(data: Path, landing: Path, home: Path) -> dict:
@@ -95,18 +84,13 @@ def ok(env: dict, *args: str) -> str:
     return printed
 
 
-_prepared: dict[str, Path] = {}
+def prepare(root: Path) -> Path:
+    """``root`` with ``landing/`` (TRAIN_DAY and DAY) and ``base/``, a data folder with TRAIN_DAY's
+    features and a promoted model pair trained on them (the session's ``tiny_world`` fixture)."""
+    from tests.conftest import generated_days
 
-
-def prepared(tmp_path_factory) -> Path:
-    """A folder with ``landing/`` (TRAIN_DAY and DAY) and ``base/``, a data folder with TRAIN_DAY's
-    features and a promoted model pair trained on them; built once per test process. Read-only: copy
-    ``base/`` (and ``landing/`` to change it)."""
-    if "root" not in _prepared:
-        root = tmp_path_factory.mktemp("tiny-platform")
-        write_landing(root / "landing", [TRAIN_DAY, DAY])
-        env = cli_env(root / "base", root / "landing", root / "dagster_home")
-        ok(env, "run", "--job", "features_job", "--date", TRAIN_DAY)
-        ok(env, "train", "--end-date", TRAIN_DAY)
-        _prepared["root"] = root
-    return _prepared["root"]
+    generated_days(root / "landing", {TRAIN_DAY: 100, DAY: 101}, RATE)
+    env = cli_env(root / "base", root / "landing", root / "dagster_home")
+    ok(env, "run", "--job", "features_job", "--date", TRAIN_DAY)
+    ok(env, "train", "--end-date", TRAIN_DAY)
+    return root
