@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -22,6 +23,7 @@ from bankanom_pipeline import settings
 from bankanom_pipeline.warehouse import SCHEMA_SQL
 
 _ROOT_VARIABLE = "bankanom_lake_root"
+PARQUET = "FORMAT parquet, COMPRESSION zstd"
 
 
 def is_url(root: str) -> bool:
@@ -100,24 +102,36 @@ def publish(con: duckdb.DuckDBPyConnection, table: str, day: str | None) -> None
     if wide:
         # Parquet has no 128-bit integers: DuckDB would write DOUBLE and the modes would disagree on types.
         raise ValueError(f"{table}: column(s) {wide} are HUGEINT (e.g. a sum()); cast them to BIGINT")
-    relative = f"{table}/date={day}/part-0.parquet" if day else f"{table}/data.parquet"
-    target = f"{root}/{relative}"
-    copy = f'COPY (SELECT * FROM "{table}") TO {{}} (FORMAT parquet, COMPRESSION zstd)'
+    target = file_of(root, table, day)
+    query = f'SELECT * FROM "{table}"'
     if is_url(root):
         fence.verify()
-        con.execute(copy.format(literal(target)))  # an object PUT is atomic: no rename needed
+        con.execute(f"COPY ({query}) TO {literal(target)} ({PARQUET})")  # an object PUT is atomic
     else:
-        path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            con.execute(copy.format(literal(str(temporary))))
-            fence.verify()  # a step execution that lost its claim to another must not replace its file
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        # a step execution that lost its claim to another must not replace its file
+        replace_file(con, query, Path(target), before_rename=fence.verify)
     con.execute(f'DROP TABLE IF EXISTS temp.main."{table}"')
     expose(con, table)
+
+
+def file_of(root: str, table: str, day: str | None) -> str:
+    """The one file of partition ``day`` of ``table`` under ``root`` (with no day: the table's file)."""
+    return f"{root}/{table}/date={day}/part-0.parquet" if day else f"{root}/{table}/data.parquet"
+
+
+def replace_file(
+    con: duckdb.DuckDBPyConnection, query: str, path: Path, before_rename: Callable[[], None] = lambda: None
+) -> None:
+    """Write the rows of ``query`` as the local file ``path``: under a temporary name, then renamed over
+    the old file, so a reader sees the old file or the new one whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        con.execute(f"COPY ({query}) TO {literal(str(temporary))} ({PARQUET})")
+        before_rename()
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 # A lake connection is in-memory, so its catalog is "memory"; a bare ``main.x`` would find the temporary
