@@ -1,10 +1,12 @@
 """The run record (pipeline_runs): written by the run-record sensor and the CLI from a real Dagster
-instance's public run API, read by the console from its published copy, without Dagster. That a real
-`bankanom` process records its runs with no daemon is proven by the backfill test
+instance's public run API, read by the console from its published copy, without Dagster: beside the
+embedded warehouse's published tables, or in a lake that is a folder (``BANKANOM_STORAGE=lake``). That a
+real `bankanom` process records its runs with no daemon is proven by the backfill test
 (test_automation_e2e.py)."""
 
 import datetime as dt
 import json
+import os
 import re
 
 import dagster as dg
@@ -17,6 +19,7 @@ from bankanom_api.runs import recent_runs
 from bankanom_api.settings import ApiSettings
 from bankanom_pipeline.automation import records, run_records
 from bankanom_pipeline.defs.automation import run_record_sensor as sensor
+from bankanom_pipeline.warehouse import lake, published
 
 KEY = "runs-test-key"
 
@@ -35,12 +38,19 @@ OK_JOB = dg.GraphDefinition(name="ok_job", node_defs=[_ok]).to_job()
 BROKEN_JOB = dg.GraphDefinition(name="broken_job", node_defs=[_broken]).to_job()
 
 
+# where readers find the record, by storage mode
+READERS_ROOT = {"embedded": "published", "lake": "lake"}
+BOTH_MODES = pytest.mark.parametrize("paths", sorted(READERS_ROOT), indirect=True)
+
+
 @pytest.fixture
-def paths(tmp_path, monkeypatch):
-    """The sensors' file and the published root in ``tmp_path``, embedded mode."""
+def paths(request, tmp_path, monkeypatch):
+    """The sensors' file, the published root and a lake folder in ``tmp_path``; embedded mode unless the
+    test asks for another (``BOTH_MODES``)."""
     monkeypatch.setenv("BANKANOM_ALERTS_DB", str(tmp_path / "alerts.duckdb"))
     monkeypatch.setenv("BANKANOM_PUBLISHED_DIR", str(tmp_path / "published"))
-    monkeypatch.delenv("BANKANOM_STORAGE", raising=False)
+    monkeypatch.setenv("BANKANOM_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("BANKANOM_STORAGE", getattr(request, "param", "embedded"))
     return tmp_path
 
 
@@ -62,11 +72,14 @@ def _stored(paths) -> list[tuple]:
         return con.sql("SELECT run_id, status, failed_steps FROM pipeline_runs ORDER BY run_id").fetchall()
 
 
+@BOTH_MODES
 def test_the_sensor_records_a_real_instance_and_the_console_reads_it_newest_first(paths, instance):
     first = OK_JOB.execute_in_process(instance=instance, tags={"dagster/partition": "2026-01-05"})
     second = BROKEN_JOB.execute_in_process(instance=instance, raise_on_error=False)
     recorded, _ = _tick(instance)
     assert recorded == 2
+    root = paths / READERS_ROOT[os.environ["BANKANOM_STORAGE"]]
+    assert records.published_root() == root
     runs, problem = recent_runs()
     assert problem is None
     assert [(r["run_id"], r["job"], r["status"]) for r in runs] == [
@@ -78,14 +91,44 @@ def test_the_sensor_records_a_real_instance_and_the_console_reads_it_newest_firs
     assert sorted(_stored(paths)) == sorted(
         [(first.run_id, "SUCCESS", None), (second.run_id, "FAILURE", "_broken")]
     )
+    # `bankanom sql` reads the same root, and sees the record as one more table (one row a run)
+    with published.connect(root) as reader:
+        assert sorted(reader.sql("SELECT run_id FROM pipeline_runs").fetchall()) == sorted(
+            [(first.run_id,), (second.run_id,)]
+        )
 
 
-def test_no_run_record_is_a_note_not_an_error(paths, monkeypatch):
+def test_in_a_lake_folder_the_record_is_one_more_table_of_the_lakes_layout(paths, instance, monkeypatch):
+    monkeypatch.setenv("BANKANOM_STORAGE", "lake")
+    for _ in range(2):
+        OK_JOB.execute_in_process(instance=instance)
+        _tick(instance)
+    root = paths / "lake"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "pipeline_runs",
+        "pipeline_runs/data.parquet",
+    ]
+    assert not (paths / "published").exists()
+    with lake.connect(str(root)) as con:  # the pipeline's own view of the lake: one file, no duplicates
+        assert con.sql("SELECT count(*), count(DISTINCT run_id) FROM pipeline_runs").fetchone() == (2, 2)
+
+
+@BOTH_MODES
+def test_no_run_record_is_a_note_not_an_error(paths):
     runs, problem = recent_runs()
     assert runs == [] and "no run recorded yet" in problem
+
+
+def test_an_object_store_lake_gets_no_copy_and_the_console_says_where_the_record_is(
+    paths, instance, monkeypatch
+):
     monkeypatch.setenv("BANKANOM_STORAGE", "lake")
+    monkeypatch.setenv("BANKANOM_LAKE_ROOT", "s3://bank-lake/prod")
+    result = OK_JOB.execute_in_process(instance=instance)
+    sensor.record_run(instance, result.run_id)
+    assert _stored(paths) == [(result.run_id, "SUCCESS", None)]
     runs, problem = recent_runs()
-    assert runs == [] and "lake mode" in problem and "alerts.duckdb" in problem
+    assert runs == [] and "s3://bank-lake/prod" in problem and str(paths / "alerts.duckdb") in problem
 
 
 def test_a_run_keeps_one_row_at_its_latest_status_whatever_order_the_writes_come_in(paths):
@@ -127,10 +170,12 @@ def test_the_sensor_records_only_what_changed_and_rereads_a_late_stored_change(p
     assert recorded == 1 and missed.run_id in {r[0] for r in _stored(paths)}
 
 
+@BOTH_MODES
 def test_the_cli_records_its_own_run_without_the_sensor(paths, instance, monkeypatch):
     result = BROKEN_JOB.execute_in_process(instance=instance, raise_on_error=False)
     sensor.record_run(instance, result.run_id)
     assert _stored(paths) == [(result.run_id, "FAILURE", "_broken")]
+    assert [r["run_id"] for r in recent_runs()[0]] == [result.run_id]
     # a record that cannot be written is a warning: the run itself went as it went
     monkeypatch.setattr(records, "ATTEMPTS", 1)
     (paths / "alerts.duckdb").unlink()
@@ -144,6 +189,7 @@ def _login(client: TestClient) -> None:
     assert client.post("/console/login", data={"csrf": csrf, "api_key": KEY}).status_code == 303
 
 
+@BOTH_MODES
 def test_the_console_lists_the_recorded_runs_and_says_when_there_are_none(paths, instance):
     app = create_app(
         ApiSettings(

@@ -2,8 +2,10 @@
 
 It is not the warehouse: the sensors run in the Dagster daemon, and the warehouse's single writer is
 usually busy with a run exactly when a run starts or fails. Waiting for its lock would stall every sensor
-in the daemon. Each write is published beside the warehouse's tables, so that readers (``bankanom sql``,
-the console) never hold this file open either.
+in the daemon. Each write is published where the warehouse's readers read (``bankanom sql``, the
+console): beside the embedded warehouse's published tables, or in a lake that is a folder as one more
+table of the lake's layout (``<root>/<table>/data.parquet``). So they never hold this file open either.
+An object-store lake (``s3://``) gets no copy: readers list the record's files on a local disk.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from bankanom_pipeline import settings
-from bankanom_pipeline.warehouse import published
+from bankanom_pipeline.warehouse import lake, published
 
 log = logging.getLogger("bankanom.records")
 
@@ -41,8 +43,10 @@ def write(db: Path, table: str, ddl: str, statement: str, rows: Sequence[Sequenc
 
 
 def published_root() -> Path | None:
-    """Where the records are published for readers; None in lake mode, whose readers read the lake."""
-    return settings.published_dir() if settings.storage_mode() == "embedded" else None
+    """Where the records are published for readers: the root ``bankanom sql`` reads (the published
+    copy, or the lake); None for an object-store lake."""
+    root = published.default_root()
+    return None if lake.is_url(root) else Path(root)
 
 
 def _publish(con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -50,7 +54,11 @@ def _publish(con: duckdb.DuckDBPyConnection, table: str) -> None:
     if root is None:
         return
     try:
-        published.attach(con, root)
-        published.publish(con, table, None)
+        if settings.storage_mode() == "lake":
+            target = Path(lake.file_of(str(root), table, None))
+            lake.replace_file(con, f'SELECT * FROM "{table}"', target)
+        else:
+            published.attach(con, root)
+            published.publish(con, table, None)
     except (OSError, duckdb.Error) as failure:  # the record itself is written: that must not fail
         log.warning("%s not published for readers: %s", table, failure)
