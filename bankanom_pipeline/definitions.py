@@ -1,5 +1,6 @@
 """The one Definitions object of the code location (``workspace.yaml`` points here): every domain's
-definitions under ``defs/``, with the warehouse resource and the executor."""
+definitions under ``defs/``, with the resources (the warehouse, the model registry, the API's snapshots)
+and the executor."""
 
 import dagster as dg
 
@@ -8,7 +9,7 @@ from bankanom_pipeline.defs.detection.definitions import defs as detection
 from bankanom_pipeline.defs.executor import executor
 from bankanom_pipeline.defs.features.definitions import defs as features
 from bankanom_pipeline.defs.ingest.definitions import defs as ingest
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.defs.serving.definitions import defs as serving
 from bankanom_pipeline.defs.transactions.definitions import defs as transactions
 from bankanom_pipeline.defs.validation.definitions import defs as validation
@@ -28,5 +29,12 @@ defs = dg.Definitions.merge(
     transactions,
     serving,
     automation,
-    dg.Definitions(resources={"warehouse": _warehouse()}, executor=executor()),
+    dg.Definitions(
+        resources={
+            "warehouse": _warehouse(),
+            "registry": RegistryResource(),
+            "snapshots": SnapshotPublisherResource(),
+        },
+        executor=executor(),
+    ),
 )

@@ -17,7 +17,7 @@ from bankanom_pipeline.automation.drift import judge, psi, uniform_psi
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.automation.schedules import retrain_schedule, scoring_catchup_schedule
 from bankanom_pipeline.defs.automation.sensors import drift_sensor, landing_sensor
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 
 
 def land(root, day: str, name: str, lines: int = 3) -> None:
@@ -158,26 +158,29 @@ def publish_scores(root, name: str, if_scores, lof_scores) -> None:
 
 
 def test_drift_sensor_requests_training_once_per_drifted_snapshot(tmp_path, monkeypatch):
-    monkeypatch.setenv("BANKANOM_SNAPSHOTS_DIR", str(tmp_path))
+    # the snapshots resource's folder is what the sensor reads, not the environment's default
+    monkeypatch.setenv("BANKANOM_SNAPSHOTS_DIR", str(tmp_path / "default-snapshots"))
+    resources = {"snapshots": SnapshotPublisherResource(snapshots_dir=str(tmp_path))}
     rng = np.random.default_rng(2)
     with dg.instance_for_test() as instance:
-        assert isinstance(drift_sensor(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+
+        def drift(cursor=None):
+            return drift_sensor(
+                dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
+            )
+
+        assert isinstance(drift(), dg.SkipReason)
         publish_scores(tmp_path, "s1.duckdb", rng.uniform(size=8000), rng.uniform(size=8000))
-        context = dg.build_sensor_context(instance=instance)
-        calm = drift_sensor(context)
+        calm = drift()
         assert not calm.run_requests and calm.cursor == "s1.duckdb"
         publish_scores(tmp_path, "s2.duckdb", rng.beta(6, 1, size=8000), rng.uniform(size=8000))
-        context = dg.build_sensor_context(instance=instance, cursor="s1.duckdb")
-        drifted = drift_sensor(context)
+        drifted = drift("s1.duckdb")
         (request,) = drifted.run_requests
         assert (
             request.run_key == "drift:s2.duckdb"
             and float(request.tags["bankanom/psi_isolation_forest"]) > 0.25
         )
-        # the same snapshot is judged once
-        assert isinstance(
-            drift_sensor(dg.build_sensor_context(instance=instance, cursor="s2.duckdb")), dg.SkipReason
-        )
+        assert isinstance(drift("s2.duckdb"), dg.SkipReason)  # the same snapshot is judged once
 
 
 # -- schedules and alerts -----------------------------------------------------------------------------

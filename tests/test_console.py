@@ -19,7 +19,7 @@ import pytest
 from bankanom_pipeline import feedback
 from bankanom_pipeline.automation import alerts
 from bankanom_pipeline.defs.detection.assets import evaluation
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.defs.transactions.assets import transaction_evaluation
 from tests.api_server import running_api
 from tests.conftest import copy_world
@@ -425,7 +425,8 @@ def test_the_evaluation_assets_report_analyst_precision_from_feedback(world, tmp
         feedback.record(db, "transaction", target, label, "", "tester")
 
     resources = {
-        "warehouse": WarehouseResource(database=str(warehouse), landing_dir=str(tmp_path / "landing"))
+        "warehouse": WarehouseResource(database=str(warehouse), landing_dir=str(tmp_path / "landing")),
+        "registry": RegistryResource(models_dir=str(world / "models")),
     }
     result = dg.materialize(
         [evaluation],

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline.defs.detection.assets import model_assets, promoted_models
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.detection.registry import Registry, RegistryError
 
@@ -45,15 +45,13 @@ def _load(database, anomaly_share: float, seed: int) -> None:
 
 
 def _train(tmp_path, instance):
-    assets = [*model_assets, promoted_models]
-    config = {"config": {"models_dir": str(tmp_path / "models")}}
     return dg.materialize(
-        assets,
+        [*model_assets, promoted_models],
         instance=instance,
         resources={
-            "warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path))
+            "warehouse": WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path)),
+            "registry": RegistryResource(models_dir=str(tmp_path / "models")),
         },
-        run_config={"ops": {a.op.name: config for a in assets}},
         raise_on_error=False,
     )
 
@@ -72,7 +70,9 @@ def _status(tmp_path) -> dict[str, str]:
         con.close()
 
 
-def test_versions_promotion_gate_and_checksum(tmp_path, instance):
+def test_versions_promotion_gate_and_checksum(tmp_path, instance, monkeypatch):
+    # the registry resource's folder is where the runs write, not the environment's default
+    monkeypatch.setenv("BANKANOM_MODELS_DIR", str(tmp_path / "default-models"))
     registry = Registry(tmp_path / "models")
     _load(tmp_path / "w.duckdb", 0.03, seed=1)
     first = _train(tmp_path, instance)
@@ -86,6 +86,7 @@ def test_versions_promotion_gate_and_checksum(tmp_path, instance):
     assert (tmp_path / "models" / current["isolation_forest"] / "model.skops").exists()
     detectors = registry.load_current()
     assert detectors["isolation_forest"].version == current["isolation_forest"]
+    assert not (tmp_path / "default-models").exists()
 
     # a version of one model cannot be promoted as another's, and current does not move
     lof = current["local_outlier_factor"]

@@ -196,7 +196,10 @@ def ingest_transactions(
     console.print(f"delivered {path.name} to {folder}")
     if _run_job("transaction_features_job", day) is None:
         raise typer.Exit(1)
-    promoted = TRANSACTIONS.registry(settings.models_dir()).current()
+    from bankanom_pipeline.definitions import defs  # loaded by the run above, once the day was accepted
+
+    # the registry the training job below writes to, so that the two agree on where the models are
+    promoted = defs.resources["registry"].registry(TRANSACTIONS).current()
     must_train = train or (train is None and not promoted)
     if must_train and _run_job("transaction_train_job", None, train_run_config(day, TRANSACTIONS)) is None:
         raise typer.Exit(1)

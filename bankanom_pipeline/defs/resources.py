@@ -1,4 +1,6 @@
-"""The warehouse resource every asset reaches DuckDB through: a thin wrapper over warehouse/store.py."""
+"""The resources assets and sensors reach storage through, each a thin wrapper over a plain class: the
+warehouse (warehouse/store.py), the model registry (detection/registry.py) and the API's snapshots
+(serving/snapshot.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import duckdb
 from pydantic import Field
 
 from bankanom_pipeline import settings
+from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.detection.sources import Source
+from bankanom_pipeline.serving.snapshot import SnapshotPublisher
 from bankanom_pipeline.warehouse import store
 
 
@@ -76,3 +81,43 @@ class WarehouseResource(dg.ConfigurableResource):
         """A connection for reading only (the CLI's summaries): read-only on the embedded file."""
         with self.warehouse().reading() as con:
             yield con
+
+
+class RegistryResource(dg.ConfigurableResource):
+    """The model registries (logs' and transactions') under one models root."""
+
+    models_dir: str = Field(
+        default="",
+        description=(
+            "Models root, each source's registry under it (env BANKANOM_MODELS_DIR, read when a run uses "
+            "it; default data/models)"
+        ),
+    )
+
+    @property
+    def root(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else settings.models_dir()
+
+    def registry(self, source: Source) -> Registry:
+        """The plain registry of ``source``'s models."""
+        return source.registry(self.root)
+
+
+class SnapshotPublisherResource(dg.ConfigurableResource):
+    """The folder of the read-only snapshots the API serves."""
+
+    snapshots_dir: str = Field(
+        default="",
+        description=(
+            "Where snapshots are published (env BANKANOM_SNAPSHOTS_DIR, read when a run uses it; default "
+            "data/snapshots)"
+        ),
+    )
+
+    @property
+    def root(self) -> Path:
+        return Path(self.snapshots_dir) if self.snapshots_dir else settings.snapshots_dir()
+
+    def publisher(self) -> SnapshotPublisher:
+        """The plain publisher of that folder."""
+        return SnapshotPublisher(self.root)

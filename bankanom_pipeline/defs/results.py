@@ -9,8 +9,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from bankanom_pipeline import settings
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.detection.day_evaluation import write_curves
 from bankanom_pipeline.detection.evaluation import markdown_table, metrics_wide, pr_curve_png
 from bankanom_pipeline.detection.partition_scoring import NothingToScore, score_partition
@@ -133,11 +132,16 @@ def validation_result(
 
 
 def scored_result(
-    warehouse: WarehouseResource, source: Source, day: str, check_name: str, flagged_key: str
+    warehouse: WarehouseResource,
+    registry: RegistryResource,
+    source: Source,
+    day: str,
+    check_name: str,
+    flagged_key: str,
 ) -> dg.MaterializeResult:
     """Score ``day`` of ``source`` with its promoted models (``partition_scoring``), and check one scored
     row per feature row."""
-    detectors = source.registry(settings.models_dir()).load_current()
+    detectors = registry.registry(source).load_current()
     with warehouse.connection() as con:
         try:
             scored = score_partition(con, source, day, detectors)

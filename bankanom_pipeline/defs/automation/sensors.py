@@ -16,9 +16,8 @@ from bankanom_pipeline.defs.automation import recovery
 from bankanom_pipeline.defs.detection.jobs import train_job
 from bankanom_pipeline.defs.features.jobs import features_job
 from bankanom_pipeline.defs.partitions import daily_partitions
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.defs.transactions.jobs import transaction_features_job
-from bankanom_pipeline.serving import snapshot
 
 CONFIG = default_automation_config()
 # Sensors are RUNNING by default: they only react (to new files, drift, failures).
@@ -84,15 +83,17 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
         "uniform distribution they follow there) and requests train_job when either model drifts."
     ),
 )
-def drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    root = settings.snapshots_dir()
-    pointer = snapshot.SnapshotPublisher(root).current()
+def drift_sensor(
+    context: dg.SensorEvaluationContext, snapshots: SnapshotPublisherResource
+) -> dg.SensorResult | dg.SkipReason:
+    publisher = snapshots.publisher()
+    pointer = publisher.current()
     if pointer is None:
         return dg.SkipReason("no snapshot published yet")
     if context.cursor == pointer["file"]:
         return dg.SkipReason(f"{pointer['file']} already judged")
     # the published snapshot, never the live warehouse: a sensor must not wait on a run's lock
-    with duckdb.connect(str(root / pointer["file"]), read_only=True) as con:
+    with duckdb.connect(str(publisher.root / pointer["file"]), read_only=True) as con:
         rows = con.execute(
             """SELECT if_score, lof_score FROM scored_events
                WHERE partition_date = (SELECT max(partition_date) FROM scored_events)"""

@@ -4,10 +4,9 @@ scored_events, incidents and evaluation."""
 import dagster as dg
 import polars as pl
 
-from bankanom_pipeline import settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.defs.results import evaluation_result, first_finite, scored_result
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.baseline import BaselineMismatch
@@ -18,17 +17,12 @@ from bankanom_pipeline.detection.evaluation import (
     check_targets,
     markdown_table,
 )
-from bankanom_pipeline.detection.registry import Registry, record, record_promotion, record_rejection
+from bankanom_pipeline.detection.registry import record, record_promotion, record_rejection
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
 
 
 class TrainingConfig(dg.Config):
     end_date: str = ""  # last day of the training window (default: the latest day in features_events)
-    models_dir: str = ""  # registry root (default: env BANKANOM_MODELS_DIR or data/models)
-
-
-def registry_for(config: TrainingConfig | None = None, source: Source = LOGS) -> Registry:
-    return source.registry(config.models_dir if config and config.models_dir else settings.models_dir())
 
 
 def _model_asset(name: str, source: Source) -> dg.AssetsDefinition:
@@ -63,14 +57,19 @@ def _model_asset(name: str, source: Source) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _train(context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource):
+    def _train(
+        context: dg.AssetExecutionContext,
+        config: TrainingConfig,
+        warehouse: WarehouseResource,
+        registry: RegistryResource,
+    ):
         detection = source.config
-        registry = registry_for(config, source)
+        models = registry.registry(source)
         with warehouse.connection() as con:
             end_day = config.end_date or training.latest_partition(con, source)
-            trained = training.train(con, registry, name, detection, end_day, source)
+            trained = training.train(con, models, name, detection, end_day, source)
             record(con, trained.version, source.name)
-            verdict = training.gate(con, registry, name, trained, detection, end_day, source)
+            verdict = training.gate(con, models, name, trained, detection, end_day, source)
             if not verdict.passed:
                 record_rejection(con, trained.version.version)
         manifest = trained.version.manifest
@@ -129,9 +128,8 @@ def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
         ),
     )
     def _promote(
-        context: dg.AssetExecutionContext, config: TrainingConfig, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
     ) -> dg.MaterializeResult:
-        registry = registry_for(config, source)
         versions = {}
         for model in MODEL_NAMES:
             key = dg.AssetKey(source.model_asset(model))
@@ -139,7 +137,7 @@ def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
             if event is None or event.asset_materialization is None:
                 raise dg.Failure(f"{key.to_user_string()} has never been materialized")
             versions[model] = str(event.asset_materialization.metadata["version"].value)
-        current = registry.promote(versions)
+        current = registry.registry(source).promote(versions)
         with warehouse.connection() as con:
             record_promotion(con, versions, source.name)
         return dg.MaterializeResult(metadata={"current": dg.MetadataValue.json(current)})
@@ -174,8 +172,12 @@ promoted_transaction_models = _promotion_asset(TRANSACTIONS, "promoted_transacti
         )
     ],
 )
-def scored_events(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    return scored_result(warehouse, LOGS, context.partition_key, "every_event_scored", "anomalous_events")
+def scored_events(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    return scored_result(
+        warehouse, registry, LOGS, context.partition_key, "every_event_scored", "anomalous_events"
+    )
 
 
 @dg.asset(
@@ -191,8 +193,10 @@ def scored_events(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "features and the best-matching scenario signature. Members in incident_events."
     ),
 )
-def incidents(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    detectors = registry_for().load_current()
+def incidents(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    detectors = registry.registry(LOGS).load_current()
     with warehouse.connection() as con:
         result = build_day(con, context.partition_key, detectors)
     built, rows = result.incidents, result.rows
@@ -242,12 +246,15 @@ class EvaluationConfig(dg.Config):
     ),
 )
 def evaluation(
-    context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    warehouse: WarehouseResource,
+    registry: RegistryResource,
 ) -> dg.MaterializeResult:
     day = context.partition_key
     with warehouse.connection() as con:
         try:
-            result = evaluate_logs(con, day, registry_for(), baseline=config.baseline)
+            result = evaluate_logs(con, day, registry.registry(LOGS), baseline=config.baseline)
         except BaselineMismatch as error:
             raise dg.Failure(str(error)) from None
     return evaluation_result(

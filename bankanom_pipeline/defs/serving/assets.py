@@ -5,19 +5,14 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from bankanom_pipeline import settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.serving import snapshot
 
 
 class SnapshotConfig(dg.Config):
     days: int = Field(default=2, ge=1, le=31, description="partitions of scores and incidents served")
-    snapshots_dir: str = Field(
-        default_factory=lambda: str(settings.snapshots_dir()),
-        description="where snapshots are published (env BANKANOM_SNAPSHOTS_DIR; default data/snapshots)",
-    )
 
 
 @dg.asset(
@@ -34,13 +29,16 @@ class SnapshotConfig(dg.Config):
     ),
 )
 def api_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: SnapshotConfig,
+    warehouse: WarehouseResource,
+    snapshots: SnapshotPublisherResource,
 ) -> dg.MaterializeResult:
     day = dt.date.fromisoformat(context.partition_key)
     with warehouse.connection() as con:
         # the API serves the latest days: a backfill of an older day republishes the latest window
         through = max(day, snapshot.latest_scored_day(con) or day)
-        pointer = snapshot.SnapshotPublisher(config.snapshots_dir).publish(con, through, config.days)
+        pointer = snapshots.publisher().publish(con, through, config.days)
     if "superseded" in pointer:
         context.log.info(f"a newer snapshot (through {pointer['through']}) is current: this one was dropped")
     return dg.MaterializeResult(
@@ -67,11 +65,14 @@ def api_snapshot(
     ),
 )
 def transaction_snapshot(
-    context: dg.AssetExecutionContext, config: SnapshotConfig, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: SnapshotConfig,
+    warehouse: WarehouseResource,
+    snapshots: SnapshotPublisherResource,
 ) -> dg.MaterializeResult:
     with warehouse.connection() as con:
         through = snapshot.latest_scored_day(con) or dt.date.fromisoformat(context.partition_key)
-        pointer = snapshot.SnapshotPublisher(config.snapshots_dir).publish(con, through, config.days)
+        pointer = snapshots.publisher().publish(con, through, config.days)
     return dg.MaterializeResult(
         metadata={
             "file": pointer["file"],

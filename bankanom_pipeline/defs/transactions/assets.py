@@ -7,7 +7,7 @@ import polars as pl
 
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
-from bankanom_pipeline.defs.resources import WarehouseResource
+from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.defs.results import (
     ValidationConfig,
     counts_reconciled,
@@ -144,10 +144,15 @@ def transaction_labels(
     ],
 )
 def scored_transactions(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
 ) -> dg.MaterializeResult:
     return scored_result(
-        warehouse, TRANSACTIONS, context.partition_key, "every_transaction_scored", "anomalous_transactions"
+        warehouse,
+        registry,
+        TRANSACTIONS,
+        context.partition_key,
+        "every_transaction_scored",
+        "anomalous_transactions",
     )
 
 
