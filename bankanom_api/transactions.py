@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import polars as pl
 from fastapi import HTTPException, status
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from bankanom_api.request_types import MEANS, REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
 from bankanom_api.responses import repeated
@@ -67,6 +67,9 @@ DateTime = Annotated[
     ),
     *MEANS,
 ]
+# the pipeline trims a cell's spaces before it reads it, so a cell of spaces alone is an empty cell: no
+# previous transaction (the model turns it into null)
+Blank = Annotated[StrictStr, Field(pattern=r"^ *$", description="spaces only: no previous transaction")]
 
 
 class Transaction(BaseModel):
@@ -95,7 +98,12 @@ class Transaction(BaseModel):
     TransactionDuration: transaction_field(StrictInt, "duration_s", WHOLE)
     LoginAttempts: transaction_field(StrictInt, "login_attempts_n", WHOLE)
     AccountBalance: transaction_field(FiniteNumber, "balance")
-    PreviousTransactionDate: DateTime | None = None  # absent or null: none (a CSV's empty cell)
+    PreviousTransactionDate: DateTime | Blank | None = None  # absent, null or blank: none (an empty cell)
+
+    @field_validator("PreviousTransactionDate")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value if value and value.strip(" ") else None
 
     @classmethod
     def from_text(cls, values: dict[str, str | None]) -> Transaction:

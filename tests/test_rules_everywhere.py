@@ -190,11 +190,25 @@ def test_gx_reports_which_metric_is_not_finite(tmp_path):
         ("TransactionDate", "2026-01-05T10:00:00+02:00"),  # a zone the pipeline does not read
         ("AccountID", "A" * 101),
         ("IPAddress", 12345),
-        ("PreviousTransactionDate", ""),  # not the schema's pattern (schemathesis: accepted, ST201)
+        ("PreviousTransactionDate", "\t"),  # no date, and not blank to the pipeline (it trims spaces only)
     ],
 )
 def test_api_refuses_loose_transaction_fields(api, field, value):
     assert not api_accepts(api, "/models/predict", json.dumps([{**EXAMPLE_TRANSACTION, field: value}]))
+
+
+@pytest.mark.parametrize("value", ["", " ", "   ", "\t", " 1"])
+def test_a_blank_previous_transaction_date_is_none_to_both(api, value):
+    """The pipeline trims a cell's spaces, so spaces alone are an empty cell, no previous transaction; the
+    API reads them alike (its schema's blank pattern). Anything else must be a date to either."""
+    row = {k: str(v) for k, v in EXAMPLE_TRANSACTION.items()} | {
+        "TransactionID": "TX-B",
+        "PreviousTransactionDate": value,
+    }
+    accepted = pipeline_transactions([row])["TX-B"] is None
+    assert accepted == (value.strip(" ") == "")
+    body = json.dumps([{**EXAMPLE_TRANSACTION, "PreviousTransactionDate": value}])
+    assert api_accepts(api, "/models/predict", body) == accepted
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309", "-1e309"])
