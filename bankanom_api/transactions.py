@@ -67,9 +67,16 @@ DateTime = Annotated[
     ),
     *MEANS,
 ]
-# the pipeline trims a cell's spaces before it reads it, so a cell of spaces alone is an empty cell: no
-# previous transaction (the model turns it into null)
-Blank = Annotated[StrictStr, Field(pattern=r"^ *$", description="spaces only: no previous transaction")]
+# the previous transaction's time, or blank: the pipeline trims a cell's spaces, so spaces alone are an empty
+# cell, no previous transaction (the model turns a blank into null)
+PreviousDateTime = Annotated[
+    StrictStr,
+    Field(
+        pattern=PATTERNS["previous_date_time_pattern"],
+        description="as TransactionDate, or blank (spaces only): no previous transaction",
+    ),
+    *MEANS,
+]
 
 
 class Transaction(BaseModel):
@@ -98,7 +105,7 @@ class Transaction(BaseModel):
     TransactionDuration: transaction_field(StrictInt, "duration_s", WHOLE)
     LoginAttempts: transaction_field(StrictInt, "login_attempts_n", WHOLE)
     AccountBalance: transaction_field(FiniteNumber, "balance")
-    PreviousTransactionDate: DateTime | Blank | None = None  # absent, null or blank: none (an empty cell)
+    PreviousTransactionDate: PreviousDateTime | None = None  # absent, null or blank: none (an empty cell)
 
     @field_validator("PreviousTransactionDate")
     @classmethod

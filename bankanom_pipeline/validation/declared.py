@@ -59,6 +59,8 @@ PATTERNS = {
     "ip_address_pattern": rf"^(?:{_IPV4}|{_IPV6})$",
     # YYYY-MM-DD HH:MM:SS (or with a T), optional fraction up to microseconds, no zone; only real days
     "date_time_pattern": rf"^{_DATE_TIME}$",
+    # the same or blank (spaces only): a PreviousTransactionDate cell the pipeline trims to empty, none
+    "previous_date_time_pattern": rf"^(?: *|{_DATE_TIME})$",
     # the same, optionally with a zone: Z, +HH:MM or +HHMM (a log's timestamp; none is UTC)
     "timestamp_pattern": rf"^{_DATE_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?$",
 }
@@ -66,6 +68,7 @@ PATTERNS = {
 PATTERN_MEANINGS = {
     PATTERNS["ip_address_pattern"]: "an IPv4 (a.b.c.d) or IPv6 address",
     PATTERNS["date_time_pattern"]: "a real date and time, YYYY-MM-DD HH:MM:SS",
+    PATTERNS["previous_date_time_pattern"]: "a real date and time, YYYY-MM-DD HH:MM:SS, or blank",
     PATTERNS["timestamp_pattern"]: "a real date and time, YYYY-MM-DDTHH:MM:SS[.ffffff][Z|+HH:MM]",
 }
 LENGTH_SUFFIX = "_length"  # a typed column "<name>_length" holds the length of text <name>, in characters
