@@ -25,10 +25,10 @@ def build(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BANKANOM_DATA_DIR": str(root / "data"), "DAGSTER_HOME": str(root / "dagster_home")}
     with open(root / "demo.out", "w") as out:
-        code = subprocess.run(
+        run = subprocess.run(
             [sys.executable, *COMMAND], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900
         )
-    (root / "demo.rc").write_text(str(code.returncode))
+    (root / "demo.rc").write_text(str(run.returncode))
 
 
 def read(root: Path) -> tuple[int, str]:
