@@ -1,0 +1,659 @@
+"""The online feature engine: event by event, the feature vector ``features_events`` holds for the event,
+computed point in time (docs/features.md) from each entity's retained events, in plain Python.
+
+How it works, state, memory bounds, bad input and the checkpoint format: docs/online.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from bisect import bisect_left
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from bankanom_pipeline.online.events import (
+    LEVELS,
+    BadEvent,
+    Event,
+    geo_seed,
+    metric_values,
+    network,
+    session,
+    template,
+)
+from bankanom_pipeline.online.tracks import Track
+
+# features_events' numeric feature columns, in its order
+FEATURES: tuple[str, ...] = (
+    "level_num",
+    "hour_sin",
+    "hour_cos",
+    "is_weekend",
+    "template_rarity",
+    "rare_quiet_country",
+    "response_time_ms",
+    "requests_per_second",
+    "error_rate",
+    "timeout_rate",
+    "success_rate",
+    "failed_attempts",
+    "unique_ips",
+    "unique_users",
+    "attempts_per_minute",
+    "amount",
+    "risk_score",
+    "query_time_ms",
+    "connection_pool_use",
+    "replication_lag_s",
+    "cache_hit_rate",
+    "cpu_percent",
+    "records_accessed",
+    "bytes_out",
+    "concurrent_sessions",
+    "vpn_connections",
+    "files_modified",
+    "consumer_lag",
+    "user_events_10m",
+    "user_failed_logins_10m",
+    "user_distinct_ips_1h",
+    "user_distinct_countries_1h",
+    "user_vpn_connections_1h",
+    "user_records_10m",
+    "user_bytes_out_30m",
+    "user_country_share",
+    "user_ip_share",
+    "session_distinct_ips",
+    "user_amount_z",
+    "travel_km",
+    "travel_speed_kmh",
+    "ip_events_10m",
+    "ip_distinct_users_10m",
+    "ip_failed_logins_10m",
+    "ip_error_events_10m",
+    "network_distinct_users_10m",
+    "network_distinct_ips_10m",
+    "network_failed_logins_10m",
+    "service_events_vs_day",
+    "service_error_share",
+    "service_warn_share",
+    "service_distinct_ips",
+    "service_p95_response_time_ms",
+    "service_max_timeout_rate",
+    "service_max_error_rate",
+    "service_min_cache_hit_rate",
+    "service_max_replication_lag_s",
+    "service_max_requests_per_second",
+    "service_max_files_modified",
+)
+
+Features = tuple[float, ...]
+
+MIN = 60_000_000  # microseconds
+M10, M30, H1, DAY = 10 * MIN, 30 * MIN, 60 * MIN, 24 * 60 * MIN
+HORIZON = DAY  # no feature looks back further
+
+# The digest of the feature SQL this engine implements (bankanom_pipeline/online/version.py computes the
+# SQL's own). Declared, not imported: a change of the SQL fails tests/test_online_engine.py until the
+# engine is changed to match and this is updated, and replay proves them equal again.
+ENGINE_FEATURE_SET_VERSION = "unset"
+
+# Payload columns of each kind of track (beside ts and event_id)
+_USER = ("ip", "country", "failed", "vpn", "records", "bytes", "log_amount", "lat", "lon")
+_SESSION = ("ip",)
+_IP = ("user", "failed", "error")
+_NET = ("user", "ip", "failed")
+_SERVICE = ("error", "warn", "ip", "rt", "timeout", "error_rate", "cache", "lag", "rps", "files")
+
+_TWO_PI = 2 * math.pi
+_DEG = math.pi / 180.0
+
+
+class Outcome(NamedTuple):
+    """What ``ingest`` did with an event: ``status`` is ingested, late (ingested, out of order),
+    duplicate, too_late or invalid (refused: ``reason`` says why); ``features`` for ingested and late."""
+
+    status: str
+    event_id: str
+    features: Features | None = None
+    reason: str | None = None
+
+
+class TooLate(ValueError):
+    """The event is older than the engine keeps: its windows are no longer complete."""
+
+
+class OnlineEngine:
+    FEATURES = FEATURES
+    FEATURE_SET_VERSION = ENGINE_FEATURE_SET_VERSION
+
+    def __init__(self, *, allowed_lateness_s: float = 86400.0):
+        if not (allowed_lateness_s >= 0 and math.isfinite(allowed_lateness_s)):
+            raise ValueError(f"allowed_lateness_s must be a finite number >= 0, not {allowed_lateness_s!r}")
+        self.allowed_lateness_s = float(allowed_lateness_s)
+        self._lateness = round(allowed_lateness_s * 1_000_000)
+        # events older than the newest by more than this are in no window of an event still accepted
+        self._retention = HORIZON + self._lateness
+        self._hwm: tuple[int, str] | None = None  # the newest (ts, event_id) ingested
+        self._swept = 0  # ts of the last sweep of idle entities
+        self._all = Track(0)  # every event: the denominator of template_rarity, and duplicates
+        self._seen: set[str] = set()
+        self._template: dict[str, Track] = {}
+        self._quiet = Track(0)  # quiet events with a non-empty country
+        self._quiet_country: dict[str, Track] = {}
+        self._user: dict[str, Track] = {}
+        self._session: dict[str, Track] = {}
+        self._ip: dict[str, Track] = {}
+        self._net: dict[str, Track] = {}
+        self._service: dict[str, Track] = {}
+        self._geo = geo_seed()
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("ingested", "late", "duplicate", "too_late", "invalid", "new_user", "new_service", "new_ip"), 0
+        )
+
+    @property
+    def high_water_mark(self) -> tuple[int, str] | None:
+        """The newest ``(ts µs, event_id)`` ingested, or None before the first event."""
+        return self._hwm
+
+    # ---------------------------------------------------------------- public API
+
+    def ingest(self, event: Event) -> Outcome:
+        """Compute ``event``'s features point in time, then fold it into the state."""
+        try:
+            p = self._prepare(event)
+        except BadEvent as error:
+            self.counters["invalid"] += 1
+            return Outcome("invalid", str(event.event_id), None, str(error))
+        t, eid = p[0], p[1]
+        if eid in self._seen:
+            self.counters["duplicate"] += 1
+            return Outcome("duplicate", eid)
+        hwm = self._hwm
+        in_order = hwm is None or (t, eid) > hwm
+        if not in_order and t < hwm[0] - self._lateness:
+            self.counters["too_late"] += 1
+            return Outcome("too_late", eid, None, f"{(hwm[0] - t) / 1e6:.0f} s older than the newest event")
+        features = self._compute(p, in_order)
+        self._fold(p, in_order)
+        if in_order:
+            self._hwm = (t, eid)
+            self.counters["ingested"] += 1
+            if t - self._swept > H1:
+                self._sweep(t)
+            return Outcome("ingested", eid, features)
+        self.counters["late"] += 1
+        return Outcome("late", eid, features)
+
+    def ingest_many(self, events: Iterable[Event]) -> list[Outcome]:
+        ingest = self.ingest
+        return [ingest(e) for e in events]
+
+    def peek(self, event: Event) -> Features:
+        """The features ``event`` would get if ingested now; the state is not changed. Raises
+        ``BadEvent`` for an invalid event, ``TooLate`` for one older than the lateness allowed."""
+        p = self._prepare(event)
+        hwm = self._hwm
+        in_order = hwm is None or (p[0], p[1]) > hwm
+        if not in_order and p[0] < hwm[0] - self._lateness:
+            raise TooLate(f"event {p[1]} is older than the newest event by more than the lateness allowed")
+        return self._compute(p, in_order)
+
+    def checkpoint(self, path: str | Path) -> None:
+        from bankanom_pipeline.online.checkpoint import write
+
+        write(self, Path(path))
+
+    @classmethod
+    def restore(cls, path: str | Path) -> OnlineEngine:
+        from bankanom_pipeline.online.checkpoint import read
+
+        return read(cls, Path(path))
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Approximate bytes of the retained state per entity kind (lists and numbers; the strings the
+        events share are counted once in ``events``)."""
+        out = {}
+        for kind, tracks in self._kinds().items():
+            if isinstance(tracks, Track):
+                out[kind] = tracks.nbytes()
+            else:
+                out[kind] = sum(t.nbytes() + 100 for t in tracks.values())
+        out["events"] = sum(len(e) + 49 for e in self._seen) * 2
+        out["total"] = sum(out.values())
+        return out
+
+    def entity_counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self._kinds().items()}
+
+    # ---------------------------------------------------------------- internals
+
+    @staticmethod
+    def track_width(kind: str) -> int:
+        """The payload columns of a kind of track."""
+        return {
+            "user": len(_USER),
+            "session": 1,
+            "ip": len(_IP),
+            "network": len(_NET),
+            "service": len(_SERVICE),
+        }.get(kind, 0)
+
+    def _kinds(self) -> dict[str, Track | dict[str, Track]]:
+        return {
+            "all": self._all,
+            "template": self._template,
+            "quiet": self._quiet,
+            "quiet_country": self._quiet_country,
+            "user": self._user,
+            "session": self._session,
+            "ip": self._ip,
+            "network": self._net,
+            "service": self._service,
+        }
+
+    def _prepare(self, e: Event) -> tuple:
+        """The event's derived values, as the SQL derives them."""
+        if not isinstance(e.ts, int) or isinstance(e.ts, bool):
+            raise BadEvent("bad_timestamp", f"{e.event_id}: ts must be epoch microseconds (int)")
+        for name in ("event_id", "source_service", "log_level", "message"):
+            if not isinstance(getattr(e, name), str):
+                raise BadEvent("missing_field", f"{e.event_id}: {name} must be text")
+        message = e.message
+        user = e.user_id
+        ip = e.ip_address
+        geo = e.geo_location
+        level = LEVELS.get(e.log_level, 4)
+        country = None if geo is None else geo.split("-", 1)[0]
+        located = None if geo is None else self._geo.get(geo)
+        return (
+            e.ts,
+            e.event_id,
+            e.source_service,
+            level,
+            template(message),
+            country,
+            user,
+            ip,
+            None if ip is None else network(ip),
+            session(message) if user is not None else None,
+            located,
+            message.startswith("Login failed"),
+            message.startswith("VPN connection"),
+            metric_values(e.event_id, e.metrics),
+        )
+
+    def _compute(self, p: tuple, in_order: bool) -> Features:
+        t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
+        failed_i = 1 if failed else 0
+
+        def hi_of(track: Track) -> int:
+            return len(track.ts) if in_order else track.upper(t, eid)
+
+        # -- per event
+        moment = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=t)
+        hour = moment.hour + moment.minute / 60.0
+        out: list[float] = [
+            float(level),
+            math.sin(_TWO_PI * hour / 24),
+            math.cos(_TWO_PI * hour / 24),
+            1.0 if moment.isoweekday() >= 6 else 0.0,
+        ]
+        bound_day = t - DAY
+
+        # -- template rarity (24 h, every event)
+        track = self._all
+        hi = hi_of(track)
+        n_all = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
+        track = self._template.get(tpl)
+        n_tpl = 1
+        if track is not None:
+            hi = hi_of(track)
+            n_tpl += hi - bisect_left(track.ts, bound_day, track.head, hi)
+        out.append(-math.log(n_tpl / n_all))
+
+        # -- rare quiet country (24 h, quiet events with a country)
+        if level <= 1 and country:
+            track = self._quiet
+            hi = hi_of(track)
+            n_quiet = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
+            track = self._quiet_country.get(country)
+            n_country = 1
+            if track is not None:
+                hi = hi_of(track)
+                n_country += hi - bisect_left(track.ts, bound_day, track.head, hi)
+            out.append(max(math.log(0.01 / (n_country / n_quiet)), 0.0))
+        else:
+            out.append(0.0)
+
+        # -- the event's metrics
+        out.extend(_metric_row(m))
+
+        # -- user
+        track = self._user.get(user) if user is not None else None
+        ip_c = ip
+        if user is None:
+            out.extend((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0))
+        else:
+            rec = m[17]
+            byt = m[18]
+            amount = m[9]
+            x = None if amount is None else math.log(1 + amount)
+            if track is None:
+                ts = ()
+                hi = lo10 = lo30 = lo60 = lo24 = 0
+                cols = ((),) * len(_USER)
+            else:
+                ts = track.ts
+                hi = hi_of(track)
+                head = track.head
+                lo24 = bisect_left(ts, bound_day, head, hi)
+                lo60 = bisect_left(ts, t - H1, lo24, hi)
+                lo30 = bisect_left(ts, t - M30, lo60, hi)
+                lo10 = bisect_left(ts, t - M10, lo30, hi)
+                cols = track.cols
+            c_ip, c_country, c_failed, c_vpn, c_rec, c_bytes, c_amount, c_lat, c_lon = cols
+            out.append(float(hi - lo10 + 1))
+            out.append(float(sum(c_failed[lo10:hi]) + failed_i))
+            ips = set(c_ip[lo60:hi])
+            ips.add(ip_c)
+            ips.discard(None)
+            out.append(float(len(ips)))
+            countries = set(c_country[lo60:hi])
+            countries.add(country)
+            countries.discard(None)
+            out.append(float(len(countries)))
+            out.append(float(sum(c_vpn[lo60:hi]) + (1 if vpn else 0)))
+            out.append(_sum_with(c_rec[lo10:hi], rec))
+            out.append(_sum_with(c_bytes[lo30:hi], byt))
+            n24 = hi - lo24 + 1
+            out.append((c_country[lo24:hi].count(country) + 1) / n24)
+            out.append((c_ip[lo24:hi].count(ip_c) + 1) / n24)
+            # session (24 h): distinct addresses among the session's events
+            if ses is None:
+                out.append(0.0)
+            else:
+                strack = self._session.get(ses)
+                if strack is None:
+                    n_ips = 0 if ip_c is None else 1
+                else:
+                    shi = hi_of(strack)
+                    slo = bisect_left(strack.ts, bound_day, strack.head, shi)
+                    sips = set(strack.cols[0][slo:shi])
+                    sips.add(ip_c)
+                    sips.discard(None)
+                    n_ips = len(sips)
+                out.append(float(n_ips))
+            out.append(_amount_z(x, c_amount[lo24:hi]))
+            # travel from the latest earlier located event within 24 h
+            km = speed = 0.0
+            if located is not None:
+                for i in range(hi - 1, lo24 - 1, -1):
+                    plat = c_lat[i]
+                    if plat is not None:
+                        lat, lon = located
+                        plon = c_lon[i]
+                        km = (
+                            2
+                            * 6371
+                            * math.asin(
+                                math.sqrt(
+                                    math.sin((lat - plat) * _DEG / 2) ** 2
+                                    + math.cos(plat * _DEG)
+                                    * math.cos(lat * _DEG)
+                                    * math.sin((lon - plon) * _DEG / 2) ** 2
+                                )
+                            )
+                        )
+                        speed = km / max((t - ts[i]) / 1e6 / 3600.0, 1 / 60.0)
+                        break
+            out.append(km)
+            out.append(speed)
+
+        # -- ip and network (10 min)
+        if ip is None:
+            out.extend((0.0,) * 7)
+        else:
+            track = self._ip.get(ip)
+            if track is None:
+                out.extend((1.0, 0.0 if user is None else 1.0, float(failed_i), 1.0 if level >= 3 else 0.0))
+            else:
+                hi = hi_of(track)
+                lo = bisect_left(track.ts, t - M10, track.head, hi)
+                c_user, c_failed, c_error = track.cols
+                users = set(c_user[lo:hi])
+                users.add(user)
+                users.discard(None)
+                out.append(float(hi - lo + 1))
+                out.append(float(len(users)))
+                out.append(float(sum(c_failed[lo:hi]) + failed_i))
+                out.append(float(sum(c_error[lo:hi]) + (1 if level >= 3 else 0)))
+            track = self._net.get(net)
+            if track is None:
+                out.extend((0.0 if user is None else 1.0, 1.0, float(failed_i)))
+            else:
+                hi = hi_of(track)
+                lo = bisect_left(track.ts, t - M10, track.head, hi)
+                c_user, c_ip, c_failed = track.cols
+                users = set(c_user[lo:hi])
+                users.add(user)
+                users.discard(None)
+                ips = set(c_ip[lo:hi])
+                ips.add(ip)
+                out.append(float(len(users)))
+                out.append(float(len(ips)))
+                out.append(float(sum(c_failed[lo:hi]) + failed_i))
+
+        # -- service (1 min, and 24 h for the load)
+        track = self._service.get(service)
+        is_error = 1 if level >= 3 else 0
+        is_warn = 1 if level == 2 else 0
+        rt, timeout, err_rate, cache, lag, rps, files = m[0], m[3], m[2], m[15], m[14], m[1], m[21]
+        if track is None:
+            n1 = n24 = 1
+            first = t
+            errors, warns = is_error, is_warn
+            n_ips = 0 if ip is None else 1
+            rts = [] if rt is None else [rt]
+            gauges = (timeout, err_rate, cache, lag, rps, files)
+            maxes = [g for g in gauges]
+        else:
+            ts = track.ts
+            hi = hi_of(track)
+            lo24 = bisect_left(ts, bound_day, track.head, hi)
+            lo = bisect_left(ts, t - MIN, lo24, hi)
+            n1 = hi - lo + 1
+            n24 = hi - lo24 + 1
+            first = ts[lo24] if lo24 < hi else t
+            c = track.cols
+            errors = sum(c[0][lo:hi]) + is_error
+            warns = sum(c[1][lo:hi]) + is_warn
+            sips = set(c[2][lo:hi])
+            sips.add(ip)
+            sips.discard(None)
+            n_ips = len(sips)
+            rts = [v for v in c[3][lo:hi] if v is not None]
+            if rt is not None:
+                rts.append(rt)
+            maxes = [
+                _extreme(max, c[4][lo:hi], timeout),
+                _extreme(max, c[5][lo:hi], err_rate),
+                _extreme(min, c[6][lo:hi], cache),
+                _extreme(max, c[7][lo:hi], lag),
+                _extreme(max, c[8][lo:hi], rps),
+                _extreme(max, c[9][lo:hi], files),
+            ]
+        minutes = max((t - first) / 1e6 / 60.0, 1.0)
+        out.append(n1 / (n24 / minutes))
+        out.append(errors / n1)
+        out.append(warns / n1)
+        out.append(float(n_ips))
+        out.append(_p95(rts))
+        defaults = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
+        out.extend(d if v is None else v for v, d in zip(maxes, defaults, strict=True))
+        return tuple(out)
+
+    def _fold(self, p: tuple, in_order: bool) -> None:
+        t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
+        counters = self.counters
+
+        def add(tracks: dict[str, Track] | None, key, width: int, values: tuple, track: Track | None = None):
+            if track is None:
+                track = tracks.get(key)
+                if track is None:
+                    track = tracks[key] = Track(width)
+            at = len(track.ts) if in_order else track.upper(t, eid)
+            track.insert(at, t, eid, values)
+            return track
+
+        add(None, None, 0, (), self._all)
+        self._seen.add(eid)
+        add(self._template, tpl, 0, ())
+        if level <= 1 and country:
+            add(None, None, 0, (), self._quiet)
+            add(self._quiet_country, country, 0, ())
+        if user is not None:
+            if user not in self._user:
+                counters["new_user"] += 1
+            lat, lon = located if located is not None else (None, None)
+            amount = m[9]
+            add(
+                self._user,
+                user,
+                len(_USER),
+                (
+                    ip,
+                    country,
+                    1 if failed else 0,
+                    1 if vpn else 0,
+                    0.0 if m[17] is None else m[17],
+                    0.0 if m[18] is None else m[18],
+                    None if amount is None else math.log(1 + amount),
+                    lat,
+                    lon,
+                ),
+            )
+            if ses is not None:
+                add(self._session, ses, 1, (ip,))
+        if ip is not None:
+            if ip not in self._ip:
+                counters["new_ip"] += 1
+            add(self._ip, ip, len(_IP), (user, 1 if failed else 0, 1 if level >= 3 else 0))
+            add(self._net, net, len(_NET), (user, ip, 1 if failed else 0))
+        if service not in self._service:
+            counters["new_service"] += 1
+        add(
+            self._service,
+            service,
+            len(_SERVICE),
+            (
+                1 if level >= 3 else 0,
+                1 if level == 2 else 0,
+                ip,
+                m[0],
+                m[3],
+                m[2],
+                m[15],
+                m[14],
+                m[1],
+                m[21],
+            ),
+        )
+        bound = (self._hwm[0] if self._hwm is not None and self._hwm[0] > t else t) - self._retention
+        for dropped in self._all.expire(bound):
+            self._seen.discard(dropped)
+
+    def _sweep(self, now: int) -> None:
+        """Drop every entity's events older than the retention, and the entities left with none."""
+        self._swept = now
+        bound = now - self._retention
+        for kind, tracks in self._kinds().items():
+            if isinstance(tracks, Track):
+                tracks.expire(bound)
+                continue
+            empty = []
+            for key, track in tracks.items():
+                track.expire(bound)
+                if not len(track):
+                    empty.append(key)
+            for key in empty:
+                del tracks[key]
+            del kind
+
+
+def _metric_row(m: list) -> list[float]:
+    """features_events' per-event metric columns from the event's metrics (METRICS order)."""
+    active, most = m[12], m[13]
+    pool = 0.0 if active is None or most is None or most == 0 else active / most
+    return [
+        0.0 if m[0] is None else m[0],
+        0.0 if m[1] is None else m[1],
+        0.0 if m[2] is None else m[2],
+        0.0 if m[3] is None else m[3],
+        1.0 if m[4] is None else m[4],
+        0.0 if m[5] is None else m[5],
+        0.0 if m[6] is None else m[6],
+        0.0 if m[7] is None else m[7],
+        0.0 if m[8] is None else m[8],
+        0.0 if m[9] is None else m[9],
+        0.0 if m[10] is None else m[10],
+        0.0 if m[11] is None else m[11],
+        pool,
+        0.0 if m[14] is None else m[14],
+        1.0 if m[15] is None else m[15],
+        0.0 if m[16] is None else m[16],
+        0.0 if m[17] is None else m[17],
+        0.0 if m[18] is None else m[18],
+        0.0 if m[19] is None else m[19],
+        0.0 if m[20] is None else m[20],
+        0.0 if m[21] is None else m[21],
+        0.0 if m[22] is None else m[22],
+    ]
+
+
+def _sum_with(values: list[float], own: float | None) -> float:
+    # NULLs are stored as 0.0: the sum is the same, and all-NULL gives the SQL's coalesce(…, 0)
+    total = 0.0
+    for v in values:
+        total += v
+    return total + (0.0 if own is None else own)
+
+
+def _extreme(pick, values: list, own: float | None) -> float | None:
+    present = [v for v in values if v is not None]
+    if own is not None:
+        present.append(own)
+    return pick(present) if present else None
+
+
+def _p95(values: list[float]) -> float:
+    """DuckDB's quantile_cont(v, 0.95): linear interpolation at (n - 1) * q; 0 without values."""
+    n = len(values)
+    if not n:
+        return 0.0
+    values.sort()
+    pos = (n - 1) * 0.95
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    v_lo = values[lo]
+    return v_lo + (pos - lo) * (values[hi] - v_lo)
+
+
+def _amount_z(x: float | None, earlier: list) -> float:
+    """z of ``x`` against the earlier amounts (the SQL's sums of the window less the current row)."""
+    if x is None:
+        return 0.0
+    n = 0
+    s = ss = 0.0
+    for v in earlier:
+        if v is not None:
+            n += 1
+            s += v
+            ss += v * v
+    if n < 3:
+        return 0.0
+    s = (s + x) - x
+    ss = (ss + x * x) - x * x
+    var = (ss - s * s / n) / (n - 1)
+    return (x - s / n) / (0.25 + math.sqrt(max(var, 0.0)))

@@ -1,0 +1,92 @@
+"""An entity's retained events in the one order ``(ts, event_id)``: parallel lists, so a window's bounds are
+two binary searches and its aggregates C-speed passes over slices.
+
+Appending (the in-order case) is O(1); a late event is inserted at its place (a memmove). Events older
+than the retention are dropped lazily: ``head`` moves past them, and the lists are compacted once the
+dropped prefix is the larger part.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+
+class Track:
+    __slots__ = ("cols", "eid", "head", "ts")
+
+    def __init__(self, width: int):
+        self.ts: list[int] = []
+        self.eid: list[str] = []
+        self.cols: tuple[list, ...] = tuple([] for _ in range(width))
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.ts) - self.head
+
+    def upper(self, t: int, eid: str) -> int:
+        """Index just past the events before ``(t, eid)`` in the order (an equal id is not before)."""
+        ts = self.ts
+        hi = bisect_right(ts, t, self.head)
+        ids = self.eid
+        head = self.head
+        while hi > head and ts[hi - 1] == t and ids[hi - 1] >= eid:
+            hi -= 1
+        return hi
+
+    def insert(self, at: int, t: int, eid: str, values: tuple) -> None:
+        if at == len(self.ts):
+            self.ts.append(t)
+            self.eid.append(eid)
+            for col, value in zip(self.cols, values, strict=True):
+                col.append(value)
+        else:
+            self.ts.insert(at, t)
+            self.eid.insert(at, eid)
+            for col, value in zip(self.cols, values, strict=True):
+                col.insert(at, value)
+
+    def expire(self, bound: int) -> list[str]:
+        """Drop the events older than ``bound``; returns their ids."""
+        ts = self.ts
+        head = self.head
+        if head >= len(ts) or ts[head] >= bound:
+            return []
+        new_head = bisect_left(ts, bound, head)
+        dropped = self.eid[head:new_head]
+        self.head = new_head
+        if new_head > 1024 and new_head * 2 > len(ts):
+            del ts[:new_head]
+            del self.eid[:new_head]
+            for col in self.cols:
+                del col[:new_head]
+            self.head = 0
+        return dropped
+
+    def compact(self) -> None:
+        head = self.head
+        if head:
+            del self.ts[:head]
+            del self.eid[:head]
+            for col in self.cols:
+                del col[:head]
+            self.head = 0
+
+    def rows(self) -> list[list]:
+        """The retained events as columns (ts, eid, then the payload), for a checkpoint."""
+        head = self.head
+        return [self.ts[head:], self.eid[head:], *(col[head:] for col in self.cols)]
+
+    @classmethod
+    def from_rows(cls, width: int, rows: list[list]) -> Track:
+        if len(rows) != width + 2 or any(len(col) != len(rows[0]) for col in rows):
+            raise ValueError("a track's columns have different lengths or the wrong count")
+        track = cls(width)
+        track.ts = list(rows[0])
+        track.eid = list(rows[1])
+        track.cols = tuple(list(col) for col in rows[2:])
+        return track
+
+    def nbytes(self) -> int:
+        """Approximate bytes of the lists (pointers and the int/float objects; shared strings not counted)."""
+        n = len(self.ts)
+        return 56 * (2 + len(self.cols)) + n * (8 + 32 + 8 + 8 * len(self.cols) + 24 * len(self.cols))
