@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+# compare.py gives each run a folder of its own, so that two trees' runs of one script keep their records
+RESULTS = Path(os.environ.get("BANKANOM_BENCH_RESULTS") or Path(__file__).parent / "results")
 
 
 def repeat(fn: Callable[[], int], runs: int, setup: Callable[[], None] | None = None) -> dict:
@@ -68,7 +69,7 @@ def machine_pace(rows: int = 100_000_000) -> float:
 
 
 def record(name: str, result: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "bench": name,
         "machine": platform.machine(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -20,63 +21,75 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _trees
 from _common import machine_pace, record
 
 DAY = dt.date(2026, 1, 5)
+PREVIOUS_DAY = DAY - dt.timedelta(days=1)
 
 
-def generate(events: int, root: Path) -> None:
+def generate(
+    events: int, root: Path, days: tuple[dt.date, ...] = (DAY,), landing: Path | None = None
+) -> None:
+    """``events`` mock events in each of ``days``, squeezed into the day so that one partition is
+    measured. More than one day: each under its own traffic seed (the config's, then +1 ...), the same
+    bank's customers every day, as `bankanom demo` writes them (a day's lookback reads the same people)."""
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.generator.engine import Generator
     from bankanom_pipeline.generator.writer import write_range
 
     config = load_config()
-    # squeeze N events into the one day so the benchmark measures one partition
     rate = events / 86_400 / 1.25
     config = config.model_copy(
         update={"log_generation": config.log_generation.model_copy(update={"logs_per_second": rate})}
     )
-    start = int(dt.datetime.combine(DAY, dt.time(), dt.UTC).timestamp())
-    write_range(Generator(config), root / "landing" / "logs", start, events=events, chunk_s=6 * 3600)
+    if len(days) > 1:
+        customers = config.population.model_copy(update={"seed": config.customer_seed})
+        config = config.model_copy(update={"population": customers})
+    for offset, day in enumerate(days):
+        start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+        seeded = config.model_copy(update={"seed": config.seed + offset}) if offset else config
+        write_range(
+            Generator(seeded), (landing or root / "landing") / "logs", start, events=events, chunk_s=6 * 3600
+        )
 
 
-def upstream(project, target: str) -> list[str]:
-    """``target`` and the models it needs, in build order (the project also holds transaction models)."""
-    needed, stack = set(), [target]
-    while stack:
-        name = stack.pop()
-        if name not in needed:
-            needed.add(name)
-            stack.extend(project.models[name].refs)
-    return [name for name in project.order if name in needed]
+def build_day(database: Path, landing: Path, day: dt.date) -> None:
+    """raw -> validated -> features of ``day`` into ``database`` (untimed set-up: a previous day)."""
+    con = _trees.connect(database)
+    load_partition_of(con, landing, day)
+    _trees.validate(con, day)
+    _trees.features_through(con, day)
+    con.close()
 
 
-def run_once(root: Path, publish: bool = False) -> dict:
-    from bankanom_pipeline.defs.validation.gx import GX
-    from bankanom_pipeline.generator.config import load_config
+def load_partition_of(con, landing: Path, day: dt.date):
     from bankanom_pipeline.ingest.raw_logs import load_partition
-    from bankanom_pipeline.sqlmodels.runner import Project
-    from bankanom_pipeline.validation.logs import validate_partition
-    from bankanom_pipeline.warehouse import published
-    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
+    return load_partition(con, landing / "logs", day)
+
+
+def run_once(root: Path, publish: bool = False, base: Path | None = None) -> dict:
+    """The day through raw -> validated -> features in this process; ``base``: a warehouse holding the
+    previous day already, copied first (untimed), so the lookback windows read it as a run does."""
+    landing = Path(os.environ.get("BANKANOM_BENCH_LANDING", root / "landing"))
     database = root / "w.duckdb"
     database.unlink(missing_ok=True)
+    if base is not None:
+        shutil.copy(base, database)
     shutil.rmtree(root / "published", ignore_errors=True)
-    con = EmbeddedWarehouse(database).connect()
+    con = _trees.connect(database)
     if publish:  # what a run's steps do: each committed partition also written as Parquet for readers
-        published.attach(con, root / "published")
+        _trees.publish(con, root / "published")
     timings = {}
     began = time.perf_counter()
-    counts = load_partition(con, root / "landing" / "logs", DAY)
+    counts = load_partition_of(con, landing, DAY)
     timings["raw"] = time.perf_counter() - began
     mark = time.perf_counter()
-    validate_partition(con, DAY, load_config().service_sources, GX)
+    _trees.validate(con, DAY)
     timings["validated"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    project = Project()
-    for name in upstream(project, "features_events"):
-        project.materialize(con, name, DAY if project.models[name].partitioned else None)
+    _trees.features_through(con, DAY)
     timings["features"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - began
     con.close()
@@ -100,37 +113,78 @@ def main() -> None:
         default="on",
         help="publish the tables for readers as runs do; both: alternate off and on, report each",
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="keep each size's generated days under DATA/<events> and reuse them (compare.py: the same "
+        "input for both trees; each tree's built previous day under DATA/<events>/<tree>)",
+    )
+    parser.add_argument(
+        "--previous-day",
+        action="store_true",
+        help="generate the day before too and build it untimed first: the day's lookback windows then "
+        "read it, as in a daily run (without: the day alone, the earlier figures' case)",
+    )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--landing", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--base", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build-base", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_base:
+        build_day(args.build_base, args.landing, PREVIOUS_DAY)
+        return
     if args.worker:
-        print(json.dumps(run_once(args.worker, args.publish == "on")))
+        os.environ["BANKANOM_BENCH_LANDING"] = str(args.landing or args.worker / "landing")
+        print(json.dumps(run_once(args.worker, args.publish == "on", args.base)))
         return
     if args.publish == "both":
         compare_publishing(args.events, args.runs)
         return
     sizes = []
+    days = (PREVIOUS_DAY, DAY) if args.previous_day else (DAY,)
     for events in args.events:
-        root = Path(tempfile.mkdtemp(prefix="bankanom-pipeline-bench-"))
+        root = (
+            args.data / str(events)
+            if args.data
+            else Path(tempfile.mkdtemp(prefix="bankanom-pipeline-bench-"))
+        )
         try:
-            generate(events, root)
+            landing = root / ("landing-2d" if args.previous_day else "landing")
+            if not (landing / "complete").exists():
+                shutil.rmtree(landing, ignore_errors=True)
+                generate(events, root, days, landing)
+                (landing / "complete").touch()
+            work = root / _trees.tree_tag() if args.data else root
+            work.mkdir(parents=True, exist_ok=True)
+            base = None
+            if args.previous_day:
+                base = work / "previous-day.duckdb"
+                if not base.exists():
+                    partial = work / "previous-day.partial.duckdb"
+                    partial.unlink(missing_ok=True)
+                    subprocess.run(
+                        [sys.executable, __file__, "--build-base", str(partial), "--landing", str(landing)],
+                        check=True,
+                    )
+                    partial.rename(base)
             runs = []
             for _ in range(args.runs):
                 # timed here, just before the run, not in the worker: its CPU seconds and peak memory
                 # are the pipeline's alone
                 pace = machine_pace()
-                worker = subprocess.run(
-                    [sys.executable, __file__, "--worker", str(root), "--publish", args.publish],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
+                command = [sys.executable, __file__, "--worker", str(work), "--landing", str(landing)]
+                command += ["--publish", args.publish] + (["--base", str(base)] if base else [])
+                worker = subprocess.run(command, check=True, capture_output=True, text=True)
                 runs.append(json.loads(worker.stdout.splitlines()[-1]) | {"machine_pace_seconds": pace})
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if not args.data:
+                shutil.rmtree(root, ignore_errors=True)
         stages = {s: statistics.median(r["seconds"][s] for r in runs) for s in runs[0]["seconds"]}
         sizes.append(
             {
                 "events": runs[0]["events"],
+                "previous_day": args.previous_day,
+                "publish": args.publish,
                 "median_seconds": stages,
                 "seconds_per_million": stages["total"] / (runs[0]["events"] / 1e6),
                 "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
@@ -139,6 +193,7 @@ def main() -> None:
                 "runs_total_and_pace": [
                     (round(r["seconds"]["total"], 2), round(r["machine_pace_seconds"], 2)) for r in runs
                 ],
+                "runs_cpu_seconds": [round(r["cpu_seconds"], 2) for r in runs],
                 "runs": args.runs,
             }
         )
