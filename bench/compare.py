@@ -111,7 +111,7 @@ def main() -> None:
     out = args.out / args.label
     runs: list[dict] = []
     for round_ in range(args.rounds):
-        for name, (_, folder) in trees.items():
+        for name, (commit, folder) in trees.items():
             results = out / f"{round_}-{name}"
             results.mkdir(parents=True, exist_ok=True)
             before, pace = load(), machine_pace()
@@ -119,7 +119,7 @@ def main() -> None:
             with open(results / "output.txt", "w") as log:
                 done = subprocess.run(
                     [sys.executable, str(BENCH / args.script), *script_args],
-                    env=tree_env(folder, name, results),
+                    env=tree_env(folder, f"{name}-{commit[:7]}", results),
                     cwd=args.worktrees,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -23,35 +23,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _trees
 from _common import record
 from pipeline_bench import DAY, generate
 
 SCORE_COLUMNS = ["event_id", "if_score", "lof_score", "ensemble_score"]
 
 
-def build_features(root: Path) -> None:
+def build_features(root: Path, landing: Path) -> None:
     """raw -> validated -> features_events (and only the SQL models it needs: the transaction models
     read tables this day does not have)."""
-    from bankanom_pipeline.defs.validation.gx import GX
-    from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.raw_logs import load_partition
-    from bankanom_pipeline.sqlmodels.runner import Project
-    from bankanom_pipeline.validation.logs import validate_partition
-    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
-    con = EmbeddedWarehouse(root / "w.duckdb").connect()
-    load_partition(con, root / "landing" / "logs", DAY)
-    validate_partition(con, DAY, load_config().service_sources, GX)
-    project = Project()
-    needed, pending = set(), ["features_events"]
-    while pending:
-        name = pending.pop()
-        if name not in needed:
-            needed.add(name)
-            pending += project.models[name].refs
-    for name in project.order:
-        if name in needed:
-            project.materialize(con, name, DAY if project.models[name].partitioned else None)
+    con = _trees.connect(root / "w.duckdb")
+    load_partition(con, landing / "logs", DAY)
+    _trees.validate(con, DAY)
+    _trees.features_through(con, DAY)
     con.close()
 
 
@@ -60,17 +47,14 @@ def run_once(root: Path) -> dict:
 
     from bankanom_pipeline.detection import training
     from bankanom_pipeline.detection.config import default_detection_config
-    from bankanom_pipeline.detection.explain import normal_values
     from bankanom_pipeline.detection.incidents import build_incidents
     from bankanom_pipeline.detection.registry import Registry
     from bankanom_pipeline.detection.scoring import deviations, explain, score_batches
-    from bankanom_pipeline.detection.sources import LOGS
     from bankanom_pipeline.warehouse.frames import read_batches, read_frame
-    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
     work = root / "run.duckdb"
     shutil.copy(root / "w.duckdb", work)
-    con = EmbeddedWarehouse(work).connect()
+    con = _trees.connect(work)
     config = default_detection_config()
     shutil.rmtree(root / "models", ignore_errors=True)  # the previous run's versions
     registry = Registry(root / "models")
@@ -90,14 +74,15 @@ def run_once(root: Path) -> dict:
         detectors[name] = training.train(con, registry, name, config, day).detector
         lap(f"train_{name}")
     # as the scored_events asset does: the day in batches, ids and scores kept
-    columns = ", ".join(dict.fromkeys([*LOGS.scored_columns, *config.feature_names]))
+    id_columns = _trees.scored_id_columns()
+    columns = ", ".join(dict.fromkeys([*id_columns, *config.feature_names]))
     batches = read_batches(
         con,
         f"SELECT {columns} FROM features_events WHERE partition_date = ?",
         [day],
         config.scoring.chunk_rows,
     )
-    scored = score_batches(batches, detectors, config, list(LOGS.scored_columns))
+    scored = score_batches(batches, detectors, config, id_columns)
     lap("score")
     # as the incidents asset does: the flagged events' features read back
     con.register("_flagged", scored.filter(pl.col("is_anomaly")).select(SCORE_COLUMNS).to_arrow())
@@ -113,7 +98,7 @@ def run_once(root: Path) -> dict:
         deviations(flagged, detectors),
         space.names,
         lambda rows: explain(flagged[rows], detectors),
-        normals=normal_values(space),
+        normals=_trees.normal_values(space),
     )
     lap("incidents")
     timings["total"], cpu["total"] = time.perf_counter() - began, time.process_time() - began_cpu
@@ -137,7 +122,8 @@ def main() -> None:
     parser.add_argument(
         "--keep",
         type=Path,
-        help="keep each size's built day under KEEP/<events> and reuse it when there (for old/new comparisons)",
+        help="keep each size's generated day under KEEP/<events> and each tree's built warehouse under "
+        "KEEP/<events>/<tree>, and reuse them (for old/new comparisons: compare.py)",
     )
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -146,17 +132,26 @@ def main() -> None:
         return
     sizes = []
     for events in args.events:
+        # with --keep: the generated day is shared by the trees compare.py alternates (the same input),
+        # each tree's warehouse built by its own code under KEEP/<events>/<tree>
+        shared = args.keep / str(events) if args.keep else None
         root = (
-            args.keep / str(events)
-            if args.keep
+            shared / _trees.tree_tag()
+            if shared
             else Path(tempfile.mkdtemp(prefix="bankanom-detection-bench-"))
         )
+        landing = shared / "landing" if shared else root / "landing"
         try:
             if not (root / "built").exists():
-                shutil.rmtree(root, ignore_errors=True)
-                generate(events, root)
-                build_features(root)
-                shutil.rmtree(root / "landing")  # the JSONL is not read again: disk for the 4M day
+                if not (landing / "complete").exists():
+                    shutil.rmtree(landing, ignore_errors=True)
+                    generate(events, root, landing=landing)
+                    (landing / "complete").touch()
+                root.mkdir(parents=True, exist_ok=True)
+                (root / "w.duckdb").unlink(missing_ok=True)
+                build_features(root, landing)
+                if not shared:
+                    shutil.rmtree(landing)  # the JSONL is not read again: disk for the 4M day
                 (root / "built").touch()
             runs = [
                 json.loads(
@@ -183,6 +178,7 @@ def main() -> None:
                 "median_cpu_seconds": cpu,
                 "seconds_per_million": stages["total"] / (runs[0]["events"] / 1e6),
                 "max_peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+                "runs_cpu_seconds": [round(r["cpu_seconds"]["total"], 2) for r in runs],
                 "runs": args.runs,
             }
         )
