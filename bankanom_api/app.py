@@ -19,6 +19,7 @@ from bankanom_api import errors
 from bankanom_api.console import HERE, PREFIX, ConsoleError, Sessions, error_page, session_secret
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
 from bankanom_api.middleware import HardenedFastAPI, KeyGate, docs_paths
+from bankanom_api.online import OnlineState
 from bankanom_api.predict import Predictor
 from bankanom_api.routes import ROUTERS, document_batch_limit
 from bankanom_api.security import KeyChecker, RateLimiter
@@ -36,6 +37,15 @@ async def lifespan(app: FastAPI):
     state = ServingState(settings.models_dir, settings.snapshots_dir)
     app.state.serving = state
     app.state.predictor = Predictor(FeatureBuilder(), default_detection_config())
+    online = OnlineState(
+        settings.online_dir,
+        settings.snapshots_dir,
+        settings.checkpoint_events,
+        owner=bool(settings.ingest_keys),
+    )
+    online.start()
+    app.state.online = online
+    app.state.metrics.online = online.counters
     app.state.transaction_scorer = TransactionScorer()
     app.state.sessions = Sessions(session_secret(settings.console_secret, settings.api_keys))
     app.state.login_limiter = RateLimiter(settings.login_rate_limit)
@@ -46,8 +56,11 @@ async def lifespan(app: FastAPI):
     gc.freeze()
     reloader = Reloader(state, settings.reload_seconds)
     reloader.start()
-    yield
-    reloader.stop()
+    try:
+        yield
+    finally:
+        reloader.stop()
+        online.stop()  # checkpoints what was ingested since the last checkpoint
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -71,6 +84,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(  # the innermost: a refused key is still counted and gets the CORS headers
         KeyGate,
         keys=app.state.keys,
+        ingest_keys=KeyChecker(settings.ingest_keys, "BANKANOM_INGEST_KEYS", required=False),
         per_key=app.state.limiter,
         failures=RateLimiter(settings.auth_failure_limit, "failed authentication limit"),
         public_paths=frozenset({"/health", app.openapi_url}) | docs_paths(app),

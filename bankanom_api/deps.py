@@ -16,8 +16,9 @@ from fastapi import Depends, HTTPException, Request, status
 
 from bankanom_api.console import PREFIX, Analyst, Sessions
 from bankanom_api.metrics import ApiMetrics
+from bankanom_api.online import OnlineState
 from bankanom_api.predict import Predictor
-from bankanom_api.security import KeyChecker, RateLimiter, unauthorized
+from bankanom_api.security import INGEST, READ, KeyChecker, RateLimiter, forbidden, unauthorized
 from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Models, ServingState, Snapshot
 from bankanom_api.transactions import TransactionScorer
@@ -27,16 +28,31 @@ from bankanom_pipeline.detection.config import MODEL_NAMES
 # trip per request.
 
 
-async def authenticated(request: Request) -> str:
-    """The dependency every route but /health carries: the key id ``middleware.KeyGate`` established
-    before the body was read (401 if it did not, so a route outside the gate fails closed)."""
+def _key_with(request: Request, scope: str, refusal: str) -> str:
     identity = getattr(request.state, "api_key_id", None)
     if identity is None:
         raise unauthorized()
+    if scope not in request.state.api_key_scopes:
+        raise forbidden(refusal)
     return identity
 
 
+async def authenticated(request: Request) -> str:
+    """The dependency every route but /health and /events carries: the key id ``middleware.KeyGate``
+    established before the body was read (401 if it did not, so a route outside the gate fails closed),
+    of a key of BANKANOM_API_KEYS (403 for an ingest-only key)."""
+    return _key_with(request, READ, "this key may only ingest (POST /events); use a key of BANKANOM_API_KEYS")
+
+
+async def ingesting(request: Request) -> str:
+    """POST /events' dependency: a key of BANKANOM_INGEST_KEYS (403 for any other valid key)."""
+    return _key_with(
+        request, INGEST, "this key may not ingest: POST /events takes only the keys of BANKANOM_INGEST_KEYS"
+    )
+
+
 API_KEY = Depends(authenticated)
+INGEST_KEY = Depends(ingesting)
 
 
 async def _settings(request: Request) -> ApiSettings:
@@ -49,6 +65,10 @@ async def _serving(request: Request) -> ServingState:
 
 async def _predictor(request: Request) -> Predictor:
     return request.app.state.predictor
+
+
+async def _online(request: Request) -> OnlineState:
+    return request.app.state.online
 
 
 async def _scorer(request: Request) -> TransactionScorer:
@@ -78,6 +98,7 @@ async def _sessions(request: Request) -> Sessions:
 Settings = Annotated[ApiSettings, Depends(_settings)]
 State = Annotated[ServingState, Depends(_serving)]
 LogPredictor = Annotated[Predictor, Depends(_predictor)]
+Online = Annotated[OnlineState, Depends(_online)]
 Scorer = Annotated[TransactionScorer, Depends(_scorer)]
 Metrics = Annotated[ApiMetrics, Depends(_metrics)]
 Keys = Annotated[KeyChecker, Depends(_keys)]
@@ -94,6 +115,30 @@ def loaded_models(state: ServingState) -> Models:
     if state.models is None:
         raise _unavailable(state.unavailable("models", "no promoted models yet: run train_job"))
     return state.models
+
+
+def feature_set_mismatch(models: Models, version: str) -> str | None:
+    """Why ``models`` cannot score features of feature set ``version`` (None when they can): a model
+    scores only the features it was trained on."""
+    for name, manifest in models.manifests.items():
+        recorded = manifest.get("feature_set_version")
+        if recorded != version:
+            trained = (
+                f"feature set {recorded}" if recorded else "a feature set from before versions were recorded"
+            )
+            return (
+                f"the promoted {name} ({manifest.get('version', '?')}) was trained on {trained}; the API "
+                f"computes feature set {version}: train and promote models on the current features"
+            )
+    return None
+
+
+def compatible_models(state: ServingState, version: str) -> Models:
+    models = loaded_models(state)
+    mismatch = feature_set_mismatch(models, version)
+    if mismatch:
+        raise _unavailable(mismatch)
+    return models
 
 
 def loaded_snapshot(state: ServingState) -> Snapshot:

@@ -14,9 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("bankanom_api")
 
 
-async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+# the routes whose refused events /metrics counts (bankanom_api_refused_events_total)
+COUNTED = frozenset({"/events", "/predict"})
+
+
+async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
     # field-level messages, without echoing the (possibly large) input back
     detail = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    if request.url.path in COUNTED:
+        request.app.state.metrics.refuse(request.url.path, detail)
     return JSONResponse({"detail": detail}, status_code=422)
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from bankanom_api.state import ServingState
 
@@ -46,6 +49,25 @@ class ApiMetrics:
         self.failures = Gauge(
             "bankanom_api_reload_failures", "Models or snapshots that failed to load", registry=self.registry
         )
+        self.refused = Counter(
+            "bankanom_api_refused_events_total",
+            "Posted events refused with 422, per route and reason (missing_field, non_finite, invalid)",
+            ["route", "reason"],
+            registry=self.registry,
+        )
+        self.online: Callable[[], dict[str, int]] | None = None  # the online engine's counters, once built
+        self.registry.register(_OnlineCounters(self))
+
+    def refuse(self, route: str, errors: list[dict]) -> None:
+        """Count the posted events a 422 refused: each event once, under its first error's reason (an
+        error outside any event, e.g. a body that is not JSON, counts as one)."""
+        reasons: dict[object, str] = {}
+        for error in errors:
+            loc = error.get("loc") or ()
+            event = tuple(loc[:3]) if len(loc) >= 3 and loc[1] == "events" else tuple(loc[:2])
+            reasons.setdefault(event, _reason(error.get("type", "")))
+        for reason in reasons.values():
+            self.refused.labels(route, reason).inc()
 
     def refresh(self, state: ServingState) -> None:
         """Set at scrape time, from what is being served at that moment."""
@@ -55,6 +77,33 @@ class ApiMetrics:
                 self.model_info.labels(name, version).set(1)
         self.snapshot_age.set(time.time() - state.snapshot.loaded_at if state.snapshot else float("nan"))
         self.failures.set(state.reload_failures)
+
+
+def _reason(error_type: str) -> str:
+    if error_type == "missing":
+        return "missing_field"
+    if error_type == "finite_number":
+        return "non_finite"
+    return "invalid"
+
+
+class _OnlineCounters(Collector):
+    """The online engine's counters (ingested, duplicate, late, too_late, new users and services ...), read
+    from the engine at scrape time: they live in its state (and its checkpoints), not in this process."""
+
+    def __init__(self, metrics: ApiMetrics):
+        self.metrics = metrics
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "bankanom_online_events",
+            "The online engine's event counters since its state began (restored from checkpoints)",
+            labels=["counter"],
+        )
+        read = self.metrics.online
+        for name, value in sorted((read() if read else {}).items()):
+            family.add_metric([name], value)
+        yield family
 
 
 class MetricsMiddleware:

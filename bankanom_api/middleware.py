@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bankanom_api.security import API_KEY_HEADER, KeyChecker, RateLimiter, unauthorized
+from bankanom_api.security import API_KEY_HEADER, INGEST, READ, KeyChecker, RateLimiter, unauthorized
 
 # Nothing inline and nothing from elsewhere: the console is server-rendered HTML with one stylesheet
 # of its own and no script; a JSON answer needs nothing at all.
@@ -45,12 +45,14 @@ class KeyGate:
         self,
         app: ASGIApp,
         keys: KeyChecker,
+        ingest_keys: KeyChecker,
         per_key: RateLimiter,
         failures: RateLimiter,
         public_paths: frozenset[str],
         public_prefix: str,
     ):
         self.app, self.keys, self.per_key, self.failures = app, keys, per_key, failures
+        self.ingest_keys = ingest_keys
         self.public_paths, self.public_prefix = public_paths, public_prefix
 
     def public(self, path: str) -> bool:
@@ -62,25 +64,30 @@ class KeyGate:
             await self.app(scope, receive, send)
             return
         try:
-            identity = self.authenticate(scope)
+            identity, scopes = self.authenticate(scope)
         except HTTPException as refused:
             answer = JSONResponse({"detail": refused.detail}, refused.status_code, headers=refused.headers)
             await answer(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_key_id"] = identity  # request.state.api_key_id
+        state = scope.setdefault("state", {})
+        state["api_key_id"], state["api_key_scopes"] = identity, scopes  # request.state.api_key_*
         await self.app(scope, receive, send)
 
-    def authenticate(self, scope: Scope) -> str:
+    def authenticate(self, scope: Scope) -> tuple[str, frozenset[str]]:
+        """The key's id and what it may do (``security.READ``, ``security.INGEST``); the routes check
+        the scope they need."""
         client = scope.get("client")
         address = client[0] if client else "unknown"
         if self.failures.over(address):
             raise self.failures.exceeded(address)
-        identity = self.keys.match(Headers(scope=scope).get(API_KEY_HEADER))
+        presented = Headers(scope=scope).get(API_KEY_HEADER)
+        reader, ingester = self.keys.match(presented), self.ingest_keys.match(presented)
+        identity = reader or ingester
         if identity is None:
             self.failures.hit(address)
             raise unauthorized()
         self.per_key.check(identity)
-        return identity
+        return identity, frozenset({READ} if reader else ()) | frozenset({INGEST} if ingester else ())
 
 
 class SecurityHeaders:

@@ -111,7 +111,53 @@ class EventPrediction(BaseModel):
 class PredictResponse(BaseModel):
     model: str = Field(description="'ensemble' (both models) or the one model asked for")
     versions: dict[str, str]
+    context: bool = Field(
+        description="true: features from each entity's ingested state (POST /events); false: from the "
+        "posted batch alone"
+    )
+    feature_set_version: str = Field(description="the feature set the features were computed with")
     predictions: list[EventPrediction]
+
+
+Outcome = Literal["ingested", "late", "duplicate", "too_late", "invalid"]
+
+
+class IngestRequest(BaseModel):
+    events: list[LogEvent] = Field(
+        min_length=1,
+        description="one or more events, ingested in the posted order; more than the documented limit "
+        "is refused with 413",
+    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"events": [EXAMPLE_EVENT]}]})
+
+
+class IngestResult(BaseModel):
+    event_id: str
+    outcome: Outcome = Field(
+        description="ingested (in time order); late (earlier than the newest event seen, within the "
+        "allowed lateness: its own point-in-time features, earlier scores unchanged); duplicate (an "
+        "event_id already ingested: not ingested again); too_late (beyond the allowed lateness: refused); "
+        "invalid (refused by the engine: reason says why)"
+    )
+    reason: str | None = Field(None, description="why a too_late or invalid event was refused")
+    isolation_forest: float | None = Field(
+        None, description="scores of an ingested or late event (null for the others, or when unscored)"
+    )
+    local_outlier_factor: float | None = None
+    ensemble: float | None = None
+    if_flag: bool | None = None
+    lof_flag: bool | None = None
+    is_anomaly: bool | None = None
+
+
+class IngestResponse(BaseModel):
+    versions: dict[str, str] | None = Field(description="the models that scored the events; null if none")
+    unscored: str | None = Field(
+        description="why the events were ingested without scores (no promoted models, or models of "
+        "another feature set); null when scored"
+    )
+    feature_set_version: str
+    results: list[IngestResult]
 
 
 class ModelInfo(BaseModel):

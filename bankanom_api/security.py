@@ -19,9 +19,9 @@ class KeyChecker:
     """Accepts a request whose X-API-Key is one of the configured keys. Every key is compared, each in
     constant time, so the time taken says nothing about how close a guess was or which key matched."""
 
-    def __init__(self, keys: list[str]):
-        if not keys:
-            raise ValueError("no API keys configured: set BANKANOM_API_KEYS (comma-separated)")
+    def __init__(self, keys: list[str], setting: str = "BANKANOM_API_KEYS", required: bool = True):
+        if required and not keys:
+            raise ValueError(f"no API keys configured: set {setting} (comma-separated)")
         self._keys = [k.encode() for k in keys]
 
     def known_ids(self) -> set[str]:
@@ -51,6 +51,15 @@ def unauthorized() -> HTTPException:
         detail=f"missing or invalid API key (header {API_KEY_HEADER})",
         headers={"WWW-Authenticate": "ApiKey"},
     )
+
+
+def forbidden(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail=what)
+
+
+# what a key may do: the JSON API and the console (BANKANOM_API_KEYS), or POST /events, the online
+# state's one writer (BANKANOM_INGEST_KEYS); a key in both lists may do both
+READ, INGEST = "read", "ingest"
 
 
 def _key_id(key: bytes) -> str:

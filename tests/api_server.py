@@ -30,6 +30,7 @@ def api_settings(root: Path, key: str, **overrides) -> ApiSettings:
         snapshots_dir=root / "snapshots",
         feedback_db=root / "feedback.duckdb",
         alerts_db=root / "alerts.duckdb",
+        online_dir=root / "online",
         **overrides,
     )
 

@@ -11,6 +11,7 @@ every process loading the code location imports this module, and most never touc
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,20 @@ class Detector:
         if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
             return self.normalise(-self._fast.score_selected(self.space.matrix(frame, self.input_features())))
         return self.scores(self.space.matrix(frame))
+
+    def array_scores(self, values: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+        """``frame_scores`` of the rows of ``values`` (raw features, one column per name of ``columns``),
+        built with ``space.matrix_of``: the same numbers without a polars frame."""
+        from bankanom_pipeline.detection.packed_forest import PackedForest
+
+        if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
+            selected = self.space.matrix_of(values, columns, self._inputs)
+            return self.normalise(-self._fast.score_selected(selected))
+        return self.scores(self.space.matrix_of(values, columns))
+
+    @functools.cached_property
+    def _inputs(self) -> list[str]:
+        return self.input_features()
 
 
 def calibrate(raw: np.ndarray) -> list[float]:

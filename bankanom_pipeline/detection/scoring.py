@@ -51,6 +51,20 @@ def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: Detection
     )
 
 
+def score_values(
+    values: np.ndarray, columns: Sequence[str], detectors: dict[str, Detector], config: DetectionConfig
+) -> Scores:
+    """``score`` of the rows of ``values`` (raw features, one column per name of ``columns``) without a
+    polars frame (``Detector.array_scores``): the same numbers, for the API's single events."""
+    t = config.thresholds
+    s_if = detectors[IF].array_scores(values, columns)
+    s_lof = detectors[LOF].array_scores(values, columns)
+    s_ens = ensemble(s_if, s_lof, t)
+    return Scores(
+        s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
+    )
+
+
 def score_batches(
     batches: Iterable[pl.DataFrame],
     detectors: dict[str, Detector],

@@ -6,6 +6,7 @@ so the pipeline and the API build exactly the same matrix from the same ``featur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,8 +39,29 @@ class FeatureSpace:
     def matrix(self, frame: pl.DataFrame, features: list[str] | None = None) -> np.ndarray:
         """Scaled features, one row per event (float64, C order); ``features``: only these columns of
         the space, in that order (each column is computed on its own, so they are the same numbers)."""
-        at = list(range(len(self.names))) if features is None else [self.names.index(f) for f in features]
-        values = _transform(_raw(frame, [self.names[i] for i in at]), [self.transforms[i] for i in at])
+        at = self._at(features)
+        return self._scaled(_raw(frame, [self.names[i] for i in at]), at)
+
+    def matrix_of(
+        self, values: np.ndarray, columns: Sequence[str], features: list[str] | None = None
+    ) -> np.ndarray:
+        """``matrix`` of the rows of ``values`` (raw feature values, float64, one column per name of
+        ``columns``; NaN = missing), without a frame: the same arithmetic on the same numbers, for the
+        API's single events, where building a polars frame cost more than scoring."""
+        at = self._at(features)
+        position = {name: i for i, name in enumerate(columns)}
+        missing = [self.names[i] for i in at if self.names[i] not in position]
+        if missing:
+            raise ValueError(f"features missing from the input: {', '.join(missing)}")
+        raw = np.array(values[:, [position[self.names[i]] for i in at]], dtype=np.float64, order="C")
+        raw[np.isnan(raw)] = 0.0
+        return self._scaled(raw, at)
+
+    def _at(self, features: list[str] | None) -> list[int]:
+        return list(range(len(self.names))) if features is None else [self.names.index(f) for f in features]
+
+    def _scaled(self, raw: np.ndarray, at: list[int]) -> np.ndarray:
+        values = _transform(raw, [self.transforms[i] for i in at])
         values -= np.asarray(self.center)[at]
         values /= np.asarray(self.scale)[at]
         if self.clip is None:

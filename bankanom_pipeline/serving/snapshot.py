@@ -12,7 +12,13 @@ fails only on the query that reads the damaged block.
 Layout under the snapshots root (``data/snapshots`` by default)::
 
     snapshot-<utc time>-<hex>.duckdb   one published snapshot
-    current.json                       {"file", "sha256", "published_at", "through", "days", "rows": {table: n}}
+    checkpoint-<utc time>-<hex>.ckpt   the online engine's state at the end of ``through`` (online_checkpoint)
+    current.json                       {"file", "sha256", "published_at", "through", "days", "rows": {table: n},
+                                        "checkpoint": {"file", "sha256", "through", "high_water", "events",
+                                                       "feature_set_version"}}
+
+A publication asked for no checkpoint (``transaction_snapshot``) keeps the current one when it serves
+the same day; the API reads it only when it starts (online.py).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -30,6 +37,7 @@ from bankanom_pipeline.warehouse.frames import table_exists
 
 CURRENT = "current.json"
 PATTERN = "snapshot-*.duckdb"
+CHECKPOINTS = "checkpoint-*.ckpt"
 KEEP = 3  # published files kept (the current one and two before it, for readers still on them)
 
 # table -> (query over the warehouse, sort order); {start} / {end} bound the partitions served
@@ -114,13 +122,22 @@ class SnapshotPublisher:
         self.root = Path(root)
         self.keep = keep  # published files kept (the current one and those before it, for readers on them)
 
-    def publish(self, con: duckdb.DuckDBPyConnection, through: dt.date, days: int) -> dict:
+    def publish(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        through: dt.date,
+        days: int,
+        checkpoint: Callable[[Path], dict | None] | None = None,
+    ) -> dict:
         """Write a snapshot of the ``days`` partitions up to ``through`` and make it current; returns the
-        pointer written. Tables the warehouse does not have yet are left out."""
+        pointer written. Tables the warehouse does not have yet are left out. ``checkpoint``: writes the
+        online engine's state at the end of ``through`` to the path given, returning what to record
+        (``online_checkpoint.build``), or None when there is nothing to checkpoint."""
         root = self.root
         root.mkdir(parents=True, exist_ok=True)
         published = dt.datetime.now(dt.UTC)
-        name = f"snapshot-{published:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}.duckdb"
+        stamp = f"{published:%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}"
+        name = f"snapshot-{stamp}.duckdb"
         start = through - dt.timedelta(days=days - 1)
         rows: dict[str, int] = {}
         con.execute(f"ATTACH '{root / name}' AS snap")
@@ -149,9 +166,34 @@ class SnapshotPublisher:
             "days": days,
             "rows": rows,
         }
+        state = self._checkpoint(con, through, stamp, checkpoint, existing)
+        if state is not None:
+            pointer["checkpoint"] = state
         write_atomic(root / CURRENT, json.dumps(pointer, indent=2).encode())
         self.prune()
         return pointer
+
+    def _checkpoint(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        through: dt.date,
+        stamp: str,
+        checkpoint: Callable[[Path], dict | None] | None,
+        existing: dict | None,
+    ) -> dict | None:
+        if checkpoint is None:  # the current one still holds for the same day
+            kept = (existing or {}).get("checkpoint")
+            return kept if kept and kept.get("through") == through.isoformat() else None
+        name = f"checkpoint-{stamp}.ckpt"
+        recorded = checkpoint(self.root / name)
+        if recorded is None:
+            return None
+        return {"file": name, "sha256": sha256(self.root / name), "through": through.isoformat(), **recorded}
+
+    def verified_checkpoint(self, pointer: dict) -> Path:
+        """The online checkpoint ``pointer`` names, once its sha256 matches; SnapshotError otherwise."""
+        entry = pointer.get("checkpoint") or {}
+        return self._verified(str(entry.get("file", "")), CHECKPOINTS, entry.get("sha256"))
 
     def current(self) -> dict | None:
         """The pointer to the current snapshot, or None before the first publication."""
@@ -162,13 +204,14 @@ class SnapshotPublisher:
         """The file ``pointer`` names, once its sha256 matches the one recorded at publication;
         SnapshotError otherwise. A pointer from before checksums were recorded has none to check (the
         file is used as is)."""
-        name = str(pointer.get("file", ""))
+        return self._verified(str(pointer.get("file", "")), PATTERN, pointer.get("sha256"))
+
+    def _verified(self, name: str, pattern: str, expected: str | None) -> Path:
         path = self.root / name
-        if path.parent != self.root or not path.match(PATTERN):
-            raise SnapshotError(f"{name!r} is not a snapshot file of {self.root}: refused")
+        if path.parent != self.root or not path.match(pattern):
+            raise SnapshotError(f"{name!r} is not a {pattern} file of {self.root}: refused")
         if not path.exists():
             raise SnapshotError(f"{name} is missing")
-        expected = pointer.get("sha256")
         if expected is not None and (actual := sha256(path)) != expected:
             raise SnapshotError(
                 f"{name} failed its checksum (sha256 {actual[:16]}…, current.json records {expected[:16]}…): "
@@ -178,9 +221,12 @@ class SnapshotPublisher:
 
     def prune(self) -> list[Path]:
         """Delete all but the newest ``keep`` snapshot files (never the current one); returns the deleted."""
-        pointer = self.current()
-        files = sorted(self.root.glob(PATTERN), key=lambda p: p.name, reverse=True)
-        doomed = [p for p in files[self.keep :] if pointer is None or p.name != pointer["file"]]
+        pointer = self.current() or {}
+        current = {pointer.get("file"), (pointer.get("checkpoint") or {}).get("file")}
+        doomed = []
+        for pattern in (PATTERN, CHECKPOINTS):
+            files = sorted(self.root.glob(pattern), key=lambda p: p.name, reverse=True)
+            doomed += [p for p in files[self.keep :] if p.name not in current]
         for path in doomed:
             path.unlink(missing_ok=True)
             path.with_name(path.name + ".wal").unlink(missing_ok=True)

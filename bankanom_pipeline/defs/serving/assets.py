@@ -8,7 +8,7 @@ from pydantic import Field
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
-from bankanom_pipeline.serving import snapshot
+from bankanom_pipeline.serving import online_checkpoint, snapshot
 
 
 class SnapshotConfig(dg.Config):
@@ -25,7 +25,9 @@ class SnapshotConfig(dg.Config):
     description=(
         "A read-only DuckDB snapshot for the API: the scored events, incidents and incident members of the "
         "last `days` partitions up to this one, the model registry and evaluation metrics; published as a "
-        "new file and made current with an atomic rename of data/snapshots/current.json."
+        "new file and made current with an atomic rename of data/snapshots/current.json. Beside it, the "
+        "online engine's state at the end of the served day (its validated events fed in order), which "
+        "the API restores when it starts."
     ),
 )
 def api_snapshot(
@@ -38,7 +40,9 @@ def api_snapshot(
     with warehouse.connection() as con:
         # the API serves the latest days: a backfill of an older day republishes the latest window
         through = max(day, snapshot.latest_scored_day(con) or day)
-        pointer = snapshots.publisher().publish(con, through, config.days)
+        pointer = snapshots.publisher().publish(
+            con, through, config.days, checkpoint=lambda path: online_checkpoint.build(con, through, path)
+        )
     if "superseded" in pointer:
         context.log.info(f"a newer snapshot (through {pointer['through']}) is current: this one was dropped")
     return dg.MaterializeResult(
@@ -47,6 +51,11 @@ def api_snapshot(
             "through": pointer["through"],
             "published_at": pointer["published_at"],
             **{f"rows/{table}": n for table, n in pointer["rows"].items()},
+            **{
+                f"checkpoint/{k}": pointer["checkpoint"][k]
+                for k in ("file", "events")
+                if "checkpoint" in pointer
+            },
         }
     )
 
