@@ -678,3 +678,9 @@ def sql(
     except duckdb.Error as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+# registered here, defined in its own module (the command and its report are long)
+from bankanom_pipeline.cli.replay import replay as _replay  # noqa: E402
+
+app.command("replay")(_replay)
