@@ -19,7 +19,7 @@ FEATURE_TABLES = [
     "stg_logs",
     "feat_user_activity",
     "feat_ip_activity",
-    "feat_service_minute",
+    "feat_service_activity",
     "features_events",
 ]
 
@@ -86,9 +86,7 @@ def test_ground_truth_never_reaches_a_feature_table(runs):
     con_a = EmbeddedWarehouse(runs["labelled"][0] / "w.duckdb").connect_read_only()
     con_b = EmbeddedWarehouse(runs["blind"][0] / "w.duckdb").connect_read_only()
     for table in FEATURE_TABLES:
-        key = "event_id" if table != "feat_service_minute" else "source_service, minute"
-        if table in ("feat_user_activity", "feat_ip_activity"):
-            key = "event_key"
+        key = "event_key" if table.startswith("feat_") else "event_id"
         a = con_a.execute(f"SELECT * FROM {table} ORDER BY {key}").pl()
         b = con_b.execute(f"SELECT * FROM {table} ORDER BY {key}").pl()
         assert a.height > 0

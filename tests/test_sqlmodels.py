@@ -146,7 +146,7 @@ def test_definitions_load_completely():
         "stg_logs",
         "feat_user_activity",
         "feat_ip_activity",
-        "feat_service_minute",
+        "feat_service_activity",
         "features_events",
         "isolation_forest_model",
         "local_outlier_factor_model",
@@ -227,7 +227,7 @@ def test_definitions_load_completely():
         "stg_logs",
         "feat_user_activity",
         "feat_ip_activity",
-        "feat_service_minute",
+        "feat_service_activity",
     }
     assert lineage["isolation_forest_model"] == lineage["local_outlier_factor_model"] == {"features_events"}
     assert lineage["promoted_models"] == {"isolation_forest_model", "local_outlier_factor_model"}

@@ -1,10 +1,14 @@
--- Per event with a source IP: what that source, and its /24 network, has been doing in the last ten
--- minutes. Serves BANK-002 and BANK-004 (a few sources in one network, many users, mostly failed
--- logins) and BANK-014 (errors from one source).
+-- Per event with a source IP: what that source, and its /24 network, has done in the ten minutes up to
+-- the event (point in time: docs/features.md). Serves BANK-002 and BANK-004 (a few sources in one
+-- network, many users, mostly failed logins) and BANK-014 (errors from one source).
 {{ config(materialized='table', partitioned=true, lookback_days=1, follows_upstream=true) }}
+{#- The window of length `us` microseconds ending at the event, in the order ord (stg_logs): from the
+    first event of the microsecond `us` before the event's own (its ord less its tie, ord & 4095) up to
+    the event itself. -#}
+{% macro trailing(us) %}ORDER BY ord RANGE BETWEEN ({{ us * 4096 }} + (ord & 4095)) PRECEDING AND CURRENT ROW{% endmacro %}
 WITH events AS (
     SELECT
-        partition_date, event_key, ts,
+        partition_date, event_key, ord,
         -- 64-bit hashes stand in for the text keys, so the windows sort and compare integers, which is
         -- cheaper; two addresses or users share a hash with odds of ~1e-19 a pair. hash(NULL) is
         -- not NULL, and count(DISTINCT) must skip missing users: hence the CASE
@@ -30,8 +34,8 @@ windowed AS (
         (sum(is_login_failure) OVER net10)::BIGINT AS network_failed_logins_10m
     FROM events
     WINDOW
-        w10 AS (PARTITION BY ip_key ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW),
-        net10 AS (PARTITION BY network_key ORDER BY ts RANGE BETWEEN INTERVAL 10 MINUTES PRECEDING AND CURRENT ROW)
+        w10 AS (PARTITION BY ip_key {{ trailing(600000000) }}),  -- 10 minutes
+        net10 AS (PARTITION BY network_key {{ trailing(600000000) }})
 )
 SELECT * FROM windowed
 WHERE partition_date = DATE '{{ partition_date }}'

@@ -1,40 +1,50 @@
 -- The detection input: one row per validated event with every numeric feature (missing = 0) and the
 -- identifiers incidents are grouped by. The ground truth is not here and cannot be: it never leaves
 -- raw_logs except into log_labels.
-{{ config(materialized='table', partitioned=true, follows_upstream=true, compression={
+{{ config(materialized='table', partitioned=true, lookback_days=1, follows_upstream=true, compression={
     'event_id': 'fsst', 'correlation_id': 'fsst', 'source_service': 'dictionary', 'template': 'dictionary',
     'user_id': 'dictionary', 'ip_address': 'dictionary'}) }}
 -- Text columns keep the compression DuckDB picks for them on a generated day (see stg_logs).
-WITH quiet_countries AS (
-    -- how rare each country is among today's ordinary (DEBUG/INFO) lines. Failed logins and other
-    -- alarms are left out, so attack traffic (brute force from the same countries) does not make those
-    -- countries look common. Only rarity beyond 1% of the lines counts (ln(1% / share), else 0): the
-    -- bank's own countries all carry more, and as plain -ln(share) each sat somewhere on a scale that a
-    -- day's population mix shifts, so a mix the training day lacked put ordinary lines from the rarer
-    -- own countries into a corner the forest had barely seen (the held-out day that showed it:
-    -- docs/detection.md). A victim's logins from abroad are 1-2 orders of magnitude under 1%.
-    SELECT country, greatest(ln(0.01 / (count(*) / sum(count(*)) OVER ())), 0) AS rarity
+{#- The window of length `us` microseconds ending at the event, in the order ord (stg_logs): from the
+    first event of the microsecond `us` before the event's own (its ord less its tie, ord & 4095) up to
+    the event itself. -#}
+{% macro trailing(us) %}ORDER BY ord RANGE BETWEEN ({{ us * 4096 }} + (ord & 4095)) PRECEDING AND CURRENT ROW{% endmacro %}
+{%- set DAY_US = 86400000000 %}
+WITH rarity AS (
+    -- how rare the event's template, and (for ordinary DEBUG/INFO lines) its country, are among the
+    -- events of the 24 hours up to it. Failed logins and other alarms are left out of the country
+    -- counts, so attack traffic (brute force from the same countries) does not make those countries look
+    -- common. Only rarity beyond 1% of the lines counts (ln(1% / share), else 0): the bank's own countries
+    -- all carry more, and as plain -ln(share) each sat somewhere on a scale that a day's population mix
+    -- shifts (the held-out day that showed it: docs/detection.md). A victim's logins from abroad are 1-2
+    -- orders of magnitude under 1%. Narrow rows: the windows sort only what they need.
+    SELECT
+        partition_date,
+        event_key,
+        level_num <= 1 AND country <> '' AS quiet_located,
+        count(*) OVER (PARTITION BY hash(template) {{ trailing(DAY_US) }}) AS template_events,
+        count(*) FILTER (WHERE quiet_located) OVER (PARTITION BY country {{ trailing(DAY_US) }})
+            AS quiet_country_events,
+        count(*) OVER all_24h AS all_events,
+        count(*) FILTER (WHERE quiet_located) OVER all_24h AS quiet_located_events
     FROM {{ ref('stg_logs') }}
-    WHERE partition_date = DATE '{{ partition_date }}' AND level_num <= 1 AND country <> ''
-    GROUP BY country
+    WHERE partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
+    WINDOW all_24h AS ({{ trailing(DAY_US) }})  -- 24 hours
 ),
 events AS (
     SELECT
         s.*,
-        time_bucket(INTERVAL 1 MINUTE, s.ts) AS minute,
-        -ln(t.share) AS template_rarity,  -- how rare the message template is today
-        -- a customer's quiet, successful activity from where almost nobody's comes (BANK-005). Lines it
-        -- does not apply to (louder levels, no country) count as the commonest country, the unremarkable
-        -- end (0 unless no country reaches 1%), as a missing share counts as 1
-        coalesce(c.rarity, (SELECT min(rarity) FROM quiet_countries), 0) AS rare_quiet_country
+        -ln(r.template_events / r.all_events) AS template_rarity,
+        -- a customer's quiet, successful activity from where almost nobody's comes (BANK-005); 0 for the
+        -- lines it does not apply to (louder levels, no country)
+        CASE WHEN r.quiet_located
+            THEN greatest(ln(0.01 / (r.quiet_country_events / r.quiet_located_events)), 0)
+            ELSE 0
+        END AS rare_quiet_country
     FROM {{ ref('stg_logs') }} AS s
     JOIN (
-        SELECT template, count(*) / sum(count(*)) OVER () AS share FROM {{ ref('stg_logs') }}
-        WHERE partition_date = DATE '{{ partition_date }}' GROUP BY template
-    ) AS t USING (template)
-    -- a plain equi-join (the level folded into the key): with the level as a second join condition the
-    -- model costs several CPU seconds more on a day
-    LEFT JOIN quiet_countries AS c ON c.country = CASE WHEN s.level_num <= 1 THEN s.country END
+        SELECT * FROM rarity WHERE partition_date = DATE '{{ partition_date }}'
+    ) AS r ON r.partition_date = s.partition_date AND r.event_key = s.event_key
     WHERE s.partition_date = DATE '{{ partition_date }}'
 )
 SELECT
@@ -98,8 +108,8 @@ SELECT
     coalesce(i.network_distinct_users_10m, 0) AS network_distinct_users_10m,
     coalesce(i.network_distinct_ips_10m, 0) AS network_distinct_ips_10m,
     coalesce(i.network_failed_logins_10m, 0) AS network_failed_logins_10m,
-    -- the service's minute
-    m.events_vs_median AS service_events_vs_median,
+    -- the service's last minute
+    m.events_vs_day AS service_events_vs_day,
     m.error_share AS service_error_share,
     m.warn_share AS service_warn_share,
     m.distinct_ips AS service_distinct_ips,
@@ -120,6 +130,5 @@ LEFT JOIN (
     SELECT * FROM {{ ref('feat_ip_activity') }} WHERE partition_date = DATE '{{ partition_date }}'
 ) AS i ON i.partition_date = e.partition_date AND i.event_key = e.event_key
 LEFT JOIN (
-    SELECT * FROM {{ ref('feat_service_minute') }} WHERE partition_date = DATE '{{ partition_date }}'
-) AS m ON m.partition_date = e.partition_date AND m.source_service = e.source_service
-    AND m.minute = e.minute
+    SELECT * FROM {{ ref('feat_service_activity') }} WHERE partition_date = DATE '{{ partition_date }}'
+) AS m ON m.partition_date = e.partition_date AND m.event_key = e.event_key

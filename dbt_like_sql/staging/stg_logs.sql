@@ -1,6 +1,6 @@
 -- Validated log events, typed and flattened: one row per event, each known metric as a column (validation
 -- guarantees they are numbers in range), the message reduced to its template (identifiers and numbers
--- masked), and time and level encodings.
+-- masked), time and level encodings, and the event's place in the one total order of events (ord).
 {{ config(materialized='table', partitioned=true, compression={
     'event_id': 'fsst', 'message': 'fsst', 'correlation_id': 'fsst',
     'source_service': 'dictionary', 'log_level': 'dictionary', 'template': 'dictionary', 'user_id': 'dictionary',
@@ -12,6 +12,14 @@ SELECT
     event_id,
     hash(event_id) AS event_key,  -- compact join key for the feature models
     ts,
+    -- The order every feature is defined in, (ts, event_id), as one BIGINT (docs/features.md): microseconds
+    -- since 2020 times 4096, plus the event's rank by event_id among the events of its microsecond. The
+    -- feature windows order by it, so an event never counts a later one, even one of the same microsecond.
+    (epoch_us(ts) - epoch_us(TIMESTAMP '2020-01-01')) * 4096
+        + CASE WHEN tie > 4094 THEN error(
+            'stg_logs: more than 4095 events share the timestamp ' || ts::VARCHAR
+            || '; the event order (ord) holds at most 4095 events per microsecond'
+        ) ELSE tie END AS ord,
     source_service,
     log_level,
     CASE log_level WHEN 'DEBUG' THEN 0 WHEN 'INFO' THEN 1 WHEN 'WARN' THEN 2 WHEN 'ERROR' THEN 3 ELSE 4 END
@@ -53,7 +61,10 @@ SELECT
     m.files_modified AS files_modified,
     m.consumer_lag AS consumer_lag
 FROM (
-    SELECT *, from_json(metrics, '{"response_time_ms":"DOUBLE","requests_per_second":"DOUBLE","error_rate":"DOUBLE","timeout_rate":"DOUBLE","success_rate":"DOUBLE","failed_attempts":"DOUBLE","unique_ips":"DOUBLE","unique_users":"DOUBLE","attempts_per_minute":"DOUBLE","amount":"DOUBLE","risk_score":"DOUBLE","query_time_ms":"DOUBLE","active_connections":"DOUBLE","max_connections":"DOUBLE","replication_lag_s":"DOUBLE","cache_hit_rate":"DOUBLE","cpu_percent":"DOUBLE","records_accessed":"DOUBLE","bytes_out":"DOUBLE","concurrent_sessions":"DOUBLE","vpn_connections":"DOUBLE","files_modified":"DOUBLE","consumer_lag":"DOUBLE"}') AS m
+    SELECT
+        *,
+        row_number() OVER (PARTITION BY ts ORDER BY event_id) - 1 AS tie,
+        from_json(metrics, '{"response_time_ms":"DOUBLE","requests_per_second":"DOUBLE","error_rate":"DOUBLE","timeout_rate":"DOUBLE","success_rate":"DOUBLE","failed_attempts":"DOUBLE","unique_ips":"DOUBLE","unique_users":"DOUBLE","attempts_per_minute":"DOUBLE","amount":"DOUBLE","risk_score":"DOUBLE","query_time_ms":"DOUBLE","active_connections":"DOUBLE","max_connections":"DOUBLE","replication_lag_s":"DOUBLE","cache_hit_rate":"DOUBLE","cpu_percent":"DOUBLE","records_accessed":"DOUBLE","bytes_out":"DOUBLE","concurrent_sessions":"DOUBLE","vpn_connections":"DOUBLE","files_modified":"DOUBLE","consumer_lag":"DOUBLE"}') AS m
     FROM {{ source('raw', 'validated_logs') }}
     WHERE partition_date = DATE '{{ partition_date }}'
 )
