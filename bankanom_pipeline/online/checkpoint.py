@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from bankanom_pipeline.online.tracks import Track
+from bankanom_pipeline.online.windows import ServiceTrack
 
 if TYPE_CHECKING:
     from bankanom_pipeline.online.engine import OnlineEngine
@@ -102,7 +103,11 @@ def read(cls: type[OnlineEngine], path: Path) -> OnlineEngine:
                 current.ts, current.eid, current.cols = restored.ts, restored.eid, restored.cols
             else:
                 width = engine.track_width(kind)
-                current.update({key: Track.from_rows(width, rows) for key, rows in saved.items()})
+                kind_of = ServiceTrack if kind == "service" else Track
+                for key, rows in saved.items():
+                    track = current[key] = kind_of.from_rows(width, rows)
+                    if isinstance(track, ServiceTrack):
+                        track.restore_window()
         engine._seen.update(engine._all.eid)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise CheckpointError(f"{path} has a malformed state: {error}") from None

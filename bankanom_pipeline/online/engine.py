@@ -24,6 +24,7 @@ from bankanom_pipeline.online.events import (
     template,
 )
 from bankanom_pipeline.online.tracks import Track
+from bankanom_pipeline.online.windows import ServiceTrack
 
 # features_events' numeric feature columns, in its order
 FEATURES: tuple[str, ...] = (
@@ -93,11 +94,13 @@ Features = tuple[float, ...]
 MIN = 60_000_000  # microseconds
 M10, M30, H1, DAY = 10 * MIN, 30 * MIN, 60 * MIN, 24 * 60 * MIN
 HORIZON = DAY  # no feature looks back further
+# how often (in event time) idle entities are looked for and dropped: each look visits every entity
+SWEEP_EVERY = 6 * H1
 
 # The digest of the feature SQL this engine implements (bankanom_pipeline/online/version.py computes the
 # SQL's own). Declared, not imported: a change of the SQL fails tests/test_online_engine.py until the
 # engine is changed to match and this is updated, and replay proves them equal again.
-ENGINE_FEATURE_SET_VERSION = "unset"
+ENGINE_FEATURE_SET_VERSION = "d23aa018d0b5"
 
 # Payload columns of each kind of track (beside ts and event_id)
 _USER = ("ip", "country", "failed", "vpn", "records", "bytes", "log_amount", "lat", "lon")
@@ -148,6 +151,7 @@ class OnlineEngine:
         self._net: dict[str, Track] = {}
         self._service: dict[str, Track] = {}
         self._geo = geo_seed()
+        self._clock: tuple = (None,)
         self.counters: dict[str, int] = dict.fromkeys(
             ("ingested", "late", "duplicate", "too_late", "invalid", "new_user", "new_service", "new_ip"), 0
         )
@@ -175,12 +179,12 @@ class OnlineEngine:
         if not in_order and t < hwm[0] - self._lateness:
             self.counters["too_late"] += 1
             return Outcome("too_late", eid, None, f"{(hwm[0] - t) / 1e6:.0f} s older than the newest event")
-        features = self._compute(p, in_order)
+        features = self._compute(p, in_order, in_order)
         self._fold(p, in_order)
         if in_order:
             self._hwm = (t, eid)
             self.counters["ingested"] += 1
-            if t - self._swept > H1:
+            if t - self._swept > SWEEP_EVERY:
                 self._sweep(t)
             return Outcome("ingested", eid, features)
         self.counters["late"] += 1
@@ -198,7 +202,7 @@ class OnlineEngine:
         in_order = hwm is None or (p[0], p[1]) > hwm
         if not in_order and p[0] < hwm[0] - self._lateness:
             raise TooLate(f"event {p[1]} is older than the newest event by more than the lateness allowed")
-        return self._compute(p, in_order)
+        return self._compute(p, in_order, False)
 
     def checkpoint(self, path: str | Path) -> None:
         from bankanom_pipeline.online.checkpoint import write
@@ -284,22 +288,28 @@ class OnlineEngine:
             metric_values(e.event_id, e.metrics),
         )
 
-    def _compute(self, p: tuple, in_order: bool) -> Features:
+    def _compute(self, p: tuple, in_order: bool, live: bool) -> Features:
+        """The features of prepared event ``p``: ``in_order`` when it follows every event ingested,
+        ``live`` when it will be ingested next (the service's running minute may then slide)."""
         t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
         failed_i = 1 if failed else 0
 
         def hi_of(track: Track) -> int:
             return len(track.ts) if in_order else track.upper(t, eid)
 
-        # -- per event
-        moment = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=t)
-        hour = moment.hour + moment.minute / 60.0
-        out: list[float] = [
-            float(level),
-            math.sin(_TWO_PI * hour / 24),
-            math.cos(_TWO_PI * hour / 24),
-            1.0 if moment.isoweekday() >= 6 else 0.0,
-        ]
+        # -- per event: the hour encodings change once a minute
+        minute = t // MIN
+        clock = self._clock
+        if clock[0] != minute:
+            moment = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=t)
+            hour = moment.hour + moment.minute / 60.0
+            clock = self._clock = (
+                minute,
+                math.sin(_TWO_PI * hour / 24),
+                math.cos(_TWO_PI * hour / 24),
+                1.0 if moment.isoweekday() >= 6 else 0.0,
+            )
+        out: list[float] = [float(level), clock[1], clock[2], clock[3]]
         bound_day = t - DAY
 
         # -- template rarity (24 h, every event)
@@ -455,9 +465,30 @@ class OnlineEngine:
             first = t
             errors, warns = is_error, is_warn
             n_ips = 0 if ip is None else 1
-            rts = [] if rt is None else [rt]
+            p95 = 0.0 if rt is None else rt
             gauges = (timeout, err_rate, cache, lag, rps, files)
             maxes = [g for g in gauges]
+        elif live:
+            ts = track.ts
+            hi = len(ts)
+            lo24 = bisect_left(ts, bound_day, track.head, hi)
+            track.advance(t - MIN)
+            n1 = hi - track.lo + 1
+            n24 = hi - lo24 + 1
+            first = ts[lo24] if lo24 < hi else t
+            errors = track.errors + is_error
+            warns = track.warns + is_warn
+            n_ips = len(track.ips) + (1 if ip is not None and ip not in track.ips else 0)
+            p95 = _p95_sorted(track.rts, rt)
+            ext = track.ext
+            maxes = [
+                _pick(max, ext[0], timeout),
+                _pick(max, ext[1], err_rate),
+                _pick(min, ext[2], cache),
+                _pick(max, ext[3], lag),
+                _pick(max, ext[4], rps),
+                _pick(max, ext[5], files),
+            ]
         else:
             ts = track.ts
             hi = hi_of(track)
@@ -474,8 +505,8 @@ class OnlineEngine:
             sips.discard(None)
             n_ips = len(sips)
             rts = [v for v in c[3][lo:hi] if v is not None]
-            if rt is not None:
-                rts.append(rt)
+            rts.sort()
+            p95 = _p95_sorted(rts, rt)
             maxes = [
                 _extreme(max, c[4][lo:hi], timeout),
                 _extreme(max, c[5][lo:hi], err_rate),
@@ -489,78 +520,88 @@ class OnlineEngine:
         out.append(errors / n1)
         out.append(warns / n1)
         out.append(float(n_ips))
-        out.append(_p95(rts))
+        out.append(p95)
         defaults = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
         out.extend(d if v is None else v for v, d in zip(maxes, defaults, strict=True))
         return tuple(out)
 
     def _fold(self, p: tuple, in_order: bool) -> None:
         t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
-        counters = self.counters
-
-        def add(tracks: dict[str, Track] | None, key, width: int, values: tuple, track: Track | None = None):
-            if track is None:
-                track = tracks.get(key)
-                if track is None:
-                    track = tracks[key] = Track(width)
-            at = len(track.ts) if in_order else track.upper(t, eid)
-            track.insert(at, t, eid, values)
-            return track
-
-        add(None, None, 0, (), self._all)
-        self._seen.add(eid)
-        add(self._template, tpl, 0, ())
+        failed_i = 1 if failed else 0
+        error_i = 1 if level >= 3 else 0
+        rows = [(self._all, ())]
+        track = self._template.get(tpl)
+        if track is None:
+            track = self._template[tpl] = Track(0)
+        rows.append((track, ()))
         if level <= 1 and country:
-            add(None, None, 0, (), self._quiet)
-            add(self._quiet_country, country, 0, ())
+            rows.append((self._quiet, ()))
+            track = self._quiet_country.get(country)
+            if track is None:
+                track = self._quiet_country[country] = Track(0)
+            rows.append((track, ()))
         if user is not None:
-            if user not in self._user:
-                counters["new_user"] += 1
+            track = self._user.get(user)
+            if track is None:
+                track = self._user[user] = Track(len(_USER))
+                self.counters["new_user"] += 1
             lat, lon = located if located is not None else (None, None)
             amount = m[9]
-            add(
-                self._user,
-                user,
-                len(_USER),
+            rows.append(
                 (
-                    ip,
-                    country,
-                    1 if failed else 0,
-                    1 if vpn else 0,
-                    0.0 if m[17] is None else m[17],
-                    0.0 if m[18] is None else m[18],
-                    None if amount is None else math.log(1 + amount),
-                    lat,
-                    lon,
-                ),
+                    track,
+                    (
+                        ip,
+                        country,
+                        failed_i,
+                        1 if vpn else 0,
+                        0.0 if m[17] is None else m[17],
+                        0.0 if m[18] is None else m[18],
+                        None if amount is None else math.log(1 + amount),
+                        lat,
+                        lon,
+                    ),
+                )
             )
             if ses is not None:
-                add(self._session, ses, 1, (ip,))
+                track = self._session.get(ses)
+                if track is None:
+                    track = self._session[ses] = Track(len(_SESSION))
+                rows.append((track, (ip,)))
         if ip is not None:
-            if ip not in self._ip:
-                counters["new_ip"] += 1
-            add(self._ip, ip, len(_IP), (user, 1 if failed else 0, 1 if level >= 3 else 0))
-            add(self._net, net, len(_NET), (user, ip, 1 if failed else 0))
-        if service not in self._service:
-            counters["new_service"] += 1
-        add(
-            self._service,
-            service,
-            len(_SERVICE),
-            (
-                1 if level >= 3 else 0,
-                1 if level == 2 else 0,
-                ip,
-                m[0],
-                m[3],
-                m[2],
-                m[15],
-                m[14],
-                m[1],
-                m[21],
-            ),
+            track = self._ip.get(ip)
+            if track is None:
+                track = self._ip[ip] = Track(len(_IP))
+                self.counters["new_ip"] += 1
+            rows.append((track, (user, failed_i, error_i)))
+            track = self._net.get(net)
+            if track is None:
+                track = self._net[net] = Track(len(_NET))
+            rows.append((track, (user, ip, failed_i)))
+        if in_order:
+            for track, values in rows:
+                track.ts.append(t)
+                track.eid.append(eid)
+                for col, value in zip(track.cols, values):  # noqa: B905 - widths fixed per kind
+                    col.append(value)
+        else:
+            for track, values in rows:
+                track.insert(track.upper(t, eid), t, eid, values)
+        svc = self._service.get(service)
+        if svc is None:
+            svc = self._service[service] = ServiceTrack(len(_SERVICE))
+            self.counters["new_service"] += 1
+        at = len(svc.ts) if in_order else svc.upper(t, eid)
+        svc.insert(
+            at,
+            t,
+            eid,
+            (error_i, 1 if level == 2 else 0, ip, m[0], m[3], m[2], m[15], m[14], m[1], m[21]),
         )
-        bound = (self._hwm[0] if self._hwm is not None and self._hwm[0] > t else t) - self._retention
+        svc.add(at)
+        self._seen.add(eid)
+        hwm = self._hwm
+        bound = (hwm[0] if hwm is not None and hwm[0] > t else t) - self._retention
         for dropped in self._all.expire(bound):
             self._seen.discard(dropped)
 
@@ -627,17 +668,28 @@ def _extreme(pick, values: list, own: float | None) -> float | None:
     return pick(present) if present else None
 
 
-def _p95(values: list[float]) -> float:
-    """DuckDB's quantile_cont(v, 0.95): linear interpolation at (n - 1) * q; 0 without values."""
-    n = len(values)
+def _p95_sorted(values: list[float], own: float | None) -> float:
+    """DuckDB's quantile_cont(v, 0.95) of sorted ``values`` and ``own`` (None: absent): the values at
+    floor and ceil of (n - 1) * q, linearly interpolated; 0 without values. ``own`` is merged in by
+    position, so the list is not copied."""
+    n = len(values) + (own is not None)
     if not n:
         return 0.0
-    values.sort()
     pos = (n - 1) * 0.95
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    v_lo = values[lo]
-    return v_lo + (pos - lo) * (values[hi] - v_lo)
+    k_lo, k_hi = math.floor(pos), math.ceil(pos)
+    if own is None:
+        v_lo, v_hi = values[k_lo], values[k_hi]
+    else:
+        j = bisect_left(values, own)
+        v_lo = values[k_lo] if k_lo < j else (own if k_lo == j else values[k_lo - 1])
+        v_hi = values[k_hi] if k_hi < j else (own if k_hi == j else values[k_hi - 1])
+    return v_lo + (pos - k_lo) * (v_hi - v_lo)
+
+
+def _pick(pick, current: float | None, own: float | None) -> float | None:
+    if current is None:
+        return own
+    return current if own is None else pick(current, own)
 
 
 def _amount_z(x: float | None, earlier: list) -> float:

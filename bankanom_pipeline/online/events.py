@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import re
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,7 +58,6 @@ _SESSION = re.compile(r"SES-[0-9A-Za-z]+")
 _NETWORK = re.compile(r"^(.*)[.:][^.:]*\Z")
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_GEO_SEED = Path(__file__).resolve().parents[2] / "dbt_like_sql" / "seeds" / "geo_regions.csv"
 
 
 class BadEvent(ValueError):
@@ -140,7 +140,8 @@ def from_micros(us: int) -> dt.datetime:
 @lru_cache(maxsize=1)
 def geo_seed() -> dict[str, tuple[float, float]]:
     """``geo`` -> (lat, lon) from the seed the SQL joins (``seeds/geo_regions.csv``)."""
-    with _GEO_SEED.open(newline="") as handle:
+    seed = Path(str(files("bankanom_pipeline") / "dbt_like_sql" / "seeds" / "geo_regions.csv"))
+    with seed.open(newline="") as handle:
         return {row["geo"]: (float(row["lat"]), float(row["lon"])) for row in csv.DictReader(handle)}
 
 

@@ -9,6 +9,7 @@ dropped prefix is the larger part.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from itertools import pairwise
 
 
 class Track:
@@ -60,16 +61,11 @@ class Track:
             for col in self.cols:
                 del col[:new_head]
             self.head = 0
+            self._shift(new_head)
         return dropped
 
-    def compact(self) -> None:
-        head = self.head
-        if head:
-            del self.ts[:head]
-            del self.eid[:head]
-            for col in self.cols:
-                del col[:head]
-            self.head = 0
+    def _shift(self, n: int) -> None:
+        """The lists lost their first ``n`` items (subclasses holding indexes move them)."""
 
     def rows(self) -> list[list]:
         """The retained events as columns (ts, eid, then the payload), for a checkpoint."""
@@ -80,6 +76,8 @@ class Track:
     def from_rows(cls, width: int, rows: list[list]) -> Track:
         if len(rows) != width + 2 or any(len(col) != len(rows[0]) for col in rows):
             raise ValueError("a track's columns have different lengths or the wrong count")
+        if any(a > b for a, b in pairwise(rows[0])):
+            raise ValueError("a track's times are not in order")
         track = cls(width)
         track.ts = list(rows[0])
         track.eid = list(rows[1])
