@@ -131,3 +131,59 @@ def test_versions_promotion_gate_and_checksum(tmp_path, instance, monkeypatch):
         registry.load(second["isolation_forest"])
     with pytest.raises(RegistryError, match="unknown model version"):
         registry.load("../etc")
+
+
+def test_a_model_of_another_feature_set_version_is_refused_until_models_are_retrained(
+    tmp_path, instance, monkeypatch
+):
+    from bankanom_pipeline.detection import registry as registry_module
+    from bankanom_pipeline.detection.registry import FeatureSetMismatch
+    from bankanom_pipeline.online.version import FEATURE_SET_VERSION
+
+    registry = Registry(tmp_path / "models")
+    _load(tmp_path / "w.duckdb", 0.03, seed=1)
+    assert _train(tmp_path, instance).success
+    old = registry.current()
+    manifest = registry.manifest(old["isolation_forest"])
+    assert manifest["features_table"] == "features_events"
+    assert manifest["feature_set_version"] == FEATURE_SET_VERSION
+
+    # the feature SQL changes: the promoted models no longer load, score or promote
+    def newer(table):
+        return "0123456789ab" if table == "features_events" else None
+
+    monkeypatch.setattr(registry_module, "current_version", newer)
+    with pytest.raises(
+        FeatureSetMismatch, match=f"version {FEATURE_SET_VERSION}, but the features are now"
+    ) as e:
+        registry.load_current()
+    assert "0123456789ab" in str(e.value) and "Train and promote" in str(e.value)
+    with pytest.raises(FeatureSetMismatch):
+        registry.promote(old)
+
+    # retraining on the new features passes the gate (nothing comparable is promoted) and is used
+    assert _train(tmp_path, instance).success
+    new = registry.current()
+    assert new["isolation_forest"] != old["isolation_forest"]
+    assert registry.manifest(new["isolation_forest"])["feature_set_version"] == "0123456789ab"
+    assert set(registry.load_current()) == {"isolation_forest", "local_outlier_factor"}
+    with pytest.raises(FeatureSetMismatch):
+        registry.promote({"local_outlier_factor": old["local_outlier_factor"]})
+    assert registry.current() == new
+
+
+def test_a_manifest_without_a_feature_set_version_is_the_look_ahead_features_version_1(tmp_path, instance):
+    registry = Registry(tmp_path / "models")
+    _load(tmp_path / "w.duckdb", 0.03, seed=1)
+    assert _train(tmp_path, instance).success
+    version = registry.current()["local_outlier_factor"]
+    path = tmp_path / "models" / version / "manifest.json"
+    legacy = json.loads(path.read_text())
+    del legacy["features_table"], legacy["feature_set_version"]
+    path.write_text(json.dumps(legacy))
+    with pytest.raises(RegistryError, match="trained on feature-set version 1, but"):
+        registry.load(version)
+    # a legacy transactions model (its features are not features_events columns) is not versioned
+    legacy["features"] = ["amount_log", "merchant_rarity", *legacy["features"]]
+    path.write_text(json.dumps(legacy))
+    assert registry.load(version).version == version

@@ -3,12 +3,14 @@
 Layout under the models root (``data/models`` by default)::
 
     <version>/model.skops      the fitted estimator (skops: no arbitrary code runs on load)
-    <version>/manifest.json    name, parameters, feature space, calibration, window, rows, metrics, sha256
+    <version>/manifest.json    name, parameters, feature space, calibration, window, rows, metrics, sha256,
+                               the feature table and feature-set version it was trained on
     current.json               {model name: promoted version}, replaced atomically (write + rename)
 
 The API and the pipeline read ``current.json`` and the version folders, never the live warehouse, so a
 promotion is visible to both the moment the rename lands. An artifact whose sha256 does not match its
-manifest is refused before it is deserialised.
+manifest is refused before it is deserialised, and a model trained on another definition of its features
+(``online/version.py``) is refused before it is loaded or promoted: its scores would mean nothing.
 
 scikit-learn is imported by the first load, not by this module: every process loading the code location
 imports the registry, and most never touch a model.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import json
 import secrets
@@ -30,6 +33,7 @@ import duckdb
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.files import write_atomic
+from bankanom_pipeline.online.version import FEATURES_TABLE, LEGACY_FEATURE_SET_VERSION, current_version
 from bankanom_pipeline.warehouse.frames import rewriting, table_exists
 
 ARTIFACT = "model.skops"
@@ -46,6 +50,10 @@ TRUSTED_TYPES = [
 
 class RegistryError(Exception):
     """A version that is missing, tampered with or otherwise unusable."""
+
+
+class FeatureSetMismatch(RegistryError):
+    """A version trained on another feature-set version than the current one."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +94,17 @@ class Registry:
 
     # -- writing -----------------------------------------------------------------------------------
     def save(
-        self, detector: Detector, *, params: dict, window: tuple[str, str], rows: int, metrics: dict
+        self,
+        detector: Detector,
+        *,
+        params: dict,
+        window: tuple[str, str],
+        rows: int,
+        metrics: dict,
+        features_table: str = FEATURES_TABLE,
     ) -> Version:
-        """Write a new version (never overwrites one); returns it. Not promoted."""
+        """Write a new version (never overwrites one), trained on ``features_table`` at its current
+        feature-set version; returns it. Not promoted."""
         created = dt.datetime.now(dt.UTC)
         version = f"{detector.name}-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         folder = self.root / version
@@ -107,6 +123,8 @@ class Registry:
             "training_window": {"start": window[0], "end": window[1]},
             "training_rows": rows,
             "metrics": metrics,
+            "features_table": features_table,
+            "feature_set_version": current_version(features_table),
             "artifact": ARTIFACT,
             "sha256": _sha256(artifact),
         }
@@ -119,6 +137,7 @@ class Registry:
             manifest = self.manifest(version)
             if manifest["name"] != name:
                 raise RegistryError(f"{version} is a {manifest['name']} model, not {name}")
+            check_feature_set(manifest)
         current = {**self.current(), **versions}
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / CURRENT, json.dumps(current, indent=2, sort_keys=True).encode())
@@ -141,8 +160,9 @@ class Registry:
         return sorted(manifests, key=lambda m: m["created_at"])
 
     def load(self, version: str) -> Detector:
-        """The detector of a version, after its artifact's checksum verifies."""
+        """The detector of a version, after its feature-set version and its artifact's checksum verify."""
         manifest = self.manifest(version)
+        check_feature_set(manifest)
         artifact = self.root / version / manifest["artifact"]
         if not artifact.exists():
             raise RegistryError(f"{version}: artifact {artifact.name} is missing")
@@ -160,6 +180,37 @@ class Registry:
         if missing:
             raise RegistryError(f"no promoted model yet for {', '.join(missing)}: run train_job first")
         return {name: self.load(version) for name, version in current.items()}
+
+
+def feature_set_of(manifest: dict) -> tuple[str | None, str | None]:
+    """(the version a model trained on the manifest's feature table must have now, the version it was
+    trained on); (None, ...) for a table whose features are not versioned. A manifest written before
+    versions were recorded names no table: it is a log model (every one of its features a column of
+    features_events then, ``service_events_vs_median`` included) at LEGACY_FEATURE_SET_VERSION."""
+    table = manifest.get("features_table")
+    if table is None:
+        log_columns = _legacy_log_columns()
+        table = FEATURES_TABLE if set(manifest.get("features", [])) <= log_columns else "unknown"
+    return current_version(table), manifest.get("feature_set_version", LEGACY_FEATURE_SET_VERSION)
+
+
+def check_feature_set(manifest: dict) -> None:
+    """Refuse a version trained on another feature-set version than its feature table's current one."""
+    expected, trained = feature_set_of(manifest)
+    if expected is not None and trained != expected:
+        raise FeatureSetMismatch(
+            f"{manifest['version']} was trained on feature-set version {trained}, but the features are "
+            f"now version {expected}: its scores would not mean what they did. Train and promote models "
+            "on the current features (bankanom train, after features_job has rebuilt the training "
+            "window; docs/features.md, 'Re-scoring history')"
+        )
+
+
+@functools.cache
+def _legacy_log_columns() -> frozenset[str]:
+    from bankanom_pipeline.detection.config import load_detection_config
+
+    return frozenset(load_detection_config().feature_names) | {"service_events_vs_median"}
 
 
 def _deserialise(version: str, data: bytes, sha256: str) -> object:

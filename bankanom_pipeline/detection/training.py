@@ -12,7 +12,7 @@ import polars as pl
 
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.models import TRAINERS, Detector, calibration_rows
-from bankanom_pipeline.detection.registry import Registry, Version
+from bankanom_pipeline.detection.registry import FeatureSetMismatch, Registry, Version, check_feature_set
 from bankanom_pipeline.detection.sources import LOGS, Source
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.warehouse.frames import read_frame
@@ -105,7 +105,12 @@ def train(
     }
     params = getattr(config, name).model_dump()
     version = registry.save(
-        detector, params=params, window=(start, end_day), rows=frame.height, metrics=metrics
+        detector,
+        params=params,
+        window=(start, end_day),
+        rows=frame.height,
+        metrics=metrics,
+        features_table=source.features_table,
     )
     return Trained(version, detector, scores)
 
@@ -158,6 +163,8 @@ class Gate:
     candidate_quality: float | None
     current_quality: float | None
     current_version: str | None
+    # the promoted version was trained on other features: nothing to compare with (it cannot score them)
+    current_stale: bool = False
 
     @property
     def not_worse(self) -> bool:
@@ -173,6 +180,8 @@ class Gate:
 
     @property
     def note(self) -> str:
+        if self.current_stale:
+            return f"the promoted {self.current_version} was trained on another feature-set version: passes"
         if self.candidate_quality is None:
             return "no labelled day in the window: nothing to compare, passes"
         if self.current_quality is None:
@@ -193,7 +202,15 @@ def gate(
     problems = distribution_problems(trained.train_scores, getattr(config.thresholds, name))
     candidate = labelled_quality(con, trained.detector, end_day, source)
     current = registry.current().get(name)
+    stale = False
+    if current:
+        try:
+            check_feature_set(registry.manifest(current))
+        except FeatureSetMismatch:
+            stale = True
     promoted = (
-        labelled_quality(con, registry.load(current), end_day, source) if current and candidate else None
+        labelled_quality(con, registry.load(current), end_day, source)
+        if current and candidate and not stale
+        else None
     )
-    return Gate(problems, candidate, promoted, current)
+    return Gate(problems, candidate, promoted, current, stale)
