@@ -109,7 +109,7 @@ class Predictor:
         }
         listed = {k: (v.tolist() if v is not None else None) for k, v in columns_out.items()}
         anomalous = decision.tolist()
-        return [
+        predictions = [
             {
                 "event_id": event_id,
                 **{k: (v[i] if v is not None else None) for k, v in listed.items()},
@@ -118,3 +118,7 @@ class Predictor:
             }
             for i, event_id in enumerate(event_ids)
         ]
+        if explain:  # NaN (no value) is written as null
+            for prediction, row in zip(predictions, values.tolist(), strict=True):
+                prediction["features"] = dict(zip(columns, row, strict=True))
+        return predictions

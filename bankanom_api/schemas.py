@@ -105,7 +105,12 @@ class EventPrediction(BaseModel):
     if_flag: bool | None = None
     lof_flag: bool | None = None
     is_anomaly: bool = Field(description="the ensemble decision, or the chosen model's flag")
-    top_features: list[Contribution]
+    top_features: list[Contribution] = Field(
+        description="the features furthest from normal: for anomalous events, or every event with explain=true"
+    )
+    features: dict[str, float | None] | None = Field(
+        None, description="with explain=true: every feature's value (null: none), as the models read them"
+    )
 
 
 class PredictResponse(BaseModel):

@@ -33,6 +33,10 @@ FORBIDDEN = problem(403, "a valid key without this route's scope")
 TOO_LARGE = problem(413, f"more than {BATCH_LIMIT} events, or a body over the size limit")
 
 
+SCORES = ("isolation_forest", "local_outlier_factor", "ensemble", "if_flag", "lof_flag", "is_anomaly")
+UNSCORED = dict.fromkeys(SCORES)
+
+
 def _within_batch(events: list[LogEvent], max_batch: int) -> None:
     if len(events) > max_batch:
         raise HTTPException(
@@ -145,7 +149,7 @@ def ingest(
         else feature_set_mismatch(models, version)
     )
     results = [
-        {"event_id": e.event_id, "outcome": o.status, "reason": o.reason}
+        {"event_id": e.event_id, "outcome": o.status, "reason": o.reason, **UNSCORED}
         for e, o in zip(events, outcomes, strict=True)
     ]
     scored = [i for i, o in enumerate(outcomes) if o.features is not None]

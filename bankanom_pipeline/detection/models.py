@@ -70,8 +70,18 @@ class Detector:
         return PackedForest.of(self.estimator) or NeighbourLof.of(self.estimator)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
-        knots = np.asarray(self.knots)
+        knots = self._knots
         return np.interp(raw, knots, _PROBS[: len(knots)], left=0.0, right=1.0)
+
+    @property
+    def _knots(self) -> np.ndarray:
+        # an array kept beside the list it was made from (converting ~1,200 floats cost as much as
+        # scoring one event); rebuilt if the list is replaced, as training does after calibrating
+        cached = self.__dict__.get("_knots_of")
+        if cached is None or cached[0] is not self.knots:
+            cached = (self.knots, np.asarray(self.knots))
+            self.__dict__["_knots_of"] = cached
+        return cached[1]
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         return self.normalise(self.raw_scores(matrix))

@@ -39,6 +39,10 @@ from bankanom_pipeline.detection.row_blocks import map_row_blocks
 # rows per block, one block at a time per core: the (rows, k) temporaries of a block stay in the
 # core's cache
 BLOCK_ROWS = 2048
+# up to this many rows the feature-by-feature sums are taken in one numpy call each (``np.add.accumulate``
+# adds in the same order as the loops, so the same numbers) instead of a call per feature: the API's
+# single events, where the per-call overhead was most of the time
+SMALL_ROWS = 64
 
 
 class NeighbourLof:
@@ -86,6 +90,8 @@ class NeighbourLof:
         x = np.asarray(matrix, dtype=np.float64)
         if self.pca is None:
             return x
+        if len(x) <= SMALL_ROWS:
+            return np.add.accumulate(x[:, :, None] * self.components, axis=1)[:, -1, :] - self.offset
         out = np.zeros((len(x), self.components.shape[1]))
         for j, row in enumerate(self.components):
             out += x[:, j, None] * row
@@ -119,11 +125,16 @@ class NeighbourLof:
     def _exact(self, x: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The k nearest of the candidates by sklearn's Euclidean distance, nearest first, and whether
         two of a row's candidates are at exactly the same distance."""
-        squared = np.zeros(neighbours.shape)
-        for j, column in enumerate(self.columns):
-            diff = x[:, j, None] - column[neighbours]
+        if len(x) <= SMALL_ROWS:
+            diff = x[:, None, :] - self.fit_x[neighbours]
             diff *= diff
-            squared += diff
+            squared = np.add.accumulate(diff, axis=2)[..., -1]
+        else:
+            squared = np.zeros(neighbours.shape)
+            for j, column in enumerate(self.columns):
+                diff = x[:, j, None] - column[neighbours]
+                diff *= diff
+                squared += diff
         order = np.argsort(squared, axis=1, kind="stable")
         ranked = np.take_along_axis(squared, order, axis=1)
         tied = (ranked[:, 1:] == ranked[:, :-1]).any(axis=1)

@@ -61,6 +61,11 @@ class PackedForest:
         self.value = np.concatenate(value)
         self.tree_values = value  # per tree, indexed by its own node ids
         self.roots = np.asarray(roots)
+        # per node, the child to go to when the row's value is above the threshold (column 0) or not
+        # (column 1); a leaf points to itself, so a row that reached its leaf stays there
+        own = np.arange(len(self.left))
+        leaf = self.left == -1
+        self.children = np.stack([np.where(leaf, own, self.right), np.where(leaf, own, self.left)], axis=1)
         self.depth = max(e.get_depth() for e in forest.estimators_)
         self.denominator = len(forest.estimators_) * _average_path_length([forest._max_samples])[0]
         self.columns = None if columns is None else np.asarray(columns)
@@ -106,10 +111,9 @@ class PackedForest:
     def _levelwise(self, x: np.ndarray) -> np.ndarray:
         rows = np.broadcast_to(np.arange(len(x)), (len(self.roots), len(x)))
         nodes = np.repeat(self.roots[:, None], len(x), axis=1)
+        children, feature, threshold = self.children, self.feature, self.threshold
         for _ in range(self.depth):
-            inner = self.left[nodes] != -1
-            if not inner.any():
-                break
-            go_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
-            nodes = np.where(inner, np.where(go_left, self.left[nodes], self.right[nodes]), nodes)
+            # sklearn's test, value <= threshold goes left (NaN goes right), at every tree at once
+            go_left = x[rows, feature[nodes]] <= threshold[nodes]
+            nodes = children[nodes, go_left.view(np.int8)]
         return np.cumsum(self.value[nodes], axis=0)[-1]  # tree by tree, in sklearn's order

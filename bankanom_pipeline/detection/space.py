@@ -6,6 +6,7 @@ so the pipeline and the API build exactly the same matrix from the same ``featur
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -40,30 +41,53 @@ class FeatureSpace:
         """Scaled features, one row per event (float64, C order); ``features``: only these columns of
         the space, in that order (each column is computed on its own, so they are the same numbers)."""
         at = self._at(features)
-        return self._scaled(_raw(frame, [self.names[i] for i in at]), at)
+        raw = _raw(frame, [self.names[i] for i in at])
+        return self._scaled(
+            raw, [self.transforms[i] for i in at], np.asarray(self.center)[at], np.asarray(self.scale)[at]
+        )
 
     def matrix_of(
-        self, values: np.ndarray, columns: Sequence[str], features: list[str] | None = None
+        self, values: np.ndarray, columns: Sequence[str], features: Sequence[str] | None = None
     ) -> np.ndarray:
         """``matrix`` of the rows of ``values`` (raw feature values, float64, one column per name of
         ``columns``; NaN = missing), without a frame: the same arithmetic on the same numbers, for the
         API's single events, where building a polars frame cost more than scoring."""
-        at = self._at(features)
-        position = {name: i for i, name in enumerate(columns)}
-        missing = [self.names[i] for i in at if self.names[i] not in position]
-        if missing:
-            raise ValueError(f"features missing from the input: {', '.join(missing)}")
-        raw = np.array(values[:, [position[self.names[i]] for i in at]], dtype=np.float64, order="C")
+        take, transforms, center, scale = self._plan(
+            tuple(columns), None if features is None else tuple(features)
+        )
+        raw = np.asarray(values, dtype=np.float64)[:, take]  # a C-ordered copy
         raw[np.isnan(raw)] = 0.0
-        return self._scaled(raw, at)
+        return self._scaled(raw, transforms, center, scale)
 
-    def _at(self, features: list[str] | None) -> list[int]:
+    def _plan(self, columns: tuple[str, ...], features: tuple[str, ...] | None) -> tuple:
+        """What ``matrix_of`` reads for these input columns and features, worked out once per pair (the
+        API asks with the same pair for every request)."""
+        plan = self._plans.get((columns, features))
+        if plan is None:
+            at = self._at(features)
+            position = {name: i for i, name in enumerate(columns)}
+            missing = [self.names[i] for i in at if self.names[i] not in position]
+            if missing:
+                raise ValueError(f"features missing from the input: {', '.join(missing)}")
+            take = np.asarray([position[self.names[i]] for i in at], dtype=np.intp)
+            transforms = [self.transforms[i] for i in at]
+            plan = (take, transforms, np.asarray(self.center)[at], np.asarray(self.scale)[at])
+            self._plans[(columns, features)] = plan
+        return plan
+
+    @functools.cached_property
+    def _plans(self) -> dict:
+        return {}
+
+    def _at(self, features: Sequence[str] | None) -> list[int]:
         return list(range(len(self.names))) if features is None else [self.names.index(f) for f in features]
 
-    def _scaled(self, raw: np.ndarray, at: list[int]) -> np.ndarray:
-        values = _transform(raw, [self.transforms[i] for i in at])
-        values -= np.asarray(self.center)[at]
-        values /= np.asarray(self.scale)[at]
+    def _scaled(
+        self, raw: np.ndarray, transforms: list[str], center: np.ndarray, scale: np.ndarray
+    ) -> np.ndarray:
+        values = _transform(raw, transforms)
+        values -= center
+        values /= scale
         if self.clip is None:
             return values
         return np.clip(values, -self.clip, self.clip, out=values)
