@@ -130,9 +130,14 @@ def test_predicting_never_changes_the_state(tmp_path, world):
     for kind in ("control", "predicted"):
         with client(tmp_path / kind, models) as app:
             ingest(app, first + second[: split // 2])
-            if kind == "predicted":
-                for _ in range(1000):
-                    predict(app, attack)
+            if kind == "predicted":  # 1,000 predictions of the attack's events, 50 a request
+                cycled = [attack[i % len(attack)] for i in range(1000)]
+                for start in range(0, 1000, 50):
+                    batch = [
+                        {**e, "event_id": f"{e['event_id']}-{start + i}"}
+                        for i, e in enumerate(cycled[start : start + 50])
+                    ]
+                    predict(app, batch)
             results = ingest(app, normal)
             outcomes[kind] = (results, app.app.state.online.peek(probes), app.app.state.online.counters())
     (control, control_peek, control_counts), (after, after_peek, after_counts) = outcomes.values()
