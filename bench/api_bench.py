@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import re
@@ -32,12 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import duckdb
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not first: under compare.py the measured tree is on PYTHONPATH and its tests.api_server (and
+# the API it starts) must be the ones imported, not this checkout's
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+import _trees
 from _common import record
 
 from tests.api_server import accepted_lines, running_api
@@ -45,15 +50,60 @@ from tests.api_server import accepted_lines, running_api
 KEY = "bench-key"
 
 
-def demo_data(folder: Path) -> Path:
+def demo_data(folder: Path, rate: float = 1.5) -> Path:
+    """A data folder built by ``bankanom demo`` of the tree imported (its own Dagster home)."""
+    folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BANKANOM_DATA_DIR": str(folder / "data"), "DAGSTER_HOME": str(folder / "dh")}
-    subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "demo", "--date", "2026-01-06", "--rate", "1.5"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "bankanom_pipeline.cli",
+        "demo",
+        "--date",
+        "2026-01-06",
+        "--rate",
+        str(rate),
+    ]
+    with open(folder / "demo.log", "w") as log:
+        subprocess.run(command, env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
     return folder / "data"
+
+
+def kept_demo_data(keep: Path) -> Path:
+    """KEEP/<tree>'s demo data, built once by that tree's code (compare.py: each tree serves data its own
+    pipeline wrote)."""
+    folder = keep / _trees.tree_tag()
+    if not (folder / "built").exists():
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        demo_data(folder)
+        (folder / "built").touch()
+    return folder / "data"
+
+
+def as_new(events: list[dict], after: dt.datetime) -> list[dict]:
+    """The events as if they happened just after the served day (new ids, one millisecond apart from
+    ``after`` + 1 s), their users, addresses and messages unchanged: what a live caller posts. An API
+    that scores with each entity's state then reads the state the day left; the stored events
+    themselves are already in it, and are hours older than its newest event."""
+    fresh = []
+    for k, event in enumerate(events):
+        ts = after + dt.timedelta(seconds=1, milliseconds=k)
+        fresh.append(
+            event
+            | {"event_id": str(uuid.uuid4()), "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
+        )
+    return fresh
+
+
+def last_timestamp(con: duckdb.DuckDBPyConnection, day: str) -> dt.datetime:
+    value = con.execute('SELECT max("timestamp") FROM raw_logs WHERE partition_date = ?', [day]).fetchone()[0]
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (
+        value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(dt.UTC).replace(tzinfo=None)
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -242,6 +292,21 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, help="a data folder with promoted models and a snapshot")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="build the demo data once per tree under KEEP/<tree> and reuse it (for compare.py)",
+    )
+    parser.add_argument(
+        "--stored-events",
+        action="store_true",
+        help="post the day's first stored events as they are (default: as new events just after the day)",
+    )
+    parser.add_argument(
+        "--predict-query",
+        default="",
+        help="appended to /predict's path, e.g. '?context=false' (the API's what-if scoring, where it has one)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
@@ -252,13 +317,16 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bankanom-api-bench-") as tmp:
-        data = args.data_dir or demo_data(Path(tmp))
+        data = args.data_dir or (kept_demo_data(args.keep) if args.keep else demo_data(Path(tmp)))
         con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
         day = con.execute("SELECT max(partition_date) FROM scored_events").fetchone()[0].isoformat()
         events = accepted_lines(con, day, 1000)
+        if not args.stored_events:
+            events = as_new(events, last_timestamp(con, day))
         con.close()
-        one = http_request("POST", "/predict", json.dumps({"events": events[:1]}).encode())
-        batch = http_request("POST", "/predict", json.dumps({"events": events}).encode())
+        predict = "/predict" + args.predict_query
+        one = http_request("POST", predict, json.dumps({"events": events[:1]}).encode())
+        batch = http_request("POST", predict, json.dumps({"events": events}).encode())
         incidents = http_request("GET", "/incidents")
         clients, seconds, rate = args.clients, args.seconds, args.rate
         scenarios = {
@@ -270,7 +338,8 @@ def main() -> None:
             "incidents_paced": lambda url: paced(url, clients, seconds, rate, incidents),
         }
         runs: dict[str, list[dict]] = {name: [] for name in scenarios}
-        env = {"BANKANOM_API_RATE_LIMIT": "1000000/second"}
+        # the ingest key is read only by an API with POST /events; an older one ignores it
+        env = {"BANKANOM_API_RATE_LIMIT": "1000000/second", "BANKANOM_INGEST_KEYS": "bench-ingest-key"}
         with running_api(data, KEY, Path(tmp) / "api.log", workers=args.workers, **env) as url:
             # untimed: every connection's first requests (the server prepares per-session state)
             asyncio.run(closed_loop(url, clients, 2.0, one))
@@ -294,6 +363,8 @@ def main() -> None:
             "clients": clients,
             "seconds": seconds,
             "rate": rate,
+            "predict_query": args.predict_query,
+            "stored_events": args.stored_events,
             "runs": runs,
             "median": medians,
         },
