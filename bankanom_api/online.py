@@ -41,7 +41,7 @@ import orjson
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.files import write_atomic
 from bankanom_pipeline.online.engine import OnlineEngine, TooLate
-from bankanom_pipeline.online.events import BadEvent, Event, to_micros
+from bankanom_pipeline.online.events import METRIC_INDEX, BadEvent, Event, to_micros
 from bankanom_pipeline.serving import snapshot as snapshots
 
 log = logging.getLogger("bankanom_api")
@@ -83,8 +83,15 @@ def as_event(event: LogEvent) -> Event:
         user_id=event.user_id,
         ip_address=event.ip_address,
         geo_location=event.geo_location,
-        metrics=event.metrics or None,
+        metrics=known_metrics(event.metrics),
     )
+
+
+def known_metrics(metrics: dict | None) -> dict | None:
+    """The metrics the features read (the SQL's fixed schema ignores the others): an unknown field may
+    hold any JSON value, such as an integer too large to journal, and would only be carried along."""
+    kept = {name: value for name, value in (metrics or {}).items() if name in METRIC_INDEX}
+    return kept or None
 
 
 def _line(event: Event) -> bytes:

@@ -13,11 +13,12 @@ import numpy as np
 import orjson
 import polars as pl
 
+from bankanom_api.online import known_metrics
 from bankanom_api.responses import repeated
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
-from bankanom_pipeline.detection.explain import furthest_from_normal
+from bankanom_pipeline.detection.explain import furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import IF, LOF, score_values
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
@@ -41,7 +42,7 @@ def events_frame(events: list[LogEvent]) -> pl.DataFrame:
             "user_id": [e.user_id for e in events],
             "ip_address": [e.ip_address for e in events],
             "geo_location": [e.geo_location for e in events],
-            "metrics": [orjson.dumps(e.metrics).decode() for e in events],
+            "metrics": [orjson.dumps(known_metrics(e.metrics) or {}).decode() for e in events],
         },
         schema_overrides={"ts": pl.Datetime("us")},
     )
@@ -94,10 +95,9 @@ class Predictor:
         explained = np.arange(len(event_ids)) if explain else np.flatnonzero(decision)
         top: list[list[dict]] = [[] for _ in event_ids]
         if len(explained):
-            rows = values[explained]
-            rows[np.isnan(rows)] = 0.0  # a missing feature is listed as 0, as the frame path lists it
-            frame = pl.DataFrame(rows, schema=columns, orient="row")
-            ranked = furthest_from_normal(frame, models.detectors, names, TOP_FEATURES, values=True)
+            ranked = furthest_from_normal_of(
+                values[explained], columns, models.detectors, names, TOP_FEATURES
+            )
             for i, features in zip(explained.tolist(), ranked.records(), strict=True):
                 top[i] = features
         columns_out = {

@@ -18,7 +18,8 @@ import pytest
 
 from bankanom_api.online import STATE, as_event
 from bankanom_api.schemas import LogEvent
-from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
+from bankanom_pipeline.detection.explain import furthest_from_normal, furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import score, score_values
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.serving import online_checkpoint
@@ -109,15 +110,22 @@ def test_each_outcome_is_answered_and_counted_in_metrics(tmp_path, world):
             "event_id": "late-2",
             "timestamp": (newest - dt.timedelta(days=2)).isoformat(),
         }
-        results = post(app, [late, too_late])["results"]
-        assert [r["outcome"] for r in results] == ["late", "too_late"]
+        # a field the features do not read may hold any JSON value (here an integer no journal line holds)
+        odd = {
+            **events[6],
+            "event_id": "odd-1",
+            "timestamp": events[-1]["timestamp"],
+            "metrics": {"x": 10**30},
+        }
+        results = post(app, [late, too_late, odd])["results"]
+        assert [r["outcome"] for r in results] == ["late", "too_late", "ingested"]
         assert "older than the newest" in results[1]["reason"]
         text = app.get("/metrics", headers=H).text
         counted = {
             c: metric(text, "bankanom_online_events_total", counter=c)
             for c in ("ingested", "duplicate", "late", "too_late")
         }
-        assert counted == {"ingested": 200, "duplicate": 3, "late": 1, "too_late": 1}
+        assert counted == {"ingested": 201, "duplicate": 3, "late": 1, "too_late": 1}
         users = {e["user_id"] for e in events if e.get("user_id")}
         services = {e["source_service"] for e in events}
         assert metric(text, "bankanom_online_events_total", counter="new_user") == len(users)
@@ -158,6 +166,12 @@ def test_the_numpy_path_scores_exactly_as_scoring_score(world):
         for field in ("isolation_forest", "local_outlier_factor", "ensemble", "is_anomaly"):
             np.testing.assert_array_equal(getattr(got, field), getattr(expected, field)[rows], err_msg=field)
     assert expected.is_anomaly.any() and not expected.is_anomaly.all()
+    # and the top features of the flagged, as the frame path ranks them (a missing value is a null there)
+    flagged = np.flatnonzero(expected.is_anomaly)
+    names = list(MODEL_NAMES)
+    by_frame = furthest_from_normal(frame[flagged].fill_nan(None), models.detectors, names, 5, values=True)
+    by_values = furthest_from_normal_of(values[flagged], list(FEATURES), models.detectors, names, 5)
+    assert by_values.records() == by_frame.records()
 
 
 def test_ingested_events_get_the_scores_of_their_point_in_time_features(tmp_path, world):

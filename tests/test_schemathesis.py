@@ -35,6 +35,8 @@ def test_schemathesis_finds_no_failure_with_every_check(world, tmp_path):
         # checks send requests without a key, which would otherwise throttle the fuzzer's address
         "BANKANOM_API_RATE_LIMIT": "100000/second",
         "BANKANOM_API_AUTH_FAILURE_LIMIT": "100000/second",
+        # the same key ingests too, so that POST /events is exercised beyond its 403
+        "BANKANOM_INGEST_KEYS": KEY,
     }
     with running_api(world, KEY, tmp_path / "api.log", **limits) as url:
         result = subprocess.run(

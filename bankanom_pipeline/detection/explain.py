@@ -63,15 +63,47 @@ def furthest_from_normal(
     """The ``n`` features read by any of ``models`` that deviate most from the training median (by
     absolute robust z), most deviating first, for each row of ``frame`` (``features_events`` or
     ``features_transactions`` columns). ``values``: also each feature's raw value and normal."""
+    space, columns, names = _read(detectors, models)
+    z = deviations(frame, detectors)[:, columns]
+    raw = frame.select(names.tolist()).fill_null(0).to_numpy() if values else None
+    return _ranked(space, columns, names, z, raw, n)
+
+
+def furthest_from_normal_of(
+    values: np.ndarray,
+    columns: Sequence[str],
+    detectors: Mapping[str, Detector],
+    models: Sequence[str],
+    n: int,
+) -> Ranking:
+    """``furthest_from_normal(..., values=True)`` of the rows of ``values`` (raw features, one column per
+    name of ``columns``, NaN = missing) without a frame (``FeatureSpace.matrix_of``): the same ranking,
+    for the API's single events."""
+    space, read, names = _read(detectors, models)
+    z = space.matrix_of(values, columns)[:, read]
+    position = {name: i for i, name in enumerate(columns)}
+    raw = np.asarray(values, dtype=np.float64)[:, [position[name] for name in names]]
+    raw[np.isnan(raw)] = 0.0  # a missing value is listed as 0, as the frame's nulls are
+    return _ranked(space, read, names, z, raw, n)
+
+
+def _read(
+    detectors: Mapping[str, Detector], models: Sequence[str]
+) -> tuple[FeatureSpace, list[int], np.ndarray]:
+    """The explaining space (the forest's: it holds every feature), the positions in it of the features
+    any of ``models`` reads, and their names."""
     space = detectors[IF].space
     read = set().union(*(detectors[m].input_features() for m in models))
     columns = [i for i, name in enumerate(space.names) if name in read]
-    names = np.asarray([space.names[i] for i in columns], dtype=object)
-    z = deviations(frame, detectors)[:, columns]
+    return space, columns, np.asarray([space.names[i] for i in columns], dtype=object)
+
+
+def _ranked(
+    space: FeatureSpace, columns: list[int], names: np.ndarray, z: np.ndarray, raw: np.ndarray | None, n: int
+) -> Ranking:
     order = rank(np.abs(z), n)
     picked = np.round(np.take_along_axis(z, order, axis=1), DEVIATION_DECIMALS)
-    if not values:
+    if raw is None:
         return Ranking(names[order], picked, None, None)
-    raw = frame.select(names.tolist()).fill_null(0).to_numpy()
     normal = normal_values(space)[columns]
     return Ranking(names[order], picked, np.take_along_axis(raw, order, axis=1), normal[order])
