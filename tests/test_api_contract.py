@@ -241,6 +241,9 @@ def test_every_status_a_route_answers_is_documented_with_its_body(client, empty,
         (client.get("/transactions"), "/transactions", "get", 401),
         (client.post("/models/predict", json=[]), "/models/predict", "post", 401),
         (client.get("/incidents", params={"severity": "Bad"}, headers=H), "/incidents", "get", 422),
+        # a reading key may not ingest; nobody may without a key
+        (client.post("/events", json={"events": [EXAMPLE_EVENT]}, headers=H), "/events", "post", 403),
+        (client.post("/events", json={"events": [EXAMPLE_EVENT]}), "/events", "post", 401),
     ]
     for response, path, method, status in answered:
         assert response.status_code == status, (path, response.text)
@@ -270,6 +273,12 @@ def test_with_nothing_loaded_a_bad_request_still_gets_its_own_answer_not_503(emp
             404,
         ),
         (empty.post("/predict", json={"events": [{}]}, headers=H), "/predict", "post", 422),
+        (
+            empty.post("/predict", params={"context": "maybe"}, json={"events": [EXAMPLE_EVENT]}, headers=H),
+            "/predict",
+            "post",
+            422,
+        ),
         (empty.post("/models/predict", json=[{}], headers=H), "/models/predict", "post", 422),
     ]
     for response, path, method, status in answered:
