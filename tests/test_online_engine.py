@@ -147,7 +147,11 @@ def test_checkpoint_round_trip(tmp_path):
     path = tmp_path / "state.ckpt"
     first.checkpoint(path)
     restored = OnlineEngine.restore(path)
-    assert [restored.ingest(x) for x in events[250:]] == expected[250:]
+    for x, want in zip(events[250:], expected[250:], strict=True):
+        got = restored.ingest(x)
+        assert got.status == want.status
+        # running float sums are rebuilt in another order of additions: equal to the last bits
+        assert got.features == pytest.approx(want.features, rel=1e-12, abs=1e-12)
     assert restored.counters == whole.counters
     data = path.read_bytes()
     path.write_bytes(data[:-20] + b"0" * 20)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import orjson
 
 from bankanom_pipeline.online.tracks import Track
-from bankanom_pipeline.online.windows import ServiceTrack
 
 if TYPE_CHECKING:
     from bankanom_pipeline.online.engine import OnlineEngine
@@ -99,15 +98,11 @@ def read(cls: type[OnlineEngine], path: Path) -> OnlineEngine:
         for kind, current in engine._kinds().items():
             saved = state["kinds"][kind]
             if isinstance(current, Track):
-                restored = Track.from_rows(len(current.cols), saved)
-                current.ts, current.eid, current.cols = restored.ts, restored.eid, restored.cols
+                current.load_rows(saved)
             else:
-                width = engine.track_width(kind)
-                kind_of = ServiceTrack if kind == "service" else Track
                 for key, rows in saved.items():
-                    track = current[key] = kind_of.from_rows(width, rows)
-                    if isinstance(track, ServiceTrack):
-                        track.restore_window()
+                    track = current[key] = engine.new_track(kind)
+                    track.load_rows(rows)
         engine._seen.update(engine._all.eid)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise CheckpointError(f"{path} has a malformed state: {error}") from None

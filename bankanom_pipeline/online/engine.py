@@ -24,7 +24,7 @@ from bankanom_pipeline.online.events import (
     template,
 )
 from bankanom_pipeline.online.tracks import Track
-from bankanom_pipeline.online.windows import ServiceTrack
+from bankanom_pipeline.online.windows import ServiceTrack, WindowedTrack
 
 # features_events' numeric feature columns, in its order
 FEATURES: tuple[str, ...] = (
@@ -103,11 +103,32 @@ SWEEP_EVERY = 6 * H1
 ENGINE_FEATURE_SET_VERSION = "d23aa018d0b5"
 
 # Payload columns of each kind of track (beside ts and event_id)
-_USER = ("ip", "country", "failed", "vpn", "records", "bytes", "log_amount", "lat", "lon")
+_USER = ("ip", "country", "failed", "vpn", "records", "bytes", "lat", "lon")
+_AMOUNT = ("log_amount", "log_amount_sq")  # a user's events with an amount
 _SESSION = ("ip",)
 _IP = ("user", "failed", "error")
 _NET = ("user", "ip", "failed")
 _SERVICE = ("error", "warn", "ip", "rt", "timeout", "error_rate", "cache", "lag", "rps", "files")
+# The running windows each kind keeps for in-order ingest: (span, summed columns, counted columns), by
+# payload column index. Their order is the order _compute reads them in.
+_WINDOWS = {
+    "user": (
+        (M10, (2, 4), ()),  # failed logins, records
+        (M30, (5,), ()),  # bytes out
+        (H1, (3,), (0, 1)),  # VPN; addresses, countries
+        (DAY, (), (0, 1)),  # addresses, countries
+    ),
+    "session": ((DAY, (), (0,)),),
+    "ip": ((M10, (1, 2), (0,)),),  # failed logins, errors; users
+    "network": ((M10, (2,), (0, 1)),),  # failed logins; users, addresses
+}
+_WIDTHS = {
+    "user": len(_USER),
+    "session": len(_SESSION),
+    "ip": len(_IP),
+    "network": len(_NET),
+    "service": len(_SERVICE),
+}
 
 _TWO_PI = 2 * math.pi
 _DEG = math.pi / 180.0
@@ -146,6 +167,7 @@ class OnlineEngine:
         self._quiet = Track(0)  # quiet events with a non-empty country
         self._quiet_country: dict[str, Track] = {}
         self._user: dict[str, Track] = {}
+        self._amount: dict[str, Track] = {}
         self._session: dict[str, Track] = {}
         self._ip: dict[str, Track] = {}
         self._net: dict[str, Track] = {}
@@ -234,15 +256,13 @@ class OnlineEngine:
     # ---------------------------------------------------------------- internals
 
     @staticmethod
-    def track_width(kind: str) -> int:
-        """The payload columns of a kind of track."""
-        return {
-            "user": len(_USER),
-            "session": 1,
-            "ip": len(_IP),
-            "network": len(_NET),
-            "service": len(_SERVICE),
-        }.get(kind, 0)
+    def new_track(kind: str) -> Track:
+        """An empty track of a kind of entity (``_kinds``' names)."""
+        if kind == "service":
+            return ServiceTrack(len(_SERVICE))
+        if kind in _WINDOWS:
+            return WindowedTrack(_WIDTHS[kind], _WINDOWS[kind])
+        return Track(len(_AMOUNT) if kind == "amount" else 0)
 
     def _kinds(self) -> dict[str, Track | dict[str, Track]]:
         return {
@@ -251,6 +271,7 @@ class OnlineEngine:
             "quiet": self._quiet,
             "quiet_country": self._quiet_country,
             "user": self._user,
+            "amount": self._amount,
             "session": self._session,
             "ip": self._ip,
             "network": self._net,
@@ -341,69 +362,104 @@ class OnlineEngine:
         out.extend(_metric_row(m))
 
         # -- user
-        track = self._user.get(user) if user is not None else None
-        ip_c = ip
         if user is None:
             out.extend((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0))
         else:
-            rec = m[17]
-            byt = m[18]
+            track = self._user.get(user)
             amount = m[9]
             x = None if amount is None else math.log(1 + amount)
+            vpn_i = 1 if vpn else 0
+            rec = 0.0 if m[17] is None else m[17]
+            byt = 0.0 if m[18] is None else m[18]
             if track is None:
-                ts = ()
-                hi = lo10 = lo30 = lo60 = lo24 = 0
-                cols = ((),) * len(_USER)
+                out.extend((1.0, float(failed_i)))
+                out.append(0.0 if ip is None else 1.0)
+                out.append(0.0 if country is None else 1.0)
+                out.extend((float(vpn_i), rec, byt, 1.0, 1.0))
+                lo24 = hi = 0
+            elif live:
+                w10, w30, w60, w24 = track.slide(t)
+                hi = len(track.ts)
+                lo24 = w24.lo
+                out.append(float(hi - w10.lo + 1))
+                out.append(float(w10.sums[0] + failed_i))
+                ips, countries = w60.counters
+                out.append(float(len(ips) - (None in ips) + (ip is not None and ip not in ips)))
+                out.append(
+                    float(
+                        len(countries)
+                        - (None in countries)
+                        + (country is not None and country not in countries)
+                    )
+                )
+                out.append(float(w60.sums[0] + vpn_i))
+                out.append(w10.total(track, 1) + rec)
+                out.append(w30.total(track, 0) + byt)
+                n24 = hi - lo24 + 1
+                ips, countries = w24.counters
+                out.append((countries.get(country, 0) + 1) / n24)
+                out.append((ips.get(ip, 0) + 1) / n24)
             else:
                 ts = track.ts
-                hi = hi_of(track)
-                head = track.head
-                lo24 = bisect_left(ts, bound_day, head, hi)
+                hi = len(ts) if in_order else track.upper(t, eid)
+                lo24 = bisect_left(ts, bound_day, track.head, hi)
                 lo60 = bisect_left(ts, t - H1, lo24, hi)
                 lo30 = bisect_left(ts, t - M30, lo60, hi)
                 lo10 = bisect_left(ts, t - M10, lo30, hi)
-                cols = track.cols
-            c_ip, c_country, c_failed, c_vpn, c_rec, c_bytes, c_amount, c_lat, c_lon = cols
-            out.append(float(hi - lo10 + 1))
-            out.append(float(sum(c_failed[lo10:hi]) + failed_i))
-            ips = set(c_ip[lo60:hi])
-            ips.add(ip_c)
-            ips.discard(None)
-            out.append(float(len(ips)))
-            countries = set(c_country[lo60:hi])
-            countries.add(country)
-            countries.discard(None)
-            out.append(float(len(countries)))
-            out.append(float(sum(c_vpn[lo60:hi]) + (1 if vpn else 0)))
-            out.append(_sum_with(c_rec[lo10:hi], rec))
-            out.append(_sum_with(c_bytes[lo30:hi], byt))
-            n24 = hi - lo24 + 1
-            out.append((c_country[lo24:hi].count(country) + 1) / n24)
-            out.append((c_ip[lo24:hi].count(ip_c) + 1) / n24)
+                c = track.cols
+                out.append(float(hi - lo10 + 1))
+                out.append(float(sum(c[2][lo10:hi]) + failed_i))
+                ips = set(c[0][lo60:hi])
+                ips.add(ip)
+                ips.discard(None)
+                out.append(float(len(ips)))
+                countries = set(c[1][lo60:hi])
+                countries.add(country)
+                countries.discard(None)
+                out.append(float(len(countries)))
+                out.append(float(sum(c[3][lo60:hi]) + vpn_i))
+                out.append(sum(c[4][lo10:hi]) + rec)
+                out.append(sum(c[5][lo30:hi]) + byt)
+                n24 = hi - lo24 + 1
+                out.append((c[1][lo24:hi].count(country) + 1) / n24)
+                out.append((c[0][lo24:hi].count(ip) + 1) / n24)
             # session (24 h): distinct addresses among the session's events
             if ses is None:
                 out.append(0.0)
             else:
                 strack = self._session.get(ses)
                 if strack is None:
-                    n_ips = 0 if ip_c is None else 1
+                    out.append(0.0 if ip is None else 1.0)
+                elif live:
+                    (w,) = strack.slide(t)
+                    sips = w.counters[0]
+                    out.append(float(len(sips) - (None in sips) + (ip is not None and ip not in sips)))
                 else:
-                    shi = hi_of(strack)
+                    shi = len(strack.ts) if in_order else strack.upper(t, eid)
                     slo = bisect_left(strack.ts, bound_day, strack.head, shi)
                     sips = set(strack.cols[0][slo:shi])
-                    sips.add(ip_c)
+                    sips.add(ip)
                     sips.discard(None)
-                    n_ips = len(sips)
-                out.append(float(n_ips))
-            out.append(_amount_z(x, c_amount[lo24:hi]))
+                    out.append(float(len(sips)))
+            # the amount against the user's earlier amounts of the last 24 h
+            atrack = None if x is None else self._amount.get(user)
+            z = 0.0
+            if atrack is not None:
+                ahi = len(atrack.ts) if in_order else atrack.upper(t, eid)
+                alo = bisect_left(atrack.ts, bound_day, atrack.head, ahi)
+                if ahi - alo >= 3:
+                    c = atrack.cols
+                    z = _amount_z(x, ahi - alo, sum(c[0][alo:ahi]), sum(c[1][alo:ahi]))
+            out.append(z)
             # travel from the latest earlier located event within 24 h
             km = speed = 0.0
-            if located is not None:
+            if located is not None and track is not None:
+                c_lat = track.cols[6]
                 for i in range(hi - 1, lo24 - 1, -1):
                     plat = c_lat[i]
                     if plat is not None:
                         lat, lon = located
-                        plon = c_lon[i]
+                        plon = track.cols[7][i]
                         km = (
                             2
                             * 6371
@@ -416,7 +472,7 @@ class OnlineEngine:
                                 )
                             )
                         )
-                        speed = km / max((t - ts[i]) / 1e6 / 3600.0, 1 / 60.0)
+                        speed = km / max((t - track.ts[i]) / 1e6 / 3600.0, 1 / 60.0)
                         break
             out.append(km)
             out.append(speed)
@@ -425,11 +481,19 @@ class OnlineEngine:
         if ip is None:
             out.extend((0.0,) * 7)
         else:
+            error_i = 1 if level >= 3 else 0
             track = self._ip.get(ip)
             if track is None:
-                out.extend((1.0, 0.0 if user is None else 1.0, float(failed_i), 1.0 if level >= 3 else 0.0))
+                out.extend((1.0, 0.0 if user is None else 1.0, float(failed_i), float(error_i)))
+            elif live:
+                (w,) = track.slide(t)
+                users = w.counters[0]
+                out.append(float(len(track.ts) - w.lo + 1))
+                out.append(float(len(users) - (None in users) + (user is not None and user not in users)))
+                out.append(float(w.sums[0] + failed_i))
+                out.append(float(w.sums[1] + error_i))
             else:
-                hi = hi_of(track)
+                hi = len(track.ts) if in_order else track.upper(t, eid)
                 lo = bisect_left(track.ts, t - M10, track.head, hi)
                 c_user, c_failed, c_error = track.cols
                 users = set(c_user[lo:hi])
@@ -438,12 +502,18 @@ class OnlineEngine:
                 out.append(float(hi - lo + 1))
                 out.append(float(len(users)))
                 out.append(float(sum(c_failed[lo:hi]) + failed_i))
-                out.append(float(sum(c_error[lo:hi]) + (1 if level >= 3 else 0)))
+                out.append(float(sum(c_error[lo:hi]) + error_i))
             track = self._net.get(net)
             if track is None:
                 out.extend((0.0 if user is None else 1.0, 1.0, float(failed_i)))
+            elif live:
+                (w,) = track.slide(t)
+                users, ips = w.counters
+                out.append(float(len(users) - (None in users) + (user is not None and user not in users)))
+                out.append(float(len(ips) + (ip not in ips)))
+                out.append(float(w.sums[0] + failed_i))
             else:
-                hi = hi_of(track)
+                hi = len(track.ts) if in_order else track.upper(t, eid)
                 lo = bisect_left(track.ts, t - M10, track.head, hi)
                 c_user, c_ip, c_failed = track.cols
                 users = set(c_user[lo:hi])
@@ -529,24 +599,38 @@ class OnlineEngine:
         t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
         failed_i = 1 if failed else 0
         error_i = 1 if level >= 3 else 0
-        rows = [(self._all, ())]
+        plain = [self._all]
         track = self._template.get(tpl)
         if track is None:
             track = self._template[tpl] = Track(0)
-        rows.append((track, ()))
+        plain.append(track)
         if level <= 1 and country:
-            rows.append((self._quiet, ()))
+            plain.append(self._quiet)
             track = self._quiet_country.get(country)
             if track is None:
                 track = self._quiet_country[country] = Track(0)
-            rows.append((track, ()))
+            plain.append(track)
+        for track in plain:
+            if in_order:
+                track.ts.append(t)
+                track.eid.append(eid)
+            else:
+                track.insert(track.upper(t, eid), t, eid, ())
+        rows: list[tuple[Track, tuple]] = []
+        new = self.new_track
         if user is not None:
             track = self._user.get(user)
             if track is None:
-                track = self._user[user] = Track(len(_USER))
+                track = self._user[user] = new("user")
                 self.counters["new_user"] += 1
             lat, lon = located if located is not None else (None, None)
             amount = m[9]
+            if amount is not None:
+                la = math.log(1 + amount)
+                track_a = self._amount.get(user)
+                if track_a is None:
+                    track_a = self._amount[user] = Track(len(_AMOUNT))
+                rows.append((track_a, (la, la * la)))
             rows.append(
                 (
                     track,
@@ -557,7 +641,6 @@ class OnlineEngine:
                         1 if vpn else 0,
                         0.0 if m[17] is None else m[17],
                         0.0 if m[18] is None else m[18],
-                        None if amount is None else math.log(1 + amount),
                         lat,
                         lon,
                     ),
@@ -566,39 +649,38 @@ class OnlineEngine:
             if ses is not None:
                 track = self._session.get(ses)
                 if track is None:
-                    track = self._session[ses] = Track(len(_SESSION))
+                    track = self._session[ses] = new("session")
                 rows.append((track, (ip,)))
         if ip is not None:
             track = self._ip.get(ip)
             if track is None:
-                track = self._ip[ip] = Track(len(_IP))
+                track = self._ip[ip] = new("ip")
                 self.counters["new_ip"] += 1
             rows.append((track, (user, failed_i, error_i)))
             track = self._net.get(net)
             if track is None:
-                track = self._net[net] = Track(len(_NET))
+                track = self._net[net] = new("network")
             rows.append((track, (user, ip, failed_i)))
+        track = self._service.get(service)
+        if track is None:
+            track = self._service[service] = new("service")
+            self.counters["new_service"] += 1
+        rows.append(
+            (track, (error_i, 1 if level == 2 else 0, ip, m[0], m[3], m[2], m[15], m[14], m[1], m[21]))
+        )
         if in_order:
             for track, values in rows:
+                at = len(track.ts)
                 track.ts.append(t)
                 track.eid.append(eid)
-                for col, value in zip(track.cols, values):  # noqa: B905 - widths fixed per kind
+                for col, value in zip(track.cols, values):  # noqa: B905 - the kind's width
                     col.append(value)
+                track.add(at)
         else:
             for track, values in rows:
-                track.insert(track.upper(t, eid), t, eid, values)
-        svc = self._service.get(service)
-        if svc is None:
-            svc = self._service[service] = ServiceTrack(len(_SERVICE))
-            self.counters["new_service"] += 1
-        at = len(svc.ts) if in_order else svc.upper(t, eid)
-        svc.insert(
-            at,
-            t,
-            eid,
-            (error_i, 1 if level == 2 else 0, ip, m[0], m[3], m[2], m[15], m[14], m[1], m[21]),
-        )
-        svc.add(at)
+                at = track.upper(t, eid)
+                track.insert(at, t, eid, values)
+                track.add(at)
         self._seen.add(eid)
         hwm = self._hwm
         bound = (hwm[0] if hwm is not None and hwm[0] > t else t) - self._retention
@@ -653,14 +735,6 @@ def _metric_row(m: list) -> list[float]:
     ]
 
 
-def _sum_with(values: list[float], own: float | None) -> float:
-    # NULLs are stored as 0.0: the sum is the same, and all-NULL gives the SQL's coalesce(…, 0)
-    total = 0.0
-    for v in values:
-        total += v
-    return total + (0.0 if own is None else own)
-
-
 def _extreme(pick, values: list, own: float | None) -> float | None:
     present = [v for v in values if v is not None]
     if own is not None:
@@ -692,19 +766,9 @@ def _pick(pick, current: float | None, own: float | None) -> float | None:
     return current if own is None else pick(current, own)
 
 
-def _amount_z(x: float | None, earlier: list) -> float:
-    """z of ``x`` against the earlier amounts (the SQL's sums of the window less the current row)."""
-    if x is None:
-        return 0.0
-    n = 0
-    s = ss = 0.0
-    for v in earlier:
-        if v is not None:
-            n += 1
-            s += v
-            ss += v * v
-    if n < 3:
-        return 0.0
+def _amount_z(x: float, n: int, s: float, ss: float) -> float:
+    """z of ``x`` against ``n`` earlier amounts of sum ``s`` and sum of squares ``ss``: the SQL's window
+    sums (the current row included) less the current row, sample variance floored at 0."""
     s = (s + x) - x
     ss = (ss + x * x) - x * x
     var = (ss - s * s / n) / (n - 1)

@@ -72,17 +72,24 @@ class Track:
         head = self.head
         return [self.ts[head:], self.eid[head:], *(col[head:] for col in self.cols)]
 
-    @classmethod
-    def from_rows(cls, width: int, rows: list[list]) -> Track:
+    def load_rows(self, rows: list[list]) -> None:
+        """Fill an empty track from ``rows`` (as ``rows()`` gives them), rebuilding any running windows."""
+        width = len(self.cols)
         if len(rows) != width + 2 or any(len(col) != len(rows[0]) for col in rows):
             raise ValueError("a track's columns have different lengths or the wrong count")
         if any(a > b for a, b in pairwise(rows[0])):
             raise ValueError("a track's times are not in order")
-        track = cls(width)
-        track.ts = list(rows[0])
-        track.eid = list(rows[1])
-        track.cols = tuple(list(col) for col in rows[2:])
-        return track
+        self.ts = list(rows[0])
+        self.eid = list(rows[1])
+        self.cols = tuple(list(col) for col in rows[2:])
+        self.head = 0
+        self.restore_window()
+
+    def add(self, at: int) -> None:
+        """Count the event just inserted at ``at`` in running windows (none here)."""
+
+    def restore_window(self) -> None:
+        """Rebuild running windows from the lists (none here)."""
 
     def nbytes(self) -> int:
         """Approximate bytes of the lists (pointers and the int/float objects; shared strings not counted)."""

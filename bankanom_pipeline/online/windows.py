@@ -107,3 +107,134 @@ class ServiceTrack(Track):
             self.add(i)
         if len(self.ts) > self.head:
             self.advance(self.ts[-1] - 60_000_000)
+
+
+class Window:
+    """One trailing window of a track as running aggregates: sums of some columns and, for others, the
+    count of each value (distinct counts and shares). Covers the track's events at ``lo:``.
+
+    A running float sum that adds and subtracts keeps the rounding of every value that ever passed
+    through it, which after a large value has left can dwarf what the window holds. So a sum is kept
+    running only while every value in the window is a whole number (then it is exact below 2**53); a
+    window holding another value is summed from its slice (``total``)."""
+
+    __slots__ = ("bound", "counter_cols", "counters", "fractional", "lo", "span", "sum_cols", "sums")
+
+    def __init__(self, span: int, sum_cols: tuple[int, ...], counter_cols: tuple[int, ...]):
+        self.span = span
+        self.sum_cols = sum_cols
+        self.counter_cols = counter_cols
+        self.lo = 0
+        self.bound = -(2**62)
+        self.sums = [0] * len(sum_cols)
+        self.fractional = [0] * len(sum_cols)  # values in the window that are not whole numbers
+        self.counters: list[dict] = [{} for _ in counter_cols]
+
+    def total(self, track: Track, i: int) -> float:
+        """The window's sum of its ``i``-th summed column."""
+        if self.fractional[i]:
+            return sum(track.cols[self.sum_cols[i]][self.lo :])
+        return self.sums[i]
+
+    def advance(self, track: Track, bound: int) -> None:
+        self.bound = bound
+        lo = self.lo
+        ts = track.ts
+        end = bisect_left(ts, bound, lo)
+        if end == lo:
+            return
+        cols = track.cols
+        if end == len(ts):
+            # empty: exact zeros
+            self.sums = [0] * len(self.sum_cols)
+            self.fractional = [0] * len(self.sum_cols)
+            self.counters = [{} for _ in self.counter_cols]
+        else:
+            sums = self.sums
+            fractional = self.fractional
+            for i, k in enumerate(self.sum_cols):
+                leaving = cols[k][lo:end]
+                sums[i] -= sum(leaving)
+                if fractional[i]:
+                    fractional[i] -= sum(1 for v in leaving if v.__class__ is float and not v.is_integer())
+                    if not fractional[i]:
+                        # whole numbers only again: restart the running sum exactly from them
+                        sums[i] = sum(cols[k][end:])
+            for counter, k in zip(self.counters, self.counter_cols, strict=True):
+                for v in cols[k][lo:end]:
+                    left = counter[v] - 1
+                    if left:
+                        counter[v] = left
+                    else:
+                        del counter[v]
+        self.lo = end
+
+    def add(self, track: Track, at: int) -> None:
+        if track.ts[at] < self.bound:
+            self.lo += 1
+            return
+        cols = track.cols
+        if self.sum_cols:
+            sums = self.sums
+            for i, k in enumerate(self.sum_cols):
+                v = cols[k][at]
+                sums[i] += v
+                if v.__class__ is float and not v.is_integer():
+                    self.fractional[i] += 1
+        if self.counter_cols:
+            for counter, k in zip(self.counters, self.counter_cols):  # noqa: B905 - same length
+                v = cols[k][at]
+                counter[v] = counter.get(v, 0) + 1
+
+    def reset(self, track: Track) -> None:
+        """Rebuild from the lists: the window of the track's newest event."""
+        self.lo = track.head
+        self.bound = -(2**62)
+        self.sums = [0] * len(self.sum_cols)
+        self.fractional = [0] * len(self.sum_cols)
+        self.counters = [{} for _ in self.counter_cols]
+        for i in range(track.head, len(track.ts)):
+            self.add(track, i)
+        if len(track.ts) > track.head:
+            self.advance(track, track.ts[-1] - self.span)
+
+
+class WindowedTrack(Track):
+    """A track with running trailing windows (``Window``) for in-order ingest."""
+
+    __slots__ = ("windows",)
+
+    def __init__(self, width: int, spec: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]):
+        super().__init__(width)
+        self.windows = tuple(Window(*s) for s in spec)
+
+    def slide(self, t: int) -> tuple[Window, ...]:
+        """The windows, each advanced to end at ``t``."""
+        ts = self.ts
+        n = len(ts)
+        for w in self.windows:
+            bound = t - w.span
+            lo = w.lo
+            if lo < n and ts[lo] < bound:
+                w.advance(self, bound)
+            else:
+                w.bound = bound
+        return self.windows
+
+    def add(self, at: int) -> None:
+        for w in self.windows:
+            w.add(self, at)
+
+    def expire(self, bound: int) -> list[str]:
+        for w in self.windows:
+            if bound > w.bound:
+                w.advance(self, bound)
+        return super().expire(bound)
+
+    def _shift(self, n: int) -> None:
+        for w in self.windows:
+            w.lo -= n
+
+    def restore_window(self) -> None:
+        for w in self.windows:
+            w.reset(self)
