@@ -193,7 +193,7 @@ class SnapshotPublisher:
     def verified_checkpoint(self, pointer: dict) -> Path:
         """The online checkpoint ``pointer`` names, once its sha256 matches; SnapshotError otherwise."""
         entry = pointer.get("checkpoint") or {}
-        return self._verified(str(entry.get("file", "")), CHECKPOINTS, entry.get("sha256"))
+        return self._verified(str(entry.get("file", "")), CHECKPOINTS, entry.get("sha256"), "checkpoint")
 
     def current(self) -> dict | None:
         """The pointer to the current snapshot, or None before the first publication."""
@@ -204,12 +204,12 @@ class SnapshotPublisher:
         """The file ``pointer`` names, once its sha256 matches the one recorded at publication;
         SnapshotError otherwise. A pointer from before checksums were recorded has none to check (the
         file is used as is)."""
-        return self._verified(str(pointer.get("file", "")), PATTERN, pointer.get("sha256"))
+        return self._verified(str(pointer.get("file", "")), PATTERN, pointer.get("sha256"), "snapshot")
 
-    def _verified(self, name: str, pattern: str, expected: str | None) -> Path:
+    def _verified(self, name: str, pattern: str, expected: str | None, kind: str) -> Path:
         path = self.root / name
         if path.parent != self.root or not path.match(pattern):
-            raise SnapshotError(f"{name!r} is not a {pattern} file of {self.root}: refused")
+            raise SnapshotError(f"{name!r} is not a {kind} file of {self.root}: refused")
         if not path.exists():
             raise SnapshotError(f"{name} is missing")
         if expected is not None and (actual := sha256(path)) != expected:
