@@ -41,7 +41,7 @@ import orjson
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.files import write_atomic
 from bankanom_pipeline.online.engine import OnlineEngine, TooLate
-from bankanom_pipeline.online.events import METRIC_INDEX, BadEvent, Event, to_micros
+from bankanom_pipeline.online.events import METRIC_INDEX, BadEvent, Event, from_micros, to_micros
 from bankanom_pipeline.serving import snapshot as snapshots
 
 log = logging.getLogger("bankanom_api")
@@ -258,6 +258,21 @@ class OnlineState:
 
     def counters(self) -> dict[str, int]:
         return dict(self.engine.counters)
+
+    def describe(self) -> dict:
+        """What /ready says about the state."""
+        with self._engine_lock:
+            mark = self.engine.high_water_mark
+            counters = dict(self.engine.counters)
+        return {
+            "restored_from": self.restored_from,
+            "feature_set_version": self.engine.FEATURE_SET_VERSION,
+            "ingesting": self.owner,
+            "high_water": None
+            if mark is None
+            else {"ts": from_micros(mark[0]).isoformat() + "Z", "event_id": mark[1]},
+            "counters": counters,
+        }
 
     def _checkpoint(self) -> None:
         """With both locks held: checkpoint the state as of the end of the current journal file, begin the

@@ -264,6 +264,10 @@ class Ready(BaseModel):
     ready: bool
     models: dict[str, dict[str, Any]]
     snapshot: dict[str, Any] | None
+    online: dict[str, Any] = Field(
+        description="the online state: what it was restored from, its feature set, its newest event "
+        "(high_water: time and event_id; null before the first) and its counters"
+    )
     problems: list[str]
 
 

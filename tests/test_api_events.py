@@ -221,7 +221,9 @@ def test_a_restart_loses_nothing_and_gives_the_same_state(tmp_path, world):
         # a crash: the folder as it is now, without the shutdown's checkpoint
         shutil.copytree(restarted / "online", tmp_path / "crashed" / "online")
     with client(restarted, checkpoint_events=1000) as app:  # a clean restart
-        assert "its own checkpoint" in app.app.state.online.restored_from
+        online = app.get("/ready", headers=H).json()["online"]
+        assert "its own checkpoint" in online["restored_from"] and online["ingesting"] is True
+        assert online["high_water"]["event_id"] == events[half - 1]["event_id"]
         post(app, events[half:])
         np.testing.assert_array_equal(peek(app, probes), expected)
         assert app.app.state.online.counters() == counters
@@ -295,3 +297,24 @@ def test_the_snapshots_checkpoint_starts_the_state_then_the_journal_is_reapplied
     shutil.copytree(tmp_path / "snapshots", tmp_path / "damaged" / "snapshots")
     with client(tmp_path / "damaged") as app:
         assert app.app.state.online.restored_from.startswith("nothing")
+
+
+def test_a_publication_without_a_checkpoint_keeps_the_days_and_old_ones_are_pruned(tmp_path, world):
+    first, _, _ = world
+    con = _validated_logs(first, TRAIN_DAY)
+    day = dt.date.fromisoformat(TRAIN_DAY)
+    publisher = SnapshotPublisher(tmp_path, keep=2)
+    built = [
+        publisher.publish(con, day, 1, checkpoint=lambda p: online_checkpoint.build(con, day, p))
+        for _ in range(3)
+    ]
+    kept = publisher.publish(con, day, 1)  # transaction_snapshot: the same day, no checkpoint of its own
+    assert kept["checkpoint"] == built[-1]["checkpoint"]
+    assert publisher.verified_checkpoint(kept) == tmp_path / kept["checkpoint"]["file"]
+    assert len(list(tmp_path.glob("checkpoint-*.ckpt"))) == 2  # pruned like the snapshots, never the current
+    later = publisher.publish(
+        con, day + dt.timedelta(days=1), 1
+    )  # another day: that checkpoint is not its state
+    assert "checkpoint" not in later
+    nothing = duckdb.connect()
+    assert online_checkpoint.build(nothing, day, tmp_path / "none.ckpt") is None  # no validated_logs

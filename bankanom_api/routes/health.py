@@ -6,7 +6,7 @@ import datetime as dt
 
 from fastapi import APIRouter, Response, status
 
-from bankanom_api.deps import API_KEY, State
+from bankanom_api.deps import API_KEY, Online, State
 from bankanom_api.responses import AUTH
 from bankanom_api.schemas import Health, Ready
 from bankanom_api.state import Models, Snapshot
@@ -24,9 +24,9 @@ def health() -> Health:
     response_model=Ready,
     dependencies=[API_KEY],
     responses={**AUTH, 503: {"model": Ready, "description": "not ready (body says why)"}},
-    summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages",
+    summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages; the online state",
 )
-def ready(response: Response, state: State) -> Ready:
+def ready(response: Response, state: State, online: Online) -> Ready:
     models, snap = state.models, state.snapshot
     now = dt.datetime.now(dt.UTC)
     problems = [f"{kind}: {error}" for kind, error in state.errors.items()]
@@ -38,6 +38,7 @@ def ready(response: Response, state: State) -> Ready:
         ready=models is not None and snap is not None,
         models=_model_ages(models, now),
         snapshot=None if snap is None else _snapshot_age(snap, now),
+        online=online.describe(),
         problems=problems,
     )
     if not body.ready:
