@@ -7,6 +7,10 @@ these models only have to be real detectors over the engine's features."""
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,3 +79,14 @@ def trained_models(events: list[dict]) -> Models:
             "feature_set_version": OnlineEngine.FEATURE_SET_VERSION,
         }
     return Models(detectors, manifests, time.time())
+
+
+@functools.lru_cache(maxsize=1)
+def built() -> tuple[list[dict], list[dict], Models]:
+    """Both days' accepted lines in order and the models trained on the first, built once per test
+    process (both test modules use them, read-only)."""
+    root = Path(tempfile.mkdtemp(prefix="online-world-"))
+    atexit.register(shutil.rmtree, root, True)
+    landing = generate(root)
+    first, second = landed(landing, TRAIN_DAY), landed(landing, DAY)
+    return first, second, trained_models(first)

@@ -26,7 +26,7 @@ from bankanom_pipeline.serving import online_checkpoint
 from bankanom_pipeline.serving.snapshot import SnapshotPublisher
 from tests import online_world
 from tests.api_server import api_client
-from tests.tiny_platform import DAY, TRAIN_DAY
+from tests.tiny_platform import TRAIN_DAY
 
 KEY, INGEST = "reader-key", "ingest-key"
 H, HI = {"X-API-Key": KEY}, {"X-API-Key": INGEST}
@@ -34,11 +34,9 @@ UNLIMITED = "100000/second"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """The two days' accepted lines, in order, and models trained on the first."""
-    landing = online_world.generate(tmp_path_factory.mktemp("online-world"))
-    first, second = online_world.landed(landing, TRAIN_DAY), online_world.landed(landing, DAY)
-    return first, second, online_world.trained_models(first)
+def world():
+    """The two days' accepted lines, in order, and models trained on the first (online_world.built)."""
+    return online_world.built()
 
 
 @contextmanager

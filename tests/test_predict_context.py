@@ -59,10 +59,9 @@ def in_order(events: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    landing = online_world.generate(tmp_path_factory.mktemp("context-world"))
-    first, second = online_world.landed(landing, TRAIN_DAY), online_world.landed(landing, DAY)
-    return first, second, online_world.trained_models(first)
+def world():
+    """The two days' accepted lines, in order, and models trained on the first (online_world.built)."""
+    return online_world.built()
 
 
 def _attack(events: list[dict], scenario: str) -> list[int]:
