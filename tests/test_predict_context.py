@@ -7,6 +7,8 @@ attack's context, and predicting never changes the state."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import shutil
 from contextlib import contextmanager
 
@@ -222,3 +224,21 @@ def test_the_published_checkpoint_holds_the_days_state(tmp_path, scored_day):
     with client(tmp_path / "served") as served:
         assert "snapshot's checkpoint" in served.app.state.online.restored_from
         np.testing.assert_array_equal(served.app.state.online.peek(probes), expected)
+
+
+def test_the_consoles_event_form_scores_in_context_too(tmp_path, world):
+    first, second, models = world
+    with client(tmp_path, models) as app:
+        ingest(app, first + second[:100])
+        flagged = [p for p in predict(app, second[100:400]) if p["is_anomaly"]]
+        expected = flagged[0]
+        event = next(e for e in second if e["event_id"] == expected["event_id"])
+        form = app.get("/console/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        login = app.post("/console/login", data={"csrf": csrf, "api_key": KEY}, follow_redirects=False)
+        assert login.status_code == 303
+        csrf = re.search(r'name="csrf" value="([^"]+)"', app.get("/console/predict").text).group(1)
+        page = app.post("/console/predict/event", data={"csrf": csrf, "event": json.dumps(event)})
+    assert page.status_code == 200 and 'id="event-result"' in page.text, page.text[-3000:]
+    assert "Decision: anomalous" in page.text
+    assert all(f["feature"] in page.text for f in expected["top_features"])

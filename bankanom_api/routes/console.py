@@ -39,10 +39,13 @@ from bankanom_api.deps import (
     Keys,
     LoginLimiter,
     LogPredictor,
+    Online,
     Scorer,
     Settings,
     State,
+    feature_set_mismatch,
 )
+from bankanom_api.online import OutOfContext, as_event
 from bankanom_api.responses import as_dicts
 from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT
@@ -322,7 +325,7 @@ def predict_transaction(
 
 @router.post("/predict/event")
 def predict_event(
-    request: Request, who: ConsoleSession, fields: Form, state: State, predictor: LogPredictor
+    request: Request, who: ConsoleSession, fields: Form, state: State, predictor: LogPredictor, online: Online
 ) -> HTMLResponse:
     check_csrf(who.csrf, fields)
     text = fields.get("event", "")
@@ -333,7 +336,14 @@ def predict_event(
     if models is None:
         problems = [state.unavailable("models", "no promoted log models yet")]
         return _predict_page(request, state, 503, event_text=text, event_errors=problems)
-    result = predictor.predict([posted], models, None)[0]  # one event: no duplicate ids
+    mismatch = feature_set_mismatch(models, online.engine.FEATURE_SET_VERSION)
+    if mismatch:
+        return _predict_page(request, state, 503, event_text=text, event_errors=[mismatch])
+    try:  # scored in its context, as POST /predict scores it; explained whether flagged or not
+        values = online.peek([as_event(posted)])
+    except OutOfContext as error:
+        return _predict_page(request, state, 422, event_text=text, event_errors=[error.detail["msg"]])
+    result = predictor.predict([posted.event_id], values, list(online.engine.FEATURES), models, None, True)[0]
     result["versions"] = models.versions
     return _predict_page(request, state, event_text=text, event_result=result)
 
