@@ -21,8 +21,9 @@ counters exactly; after the snapshot's, every journal file left, whose events th
 holds come back as duplicates (not counted again) and the rest are ingested.
 
 The engine is not safe for concurrent use: one lock guards it, held for an ingest or a peek (micro- to
-milliseconds); a second lock keeps the journal's order the engine's order, held over the fsync, which
-predictions do not wait for.
+milliseconds); a second lock keeps the journal's order the engine's order, held over the fsync and while
+a checkpoint is written (nothing ingests then, so the state does not change under it), which predictions
+do not wait for.
 """
 
 from __future__ import annotations
@@ -238,9 +239,11 @@ class OnlineState:
             os.fsync(self._journal.fileno())
             with self._engine_lock:
                 outcomes = [self.engine.ingest(e) for e in events]
-                self._since_checkpoint += len(events)
-                if self._since_checkpoint >= self.checkpoint_events:
-                    self._checkpoint()
+            self._since_checkpoint += len(events)
+            if self._since_checkpoint >= self.checkpoint_events:
+                # with the journal's lock alone: nothing ingests meanwhile, so the state is a consistent
+                # cut, and predictions (which only read it) go on while it is written
+                self._checkpoint()
         return outcomes
 
     def peek(self, events: list[Event]) -> np.ndarray:
@@ -275,7 +278,7 @@ class OnlineState:
         }
 
     def _checkpoint(self) -> None:
-        """With both locks held: checkpoint the state as of the end of the current journal file, begin the
+        """With the journal's lock held: checkpoint the state as of the end of the current journal file, begin the
         next file and delete what the checkpoint covers."""
         number = self._journal_number + 1
         name = _CHECKPOINT.format(number)
