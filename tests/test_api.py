@@ -476,7 +476,8 @@ def test_readme_curl_examples_work(api, world, tmp_path):
     incident = api.get("/incidents", params={"limit": 1}, headers=H).json()["items"][0]["incident_id"]
     (tmp_path / "data").symlink_to(world)
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    with running_api(world, KEY, tmp_path / "api.log", BANKANOM_API_MAX_BATCH=str(MAX_BATCH)) as url:
+    limits = {"BANKANOM_API_MAX_BATCH": str(MAX_BATCH), "BANKANOM_INGEST_KEYS": "ingest-me"}
+    with running_api(world, KEY, tmp_path / "api.log", **limits) as url:
         script = (
             (f'set -euo pipefail\nK="X-API-Key: {KEY}"' + block.replace("curl -s ", "curl -sf "))
             .replace("http://127.0.0.1:8080", url)
@@ -486,5 +487,5 @@ def test_readme_curl_examples_work(api, world, tmp_path):
             ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert script.count("curl -sf") == 10
+    assert script.count("curl -sf") == 12
     assert '"predictions"' in result.stdout and "bankanom_api_requests_total" in result.stdout
