@@ -164,8 +164,8 @@ class OnlineState:
             journal = [(n, p) for n, p in journal if n >= covered]
         replayed = self._replay(journal, dedup=kind == "the snapshot's checkpoint")
         log.info("online state restored from %s; %d journal events re-applied", self.restored_from, replayed)
-        if self.owner:
-            self._journal_number = max([covered, *(n for n, _ in journal)], default=0)
+        if self.owner:  # a file of its own: the last one may end in a line a crash cut short
+            self._journal_number = max([covered, *(n for n, _ in journal)], default=0) + 1
             self._open_journal()
 
     def stop(self) -> None:

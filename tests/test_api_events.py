@@ -216,8 +216,12 @@ def test_a_restart_loses_nothing_and_gives_the_same_state(tmp_path, world):
         for start in range(0, half, 700):
             post(app, events[start : min(start + 700, half)])
         assert (restarted / "online" / STATE).exists()
-        # a crash: the folder as it is now, without the shutdown's checkpoint
+        peek_at_half = peek(app, events[half : half + 50])
+        # a crash: the folder as it is now, without the shutdown's checkpoint, and a line it was writing
         shutil.copytree(restarted / "online", tmp_path / "crashed" / "online")
+        last = max((tmp_path / "crashed" / "online").glob("journal-*.jsonl"))
+        with last.open("ab") as f:
+            f.write(b'{"event_id": "never-answered", "ts": 17')
     with client(restarted, checkpoint_events=1000) as app:  # a clean restart
         online = app.get("/ready", headers=H).json()["online"]
         assert "its own checkpoint" in online["restored_from"] and online["ingesting"] is True
@@ -225,6 +229,9 @@ def test_a_restart_loses_nothing_and_gives_the_same_state(tmp_path, world):
         post(app, events[half:])
         np.testing.assert_array_equal(peek(app, probes), expected)
         assert app.app.state.online.counters() == counters
+    for _ in range(2):  # and a second start after the crash (a journal file of its own each time)
+        with client(tmp_path / "crashed", checkpoint_events=10**9) as app:
+            np.testing.assert_array_equal(peek(app, events[half : half + 50]), peek_at_half)
     with client(tmp_path / "crashed", checkpoint_events=1000) as app:
         post(app, events[half:])
         np.testing.assert_array_equal(peek(app, probes), expected)
