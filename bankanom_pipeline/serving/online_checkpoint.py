@@ -13,6 +13,7 @@ from 24 hours before D's last event on, fed in the one order ``(ts, event_id)``.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 import duckdb
@@ -38,10 +39,12 @@ ORDER BY ts, event_id
 
 def build(con: duckdb.DuckDBPyConnection, day: dt.date, path: Path) -> dict | None:
     """Feed a fresh engine day ``day``'s validated events (and the previous day's tail), checkpoint it to
-    ``path``; what the publisher records about it (high-water mark, events fed, feature-set version),
+    ``path``; what the publisher records about it (high-water mark, events fed, feature-set version,
+    seconds taken),
     or None when the warehouse has no validated events for ``day``."""
     if not table_exists(con, "validated_logs"):
         return None
+    began = time.perf_counter()
     engine = OnlineEngine()
     cursor = con.cursor()
     fed = 0
@@ -64,4 +67,5 @@ def build(con: duckdb.DuckDBPyConnection, day: dt.date, path: Path) -> dict | No
         "high_water": list(engine.high_water_mark),
         "events": fed,
         "feature_set_version": engine.FEATURE_SET_VERSION,
+        "seconds": round(time.perf_counter() - began, 2),
     }

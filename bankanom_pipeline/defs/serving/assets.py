@@ -13,6 +13,11 @@ from bankanom_pipeline.serving import online_checkpoint, snapshot
 
 class SnapshotConfig(dg.Config):
     days: int = Field(default=2, ge=1, le=31, description="partitions of scores and incidents served")
+    online_checkpoint: bool = Field(
+        default=True,
+        description="publish the online engine's state at the end of the served day beside the snapshot "
+        "(the served day's validated events through the engine: tens of seconds for a default day)",
+    )
 
 
 @dg.asset(
@@ -40,9 +45,10 @@ def api_snapshot(
     with warehouse.connection() as con:
         # the API serves the latest days: a backfill of an older day republishes the latest window
         through = max(day, snapshot.latest_scored_day(con) or day)
-        pointer = snapshots.publisher().publish(
-            con, through, config.days, checkpoint=lambda path: online_checkpoint.build(con, through, path)
+        build = (
+            (lambda path: online_checkpoint.build(con, through, path)) if config.online_checkpoint else None
         )
+        pointer = snapshots.publisher().publish(con, through, config.days, checkpoint=build)
     if "superseded" in pointer:
         context.log.info(f"a newer snapshot (through {pointer['through']}) is current: this one was dropped")
     return dg.MaterializeResult(
@@ -53,7 +59,7 @@ def api_snapshot(
             **{f"rows/{table}": n for table, n in pointer["rows"].items()},
             **{
                 f"checkpoint/{k}": pointer["checkpoint"][k]
-                for k in ("file", "events")
+                for k in ("file", "events", "seconds")
                 if "checkpoint" in pointer
             },
         }
