@@ -79,7 +79,10 @@ def predict(
         bool, Query(description="score against the ingested state (true) or the posted batch alone (false)")
     ] = True,
     explain: Annotated[
-        bool, Query(description="list top_features for every event, not only anomalous ones")
+        bool,
+        Query(
+            description="list top_features for every event, not only anomalous ones, and every feature's value"
+        ),
     ] = False,
 ) -> Response:
     if model is not None:
