@@ -78,8 +78,8 @@ def replay(
 def _print(report, note: str | None) -> None:
     console.print(
         f"replayed {report.warmup_events:,} warm-up and {report.day_events:,} events of {report.day} "
-        f"at {report.events_per_second:,.0f} events/s (engine {report.engine_seconds:.1f} s, "
-        f"scoring {report.scoring_seconds:.1f} s)"
+        f"at {report.events_per_second:,.0f} events/s, {report.events_per_cpu_second:,.0f} per CPU-second "
+        f"(engine {report.engine_seconds:.1f} s, scoring {report.scoring_seconds:.1f} s)"
     )
     console.print(
         f"features: {report.compared:,} events compared, {report.feature_share:.4%} equal "

@@ -174,6 +174,7 @@ class OnlineEngine:
         self._service: dict[str, Track] = {}
         self._geo = geo_seed()
         self._clock: tuple = (None,)
+        self._networks: dict[str, str] = {}  # address -> network, emptied at each sweep
         self.counters: dict[str, int] = dict.fromkeys(
             ("ingested", "late", "duplicate", "too_late", "invalid", "new_user", "new_service", "new_ip"), 0
         )
@@ -280,33 +281,34 @@ class OnlineEngine:
 
     def _prepare(self, e: Event) -> tuple:
         """The event's derived values, as the SQL derives them."""
-        if not isinstance(e.ts, int) or isinstance(e.ts, bool):
-            raise BadEvent("bad_timestamp", f"{e.event_id}: ts must be epoch microseconds (int)")
-        for name in ("event_id", "source_service", "log_level", "message"):
-            if not isinstance(getattr(e, name), str):
-                raise BadEvent("missing_field", f"{e.event_id}: {name} must be text")
-        message = e.message
-        user = e.user_id
-        ip = e.ip_address
-        geo = e.geo_location
-        level = LEVELS.get(e.log_level, 4)
-        country = None if geo is None else geo.split("-", 1)[0]
-        located = None if geo is None else self._geo.get(geo)
+        eid, ts, service, log_level, message, _, user, ip, geo, metrics = e
+        if ts.__class__ is not int:
+            raise BadEvent("bad_timestamp", f"{eid}: ts must be epoch microseconds (int)")
+        if not (eid.__class__ is service.__class__ is log_level.__class__ is message.__class__ is str):
+            raise BadEvent(
+                "missing_field", f"{eid}: event_id, source_service, log_level and message must be text"
+            )
+        if ip is None:
+            net = None
+        else:
+            net = self._networks.get(ip)
+            if net is None:
+                net = self._networks[ip] = network(ip)
         return (
-            e.ts,
-            e.event_id,
-            e.source_service,
-            level,
+            ts,
+            eid,
+            service,
+            LEVELS.get(log_level, 4),
             template(message),
-            country,
+            None if geo is None else geo.split("-", 1)[0],
             user,
             ip,
-            None if ip is None else network(ip),
+            net,
             session(message) if user is not None else None,
-            located,
+            None if geo is None else self._geo.get(geo),
             message.startswith("Login failed"),
             message.startswith("VPN connection"),
-            metric_values(e.event_id, e.metrics),
+            metric_values(eid, metrics),
         )
 
     def _compute(self, p: tuple, in_order: bool, live: bool) -> Features:
@@ -690,6 +692,7 @@ class OnlineEngine:
     def _sweep(self, now: int) -> None:
         """Drop every entity's events older than the retention, and the entities left with none."""
         self._swept = now
+        self._networks.clear()
         bound = now - self._retention
         for kind, tracks in self._kinds().items():
             if isinstance(tracks, Track):
