@@ -20,6 +20,7 @@ FEATURE_TABLES = [
     "feat_user_activity",
     "feat_ip_activity",
     "feat_service_activity",
+    "feat_rarity",
     "features_events",
 ]
 

@@ -12,7 +12,7 @@ from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 
 DAYS = ["2026-02-01", "2026-02-02"]
-LOOKBACK = ["feat_user_activity", "feat_ip_activity", "feat_service_activity"]
+LOOKBACK = ["feat_user_activity", "feat_ip_activity", "feat_service_activity", "feat_rarity"]
 
 
 def _materialize(instance: dg.DagsterInstance, keys, days) -> None:

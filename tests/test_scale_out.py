@@ -32,7 +32,7 @@ def parents(child: str, parent: str, day: str) -> list[str]:
 
 def test_models_that_read_earlier_days_depend_on_them_and_the_first_day_on_itself():
     # the feature models read the previous day (lookback_days=1: a 24-hour horizon, docs/features.md)
-    for model in ("feat_user_activity", "feat_ip_activity", "feat_service_activity", "features_events"):
+    for model in ("feat_user_activity", "feat_ip_activity", "feat_service_activity", "feat_rarity"):
         assert parents(model, "stg_logs", "2026-02-04") == ["2026-02-03", "2026-02-04"]
         assert parents(model, "stg_logs", "2025-01-01") == ["2025-01-01"]  # no earlier partition
     assert parents("features_transactions", "validated_transactions", "2025-01-03") == [
@@ -41,6 +41,7 @@ def test_models_that_read_earlier_days_depend_on_them_and_the_first_day_on_itsel
         "2025-01-03",
     ]
     # the rest read their own day only
+    assert parents("features_events", "feat_user_activity", "2026-02-04") == ["2026-02-04"]
     assert parents("stg_logs", "validated_logs", "2026-02-04") == ["2026-02-04"]
 
 

@@ -147,6 +147,7 @@ def test_definitions_load_completely():
         "feat_user_activity",
         "feat_ip_activity",
         "feat_service_activity",
+        "feat_rarity",
         "features_events",
         "isolation_forest_model",
         "local_outlier_factor_model",
@@ -228,6 +229,7 @@ def test_definitions_load_completely():
         "feat_user_activity",
         "feat_ip_activity",
         "feat_service_activity",
+        "feat_rarity",
     }
     assert lineage["isolation_forest_model"] == lineage["local_outlier_factor_model"] == {"features_events"}
     assert lineage["promoted_models"] == {"isolation_forest_model", "local_outlier_factor_model"}

@@ -1,49 +1,15 @@
 -- The detection input: one row per validated event with every numeric feature (missing = 0) and the
 -- identifiers incidents are grouped by. The ground truth is not here and cannot be: it never leaves
 -- raw_logs except into log_labels.
-{{ config(materialized='table', partitioned=true, lookback_days=1, follows_upstream=true, compression={
+{{ config(materialized='table', partitioned=true, follows_upstream=true, compression={
     'event_id': 'fsst', 'correlation_id': 'fsst', 'source_service': 'dictionary', 'template': 'dictionary',
     'user_id': 'dictionary', 'ip_address': 'dictionary'}) }}
 -- Text columns keep the compression DuckDB picks for them on a generated day (see stg_logs).
-{#- The window of length `us` microseconds ending at the event, in the order ord (stg_logs): from the
-    first event of the microsecond `us` before the event's own (its ord less its tie, ord & 4095) up to
-    the event itself. -#}
-{% macro trailing(us) %}ORDER BY ord RANGE BETWEEN ({{ us * 4096 }} + (ord & 4095)) PRECEDING AND CURRENT ROW{% endmacro %}
-{%- set DAY_US = 86400000000 %}
-WITH rarity AS (
-    -- how rare the event's template, and (for ordinary DEBUG/INFO lines) its country, are among the
-    -- events of the 24 hours up to it. Failed logins and other alarms are left out of the country
-    -- counts, so attack traffic (brute force from the same countries) does not make those countries look
-    -- common. Only rarity beyond 1% of the lines counts (ln(1% / share), else 0): the bank's own countries
-    -- all carry more, and as plain -ln(share) each sat somewhere on a scale that a day's population mix
-    -- shifts (the held-out day that showed it: docs/detection.md). A victim's logins from abroad are 1-2
-    -- orders of magnitude under 1%. Narrow rows: the windows sort only what they need.
-    SELECT
-        partition_date,
-        event_key,
-        level_num <= 1 AND country <> '' AS quiet_located,
-        count(*) OVER (PARTITION BY hash(template) {{ trailing(DAY_US) }}) AS template_events,
-        count(*) FILTER (WHERE quiet_located) OVER (PARTITION BY country {{ trailing(DAY_US) }})
-            AS quiet_country_events,
-        count(*) OVER all_24h AS all_events,
-        count(*) FILTER (WHERE quiet_located) OVER all_24h AS quiet_located_events
-    FROM {{ ref('stg_logs') }}
-    WHERE partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
-    WINDOW all_24h AS ({{ trailing(DAY_US) }})  -- 24 hours
-),
-events AS (
-    SELECT
-        s.*,
-        -ln(r.template_events / r.all_events) AS template_rarity,
-        -- a customer's quiet, successful activity from where almost nobody's comes (BANK-005); 0 for the
-        -- lines it does not apply to (louder levels, no country)
-        CASE WHEN r.quiet_located
-            THEN greatest(ln(0.01 / (r.quiet_country_events / r.quiet_located_events)), 0)
-            ELSE 0
-        END AS rare_quiet_country
+WITH events AS (
+    SELECT s.*, r.template_rarity, r.rare_quiet_country
     FROM {{ ref('stg_logs') }} AS s
     JOIN (
-        SELECT * FROM rarity WHERE partition_date = DATE '{{ partition_date }}'
+        SELECT * FROM {{ ref('feat_rarity') }} WHERE partition_date = DATE '{{ partition_date }}'
     ) AS r ON r.partition_date = s.partition_date AND r.event_key = s.event_key
     WHERE s.partition_date = DATE '{{ partition_date }}'
 )
