@@ -379,7 +379,7 @@ class OnlineEngine:
                 out.append(0.0 if country is None else 1.0)
                 out.extend((float(vpn_i), rec, byt, 1.0, 1.0))
                 lo24 = hi = 0
-            elif live:
+            elif live and track.windows is not None:
                 w10, w30, w60, w24 = track.slide(t)
                 hi = len(track.ts)
                 lo24 = w24.lo
@@ -432,7 +432,7 @@ class OnlineEngine:
                 strack = self._session.get(ses)
                 if strack is None:
                     out.append(0.0 if ip is None else 1.0)
-                elif live:
+                elif live and strack.windows is not None:
                     (w,) = strack.slide(t)
                     sips = w.counters[0]
                     out.append(float(len(sips) - (None in sips) + (ip is not None and ip not in sips)))
@@ -487,7 +487,7 @@ class OnlineEngine:
             track = self._ip.get(ip)
             if track is None:
                 out.extend((1.0, 0.0 if user is None else 1.0, float(failed_i), float(error_i)))
-            elif live:
+            elif live and track.windows is not None:
                 (w,) = track.slide(t)
                 users = w.counters[0]
                 out.append(float(len(track.ts) - w.lo + 1))
@@ -508,7 +508,7 @@ class OnlineEngine:
             track = self._net.get(net)
             if track is None:
                 out.extend((0.0 if user is None else 1.0, 1.0, float(failed_i)))
-            elif live:
+            elif live and track.windows is not None:
                 (w,) = track.slide(t)
                 users, ips = w.counters
                 out.append(float(len(users) - (None in users) + (user is not None and user not in users)))
