@@ -130,6 +130,9 @@ _WIDTHS = {
     "service": len(_SERVICE),
 }
 
+# the service's six gauges: which is a minimum (cache_hit_rate), and each one's value without input
+_IS_MIN = (False, False, True, False, False, False)
+_GAUGE_DEFAULTS = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
 _TWO_PI = 2 * math.pi
 _DEG = math.pi / 180.0
 
@@ -544,7 +547,12 @@ class OnlineEngine:
             ts = track.ts
             hi = len(ts)
             lo24 = bisect_left(ts, bound_day, track.head, hi)
-            track.advance(t - MIN)
+            start = t - MIN
+            lo = track.lo
+            if lo < hi and ts[lo] < start:
+                track.advance(start)
+            else:
+                track.bound = start
             n1 = hi - track.lo + 1
             n24 = hi - lo24 + 1
             first = ts[lo24] if lo24 < hi else t
@@ -552,15 +560,16 @@ class OnlineEngine:
             warns = track.warns + is_warn
             n_ips = len(track.ips) + (1 if ip is not None and ip not in track.ips else 0)
             p95 = _p95_sorted(track.rts, rt)
-            ext = track.ext
-            maxes = [
-                _pick(max, ext[0], timeout),
-                _pick(max, ext[1], err_rate),
-                _pick(min, ext[2], cache),
-                _pick(max, ext[3], lag),
-                _pick(max, ext[4], rps),
-                _pick(max, ext[5], files),
-            ]
+            maxes = []
+            for current, own, smallest in zip(
+                track.ext, (timeout, err_rate, cache, lag, rps, files), _IS_MIN
+            ):  # noqa: B905
+                if current is None:
+                    maxes.append(own)
+                elif own is None or (own >= current if smallest else own <= current):
+                    maxes.append(current)
+                else:
+                    maxes.append(own)
         else:
             ts = track.ts
             hi = hi_of(track)
@@ -593,8 +602,8 @@ class OnlineEngine:
         out.append(warns / n1)
         out.append(float(n_ips))
         out.append(p95)
-        defaults = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-        out.extend(d if v is None else v for v, d in zip(maxes, defaults, strict=True))
+        for v, default in zip(maxes, _GAUGE_DEFAULTS):  # noqa: B905 - six each
+            out.append(default if v is None else v)
         return tuple(out)
 
     def _fold(self, p: tuple, in_order: bool) -> None:
@@ -761,12 +770,6 @@ def _p95_sorted(values: list[float], own: float | None) -> float:
         v_lo = values[k_lo] if k_lo < j else (own if k_lo == j else values[k_lo - 1])
         v_hi = values[k_hi] if k_hi < j else (own if k_hi == j else values[k_hi - 1])
     return v_lo + (pos - k_lo) * (v_hi - v_lo)
-
-
-def _pick(pick, current: float | None, own: float | None) -> float | None:
-    if current is None:
-        return own
-    return current if own is None else pick(current, own)
 
 
 def _amount_z(x: float, n: int, s: float, ss: float) -> float:
