@@ -147,6 +147,9 @@ def test_a_model_of_another_feature_set_version_is_refused_until_models_are_retr
     manifest = registry.manifest(old["isolation_forest"])
     assert manifest["features_table"] == "features_events"
     assert manifest["feature_set_version"] == FEATURE_SET_VERSION
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        recorded = con.execute("SELECT DISTINCT feature_set_version FROM model_registry").fetchall()
+    assert recorded == [(FEATURE_SET_VERSION,)]
 
     # the feature SQL changes: the promoted models no longer load, score or promote
     def newer(table):

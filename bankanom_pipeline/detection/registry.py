@@ -251,7 +251,8 @@ CREATE TABLE IF NOT EXISTS model_registry (
     metrics          JSON NOT NULL,
     status           VARCHAR NOT NULL,   -- candidate | promoted | retired | rejected
     promoted_at      TIMESTAMPTZ,
-    source           VARCHAR DEFAULT 'logs'  -- which source's registry the version belongs to
+    source           VARCHAR DEFAULT 'logs',  -- which source's registry the version belongs to
+    feature_set_version VARCHAR             -- the features' version it was trained on (NULL: not versioned)
 );
 """
 
@@ -259,10 +260,11 @@ CREATE TABLE IF NOT EXISTS model_registry (
 def record(con: duckdb.DuckDBPyConnection, version: Version, source: str = "logs") -> None:
     """Add a saved version of ``source``'s registry to the registry table as a candidate."""
     m = version.manifest
+    versioned, trained_on = feature_set_of(m)
     _ensure_table(con)
     with rewriting(con, "model_registry"):
         con.execute(
-            "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL, ?)",
+            "INSERT INTO model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'candidate', NULL, ?, ?)",
             [
                 m["version"],
                 m["name"],
@@ -276,6 +278,7 @@ def record(con: duckdb.DuckDBPyConnection, version: Version, source: str = "logs
                 m["training_rows"],
                 json.dumps(m["metrics"]),
                 source,
+                trained_on if versioned is not None else None,
             ],
         )
 

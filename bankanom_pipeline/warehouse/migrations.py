@@ -64,6 +64,13 @@ def _registry_source(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS source VARCHAR DEFAULT 'logs'")
 
 
+def _registry_feature_set(con: duckdb.DuckDBPyConnection) -> None:
+    # versions recorded before hold no feature-set version in the table; their manifests say which
+    # (docs/features.md: a manifest without one is the look-ahead features, version 1)
+    if lake.kind(con, "model_registry") == "BASE TABLE":
+        con.execute("ALTER TABLE model_registry ADD COLUMN IF NOT EXISTS feature_set_version VARCHAR")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -74,6 +81,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         2, "validated_logs is a view over the checked raw rows, not a copy of them", _validated_logs_view
     ),
     Migration(3, "model_registry.source: which source's registry a version belongs to", _registry_source),
+    Migration(
+        4,
+        "model_registry.feature_set_version: the features' version a model was trained on",
+        _registry_feature_set,
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 
