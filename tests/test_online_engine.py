@@ -93,7 +93,9 @@ def test_bad_input_is_refused_with_a_reason():
     assert out.status == "invalid" and "non_finite" in out.reason
     out = e.ingest(ev("txt", BASE, response_time_ms="fast"))
     assert out.status == "invalid" and "bad_metrics" in out.reason
-    assert e.counters["invalid"] == 2 and e.counters["ingested"] == 0
+    out = e.ingest(ev("num", BASE, user=12345))
+    assert out.status == "invalid" and "bad_type" in out.reason
+    assert e.counters["invalid"] == 3 and e.counters["ingested"] == 0
     with pytest.raises(BadEvent, match="missing_field"):
         Event.from_row({"event_id": "x", "ts": BASE, "source_service": "auth", "log_level": "INFO"})
     with pytest.raises(BadEvent, match="bad_timestamp"):

@@ -291,6 +291,13 @@ class OnlineEngine:
             raise BadEvent(
                 "missing_field", f"{eid}: event_id, source_service, log_level and message must be text"
             )
+        for value in (user, ip, geo):
+            if value is not None and value.__class__ is not str:
+                raise BadEvent(
+                    "bad_type", f"{eid}: user_id, ip_address and geo_location must be text or null"
+                )
+        if metrics is not None and metrics.__class__ is not dict:
+            raise BadEvent("bad_metrics", f"{eid}: metrics must be an object")
         if ip is None:
             net = None
         else:
@@ -561,9 +568,8 @@ class OnlineEngine:
             n_ips = len(track.ips) + (1 if ip is not None and ip not in track.ips else 0)
             p95 = _p95_sorted(track.rts, rt)
             maxes = []
-            for current, own, smallest in zip(
-                track.ext, (timeout, err_rate, cache, lag, rps, files), _IS_MIN
-            ):  # noqa: B905
+            gauges = (timeout, err_rate, cache, lag, rps, files)
+            for current, own, smallest in zip(track.ext, gauges, _IS_MIN, strict=True):
                 if current is None:
                     maxes.append(own)
                 elif own is None or (own >= current if smallest else own <= current):
