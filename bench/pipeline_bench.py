@@ -31,9 +31,11 @@ PREVIOUS_DAY = DAY - dt.timedelta(days=1)
 def generate(
     events: int, root: Path, days: tuple[dt.date, ...] = (DAY,), landing: Path | None = None
 ) -> None:
-    """``events`` mock events in each of ``days``, squeezed into the day so that one partition is
-    measured. More than one day: each under its own traffic seed (the config's, then +1 ...), the same
-    bank's customers every day, as `bankanom demo` writes them (a day's lookback reads the same people)."""
+    """One day: exactly ``events`` mock events from its midnight, at a rate that fits them in the day
+    (one partition measured). More days: each day's 24 hours at that rate (a weekday holds about
+    ``events``, the Sunday before ``DAY`` ~0.8 of it; counted from ``events`` lines, that day's traffic
+    runs into the next), under its own traffic seed (the config's, then +1 ...) and the same bank's
+    customers every day, as `bankanom demo` writes them (a day's lookback reads the same people)."""
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.generator.engine import Generator
     from bankanom_pipeline.generator.writer import write_range
@@ -43,15 +45,17 @@ def generate(
     config = config.model_copy(
         update={"log_generation": config.log_generation.model_copy(update={"logs_per_second": rate})}
     )
-    if len(days) > 1:
-        customers = config.population.model_copy(update={"seed": config.customer_seed})
-        config = config.model_copy(update={"population": customers})
+    logs = (landing or root / "landing") / "logs"
+    if len(days) == 1:
+        start = int(dt.datetime.combine(days[0], dt.time(), dt.UTC).timestamp())
+        write_range(Generator(config), logs, start, events=events, chunk_s=6 * 3600)
+        return
+    customers = config.population.model_copy(update={"seed": config.customer_seed})
+    config = config.model_copy(update={"population": customers})
     for offset, day in enumerate(days):
         start = int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
-        seeded = config.model_copy(update={"seed": config.seed + offset}) if offset else config
-        write_range(
-            Generator(seeded), (landing or root / "landing") / "logs", start, events=events, chunk_s=6 * 3600
-        )
+        seeded = config.model_copy(update={"seed": config.seed + offset})
+        write_range(Generator(seeded), logs, start, end_s=start + 86_400, chunk_s=6 * 3600)
 
 
 def build_day(database: Path, landing: Path, day: dt.date) -> None:
