@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bankanom_pipeline.detection.registry import ARTIFACT, MANIFEST, Registry
+from bankanom_pipeline.online.version import FEATURES_TABLE, current_version
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import api_client
 
@@ -173,8 +174,10 @@ def test_a_snapshot_published_before_checksums_is_served_with_a_warning(tmp_path
     assert any("without a checksum" in r.getMessage() for r in caplog.records)
 
 
-def broken_registry(models: Path) -> str:
-    """A registry whose promoted versions' artifacts do not match their manifests' checksums."""
+def broken_registry(models: Path, table: str = FEATURES_TABLE) -> str:
+    """A registry whose promoted versions' artifacts do not match their manifests' checksums (trained on
+    ``table``'s current features: the checksum is what is wrong with them)."""
+    trained_on = {"features_table": table, "feature_set_version": current_version(table)}
     current = {}
     for name in ("isolation_forest", "local_outlier_factor"):
         version = f"{name}-20260106T000000-abcdef"
@@ -182,7 +185,9 @@ def broken_registry(models: Path) -> str:
         folder.mkdir(parents=True)
         (folder / ARTIFACT).write_bytes(b"not the artifact that was saved")
         (folder / MANIFEST).write_text(
-            json.dumps({"name": name, "version": version, "artifact": ARTIFACT, "sha256": "0" * 64})
+            json.dumps(
+                {"name": name, "version": version, "artifact": ARTIFACT, "sha256": "0" * 64, **trained_on}
+            )
         )
         current[name] = version
     (models / "current.json").write_text(json.dumps(current))
@@ -252,7 +257,7 @@ def test_verifying_a_large_snapshot_keeps_the_api_answering(tmp_path):
 
 
 def test_the_transaction_routes_say_which_transaction_model_failed(tmp_path):
-    version = broken_registry(tmp_path / "models" / "transactions")
+    version = broken_registry(tmp_path / "models" / "transactions", "features_transactions")
     with client_for(tmp_path) as client:
         response = client.post("/models/predict", headers=H, json=[])
         assert response.status_code == 503, response.text
