@@ -327,9 +327,6 @@ class OnlineEngine:
         t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
         failed_i = 1 if failed else 0
 
-        def hi_of(track: Track) -> int:
-            return len(track.ts) if in_order else track.upper(t, eid)
-
         # -- per event: the hour encodings change once a minute
         minute = t // MIN
         clock = self._clock
@@ -347,24 +344,24 @@ class OnlineEngine:
 
         # -- template rarity (24 h, every event)
         track = self._all
-        hi = hi_of(track)
+        hi = len(track.ts) if in_order else track.upper(t, eid)
         n_all = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
         track = self._template.get(tpl)
         n_tpl = 1
         if track is not None:
-            hi = hi_of(track)
+            hi = len(track.ts) if in_order else track.upper(t, eid)
             n_tpl += hi - bisect_left(track.ts, bound_day, track.head, hi)
         out.append(-math.log(n_tpl / n_all))
 
         # -- rare quiet country (24 h, quiet events with a country)
         if level <= 1 and country:
             track = self._quiet
-            hi = hi_of(track)
+            hi = len(track.ts) if in_order else track.upper(t, eid)
             n_quiet = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
             track = self._quiet_country.get(country)
             n_country = 1
             if track is not None:
-                hi = hi_of(track)
+                hi = len(track.ts) if in_order else track.upper(t, eid)
                 n_country += hi - bisect_left(track.ts, bound_day, track.head, hi)
             out.append(max(math.log(0.01 / (n_country / n_quiet)), 0.0))
         else:
@@ -578,7 +575,7 @@ class OnlineEngine:
                     maxes.append(own)
         else:
             ts = track.ts
-            hi = hi_of(track)
+            hi = len(track.ts) if in_order else track.upper(t, eid)
             lo24 = bisect_left(ts, bound_day, track.head, hi)
             lo = bisect_left(ts, t - MIN, lo24, hi)
             n1 = hi - lo + 1
