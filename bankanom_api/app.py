@@ -42,6 +42,7 @@ async def lifespan(app: FastAPI):
         settings.snapshots_dir,
         settings.checkpoint_events,
         owner=bool(settings.ingest_keys),
+        max_future_s=settings.max_future_s,
     )
     online.start()
     app.state.online = online

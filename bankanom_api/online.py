@@ -28,6 +28,7 @@ do not wait for.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -41,7 +42,7 @@ import orjson
 
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.files import write_atomic
-from bankanom_pipeline.online.engine import OnlineEngine, TooLate
+from bankanom_pipeline.online.engine import OnlineEngine, Outcome, TooLate
 from bankanom_pipeline.online.events import METRIC_INDEX, BadEvent, Event, from_micros, to_micros
 from bankanom_pipeline.serving import snapshot as snapshots
 
@@ -124,11 +125,21 @@ def _mark(value: list | None) -> tuple:
 class OnlineState:
     """The engine, its journal and its checkpoints, for one API process."""
 
-    def __init__(self, directory: Path, snapshots_dir: Path, checkpoint_events: int, owner: bool):
+    def __init__(
+        self,
+        directory: Path,
+        snapshots_dir: Path,
+        checkpoint_events: int,
+        owner: bool,
+        max_future_s: float = 300.0,
+    ):
         """``owner``: this process ingests (it takes the folder's lock, writes the journal and its own
-        checkpoints); otherwise it restores the state read-only and only peeks."""
+        checkpoints); otherwise it restores the state read-only and only peeks. Events dated more than
+        ``max_future_s`` ahead of this process's clock are refused, neither journaled nor ingested."""
         self.directory, self.snapshots_dir = Path(directory), Path(snapshots_dir)
         self.checkpoint_events, self.owner = checkpoint_events, owner
+        self.max_future_s = max_future_s
+        self.refused_future = 0
         self.engine = OnlineEngine()
         self.restored_from = "nothing (empty state)"
         self._engine_lock = threading.Lock()
@@ -232,14 +243,29 @@ class OnlineState:
         each."""
         if not self.owner:
             raise OnlineStateError("this process does not own the online state")
-        data = b"".join(_line(e) for e in events)
+        horizon = to_micros(dt.datetime.now(dt.UTC)) + round(self.max_future_s * 1e6)
+        future = {i for i, e in enumerate(events) if e.ts > horizon}
+        accepted = [e for i, e in enumerate(events) if i not in future]
+        data = b"".join(_line(e) for e in accepted)
         with self._journal_lock:
-            self._journal.write(data)
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
+            if data:
+                self._journal.write(data)
+                self._journal.flush()
+                os.fsync(self._journal.fileno())
             with self._engine_lock:
-                outcomes = [self.engine.ingest(e) for e in events]
-            self._since_checkpoint += len(events)
+                folded = iter([self.engine.ingest(e) for e in accepted])
+                self.refused_future += len(future)
+            outcomes = [
+                Outcome(
+                    "invalid",
+                    e.event_id,
+                    reason=f"future: dated more than {self.max_future_s:g} s ahead of this server's clock",
+                )
+                if i in future
+                else next(folded)
+                for i, e in enumerate(events)
+            ]
+            self._since_checkpoint += len(accepted)
             if self._since_checkpoint >= self.checkpoint_events:
                 # with the journal's lock alone: nothing ingests meanwhile, so the state is a consistent
                 # cut, and predictions (which only read it) go on while it is written
@@ -260,13 +286,13 @@ class OnlineState:
         return np.asarray(rows, dtype=np.float64).reshape(len(events), len(self.engine.FEATURES))
 
     def counters(self) -> dict[str, int]:
-        return dict(self.engine.counters)
+        return {**self.engine.counters, "future": self.refused_future}
 
     def describe(self) -> dict:
         """What /ready says about the state."""
         with self._engine_lock:
             mark = self.engine.high_water_mark
-            counters = dict(self.engine.counters)
+            counters = self.counters()
         return {
             "restored_from": self.restored_from,
             "feature_set_version": self.engine.FEATURE_SET_VERSION,

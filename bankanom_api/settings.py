@@ -27,6 +27,9 @@ class ApiSettings:
     # the online feature state: the journal of ingested events and the API's own checkpoints
     online_dir: Path = field(default_factory=lambda: pipeline_settings.data_dir() / "online")
     checkpoint_events: int = 100_000  # ingested events between two checkpoints of the API's own
+    # how far ahead of this server's clock an ingested event may be dated: one event from the far future
+    # would move the state's newest time past every real event, which would all come back too_late
+    max_future_s: float = 300.0
     max_batch: int = 10_000  # events per POST /predict; more is refused with 413
     # bytes of any request body (counted as it streams, Content-Length or not); more is refused with 413
     max_body_bytes: int = 16 * 2**20
@@ -49,6 +52,7 @@ class ApiSettings:
             ingest_keys=_list(env.get("BANKANOM_INGEST_KEYS")),
             online_dir=Path(env.get("BANKANOM_ONLINE_DIR") or pipeline_settings.data_dir() / "online"),
             checkpoint_events=int(env.get("BANKANOM_ONLINE_CHECKPOINT_EVENTS", cls.checkpoint_events)),
+            max_future_s=float(env.get("BANKANOM_ONLINE_MAX_FUTURE_S", cls.max_future_s)),
             max_batch=int(env.get("BANKANOM_API_MAX_BATCH", cls.max_batch)),
             max_body_bytes=int(env.get("BANKANOM_API_MAX_BODY_BYTES", cls.max_body_bytes)),
             auth_failure_limit=env.get("BANKANOM_API_AUTH_FAILURE_LIMIT", cls.auth_failure_limit),

@@ -130,6 +130,24 @@ def test_each_outcome_is_answered_and_counted_in_metrics(tmp_path, world):
         assert metric(text, "bankanom_online_events_total", counter="new_service") == len(services)
 
 
+def test_an_event_dated_in_the_future_is_refused_and_does_not_shut_out_the_present(tmp_path, world):
+    first, _, _ = world
+    events = first[:20]
+    far = {**events[0], "event_id": "future-1", "timestamp": "2999-01-01T00:00:00Z"}
+    with client(tmp_path, max_future_s=60) as app:
+        results = post(app, [*events[:10], far])["results"]
+        assert [r["outcome"] for r in results] == ["ingested"] * 10 + ["invalid"]
+        assert results[-1]["reason"].startswith("future: dated more than 60 s ahead")
+        # the state's newest time did not move to 2999: the day's next events are still in time
+        assert {r["outcome"] for r in post(app, events[10:])["results"]} == {"ingested"}
+        assert app.app.state.online.counters()["future"] == 1
+        assert (
+            metric(app.get("/metrics", headers=H).text, "bankanom_online_events_total", counter="future") == 1
+        )
+        journaled = b"".join(p.read_bytes() for p in (tmp_path / "online").glob("journal-*.jsonl"))
+        assert b"future-1" not in journaled and journaled.count(b"\n") == 20
+
+
 def test_refused_events_are_counted_by_reason(tmp_path, world):
     first, _, _ = world
     good = first[0]
