@@ -11,6 +11,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable
 from pathlib import Path
+from sys import intern
 from typing import NamedTuple
 
 from bankanom_pipeline.online.events import (
@@ -122,12 +123,15 @@ _WINDOWS = {
     "ip": ((M10, (1, 2), (0,)),),  # failed logins, errors; users
     "network": ((M10, (2,), (0, 1)),),  # failed logins; users, addresses
 }
-_WIDTHS = {
-    "user": len(_USER),
-    "session": len(_SESSION),
-    "ip": len(_IP),
-    "network": len(_NET),
-    "service": len(_SERVICE),
+# Each kind's payload columns as array typecodes (tracks.Track): "b" for 0/1 flags, "d" for numbers never
+# None, "O" (a list) for text and for numbers that may be None.
+_TYPES = {
+    "user": "OObbddOO",
+    "amount": "dd",
+    "session": "O",
+    "ip": "Obb",
+    "network": "OOb",
+    "service": "bbOOOOOOOO",
 }
 
 # the service's six gauges: which is a minimum (cache_hit_rate), and each one's value without input
@@ -164,10 +168,10 @@ class OnlineEngine:
         self._retention = HORIZON + self._lateness
         self._hwm: tuple[int, str] | None = None  # the newest (ts, event_id) ingested
         self._swept = 0  # ts of the last sweep of idle entities
-        self._all = Track(0)  # every event: the denominator of template_rarity, and duplicates
+        self._all = Track()  # every event: the denominator of template_rarity, and duplicates
         self._seen: set[str] = set()
         self._template: dict[str, Track] = {}
-        self._quiet = Track(0)  # quiet events with a non-empty country
+        self._quiet = Track()  # quiet events with a non-empty country
         self._quiet_country: dict[str, Track] = {}
         self._user: dict[str, Track] = {}
         self._amount: dict[str, Track] = {}
@@ -263,10 +267,10 @@ class OnlineEngine:
     def new_track(kind: str) -> Track:
         """An empty track of a kind of entity (``_kinds``' names)."""
         if kind == "service":
-            return ServiceTrack(len(_SERVICE))
+            return ServiceTrack(_TYPES[kind])
         if kind in _WINDOWS:
-            return WindowedTrack(_WIDTHS[kind], _WINDOWS[kind])
-        return Track(len(_AMOUNT) if kind == "amount" else 0)
+            return WindowedTrack(_TYPES[kind], _WINDOWS[kind])
+        return Track(_TYPES.get(kind, ""))
 
     def _kinds(self) -> dict[str, Track | dict[str, Track]]:
         return {
@@ -298,19 +302,24 @@ class OnlineEngine:
                 )
         if metrics is not None and metrics.__class__ is not dict:
             raise BadEvent("bad_metrics", f"{eid}: metrics must be an object")
+        # One copy of each user, address and country however many events name them: the tracks hold a
+        # reference per event, and a string parsed from each event's JSON would be a copy per event.
+        if user is not None:
+            user = intern(user)
         if ip is None:
             net = None
         else:
+            ip = intern(ip)
             net = self._networks.get(ip)
             if net is None:
-                net = self._networks[ip] = network(ip)
+                net = self._networks[ip] = intern(network(ip))
         return (
             ts,
             eid,
             service,
             LEVELS.get(log_level, 4),
             template(message),
-            None if geo is None else geo.split("-", 1)[0],
+            None if geo is None else intern(geo.split("-", 1)[0]),
             user,
             ip,
             net,
@@ -616,13 +625,13 @@ class OnlineEngine:
         plain = [self._all]
         track = self._template.get(tpl)
         if track is None:
-            track = self._template[tpl] = Track(0)
+            track = self._template[tpl] = Track()
         plain.append(track)
         if level <= 1 and country:
             plain.append(self._quiet)
             track = self._quiet_country.get(country)
             if track is None:
-                track = self._quiet_country[country] = Track(0)
+                track = self._quiet_country[country] = Track()
             plain.append(track)
         for track in plain:
             if in_order:
@@ -643,7 +652,7 @@ class OnlineEngine:
                 la = math.log(1 + amount)
                 track_a = self._amount.get(user)
                 if track_a is None:
-                    track_a = self._amount[user] = Track(len(_AMOUNT))
+                    track_a = self._amount[user] = Track(_TYPES["amount"])
                 rows.append((track_a, (la, la * la)))
             rows.append(
                 (

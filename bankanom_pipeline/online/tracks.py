@@ -3,11 +3,12 @@ two binary searches and its aggregates C-speed passes over slices.
 
 Appending (the in-order case) is O(1); a late event is inserted at its place (a memmove). Events older
 than the retention are dropped lazily: ``head`` moves past them, and the lists are compacted once the
-dropped prefix is the larger part.
+dropped prefix is a quarter of them.
 """
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
 from itertools import pairwise
 
@@ -15,10 +16,13 @@ from itertools import pairwise
 class Track:
     __slots__ = ("cols", "eid", "head", "ts")
 
-    def __init__(self, width: int):
-        self.ts: list[int] = []
+    def __init__(self, types: str = ""):
+        # Typed columns where the values allow (an array holds the number itself, a list a pointer to a
+        # number object): times are int64, ``types`` gives each payload column's array typecode, or "O"
+        # for a list (text, or a number that may be None).
+        self.ts: array = array("q")
         self.eid: list[str] = []
-        self.cols: tuple[list, ...] = tuple([] for _ in range(width))
+        self.cols: tuple = tuple([] if code == "O" else array(code) for code in types)
         self.head = 0
 
     def __len__(self) -> int:
@@ -55,7 +59,9 @@ class Track:
         new_head = bisect_left(ts, bound, head)
         dropped = self.eid[head:new_head]
         self.head = new_head
-        if new_head > 1024 and new_head * 2 > len(ts):
+        # compact once a quarter is dropped: an active entity's stale prefix would otherwise stay as
+        # long as its retained events (memmoves of at most three items per item dropped)
+        if new_head * 4 >= len(ts):
             del ts[:new_head]
             del self.eid[:new_head]
             for col in self.cols:
@@ -67,21 +73,20 @@ class Track:
     def _shift(self, n: int) -> None:
         """The lists lost their first ``n`` items (subclasses holding indexes move them)."""
 
-    def rows(self) -> list[list]:
-        """The retained events as columns (ts, eid, then the payload), for a checkpoint."""
-        head = self.head
-        return [self.ts[head:], self.eid[head:], *(col[head:] for col in self.cols)]
-
     def load_rows(self, rows: list[list]) -> None:
-        """Fill an empty track from ``rows`` (as ``rows()`` gives them), rebuilding any running windows."""
+        """Fill an empty track from ``rows`` (ts, eid, then the payload columns), rebuilding any running
+        windows."""
         width = len(self.cols)
         if len(rows) != width + 2 or any(len(col) != len(rows[0]) for col in rows):
             raise ValueError("a track's columns have different lengths or the wrong count")
         if any(a > b for a, b in pairwise(rows[0])):
             raise ValueError("a track's times are not in order")
-        self.ts = list(rows[0])
+        self.ts = array("q", rows[0])
         self.eid = list(rows[1])
-        self.cols = tuple(list(col) for col in rows[2:])
+        self.cols = tuple(
+            list(col) if old.__class__ is list else array(old.typecode, col)
+            for old, col in zip(self.cols, rows[2:], strict=True)
+        )
         self.head = 0
         self.restore_window()
 
@@ -92,6 +97,9 @@ class Track:
         """Rebuild running windows from the lists (none here)."""
 
     def nbytes(self) -> int:
-        """Approximate bytes of the lists (pointers and the int/float objects; shared strings not counted)."""
+        """Approximate bytes of the columns (a list's pointers and number objects; shared strings not counted)."""
         n = len(self.ts)
-        return 56 * (2 + len(self.cols)) + n * (8 + 32 + 8 + 8 * len(self.cols) + 24 * len(self.cols))
+        per_event = 8 + 8  # the time, the pointer to the event id
+        for col in self.cols:
+            per_event += 8 + 24 if col.__class__ is list else col.itemsize
+        return 64 * (2 + len(self.cols)) + n * per_event

@@ -23,8 +23,8 @@ _IS_MIN = (False, False, True, False, False, False)
 class ServiceTrack(Track):
     __slots__ = ("bound", "errors", "ext", "ips", "lo", "rts", "warns")
 
-    def __init__(self, width: int):
-        super().__init__(width)
+    def __init__(self, types: str):
+        super().__init__(types)
         self.lo = 0
         self.bound = -(2**62)  # the window's start time; nothing before it is counted
         self.errors = 0
@@ -211,8 +211,8 @@ class WindowedTrack(Track):
 
     __slots__ = ("spec", "windows")
 
-    def __init__(self, width: int, spec: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]):
-        super().__init__(width)
+    def __init__(self, types: str, spec: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]):
+        super().__init__(types)
         self.spec = spec
         self.windows: tuple[Window, ...] | None = None
 
