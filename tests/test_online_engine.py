@@ -3,9 +3,12 @@ horizon, checkpoints, peek, and every feature against a brute-force reading of d
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+import zlib
 
+import orjson
 import pytest
 
 from bankanom_pipeline.online import engine as engine_module
@@ -164,6 +167,23 @@ def test_checkpoint_round_trip(tmp_path):
         OnlineEngine.restore(path)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not an online-engine checkpoint"):
+        OnlineEngine.restore(path)
+    # an older format (version 1 was JSON) is named, not misread
+    path.write_bytes(data.replace(b'"format_version":2', b'"format_version":1', 1))
+    with pytest.raises(CheckpointError, match="checkpoint format 1, this engine reads 2"):
+        OnlineEngine.restore(path)
+    # a body whose digest matches but whose state does not hold together: a track's column cut short
+    header, _, body = data.partition(b"\n")
+    raw = zlib.decompress(body)
+    size = int.from_bytes(raw[:8], "little")
+    manifest = orjson.loads(raw[8 : 8 + size])
+    manifest["kinds"]["user"]["ts"][2] -= 1
+    bad = orjson.dumps(manifest)
+    bad_body = zlib.compress(len(bad).to_bytes(8, "little") + bad + raw[8 + size :])
+    head = orjson.loads(header)
+    head.update(bytes=len(bad_body), sha256=hashlib.sha256(bad_body).hexdigest())
+    path.write_bytes(orjson.dumps(head) + b"\n" + bad_body)
+    with pytest.raises(CheckpointError, match="malformed state"):
         OnlineEngine.restore(path)
 
 

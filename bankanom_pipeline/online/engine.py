@@ -95,8 +95,9 @@ Features = tuple[float, ...]
 MIN = 60_000_000  # microseconds
 M10, M30, H1, DAY = 10 * MIN, 30 * MIN, 60 * MIN, 24 * 60 * MIN
 HORIZON = DAY  # no feature looks back further
-# how often (in event time) idle entities are looked for and dropped: each look visits every entity
-SWEEP_EVERY = 6 * H1
+# how often (in event time) idle entities are looked for and dropped: each look visits every entity (tens
+# of thousands, milliseconds), and state holds up to this much event time beyond the retention
+SWEEP_EVERY = H1
 
 # The digest of the feature SQL this engine implements (bankanom_pipeline/online/version.py computes the
 # SQL's own). Declared, not imported: a change of the SQL fails tests/test_online_engine.py until the

@@ -81,12 +81,9 @@ class Track:
             raise ValueError("a track's columns have different lengths or the wrong count")
         if any(a > b for a, b in pairwise(rows[0])):
             raise ValueError("a track's times are not in order")
-        self.ts = array("q", rows[0])
+        self.ts = _owned(rows[0], array("q"))
         self.eid = list(rows[1])
-        self.cols = tuple(
-            list(col) if old.__class__ is list else array(old.typecode, col)
-            for old, col in zip(self.cols, rows[2:], strict=True)
-        )
+        self.cols = tuple(_owned(col, empty) for empty, col in zip(self.cols, rows[2:], strict=True))
         self.head = 0
         self.restore_window()
 
@@ -103,3 +100,11 @@ class Track:
         for col in self.cols:
             per_event += 8 + 24 if col.__class__ is list else col.itemsize
         return 64 * (2 + len(self.cols)) + n * per_event
+
+
+def _owned(values, empty):
+    """``values`` as a column like ``empty`` (a list, or an array of its typecode): taken as they are when
+    they already are one (the caller hands them over), else copied."""
+    if values.__class__ is empty.__class__ and (empty.__class__ is list or values.typecode == empty.typecode):
+        return values
+    return list(values) if empty.__class__ is list else array(empty.typecode, values)

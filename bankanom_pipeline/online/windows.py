@@ -99,14 +99,18 @@ class ServiceTrack(Track):
     def restore_window(self) -> None:
         """Rebuild the aggregates from the lists (after a checkpoint is read): the window of the newest
         event."""
-        self.lo = self.head
-        self.bound = -(2**62)
         self.errors = self.warns = 0
         self.ips, self.rts, self.ext = {}, [], [None] * len(GAUGES)
-        for i in range(self.head, len(self.ts)):
-            self.add(i)
-        if len(self.ts) > self.head:
-            self.advance(self.ts[-1] - 60_000_000)
+        ts = self.ts
+        if len(ts) > self.head:
+            # only the minute's events are counted (those before it would be added and taken out again)
+            self.bound = ts[-1] - 60_000_000
+            self.lo = bisect_left(ts, self.bound, self.head)
+            for i in range(self.lo, len(ts)):
+                self.add(i)
+        else:
+            self.lo = self.head
+            self.bound = -(2**62)
 
 
 class Window:
@@ -188,15 +192,19 @@ class Window:
 
     def reset(self, track: Track) -> None:
         """Rebuild from the lists: the window of the track's newest event."""
-        self.lo = track.head
-        self.bound = -(2**62)
         self.sums = [0] * len(self.sum_cols)
         self.fractional = [0] * len(self.sum_cols)
         self.counters = [{} for _ in self.counter_cols]
-        for i in range(track.head, len(track.ts)):
-            self.add(track, i)
-        if len(track.ts) > track.head:
-            self.advance(track, track.ts[-1] - self.span)
+        ts = track.ts
+        if len(ts) > track.head:
+            # only the window's events are counted (those before it would be added and taken out again)
+            self.bound = ts[-1] - self.span
+            self.lo = bisect_left(ts, self.bound, track.head)
+            for i in range(self.lo, len(ts)):
+                self.add(track, i)
+        else:
+            self.lo = track.head
+            self.bound = -(2**62)
 
 
 # Below this many retained events an entity's windows are summed from slices: most entities (a session,
