@@ -90,6 +90,14 @@ def test_too_late_and_duplicates_are_refused_and_counted():
     assert e.counters["too_late"] == 1 and e.counters["duplicate"] == 1 and e.counters["ingested"] == 2
 
 
+def test_the_default_allowance_is_an_hour():
+    e = OnlineEngine()
+    feats(e, ev("now", BASE + 2 * 60 * MIN))
+    assert e.ingest(ev("hour", BASE + 60 * MIN)).status == "late"  # exactly an hour late: accepted
+    refused = e.ingest(ev("older", BASE + 60 * MIN - 1))
+    assert refused.status == "too_late" and refused.reason == "3600 s older than the newest event"
+
+
 def test_bad_input_is_refused_with_a_reason():
     e = OnlineEngine()
     out = e.ingest(ev("nan", BASE, response_time_ms=float("nan")))

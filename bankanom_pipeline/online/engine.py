@@ -160,7 +160,12 @@ class OnlineEngine:
     FEATURES = FEATURES
     FEATURE_SET_VERSION = ENGINE_FEATURE_SET_VERSION
 
-    def __init__(self, *, allowed_lateness_s: float = 86400.0):
+    # An hour of lateness by default: state holds the last 24 h + the allowance, and at the default
+    # population's 1.1M events a day an allowance of 24 h would be ~1.4 GB of state against the 1 GiB
+    # budget (docs/online.md, "State, retention and memory"). Later events are refused as too_late.
+    DEFAULT_LATENESS_S = 3600.0
+
+    def __init__(self, *, allowed_lateness_s: float = DEFAULT_LATENESS_S):
         if not (allowed_lateness_s >= 0 and math.isfinite(allowed_lateness_s)):
             raise ValueError(f"allowed_lateness_s must be a finite number >= 0, not {allowed_lateness_s!r}")
         self.allowed_lateness_s = float(allowed_lateness_s)
