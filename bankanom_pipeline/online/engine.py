@@ -721,18 +721,21 @@ class OnlineEngine:
         self._swept = now
         self._networks.clear()
         bound = now - self._retention
-        for kind, tracks in self._kinds().items():
+        for tracks in self._kinds().values():
             if isinstance(tracks, Track):
                 tracks.expire(bound)
                 continue
             empty = []
             for key, track in tracks.items():
-                track.expire(bound)
-                if not len(track):
+                ts = track.ts
+                # most entities are either wholly expired or have nothing to expire: neither needs the
+                # windows slid
+                if not ts or ts[-1] < bound:
                     empty.append(key)
+                elif ts[track.head] < bound:
+                    track.expire(bound)
             for key in empty:
                 del tracks[key]
-            del kind
 
 
 def _metric_row(m: list) -> list[float]:
