@@ -14,6 +14,7 @@ from pathlib import Path
 from sys import intern
 from typing import NamedTuple
 
+from bankanom_pipeline.online.aggregates import amount_z, extreme, metric_row, p95_sorted
 from bankanom_pipeline.online.events import (
     LEVELS,
     BadEvent,
@@ -24,77 +25,21 @@ from bankanom_pipeline.online.events import (
     session,
     template,
 )
+from bankanom_pipeline.online.schema import (
+    DAY,
+    FEATURES,
+    H1,
+    HORIZON,
+    M10,
+    M30,
+    MIN,
+    TYPES,
+    WINDOWS,
+    Features,
+)
 from bankanom_pipeline.online.tracks import Track
 from bankanom_pipeline.online.windows import ServiceTrack, WindowedTrack
 
-# features_events' numeric feature columns, in its order
-FEATURES: tuple[str, ...] = (
-    "level_num",
-    "hour_sin",
-    "hour_cos",
-    "is_weekend",
-    "template_rarity",
-    "rare_quiet_country",
-    "response_time_ms",
-    "requests_per_second",
-    "error_rate",
-    "timeout_rate",
-    "success_rate",
-    "failed_attempts",
-    "unique_ips",
-    "unique_users",
-    "attempts_per_minute",
-    "amount",
-    "risk_score",
-    "query_time_ms",
-    "connection_pool_use",
-    "replication_lag_s",
-    "cache_hit_rate",
-    "cpu_percent",
-    "records_accessed",
-    "bytes_out",
-    "concurrent_sessions",
-    "vpn_connections",
-    "files_modified",
-    "consumer_lag",
-    "user_events_10m",
-    "user_failed_logins_10m",
-    "user_distinct_ips_1h",
-    "user_distinct_countries_1h",
-    "user_vpn_connections_1h",
-    "user_records_10m",
-    "user_bytes_out_30m",
-    "user_country_share",
-    "user_ip_share",
-    "session_distinct_ips",
-    "user_amount_z",
-    "travel_km",
-    "travel_speed_kmh",
-    "ip_events_10m",
-    "ip_distinct_users_10m",
-    "ip_failed_logins_10m",
-    "ip_error_events_10m",
-    "network_distinct_users_10m",
-    "network_distinct_ips_10m",
-    "network_failed_logins_10m",
-    "service_events_vs_day",
-    "service_error_share",
-    "service_warn_share",
-    "service_distinct_ips",
-    "service_p95_response_time_ms",
-    "service_max_timeout_rate",
-    "service_max_error_rate",
-    "service_min_cache_hit_rate",
-    "service_max_replication_lag_s",
-    "service_max_requests_per_second",
-    "service_max_files_modified",
-)
-
-Features = tuple[float, ...]
-
-MIN = 60_000_000  # microseconds
-M10, M30, H1, DAY = 10 * MIN, 30 * MIN, 60 * MIN, 24 * 60 * MIN
-HORIZON = DAY  # no feature looks back further
 # how often (in event time) idle entities are looked for and dropped: each look visits every entity (tens
 # of thousands, milliseconds), and state holds up to this much event time beyond the retention
 SWEEP_EVERY = H1
@@ -103,37 +48,6 @@ SWEEP_EVERY = H1
 # SQL's own). Declared, not imported: a change of the SQL fails tests/test_online_engine.py until the
 # engine is changed to match and this is updated, and replay proves them equal again.
 ENGINE_FEATURE_SET_VERSION = "45f527a2f48a"
-
-# Payload columns of each kind of track (beside ts and event_id)
-_USER = ("ip", "country", "failed", "vpn", "records", "bytes", "lat", "lon")
-_AMOUNT = ("log_amount", "log_amount_sq")  # a user's events with an amount
-_SESSION = ("ip",)
-_IP = ("user", "failed", "error")
-_NET = ("user", "ip", "failed")
-_SERVICE = ("error", "warn", "ip", "rt", "timeout", "error_rate", "cache", "lag", "rps", "files")
-# The running windows each kind keeps for in-order ingest: (span, summed columns, counted columns), by
-# payload column index. Their order is the order _compute reads them in.
-_WINDOWS = {
-    "user": (
-        (M10, (2, 4), ()),  # failed logins, records
-        (M30, (5,), ()),  # bytes out
-        (H1, (3,), (0, 1)),  # VPN; addresses, countries
-        (DAY, (), (0, 1)),  # addresses, countries
-    ),
-    "session": ((DAY, (), (0,)),),
-    "ip": ((M10, (1, 2), (0,)),),  # failed logins, errors; users
-    "network": ((M10, (2,), (0, 1)),),  # failed logins; users, addresses
-}
-# Each kind's payload columns as array typecodes (tracks.Track): "b" for 0/1 flags, "d" for numbers never
-# None, "O" (a list) for text and for numbers that may be None.
-_TYPES = {
-    "user": "OObbddOO",
-    "amount": "dd",
-    "session": "O",
-    "ip": "Obb",
-    "network": "OOb",
-    "service": "bbOOOOOOOO",
-}
 
 # the service's six gauges: which is a minimum (cache_hit_rate), and each one's value without input
 _IS_MIN = (False, False, True, False, False, False)
@@ -273,10 +187,10 @@ class OnlineEngine:
     def new_track(kind: str) -> Track:
         """An empty track of a kind of entity (``_kinds``' names)."""
         if kind == "service":
-            return ServiceTrack(_TYPES[kind])
-        if kind in _WINDOWS:
-            return WindowedTrack(_TYPES[kind], _WINDOWS[kind])
-        return Track(_TYPES.get(kind, ""))
+            return ServiceTrack(TYPES[kind])
+        if kind in WINDOWS:
+            return WindowedTrack(TYPES[kind], WINDOWS[kind])
+        return Track(TYPES.get(kind, ""))
 
     def _kinds(self) -> dict[str, Track | dict[str, Track]]:
         return {
@@ -383,7 +297,7 @@ class OnlineEngine:
             out.append(0.0)
 
         # -- the event's metrics
-        out.extend(_metric_row(m))
+        out.extend(metric_row(m))
 
         # -- user
         if user is None:
@@ -473,7 +387,7 @@ class OnlineEngine:
                 alo = bisect_left(atrack.ts, bound_day, atrack.head, ahi)
                 if ahi - alo >= 3:
                     c = atrack.cols
-                    z = _amount_z(x, ahi - alo, sum(c[0][alo:ahi]), sum(c[1][alo:ahi]))
+                    z = amount_z(x, ahi - alo, sum(c[0][alo:ahi]), sum(c[1][alo:ahi]))
             out.append(z)
             # travel from the latest earlier located event within 24 h
             km = speed = 0.0
@@ -578,7 +492,7 @@ class OnlineEngine:
             errors = track.errors + is_error
             warns = track.warns + is_warn
             n_ips = len(track.ips) + (1 if ip is not None and ip not in track.ips else 0)
-            p95 = _p95_sorted(track.rts, rt)
+            p95 = p95_sorted(track.rts, rt)
             maxes = []
             gauges = (timeout, err_rate, cache, lag, rps, files)
             for current, own, smallest in zip(track.ext, gauges, _IS_MIN, strict=True):
@@ -605,14 +519,14 @@ class OnlineEngine:
             n_ips = len(sips)
             rts = [v for v in c[3][lo:hi] if v is not None]
             rts.sort()
-            p95 = _p95_sorted(rts, rt)
+            p95 = p95_sorted(rts, rt)
             maxes = [
-                _extreme(max, c[4][lo:hi], timeout),
-                _extreme(max, c[5][lo:hi], err_rate),
-                _extreme(min, c[6][lo:hi], cache),
-                _extreme(max, c[7][lo:hi], lag),
-                _extreme(max, c[8][lo:hi], rps),
-                _extreme(max, c[9][lo:hi], files),
+                extreme(max, c[4][lo:hi], timeout),
+                extreme(max, c[5][lo:hi], err_rate),
+                extreme(min, c[6][lo:hi], cache),
+                extreme(max, c[7][lo:hi], lag),
+                extreme(max, c[8][lo:hi], rps),
+                extreme(max, c[9][lo:hi], files),
             ]
         minutes = max((t - first) / 1e6 / 60.0, 1.0)
         out.append(n1 / (n24 / minutes))
@@ -658,7 +572,7 @@ class OnlineEngine:
                 la = math.log(1 + amount)
                 track_a = self._amount.get(user)
                 if track_a is None:
-                    track_a = self._amount[user] = Track(_TYPES["amount"])
+                    track_a = self._amount[user] = Track(TYPES["amount"])
                 rows.append((track_a, (la, la * la)))
             rows.append(
                 (
@@ -736,67 +650,3 @@ class OnlineEngine:
                     track.expire(bound)
             for key in empty:
                 del tracks[key]
-
-
-def _metric_row(m: list) -> list[float]:
-    """features_events' per-event metric columns from the event's metrics (METRICS order)."""
-    active, most = m[12], m[13]
-    pool = 0.0 if active is None or most is None or most == 0 else active / most
-    return [
-        0.0 if m[0] is None else m[0],
-        0.0 if m[1] is None else m[1],
-        0.0 if m[2] is None else m[2],
-        0.0 if m[3] is None else m[3],
-        1.0 if m[4] is None else m[4],
-        0.0 if m[5] is None else m[5],
-        0.0 if m[6] is None else m[6],
-        0.0 if m[7] is None else m[7],
-        0.0 if m[8] is None else m[8],
-        0.0 if m[9] is None else m[9],
-        0.0 if m[10] is None else m[10],
-        0.0 if m[11] is None else m[11],
-        pool,
-        0.0 if m[14] is None else m[14],
-        1.0 if m[15] is None else m[15],
-        0.0 if m[16] is None else m[16],
-        0.0 if m[17] is None else m[17],
-        0.0 if m[18] is None else m[18],
-        0.0 if m[19] is None else m[19],
-        0.0 if m[20] is None else m[20],
-        0.0 if m[21] is None else m[21],
-        0.0 if m[22] is None else m[22],
-    ]
-
-
-def _extreme(pick, values: list, own: float | None) -> float | None:
-    present = [v for v in values if v is not None]
-    if own is not None:
-        present.append(own)
-    return pick(present) if present else None
-
-
-def _p95_sorted(values: list[float], own: float | None) -> float:
-    """DuckDB's quantile_cont(v, 0.95) of sorted ``values`` and ``own`` (None: absent): the values at
-    floor and ceil of (n - 1) * q, linearly interpolated; 0 without values. ``own`` is merged in by
-    position, so the list is not copied."""
-    n = len(values) + (own is not None)
-    if not n:
-        return 0.0
-    pos = (n - 1) * 0.95
-    k_lo, k_hi = math.floor(pos), math.ceil(pos)
-    if own is None:
-        v_lo, v_hi = values[k_lo], values[k_hi]
-    else:
-        j = bisect_left(values, own)
-        v_lo = values[k_lo] if k_lo < j else (own if k_lo == j else values[k_lo - 1])
-        v_hi = values[k_hi] if k_hi < j else (own if k_hi == j else values[k_hi - 1])
-    return v_lo + (pos - k_lo) * (v_hi - v_lo)
-
-
-def _amount_z(x: float, n: int, s: float, ss: float) -> float:
-    """z of ``x`` against ``n`` earlier amounts of sum ``s`` and sum of squares ``ss``: the SQL's window
-    sums (the current row included) less the current row, sample variance floored at 0."""
-    s = (s + x) - x
-    ss = (ss + x * x) - x * x
-    var = (ss - s * s / n) / (n - 1)
-    return (x - s / n) / (0.25 + math.sqrt(max(var, 0.0)))
