@@ -231,11 +231,8 @@ def main() -> None:
             result = json.loads(done.stdout.splitlines()[-1])
             runs[kind].append(result | {"load_before": load, "machine_pace_seconds": round(pace, 3)})
             print(
-                json.dumps(
-                    {"kind": kind, **{k: v for k, v in result.items() if not isinstance(v, (list, dict))}}
-                ),
-                flush=True,
-            )
+                json.dumps({"kind": kind, **result}), flush=True
+            )  # whole: a cut-short run keeps its figures
     replay, sql = runs["replay"], runs["sql"]
     summary = {
         "date": args.date,
