@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bankanom_pipeline.online.engine import OnlineEngine
+
 console = Console()
 
 
@@ -19,7 +21,7 @@ def replay(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     lateness: Annotated[
         float, typer.Option(help="The engine's allowed lateness in seconds (events are replayed in order).")
-    ] = 86400.0,
+    ] = OnlineEngine.DEFAULT_LATENESS_S,
 ) -> None:
     """Run a stored day's validated events (warmed with the previous day's last 24 hours) through the online
     feature engine and compare every feature with features_events, and the engine's vectors scored by the
@@ -33,7 +35,6 @@ def replay(
     from bankanom_pipeline.detection.scoring import IF, LOF
     from bankanom_pipeline.detection.sources import LOGS
     from bankanom_pipeline.online import replay as work
-    from bankanom_pipeline.online.engine import OnlineEngine
     from bankanom_pipeline.warehouse import store
 
     try:
