@@ -17,7 +17,8 @@ Then ``--rounds`` rounds, each of two fresh processes pinned to one core (``--cp
 - **sql**: the day's feature models (stg_logs -> features_events, the previous day read by the lookback
   windows) on a copy of the same warehouse, DuckDB at one thread on the same core: events/s.
 
-Each run's load average and ``machine_pace`` are kept beside it. Needs the online engine
+Each run's load average and ``machine_pace`` are kept beside it. ``--state-only``: the state's size from
+the demo's published engine checkpoint (restored, no replay). Needs the online engine
 (``bankanom_pipeline/online``), so today's tree only.
 """
 
@@ -146,6 +147,28 @@ def replay_once(date: str) -> dict:
     }
 
 
+def checkpoint_state(data: Path) -> dict:
+    """The engine state the demo's snapshot publication left (its checkpoint: the day's last 24 hours),
+    restored in this process: its size per entity kind without replaying the day."""
+    from bankanom_pipeline.online.engine import OnlineEngine
+
+    current = json.loads((data / "snapshots" / "current.json").read_text())
+    gc.collect()
+    before = rss_bytes()
+    began = time.process_time()
+    engine = OnlineEngine.restore(data / "snapshots" / current["checkpoint"]["file"])
+    took = time.process_time() - began
+    gc.collect()
+    return {
+        "checkpoint": current["checkpoint"],
+        "restore_cpu_seconds": took,
+        "state_bytes": engine.memory_bytes(),
+        "entities": engine.entity_counts(),
+        "rss_growth_gib": (rss_bytes() - before) / 2**30,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
 def cpu_timed(fn, name: str, into: dict[str, float]):
     def timed(*args, **kwargs):
         began = time.process_time()
@@ -214,6 +237,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, help="the demo's events/s instead of its default (smoke tests)")
     parser.add_argument("--cpu", type=int, default=1, help="the core both workers are pinned to")
+    parser.add_argument(
+        "--state-only",
+        action="store_true",
+        help="only the state's size, from the demo's published checkpoint (no replay)",
+    )
     parser.add_argument("--worker", choices=["replay", "sql"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "replay":
@@ -223,6 +251,9 @@ def main() -> None:
         print(json.dumps(sql_once(args.data / "data" / "warehouse.duckdb", args.date, args.data / "scratch")))
         return
     build(args.data, args.date, args.rate)
+    if args.state_only:
+        record("replay_state", checkpoint_state(args.data / "data"))
+        return
     runs: dict[str, list[dict]] = {"replay": [], "sql": []}
     for _ in range(args.rounds):
         for kind in ("replay", "sql"):
