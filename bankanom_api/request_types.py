@@ -58,12 +58,17 @@ def _text_time(value: Any) -> Any:
 
 FiniteNumber = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 WHOLE = BeforeValidator(_whole)  # with StrictInt: a whole number
+
+
+def _timestamp_schema(schema: dict) -> None:
+    # the declared pattern is the whole contract: JSON Schema's date-time format (RFC 3339) demands an
+    # offset and a 'T', which the pattern lets go (no offset: UTC), so stating both contradicted itself
+    schema["pattern"] = PATTERNS["timestamp_pattern"]
+    schema.pop("format", None)
+
+
 # a log's timestamp: the declared pattern, stated in the schema, then read by pydantic
-Timestamp = Annotated[
-    dt.datetime,
-    BeforeValidator(_text_time),
-    Field(json_schema_extra={"pattern": PATTERNS["timestamp_pattern"]}),
-]
+Timestamp = Annotated[dt.datetime, BeforeValidator(_text_time), Field(json_schema_extra=_timestamp_schema)]
 
 
 def _says_what_the_pattern_means(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:

@@ -123,15 +123,22 @@ RAW_FIELDS = [
 ]
 
 
-def accepted_lines(con: duckdb.DuckDBPyConnection, day: str, limit: int | None = None) -> list[dict]:
-    """The day's lines that validation accepted, as the generator wrote them (anomaly_details included)."""
+def accepted_lines(
+    con: duckdb.DuckDBPyConnection, day: str, limit: int | None = None, newest: bool = False
+) -> list[dict]:
+    """The day's lines that validation accepted, as the generator wrote them (anomaly_details included),
+    in order; the first ``limit``, or with ``newest`` the last (the ones still in the context an online
+    state that ingested the day keeps)."""
     columns = ", ".join(f'r."{c}"' for c in RAW_FIELDS)
+    direction = "DESC" if newest else ""
     rows = con.execute(
         f"""SELECT {columns} FROM raw_logs AS r
             JOIN validated_logs AS v USING (partition_date, source_file, line_no)
-            WHERE r.partition_date = ? ORDER BY r."timestamp", r.event_id LIMIT ?""",
+            WHERE r.partition_date = ? ORDER BY r."timestamp" {direction}, r.event_id {direction} LIMIT ?""",
         [day, limit or 10**9],
     ).fetchall()
+    if newest:
+        rows.reverse()
     events = []
     for row in rows:
         event = dict(zip(RAW_FIELDS, row, strict=True))

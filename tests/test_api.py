@@ -71,9 +71,11 @@ def api(world):
 
 
 def demo_events(world: Path, n: int) -> list[dict]:
+    """The demo day's last ``n`` lines: the API's online state starts from the day's published checkpoint,
+    and keeps the context of the events of its last hour (earlier ones get 409, too_late)."""
     con = duckdb.connect(str(world / "warehouse.duckdb"), read_only=True)
     try:
-        return accepted_lines(con, DEMO_DAY, n)
+        return accepted_lines(con, DEMO_DAY, n, newest=True)
     finally:
         con.close()
 

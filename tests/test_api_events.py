@@ -148,6 +148,21 @@ def test_an_event_dated_in_the_future_is_refused_and_does_not_shut_out_the_prese
         assert b"future-1" not in journaled and journaled.count(b"\n") == 20
 
 
+def test_predicting_an_event_older_than_the_state_keeps_is_a_409_naming_context_false(tmp_path, world):
+    first, _, models = world
+    with client(tmp_path, models) as app:
+        post(app, first[:50])
+        old = dt.datetime.fromisoformat(first[49]["timestamp"]) - dt.timedelta(days=2)
+        event = {**first[10], "event_id": "old-1", "timestamp": old.isoformat()}
+        response = app.post("/predict", json={"events": [event]}, headers=H)
+        assert response.status_code == 409, response.text
+        (detail,) = response.json()["detail"]
+        assert detail["type"] == "too_late" and "context=false" in detail["msg"]
+        assert app.post(
+            "/predict", params={"context": "false"}, json={"events": [event]}, headers=H
+        ).is_success
+
+
 def test_refused_events_are_counted_by_reason(tmp_path, world):
     first, _, _ = world
     good = first[0]

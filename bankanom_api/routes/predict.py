@@ -52,7 +52,11 @@ def _within_batch(events: list[LogEvent], max_batch: int) -> None:
         **problem(503, "nothing promoted yet, or promoted models of another feature set"),
         **NOT_FOUND,
         **TOO_LARGE,
-        **problem(409, "an event_id repeated within the request"),
+        **problem(
+            409,
+            "an event_id repeated within the request, or (with context) an event older than the online "
+            "state keeps: its context is gone, ask with context=false",
+        ),
     },
     summary="Score log events with both models and the ensemble, or with one model",
     description=(
@@ -98,7 +102,8 @@ def predict(
         try:
             values = online.peek([as_event(e) for e in body.events])
         except OutOfContext as error:
-            raise HTTPException(422, [error.detail]) from None
+            # 409: a valid event the state can no longer place (older than it keeps), not a bad request
+            raise HTTPException(409 if error.detail["type"] == "too_late" else 422, [error.detail]) from None
         columns = list(online.engine.FEATURES)
     else:
         values, columns = predictor.batch_features(body.events)
