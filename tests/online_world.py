@@ -12,6 +12,7 @@ import functools
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,24 @@ from bankanom_pipeline.detection.models import TRAINERS
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.online.events import to_micros
+from tests.api_server import api_client
 from tests.tiny_platform import DAY, RATE, TRAIN_DAY
 
 SEEDS = {TRAIN_DAY: 100, DAY: 101}
+# the online tests' API: a reading key and an ingest key, and no rate limit in the way
+KEY, INGEST = "reader-key", "ingest-key"
+H, HI = {"X-API-Key": KEY}, {"X-API-Key": INGEST}
+UNLIMITED = "100000/second"
+
+
+@contextmanager
+def client(root, models=None, **overrides):
+    """The API over ``root`` with an ingest key, serving ``models`` (set once the lifespan built the state)."""
+    settings = {"ingest_keys": [INGEST], "rate_limit": UNLIMITED, **overrides}
+    with api_client(root, KEY, **settings) as app:
+        if models is not None:
+            app.app.state.serving.models = models
+        yield app
 
 
 def landed(landing: Path, day: str) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -26,27 +25,14 @@ from bankanom_pipeline.serving import online_checkpoint
 from bankanom_pipeline.serving.snapshot import SnapshotPublisher
 from tests import online_world
 from tests.api_server import api_client
+from tests.online_world import HI, KEY, H, client
 from tests.tiny_platform import TRAIN_DAY
-
-KEY, INGEST = "reader-key", "ingest-key"
-H, HI = {"X-API-Key": KEY}, {"X-API-Key": INGEST}
-UNLIMITED = "100000/second"
 
 
 @pytest.fixture(scope="module")
 def world():
     """The two days' accepted lines, in order, and models trained on the first (online_world.built)."""
     return online_world.built()
-
-
-@contextmanager
-def client(root, models=None, **overrides):
-    """The API over ``root`` with an ingest key, serving ``models`` (set once the lifespan built the state)."""
-    settings = {"ingest_keys": [INGEST], "rate_limit": UNLIMITED, **overrides}
-    with api_client(root, KEY, **settings) as app:
-        if models is not None:
-            app.app.state.serving.models = models
-        yield app
 
 
 def post(app, events, **params):

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import re
 import shutil
-from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -20,22 +19,11 @@ from bankanom_api.online import as_event
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.online.events import to_micros
 from tests import online_world, tiny_platform
-from tests.api_server import accepted_lines, api_client
+from tests.api_server import accepted_lines
+from tests.online_world import HI, KEY, H, client
 from tests.tiny_platform import DAY, TRAIN_DAY
 
-KEY, INGEST = "reader-key", "ingest-key"
-H, HI = {"X-API-Key": KEY}, {"X-API-Key": INGEST}
-UNLIMITED = "100000/second"
 BATCH = 1000
-
-
-@contextmanager
-def client(root, models=None, **overrides):
-    settings = {"ingest_keys": [INGEST], "rate_limit": UNLIMITED, **overrides}
-    with api_client(root, KEY, **settings) as app:
-        if models is not None:
-            app.app.state.serving.models = models
-        yield app
 
 
 def ingest(app, events: list[dict]) -> list[dict]:
