@@ -272,26 +272,16 @@ class OnlineEngine:
         bound_day = t - DAY
 
         # -- template rarity (24 h, every event)
-        track = self._all
-        hi = len(track.ts) if in_order else track.upper(t, eid)
-        n_all = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
+        n_all = self._all.since(bound_day, t, eid, in_order) + 1
         track = self._template.get(tpl)
-        n_tpl = 1
-        if track is not None:
-            hi = len(track.ts) if in_order else track.upper(t, eid)
-            n_tpl += hi - bisect_left(track.ts, bound_day, track.head, hi)
+        n_tpl = 1 if track is None else track.since(bound_day, t, eid, in_order) + 1
         out.append(-math.log(n_tpl / n_all))
 
         # -- rare quiet country (24 h, quiet events with a country)
         if level <= 1 and country:
-            track = self._quiet
-            hi = len(track.ts) if in_order else track.upper(t, eid)
-            n_quiet = hi - bisect_left(track.ts, bound_day, track.head, hi) + 1
+            n_quiet = self._quiet.since(bound_day, t, eid, in_order) + 1
             track = self._quiet_country.get(country)
-            n_country = 1
-            if track is not None:
-                hi = len(track.ts) if in_order else track.upper(t, eid)
-                n_country += hi - bisect_left(track.ts, bound_day, track.head, hi)
+            n_country = 1 if track is None else track.since(bound_day, t, eid, in_order) + 1
             out.append(max(math.log(0.01 / (n_country / n_quiet)), 0.0))
         else:
             out.append(0.0)

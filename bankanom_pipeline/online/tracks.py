@@ -38,6 +38,12 @@ class Track:
             hi -= 1
         return hi
 
+    def since(self, bound: int, t: int, eid: str, in_order: bool) -> int:
+        """How many retained events are at or after ``bound`` (µs) and before ``(t, eid)`` in the order;
+        ``in_order``: ``(t, eid)`` is after every retained event."""
+        hi = len(self.ts) if in_order else self.upper(t, eid)
+        return hi - bisect_left(self.ts, bound, self.head, hi)
+
     def insert(self, at: int, t: int, eid: str, values: tuple) -> None:
         if at == len(self.ts):
             self.ts.append(t)
