@@ -53,6 +53,21 @@ def snapshots_dir() -> Path:
     return Path(os.environ.get("BANKANOM_SNAPSHOTS_DIR", data_dir() / "snapshots"))
 
 
+def live_dir() -> Path:
+    """The stream scorer's folder: its SQLite live store and its engine checkpoints (``bankanom stream``)."""
+    return Path(os.environ.get("BANKANOM_LIVE_DIR", data_dir() / "live"))
+
+
+def stream_url() -> str:
+    """The stream scorer's internal service (loopback), which the API forwards ingest and peeks to."""
+    return os.environ.get("BANKANOM_STREAM_URL", "http://127.0.0.1:8090").rstrip("/")
+
+
+def stream_key() -> str | None:
+    """When set, the stream's internal service requires it in the ``X-Stream-Key`` header."""
+    return os.environ.get("BANKANOM_STREAM_KEY") or None
+
+
 def published_dir(warehouse: Path | None = None) -> Path:
     """Where embedded runs publish each table as Parquet for analysts (``bankanom sql``): beside the
     DuckDB file (``data/published`` by default), so a warehouse elsewhere never writes into ``data/``."""
