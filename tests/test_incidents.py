@@ -1,6 +1,7 @@
 """Incident grouping, reporting, severity and explanations on crafted flagged events."""
 
 import datetime as dt
+import hashlib
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.incident_ids import check_unique, incident_id
 from bankanom_pipeline.detection.incidents import (
     INCIDENT_COLUMNS,
     build_incidents,
@@ -40,6 +42,10 @@ def event(
     row["template_rarity"] = 2.0  # a common template unless a test says otherwise
     row.update(f)
     return row
+
+
+def to_us(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
 
 
 def frame(rows):
@@ -90,10 +96,13 @@ def test_chains_are_transitive_and_ids_follow_time_order():
     ]
     incidents, ie = build(rows)
     assert members(incidents, ie) == [("c1", "c2", "c3"), ("z",)]
-    first = incidents.sort("incident_id").row(0, named=True)
-    assert first["incident_id"] == "INC-20260105-0001" and first["event_count"] == 1  # z is earliest
-    second = incidents.sort("incident_id").row(1, named=True)
-    assert second["incident_id"] == "INC-20260105-0002"
+    # rows follow time order; each id names the incident's first event
+    first = incidents.row(0, named=True)
+    assert first["incident_id"] == incident_id("z", to_us(T0 - dt.timedelta(minutes=30)))
+    assert first["event_count"] == 1  # z is earliest
+    second = incidents.row(1, named=True)
+    assert second["incident_id"] == incident_id("c1", to_us(T0))
+    assert second["incident_id"].startswith("INC-20260105-") and len(second["incident_id"]) == 23
     assert second["start_ts"] == T0 and second["end_ts"] == T0 + dt.timedelta(minutes=6)
     assert second["users"] == ["USR-5", "USR-8"] and second["user_count"] == 2
     assert second["ip_count"] == 2
@@ -277,7 +286,13 @@ def test_explanations_use_attribution_of_the_top_line_only_for_reported_incident
     lone = json.loads(incidents.filter(~pl.col("reported"))["top_features"][0])
     assert lone[0]["feature"] == "hour_sin" and lone[0]["attribution"] is None
     summary = reported["summary"]
-    for part in ("INC-20260105-0001", "auth-service", "user USR-1", "user_failed_logins_10m", "confidence"):
+    for part in (
+        incident_id("a1", to_us(T0)),
+        "auth-service",
+        "user USR-1",
+        "user_failed_logins_10m",
+        "confidence",
+    ):
         assert part in summary
 
 
@@ -295,7 +310,45 @@ def test_partitions_never_share_an_incident():
     rows = [event("d1", 0, user="USR-1"), event("d2", 1, user="USR-1")]
     rows[1]["partition_date"] = dt.date(2026, 1, 6)
     incidents, _ = build(rows)
-    assert sorted(incidents["incident_id"].to_list()) == ["INC-20260105-0001", "INC-20260106-0001"]
+    assert incidents["incident_id"].to_list() == [
+        incident_id("d1", to_us(T0)),
+        incident_id("d2", to_us(T0 + dt.timedelta(minutes=1))),
+    ]
+
+
+def test_ids_name_the_first_event_whatever_else_the_day_holds():
+    """A rerun with more (or fewer) incidents around it gives an incident the same id: no per-day
+    sequence to renumber. The first event is the earliest by (ts, event_id)."""
+    alone, _ = build([event("b", 5, user="USR-1"), event("a", 5, user="USR-1")])
+    crowded, _ = build(
+        [event("x", 1, user="USR-2"), event("b", 5, user="USR-1"), event("a", 5, user="USR-1")]
+    )
+    expected = incident_id("a", to_us(T0 + dt.timedelta(minutes=5)))
+    assert alone["incident_id"].to_list() == [expected]
+    assert crowded["incident_id"].to_list()[1] == expected
+
+
+def test_ids_given_by_the_caller_keep_the_events_together():
+    """``groups`` (live incidents): the caller's grouping and ids are kept, even where the rules would
+    split the events."""
+    rows = [event("g1", 0, user="USR-1"), event("g2", 90, user="USR-2"), event("h", 1, user="USR-3")]
+    incidents, ie = build(rows, groups=["INC-A", "INC-A", "INC-B"])
+    assert incidents["incident_id"].to_list() == ["INC-A", "INC-B"]
+    assert members(incidents, ie) == [("g1", "g2"), ("h",)]
+    assert incidents["summary"][0].startswith("[") and "INC-A:" in incidents["summary"][0]
+    with pytest.raises(ValueError, match="one incident id per flagged row"):
+        build(rows, groups=["INC-A"])
+
+
+def test_incident_ids():
+    assert incident_id("e1", 0) == "INC-19700101-" + hashlib.sha256(b"e1").hexdigest()[:10]
+    assert incident_id("e1", to_us(T0)) != incident_id("e2", to_us(T0))
+    assert incident_id("e1", to_us(T0)).startswith("INC-20260105-")
+    with pytest.raises(ValueError, match="empty"):
+        incident_id("", 0)
+    check_unique(["INC-1", "INC-1"], ["a", "a"])
+    with pytest.raises(ValueError, match="collision"):
+        check_unique(["INC-1", "INC-1"], ["a", "b"])
 
 
 def test_grouping_a_busy_day_puts_every_event_in_one_incident():

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bankanom_pipeline.detection import rca
 from bankanom_pipeline.detection.explain import rank
+from bankanom_pipeline.detection.incident_ids import check_unique, incident_id
 
 DEFAULT_PATH = Path(__file__).with_name("incidents.yaml")
 SEVERITIES = ("Low", "Medium", "High", "Critical")
@@ -106,8 +107,9 @@ def _codes(frame: pl.DataFrame, expr: pl.Expr) -> np.ndarray:
     )
 
 
-def link_keys(frame: pl.DataFrame, config: IncidentConfig) -> list[tuple[str, np.ndarray, float]]:
-    """Per link kind: a key code per row (-1 = no key) and the gap in minutes (see incidents.yaml)."""
+def link_key_values(config: IncidentConfig) -> list[tuple[str, pl.Expr, float]]:
+    """Per link kind: an expression giving each row's key (null = no key) and the gap in minutes (see
+    incidents.yaml). ``link_keys`` codes them per frame; live incidents keep the values themselves."""
     g = config.grouping
     infra = pl.col("source_service").is_in(g.infrastructure_services)
     user = pl.col("user_id")
@@ -129,13 +131,18 @@ def link_keys(frame: pl.DataFrame, config: IncidentConfig) -> list[tuple[str, np
     )
     gaps = g.gap_minutes
     return [
-        ("user", _codes(frame, pl.when(actor).then(user)), gaps.user),
-        ("ip", _codes(frame, ip), gaps.ip),
-        ("network", _codes(frame, network), gaps.network),
-        ("correlation", _codes(frame, pl.col("correlation_id")), gaps.correlation),
-        ("service_template", _codes(frame, family), gaps.service_template),
-        ("system", _codes(frame, system), gaps.system),
+        ("user", pl.when(actor).then(user), gaps.user),
+        ("ip", ip, gaps.ip),
+        ("network", network, gaps.network),
+        ("correlation", pl.col("correlation_id"), gaps.correlation),
+        ("service_template", family, gaps.service_template),
+        ("system", system, gaps.system),
     ]
+
+
+def link_keys(frame: pl.DataFrame, config: IncidentConfig) -> list[tuple[str, np.ndarray, float]]:
+    """Per link kind: a key code per row (-1 = no key) and the gap in minutes (see incidents.yaml)."""
+    return [(kind, _codes(frame, expr), gap) for kind, expr, gap in link_key_values(config)]
 
 
 def connected_groups(ts_us: np.ndarray, keys: Sequence[tuple[str, np.ndarray, float]]) -> np.ndarray:
@@ -194,13 +201,17 @@ def build_incidents(
     config: IncidentConfig | None = None,
     normals: Sequence[float] | None = None,
     catalogue: rca.Catalogue | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``(incidents, incident_events)`` for the flagged events of one or more partitions.
 
     ``deviations``: robust z per flagged row and feature (columns in ``feature_names`` order);
     ``explain(rows)``: attribution per feature for row indices into ``flagged`` (called for the top rows
     of reported incidents only); ``normals``: each feature's training median in raw units (see
-    ``explain.normal_values``), shown next to the values in explanations when given."""
+    ``explain.normal_values``), shown next to the values in explanations when given; ``groups``: the
+    incident id of each flagged row when the caller grouped the events itself (live incidents, which
+    group incrementally): the grouping rules are skipped and these ids kept. Otherwise each incident's id
+    is ``incident_id`` of its first event by ``(ts, event_id)``."""
     config = config or default_incident_config()
     catalogue = catalogue or rca.default_catalogue()
     deviations = np.asarray(deviations, dtype=float).reshape(len(flagged), len(feature_names))
@@ -208,21 +219,30 @@ def build_incidents(
         return _empty_incidents(), pl.DataFrame(schema=INCIDENT_EVENTS_SCHEMA)
 
     ids = ["event_id", "source_service", "user_id", "ip_address", "correlation_id", "template"]
+    given = [] if groups is None else [pl.Series("_given", list(groups), dtype=pl.String)]
+    if groups is not None and (len(given[0]) != len(flagged) or given[0].null_count()):
+        raise ValueError(f"groups needs one incident id per flagged row ({len(flagged)})")
     frame = (
         flagged.with_columns(pl.col(c).cast(pl.String) for c in ids)  # an all-null column arrives untyped
+        .with_columns(*given)
         .with_row_index("_row")
         .sort(["partition_date", "ts", "event_id"])
     )
     rows = frame["_row"].to_numpy().astype(np.int64)
     dev = np.clip(deviations[rows], -_DEVIATION_CAP, _DEVIATION_CAP)
     ts_us = frame["ts"].dt.epoch("us").to_numpy()
-    # partitions never share an incident: a key is (partition, value)
-    part = _codes(frame, pl.col("partition_date").cast(pl.String))
-    keys = []
-    for kind, codes, gap in link_keys(frame, config):
-        keyed = np.where(codes >= 0, codes * (part.max() + 1) + part, -1)
-        keys.append((kind, keyed, gap))
-    labels = group_events(ts_us, keys, config)
+    if groups is None:
+        # partitions never share an incident: a key is (partition, value)
+        part = _codes(frame, pl.col("partition_date").cast(pl.String))
+        keys = []
+        for kind, codes, gap in link_keys(frame, config):
+            keyed = np.where(codes >= 0, codes * (part.max() + 1) + part, -1)
+            keys.append((kind, keyed, gap))
+        labels = group_events(ts_us, keys, config)
+    else:
+        # numbered by first appearance, as connected_groups numbers them
+        number: dict[str, int] = {}
+        labels = np.array([number.setdefault(g, len(number)) for g in frame["_given"].to_list()])
     frame = frame.with_columns(pl.Series("_inc", labels))
 
     inc = _aggregate(frame, config)
@@ -330,9 +350,14 @@ def _aggregate(frame: pl.DataFrame, config: IncidentConfig) -> pl.DataFrame:
         pl.col("ip_address").str.extract(r"^(\d+\.\d+\.\d+)\.\d+$", 1).alias("_net"),
         follow_up.alias("_follow"),
     )
+    given = [pl.col("_given").first()] if "_given" in work.columns else []
     inc = (
         work.group_by("_inc")
         .agg(
+            *given,
+            # the frame is in (partition_date, ts, event_id) order: the first row is the first event
+            pl.col("event_id").first().alias("_first_event"),
+            pl.col("ts").first().dt.epoch("us").alias("_first_ts"),
             pl.col("partition_date").first(),
             pl.col("ts").min().alias("start_ts"),
             pl.col("ts").max().alias("end_ts"),
@@ -358,15 +383,13 @@ def _aggregate(frame: pl.DataFrame, config: IncidentConfig) -> pl.DataFrame:
         )
         .sort("_inc")
     )
-    inc = (
-        inc.with_columns(pl.col("partition_date").dt.strftime("%Y%m%d").alias("_day"))
-        .with_columns((pl.int_range(pl.len()).over("_day") + 1).alias("_n"))
-        .with_columns(
-            pl.format("INC-{}-{}", pl.col("_day"), pl.col("_n").cast(pl.String).str.zfill(4)).alias(
-                "incident_id"
-            )
-        )
-    )
+    if "_given" in inc.columns:
+        inc = inc.rename({"_given": "incident_id"})
+    else:
+        firsts = inc["_first_event"].to_list()
+        ids = [incident_id(e, t) for e, t in zip(firsts, inc["_first_ts"].to_list(), strict=True)]
+        check_unique(ids, firsts)
+        inc = inc.with_columns(pl.Series("incident_id", ids, dtype=pl.String))
     origin = []
     for r in inc.select(
         "origin_service",
