@@ -34,6 +34,9 @@ class IngestCounts:
     rejected: int = 0
     duplicate_event_ids: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    # each file read (relative to the landing root) -> its signature when read: what the landing sensor
+    # compares the zone against, so that files loaded outside it (bankanom demo, run) are not loaded again
+    landing_files: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +47,17 @@ def landing_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith("."))
+
+
+def signature(path: Path) -> str:
+    """Size and modification time: a re-delivered file (same name, new content) has a new one."""
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """The file's name in raw_logs.source_file: relative to the landing logs root."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def file_lines(path: Path, name: str) -> pa.Table:
@@ -85,17 +99,10 @@ def file_lines(path: Path, name: str) -> pa.Table:
     )
 
 
-def _read_lines(files: list[Path], root: Path) -> pa.Table:
+def read_lines(files: list[Path], root: Path) -> pa.Table:
     # a file's reading, newline scan and UTF-8 check let go of the GIL: two files at a time
     with ThreadPoolExecutor(2) as pool:
-        tables = list(
-            pool.map(
-                lambda path: file_lines(
-                    path, str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
-                ),
-                files,
-            )
-        )
+        tables = list(pool.map(lambda path: file_lines(path, relative_name(path, root)), files))
     if not tables:
         return pa.table(
             {
@@ -133,7 +140,7 @@ _MISSING_LIST = (
 # struct did not come out of (CASE evaluates a branch only on the rows that reach it).
 # Materialised: parsed inline in the INSERT, the `reject_reason IS NULL` filter is pushed below the
 # projection that parses, and from_json is then inlined once per required field it tests.
-_PARSE_SQL = f"""
+PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _parsed AS
 WITH parsed AS (
     -- lines keep their trailing newline (sliced straight from the file); JSON parsing ignores it
@@ -176,7 +183,7 @@ FROM (
 )
 """
 
-_INSERT_SQL = """
+INSERT_SQL = """
 INSERT INTO raw_logs
 SELECT ?::DATE, source_file, line_no, event_id, timestamp, source_service, log_level, message,
     correlation_id, user_id, ip_address, geo_location,
@@ -187,7 +194,7 @@ SELECT ?::DATE, source_file, line_no, event_id, timestamp, source_service, log_l
 FROM _parsed WHERE reject_reason IS NULL  -- file order is kept: DuckDB preserves insertion order
 """
 
-_REJECT_SQL = """
+REJECT_SQL = """
 INSERT INTO raw_logs_rejected
 SELECT ?::DATE, source_file, line_no, line, reject_reason, now()
 FROM _parsed WHERE reject_reason IS NOT NULL
@@ -202,15 +209,17 @@ def load_partition(con: duckdb.DuckDBPyConnection, landing_logs: Path, day: dt.d
     """
     day = dt.date.fromisoformat(str(day))
     files = landing_files(landing_logs / day.isoformat())
-    lines = _read_lines(files, landing_logs)
-    counts = IngestCounts(files=len(files), lines_read=lines.num_rows)
+    # signed before reading: a file re-delivered while being read then looks changed, and is read again
+    signed = {relative_name(path, landing_logs): signature(path) for path in files}
+    lines = read_lines(files, landing_logs)
+    counts = IngestCounts(files=len(files), lines_read=lines.num_rows, landing_files=signed)
     con.execute("SET enable_progress_bar = false")
     con.register("_landing_lines", lines)
     try:
-        con.execute(_PARSE_SQL)
+        con.execute(PARSE_SQL)
         with rewriting(con, "raw_logs", "raw_logs_rejected", day=day):
-            con.execute(_INSERT_SQL, [day])
-            con.execute(_REJECT_SQL, [day])
+            con.execute(INSERT_SQL, [day])
+            con.execute(REJECT_SQL, [day])
         counts.loaded = con.execute(
             "SELECT count(*) FROM raw_logs WHERE partition_date = ?", [day]
         ).fetchone()[0]
