@@ -3,6 +3,8 @@
 While running, a background thread draws traffic from the same vectorised generator as batch mode, in
 short chunks aligned to the wall clock, and appends each line when its timestamp comes due. Lines go to a
 hidden ``.part`` file that is renamed into place on rotation, so readers only ever see complete files.
+The same lines, numbered, are served by ``GET /stream`` for a live consumer (``bankanom stream``) and, with
+a Redis URL, added to a Redis Stream (``stream.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bankanom_pipeline.generator.config import MockConfig
 from bankanom_pipeline.generator.engine import Generator
 from bankanom_pipeline.generator.render import to_json_lines
+from bankanom_pipeline.mock_server.stream import (
+    DEFAULT_BUFFER_LINES,
+    OffsetAhead,
+    OffsetError,
+    RedisPublisher,
+    StreamBuffer,
+)
 
 CHUNK_S = 10
 TICK_S = 0.25
@@ -36,13 +46,23 @@ class Control(BaseModel):
 
 
 class Emitter:
-    def __init__(self, config: MockConfig, landing_logs: Path, rotate_seconds: int, recent: int = 1000):
+    def __init__(
+        self,
+        config: MockConfig,
+        landing_logs: Path,
+        rotate_seconds: int,
+        recent: int = 1000,
+        buffer: StreamBuffer | None = None,
+        publisher: RedisPublisher | None = None,
+    ):
         self.config = config
         self.landing_logs = landing_logs
         self.rotate_seconds = rotate_seconds
         self.recent: collections.deque[str] = collections.deque(maxlen=recent)
         self.events_emitted = 0
         self.files_published: list[Path] = []
+        self.buffer = buffer or StreamBuffer()
+        self.publisher = publisher
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,6 +129,8 @@ class Emitter:
                 pending = pending.filter(pl.col("ts") > now_ms)
                 if due.height:
                     self._emit(to_json_lines(due, generator).to_list(), now_ms)
+            if self.publisher is not None:
+                self.publisher.flush()  # what a Redis outage held back
             with self._lock:
                 if self._file is not None and time.time() - self._file_opened >= self.rotate_seconds:
                     self._publish()
@@ -131,6 +153,12 @@ class Emitter:
             self._file_lines += len(lines)
             self.events_emitted += len(lines)
             self.recent.extend(lines)
+            # numbered only once the line is in its file: a consumer never sees a line the batch run lacks
+            emitted_at = time.time()
+            first = self.buffer.offset(self.buffer.head + 1)
+            self.buffer.append(lines, emitted_at)
+            if self.publisher is not None:
+                self.publisher.publish(lines, emitted_at, first)
 
     def _publish(self) -> None:
         if self._file is None or self._file_path is None:
@@ -155,13 +183,22 @@ class Emitter:
                 "burst_simulation": self.config.log_generation.burst_simulation,
                 "enabled_scenarios": [s.id for s in self.config.enabled_scenarios],
                 "landing_dir": str(self.landing_logs),
+                "stream": self.buffer.status(),
+                "redis": self.publisher.status() if self.publisher is not None else None,
             }
 
 
 def create_app(
-    config: MockConfig, landing_logs: Path, auto_start: bool = False, rotate_seconds: int = 60
+    config: MockConfig,
+    landing_logs: Path,
+    auto_start: bool = False,
+    rotate_seconds: int = 60,
+    stream_buffer: int = DEFAULT_BUFFER_LINES,
+    publisher: RedisPublisher | None = None,
 ) -> FastAPI:
-    emitter = Emitter(config, landing_logs, rotate_seconds)
+    emitter = Emitter(
+        config, landing_logs, rotate_seconds, buffer=StreamBuffer(stream_buffer), publisher=publisher
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -169,6 +206,8 @@ def create_app(
             emitter.start()
         yield
         emitter.stop()
+        if publisher is not None:
+            publisher.close()
 
     app = FastAPI(title="bankanom mock log server", version="1.0", lifespan=lifespan)
     app.state.emitter = emitter
@@ -198,5 +237,33 @@ def create_app(
         import orjson
 
         return [orjson.loads(line) for line in list(emitter.recent)[-limit:]]
+
+    @app.get(
+        "/stream",
+        summary="Emitted lines after an offset, numbered, waiting up to `wait` seconds for the first",
+        description=(
+            "Offsets are `<epoch>:<seq>` (epoch: this server run). Answers `{epoch, head, head_emitted_at, "
+            "next, gap, items: [{offset, emitted_at, line}]}`; send `next` as `after` next time. `gap` is "
+            "null unless lines were skipped: `unknown_epoch` (an offset from an earlier server run; "
+            "`missed` null) or `behind_buffer` (older than the buffer; `missed` counts them). The landing "
+            "files hold every line either way. See docs/live-sources.md."
+        ),
+    )
+    def stream(
+        after: str | None = Query(
+            None, description="The last offset consumed; omit to start at the oldest held"
+        ),
+        limit: int = Query(1000, ge=1, le=10_000),
+        wait: float = Query(0.0, ge=0, le=30),
+    ) -> Response:
+        import orjson
+
+        try:
+            body = emitter.buffer.read(after, limit, wait)
+        except OffsetError as error:
+            status = 409 if isinstance(error, OffsetAhead) else 422
+            detail = [{"loc": ["query", "after"], "msg": str(error), "type": "offset"}]
+            raise HTTPException(status, detail=detail) from None
+        return Response(orjson.dumps(body), media_type="application/json")
 
     return app
