@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 
 from bankanom_pipeline.automation import alerts, landing
+from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge, psi, uniform_psi
 from bankanom_pipeline.definitions import defs
 from bankanom_pipeline.defs.automation.schedules import retrain_schedule, scoring_catchup_schedule
 from bankanom_pipeline.defs.automation.sensors import drift_sensor, landing_sensor
 from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
+
+CONFIG = default_automation_config()
 
 
 def land(root, day: str, name: str, lines: int = 3) -> None:
@@ -116,6 +119,120 @@ def test_cursor_forgets_files_that_left_the_landing_zone(tmp_path):
     cursor = landing.Cursor({"2026-01-01/archived.jsonl": "1:1", "2026-01-06/kept.jsonl": "1:1"})
     cursor.forget_missing(landing.scan(tmp_path / "logs"))
     assert list(cursor.seen) == ["2026-01-06/kept.jsonl"]
+
+
+def _at(monkeypatch, when: str) -> None:
+    monkeypatch.setattr(landing, "now", lambda: dt.datetime.fromisoformat(when).timestamp())
+
+
+def test_an_open_day_is_appended_file_by_file_and_rerun_whole_once_it_closes(tmp_path, monkeypatch):
+    close = landing.closes_at("2026-01-06", CONFIG.landing.live_day_close_seconds)
+    assert close == dt.datetime(2026, 1, 7, 1, 1, tzinfo=dt.UTC).timestamp()  # midnight + 1 h + 60 s
+    with dg.instance_for_test() as instance:
+        _at(monkeypatch, "2026-01-06T12:00:00+00:00")
+        land(tmp_path, "2026-01-06", "a.jsonl")
+        land(tmp_path, "2026-01-05", "old.jsonl")  # yesterday, closed: re-run whole as before
+        result, cursor = evaluate(landing_sensor, None, tmp_path, instance)
+        by_job = {r.job_name: r for r in result.run_requests}
+        assert sorted(by_job) == ["features_job", "landing_append_job"]
+        assert by_job["features_job"].partition_key == "2026-01-05"
+        append = by_job["landing_append_job"]
+        assert append.partition_key is None  # an op job: it changes the day, it does not rebuild it
+        assert append.run_config["ops"]["append_landing_files"]["config"] == {
+            "day": "2026-01-06",
+            "files": ["2026-01-06/a.jsonl"],
+        }
+        assert json.loads(cursor)["open_days"] == ["2026-01-06"]
+
+        land(tmp_path, "2026-01-06", "b.jsonl")  # the next rotation: that file alone
+        land(tmp_path, "2026-01-06", "a.jsonl", lines=5)  # and a re-delivery: its own lines replaced
+        more, cursor = evaluate(landing_sensor, cursor, tmp_path, instance)
+        [request] = more.run_requests
+        assert request.run_config["ops"]["append_landing_files"]["config"]["files"] == [
+            "2026-01-06/a.jsonl",
+            "2026-01-06/b.jsonl",
+        ]
+
+        # still inside the lateness allowed after midnight: nothing to do yet
+        _at(monkeypatch, "2026-01-07T01:00:59+00:00")
+        waiting, cursor = evaluate(landing_sensor, cursor, tmp_path, instance)
+        assert not waiting.run_requests
+
+        # closed: the whole day once, through pipeline_job (the system of record)
+        _at(monkeypatch, "2026-01-07T01:01:00+00:00")
+        closed, cursor = evaluate(landing_sensor, cursor, tmp_path, instance)
+        assert [(r.job_name, r.partition_key) for r in closed.run_requests] == [
+            ("pipeline_job", "2026-01-06")
+        ]
+        assert json.loads(cursor)["open_days"] == []
+        again, cursor = evaluate(landing_sensor, cursor, tmp_path, instance)
+        assert not again.run_requests
+
+        # a late file for the closed day re-runs what it touches, as before
+        land(tmp_path, "2026-01-06", "late.jsonl")
+        late, _ = evaluate(landing_sensor, cursor, tmp_path, instance)
+        assert [(r.job_name, r.partition_key) for r in late.run_requests] == [("features_job", "2026-01-06")]
+
+
+def test_the_lake_has_no_appends(tmp_path, monkeypatch):
+    _at(monkeypatch, "2026-01-06T12:00:00+00:00")
+    land(tmp_path, "2026-01-06", "a.jsonl")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "warehouse": WarehouseResource(
+                storage="lake", lake_root=str(tmp_path / "lake"), landing_dir=str(tmp_path)
+            )
+        },
+        definitions=defs,
+    )
+    assert [(r.job_name, r.partition_key) for r in landing_sensor(context).run_requests] == [
+        ("features_job", "2026-01-06")
+    ]
+
+
+def test_files_a_run_already_loaded_are_not_loaded_again(tmp_path, monkeypatch):
+    """What bankanom up finds after bankanom demo: days loaded by CLI runs, with no sensor cursor."""
+    from bankanom_pipeline.defs.ingest.assets import raw_logs
+
+    _at(monkeypatch, "2026-01-06T12:00:00+00:00")
+    warehouse = WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        land(tmp_path, "2026-01-05", "a.jsonl")
+        land(tmp_path, "2026-01-05", "b.jsonl")
+        land(tmp_path, "2026-01-06", "c.jsonl")
+        for day in ("2026-01-05", "2026-01-06"):
+            assert dg.materialize(
+                [raw_logs], partition_key=day, resources={"warehouse": warehouse}, instance=instance
+            ).success
+        result, cursor = evaluate(landing_sensor, None, tmp_path, instance)
+        assert not result.run_requests
+        assert sorted(json.loads(cursor)["seen"]) == [
+            "2026-01-05/a.jsonl",
+            "2026-01-05/b.jsonl",
+            "2026-01-06/c.jsonl",
+        ]
+
+        # a file re-delivered since the load, and a new one, are loaded: only they
+        land(tmp_path, "2026-01-05", "b.jsonl", lines=7)
+        land(tmp_path, "2026-01-06", "d.jsonl")
+        fresh, _ = evaluate(landing_sensor, None, tmp_path, instance)
+        requested = {r.job_name: r for r in fresh.run_requests}
+        assert requested["features_job"].partition_key == "2026-01-05"
+        assert requested["features_job"].tags["bankanom/new_files"] == "1"
+        assert requested["landing_append_job"].run_config["ops"]["append_landing_files"]["config"][
+            "files"
+        ] == ["2026-01-06/d.jsonl"]
+
+
+def test_the_close_delay_covers_the_online_lateness_and_a_rotation():
+    import inspect
+
+    from bankanom_pipeline.cli import up
+    from bankanom_pipeline.online.engine import OnlineEngine
+
+    rotation = inspect.signature(up).parameters["rotate_seconds"].default
+    assert CONFIG.landing.live_day_close_seconds >= OnlineEngine.DEFAULT_LATENESS_S + rotation
 
 
 # -- drift --------------------------------------------------------------------------------------------

@@ -100,3 +100,37 @@ def test_a_file_that_does_not_reconcile_leaves_the_day_as_it_was(tmp_path, landi
         append_file(con, landing, b, SERVICES)
     assert _state(con) == before
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+
+
+def test_the_append_job_records_every_file_the_day_holds(tmp_path, landing):
+    import dagster as dg
+
+    from bankanom_pipeline.automation.landing import recorded_files
+    from bankanom_pipeline.defs.ingest.jobs import landing_append_job
+    from bankanom_pipeline.defs.resources import WarehouseResource
+
+    a, b, _ = _files(landing / DAY)
+    warehouse = WarehouseResource(database=str(tmp_path / "w.duckdb"), landing_dir=str(tmp_path / "landing"))
+    with dg.instance_for_test() as instance:
+        for names in ([f"{DAY}/a.jsonl"], [f"{DAY}/b.jsonl"]):
+            result = landing_append_job.execute_in_process(
+                run_config={"ops": {"append_landing_files": {"config": {"day": DAY, "files": names}}}},
+                resources={"warehouse": warehouse},
+                instance=instance,
+            )
+            assert result.success
+        signed = {f"{DAY}/{p.name}": f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (a, b)}
+        assert recorded_files(instance, DAY) == signed
+        [last] = result.asset_materializations_for_node("append_landing_files")
+        assert last.metadata["loaded"].value == (
+            last.metadata["validated"].value
+            + last.metadata["quarantined"].value
+            + last.metadata["duplicate_event_ids"].value
+        )
+        bad = landing_append_job.execute_in_process(
+            run_config={"ops": {"append_landing_files": {"config": {"day": DAY, "files": ["x/../b.jsonl"]}}}},
+            resources={"warehouse": warehouse},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not bad.success

@@ -18,6 +18,7 @@ class _Strict(BaseModel):
 
 class Landing(_Strict):
     interval_seconds: int = Field(ge=1)
+    live_day_close_seconds: int = Field(ge=0)
 
 
 class Automation(_Strict):

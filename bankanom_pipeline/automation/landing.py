@@ -1,13 +1,15 @@
 """What the landing sensor has to do: find complete landing files that are new or changed since its
-cursor, and group them by the partition (day folder) they belong to."""
+cursor (and not already loaded by a run it did not request), group them by the partition (day folder)
+they belong to, and tell an open day (its files are appended) from a closed one (re-run whole)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bankanom_pipeline.ingest.raw_logs import landing_files
@@ -71,18 +73,53 @@ def unreadable(root: Path, files: Lister = landing_files) -> list[str]:
     return found
 
 
+def now() -> float:
+    """The sensor's clock (epoch seconds); tests move it."""
+    return time.time()
+
+
+def closes_at(day: str, close_after_seconds: float) -> float:
+    """When ``day`` closes: its midnight plus the lateness allowed (automation.yaml's
+    ``live_day_close_seconds``). Until then its new files are appended; afterwards the day is re-run."""
+    midnight = dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+    return midnight.timestamp() + close_after_seconds
+
+
+def recorded_files(instance, day: str) -> dict[str, str]:
+    """The files (relative path -> signature) the latest load of ``day``'s raw_logs recorded, whoever ran
+    it (the sensor's runs, ``bankanom demo``, ``run``, ``backfill``: every run records in the instance)."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_logs"), asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return {}
+    value = records[0].asset_materialization.metadata.get("landing_files")
+    return dict(value.value) if value is not None and isinstance(value.value, dict) else {}
+
+
 @dataclass
 class Cursor:
-    """Signature of every file already handed to a run, by relative path."""
+    """Signature of every file already handed to a run, by relative path; and the days whose files were
+    appended and that have not been re-run whole since (they are, once they close)."""
 
     seen: dict[str, str]
+    open_days: set[str] = field(default_factory=set)
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor:
-        return cls(json.loads(text)["seen"] if text else {})
+        state = json.loads(text) if text else {}
+        return cls(state.get("seen", {}), set(state.get("open_days", [])))
 
     def dump(self) -> str:
-        return json.dumps({"seen": self.seen}, sort_keys=True)
+        return json.dumps({"seen": self.seen, "open_days": sorted(self.open_days)}, sort_keys=True)
+
+    def known(self, files: list[LandedFile], recorded: dict[str, str]) -> list[LandedFile]:
+        """Mark seen the ``files`` a load already recorded with the same signature; return the others."""
+        loaded = [f for f in files if recorded.get(f.path) == f.signature]
+        self.mark(loaded)
+        return [f for f in files if recorded.get(f.path) != f.signature]
 
     def fresh(self, files: list[LandedFile]) -> dict[str, list[LandedFile]]:
         """New or changed files, by day."""
@@ -102,7 +139,7 @@ class Cursor:
         self.seen = {p: s for p, s in self.seen.items() if p in present}
 
 
-def run_key(day: str, files: list[LandedFile]) -> str:
+def run_key(day: str, files: list[LandedFile], kind: str = "landing") -> str:
     """The same set of new files always gives the same key, so Dagster never launches it twice."""
     digest = hashlib.sha256("\n".join(sorted(f"{f.path}={f.signature}" for f in files)).encode())
-    return f"landing:{day}:{digest.hexdigest()[:16]}"
+    return f"{kind}:{day}:{digest.hexdigest()[:16]}"

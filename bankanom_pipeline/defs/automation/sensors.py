@@ -13,8 +13,9 @@ from bankanom_pipeline.automation import landing
 from bankanom_pipeline.automation.config import default_automation_config
 from bankanom_pipeline.automation.drift import judge
 from bankanom_pipeline.defs.automation import recovery
-from bankanom_pipeline.defs.detection.jobs import train_job
+from bankanom_pipeline.defs.detection.jobs import pipeline_job, train_job
 from bankanom_pipeline.defs.features.jobs import features_job
+from bankanom_pipeline.defs.ingest.jobs import landing_append_job
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.defs.transactions.jobs import transaction_features_job
@@ -26,17 +27,23 @@ TRANSACTIONS_PREFIX = "transactions/"  # cursor keys of the transaction landing 
 
 
 @dg.sensor(
-    jobs=[features_job, transaction_features_job],
+    jobs=[features_job, transaction_features_job, landing_append_job, pipeline_job],
     minimum_interval_seconds=CONFIG.landing.interval_seconds,
     default_status=RUNNING,
     description=(
-        "Requests features_job for every partition with new or changed complete JSONL files under "
-        "landing/logs, and transaction_features_job for every one with new or changed CSVs under "
-        "landing/transactions; scores, incidents and snapshots follow through automation conditions."
+        "New log files of an open day (until midnight + live_day_close_seconds) are appended to it by "
+        "landing_append_job; the day is re-run whole by pipeline_job once it closes. New or changed files "
+        "of a closed day request features_job for it, and new CSVs under landing/transactions "
+        "transaction_features_job; scores, incidents and snapshots follow through automation conditions. "
+        "Files a run already loaded (bankanom demo, run) are not loaded again."
     ),
 )
 def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
     cursor = landing.Cursor.parse(context.cursor)
+    now = landing.now()
+    close_after = CONFIG.landing.live_day_close_seconds
+    # appends write the embedded file in place; the lake holds one Parquet file per partition
+    appending = warehouse.storage == "embedded"
     zones = [
         (features_job, warehouse.landing_logs, landing.landing_files, ""),
         (
@@ -58,6 +65,25 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
                 context.log.warning(
                     f"landing folder {root / day} is outside the partitions; its files are ignored"
                 )
+                cursor.mark(fresh)
+                continue
+            if job is features_job:
+                fresh = cursor.known(fresh, landing.recorded_files(context.instance, day))
+                if not fresh:
+                    continue
+            if job is features_job and appending and now < landing.closes_at(day, close_after):
+                names = sorted(f.path for f in fresh)
+                requests.append(
+                    dg.RunRequest(
+                        run_key=landing.run_key(day, fresh, "append"),
+                        job_name=landing_append_job.name,
+                        run_config={
+                            "ops": {"append_landing_files": {"config": {"day": day, "files": names}}}
+                        },
+                        tags={"bankanom/new_files": str(len(fresh)), "bankanom/day": day},
+                    )
+                )
+                cursor.open_days.add(day)
             else:
                 requests.append(
                     dg.RunRequest(
@@ -67,7 +93,19 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
                         tags={"bankanom/new_files": str(len(fresh))},
                     )
                 )
+                cursor.open_days.discard(day)  # re-run whole: nothing left to close
             cursor.mark(fresh)
+    for day in sorted(d for d in cursor.open_days if now >= landing.closes_at(d, close_after)):
+        files = [f for f in landed_everywhere if f.day == day and not f.path.startswith(TRANSACTIONS_PREFIX)]
+        requests.append(
+            dg.RunRequest(
+                run_key=landing.run_key(day, files, "close"),
+                job_name=pipeline_job.name,
+                partition_key=day,
+                tags={"bankanom/closed_day": day},
+            )
+        )
+        cursor.open_days.discard(day)
     cursor.forget_missing(landed_everywhere)
     if not requests:
         return dg.SensorResult(skip_reason="no new landing files", cursor=cursor.dump())

@@ -43,6 +43,9 @@ def raw_logs(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
             "rejected": counts.rejected,
             "duplicate_event_ids": counts.duplicate_event_ids,
             "dagster/row_count": counts.loaded,
+            # the files this load read, with their signatures: the landing sensor does not hand them to a
+            # run again (a day loaded by bankanom demo or run is not reloaded by bankanom up)
+            "landing_files": dg.MetadataValue.json(counts.landing_files),
             **rejected,
         },
         check_results=[
