@@ -213,7 +213,7 @@ def test_mock_source_waits_out_an_unreachable_server():
 
 def test_open_source_parses_the_spec():
     assert open_source("none") is None
-    redis_source = open_source("redis://127.0.0.1:6399/2?stream=s1&group=g1&consumer=c1")
+    redis_source = open_source("redis://127.0.0.1:6399/2?stream=s1&group=g1&consumer=c1&field=msg")
     assert isinstance(redis_source, RedisSource)
     assert (redis_source.url, redis_source.stream, redis_source.group, redis_source.consumer) == (
         "redis://127.0.0.1:6399/2",
@@ -221,6 +221,7 @@ def test_open_source_parses_the_spec():
         "g1",
         "c1",
     )
+    assert redis_source.field == b"msg"
     default = open_source("redis://localhost:6379/0")
     assert (default.stream, default.group) == ("bankanom:logs", "bankanom-stream")
     for bad in ("kafka://x", "mock:ftp://x", "redis://h:1/0?topic=x", "redis://h:1/0?stream="):
@@ -373,3 +374,15 @@ def test_the_mock_server_publishes_what_it_writes_to_redis(config, tmp_path, red
     emitted = emitter.buffer.read(None, 10_000, 0)["items"]
     assert [i.line.decode() for i in items] == [i["line"] for i in emitted]
     assert [float(i.emitted_at) for i in items] == [i["emitted_at"] for i in emitted]
+
+
+def test_redis_source_reads_a_shippers_field_and_hands_on_entries_without_it(redis_url):
+    client = _client(redis_url)
+    line = _lines(1)[0]
+    client.xadd("syslog", {"msg": line})  # rsyslog omhiredis mode="stream" writes field msg by default
+    client.xadd("syslog", {"other": "x"})
+    source = open_source(f"{redis_url}?stream=syslog&field=msg")
+    source.resume(None)
+    first, second = source.fetch(10, 0.1)
+    assert first.line == line.encode() and first.emitted_at == redis_key(first.offset)[0] / 1000
+    assert orjson.loads(second.line) == {"other": "x"}  # the scorer refuses it as invalid, with the entry

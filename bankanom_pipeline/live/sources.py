@@ -24,6 +24,7 @@ DEFAULT_MOCK_URL = "http://127.0.0.1:8000"
 DEFAULT_REDIS_STREAM = "bankanom:logs"
 DEFAULT_REDIS_GROUP = "bankanom-stream"
 DEFAULT_REDIS_CONSUMER = "scorer"
+DEFAULT_REDIS_FIELD = "line"  # the entry field holding the JSON line (a shipper's body/out field)
 
 
 class Item(NamedTuple):
@@ -208,10 +209,12 @@ class RedisSource:
         stream: str = DEFAULT_REDIS_STREAM,
         group: str = DEFAULT_REDIS_GROUP,
         consumer: str = DEFAULT_REDIS_CONSUMER,
+        field: str = DEFAULT_REDIS_FIELD,
     ):
         import redis
 
         self.url, self.stream, self.group, self.consumer = url, stream, group, consumer
+        self.field = field.encode()
         self._redis = redis
         self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=40)
         self._committed: tuple[int, int] | None = None
@@ -273,9 +276,8 @@ class RedisSource:
             )
         self._ready = True
 
-    @staticmethod
-    def _item(entry_id: bytes, fields: dict) -> Item:
-        line = fields.get(b"line")
+    def _item(self, entry_id: bytes, fields: dict) -> Item:
+        line = fields.get(self.field)
         if line is None:
             # not our producer's shape: hand the entry on as JSON so the scorer refuses it with its content
             import orjson
@@ -414,7 +416,7 @@ class RedisSource:
 
 
 def open_source(spec: str) -> Source | None:
-    """``mock:<url>``, ``redis://host:port/db[?stream=&group=&consumer=]`` (or ``rediss://``), or ``none``
+    """``mock:<url>``, ``redis://host:port/db[?stream=&group=&consumer=&field=]`` (or ``rediss://``), or ``none``
     (no source: only events posted to the API)."""
     if spec == "none":
         return None
@@ -426,17 +428,18 @@ def open_source(spec: str) -> Source | None:
     if spec.startswith(("redis://", "rediss://")):
         parts = urlsplit(spec)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(query) - {"stream", "group", "consumer"}
+        unknown = set(query) - {"stream", "group", "consumer", "field"}
         if unknown:
             raise SourceError(
-                f"source {spec!r}: unknown option(s) {sorted(unknown)} (stream, group, consumer)"
+                f"source {spec!r}: unknown option(s) {sorted(unknown)} (stream, group, consumer, field)"
             )
         if any(not value for value in query.values()):
-            raise SourceError(f"source {spec!r}: an empty stream, group or consumer name")
+            raise SourceError(f"source {spec!r}: an empty stream, group, consumer or field name")
         return RedisSource(
             urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
             stream=query.get("stream", DEFAULT_REDIS_STREAM),
             group=query.get("group", DEFAULT_REDIS_GROUP),
             consumer=query.get("consumer", DEFAULT_REDIS_CONSUMER),
+            field=query.get("field", DEFAULT_REDIS_FIELD),
         )
     raise SourceError(f"unknown source {spec!r}: use mock:http://host:port, redis://host:port/db or none")
