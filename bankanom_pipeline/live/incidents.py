@@ -1,0 +1,585 @@
+"""Live incidents: the batch grouping rules (incidents.yaml) applied event by event to the stream's flagged
+events, with the batch's aggregation, severity, reporting and root cause (``build_incidents`` on each
+touched group's events) and stable ids (``incident_id`` of the first event). Rules, and where live can
+differ from batch: docs/live-incidents.md.
+
+State is the open groups only: a group whose newest event is more than the largest gap behind the
+newest flagged event can no longer be joined by an in-order event, so it is closed and dropped from
+memory (its rows stay in the store). ``restore`` rebuilds the open groups from the store's tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from sortedcontainers import SortedList
+
+from bankanom_pipeline.detection import rca
+from bankanom_pipeline.detection.explain import normal_values
+from bankanom_pipeline.detection.incident_ids import incident_id
+from bankanom_pipeline.detection.incidents import (
+    INCIDENT_COLUMNS,
+    IncidentConfig,
+    build_incidents,
+    default_incident_config,
+    link_key_values,
+)
+from bankanom_pipeline.detection.models import Detector
+from bankanom_pipeline.detection.scoring import IF, deviations, explain
+from bankanom_pipeline.online.schema import FEATURES
+
+_US_PER_MINUTE = 60_000_000
+TEMPLATE_KIND = "service_template"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+  incident_id TEXT PRIMARY KEY, partition_date TEXT NOT NULL,
+  start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, event_count INTEGER NOT NULL,
+  services TEXT NOT NULL, users TEXT NOT NULL, ips TEXT NOT NULL,      -- JSON lists
+  user_count INTEGER NOT NULL, ip_count INTEGER NOT NULL, max_score REAL NOT NULL, mean_score REAL NOT NULL,
+  severity TEXT NOT NULL, reported INTEGER NOT NULL, origin_service TEXT, origin_entity TEXT,
+  scenario_id TEXT, scenario_name TEXT, scenario_confidence REAL, scenario_alternatives TEXT,
+  top_features TEXT, summary TEXT, status TEXT NOT NULL,
+  first_event_id TEXT NOT NULL,
+  merged_into TEXT,            -- set when merged into an older incident (then hidden)
+  opened_at REAL NOT NULL,     -- the commit that first made it visible
+  updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_end ON incidents(end_ts);
+CREATE TABLE IF NOT EXISTS incident_events (
+  incident_id TEXT NOT NULL, event_id TEXT NOT NULL PRIMARY KEY
+);
+CREATE INDEX IF NOT EXISTS incident_events_incident ON incident_events(incident_id);
+CREATE TABLE IF NOT EXISTS flagged_features (   -- what grouping and RCA read, to rebuild after a restart
+  event_id TEXT PRIMARY KEY, ts INTEGER NOT NULL, partition_date TEXT NOT NULL,
+  source_service TEXT, user_id TEXT, ip_address TEXT, correlation_id TEXT, template TEXT,
+  ensemble_score REAL NOT NULL,
+  features BLOB NOT NULL       -- float64 little-endian, FEATURES order
+);
+"""
+# the columns of a flagged event this module keeps, besides its features
+_ROW = (
+    "event_id",
+    "ts",
+    "partition_date",
+    "source_service",
+    "user_id",
+    "ip_address",
+    "correlation_id",
+    "template",
+    "ensemble_score",
+)
+_LISTS = ("services", "users", "ips")
+_STORED = (*INCIDENT_COLUMNS, "first_event_id", "opened_at", "updated_at")
+_UPSERT = (
+    f"INSERT INTO incidents ({', '.join(_STORED)}) VALUES ({', '.join('?' * len(_STORED))}) "
+    "ON CONFLICT(incident_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STORED if c not in ("incident_id", "opened_at"))
+)
+
+
+class _Sets:
+    """Union-find over event ids, with each set's size."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+
+    def add(self, x: str) -> None:
+        self.parent[x], self.size[x] = x, 1
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> tuple[str, str] | None:
+        """``(root, absorbed root)``, or None when already one set."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return None
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size.pop(rb)
+        return ra, rb
+
+    def drop(self, members: Iterable[str]) -> None:
+        """Forget a whole set."""
+        for x in members:
+            self.parent.pop(x, None)
+            self.size.pop(x, None)
+
+
+@dataclass
+class _Group:
+    first: tuple[int, str]  # (ts, event_id) of the first event: of the id's event once it has an id
+    members: list[str]
+    newest: int
+    incident_id: str | None = None  # None until a commit made it visible
+    computed_at: float = float("-inf")  # when build_incidents last ran on it
+    dirty: bool = False  # has events (or merges) its stored row does not reflect yet
+    new: list[str] = field(default_factory=list)  # members not yet written to incident_events
+    absorbed: list[str] = field(default_factory=list)  # visible incidents merged into it, not yet written
+
+
+class LiveIncidents:
+    """Incremental incidents over the stream's flagged events; writes through ``update``'s callable."""
+
+    SCHEMA = SCHEMA
+
+    def __init__(
+        self,
+        config: IncidentConfig | None = None,
+        catalogue: rca.Catalogue | None = None,
+        *,
+        large_group: int = 500,
+        large_group_every_s: float = 5.0,
+    ):
+        """``large_group`` / ``large_group_every_s``: a group of more events is recomputed at most this
+        often (its new members and merges are written at once; its row's figures catch up)."""
+        self.config = config or default_incident_config()
+        self.catalogue = catalogue or rca.default_catalogue()
+        self.large_group, self.large_group_every_s = large_group, large_group_every_s
+        self._keys = link_key_values(self.config)
+        self._gap_us = {kind: int(gap * _US_PER_MINUTE) for kind, _, gap in self._keys}
+        self.hold_us = max(self._gap_us.values())
+        self._small = self.config.grouping.template_link_max_group
+        self._reset()
+
+    def _reset(self) -> None:
+        self._entity = _Sets()  # entity keys only: the template link's "small group" test
+        self._final = _Sets()  # every link: the incidents
+        self._groups: dict[str, _Group] = {}  # by root in _final
+        self._rows: dict[str, tuple] = {}  # event_id -> _ROW values
+        self._features: dict[str, np.ndarray] = {}
+        self._index: dict[tuple[str, str], SortedList] = {}  # (kind, key) -> (ts, event_id)
+        self._indexed: dict[str, list[tuple[str, str]]] = {}  # event_id -> its index entries
+        self._attribution: dict[str, np.ndarray] = {}  # explain() per event, for _explained_by
+        self._explained_by: tuple = ()
+        self.watermark = 0  # newest flagged ts seen (µs)
+
+    # -- the scorer's hook ---------------------------------------------------------------------------
+
+    def update(
+        self,
+        flagged: pl.DataFrame,
+        features: np.ndarray | None,
+        detectors: dict[str, Detector],
+        now: float,
+    ) -> Callable[[sqlite3.Cursor], None]:
+        """Group the batch's flagged events (columns: ``_ROW`` and the features, by name) and return the
+        writes for the batch's commit. ``features``: the same features as a matrix in ``FEATURES`` order
+        (taken from the frame's columns when None). Events already held are ignored (a re-delivery)."""
+        fresh = flagged.filter(~pl.col("event_id").is_in(list(self._rows))) if self._rows else flagged
+        if features is not None and fresh.height != flagged.height:
+            keep = ~flagged["event_id"].is_in(list(self._rows)).to_numpy()
+            features = np.asarray(features)[keep]
+        frame = _normalise(fresh)
+        matrix = (
+            frame.select(FEATURES).to_numpy().astype(float)
+            if features is None
+            else np.asarray(features, dtype=float).reshape(frame.height, len(FEATURES))
+        )
+        order = np.lexsort((frame["event_id"].to_numpy(), frame["ts"].dt.epoch("us").to_numpy()))
+        frame, matrix = frame[order], matrix[order]
+        added = self._add(frame, matrix, link=True)
+        if added:
+            self.watermark = max(self.watermark, max(self._rows[e][1] for e in added))
+        return self._flush(added, detectors, now)
+
+    def settle(self, detectors: dict[str, Detector], now: float) -> Callable[[sqlite3.Cursor], None]:
+        """The writes that bring every open incident's row up to date, throttled ones included (at
+        shutdown, or when the stream has been idle)."""
+        return self._flush([], detectors, now, force=True)
+
+    def open_incidents(self) -> int:
+        return len(self._groups)
+
+    def held_events(self) -> int:
+        return len(self._rows)
+
+    # -- restart -------------------------------------------------------------------------------------
+
+    def restore(self, con: sqlite3.Connection, detectors: dict[str, Detector] | None = None) -> None:
+        """Rebuild the open groups from the tables (their ids, members and the links the template rule
+        needs); the first ``update`` recomputes those whose stored row lags its members."""
+        del detectors  # nothing is computed here; kept for the scorer's call
+        self._reset()
+        newest = con.execute("SELECT max(ts) FROM flagged_features").fetchone()[0]
+        if newest is None:
+            return
+        self.watermark = newest
+        open_rows = con.execute(
+            "SELECT incident_id, first_event_id, event_count FROM incidents "
+            "WHERE merged_into IS NULL AND end_ts >= ?",
+            (newest - self.hold_us,),
+        ).fetchall()
+        if not open_rows:
+            return
+        ids = [r[0] for r in open_rows]
+        members = con.execute(
+            f"SELECT ie.incident_id, {', '.join('f.' + c for c in _ROW)}, f.features "
+            "FROM incident_events ie JOIN flagged_features f USING (event_id) "
+            f"WHERE ie.incident_id IN ({', '.join('?' * len(ids))}) ORDER BY f.ts, f.event_id",
+            ids,
+        ).fetchall()
+        owner = {m[1]: m[0] for m in members}
+        frame = _normalise(
+            pl.DataFrame([m[1:-1] for m in members], schema=list(_ROW), orient="row").with_columns(
+                pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            )
+        )
+        matrix = np.array([np.frombuffer(m[-1], dtype="<f8") for m in members]).reshape(-1, len(FEATURES))
+        self._add(frame.hstack(_feature_columns(matrix)), matrix, link=False)
+        by_id: dict[str, list[str]] = {}
+        for event, iid in owner.items():
+            by_id.setdefault(iid, []).append(event)
+        for iid, first_event, count in open_rows:
+            events = by_id.get(iid, [])
+            if not events:
+                continue
+            for e in events[1:]:
+                self._union(events[0], e, entity=False)
+            group = self._groups[self._final.find(events[0])]
+            group.incident_id = iid
+            group.first = (
+                (self._rows[first_event][1], first_event) if first_event in self._rows else group.first
+            )
+            group.new.clear()
+            group.dirty = count != len(events)
+
+    # -- grouping ------------------------------------------------------------------------------------
+
+    def _add(self, frame: pl.DataFrame, matrix: np.ndarray, link: bool) -> list[str]:
+        """Hold the rows of ``frame`` (in (ts, event_id) order) and link each to what is held. Without
+        ``link`` (restore) only the entity links are made and the template index filled."""
+        if frame.height == 0:
+            return []
+        keys = frame.select(expr.alias(kind) for kind, expr, _ in self._keys)
+        rows = frame.select(pl.col("ts").dt.epoch("us") if c == "ts" else pl.col(c) for c in _ROW).rows()
+        key_rows = keys.rows()
+        kinds = keys.columns
+        added = []
+        for i, row in enumerate(rows):
+            event, ts = row[0], row[1]
+            self._rows[event], self._features[event] = row, matrix[i]
+            self._entity.add(event)
+            self._final.add(event)
+            self._groups[event] = _Group((ts, event), [event], ts, new=[event], dirty=True)
+            self._indexed[event] = []
+            added.append(event)
+            template_key = None
+            for kind, key in zip(kinds, key_rows[i], strict=True):
+                if key is None:
+                    continue
+                if kind == TEMPLATE_KIND:
+                    template_key = key
+                    continue
+                for other in self._neighbours(kind, key, ts, event):
+                    # on restore the stored memberships make the incidents, not a replay of links
+                    self._union(event, other, entity=True, final=link)
+                self._insert(kind, key, ts, event)
+            if template_key is not None and self._entity.size[self._entity.find(event)] <= self._small:
+                if link:
+                    for other in self._eligible_neighbours(template_key, ts, event):
+                        self._union(event, other, entity=False)
+                self._insert(TEMPLATE_KIND, template_key, ts, event)
+        return added
+
+    def _neighbours(self, kind: str, key: str, ts: int, event: str) -> list[str]:
+        """The held events of ``key`` just before and just after ``(ts, event)``, if within the gap:
+        consecutive events of a key are linked, as in batch."""
+        held = self._index.get((kind, key))
+        if not held:
+            return []
+        gap, pos, out = self._gap_us[kind], held.bisect_left((ts, event)), []
+        if pos > 0 and ts - held[pos - 1][0] <= gap:
+            out.append(held[pos - 1][1])
+        if pos < len(held) and held[pos][0] - ts <= gap:
+            out.append(held[pos][1])
+        return out
+
+    def _eligible_neighbours(self, key: str, ts: int, event: str) -> list[str]:
+        """As ``_neighbours`` for the rare template, skipping (and forgetting) events whose entity group
+        has grown past ``template_link_max_group``: batch links consecutive small-group events only."""
+        held = self._index.get((TEMPLATE_KIND, key))
+        if not held:
+            return []
+        gap, out = self._gap_us[TEMPLATE_KIND], []
+        for step in (-1, 1):
+            while True:
+                pos = held.bisect_left((ts, event)) + (step if step < 0 else 0)
+                if not 0 <= pos < len(held) or abs(held[pos][0] - ts) > gap:
+                    break
+                other = held[pos][1]
+                if self._entity.size[self._entity.find(other)] <= self._small:
+                    out.append(other)
+                    break
+                del held[pos]
+                self._indexed[other].remove((TEMPLATE_KIND, key))
+        return out
+
+    def _insert(self, kind: str, key: str, ts: int, event: str) -> None:
+        self._index.setdefault((kind, key), SortedList()).add((ts, event))
+        self._indexed[event].append((kind, key))
+
+    def _union(self, a: str, b: str, entity: bool, final: bool = True) -> None:
+        if entity:
+            self._entity.union(a, b)
+        if not final:
+            return
+        joined = self._final.union(a, b)
+        if joined is None:
+            return
+        root, gone = joined
+        keep, other = self._groups[root], self._groups.pop(gone)
+        self._groups[root] = _merge(keep, other)
+
+    # -- closing and writing -------------------------------------------------------------------------
+
+    def _flush(
+        self, added: list[str], detectors, now: float, force: bool = False
+    ) -> Callable[[sqlite3.Cursor], None]:
+        cutoff = self.watermark - self.hold_us
+        closing = [root for root, g in self._groups.items() if g.newest < cutoff]
+        due = []
+        for root, group in self._groups.items():
+            if not group.dirty:
+                continue
+            throttled = (
+                not force
+                and len(group.members) > self.large_group
+                and now - group.computed_at < self.large_group_every_s
+                and group.newest >= cutoff
+            )
+            if not throttled:
+                due.append(root)
+        built = self._build([self._groups[r] for r in due], detectors, now)
+        merges, memberships = [], []
+        for group in self._groups.values():
+            if group.incident_id is None:  # not possible after _build; kept out of the writes if it were
+                continue
+            merges += [(group.incident_id, gone) for gone in group.absorbed]
+            memberships += [(group.incident_id, e) for e in group.new]
+            group.absorbed, group.new = [], []
+        flagged_rows = [
+            (*_stored_row(self._rows[e]), self._features[e].astype("<f8").tobytes()) for e in added
+        ]
+        for root in closing:
+            self._close(root)
+        incident_rows = [_incident_row(r, now) for r in built]
+
+        def write(cur: sqlite3.Cursor) -> None:
+            if flagged_rows:
+                cur.executemany(
+                    f"INSERT OR IGNORE INTO flagged_features ({', '.join(_ROW)}, features) "
+                    f"VALUES ({', '.join('?' * (len(_ROW) + 1))})",
+                    flagged_rows,
+                )
+            for survivor, gone in merges:
+                cur.execute(
+                    "UPDATE incidents SET merged_into = ?, updated_at = ? "
+                    "WHERE incident_id = ? OR merged_into = ?",
+                    (survivor, now, gone, gone),
+                )
+                cur.execute(
+                    "UPDATE incident_events SET incident_id = ? WHERE incident_id = ?", (survivor, gone)
+                )
+            if incident_rows:
+                cur.executemany(_UPSERT, incident_rows)
+            if memberships:
+                cur.executemany(
+                    "INSERT INTO incident_events (incident_id, event_id) VALUES (?, ?) "
+                    "ON CONFLICT(event_id) DO UPDATE SET incident_id = excluded.incident_id",
+                    memberships,
+                )
+
+        return write
+
+    def _build(self, groups: list[_Group], detectors, now: float) -> list[dict]:
+        """``build_incidents`` on the groups' events, each group one incident under its id (new groups
+        take ``incident_id`` of their first event): the incidents' rows."""
+        if not groups:
+            return []
+        for group in groups:
+            if group.incident_id is None:
+                group.incident_id = incident_id(group.first[1], group.first[0])
+            group.dirty, group.computed_at = False, now
+        events = [e for g in groups for e in g.members]
+        ids = [g.incident_id for g in groups for _ in g.members]
+        matrix = np.array([self._features[e] for e in events])
+        frame = _frame([self._rows[e] for e in events], matrix)
+        space = detectors[IF].space
+        built, _ = build_incidents(
+            frame,
+            deviations(frame, detectors),
+            space.names,
+            self._explainer(frame, detectors),
+            self.config,
+            normals=normal_values(space),
+            catalogue=self.catalogue,
+            groups=ids,
+        )
+        firsts = {g.incident_id: g.first[1] for g in groups}
+        return [{**r, "first_event_id": firsts[r["incident_id"]]} for r in built.iter_rows(named=True)]
+
+    def _explainer(self, frame: pl.DataFrame, detectors) -> Callable[[np.ndarray], np.ndarray]:
+        """``explain`` with each event's attribution kept while its group is open: a growing incident's
+        top line is explained once, not at every batch. Forgotten when the models change."""
+        models = tuple(detectors.values())
+        if len(models) != len(self._explained_by) or any(
+            a is not b for a, b in zip(models, self._explained_by, strict=False)
+        ):
+            self._attribution, self._explained_by = {}, models
+        events = frame["event_id"].to_list()
+
+        def explain_rows(rows: np.ndarray) -> np.ndarray:
+            rows = [int(r) for r in rows]
+            missing = [r for r in rows if events[r] not in self._attribution]
+            if missing:
+                got = explain(frame[missing], detectors)
+                for r, values in zip(missing, got, strict=True):
+                    self._attribution[events[r]] = values
+            return np.array([self._attribution[events[r]] for r in rows])
+
+        return explain_rows
+
+    def _close(self, root: str) -> None:
+        group = self._groups.pop(root)
+        for event in group.members:
+            for kind, key in self._indexed.pop(event, []):
+                held = self._index[(kind, key)]
+                held.discard((self._rows[event][1], event))
+                if not held:
+                    del self._index[(kind, key)]
+            del self._rows[event], self._features[event]
+            self._attribution.pop(event, None)
+        self._entity.drop(group.members)
+        self._final.drop(group.members)
+
+
+def _merge(a: _Group, b: _Group) -> _Group:
+    """One group of two: the visible incident whose first event is older keeps its id and the other is
+    recorded as absorbed; a group not yet visible takes the other's id, or, if neither is visible,
+    the older first event."""
+    if a.incident_id is not None and b.incident_id is not None:
+        keep, gone = (a, b) if a.first <= b.first else (b, a)
+        absorbed = [*keep.absorbed, gone.incident_id, *gone.absorbed]
+    elif a.incident_id is not None or b.incident_id is not None:
+        keep, gone = (a, b) if a.incident_id is not None else (b, a)
+        absorbed = [*keep.absorbed, *gone.absorbed]
+    else:
+        keep, gone = (a, b) if a.first <= b.first else (b, a)
+        absorbed = []
+    return _Group(
+        first=keep.first,
+        members=[*a.members, *b.members],
+        newest=max(a.newest, b.newest),
+        incident_id=keep.incident_id,
+        computed_at=keep.computed_at,
+        dirty=True,
+        new=[*a.new, *b.new],
+        absorbed=absorbed,
+    )
+
+
+def _normalise(frame: pl.DataFrame) -> pl.DataFrame:
+    """Types as build_incidents reads them: partition_date a date, ts µs UTC, ids strings."""
+    text = ["event_id", "source_service", "user_id", "ip_address", "correlation_id", "template"]
+    frame = frame.with_columns(pl.col(c).cast(pl.String) for c in text)
+    if frame.schema["partition_date"] == pl.String:
+        frame = frame.with_columns(pl.col("partition_date").str.to_date())
+    ts = frame.schema["ts"]
+    if not isinstance(ts, pl.Datetime) or ts.time_zone is None:
+        frame = frame.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    return frame.with_columns(pl.col("ts").dt.cast_time_unit("us"), pl.col("ensemble_score").cast(pl.Float64))
+
+
+def _feature_columns(matrix: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame(matrix.reshape(-1, len(FEATURES)), schema=list(FEATURES), orient="row")
+
+
+def _frame(rows: list[tuple], matrix: np.ndarray) -> pl.DataFrame:
+    """Held rows (``_ROW`` values, ts as µs) and their features as the frame build_incidents reads."""
+    base = pl.DataFrame(rows, schema=list(_ROW), orient="row").with_columns(
+        pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
+    return _normalise(base).hstack(_feature_columns(matrix))
+
+
+def _stored_row(row: tuple) -> tuple:
+    """``_ROW`` values as stored: the day as text."""
+    return tuple(v.isoformat() if isinstance(v, dt.date) else v for v in row)
+
+
+def _incident_row(r: dict, now: float) -> tuple:
+    values = []
+    for column in _STORED:
+        v = r.get(column)
+        if column in _LISTS:
+            v = json.dumps(v)
+        elif column in ("start_ts", "end_ts"):
+            v = _us(v)
+        elif column == "partition_date":
+            v = v.isoformat()
+        elif column == "reported":
+            v = int(v)
+        elif column in ("opened_at", "updated_at"):
+            v = now
+        values.append(v)
+    return tuple(values)
+
+
+def _us(t: dt.datetime) -> int:
+    return (t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def read_incidents(
+    con: sqlite3.Connection, day: str | None = None, merged: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(incidents, incident_events)`` of the store in the batch's columns (``INCIDENT_COLUMNS`` plus
+    ``first_event_id``, ``merged_into``, ``opened_at``, ``updated_at``), for the day when given, without
+    the merged-away ones unless ``merged``."""
+    where, args = [], []
+    if day is not None:
+        where.append("partition_date = ?")
+        args.append(day)
+    if not merged:
+        where.append("merged_into IS NULL")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    columns = [*_STORED, "merged_into"]
+    rows = con.execute(
+        f"SELECT {', '.join(columns)} FROM incidents {clause} ORDER BY start_ts, incident_id", args
+    )
+    raw = pl.DataFrame(rows.fetchall(), schema=columns, orient="row", infer_schema_length=None)
+    incidents = raw.with_columns(
+        pl.col("partition_date").cast(pl.String).str.to_date(),
+        *[
+            pl.col(c).cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+            for c in ("start_ts", "end_ts")
+        ],
+        *[pl.col(c).cast(pl.String).str.json_decode(pl.List(pl.String)) for c in _LISTS],
+        pl.col("reported").cast(pl.Boolean),
+        *[pl.col(c).cast(pl.Float64) for c in ("max_score", "mean_score", "scenario_confidence")],
+        *[pl.col(c).cast(pl.Int64) for c in ("event_count", "user_count", "ip_count")],
+    )
+    members = con.execute(
+        "SELECT ie.incident_id, ie.event_id FROM incident_events ie JOIN incidents USING (incident_id) "
+        f"{clause} ORDER BY ie.incident_id, ie.event_id",
+        args,
+    ).fetchall()
+    events = pl.DataFrame(members, schema={"incident_id": pl.String, "event_id": pl.String}, orient="row")
+    return incidents, events

@@ -1,0 +1,324 @@
+"""Live incidents (bankanom_pipeline/live/incidents.py) against batch ``build_incidents`` on the same
+flagged events: equal where the rules allow, different exactly where docs/live-incidents.md says."""
+
+import datetime as dt
+import sqlite3
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bankanom_pipeline.detection.config import default_detection_config
+from bankanom_pipeline.detection.explain import normal_values
+from bankanom_pipeline.detection.incident_ids import incident_id
+from bankanom_pipeline.detection.incidents import (
+    INCIDENT_COLUMNS,
+    build_incidents,
+    connected_groups,
+    default_incident_config,
+    link_keys,
+)
+from bankanom_pipeline.detection.scoring import IF, deviations, explain
+from bankanom_pipeline.live.incidents import LiveIncidents, read_incidents
+from tests.test_explain import detectors as train_detectors
+from tests.test_incidents import T0, event, frame
+
+RARE = "Upstream timeout calling /v#/payments after #ms"
+CONFIG = default_incident_config()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return train_detectors(default_detection_config(), 1)
+
+
+def us(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def busy_day(seed: int, n: int = 240, rare: bool = True) -> pl.DataFrame:
+    """Flagged events over three hours: users, IPs in a few /24s, correlation chains, infrastructure lines
+    and (``rare``) a rare template on two services, with random features and scores."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        kind = rng.integers(0, 5 if rare else 4)
+        minute = float(np.round(rng.uniform(0, 180), 3))
+        score = float(np.round(rng.uniform(0.9, 1.0), 4))
+        extra = {"ip_distinct_users_10m": float(rng.integers(0, 5)), "failed_attempts": float(rng.normal())}
+        if kind == 0:
+            rows.append(
+                event(f"u{i:03d}", minute, user=f"USR-{rng.integers(0, 25)}", ip=None, score=score, **extra)
+            )
+        elif kind == 1:
+            ip = f"45.1.{rng.integers(0, 4)}.{rng.integers(1, 250)}"
+            rows.append(event(f"n{i:03d}", minute, user=None, ip=ip, score=score, **extra))
+        elif kind == 2:
+            corr = f"C-{rng.integers(0, 15)}"
+            rows.append(
+                event(f"c{i:03d}", minute, service="api-gateway", ip="10.9.9.9", corr=corr, score=score)
+            )
+        elif kind == 3:
+            rows.append(
+                event(
+                    f"p{i:03d}",
+                    minute,
+                    service="postgres-db",
+                    ip="10.1.0.1",
+                    template="Replica lag #s",
+                    score=score,
+                )
+            )
+        else:
+            service = ["api-gateway", "transaction-service"][rng.integers(0, 2)]
+            user = f"USR-{rng.integers(0, 25)}"
+            rows.append(
+                event(
+                    f"t{i:03d}",
+                    minute,
+                    service=service,
+                    user=user,
+                    ip=None,
+                    template=RARE,
+                    template_rarity=6.0,
+                    score=score,
+                )
+            )
+    day = frame(rows)
+    noise = rng.normal(0, 1, (len(rows), 10))
+    names = default_detection_config().feature_names
+    return day.with_columns(pl.Series(name, noise[:, j % 10] + j) for j, name in enumerate(names[:20]))
+
+
+def batch(day: pl.DataFrame, models) -> pl.DataFrame:
+    """What the ``incidents`` asset builds from the day (day_incidents.build_day's call)."""
+    space = models[IF].space
+    built, members = build_incidents(
+        day,
+        deviations(day, models),
+        space.names,
+        lambda rows: explain(day[rows], models),
+        normals=normal_values(space),
+    )
+    return built, members
+
+
+def live(day: pl.DataFrame, models, size: int, restart_at: int | None = None, con=None, **kw):
+    """Feed the day in (ts, event_id) order, ``size`` events a batch, committing each batch's writes;
+    with ``restart_at``, a new LiveIncidents restores from the tables after that many events."""
+    con = con or sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents(**kw)
+    ordered = day.sort("ts", "event_id")
+    for start in range(0, ordered.height, size):
+        if restart_at is not None and start >= restart_at:
+            state = LiveIncidents(**kw)
+            state.restore(con, models)
+            restart_at = None
+        commit(con, state.update(ordered[start : start + size], None, models, now=1000.0 + start))
+    commit(con, state.settle(models, now=5000.0))
+    return con, state
+
+
+def commit(con, writes):
+    cur = con.cursor()
+    cur.execute("BEGIN")
+    writes(cur)
+    cur.execute("COMMIT")
+
+
+def groups(members: pl.DataFrame) -> set[frozenset]:
+    got = members.group_by("incident_id").agg(pl.col("event_id"))
+    return {frozenset(x) for x in got["event_id"].to_list()}
+
+
+def comparable(incidents: pl.DataFrame) -> pl.DataFrame:
+    return incidents.select(INCIDENT_COLUMNS).sort("incident_id")
+
+
+def test_a_day_without_rare_templates_is_the_batch_day_whatever_the_batch_size(models):
+    day = busy_day(3, rare=False)
+    expected, expected_members = batch(day, models)
+    for size in (2, 17, day.height):
+        con, _ = live(day, models, size)
+        got, members = read_incidents(con)
+        assert groups(members) == groups(expected_members), size
+        assert comparable(got).equals(comparable(expected)), size
+
+
+def test_rare_template_differences_are_the_documented_ones(models):
+    """Live groups are unions of batch groups; where a live group holds several, the glue is a rare
+    template link made while both sides were small, to a group the entity keys grew past
+    template_link_max_group afterwards (docs/live-incidents.md)."""
+    day = busy_day(5)
+    expected, expected_members = batch(day, models)
+    con, _ = live(day, models, 9)
+    got, members = read_incidents(con)
+    batch_groups, live_groups = groups(expected_members), groups(members)
+    ordered = day.sort("partition_date", "ts", "event_id")
+    ts = ordered["ts"].dt.epoch("us").to_numpy()
+    keys = link_keys(ordered, CONFIG)
+    entity = connected_groups(ts, [k for k in keys if k[0] != "service_template"])
+    entity_size = dict(zip(ordered["event_id"].to_list(), np.bincount(entity)[entity], strict=True))
+    position = {e: i for i, e in enumerate(ordered["event_id"].to_list())}
+    differing = 0
+    for group in live_groups:
+        parts = [b for b in batch_groups if b <= group]
+        assert frozenset().union(*parts) == group  # a union of whole batch groups: live never splits
+        if len(parts) == 1:
+            continue
+        differing += 1
+        assert max(entity_size[e] for e in group) > CONFIG.grouping.template_link_max_group
+        # batch's groups plus ungated template links among these events connect them all
+        rows = np.array(sorted(position[e] for e in group))
+        label = {e: i for i, part in enumerate(parts) for e in part}
+        sub = [("batch", np.array([label[ordered["event_id"][int(r)]] for r in rows]), 1e9)]
+        sub += [(kind, codes[rows], gap) for kind, codes, gap in keys if kind == "service_template"]
+        assert len(set(connected_groups(ts[rows], sub))) == 1
+    assert differing, "the day should exercise the rule"
+    # every incident live and batch agree on is the same row
+    same = {b for b in batch_groups if b in live_groups}
+    same_ids = {
+        incident_id(
+            *min(
+                (us(r["ts"]), r["event_id"])
+                for r in day.filter(pl.col("event_id").is_in(list(g))).iter_rows(named=True)
+            )[::-1]
+        )
+        for g in same
+    }
+    assert comparable(got.filter(pl.col("incident_id").is_in(same_ids))).equals(
+        comparable(expected.filter(pl.col("incident_id").is_in(same_ids)))
+    )
+
+
+def test_a_template_link_made_while_small_is_kept_when_the_group_grows(models):
+    rows = [
+        event("a1", 0, service="api-gateway", user="USR-1", template=RARE, template_rarity=6.0),
+        event("b1", 1, service="api-gateway", user="USR-2", template=RARE, template_rarity=6.0),
+        event("a2", 2, user="USR-1"),
+        event("a3", 3, user="USR-1"),
+    ]
+    day = frame(rows)
+    _, expected_members = batch(day, models)
+    assert groups(expected_members) == {frozenset({"a1", "a2", "a3"}), frozenset({"b1"})}
+    con, _ = live(day, models, 1)
+    _, members = read_incidents(con)
+    assert groups(members) == {frozenset({"a1", "a2", "a3", "b1"})}
+    # a template line of the grown group no longer links: b2 is not joined through a4 (as in batch)
+    more = [
+        event("a4", 3.5, service="api-gateway", user="USR-1", template=RARE, template_rarity=6.0),
+        event("b2", 4.5, service="api-gateway", user="USR-3", template=RARE, template_rarity=6.0),
+    ]
+    con, _ = live(frame(rows + more), models, 1)
+    _, members = read_incidents(con)
+    assert groups(members) == {frozenset({"a1", "a2", "a3", "a4", "b1"}), frozenset({"b2"})}
+    _, expected_members = batch(frame(rows + more), models)
+    assert frozenset({"b2"}) in groups(expected_members)
+
+
+def test_ids_and_incidents_survive_a_restart(models):
+    day = busy_day(7)
+    con_once, _ = live(day, models, 10)
+    for restart_at in (40, 130):
+        con_twice, state = live(day, models, 10, restart_at=restart_at)
+        a, am = read_incidents(con_once, merged=True)
+        b, bm = read_incidents(con_twice, merged=True)
+        assert groups(am) == groups(bm)
+        assert comparable(a).equals(comparable(b))
+        assert a["merged_into"].to_list() == b["merged_into"].to_list()
+    assert state.open_incidents() > 0
+
+
+def test_merge_keeps_the_older_id_and_hides_the_other(models):
+    rows = [
+        event("a1", 0, user="USR-1", ip=None),
+        event("b1", 1, user="USR-2", ip="9.9.9.9"),
+        event("c1", 3, user="USR-1", ip="9.9.9.9"),  # joins both
+    ]
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents()
+    day = frame(rows)
+    commit(con, state.update(day[:2], None, models, now=1.0))
+    first, _ = read_incidents(con)
+    assert sorted(first["incident_id"]) == sorted(
+        [incident_id("a1", us(T0)), incident_id("b1", us(T0) + 60_000_000)]
+    )
+    commit(con, state.update(day[2:], None, models, now=2.0))
+    shown, members = read_incidents(con)
+    everything, _ = read_incidents(con, merged=True)
+    older = incident_id("a1", us(T0))
+    assert shown["incident_id"].to_list() == [older]
+    assert groups(members) == {frozenset({"a1", "b1", "c1"})}
+    gone = everything.filter(pl.col("merged_into").is_not_null()).row(0, named=True)
+    assert gone["incident_id"] == incident_id("b1", us(T0) + 60_000_000) and gone["merged_into"] == older
+    assert shown["opened_at"].to_list() == [1.0] and shown["updated_at"].to_list() == [2.0]
+    # the batch run names the incident the same way
+    built, _ = batch(day, models)
+    assert built["incident_id"].to_list() == [older]
+
+
+def test_a_late_event_before_the_first_keeps_the_visible_id(models):
+    day = frame([event("a2", 5, user="USR-1"), event("a1", 1, user="USR-1")])
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents()
+    commit(con, state.update(day[:1], None, models, now=1.0))
+    commit(con, state.update(day[1:], None, models, now=2.0))
+    got, _members = read_incidents(con)
+    assert got["incident_id"].to_list() == [incident_id("a2", us(T0) + 5 * 60_000_000)]
+    assert got["first_event_id"].to_list() == ["a2"] and got["event_count"].to_list() == [2]
+    built, _ = batch(day, models)  # batch names it after a1: reconciliation matches them by events
+    assert built["incident_id"].to_list() == [incident_id("a1", us(T0) + 60_000_000)]
+
+
+def test_an_incident_crossing_midnight_keeps_its_first_day(models):
+    late = dt.datetime(2026, 1, 5, 23, 58, tzinfo=dt.UTC)
+    rows = [event("m1", 0, user="USR-1"), event("m2", 4, user="USR-1")]
+    for r, t in zip(rows, (late, late + dt.timedelta(minutes=4)), strict=True):
+        r["ts"], r["partition_date"] = t, t.date()
+    day = frame(rows)
+    con, _ = live(day, models, 1)
+    got, _members = read_incidents(con)
+    assert got["incident_id"].to_list() == [incident_id("m1", us(late))]
+    assert got["partition_date"].to_list() == [dt.date(2026, 1, 5)] and got["event_count"].to_list() == [2]
+    assert read_incidents(con, day="2026-01-05")[0].height == 1
+    built, _ = batch(day, models)  # batch partitions split at midnight
+    assert built["incident_id"].to_list() == [
+        incident_id("m1", us(late)),
+        incident_id("m2", us(late) + 240_000_000),
+    ]
+
+
+def test_memory_holds_open_groups_only_and_closed_rows_stay(models):
+    rows = [event(f"e{i:03d}", i * 2.0, user=f"USR-{i}", ip=None) for i in range(150)]  # 5 hours, lone
+    con, state = live(frame(rows), models, 5)
+    hold_minutes = state.hold_us / 60_000_000
+    assert state.held_events() <= hold_minutes / 2 + 5  # the last ~30 minutes' lone events
+    assert read_incidents(con)[0].height == 150
+
+
+def test_large_groups_are_recomputed_at_most_every_few_seconds(models):
+    rows = [event(f"s{i:03d}", i * 0.05, user="USR-1", ip=None) for i in range(30)]
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents(large_group=10, large_group_every_s=5.0)
+    day = frame(rows)
+    for i in range(0, 30, 5):
+        commit(con, state.update(day[i : i + 5], None, models, now=100.0 + i * 0.1))  # 3 s in all
+    got, members = read_incidents(con)
+    assert members.height == 30  # memberships are never held back
+    assert got["event_count"].to_list() == [10]  # last built at 10 events, the most not throttled
+    commit(con, state.settle(models, now=104.0))
+    assert read_incidents(con)[0]["event_count"].to_list() == [30]
+
+
+def test_a_redelivered_event_is_ignored(models):
+    day = frame([event("a1", 0, user="USR-1"), event("a2", 1, user="USR-1")])
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents()
+    commit(con, state.update(day, None, models, now=1.0))
+    commit(con, state.update(day[1:], None, models, now=2.0))
+    assert read_incidents(con)[0]["event_count"].to_list() == [2]
