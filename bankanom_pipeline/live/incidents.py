@@ -75,6 +75,10 @@ _ROW = (
     "template",
     "ensemble_score",
 )
+_ROW_TYPES = {
+    c: {"ts": pl.Int64, "partition_date": pl.Date, "ensemble_score": pl.Float64}.get(c, pl.String)
+    for c in _ROW
+}
 _LISTS = ("services", "users", "ips")
 _STORED = (*INCIDENT_COLUMNS, "first_event_id", "opened_at", "updated_at")
 _UPSERT = (
@@ -234,13 +238,10 @@ class LiveIncidents:
             ids,
         ).fetchall()
         owner = {m[1]: m[0] for m in members}
-        frame = _normalise(
-            pl.DataFrame([m[1:-1] for m in members], schema=list(_ROW), orient="row").with_columns(
-                pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-            )
-        )
+        day = _ROW.index("partition_date")
+        rows = [(*m[1 : 1 + day], dt.date.fromisoformat(m[1 + day]), *m[2 + day : -1]) for m in members]
         matrix = np.array([np.frombuffer(m[-1], dtype="<f8") for m in members]).reshape(-1, len(FEATURES))
-        self._add(frame.hstack(_feature_columns(matrix)), matrix, link=False)
+        self._add(_frame(rows, matrix), matrix, link=False)
         by_id: dict[str, list[str]] = {}
         for event, iid in owner.items():
             by_id.setdefault(iid, []).append(event)
@@ -500,6 +501,8 @@ def _normalise(frame: pl.DataFrame) -> pl.DataFrame:
     if frame.schema["partition_date"] == pl.String:
         frame = frame.with_columns(pl.col("partition_date").str.to_date())
     ts = frame.schema["ts"]
+    if ts.is_integer():  # µs since the epoch, as the store keeps it
+        frame, ts = frame.with_columns(pl.col("ts").cast(pl.Datetime("us"))), pl.Datetime("us")
     if not isinstance(ts, pl.Datetime) or ts.time_zone is None:
         frame = frame.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
     return frame.with_columns(pl.col("ts").dt.cast_time_unit("us"), pl.col("ensemble_score").cast(pl.Float64))
@@ -511,7 +514,7 @@ def _feature_columns(matrix: np.ndarray) -> pl.DataFrame:
 
 def _frame(rows: list[tuple], matrix: np.ndarray) -> pl.DataFrame:
     """Held rows (``_ROW`` values, ts as µs) and their features as the frame build_incidents reads."""
-    base = pl.DataFrame(rows, schema=list(_ROW), orient="row").with_columns(
+    base = pl.DataFrame(rows, schema=_ROW_TYPES, orient="row").with_columns(
         pl.col("ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
     )
     return _normalise(base).hstack(_feature_columns(matrix))
@@ -542,6 +545,18 @@ def _incident_row(r: dict, now: float) -> tuple:
 
 def _us(t: dt.datetime) -> int:
     return (t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def prune(cur: sqlite3.Cursor, before_date: str) -> dict[str, int]:
+    """Delete the incidents (with their members and flagged rows) of days before ``before_date``, in
+    the caller's transaction (``LiveStore.prune``'s retention)."""
+    old = "SELECT incident_id FROM incidents WHERE partition_date < ?"
+    members = cur.execute(
+        f"DELETE FROM incident_events WHERE incident_id IN ({old})", (before_date,)
+    ).rowcount
+    incidents = cur.execute("DELETE FROM incidents WHERE partition_date < ?", (before_date,)).rowcount
+    flagged = cur.execute("DELETE FROM flagged_features WHERE partition_date < ?", (before_date,)).rowcount
+    return {"incidents": incidents, "incident_events": members, "flagged_features": flagged}
 
 
 # -- reading ---------------------------------------------------------------------------------------
