@@ -112,6 +112,8 @@ class MockSource:
     def __init__(self, url: str = DEFAULT_MOCK_URL, request_timeout: float = 10.0):
         import httpx
 
+        # httpx logs every request at INFO: a poll loop several times a second would drown the stream's log
+        logging.getLogger("httpx").setLevel(max(logging.getLogger("httpx").level, logging.WARNING))
         self.url = url.rstrip("/")
         self._client = httpx.Client(base_url=self.url, timeout=request_timeout)
         self._transport_errors = (httpx.TransportError,)
