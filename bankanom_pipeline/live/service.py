@@ -1,0 +1,169 @@
+"""The stream's internal service (loopback only): the API forwards ``POST /events`` to ``/ingest`` and
+``POST /predict`` (with context) to ``/peek``, so the engine's state has one owner however many API
+workers run; ``/status`` for operators and tests. With ``BANKANOM_STREAM_KEY`` set every call must carry
+it in ``X-Stream-Key``.
+
+``serve`` runs the whole process: the consumer loop in a thread, uvicorn in the main thread (it handles
+SIGINT/SIGTERM), a checkpoint at a clean stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import Response
+
+from bankanom_pipeline.live.runner import Runner
+from bankanom_pipeline.live.scorer import LiveScorer, LiveStateError, PeekRefused
+from bankanom_pipeline.online.engine import OnlineEngine
+
+log = logging.getLogger("bankanom.stream")
+
+MAX_EVENTS = 10_000  # per request: the API's own limit is lower
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json"
+    )
+
+
+async def _events(request: Request) -> list[dict]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
+        raise HTTPException(400, f"the body is not JSON: {error}") from None
+    events = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(events, list) or not events or not all(isinstance(e, dict) for e in events):
+        raise HTTPException(422, 'the body must be {"events": [<event object>, ...]} with at least one')
+    if len(events) > MAX_EVENTS:
+        raise HTTPException(413, f"{len(events)} events; at most {MAX_EVENTS} per request")
+    return events
+
+
+def create_app(
+    scorer: LiveScorer, runner: Runner | None, key: str | None, on_shutdown: Callable[[], None] | None = None
+) -> FastAPI:
+    """The internal service over ``scorer``; ``on_shutdown`` runs when the server stops (a signal, or the
+    loop's failure): uvicorn re-raises a caught signal once it has shut down, so code after
+    ``Server.run`` would never run then."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if on_shutdown is not None:
+            await _in_thread(on_shutdown)
+
+    def check_key(request: Request) -> None:
+        if key is not None and not secrets.compare_digest(
+            request.headers.get("x-stream-key", "").encode(), key.encode()
+        ):
+            raise HTTPException(401, "missing or wrong X-Stream-Key")
+
+    app = FastAPI(
+        title="bankanom stream (internal)",
+        dependencies=[Depends(check_key)],
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+
+    @app.post("/ingest")
+    async def ingest(request: Request) -> Response:
+        events = await _events(request)
+        try:
+            body = await _in_thread(scorer.ingest_posted, events)
+        except LiveStateError as error:
+            raise HTTPException(503, str(error)) from None
+        return _json(body)
+
+    @app.post("/peek")
+    async def peek(request: Request) -> Response:
+        events = await _events(request)
+        try:
+            values = await _in_thread(scorer.peek, events)
+        except PeekRefused as error:
+            return _json({"detail": [error.detail]}, error.status)
+        return _json(
+            {
+                "feature_set_version": OnlineEngine.FEATURE_SET_VERSION,
+                "columns": list(OnlineEngine.FEATURES),
+                # NaN (no value) is written as null
+                "features": np.where(np.isnan(values), None, values).tolist(),
+            }
+        )
+
+    @app.get("/status")
+    async def status() -> Response:
+        body = await _in_thread(scorer.status)
+        body["runner"] = None if runner is None else runner.describe()
+        return _json(body)
+
+    return app
+
+
+async def _in_thread(fn, *args):
+    # the scorer's lock may be held for a batch or a checkpoint: never on the event loop
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def serve(scorer: LiveScorer, source, host: str, port: int, key: str | None, max_events: int = 1000) -> int:
+    """Run the stream until SIGINT/SIGTERM (exit 0) or a failure of the consumer loop (exit 1)."""
+    import uvicorn
+
+    runner = None if source is None else Runner(scorer, source, max_events=max_events)
+    stopped = threading.Event()
+
+    def shut_down() -> None:
+        if stopped.is_set():
+            return
+        stopped.set()
+        if runner is not None:
+            runner.stop()
+            source.close()
+        scorer.close()  # checkpoints, unless a failure left the engine ahead of the store
+        failure = runner.failure if runner is not None else None
+        log.info("stopped%s", f" after a failure: {failure}" if failure else "")
+
+    app = create_app(scorer, runner, key, on_shutdown=shut_down)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    scorer.models.start()
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            if runner is not None:
+                runner.start()
+            log.info(
+                "ready: serving http://%s:%d, source %s, restored from %s, %d events stored",
+                host,
+                port,
+                "none (POST /ingest only)" if source is None else source.name,
+                scorer.restored_from,
+                scorer.seq,
+            )
+
+    if runner is not None:
+
+        def stop_server() -> None:
+            server.should_exit = True
+
+        runner.on_failure = stop_server
+    threading.Thread(target=announce, name="bankanom-stream-start", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        shut_down()  # when the server never started (a port in use), the lifespan did not run
+    failed = runner is not None and runner.failure is not None
+    return 1 if failed or not server.started else 0
