@@ -184,6 +184,8 @@ class LiveIncidents:
         """Group the batch's flagged events (columns: ``_ROW`` and the features, by name) and return the
         writes for the batch's commit. ``features``: the same features as a matrix in ``FEATURES`` order
         (taken from the frame's columns when None). Events already held are ignored (a re-delivery)."""
+        if flagged.is_empty():
+            return self._flush([], detectors, now)
         fresh = flagged.filter(~pl.col("event_id").is_in(list(self._rows))) if self._rows else flagged
         if features is not None and fresh.height != flagged.height:
             keep = ~flagged["event_id"].is_in(list(self._rows)).to_numpy()

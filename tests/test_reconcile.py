@@ -1,0 +1,188 @@
+"""Reconciliation of a live day with the batch run (bankanom_pipeline/live/reconcile.py): equal by
+construction reports full agreement; each injected disagreement is counted where it belongs."""
+
+import datetime as dt
+import json
+import sqlite3
+
+import duckdb
+import polars as pl
+import pytest
+
+from bankanom_pipeline.live.incidents import LiveIncidents
+from bankanom_pipeline.live.reconcile import reconcile, reconcile_day
+from bankanom_pipeline.live.store import EVENT_COLUMNS, LiveStore
+from tests.test_live_incidents import batch, busy_day, commit, models  # noqa: F401 (fixture)
+
+DAY = "2026-01-05"
+VERSIONS = {"isolation_forest": "if-1", "local_outlier_factor": "lof-1"}
+
+
+def scored(day: pl.DataFrame) -> pl.DataFrame:
+    """The batch's scored_events of the flagged day plus two unflagged events."""
+    flagged = day.select(
+        "partition_date",
+        "event_id",
+        "ts",
+        "if_score",
+        "lof_score",
+        "ensemble_score",
+        pl.lit(True).alias("is_anomaly"),
+    )
+    quiet = pl.DataFrame(
+        {
+            "partition_date": [dt.date(2026, 1, 5)] * 2,
+            "event_id": ["q1", "q2"],
+            "ts": [dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)] * 2,
+            "if_score": [0.1, 0.2],
+            "lof_score": [0.3, 0.4],
+            "ensemble_score": [0.1, 0.2],
+            "is_anomaly": [False, False],
+        }
+    ).with_columns(pl.col("ts").dt.cast_time_unit("us"))
+    return pl.concat([flagged, quiet]).with_columns(
+        if_version=pl.lit(VERSIONS["isolation_forest"]), lof_version=pl.lit(VERSIONS["local_outlier_factor"])
+    )
+
+
+def live_rows(events: pl.DataFrame, status: dict | None = None, versions: dict | None = None) -> list[tuple]:
+    """Rows of the store's events table for the batch's scored events (same scores)."""
+    out = []
+    for seq, r in enumerate(events.sort("ts", "event_id").iter_rows(named=True), 1):
+        e = r["event_id"]
+        values = {
+            "seq": seq,
+            "source": "mock",
+            "source_offset": str(seq),
+            "event_id": e,
+            "ts": int(r["ts"].timestamp() * 1_000_000),
+            "partition_date": DAY,
+            "status": (status or {}).get(e, "ingested"),
+            "isolation_forest": r["if_score"],
+            "local_outlier_factor": r["lof_score"],
+            "ensemble_score": r["ensemble_score"],
+            "if_flag": int(r["is_anomaly"]),
+            "lof_flag": int(r["is_anomaly"]),
+            "is_anomaly": int(r["is_anomaly"]),
+            "model_versions": json.dumps((versions or {}).get(e, VERSIONS)),
+            "scored_at": 1.0,
+        }
+        out.append(tuple(values.get(c) for c in EVENT_COLUMNS))
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(models, tmp_path_factory):  # noqa: F811
+    """A flagged day, the batch's frames of it, and a live store that scored and grouped it."""
+    day = busy_day(11, n=120, rare=False)
+    events = scored(day)
+    incidents, members = batch(day, models)
+    path = tmp_path_factory.mktemp("live") / "live.sqlite"
+    with LiveStore(path, extra_schema=LiveIncidents.SCHEMA) as store:
+        state = LiveIncidents()
+        ordered = day.sort("ts", "event_id")
+        store.commit(live_rows(events), extra=lambda cur: None)
+        for start in range(0, ordered.height, 15):
+            store.commit([], extra=state.update(ordered[start : start + 15], None, models, now=float(start)))
+        store.commit([], extra=state.settle(models, now=999.0))
+    return path, events, incidents, members
+
+
+def test_equal_by_construction(world):
+    path, events, incidents, members = world
+    with sqlite3.connect(path) as con:
+        got = reconcile(con, DAY, events, incidents, members)
+    n = events.height
+    assert (got.live_events, got.batch_events, got.both, got.only_live, got.only_batch) == (n, n, n, 0, 0)
+    assert got.compared == n and got.scores_equal == n and got.share_equal_scores == 1.0
+    assert got.flags_agree == n and got.flagged_live == got.flagged_batch == n - 2
+    assert got.late == 0 and got.other_models == 0 and got.max_score_difference == 0.0
+    assert got.batch_incidents == incidents.height == got.live_incidents
+    assert got.matched_same_id == got.matched_same_members == incidents.height
+    assert (got.matched_overlap, got.missed, got.extra, got.live_spanning, got.crossing_midnight) == (
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+def test_injected_disagreements_are_each_reported(world, tmp_path):
+    path, events, incidents, members = world
+    con = sqlite3.connect(":memory:")
+    sqlite3.connect(path).backup(con)
+    first, second, third, fourth = events.filter(pl.col("is_anomaly"))["event_id"].head(4).to_list()
+    # scores: one differs past the tolerance, one within it; a flag flips; one event was late live; one
+    # was scored live by another model version; one only live, one only batch
+    batch_events = events.with_columns(
+        pl.when(pl.col("event_id") == first)
+        .then(pl.col("ensemble_score") + 1e-6)
+        .otherwise(pl.col("ensemble_score"))
+        .alias("ensemble_score"),
+        pl.when(pl.col("event_id") == second)
+        .then(pl.col("lof_score") + 1e-12)
+        .otherwise(pl.col("lof_score"))
+        .alias("lof_score"),
+        pl.when(pl.col("event_id") == "q1").then(True).otherwise(pl.col("is_anomaly")).alias("is_anomaly"),
+    ).filter(pl.col("event_id") != "q2")
+    con.execute("UPDATE events SET status = 'late' WHERE event_id = ?", (third,))
+    con.execute(
+        "UPDATE events SET model_versions = ? WHERE event_id = ?",
+        (json.dumps({**VERSIONS, "isolation_forest": "if-0"}), fourth),
+    )
+    con.execute(
+        "INSERT INTO events (seq, source, source_offset, event_id, ts, partition_date, status, scored_at) "
+        "VALUES (10000, 'mock', 'x', 'only-live', 0, ?, 'ingested', 1.0)",
+        (DAY,),
+    )
+    batch_events = pl.concat([batch_events, batch_events.head(1).with_columns(event_id=pl.lit("only-batch"))])
+    # incidents: one live incident gone (missed), one batch incident gone (its live one is extra), one
+    # renamed in batch (matched by its events), and two batch incidents' events in one live incident
+    ids = incidents["incident_id"].to_list()
+    gone_live, gone_batch, renamed, (a, b) = ids[0], ids[1], ids[2], ids[3:5]
+    con.execute("DELETE FROM incidents WHERE incident_id = ?", (gone_live,))
+    con.execute("DELETE FROM incident_events WHERE incident_id = ?", (gone_live,))
+    con.execute("UPDATE incident_events SET incident_id = ? WHERE incident_id = ?", (a, b))
+    con.execute("UPDATE incidents SET merged_into = ? WHERE incident_id = ?", (a, b))
+    batch_incidents = incidents.filter(pl.col("incident_id") != gone_batch).with_columns(
+        pl.when(pl.col("incident_id") == renamed)
+        .then(pl.lit("INC-renamed"))
+        .otherwise(pl.col("incident_id"))
+        .alias("incident_id")
+    )
+    batch_members = members.filter(pl.col("incident_id") != gone_batch).with_columns(
+        pl.when(pl.col("incident_id") == renamed)
+        .then(pl.lit("INC-renamed"))
+        .otherwise(pl.col("incident_id"))
+        .alias("incident_id")
+    )
+    got = reconcile(con, DAY, batch_events, batch_incidents, batch_members)
+    n = events.height
+    assert (got.live_events, got.batch_events, got.both) == (n + 1, n, n - 1)
+    assert (got.only_live, got.only_batch) == (2, 1)  # only-live and q2; only-batch
+    assert got.examples["only_live_events"] == ["only-live", "q2"]
+    assert got.late == 1 and got.live_unscored == 1 and got.other_models == 1
+    assert got.compared == n - 2  # q2 is not in batch; the fourth was scored by other models
+    assert got.scores_equal == n - 3 and got.examples["score_differs"] == [first]
+    assert got.max_score_difference == pytest.approx(1e-6)
+    assert got.flags_agree == n - 3 and got.examples["flag_differs"] == ["q1"]
+    assert got.missed == 1 and got.examples["missed_incidents"] == [gone_live]
+    assert got.extra == 1 and got.examples["extra_incidents"] == [gone_batch]
+    assert got.matched_overlap == 2  # the renamed one and b, whose events live holds under a
+    assert got.live_spanning == 1 and got.examples["spanning_incidents"] == [a]
+    assert got.matched_same_id == incidents.height - 4
+    assert got.matched_same_members == incidents.height - 5  # a holds b's events too
+
+
+def test_reconcile_day_reads_a_warehouse_or_snapshot(world, tmp_path):
+    path, events, incidents, members = world
+    duck = duckdb.connect()
+    for name, frame in (("scored_events", events), ("incidents", incidents), ("incident_events", members)):
+        duck.register(f"_{name}", frame.to_arrow())
+        duck.execute(f"CREATE TABLE {name} AS SELECT * FROM _{name}")
+    got = reconcile_day(path, duck, DAY)
+    assert got is not None and got.matched_same_id == incidents.height and got.scores_equal == events.height
+    assert got.as_dict()["share_equal_scores"] == 1.0
+    assert reconcile_day(path, duck, "2026-01-06") is None  # nothing live that day
+    assert reconcile_day(tmp_path / "none.sqlite", duck, DAY) is None
