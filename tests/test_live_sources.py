@@ -386,3 +386,15 @@ def test_redis_source_reads_a_shippers_field_and_hands_on_entries_without_it(red
     first, second = source.fetch(10, 0.1)
     assert first.line == line.encode() and first.emitted_at == redis_key(first.offset)[0] / 1000
     assert orjson.loads(second.line) == {"other": "x"}  # the scorer refuses it as invalid, with the entry
+
+
+def test_redis_source_recreates_a_deleted_group_after_the_last_id_it_fetched(redis_url):
+    _publish(redis_url, 10)
+    source = RedisSource(redis_url)
+    source.resume(None)
+    got = source.fetch(6, 0.1)
+    source.acknowledge(got[-1].offset)
+    _client(redis_url).xgroup_destroy("bankanom:logs", "bankanom-stream")
+    assert source.fetch(100, 0.1) == []  # notices, and sets up again on the next fetch
+    got += source.fetch(100, 0.1)
+    assert _numbers(got) == list(range(10))

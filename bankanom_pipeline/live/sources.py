@@ -317,6 +317,16 @@ class RedisSource:
             self._ready = False  # set up again on reconnect: the group may be gone if Redis restarted empty
             time.sleep(min(max(wait_s, 0.05), 1.0))
             return []
+        except self._redis.ResponseError as error:
+            if "NOGROUP" not in str(error) and "no such key" not in str(error):
+                raise
+            # the group or the stream was deleted (XGROUP DESTROY, DEL, a Redis restarted empty): create
+            # the group again at the last id fetched, so nothing at or below it is delivered twice
+            log.warning(
+                "Redis stream %s or group %s is gone (%s); creating it again", self.stream, self.group, error
+            )
+            self._ready = False
+            return []
         if self._unreachable_since is not None:
             log.warning("Redis %s reachable again", self.url)
             self._unreachable_since = None
