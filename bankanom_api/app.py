@@ -17,14 +17,15 @@ from fastapi.staticfiles import StaticFiles
 
 from bankanom_api import errors
 from bankanom_api.console import HERE, PREFIX, ConsoleError, Sessions, error_page, session_secret
+from bankanom_api.live import LiveReader
 from bankanom_api.metrics import ApiMetrics, MetricsMiddleware
 from bankanom_api.middleware import HardenedFastAPI, KeyGate, docs_paths
-from bankanom_api.online import OnlineState
 from bankanom_api.predict import Predictor
 from bankanom_api.routes import ROUTERS, document_batch_limit
 from bankanom_api.security import KeyChecker, RateLimiter
 from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Reloader, ServingState
+from bankanom_api.stream import StreamClient
 from bankanom_api.transactions import TransactionScorer
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
@@ -37,16 +38,12 @@ async def lifespan(app: FastAPI):
     state = ServingState(settings.models_dir, settings.snapshots_dir)
     app.state.serving = state
     app.state.predictor = Predictor(FeatureBuilder(), default_detection_config())
-    online = OnlineState(
-        settings.online_dir,
-        settings.snapshots_dir,
-        settings.checkpoint_events,
-        owner=bool(settings.ingest_keys),
-        max_future_s=settings.max_future_s,
-    )
-    online.start()
-    app.state.online = online
-    app.state.metrics.online = online.counters
+    # the online state is the stream's (bankanom stream): ingest and peeks are forwarded to its service,
+    # so any number of API workers share one state; its results are read from the live store
+    stream = StreamClient(settings.stream_url, settings.stream_key, settings.stream_timeout_s)
+    app.state.stream = stream
+    app.state.live = LiveReader(settings.live_dir)
+    app.state.metrics.stream_status = app.state.live.status
     app.state.transaction_scorer = TransactionScorer()
     app.state.sessions = Sessions(session_secret(settings.console_secret, settings.api_keys))
     app.state.login_limiter = RateLimiter(settings.login_rate_limit)
@@ -61,7 +58,7 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         reloader.stop()
-        online.stop()  # checkpoints what was ingested since the last checkpoint
+        stream.close()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

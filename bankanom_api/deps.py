@@ -15,12 +15,13 @@ from urllib.parse import urlencode
 from fastapi import Depends, HTTPException, Request, status
 
 from bankanom_api.console import PREFIX, Analyst, Sessions
+from bankanom_api.live import LiveReader
 from bankanom_api.metrics import ApiMetrics
-from bankanom_api.online import OnlineState
 from bankanom_api.predict import Predictor
 from bankanom_api.security import INGEST, READ, KeyChecker, RateLimiter, forbidden, unauthorized
 from bankanom_api.settings import ApiSettings
 from bankanom_api.state import Models, ServingState, Snapshot
+from bankanom_api.stream import StreamClient
 from bankanom_api.transactions import TransactionScorer
 from bankanom_pipeline.detection.config import MODEL_NAMES
 
@@ -67,8 +68,12 @@ async def _predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-async def _online(request: Request) -> OnlineState:
-    return request.app.state.online
+async def _stream(request: Request) -> StreamClient:
+    return request.app.state.stream
+
+
+async def _live(request: Request) -> LiveReader:
+    return request.app.state.live
 
 
 async def _scorer(request: Request) -> TransactionScorer:
@@ -98,7 +103,8 @@ async def _sessions(request: Request) -> Sessions:
 Settings = Annotated[ApiSettings, Depends(_settings)]
 State = Annotated[ServingState, Depends(_serving)]
 LogPredictor = Annotated[Predictor, Depends(_predictor)]
-Online = Annotated[OnlineState, Depends(_online)]
+Stream = Annotated[StreamClient, Depends(_stream)]
+Live = Annotated[LiveReader, Depends(_live)]
 Scorer = Annotated[TransactionScorer, Depends(_scorer)]
 Metrics = Annotated[ApiMetrics, Depends(_metrics)]
 Keys = Annotated[KeyChecker, Depends(_keys)]
@@ -144,6 +150,14 @@ def compatible_models(state: ServingState, version: str) -> Models:
 def loaded_snapshot(state: ServingState) -> Snapshot:
     if state.snapshot is None:
         raise _unavailable(state.unavailable("snapshot", "no snapshot published yet: run pipeline_job"))
+    return state.snapshot
+
+
+def served_snapshot(state: ServingState, live: LiveReader) -> Snapshot | None:
+    """The snapshot to merge live results with; None when none is loaded but the live store exists (live
+    results alone), 503 when there is neither."""
+    if state.snapshot is None and not live.path.exists():
+        loaded_snapshot(state)
     return state.snapshot
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bankanom_api.state import ServingState
+
+log = logging.getLogger("bankanom_api")
 
 # ms-scale buckets: the targets are 10-150 ms
 _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -55,8 +58,9 @@ class ApiMetrics:
             ["route", "reason"],
             registry=self.registry,
         )
-        self.online: Callable[[], dict[str, int]] | None = None  # the online engine's counters, once built
-        self.registry.register(_OnlineCounters(self))
+        # the live stream's status as its last commit wrote it to the live store (None: no store), once built
+        self.stream_status: Callable[[], dict | None] | None = None
+        self.registry.register(_StreamStatus(self))
 
     def refuse(self, route: str, errors: list[dict]) -> None:
         """Count the posted events a 422 refused: each event once, under its first error's reason (an
@@ -87,23 +91,58 @@ def _reason(error_type: str) -> str:
     return "invalid"
 
 
-class _OnlineCounters(Collector):
-    """The online engine's counters (ingested, duplicate, late, too_late, new users and services ...), read
-    from the engine at scrape time: they live in its state (and its checkpoints), not in this process."""
+# gauge name -> (the status key it reads, help)
+STREAM_GAUGES = {
+    "bankanom_stream_lag_events": ("lag_events", "Events the live stream is behind its source's head"),
+    "bankanom_stream_lag_seconds": ("lag_seconds", "Seconds the live stream is behind its source's head"),
+    "bankanom_stream_events": ("events", "Events the live stream accepted, scored and committed"),
+    "bankanom_stream_open_incidents": (
+        "open_incidents",
+        "Live incidents still open (new flagged events may still join them), as the stream counted them",
+    ),
+    "bankanom_stream_incidents": ("incidents", "Live incidents in the live store, not merged into another"),
+}
+
+
+class _StreamStatus(Collector):
+    """The live stream's figures, read at scrape time from the live store's ``meta.status`` (rewritten by
+    the stream with each commit), so every API worker exports the same values: lag, events committed,
+    refused lines by reason, open live incidents, and how old the status is (a stream that stopped
+    committing shows as a growing age)."""
 
     def __init__(self, metrics: ApiMetrics):
         self.metrics = metrics
 
     def collect(self):
-        family = CounterMetricFamily(
-            "bankanom_online_events",
-            "The online engine's event counters since its state began (restored from checkpoints)",
-            labels=["counter"],
+        read = self.metrics.stream_status
+        try:
+            status = read() if read else None
+        except Exception as error:  # an unreadable store: up 0, and the scrape still answers
+            log.error("the live stream's status cannot be read: %s", error)
+            status = None
+        yield GaugeMetricFamily(
+            "bankanom_stream_up",
+            "1 when the live store holds a status from the stream, else 0",
+            value=0 if status is None else 1,
         )
-        read = self.metrics.online
-        for name, value in sorted((read() if read else {}).items()):
-            family.add_metric([name], value)
-        yield family
+        if status is None:
+            return
+        for name, (key, description) in STREAM_GAUGES.items():
+            value = status.get(key)
+            if value is not None:
+                yield GaugeMetricFamily(name, description, value=float(value))
+        refused = GaugeMetricFamily(
+            "bankanom_stream_refused_events", "Lines the live stream refused, by reason", labels=["reason"]
+        )
+        for reason, n in sorted((status.get("refused") or {}).items()):
+            refused.add_metric([reason], n)
+        yield refused
+        if status.get("at") is not None:
+            yield GaugeMetricFamily(
+                "bankanom_stream_status_age_seconds",
+                "Seconds since the live stream's last commit wrote its status",
+                value=max(0.0, time.time() - float(status["at"])),
+            )
 
 
 class MetricsMiddleware:

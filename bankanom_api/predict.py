@@ -2,7 +2,7 @@
 
 With context (the default) an event's features are the online engine's point-in-time features: its
 user's, address's, network's, session's and service's state as ingested through ``POST /events``
-(``online.OnlineState.peek``, read-only), scored from the feature vector straight into numpy
+(the stream scorer's ``/peek``, read-only), scored from the feature vector straight into numpy
 (``scoring.score_values``). Without context (``context=false``) the posted events are one batch run
 through the pipeline's own feature SQL (``FeatureBuilder``): what-if questions about a batch alone.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from bankanom_api.online import known_metrics
+from bankanom_api.posted import known_metrics
 from bankanom_api.responses import repeated
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models

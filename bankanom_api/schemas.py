@@ -208,6 +208,10 @@ class ScoredEvent(BaseModel):
     is_anomaly: bool
     if_version: str
     lof_version: str
+    live: bool = Field(
+        description="true: scored by the live stream, not (yet) held by the batch snapshot; false: the "
+        "batch run's (the system of record)"
+    )
 
 
 class Page(BaseModel):
@@ -239,6 +243,10 @@ class IncidentSummary(BaseModel):
     scenario_id: str | None
     scenario_name: str | None
     scenario_confidence: float | None
+    live: bool = Field(
+        description="true: an open live incident the batch snapshot does not hold yet (its id stays when "
+        "the batch confirms it); false: the batch run's"
+    )
 
 
 class IncidentsPage(Page):
@@ -264,12 +272,17 @@ class Ready(BaseModel):
     ready: bool
     models: dict[str, dict[str, Any]]
     snapshot: dict[str, Any] | None
-    online: dict[str, Any] = Field(
-        description="the online state: what it was restored from, its feature set, its newest event "
-        "(high_water: time and event_id; null before the first) and its counters"
+    stream: dict[str, Any] = Field(
+        description="the live stream's service (owner of the online state): its url, whether it answers, "
+        "and its /status (counters, lag, newest event, models, checkpoint, restored_from)"
     )
     problems: list[str]
 
 
 class Problem(BaseModel):
     detail: Any
+
+
+class Moved(BaseModel):
+    detail: str
+    merged_into: str = Field(description="the incident it was merged into (also the Location header)")

@@ -24,12 +24,14 @@ class ApiSettings:
     # BANKANOM_INGEST_KEYS, comma-separated: the only keys POST /events (the online state's writer) accepts;
     # none: ingestion is closed
     ingest_keys: list[str] = field(default_factory=list)
-    # the online feature state: the journal of ingested events and the API's own checkpoints
-    online_dir: Path = field(default_factory=lambda: pipeline_settings.data_dir() / "online")
-    checkpoint_events: int = 100_000  # ingested events between two checkpoints of the API's own
-    # how far ahead of this server's clock an ingested event may be dated: one event from the far future
-    # would move the state's newest time past every real event, which would all come back too_late
-    max_future_s: float = 300.0
+    # the stream scorer (bankanom stream): its internal service, which owns the online state (POST /events
+    # and /predict with context are forwarded to it), and its live store, read here read-only
+    stream_url: str = field(default_factory=pipeline_settings.stream_url)
+    stream_key: str | None = field(default_factory=pipeline_settings.stream_key)
+    # seconds a forwarded request may take (an ingest of a full batch is scored and committed first); the
+    # connection itself gets one second: a stream that is not running refuses it at once
+    stream_timeout_s: float = 10.0
+    live_dir: Path = field(default_factory=pipeline_settings.live_dir)
     max_batch: int = 10_000  # events per POST /predict; more is refused with 413
     # bytes of any request body (counted as it streams, Content-Length or not); more is refused with 413
     max_body_bytes: int = 16 * 2**20
@@ -50,9 +52,7 @@ class ApiSettings:
             api_keys=_list(env.get("BANKANOM_API_KEYS")),
             rate_limit=env.get("BANKANOM_API_RATE_LIMIT", cls.rate_limit),
             ingest_keys=_list(env.get("BANKANOM_INGEST_KEYS")),
-            online_dir=Path(env.get("BANKANOM_ONLINE_DIR") or pipeline_settings.data_dir() / "online"),
-            checkpoint_events=int(env.get("BANKANOM_ONLINE_CHECKPOINT_EVENTS", cls.checkpoint_events)),
-            max_future_s=float(env.get("BANKANOM_ONLINE_MAX_FUTURE_S", cls.max_future_s)),
+            stream_timeout_s=float(env.get("BANKANOM_STREAM_TIMEOUT_S", cls.stream_timeout_s)),
             max_batch=int(env.get("BANKANOM_API_MAX_BATCH", cls.max_batch)),
             max_body_bytes=int(env.get("BANKANOM_API_MAX_BODY_BYTES", cls.max_body_bytes)),
             auth_failure_limit=env.get("BANKANOM_API_AUTH_FAILURE_LIMIT", cls.auth_failure_limit),

@@ -20,19 +20,26 @@ from fastapi.testclient import TestClient
 from bankanom_api.app import create_app
 from bankanom_api.settings import ApiSettings
 
+# nothing listens on the discard port: an API built without a stream of its own answers 503 to what it
+# would forward, rather than reach a stream some other process runs on this machine
+NO_STREAM = "http://127.0.0.1:9"
+
 
 def api_settings(root: Path, key: str, **overrides) -> ApiSettings:
     """Settings serving ``root``'s models and snapshots with one API key; the console's feedback and
-    alerts files are in ``root`` too, so nothing reads or writes the project's data folder."""
-    return ApiSettings(
-        api_keys=[key],
-        models_dir=root / "models",
-        snapshots_dir=root / "snapshots",
-        feedback_db=root / "feedback.duckdb",
-        alerts_db=root / "alerts.duckdb",
-        online_dir=root / "online",
+    alerts files and the live store's folder are in ``root`` too, so nothing reads or writes the
+    project's data folder."""
+    settings = {
+        "api_keys": [key],
+        "models_dir": root / "models",
+        "snapshots_dir": root / "snapshots",
+        "feedback_db": root / "feedback.duckdb",
+        "alerts_db": root / "alerts.duckdb",
+        "live_dir": root / "live",
+        "stream_url": NO_STREAM,
         **overrides,
-    )
+    }
+    return ApiSettings(**settings)
 
 
 def api_client(root: Path, key: str, **overrides) -> TestClient:

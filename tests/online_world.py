@@ -1,6 +1,10 @@
 """A small world for the online API's fast tests, with no pipeline run: two generated days of log lines
 (the tiny platform's seeds and rate: ~4k and ~5k events) and a model pair trained on the online
-engine's features of the first, recording the engine's feature-set version as a promoted pair does.
+engine's features of the first, saved and promoted in a registry of their own (``models_dir``).
+
+``client`` is the API as deployed: the real stream service (``bankanom_pipeline.live.service``, its
+``LiveScorer`` over the test's folder) served by uvicorn in a thread on a free loopback port, with a
+stream key, and the real API app in process forwarding to it and reading its live store.
 
 The equality with what the pipeline stores is tests/test_predict_context.py's (on the tiny platform);
 these models only have to be real detectors over the engine's features."""
@@ -11,6 +15,7 @@ import atexit
 import functools
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,15 +25,16 @@ import orjson
 import polars as pl
 from pydantic import ValidationError
 
-from bankanom_api.online import as_event
+from bankanom_api.posted import as_event
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models, _single_threaded
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.models import TRAINERS
+from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.online.events import to_micros
-from tests.api_server import api_client
+from tests.api_server import api_client, free_port
 from tests.tiny_platform import DAY, RATE, TRAIN_DAY
 
 SEEDS = {TRAIN_DAY: 100, DAY: 101}
@@ -36,16 +42,59 @@ SEEDS = {TRAIN_DAY: 100, DAY: 101}
 KEY, INGEST = "reader-key", "ingest-key"
 H, HI = {"X-API-Key": KEY}, {"X-API-Key": INGEST}
 UNLIMITED = "100000/second"
+STREAM_KEY = "stream-key"
 
 
 @contextmanager
-def client(root, models=None, **overrides):
-    """The API over ``root`` with an ingest key, serving ``models`` (set once the lifespan built the state)."""
-    settings = {"ingest_keys": [INGEST], "rate_limit": UNLIMITED, **overrides}
-    with api_client(root, KEY, **settings) as app:
-        if models is not None:
-            app.app.state.serving.models = models
-        yield app
+def stream_service(root: Path, key: str | None = STREAM_KEY, incidents=None, **options):
+    """The stream's internal service over ``root`` (``live/``, ``models/``, ``snapshots/``), without a
+    source (only what is posted), served on a free loopback port; yields its URL and its scorer."""
+    import uvicorn
+
+    from bankanom_pipeline.live.scorer import LiveScorer
+    from bankanom_pipeline.live.service import create_app
+
+    scorer = LiveScorer(root / "live", root / "models", root / "snapshots", incidents=incidents, **options)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(scorer, None, key), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="test-stream-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            scorer.close()
+            raise RuntimeError("the stream service did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", scorer
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        scorer.close()
+
+
+@contextmanager
+def client(root: Path, models: bool = False, incidents=None, stream: dict | None = None, **overrides):
+    """The API over ``root`` with an ingest key, forwarding to a real stream service over the same
+    folder; with ``models`` the world's promoted pair is copied into ``root/models`` first, so both
+    score with it. ``stream``: the scorer's options. ``app.stream_scorer`` is the stream's scorer."""
+    root.mkdir(parents=True, exist_ok=True)
+    if models:
+        shutil.copytree(built()[3], root / "models", dirs_exist_ok=True)
+    with stream_service(root, incidents=incidents, **(stream or {})) as (url, scorer):
+        settings = {
+            "ingest_keys": [INGEST],
+            "rate_limit": UNLIMITED,
+            "stream_url": url,
+            "stream_key": STREAM_KEY,
+            "live_dir": root / "live",
+            **overrides,
+        }
+        with api_client(root, KEY, **settings) as app:
+            app.stream_scorer = scorer
+            yield app
 
 
 def landed(landing: Path, day: str) -> list[dict]:
@@ -77,8 +126,9 @@ def engine_features(events: list[dict]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def trained_models(events: list[dict]) -> Models:
-    """Isolation Forest and LOF trained on the engine's features of ``events``, as promoted models."""
+def trained_models(events: list[dict], registry: Path) -> Models:
+    """Isolation Forest and LOF trained on the engine's features of ``events``, saved and promoted in
+    ``registry``; returned as the API serves them."""
     config = default_detection_config()
     frame = pl.DataFrame(engine_features(events), schema=list(FEATURES), orient="row")
     detectors, manifests = {}, {}
@@ -87,22 +137,23 @@ def trained_models(events: list[dict]) -> Models:
             frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
         )
         detector = TRAINERS[name](space.matrix(frame), space, config)
-        detector.version = f"{name}-online-test"
+        saved = Registry(registry).save(
+            detector, params={}, window=("2026-02-01", "2026-02-01"), rows=len(events), metrics={}
+        )
+        assert saved.manifest["feature_set_version"] == OnlineEngine.FEATURE_SET_VERSION
+        detector.version = saved.version
         detectors[name] = _single_threaded(detector)
-        manifests[name] = {
-            "version": detector.version,
-            "created_at": "2026-02-01T23:59:59+00:00",
-            "feature_set_version": OnlineEngine.FEATURE_SET_VERSION,
-        }
+        manifests[name] = saved.manifest
+    Registry(registry).promote({n: d.version for n, d in detectors.items()})
     return Models(detectors, manifests, time.time())
 
 
 @functools.lru_cache(maxsize=1)
-def built() -> tuple[list[dict], list[dict], Models]:
-    """Both days' accepted lines in order and the models trained on the first, built once per test
-    process (both test modules use them, read-only)."""
+def built() -> tuple[list[dict], list[dict], Models, Path]:
+    """Both days' accepted lines in order, the models trained on the first and the registry folder
+    holding them promoted, built once per test process (the test modules use them, read-only)."""
     root = Path(tempfile.mkdtemp(prefix="online-world-"))
     atexit.register(shutil.rmtree, root, True)
     landing = generate(root)
     first, second = landed(landing, TRAIN_DAY), landed(landing, DAY)
-    return first, second, trained_models(first)
+    return first, second, trained_models(first, root / "models"), root / "models"

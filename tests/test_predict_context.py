@@ -1,4 +1,5 @@
-"""POST /predict with context: an event is scored against its entities' state as POST /events built it.
+"""POST /predict with context: an event is scored against its entities' state as POST /events built it,
+the state the live stream owns (the API forwards to the real stream service: tests/online_world.py).
 
 The equality with the pipeline (the tiny platform's day run through pipeline_job, its stored scores; an
 end-to-end test) and, fast, on generated days: a lone event from the middle of an attack carries the
@@ -15,7 +16,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from bankanom_api.online import as_event
+from bankanom_api.posted import wire
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.online.events import to_micros
 from tests import online_world, tiny_platform
@@ -67,7 +68,7 @@ def _failed_login(event: dict) -> bool:
 
 
 def test_a_lone_event_from_the_middle_of_an_attack_carries_the_attacks_context(tmp_path, world):
-    first, second, models = world
+    first, second, *_ = world
     attack = [i for i in _attack(second, "BANK-002") if _failed_login(second[i])]
     assert len(attack) > 20
 
@@ -84,7 +85,7 @@ def test_a_lone_event_from_the_middle_of_an_attack_carries_the_attacks_context(t
     middle = max(attack, key=attack_before)  # the attack in full swing
     lone, before = second[middle], attack_before(middle)
     assert before >= 5
-    with client(tmp_path, models) as app:
+    with client(tmp_path, models=True) as app:
         ingest(app, first + second[:middle])
         (alone,) = predict(app, [lone], explain="true")
         (batch_only,) = predict(app, [lone], explain="true", context="false")
@@ -97,8 +98,8 @@ def test_a_lone_event_from_the_middle_of_an_attack_carries_the_attacks_context(t
 
 
 def test_top_features_are_listed_for_anomalous_events_or_on_request(tmp_path, world):
-    first, second, models = world
-    with client(tmp_path, models) as app:
+    first, second, *_ = world
+    with client(tmp_path, models=True) as app:
         ingest(app, first)
         predictions = predict(app, second[:300])
         explained = predict(app, second[:5], explain="true")
@@ -110,14 +111,14 @@ def test_top_features_are_listed_for_anomalous_events_or_on_request(tmp_path, wo
 
 
 def test_predicting_never_changes_the_state(tmp_path, world):
-    first, second, models = world
+    first, second, *_ = world
     attack = [second[i] for i in _attack(second, "BANK-002")]
     split = _attack(second, "BANK-002")[-1] + 1
     normal = [e for e in second[split:] if not (e.get("anomaly_details") or {}).get("is_anomaly")][:500]
-    probes = [as_event(LogEvent.model_validate(e)) for e in second[split + 500 : split + 700]]
+    probes = [wire(LogEvent.model_validate(e)) for e in second[split + 500 : split + 700]]
     outcomes = {}
     for kind in ("control", "predicted"):
-        with client(tmp_path / kind, models) as app:
+        with client(tmp_path / kind, models=True) as app:
             ingest(app, first + second[: split // 2])
             if kind == "predicted":  # 1,000 predictions of the attack's events, 50 a request
                 cycled = [attack[i % len(attack)] for i in range(1000)]
@@ -128,7 +129,8 @@ def test_predicting_never_changes_the_state(tmp_path, world):
                     ]
                     predict(app, batch)
             results = ingest(app, normal)
-            outcomes[kind] = (results, app.app.state.online.peek(probes), app.app.state.online.counters())
+            scorer = app.stream_scorer
+            outcomes[kind] = (results, scorer.peek(probes), scorer.status()["engine_counters"])
     (control, control_peek, control_counts), (after, after_peek, after_counts) = outcomes.values()
     assert after == control
     np.testing.assert_array_equal(after_peek, control_peek)
@@ -196,27 +198,27 @@ def test_predicting_then_ingesting_a_day_gives_the_pipelines_stored_scores(tmp_p
 
 @pytest.mark.e2e
 def test_the_published_checkpoint_holds_the_days_state(tmp_path, scored_day):
-    """pipeline_job's api_snapshot published the engine's state at the end of DAY: an API starting from
+    """pipeline_job's api_snapshot published the engine's state at the end of DAY: a stream starting from
     it has the state of one that ingested both days."""
     data, train, day, _ = scored_day
     # events after the day's last (a late one would need more of the day before than the state keeps)
     after = (dt.datetime.fromisoformat(day[-1]["timestamp"]) + dt.timedelta(minutes=1)).isoformat()
     probes = [
-        as_event(LogEvent.model_validate({**e, "event_id": f"probe-{i}", "timestamp": after}))
+        wire(LogEvent.model_validate({**e, "event_id": f"probe-{i}", "timestamp": after}))
         for i, e in enumerate(day[-300:])
     ]
     with client(tmp_path / "fed") as fed:
         ingest(fed, train + day)
-        expected = fed.app.state.online.peek(probes)
+        expected = fed.stream_scorer.peek(probes)
     shutil.copytree(data / "snapshots", tmp_path / "served" / "snapshots")
     with client(tmp_path / "served") as served:
-        assert "snapshot's checkpoint" in served.app.state.online.restored_from
-        np.testing.assert_array_equal(served.app.state.online.peek(probes), expected)
+        assert "checkpoint" in served.stream_scorer.restored_from
+        np.testing.assert_array_equal(served.stream_scorer.peek(probes), expected)
 
 
 def test_the_consoles_event_form_scores_in_context_too(tmp_path, world):
-    first, second, models = world
-    with client(tmp_path, models) as app:
+    first, second, *_ = world
+    with client(tmp_path, models=True) as app:
         ingest(app, first + second[:100])
         flagged = [p for p in predict(app, second[100:400]) if p["is_anomaly"]]
         expected = flagged[0]

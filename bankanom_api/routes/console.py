@@ -11,6 +11,7 @@ import logging
 import secrets
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -39,19 +40,20 @@ from bankanom_api.deps import (
     Keys,
     LoginLimiter,
     LogPredictor,
-    Online,
     Scorer,
     Settings,
     State,
+    Stream,
     feature_set_mismatch,
 )
-from bankanom_api.online import OutOfContext, as_event
+from bankanom_api.posted import wire
 from bankanom_api.responses import as_dicts
 from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT
 from bankanom_api.state import ServingState, Snapshot
 from bankanom_api.transactions import EXAMPLE_TRANSACTION
 from bankanom_pipeline import feedback
+from bankanom_pipeline.online.engine import OnlineEngine
 
 log = logging.getLogger("bankanom_api.console")
 
@@ -325,7 +327,7 @@ def predict_transaction(
 
 @router.post("/predict/event")
 def predict_event(
-    request: Request, who: ConsoleSession, fields: Form, state: State, predictor: LogPredictor, online: Online
+    request: Request, who: ConsoleSession, fields: Form, state: State, predictor: LogPredictor, stream: Stream
 ) -> HTMLResponse:
     check_csrf(who.csrf, fields)
     text = fields.get("event", "")
@@ -336,14 +338,17 @@ def predict_event(
     if models is None:
         problems = [state.unavailable("models", "no promoted log models yet")]
         return _predict_page(request, state, 503, event_text=text, event_errors=problems)
-    mismatch = feature_set_mismatch(models, online.engine.FEATURE_SET_VERSION)
+    mismatch = feature_set_mismatch(models, OnlineEngine.FEATURE_SET_VERSION)
     if mismatch:
         return _predict_page(request, state, 503, event_text=text, event_errors=[mismatch])
     try:  # scored in its context, as POST /predict scores it; explained whether flagged or not
-        values = online.peek([as_event(posted)])
-    except OutOfContext as error:
-        return _predict_page(request, state, 422, event_text=text, event_errors=[error.detail["msg"]])
-    result = predictor.predict([posted.event_id], values, list(online.engine.FEATURES), models, None, True)[0]
+        peeked = stream.peek([wire(posted)])
+    except HTTPException as error:  # the stream is down (503), or refuses the event (409, 422)
+        detail = error.detail
+        message = detail[0]["msg"] if isinstance(detail, list) and detail else str(detail)
+        return _predict_page(request, state, error.status_code, event_text=text, event_errors=[message])
+    values = np.asarray(peeked["features"], dtype=np.float64).reshape(1, -1)
+    result = predictor.predict([posted.event_id], values, peeked["columns"], models, None, True)[0]
     result["versions"] = models.versions
     return _predict_page(request, state, event_text=text, event_result=result)
 

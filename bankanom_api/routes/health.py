@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 
-from bankanom_api.deps import API_KEY, Online, State
+from bankanom_api.deps import API_KEY, State, Stream
 from bankanom_api.responses import AUTH
 from bankanom_api.schemas import Health, Ready
 from bankanom_api.state import Models, Snapshot
+from bankanom_api.stream import StreamClient
 
 router = APIRouter(tags=["service"])
 
@@ -24,9 +25,9 @@ def health() -> Health:
     response_model=Ready,
     dependencies=[API_KEY],
     responses={**AUTH, 503: {"model": Ready, "description": "not ready (body says why)"}},
-    summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages; the online state",
+    summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages; the live stream",
 )
-def ready(response: Response, state: State, online: Online) -> Ready:
+def ready(response: Response, state: State, stream: Stream) -> Ready:
     models, snap = state.models, state.snapshot
     now = dt.datetime.now(dt.UTC)
     problems = [f"{kind}: {error}" for kind, error in state.errors.items()]
@@ -38,12 +39,21 @@ def ready(response: Response, state: State, online: Online) -> Ready:
         ready=models is not None and snap is not None,
         models=_model_ages(models, now),
         snapshot=None if snap is None else _snapshot_age(snap, now),
-        online=online.describe(),
+        stream=_stream(stream),
         problems=problems,
     )
     if not body.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return body
+
+
+def _stream(stream: StreamClient) -> dict:
+    """The stream's /status, or why there is none. Not a readiness condition: the batch routes serve
+    without it (POST /events and /predict with context answer 503 until it runs)."""
+    try:
+        return {"url": stream.url, "reachable": True, "status": stream.status()}
+    except HTTPException as error:
+        return {"url": stream.url, "reachable": False, "error": error.detail}
 
 
 def _age(now: dt.datetime, instant: str) -> float:

@@ -1,5 +1,7 @@
-"""Scoring posted log events with the promoted models: ``POST /predict`` (reads the online state, never
-changes it) and ``POST /events`` (the online state's one writer)."""
+"""Scoring posted log events with the promoted models: ``POST /predict`` (with context it reads the
+online state, never changes it) and ``POST /events`` (feeds it). The state is the stream scorer's
+(``bankanom stream``): both routes forward to its internal service (``stream.StreamClient``) and answer
+503 naming its URL when it does not answer."""
 
 from __future__ import annotations
 
@@ -13,28 +15,23 @@ from bankanom_api.deps import (
     INGEST_KEY,
     LogPredictor,
     Metrics,
-    Online,
     Settings,
     State,
+    Stream,
     compatible_models,
-    feature_set_mismatch,
     known_model,
 )
-from bankanom_api.online import OutOfContext, as_event
+from bankanom_api.posted import wire
 from bankanom_api.predict import DuplicateEventIds, unique_ids
 from bankanom_api.responses import AUTH, BATCH_LIMIT, NOT_FOUND, json_response, problem
 from bankanom_api.schemas import IngestRequest, IngestResponse, LogEvent, PredictRequest, PredictResponse
 from bankanom_pipeline.detection.config import MODEL_NAMES
-from bankanom_pipeline.detection.scoring import score_values
+from bankanom_pipeline.online.engine import OnlineEngine
 
 router = APIRouter(tags=["predict"], responses=AUTH)
 
 FORBIDDEN = problem(403, "a valid key without this route's scope")
 TOO_LARGE = problem(413, f"more than {BATCH_LIMIT} events, or a body over the size limit")
-
-
-SCORES = ("isolation_forest", "local_outlier_factor", "ensemble", "if_flag", "lof_flag", "is_anomaly")
-UNSCORED = dict.fromkeys(SCORES)
 
 
 def _within_batch(events: list[LogEvent], max_batch: int) -> None:
@@ -49,7 +46,11 @@ def _within_batch(events: list[LogEvent], max_batch: int) -> None:
     dependencies=[API_KEY],
     response_model=PredictResponse,
     responses={
-        **problem(503, "nothing promoted yet, or promoted models of another feature set"),
+        **problem(
+            503,
+            "nothing promoted yet, promoted models of another feature set, or (with context) no live "
+            "stream answering at BANKANOM_STREAM_URL",
+        ),
         **NOT_FOUND,
         **TOO_LARGE,
         **problem(
@@ -62,8 +63,9 @@ def _within_batch(events: list[LogEvent], max_batch: int) -> None:
     description=(
         f"Up to {BATCH_LIMIT} events in the generator's JSON log format. By default each event is scored "
         "in its context: its features are computed point in time against the state of its user, address, "
-        "network, session and service as ingested through POST /events (the state is read, never "
-        "changed: predicting an event does not ingest it). With `context=false` the posted events are "
+        "network, session and service as the live stream (`bankanom stream`) ingested them, from its "
+        "sources and POST /events (the state is read, never changed: predicting an event does not "
+        "ingest it; 503 when the stream does not answer). With `context=false` the posted events are "
         "one batch run through the pipeline's feature SQL, and context features see only what you send "
         "(what-if questions). `top_features` is listed for anomalous events, or for every event with "
         "`explain=true`; otherwise it is empty."
@@ -74,7 +76,7 @@ def predict(
     state: State,
     settings: Settings,
     predictor: LogPredictor,
-    online: Online,
+    stream: Stream,
     metrics: Metrics,
     model: Annotated[
         str | None, Query(description="isolation_forest or local_outlier_factor; both when omitted")
@@ -92,19 +94,24 @@ def predict(
     if model is not None:
         known_model(model)
     _within_batch(body.events, settings.max_batch)
-    version = online.engine.FEATURE_SET_VERSION
+    version = OnlineEngine.FEATURE_SET_VERSION
     models = compatible_models(state, version)
     try:
         unique_ids(body.events)
     except DuplicateEventIds as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     if context:
-        try:
-            values = online.peek([as_event(e) for e in body.events])
-        except OutOfContext as error:
-            # 409: a valid event the state can no longer place (older than it keeps), not a bad request
-            raise HTTPException(409 if error.detail["type"] == "too_late" else 422, [error.detail]) from None
-        columns = list(online.engine.FEATURES)
+        # the stream answers 409 (too_late: a valid event the state can no longer place) or 422 as the
+        # route documents them; they are passed on
+        peeked = stream.peek([wire(e) for e in body.events])
+        if peeked["feature_set_version"] != version:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"the live stream computes feature set {peeked['feature_set_version']}, this API {version}: "
+                "run the same bankanom version in both",
+            )
+        values = np.asarray(peeked["features"], dtype=np.float64).reshape(len(body.events), -1)
+        columns = peeked["columns"]
     else:
         values, columns = predictor.batch_features(body.events)
     ids = [e.event_id for e in body.events]
@@ -126,59 +133,24 @@ def predict(
     "/events",
     dependencies=[INGEST_KEY],
     response_model=IngestResponse,
-    responses={**FORBIDDEN, **TOO_LARGE},
-    summary="Ingest log events into the online state, and score them",
+    responses={
+        **FORBIDDEN,
+        **TOO_LARGE,
+        **problem(503, "no live stream answering at BANKANOM_STREAM_URL (start bankanom stream)"),
+    },
+    summary="Ingest log events into the live stream's online state, and score them",
     description=(
-        f"Up to {BATCH_LIMIT} events in the generator's JSON log format, folded in the posted order into the "
-        "online state that POST /predict reads (each user's, address's, network's, session's and "
-        "service's recent events). Only the keys of BANKANOM_INGEST_KEYS may call it (403 for any other "
-        "key). The events are journaled and synced to disk before the answer, so an answered event "
-        "survives a restart. Each event's outcome says whether it was ingested; an ingested or late "
+        f"Up to {BATCH_LIMIT} events in the generator's JSON log format, forwarded to the live stream "
+        "(`bankanom stream`), which folds them in the posted order into the online state POST /predict "
+        "reads (each user's, address's, network's, session's and service's recent events), scores them "
+        "and commits them to the live store before the answer, so an answered event survives a restart "
+        "and shows in /scores/latest (`live: true`). Only the keys of BANKANOM_INGEST_KEYS may call it "
+        "(403 for any other key). Each event's outcome says whether it was ingested; an ingested or late "
         "event is scored with the promoted models from its point-in-time features, the scores the "
         "pipeline stores for it. Without promoted models of the engine's feature set the events are "
-        "still ingested, unscored (`unscored` says why)."
+        "still ingested, unscored (`unscored` says why). 503 when the stream does not answer."
     ),
 )
-def ingest(
-    body: IngestRequest,
-    state: State,
-    settings: Settings,
-    predictor: LogPredictor,
-    online: Online,
-) -> Response:
+def ingest(body: IngestRequest, settings: Settings, stream: Stream) -> Response:
     _within_batch(body.events, settings.max_batch)
-    events = [as_event(e) for e in body.events]
-    outcomes = online.ingest(events)
-    version = online.engine.FEATURE_SET_VERSION
-    models = state.models
-    unscored = (
-        state.unavailable("models", "no promoted models yet: run train_job")
-        if models is None
-        else feature_set_mismatch(models, version)
-    )
-    results = [
-        {"event_id": e.event_id, "outcome": o.status, "reason": o.reason, **UNSCORED}
-        for e, o in zip(events, outcomes, strict=True)
-    ]
-    scored = [i for i, o in enumerate(outcomes) if o.features is not None]
-    if unscored is None and scored:
-        values = np.asarray([outcomes[i].features for i in scored], dtype=np.float64)
-        result = score_values(values, list(online.engine.FEATURES), models.detectors, predictor.config)
-        listed = {
-            "isolation_forest": result.isolation_forest.tolist(),
-            "local_outlier_factor": result.local_outlier_factor.tolist(),
-            "ensemble": result.ensemble.tolist(),
-            "if_flag": result.if_flag.tolist(),
-            "lof_flag": result.lof_flag.tolist(),
-            "is_anomaly": result.is_anomaly.tolist(),
-        }
-        for k, i in enumerate(scored):
-            results[i].update({name: values_[k] for name, values_ in listed.items()})
-    return json_response(
-        {
-            "versions": None if unscored else models.versions,
-            "unscored": unscored,
-            "feature_set_version": version,
-            "results": results,
-        }
-    )
+    return json_response(stream.ingest([wire(e) for e in body.events]))
