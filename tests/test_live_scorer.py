@@ -397,3 +397,47 @@ def test_a_failing_loop_stops_and_says_why(tmp_path):
     assert stopped.wait(10)
     assert runner.failure == "RuntimeError: the bus went away" and not runner.alive
     scorer.close()
+
+
+def test_flagged_events_reach_the_live_incidents_in_the_same_commit(tmp_path):
+    from bankanom_pipeline.live.incidents import LiveIncidents
+
+    promote(tmp_path / "models", 0)
+    all_items = items(world()[1][:2500])
+    scorer = new_scorer(tmp_path, incidents=LiveIncidents())
+    for batch in batches(all_items[:1500], 250):
+        scorer.process(batch, "mock")
+    crash(scorer)
+    again = new_scorer(tmp_path, incidents=LiveIncidents())  # restores the open groups from the store
+    resume_from_committed(again, all_items, 250)
+    status = again.status()
+    again.close()
+    with LiveStore(tmp_path / "live" / "live.sqlite", readonly=True) as store:
+        flagged = {r[0] for r in store.con.execute("SELECT event_id FROM events WHERE is_anomaly = 1")}
+        members = [r[0] for r in store.con.execute("SELECT event_id FROM incident_events")]
+        incidents = store.con.execute("SELECT count(*) FROM incidents WHERE merged_into IS NULL").fetchone()[
+            0
+        ]
+        assert store.meta_json("status")["open_incidents"] is not None
+    assert flagged and sorted(members) == sorted(flagged)  # each flagged event in one incident, once
+    assert 0 < status["open_incidents"] <= incidents
+
+
+def test_retention_keeps_the_newest_days_and_never_reuses_a_seq(tmp_path, caplog):
+    caplog.set_level("INFO", "bankanom.stream")
+    first_day, second_day = world()
+    scorer = new_scorer(tmp_path, retention_days=1)
+    try:
+        scorer.process(items(first_day[:100]), "mock")
+        scorer.process(items(second_day[:100], start=100), "mock")
+    finally:
+        scorer.close()
+    rows = stored(tmp_path)
+    assert [r[0] for r in rows] == list(range(101, 201))  # the first day went, its seqs with it
+    # checkpointed before the prune: a restart replays nothing that is gone
+    assert [p.name for p in (tmp_path / "live").glob("*.ckpt")] == ["engine-000000000200.ckpt"]
+    assert caplog.text.index("checkpoint engine-000000000200.ckpt written") < caplog.text.index("retention:")
+    with LiveStore(tmp_path / "live" / "live.sqlite", readonly=True) as store:
+        assert {r[0] for r in store.con.execute("SELECT DISTINCT partition_date FROM events")} == {DAY}
+    with pytest.raises(ValueError, match="at least 1"):
+        new_scorer(tmp_path / "other", retention_days=0)

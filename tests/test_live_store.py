@@ -133,3 +133,11 @@ def test_prune_keeps_the_live_days(tmp_path):
         store.commit(rows, refused=[("mock", "0", None, "future", "{}", T0 / 1e6)])
         assert store.prune("2026-01-02") == {"events": 1, "refused": 1}
         assert [e.event_id for _, e in store.events_after(0)] == ["E000001", "E000002"]
+        seen = []
+        assert store.prune("2026-02-01", extra=lambda cur, day: seen.append(day) or {"mine": 0}) == {
+            "events": 2,
+            "refused": 0,
+            "mine": 0,
+        }
+        assert seen == ["2026-02-01"] and store.counts()["events"] == 0
+        assert store.last_seq() == 3  # a seq is never handed out twice, even once its rows are gone

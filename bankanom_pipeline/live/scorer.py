@@ -11,6 +11,7 @@ it stopped. docs/live.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -91,9 +92,14 @@ class LiveScorer:
         incidents: Any = None,
         config: DetectionConfig | None = None,
         model_poll_s: float = 2.0,
+        retention_days: int | None = 3,
     ):
         """``incidents``: the live incidents (``LiveIncidents``) whose tables the store holds and whose
-        writes go into each batch's transaction; None keeps no incidents."""
+        writes go into each batch's transaction; None keeps no incidents. ``retention_days``: days of
+        event time the store keeps, the newest one included (None: all)."""
+        if retention_days is not None and retention_days < 1:
+            raise ValueError("retention_days must be at least 1 (the live day)")
+        self.retention_days, self._kept_from = retention_days, None
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.checkpoint_events, self.max_future_s = checkpoint_events, max_future_s
@@ -138,6 +144,10 @@ class LiveScorer:
         release the folder."""
         self.models.stop()
         with self.lock:
+            pair = self.models.scoring()
+            if self.incidents is not None and pair is not None and self.broken is None:
+                # the rows of large groups, recomputed at most every few seconds, brought up to date
+                self.store.commit([], extra=self.incidents.settle(pair.detectors, time.time()))
             if checkpoint and self.since_checkpoint and self.broken is None:
                 self._checkpoint()
             self.store.close()
@@ -323,7 +333,30 @@ class LiveScorer:
         self.since_checkpoint += len(accepted)
         if self.since_checkpoint >= self.checkpoint_events:
             self._checkpoint()
+        self._retain()
         return results
+
+    def _retain(self) -> None:
+        """Once per new day of event time: drop the days older than ``retention_days`` (the warehouse
+        holds them; the API serves a day from here only until the batch snapshot covers it)."""
+        mark = self.engine.high_water_mark
+        if mark is None or self.retention_days is None:
+            return
+        keep_from = (from_micros(mark[0]).date() - dt.timedelta(days=self.retention_days - 1)).isoformat()
+        if keep_from == self._kept_from:
+            return
+        doomed = self.store.con.execute(
+            "SELECT max(seq) FROM events WHERE partition_date < ?", (keep_from,)
+        ).fetchone()[0]
+        if doomed is not None and doomed > (self.checkpoint_seq or 0):
+            self._checkpoint()  # a restart must never need to replay the rows about to go
+        prune = None
+        if self.incidents is not None:  # the incidents' tables go in the same transaction
+            from bankanom_pipeline.live.incidents import prune
+        removed = self.store.prune(keep_from, extra=prune)
+        self._kept_from = keep_from
+        if any(removed.values()):
+            log.info("retention: days before %s removed from the live store: %s", keep_from, removed)
 
     def _rows(
         self,
@@ -387,9 +420,10 @@ class LiveScorer:
     ) -> Callable[[sqlite3.Cursor], None] | None:
         """The incidents hook: the live incidents' writes for this batch's flagged events (None without
         incidents or scores)."""
-        if self.incidents is None or scores is None:
+        if self.incidents is None or pair is None:
             return None
-        flagged = np.flatnonzero(scores.is_anomaly)
+        # an empty batch too: the incidents close the groups time has moved past
+        flagged = np.flatnonzero(scores.is_anomaly) if scores is not None else np.empty(0, dtype=np.int64)
         frame = flagged_frame([accepted[i][1] for i in flagged], values[flagged], scores, flagged)
         return self.incidents.update(frame, values[flagged], pair.detectors, now)
 
@@ -434,6 +468,7 @@ class LiveScorer:
             "refused": dict(self.refused + kinds),
             "models": pair.versions if pair else None,
             "unscored": None if pair else self.models.problem,
+            "open_incidents": None if self.incidents is None else self.incidents.open_incidents(),
             "at": now,
         }
 
@@ -453,8 +488,6 @@ class LiveScorer:
                     "started_at": self.started_at,
                 }
             )
-        if self.incidents is not None:
-            described["open_incidents"] = self.incidents.open_incidents()
         return described
 
 
@@ -485,10 +518,12 @@ def _fill(results: list[dict], at: Iterable[int], scores: Scores) -> None:
         results[i].update({name: values[k] for name, values in columns.items()})
 
 
-def flagged_frame(events: list[Event], values: np.ndarray, scores: Scores, at: np.ndarray):
+def flagged_frame(events: list[Event], values: np.ndarray, scores: Scores | None, at: np.ndarray):
     """The flagged events as the incident grouping reads them (``build_incidents``' columns)."""
     import polars as pl
 
+    if scores is None:
+        scores = Scores(*(np.empty(0),) * 6)
     frame = pl.DataFrame(
         {
             "partition_date": [from_micros(e.ts).date() for e in events],

@@ -171,23 +171,31 @@ class LiveStore:
         finally:
             cur.close()
 
-    def prune(self, before_date: str) -> dict[str, int]:
+    def prune(
+        self, before_date: str, extra: Callable[[sqlite3.Cursor, str], dict[str, int]] | None = None
+    ) -> dict[str, int]:
         """Delete the events of days before ``before_date`` (YYYY-MM-DD) and the refused lines older
-        than its midnight: the live store holds the live days, the warehouse the history. Returns how
-        many rows went from each table."""
+        than its midnight, and whatever ``extra`` deletes for that date in the same transaction (the live
+        incidents): the live store holds the live days, the warehouse the history. Returns how many rows
+        went from each table. ``seq`` is never handed out again: the highest one is kept in ``meta``."""
         if self.readonly:
             raise LiveStoreError("a read-only live store cannot prune")
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            cur.execute(
+                "INSERT OR REPLACE INTO meta (key, value) SELECT 'seq_floor', CAST(max(seq) AS TEXT) FROM events "
+                "HAVING max(seq) IS NOT NULL"
+            )
             events = cur.execute("DELETE FROM events WHERE partition_date < ?", (before_date,)).rowcount
             midnight = calendar.timegm(time.strptime(before_date, "%Y-%m-%d"))
             refused = cur.execute("DELETE FROM refused WHERE at < ?", (midnight,)).rowcount
+            counts = {"events": events, "refused": refused, **(extra(cur, before_date) if extra else {})}
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        return {"events": events, "refused": refused}
+        return counts
 
     # -- reads (writer and readers) ------------------------------------------------------------------
 
@@ -197,8 +205,11 @@ class LiveStore:
         return None if row is None else row[0]
 
     def last_seq(self) -> int:
-        """The highest ``seq`` committed (0 for an empty store)."""
-        return self.con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        """The highest ``seq`` ever committed (0 for a new store), pruned rows included."""
+        return self.con.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM events), 0), "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_floor'), 0))"
+        ).fetchone()[0]
 
     def meta(self, key: str) -> str | None:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
