@@ -13,6 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
+from bankanom_pipeline import settings
+
+STORE_FILE = "live.sqlite"  # in settings.live_dir(), as the stream writes it
 TOLERANCE = 1e-9  # scores are equal when all three differ by at most this
 _SCORES = (
     ("isolation_forest", "if_score"),
@@ -69,6 +72,10 @@ class Reconciliation:
             "share_equal_scores": self.share_equal_scores,
             "flag_agreement": self.flag_agreement,
         }
+
+
+def live_store_path() -> Path:
+    return settings.live_dir() / STORE_FILE
 
 
 def reconcile(
