@@ -27,7 +27,6 @@ from typer.testing import CliRunner
 
 from bankanom_pipeline.automation import run_records
 from bankanom_pipeline.cli import app
-from bankanom_pipeline.serving import snapshot
 from tests.api_server import free_port
 from tests.servers import PROJECT_ROOT, start, stop
 
@@ -70,27 +69,14 @@ def new_world(root: Path, demo=None) -> tuple[Path, Path, dict]:
 
 
 def landing_runs(instance: dg.DagsterInstance, day: str) -> list:
+    """The runs the landing sensor requested for ``day``'s files (appends carry the day as a tag)."""
     return instance.get_runs(
-        filters=dg.RunsFilter(tags={"dagster/sensor_name": "landing_sensor", "dagster/partition": day})
+        filters=dg.RunsFilter(tags={"dagster/sensor_name": "landing_sensor", "bankanom/day": day})
     )
 
 
 def all_runs_done(instance: dg.DagsterInstance) -> bool:
     return all(r.is_finished for r in instance.get_runs())
-
-
-def published_rows(root: Path, day: str) -> tuple[int, int]:
-    pointer = snapshot.SnapshotPublisher(root / "snapshots").current()
-    if pointer is None:
-        return 0, 0
-    with duckdb.connect(str(root / "snapshots" / pointer["file"]), read_only=True) as con:
-        events = con.execute("SELECT count(*) FROM scored_events WHERE partition_date = ?", [day]).fetchone()[
-            0
-        ]
-        incidents = con.execute("SELECT count(*) FROM incidents WHERE partition_date = ?", [day]).fetchone()[
-            0
-        ]
-    return events, incidents
 
 
 def emit(mock: str, seconds: float) -> None:
@@ -133,24 +119,27 @@ def test_up_runs_the_daemon_that_turns_live_mock_traffic_into_incidents_and_ctrl
         instance = instance_at(home)
         day = dt.datetime.now(dt.UTC).date().isoformat()
 
-        # live traffic lands; the sensor runs features_job, automation scores it and builds incidents
+        # live traffic lands; today is open, so the sensor appends the file to today's raw_logs (the
+        # stream scores it live; the whole day is re-run once it closes: test_automation.py)
         emit(mock, 4)
         wait_for("the landing sensor's run", lambda: landing_runs(instance, day), 180)
-        events, _ = wait_for(
-            "scores and incidents in a published snapshot",
-            lambda: (rows := published_rows(root, day))[0] > 0 and rows[1] > 0 and rows,
-            300,
-        )
-        assert events > 100
         wait_for("runs to finish", lambda: all_runs_done(instance), 300)
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()), _failures(instance)
+        emitted = httpx.get(mock).json()["events_emitted"]
+        with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+            loaded = con.execute(
+                "SELECT (SELECT count(*) FROM raw_logs WHERE partition_date = $d), "
+                "(SELECT count(*) FROM validated_logs WHERE partition_date = $d)",
+                {"d": day},
+            ).fetchone()
+        assert loaded[0] == emitted > 100 and loaded[1] > 0.9 * emitted
         time.sleep(8)  # a few more sensor ticks: nothing new must be requested
         assert len(landing_runs(instance, day)) == 1
         assert all_runs_done(instance)
         # the demo's days already in the warehouse were untouched: nothing ran for them
-        assert {r.tags.get("dagster/partition") for r in instance.get_runs()} == {day}
+        assert {r.job_name for r in instance.get_runs()} == {"landing_append_job"}
         # run_record_sensor lists the daemon's runs for the console (no CLI run has happened yet)
-        landed = {(r.run_id, "features_job", "SUCCESS") for r in landing_runs(instance, day)}
+        landed = {(r.run_id, "landing_append_job", "SUCCESS") for r in landing_runs(instance, day)}
 
         def recorded():
             listed = run_records.latest(root / "published", limit=100) or []

@@ -195,6 +195,7 @@ def test_definitions_load_completely():
     }
     assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {
         "ingest_job",
+        "landing_append_job",
         "features_job",
         "pipeline_job",
         "train_job",
