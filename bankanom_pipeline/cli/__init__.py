@@ -577,20 +577,27 @@ def up(
     ui_port: Annotated[int, typer.Option(help="Dagster UI port.")] = 3000,
     mock_port: Annotated[int, typer.Option(help="Mock log server port.")] = 8000,
     api_port: Annotated[int, typer.Option(help="Prediction API port.")] = 8080,
+    stream_port: Annotated[
+        int, typer.Option(help="The live stream's internal service port (loopback).")
+    ] = 8090,
     rotate_seconds: Annotated[int, typer.Option(help="Mock server: publish a landing file this often.")] = 60,
 ) -> None:
-    """Start the Dagster UI and daemon (sensors, schedules, automation), the mock log server (emitting)
-    and the API together; Ctrl-C stops all three."""
+    """Start the Dagster UI and daemon (sensors, schedules, automation), the mock log server (emitting),
+    the live stream (scoring the mock server's events as they are emitted) and the API together; Ctrl-C
+    stops them all."""
+    import secrets
+
     from bankanom_pipeline.supervisor import Supervisor
 
     env = dict(os.environ, DAGSTER_HOME=str(_dagster_home()))
     if not env.get("BANKANOM_API_KEYS"):
-        import secrets
-
         env["BANKANOM_API_KEYS"] = secrets.token_urlsafe(18)
         console.print(
             f"API key for this session (set BANKANOM_API_KEYS to choose): {env['BANKANOM_API_KEYS']}"
         )
+    # the API reaches the stream's internal service with this key; nothing else on the machine can
+    env["BANKANOM_STREAM_URL"] = f"http://127.0.0.1:{stream_port}"
+    env.setdefault("BANKANOM_STREAM_KEY", secrets.token_urlsafe(18))
     cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
     dagster = str(Path(sys.executable).with_name("dagster"))
     # the code location workspace.yaml names, loaded by module: an installed wheel has no workspace file
@@ -607,6 +614,15 @@ def up(
                 "--rotate-seconds",
                 str(rotate_seconds),
             ],
+            # retries the mock server until it answers
+            "stream": [
+                *cli,
+                "stream",
+                "--source",
+                f"mock:http://127.0.0.1:{mock_port}",
+                "--port",
+                str(stream_port),
+            ],
             "api": [*cli, "api", "--port", str(api_port)],
         },
         env=env,
@@ -614,7 +630,7 @@ def up(
     )
     console.print(
         f"Dagster UI http://127.0.0.1:{ui_port}  mock server http://127.0.0.1:{mock_port}  "
-        f"API http://127.0.0.1:{api_port}/docs  (Ctrl-C stops everything)"
+        f"API http://127.0.0.1:{api_port}/docs  live stream on :{stream_port}  (Ctrl-C stops everything)"
     )
     raise typer.Exit(supervisor.run())
 
