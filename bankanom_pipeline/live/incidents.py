@@ -186,9 +186,9 @@ class LiveIncidents:
         (taken from the frame's columns when None). Events already held are ignored (a re-delivery)."""
         if flagged.is_empty():
             return self._flush([], detectors, now)
-        fresh = flagged.filter(~pl.col("event_id").is_in(list(self._rows))) if self._rows else flagged
-        if features is not None and fresh.height != flagged.height:
-            keep = ~flagged["event_id"].is_in(list(self._rows)).to_numpy()
+        keep = np.array([str(e) not in self._rows for e in flagged["event_id"].to_list()], dtype=bool)
+        fresh = flagged if keep.all() else flagged.filter(pl.Series(keep))
+        if features is not None and not keep.all():
             features = np.asarray(features)[keep]
         frame = _normalise(fresh)
         matrix = (
