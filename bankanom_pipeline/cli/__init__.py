@@ -512,18 +512,38 @@ def mock_server(
         int, typer.Option(help="Close and publish the current file after this long.")
     ] = 60,
     config: ConfigOption = None,
+    stream_buffer: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Lines GET /stream keeps in memory for consumers that fall behind (~670 bytes each)."
+        ),
+    ] = 200_000,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(help="Also XADD every line to a Redis Stream at this URL (redis://host:port/db)."),
+    ] = None,
+    redis_stream: Annotated[str, typer.Option(help="The Redis Stream's key.")] = "bankanom:logs",
+    redis_maxlen: Annotated[
+        int, typer.Option(min=1, help="Retention: keep about this many entries (XADD MAXLEN ~), ~710 B each.")
+    ] = 500_000,
 ) -> None:
-    """Serve the predecessor-compatible mock log server, writing rotating JSONL files to the landing zone."""
+    """Serve the predecessor-compatible mock log server, writing rotating JSONL files to the landing zone,
+    numbering every line for live consumers (GET /stream) and, with --redis-url, adding it to a Redis
+    Stream (docs/live-sources.md)."""
     import uvicorn
 
     from bankanom_pipeline.mock_server.app import create_app
+    from bankanom_pipeline.mock_server.stream import RedisPublisher
 
     cfg = _load(config)
+    publisher = RedisPublisher(redis_url, redis_stream, redis_maxlen) if redis_url else None
     application = create_app(
         cfg,
         landing_logs=(landing or settings.landing_dir()) / "logs",
         auto_start=auto_start,
         rotate_seconds=rotate_seconds,
+        stream_buffer=stream_buffer,
+        publisher=publisher,
     )
     uvicorn.run(application, host=host, port=port, log_level="info")
 
