@@ -210,7 +210,9 @@ def test_exactly_once_across_a_crash_mid_flow(tmp_path):
     root = tmp_path / "crashing"
     half = batches(all_items, size)[: len(all_items) // size // 2]
     first = run_through(root, half, checkpoint_events=1000)
+    first.wait_for_checkpoint()  # written by a forked child while the batches went on
     assert first.checkpoint_seq is not None and first.since_checkpoint > 0  # the replay has work to do
+    assert first.checkpoint_seq % size == 0 and first.checkpoint_seq >= 1000
     crash(first)
 
     second = new_scorer(root, checkpoint_events=1000)

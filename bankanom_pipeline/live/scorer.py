@@ -93,6 +93,7 @@ class LiveScorer:
         config: DetectionConfig | None = None,
         model_poll_s: float = 2.0,
         retention_days: int | None = 3,
+        background_checkpoints: bool = True,
     ):
         """``incidents``: the live incidents (``LiveIncidents``) whose tables the store holds and whose
         writes go into each batch's transaction; None keeps no incidents. ``retention_days``: days of
@@ -100,6 +101,8 @@ class LiveScorer:
         if retention_days is not None and retention_days < 1:
             raise ValueError("retention_days must be at least 1 (the live day)")
         self.retention_days, self._kept_from = retention_days, None
+        self.background_checkpoints = background_checkpoints
+        self._pending: tuple[int, int, Path, float] | None = None  # a background checkpoint's child
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.checkpoint_events, self.max_future_s = checkpoint_events, max_future_s
@@ -148,8 +151,13 @@ class LiveScorer:
             if self.incidents is not None and pair is not None and self.broken is None:
                 # the rows of large groups, recomputed at most every few seconds, brought up to date
                 self.store.commit([], extra=self.incidents.settle(pair.detectors, time.time()))
-            if checkpoint and self.since_checkpoint and self.broken is None:
-                self._checkpoint()
+            if self.broken is None:
+                self._reap(block=True)
+                if checkpoint and self.since_checkpoint:
+                    self._checkpoint()
+            elif self._pending is not None:  # the store may be what failed: the file is not adopted
+                os.waitpid(self._pending[0], 0)
+                self._pending[2].unlink(missing_ok=True)
             self.store.close()
         self._owner.close()
 
@@ -175,7 +183,13 @@ class LiveScorer:
         ]
         return sorted(found, reverse=True)
 
+    def _remove_partial_checkpoints(self) -> None:
+        # a checkpoint still being written when the process died: never adopted, never read
+        for path in self.directory.glob(".engine-*.ckpt.tmp"):
+            path.unlink(missing_ok=True)
+
     def _restore(self) -> tuple[OnlineEngine, str, int]:
+        self._remove_partial_checkpoints()
         last = self.store.last_seq()
         engine, base, kind = None, 0, "nothing (empty state)"
         for seq, path in self._own_checkpoints():
@@ -218,25 +232,74 @@ class LiveScorer:
             return None
 
     def checkpoint(self) -> None:
+        """Checkpoint now and wait for it (a background one under way is finished first)."""
         with self.lock:
             self._checkpoint()
 
+    def wait_for_checkpoint(self) -> None:
+        """Wait for the background checkpoint under way, if any, and adopt it."""
+        with self.lock:
+            self._reap(block=True)
+
     def _checkpoint(self) -> None:
-        """With the lock held: the engine's state as of ``seq`` to ``engine-<seq>.ckpt``, recorded in the
-        store, then the older files deleted. Ingest waits meanwhile (docs/live.md, checkpoint pause)."""
+        """With the lock held: the engine's state as of ``seq`` to ``engine-<seq>.ckpt``, written here
+        while ingest waits (at a stop, before a prune)."""
+        self._reap(block=True)
+        seq, started = self.seq, time.perf_counter()
+        temporary = self.directory / f".engine-{seq:012d}.ckpt.tmp"
+        _write_checkpoint(self.engine, temporary)
+        self._adopt(seq, temporary, started)
+
+    def _checkpoint_in_background(self) -> None:
+        """With the lock held: fork, and let the child write the state as of ``seq`` (copy-on-write:
+        the child sees the engine exactly as it is now while the parent goes on ingesting), so ingest
+        does not pause for the seconds a day's state takes to write. The child only runs the
+        checkpoint writer and leaves with ``os._exit``: no lock, logger or connection of the parent's."""
         seq = self.seq
+        temporary = self.directory / f".engine-{seq:012d}.ckpt.tmp"
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                # none of the parent's files: a child outliving a killed parent must not keep its port,
+                # its store or its folder lock held against the restarted stream
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                _write_checkpoint(self.engine, temporary)
+                code = 0
+            finally:
+                os._exit(code)
+        self._pending = (pid, seq, temporary, time.perf_counter())
+        self.since_checkpoint = self.seq - seq
+
+    def _reap(self, block: bool = False) -> None:
+        """Adopt the background checkpoint once its child is done (waiting for it with ``block``)."""
+        if self._pending is None:
+            return
+        pid, seq, temporary, started = self._pending
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done == 0:
+            return
+        self._pending = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            temporary.unlink(missing_ok=True)
+            log.error(
+                "the background checkpoint at seq %d failed (exit %s): retried after %d more events",
+                seq,
+                os.waitstatus_to_exitcode(status),
+                self.checkpoint_events,
+            )
+            return
+        self._adopt(seq, temporary, started)
+
+    def _adopt(self, seq: int, temporary: Path, started: float) -> None:
+        """A written checkpoint becomes the one a restart uses: renamed, recorded, the older ones gone."""
         name = f"engine-{seq:012d}.ckpt"
-        temporary = self.directory / f".{name}.tmp"
-        started = time.perf_counter()
-        self.engine.checkpoint(temporary)
-        with temporary.open("rb") as f:
-            os.fsync(f.fileno())
         os.replace(temporary, self.directory / name)
         self.store.commit([], meta={"checkpoint": {"file": name, "seq": seq}})
         for other_seq, path in self._own_checkpoints():
             if other_seq != seq:
                 path.unlink(missing_ok=True)
-        self.since_checkpoint, self.checkpoint_seq = 0, seq
+        self.since_checkpoint, self.checkpoint_seq = self.seq - seq, seq
         log.info("checkpoint %s written in %.1f s", name, time.perf_counter() - started)
 
     # -- ingest --------------------------------------------------------------------------------------
@@ -331,8 +394,12 @@ class LiveScorer:
         self.seq += len(accepted)
         self.refused.update(kinds)
         self.since_checkpoint += len(accepted)
-        if self.since_checkpoint >= self.checkpoint_events:
-            self._checkpoint()
+        self._reap()
+        if self.since_checkpoint >= self.checkpoint_events and self._pending is None:
+            if self.background_checkpoints:
+                self._checkpoint_in_background()
+            else:
+                self._checkpoint()
         self._retain()
         return results
 
@@ -489,6 +556,12 @@ class LiveScorer:
                 }
             )
         return described
+
+
+def _write_checkpoint(engine: OnlineEngine, path: Path) -> None:
+    engine.checkpoint(path)
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def _result(event_id: str | None, outcome: str, reason: str | None) -> dict:
