@@ -42,6 +42,14 @@ def stream(
     max_events: Annotated[
         int, typer.Option(help="Most lines fetched (and held in memory) at once: one batch, one commit.")
     ] = 1000,
+    retention_days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Days of event time the live store keeps, today's included (~0.7 GB a default day); "
+            "the warehouse holds the history.",
+        ),
+    ] = 2,
 ) -> None:
     """Consume events as they are emitted, score each with the online engine and the promoted models,
     group anomalies into live incidents and commit the results with the source's offset to the live store
@@ -72,6 +80,7 @@ def stream(
             checkpoint_events=checkpoint_events,
             max_future_s=_env_float("BANKANOM_ONLINE_MAX_FUTURE_S", 300.0),
             incidents=_incidents(),
+            retention_days=retention_days,
         )
     except LiveStateError as error:
         typer.echo(f"Error: {error}", err=True)

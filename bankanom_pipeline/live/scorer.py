@@ -92,7 +92,7 @@ class LiveScorer:
         incidents: Any = None,
         config: DetectionConfig | None = None,
         model_poll_s: float = 2.0,
-        retention_days: int | None = 3,
+        retention_days: int | None = 2,
         background_checkpoints: bool = True,
     ):
         """``incidents``: the live incidents (``LiveIncidents``) whose tables the store holds and whose
