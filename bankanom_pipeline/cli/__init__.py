@@ -720,3 +720,6 @@ def sql(
 from bankanom_pipeline.cli.replay import replay as _replay  # noqa: E402
 
 app.command("replay")(_replay)
+from bankanom_pipeline.cli.stream import stream as _stream  # noqa: E402
+
+app.command("stream")(_stream)
