@@ -21,12 +21,14 @@ import orjson
 import pytest
 
 from bankanom_pipeline.ingest.raw_logs import landing_files
+from bankanom_pipeline.live.sources import redis_key
 from tests.api_server import free_port, wait_for_http
 from tests.servers import start, stop
 
 pytestmark = pytest.mark.e2e
 
 RATE = 200  # lines a second
+STREAM, GROUP = "bankanom:logs", "bankanom-stream"
 STARTUP_S = 180  # imports and the model load, on a loaded two-core machine
 
 
@@ -86,6 +88,12 @@ def _emitted(landing_logs: Path) -> list[str]:
     return [orjson.loads(line)["event_id"] for f in files for line in f.read_bytes().splitlines()]
 
 
+def _store_offset(home: Path, source: str) -> str:
+    path = home / "data" / "live" / "live.sqlite"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        return con.execute("SELECT source_offset FROM offsets WHERE source = ?", (source,)).fetchone()[0]
+
+
 def _store(home: Path) -> tuple[list[tuple], list[tuple]]:
     path = home / "data" / "live" / "live.sqlite"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
@@ -96,7 +104,8 @@ def _store(home: Path) -> tuple[list[tuple], list[tuple]]:
     return events, refused
 
 
-def _run(tmp_path: Path, source_of, mock_options: list[str]) -> dict:
+def _run(tmp_path: Path, source_of, mock_options: list[str], at_kill=lambda: {}) -> dict:
+    """``at_kill``: what to record about the source right after the kill (figures only)."""
     home = tmp_path / "home"
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -119,6 +128,7 @@ def _run(tmp_path: Path, source_of, mock_options: list[str]) -> dict:
         assert before["checkpoint_seq"], "a checkpoint was written before the kill"
         assert before["models"], f"the stream scores with the promoted models: {before.get('unscored')}"
         stream.kill9()  # mid-flow: the mock server keeps emitting, the backlog waits in the source
+        killed = at_kill()
         time.sleep(3)
         stream.start()
         after = stream.status()
@@ -154,6 +164,7 @@ def _run(tmp_path: Path, source_of, mock_options: list[str]) -> dict:
     assert mock_status["stream"]["gaps_reported"] == 0
     assert final["runner"]["gaps"] == 0 and final["runner"]["failure"] is None
     figures = {"total": total, "events": len(events), "refused": dict(reasons), "killed_at": before["events"]}
+    figures.update(killed)
     print("kill -9 figures:", figures, "restored from:", after["restored_from"])
     return figures
 
@@ -171,12 +182,30 @@ def test_redis_source_exactly_once_across_kill9(tmp_path):
     from tests.servers import redis
 
     with redis(tmp_path / "redis.log") as url:
-        figures = _run(
-            tmp_path, lambda _mock: f"{url}/0", ["--redis-url", f"{url}/0", "--redis-maxlen", "100000"]
-        )
         client = redis_client.Redis.from_url(f"{url}/0")
-        assert client.xlen("bankanom:logs") == figures["total"]
-        assert client.xpending("bankanom:logs", "bankanom-stream")["pending"] == 0, (
-            "everything committed is acked"
-        )
+
+        def crash_window() -> dict:
+            """Where the kill landed is luck; the two states a kill inside a batch leaves are made here.
+            The group is moved back 100 entries before the store's offset (acks lost after a commit), and
+            another consumer name takes 200 entries (fetched by a scorer that died before committing):
+            the restarted stream must ack the committed ones unseen and deliver the rest once."""
+            pending = client.xpending(STREAM, GROUP)["pending"]
+            committed = _store_offset(tmp_path / "home", "redis")
+            back = client.xrevrange(STREAM, max=committed, count=101)[-1][0]
+            client.xgroup_setid(STREAM, GROUP, back)
+            time.sleep(1.5)  # the mock server goes on emitting: lines past the committed offset
+            taken = client.xreadgroup(GROUP, "old-host", {STREAM: ">"}, count=200)[0][1]
+            beyond = sum(redis_key(entry_id) > redis_key(committed) for entry_id, _ in taken)
+            assert 0 < beyond < len(taken) == 200
+            return {
+                "pending_at_kill": pending,
+                "rewound": 100,
+                "taken_by_other": 200,
+                "of_them_uncommitted": beyond,
+            }
+
+        options = ["--redis-url", f"{url}/0", "--redis-maxlen", "100000"]
+        figures = _run(tmp_path, lambda _mock: f"{url}/0", options, at_kill=crash_window)
+        assert client.xlen(STREAM) == figures["total"]
+        assert client.xpending(STREAM, GROUP)["pending"] == 0, "everything committed is acked"
     assert figures["killed_at"] < figures["total"]
