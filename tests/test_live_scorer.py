@@ -443,3 +443,56 @@ def test_retention_keeps_the_newest_days_and_never_reuses_a_seq(tmp_path, caplog
         assert {r[0] for r in store.con.execute("SELECT DISTINCT partition_date FROM events")} == {DAY}
     with pytest.raises(ValueError, match="at least 1"):
         new_scorer(tmp_path / "other", retention_days=0)
+
+
+@pytest.mark.e2e
+def test_the_stream_process_stops_cleanly_and_restarts_from_its_checkpoint(tmp_path):
+    """`bankanom stream --source none` as its own process: it logs ready, answers /status, ingests what is
+    posted; SIGTERM checkpoints; the next start restores that checkpoint and replays nothing."""
+    import os
+    import sys
+
+    import httpx
+
+    from tests.api_server import free_port
+    from tests.servers import start, stop
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "BANKANOM_HOME": str(tmp_path),
+        "BANKANOM_STREAM_KEY": "k",
+        "BANKANOM_STREAM_URL": f"http://127.0.0.1:{port}",
+    }
+    command = [sys.executable, "-m", "bankanom_pipeline.cli", "stream", "--source", "none"]
+    posted = [orjson.loads(line) for line in world()[1][:20]]
+
+    def run(log: Path, then) -> str:
+        process = start(command, env, log)
+        try:
+            deadline = time.time() + 60
+            while "ready: serving" not in log.read_text() and time.time() < deadline:
+                assert process.poll() is None, log.read_text()
+                time.sleep(0.1)
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Stream-Key": "k"}) as client:
+                return then(client)
+        finally:
+            stop(process)
+            assert process.returncode in (0, -15, 143), log.read_text()
+
+    def first(client):
+        body = client.post("/ingest", json={"events": posted}).json()
+        assert [r["outcome"] for r in body["results"]] == ["ingested"] * 20
+        return client.get("/status").json()["restored_from"]
+
+    assert run(tmp_path / "first.log", first) == "nothing (empty state)"
+    assert "checkpoint engine-000000000020.ckpt written" in (tmp_path / "first.log").read_text()
+
+    def second(client):
+        status = client.get("/status").json()
+        again = client.post("/ingest", json={"events": posted[:1]}).json()["results"][0]["outcome"]
+        return status, again
+
+    status, again = run(tmp_path / "second.log", second)
+    assert status["restored_from"] == "its own checkpoint engine-000000000020.ckpt"
+    assert status["events"] == 20 and status["since_checkpoint"] == 0 and again == "duplicate"
