@@ -273,6 +273,8 @@ class TransactionScorer:
                 lof_score=float(result.local_outlier_factor[i]),
                 top_features=top[i],
             )
+            if result.ecod is not None:
+                record["ecod_score"] = float(result.ecod[i])
             if model == IF:
                 record["isFraud"] = bool(result.if_flag[i])
             elif model == LOF:

@@ -119,6 +119,20 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
     out["amount_z"] = np.where(n_prev >= 3, (log_amount - mean) / np.maximum(sd, 0.5), 0.0)
     prev_max = log_amount.groupby(df["account_id"]).cummax().groupby(df["account_id"]).shift()
     out["amount_over_max"] = np.where(n_prev >= 1, log_amount - prev_max, 0.0)
+    is_debit = df["transaction_type"] == "Debit"
+    debit_log = log_amount.where(is_debit, 0.0)
+    n_debit = is_debit.astype(int).groupby(df["account_id"]).cumsum() - is_debit.astype(int)
+    debit_sum = debit_log.groupby(df["account_id"]).cumsum() - debit_log
+    debit_sq = (debit_log**2).groupby(df["account_id"]).cumsum() - debit_log**2
+    safe_n = n_debit.replace(0, np.nan)
+    debit_sd = np.sqrt(
+        (debit_sq - debit_sum * debit_sum / safe_n).clip(lower=0) / (n_debit - 1).replace(0, np.nan)
+    )
+    out["debit_amount_z"] = np.where(
+        is_debit & (n_debit >= 3),
+        (log_amount - debit_sum / safe_n) / np.maximum(debit_sd.fillna(0), 0.5),
+        0.0,
+    )
     secs = (df["ts"] - g["ts"].shift()).dt.total_seconds().fillna(30 * 86400)
     out["log_secs_since_prev"] = np.log1p(np.minimum(secs, 30 * 86400))
     debit = np.where(df["transaction_type"] == "Debit", df["amount"], 0.0)
@@ -144,8 +158,9 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
         )
     first_location = df.groupby([df["account_id"], df["location"].str.lower()], sort=False).cumcount() == 0
     out["new_location"] = (first_location & (n_prev >= 1)).astype(int)
-    first_channel = df.groupby(["account_id", "channel"], sort=False).cumcount() == 0
-    out["new_channel"] = (first_channel & (n_prev >= 3)).astype(int)
+    channel_before = df.groupby(["account_id", "channel"], sort=False).cumcount()
+    out["new_channel"] = ((channel_before == 0) & (n_prev >= 3)).astype(int)
+    out["channel_share"] = (channel_before + 0.5) / (n_prev + 1.5)
     # earlier transactions of the account in each hour of the day, then those within two hours of this one
     hour_of_day = df["ts"].dt.hour.to_numpy()
     onehot = pd.DataFrame(np.eye(24, dtype=np.int32)[hour_of_day], index=df.index)
@@ -162,6 +177,7 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
     )
     out["drain_share_1h"] = debit_1h / np.maximum(df["balance"] + debit_1h, 1)
     hours = df["ts"].dt.hour + df["ts"].dt.minute / 60
+    out["hour_of_day"] = hours
     out["hour_sin"] = np.sin(2 * np.pi * hours / 24)
     out["hour_cos"] = np.cos(2 * np.pi * hours / 24)
     out["is_weekend"] = (df["ts"].dt.dayofweek >= 5).astype(int)
@@ -226,7 +242,7 @@ def train(root: Path):
     con = duckdb.connect(str(root / "w.duckdb"))
     versions = {
         name: training.train(con, registry, name, TRANSACTIONS.config, DAY, TRANSACTIONS).version.version
-        for name in ("isolation_forest", "local_outlier_factor")
+        for name in TRANSACTIONS.config.model_names
     }
     con.close()
     registry.promote(versions)

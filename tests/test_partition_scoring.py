@@ -13,8 +13,9 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline.detection.baseline import BaselineMismatch, baseline_scores
-from bankanom_pipeline.detection.models import TRAINERS
+from bankanom_pipeline.detection.models import ALL_TRAINERS
 from bankanom_pipeline.detection.partition_scoring import (
+    ECOD_COLUMNS,
     SCORE_COLUMNS,
     NothingToScore,
     score_frames,
@@ -48,7 +49,8 @@ def _features(config) -> pl.DataFrame:
 
 def _detectors(frame: pl.DataFrame, config) -> dict:
     detectors = {}
-    for name, train in TRAINERS.items():
+    for name in config.model_names:
+        train = ALL_TRAINERS[name]
         space = FeatureSpace.fit(
             frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
         )
@@ -70,7 +72,13 @@ def test_transactions_are_scored_in_their_order_whatever_order_they_arrive(trans
     shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1)
     scored = score_frames(TRANSACTIONS, shuffled.iter_slices(500), detectors, config)
     ordered = score_frames(TRANSACTIONS, [frame.sort("ts", "transaction_id")], detectors, config)
-    assert scored.columns == [*TRANSACTIONS.scored_columns, *SCORE_COLUMNS, "top_features"]
+    assert scored.columns == [
+        *TRANSACTIONS.scored_columns,
+        *SCORE_COLUMNS,
+        *ECOD_COLUMNS,
+        "top_features",
+        "evidence",
+    ]
     assert scored.equals(ordered)
     assert scored.select("ts", "transaction_id").equals(
         frame.select("ts", "transaction_id").sort("ts", "transaction_id")
@@ -78,13 +86,18 @@ def test_transactions_are_scored_in_their_order_whatever_order_they_arrive(trans
     flagged = scored["is_anomaly"]
     assert 0 < flagged.sum() < N
     assert scored["top_features"].is_not_null().equals(flagged)  # explained: the anomalous ones only
+    assert scored["evidence"].is_not_null().equals(flagged)
 
 
 def test_logs_keep_their_columns_and_are_not_explained(transactions):
     frame, detectors, config = transactions
     logs = dataclasses.replace(LOGS, scored_columns=("transaction_id",))  # logs' rules, these features
     scored = score_frames(logs, frame.iter_slices(1000), detectors, config)
-    assert scored.columns == ["transaction_id", *SCORE_COLUMNS]
+    assert scored.columns == [
+        "transaction_id",
+        *SCORE_COLUMNS,
+        *ECOD_COLUMNS,
+    ]  # the config's ECOD still scores
     assert scored["transaction_id"].equals(frame["transaction_id"])  # as read, not re-sorted
 
 

@@ -163,6 +163,7 @@ def test_definitions_load_completely():
         "features_transactions",
         "transaction_isolation_forest_model",
         "transaction_local_outlier_factor_model",
+        "transaction_ecod_model",
         "promoted_transaction_models",
         "scored_transactions",
         "transaction_incidents",
@@ -191,6 +192,8 @@ def test_definitions_load_completely():
         ("transaction_isolation_forest_model", "not_worse_than_current"),
         ("transaction_local_outlier_factor_model", "score_distribution_sane"),
         ("transaction_local_outlier_factor_model", "not_worse_than_current"),
+        ("transaction_ecod_model", "score_distribution_sane"),
+        ("transaction_ecod_model", "not_worse_than_current"),
         ("scored_transactions", "every_transaction_scored"),
     }
     assert {j.name for j in repository.get_all_jobs() if not j.name.startswith("__")} == {

@@ -664,7 +664,7 @@ def test_every_validated_transaction_is_scored_once(pipeline):
 def test_transaction_models_have_their_own_registry(pipeline):
     data, _, _ = pipeline
     pointer = json.loads((data / "models" / "transactions" / "current.json").read_text())
-    assert set(pointer) == {"isolation_forest", "local_outlier_factor"}
+    assert set(pointer) == {"isolation_forest", "local_outlier_factor", "ecod"}
     for version in pointer.values():
         assert (data / "models" / "transactions" / version).is_dir()
     assert (data / "models" / "current.json").read_bytes() == LOG_REGISTRY_POINTER

@@ -166,6 +166,7 @@ def test_api_scores_equal_the_pipelines_with_the_accounts_history(api, world):
         assert scored["if_score"] == pytest.approx(served["if_score"], abs=1e-12)
         assert scored["lof_score"] == pytest.approx(served["lof_score"], abs=1e-12)
         assert scored["ensemble_score"] == pytest.approx(served["ensemble_score"], abs=1e-12)
+        assert scored["ecod_score"] == pytest.approx(served["ecod_score"], abs=1e-12)
         assert (scored["isFraud"], scored["if_pred"], scored["lof_pred"]) == (
             served["isFraud"],
             served["if_pred"],
@@ -173,6 +174,25 @@ def test_api_scores_equal_the_pipelines_with_the_accounts_history(api, world):
         )
         assert {k: scored[k] for k in CSV_FIELDS} == {k: served[k] for k in CSV_FIELDS}
     assert any(p["isFraud"] for p in predicted) and not all(p["isFraud"] for p in predicted)
+
+
+def test_a_transaction_scores_the_same_alone_and_among_other_accounts(api):
+    """ECOD's distributions are frozen at training: a transaction's scores and top features do not
+    depend on the other accounts' transactions posted with it (PyOD's ECOD would score each call's
+    batch against itself too)."""
+    records = _posted(api.get("/transactions", params={"limit": 40}, headers=H).json())
+    by_account: dict[str, dict] = {}
+    for r in records:
+        by_account.setdefault(r["AccountID"], r)  # one per account: same-account rows are history
+    batch = list(by_account.values())
+    assert len(batch) >= 5
+    together = api.post("/models/predict", json=batch, headers=H).json()
+    for i in (0, len(batch) // 2, len(batch) - 1):
+        alone = api.post("/models/predict", json=[batch[i]], headers=H).json()[0]
+        # ECOD and the forest score a row on its own; LOF's neighbour search may differ in the last bit
+        for key in ("if_score", "ecod_score", "ensemble_score", "isFraud", "top_features"):
+            assert alone[key] == together[i][key], (key, batch[i]["TransactionID"])
+        assert alone["lof_score"] == pytest.approx(together[i]["lof_score"], abs=1e-12)
 
 
 def test_single_model_predict_and_the_predecessors_500s(api):

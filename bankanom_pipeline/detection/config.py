@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_PATH = Path(__file__).with_name("detection.yaml")
 MODEL_NAMES = ("isolation_forest", "local_outlier_factor")
+# detectors a source may add beside the two (its config has a section for each it trains)
+OPTIONAL_MODELS = ("ecod",)
 
 
 class _Strict(BaseModel):
@@ -48,6 +50,18 @@ class LocalOutlierFactorParams(_Strict):
     random_state: int = 7
 
 
+class EcodParams(_Strict):
+    # the subset of ``features`` ECOD reads (None: all); its distributions are frozen at training
+    features: list[str] | None = None
+    # per feature, the tail that counts (ecod.py): both (ECOD's rule, the default), left or right
+    tails: dict[str, Literal["both", "left", "right"]] = {}
+    # the score adds this many times its most extreme feature to the sum over features
+    max_weight: float = Field(default=0.0, ge=0)
+    # training rows its per-feature distributions are counted on (a seeded sample of the window)
+    train_rows: int = Field(default=200_000, ge=1000)
+    random_state: int = 7
+
+
 class Thresholds(_Strict):
     isolation_forest: float = Field(gt=0, lt=1)
     local_outlier_factor: float = Field(gt=0, lt=1)
@@ -56,6 +70,9 @@ class Thresholds(_Strict):
     ensemble: float = Field(gt=0, lt=1)
     ensemble_lof_floor: float = Field(gt=0, lt=1)
     ensemble_lof: float = Field(gt=0, lt=1)
+    # with an ECOD detector: its own flag, and the ensemble's ECOD term (see models.ensemble_with_ecod)
+    ecod: float | None = Field(default=None, gt=0, lt=1)
+    ensemble_ecod_weight: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _floor_below_cut(self) -> Thresholds:
@@ -77,17 +94,35 @@ class DetectionConfig(_Strict):
     local_outlier_factor: LocalOutlierFactorParams
     thresholds: Thresholds
     scoring: Scoring = Scoring()
+    ecod: EcodParams | None = None  # a third detector for single-feature extremes (transactions)
 
     @property
     def feature_names(self) -> list[str]:
         return list(self.features)
 
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The detectors this source trains and promotes together: IF and LOF, plus each optional one
+        its config has a section for."""
+        return MODEL_NAMES + tuple(n for n in OPTIONAL_MODELS if getattr(self, n) is not None)
+
     @model_validator(mode="after")
     def _subsets_known(self) -> DetectionConfig:
-        for name in MODEL_NAMES:
+        for name in self.model_names:
             unknown = set(getattr(self, name).features or []) - set(self.features)
             if unknown:
                 raise ValueError(f"{name}.features not in features: {', '.join(sorted(unknown))}")
+        t = self.thresholds
+        if (self.ecod is None) != (t.ecod is None) or (self.ecod is None) != (t.ensemble_ecod_weight is None):
+            raise ValueError(
+                "an ecod section needs thresholds.ecod and thresholds.ensemble_ecod_weight, and only it"
+            )
+        if self.ecod is not None:
+            unknown = set(self.ecod.tails) - set(self.model_features("ecod"))
+            if unknown:
+                raise ValueError(
+                    f"ecod.tails names features ECOD does not read: {', '.join(sorted(unknown))}"
+                )
         return self
 
     def model_features(self, name: str) -> dict[str, str]:
@@ -98,6 +133,8 @@ class DetectionConfig(_Strict):
         return {f: t for f, t in self.features.items() if subset is None or f in subset}
 
     def model_clip(self, name: str) -> float | None:
+        if name == "ecod":
+            return None  # ECOD ranks values: clipping would tie the extremes it tells apart
         return self.isolation_forest.clip if name == "isolation_forest" else self.scaling.clip
 
 

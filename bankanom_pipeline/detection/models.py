@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sklearn.ensemble import IsolationForest
     from sklearn.pipeline import Pipeline
 
+    from bankanom_pipeline.detection.ecod import FrozenEcod
     from bankanom_pipeline.detection.neighbour_lof import NeighbourLof
     from bankanom_pipeline.detection.packed_forest import PackedForest
 
@@ -39,8 +40,8 @@ class Detector:
     """A fitted estimator with the feature space and score calibration it was trained with."""
 
     name: str
-    estimator: IsolationForest | Pipeline  # LOF: PCA then LocalOutlierFactor(novelty=True); IF: the
-    # forest, or column selection then the forest
+    estimator: IsolationForest | Pipeline | FrozenEcod  # LOF: PCA then LocalOutlierFactor(novelty=True);
+    # IF: the forest, or column selection then the forest; ECOD: its frozen per-feature distributions
     space: FeatureSpace
     knots: list[float]  # raw score at each of _PROBS over the training rows
     version: str = ""  # the registry version it was loaded from ("" while training)
@@ -183,7 +184,25 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
     return detector
 
 
+def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
+    """ECOD on a seeded sample of the window (``ecod.train_rows``), its distributions frozen: a row's
+    score never depends on the rows scored with it (see ecod.py)."""
+    from bankanom_pipeline.detection.ecod import FrozenEcod
+
+    p = config.ecod
+    if p is None:
+        raise ValueError("this source's detection config has no ecod section")
+    fit_on = calibration_rows(matrix, p.random_state, p.train_rows)
+    tails = [p.tails.get(name, "both") for name in space.names]
+    detector = Detector("ecod", FrozenEcod(tails, p.max_weight).fit(fit_on), space, [])
+    detector.knots = calibrate(detector.raw_scores(calibration_rows(matrix, p.random_state)))
+    return detector
+
+
 TRAINERS = {"isolation_forest": train_isolation_forest, "local_outlier_factor": train_local_outlier_factor}
+# the detectors a source adds when its config has a section for them (DetectionConfig.model_names)
+OPTIONAL_TRAINERS = {"ecod": train_ecod}
+ALL_TRAINERS = {**TRAINERS, **OPTIONAL_TRAINERS}
 
 
 def ensemble(
@@ -202,3 +221,14 @@ def ensemble(
     # max(): at the floor itself, float rounding of floor + (cut - floor) must not land below the cut
     lifted = np.maximum(if_scores + (t.ensemble - t.ensemble_lof_floor), t.ensemble)
     return np.where(agrees, np.minimum(1.0, lifted), if_scores)
+
+
+def ensemble_with_ecod(base: np.ndarray, ecod_scores: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """The ensemble of a source with an ECOD detector: the IF/LOF ensemble (``ensemble``) and ECOD's
+    score, averaged with ECOD's weight ``ensemble_ecod_weight``. The forest isolates combinations of
+    features and ECOD single-feature extremes; both scores are training-window quantiles, so the average
+    is a quantile-like score in 0..1 and ``thresholds.ensemble`` is its cut."""
+    w = thresholds.ensemble_ecod_weight
+    if w is None:
+        raise ValueError("thresholds.ensemble_ecod_weight is not set: this source has no ECOD term")
+    return (1.0 - w) * np.asarray(base, dtype=float) + w * np.asarray(ecod_scores, dtype=float)

@@ -13,12 +13,13 @@ import polars as pl
 
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.models import Detector
-from bankanom_pipeline.detection.scoring import IF, LOF, score_batches
+from bankanom_pipeline.detection.scoring import ECOD, IF, LOF, score_batches
 from bankanom_pipeline.detection.sources import Source
-from bankanom_pipeline.transactions.scoring import top_features
+from bankanom_pipeline.transactions.scoring import evidence, top_features
 from bankanom_pipeline.warehouse.frames import read_batches, replace_partition
 
 SCORE_COLUMNS = ["if_score", "lof_score", "ensemble_score", "if_flag", "lof_flag", "is_anomaly"]
+ECOD_COLUMNS = ["ecod_score", "ecod_flag"]  # a source whose config has an ECOD detector
 
 
 class NothingToScore(ValueError):
@@ -53,13 +54,15 @@ def score_frames(
     ordered = pl.concat([f for f in frames if f.height]).sort(list(source.scored_order))
     batches = ordered.iter_slices(config.scoring.chunk_rows)
     scored = score_batches(batches, detectors, config, columns + config.feature_names)
-    out = scored.select(*columns, *SCORE_COLUMNS)
+    out = scored.select(*columns, *SCORE_COLUMNS, *(c for c in ECOD_COLUMNS if c in scored.columns))
     if not source.explain_flagged:
         return out
     flagged = np.flatnonzero(scored["is_anomaly"].to_numpy())
     top = pl.DataFrame({"_row": pl.Series(flagged, dtype=pl.UInt32)}).with_columns(
         top_features(scored[flagged], detectors)
     )
+    if ECOD in detectors:
+        top = top.with_columns(evidence(scored[flagged], detectors))
     return out.with_row_index("_row").join(top, on="_row", how="left", maintain_order="left").drop("_row")
 
 
@@ -87,6 +90,9 @@ def score_partition(
     frame = score_frames(source, batches, detectors, config).with_columns(
         if_version=pl.lit(detectors[IF].version), lof_version=pl.lit(detectors[LOF].version)
     )
+    if config.ecod is not None:
+        frame = frame.with_columns(ecod_version=pl.lit(detectors[ECOD].version))
+        _add_missing_columns(con, table, frame)
     rows = replace_partition(con, table, frame, day)
     stored = con.execute(f"SELECT count(*) FROM {table} WHERE partition_date = ?", [day]).fetchone()[0]
     return ScoredDay(
@@ -99,3 +105,25 @@ def score_partition(
         if_version=detectors[IF].version,
         lof_version=detectors[LOF].version,
     )
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """A scored table written before the source had an ECOD detector gains its columns (NULL for the
+    days scored before), so that a day scored now can be inserted by name."""
+    have = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+    if not have:
+        return  # replace_partition creates it from the frame
+    types = {
+        "ecod_score": "DOUBLE",
+        "ecod_flag": "BOOLEAN",
+        "ecod_version": "VARCHAR",
+        "evidence": "STRUCT(feature VARCHAR, rarity DOUBLE, value DOUBLE)[]",
+    }
+    for column in frame.columns:
+        if column not in have and column in types:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {types[column]}")

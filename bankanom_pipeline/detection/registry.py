@@ -45,6 +45,7 @@ TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._ball_tree.BallTree",
+    "bankanom_pipeline.detection.ecod.FrozenEcod",  # numpy arrays and ints only (ecod.py)
 ]
 
 
@@ -76,7 +77,7 @@ def _sha256(path: Path) -> str:
 # pair in several assets, and each skops load audits and rebuilds every tree (~0.3 CPU-s a model). Callers
 # get a deep copy (~0.01 CPU-s), so none sees another's changes (the API sets n_jobs on its copy).
 _LOADED: OrderedDict[str, object] = OrderedDict()
-_LOADED_MAX = 4  # the promoted pairs of logs and transactions
+_LOADED_MAX = 5  # the promoted pair of logs and the transactions' three
 
 
 def _skops():

@@ -13,9 +13,10 @@ import numpy as np
 import polars as pl
 
 from bankanom_pipeline.detection.config import DetectionConfig, default_detection_config
-from bankanom_pipeline.detection.models import Detector, ensemble
+from bankanom_pipeline.detection.models import Detector, ensemble, ensemble_with_ecod
 
 IF, LOF = "isolation_forest", "local_outlier_factor"
+ECOD = "ecod"
 
 
 @dataclass
@@ -26,28 +27,67 @@ class Scores:
     if_flag: np.ndarray
     lof_flag: np.ndarray
     is_anomaly: np.ndarray
+    # a source with an ECOD detector (transactions): its score and flag; None for logs
+    ecod: np.ndarray | None = None
+    ecod_flag: np.ndarray | None = None
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(
-            {
-                "if_score": self.isolation_forest,
-                "lof_score": self.local_outlier_factor,
-                "ensemble_score": self.ensemble,
-                "if_flag": self.if_flag,
-                "lof_flag": self.lof_flag,
-                "is_anomaly": self.is_anomaly,
-            }
-        )
+        columns = {
+            "if_score": self.isolation_forest,
+            "lof_score": self.local_outlier_factor,
+            "ensemble_score": self.ensemble,
+            "if_flag": self.if_flag,
+            "lof_flag": self.lof_flag,
+            "is_anomaly": self.is_anomaly,
+        }
+        if self.ecod is not None:
+            columns |= {"ecod_score": self.ecod, "ecod_flag": self.ecod_flag}
+        return pl.DataFrame(columns)
 
 
 def score(frame: pl.DataFrame, detectors: dict[str, Detector], config: DetectionConfig) -> Scores:
     """Both models' normalised scores, flags and the ensemble decision for each row of ``frame``."""
-    t = config.thresholds
     s_if = detectors[IF].frame_scores(frame)
     s_lof = detectors[LOF].frame_scores(frame)
+    s_ecod = _ecod(detectors, config).frame_scores(frame) if config.ecod is not None else None
+    return _decide(s_if, s_lof, s_ecod, config)
+
+
+def _ecod(detectors: dict[str, Detector], config: DetectionConfig) -> Detector:
+    detector = detectors.get(ECOD)
+    if detector is None:
+        # the ensemble's thresholds were chosen for the three detectors: IF and LOF alone would be
+        # judged by a rule that does not fit them
+        raise ValueError(
+            "no promoted ECOD model for a source whose ensemble reads one: train the models again"
+        )
+    return detector
+
+
+def _decide(
+    s_if: np.ndarray, s_lof: np.ndarray, s_ecod: np.ndarray | None, config: DetectionConfig
+) -> Scores:
+    t = config.thresholds
     s_ens = ensemble(s_if, s_lof, t)
+    if s_ecod is None:
+        return Scores(
+            s_if,
+            s_lof,
+            s_ens,
+            s_if >= t.isolation_forest,
+            s_lof >= t.local_outlier_factor,
+            s_ens >= t.ensemble,
+        )
+    s_ens = ensemble_with_ecod(s_ens, s_ecod, t)
     return Scores(
-        s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
+        s_if,
+        s_lof,
+        s_ens,
+        s_if >= t.isolation_forest,
+        s_lof >= t.local_outlier_factor,
+        s_ens >= t.ensemble,
+        s_ecod,
+        s_ecod >= t.ecod,
     )
 
 
@@ -56,13 +96,10 @@ def score_values(
 ) -> Scores:
     """``score`` of the rows of ``values`` (raw features, one column per name of ``columns``) without a
     polars frame (``Detector.array_scores``): the same numbers, for the API's single events."""
-    t = config.thresholds
     s_if = detectors[IF].array_scores(values, columns)
     s_lof = detectors[LOF].array_scores(values, columns)
-    s_ens = ensemble(s_if, s_lof, t)
-    return Scores(
-        s_if, s_lof, s_ens, s_if >= t.isolation_forest, s_lof >= t.local_outlier_factor, s_ens >= t.ensemble
-    )
+    s_ecod = _ecod(detectors, config).array_scores(values, columns) if config.ecod is not None else None
+    return _decide(s_if, s_lof, s_ecod, config)
 
 
 def score_batches(

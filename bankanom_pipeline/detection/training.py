@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from bankanom_pipeline.detection.config import DetectionConfig
-from bankanom_pipeline.detection.models import TRAINERS, Detector, calibration_rows
+from bankanom_pipeline.detection.models import ALL_TRAINERS, Detector, calibration_rows
 from bankanom_pipeline.detection.registry import FeatureSetMismatch, Registry, Version, check_feature_set
 from bankanom_pipeline.detection.sources import LOGS, Source
 from bankanom_pipeline.detection.space import FeatureSpace
@@ -91,7 +91,7 @@ def train(
         frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
     )
     matrix = space.matrix(frame)
-    detector = TRAINERS[name](matrix, space, config)
+    detector = ALL_TRAINERS[name](matrix, space, config)
     seconds = time.perf_counter() - began
     # the sanity check needs the distribution, not every row: a seeded sample of the window, smaller than
     # the calibration's (it looks for broken scores, not the tail, and LOF's scoring is costly)

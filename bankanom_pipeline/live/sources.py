@@ -364,12 +364,9 @@ class RedisSource:
                 self._gaps.report(
                     missed, reason="trimmed before read (MAXLEN)", after=_text(group["last-delivered-id"])
                 )
-                if _text(info["max-deleted-entry-id"]) == "0-0":
-                    # no XDEL ever: Redis counted only what it delivered (with deletions it re-estimates
-                    # the counter itself, and a correction would count the gap twice)
-                    self._client.xgroup_setid(
-                        self.stream, self.group, entries[-1][0], entries_read=read + missed + len(entries)
-                    )
+                self._client.xgroup_setid(
+                    self.stream, self.group, entries[-1][0], entries_read=read + missed + len(entries)
+                )
         return entries, group
 
     def _note_fetched(self, items: list[Item]) -> None:

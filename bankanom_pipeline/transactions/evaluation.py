@@ -26,6 +26,8 @@ def evaluate(
     )
     joined = joined.with_columns(pl.col("is_fraud").fill_null(False))
     truth = joined["is_fraud"].to_numpy()
+    if "ecod_score" in scored.columns and "ecod" not in models:
+        models = {**models, "ecod": ("ecod_score", "ecod_flag")}
     rows = []
     for name, (score, flag) in models.items():
         values = event_metrics(truth, joined[score].to_numpy(), joined[flag].to_numpy())

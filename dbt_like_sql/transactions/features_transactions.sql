@@ -11,6 +11,10 @@ WITH tx AS (
         c.lat, c.lon,
         ln(1 + t.amount) AS log_amount,
         CASE WHEN t.transaction_type = 'Debit' THEN t.amount ELSE 0 END AS debit,
+        CASE WHEN t.transaction_type = 'Debit' THEN ln(1 + t.amount) END AS debit_log_amount,
+        -- the channel as one of three 21-bit counters of a BIGINT, for the account's running counts
+        CASE t.channel WHEN 'ATM' THEN 1::BIGINT WHEN 'Online' THEN 1::BIGINT << 21
+                       WHEN 'Branch' THEN 1::BIGINT << 42 ELSE 0::BIGINT END AS channel_bit,
         hour(t.ts) + minute(t.ts) / 60 AS hour_of_day
     FROM {{ source('raw', 'validated_transactions') }} AS t
     LEFT JOIN {{ ref('transaction_cities') }} AS c ON lower(c.location) = lower(t.location)
@@ -22,6 +26,13 @@ WITH tx AS (
         avg(log_amount) OVER acct_before AS mean_log_amount,
         stddev_samp(log_amount) OVER acct_before AS sd_log_amount,
         max(log_amount) OVER acct_before AS max_log_amount,
+        -- debits against earlier debits only: salary and deposit credits are several times an
+        -- account's usual spending and would hide a spike among them
+        count(debit_log_amount) OVER acct_before AS n_prev_debit,
+        sum(debit_log_amount) OVER acct_before AS sum_debit_log,
+        sum(debit_log_amount * debit_log_amount) OVER acct_before AS sumsq_debit_log,
+        -- earlier transactions of the account on each channel, packed (exact below 2^21, checked below)
+        coalesce(sum(channel_bit) OVER acct_before, 0)::BIGINT AS channels_before,
         lag(ts) OVER acct AS prev_ts,
         lag(lat) OVER acct AS prev_lat,
         lag(lon) OVER acct AS prev_lon,
@@ -105,6 +116,13 @@ SELECT
     CASE WHEN n_prev >= 3 THEN (log_amount - mean_log_amount) / greatest(coalesce(sd_log_amount, 0), 0.5)
          ELSE 0 END AS amount_z,
     CASE WHEN n_prev >= 1 THEN log_amount - max_log_amount ELSE 0 END AS amount_over_max,
+    -- a debit against the account's earlier debits (0 until 3; the floor keeps a steady habit from
+    -- turning a small change into a large z)
+    CASE WHEN transaction_type = 'Debit' AND n_prev_debit >= 3
+         THEN (debit_log_amount - sum_debit_log / n_prev_debit)
+              / greatest(sqrt(greatest(sumsq_debit_log - sum_debit_log * sum_debit_log / n_prev_debit, 0)
+                              / (n_prev_debit - 1)), 0.5)
+         ELSE 0 END AS debit_amount_z,
     -- pace
     ln(1 + least(secs_since_prev, 30 * 86400)) AS log_secs_since_prev,
     tx_1h::INT AS tx_1h,
@@ -116,6 +134,10 @@ SELECT
     (n_prev >= 1 AND coalesce(first_location, false))::INT AS new_location,
     (n_prev >= 1 AND coalesce(first_merchant, false))::INT AS new_merchant,
     (n_prev >= 3 AND coalesce(first_channel, false))::INT AS new_channel,
+    -- share of the account's earlier transactions on this channel, smoothed (half a transaction per
+    -- channel): a third with no history, near 0 for a channel a long history never used
+    (CASE channel WHEN 'ATM' THEN channels_before & 2097151 WHEN 'Online' THEN (channels_before >> 21) & 2097151
+                  WHEN 'Branch' THEN (channels_before >> 42) & 2097151 ELSE 0 END + 0.5) / (n_prev + 1.5) AS channel_share,
     -- share of the account's earlier transactions within two hours of this time of day (1 until it has 5)
     CASE WHEN n_prev >= 2097151 THEN error('features_transactions: an account has 2^21 earlier transactions, more than the packed hour counts hold')
          WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
@@ -128,6 +150,7 @@ SELECT
     CASE WHEN transaction_type = 'Debit' THEN amount / greatest(balance + amount, 1) ELSE 0 END AS drain_share,
     debit_1h / greatest(balance + debit_1h, 1) AS drain_share_1h,
     -- time of day (cyclic; the layout's times carry no zone)
+    hour_of_day,  -- the population's habits (how rare 3 a.m. is for anyone) are its training distribution
     sin(2 * pi() * hour_of_day / 24) AS hour_sin,
     cos(2 * pi() * hour_of_day / 24) AS hour_cos,
     (isodow(ts) >= 6)::INT AS is_weekend,

@@ -1,6 +1,9 @@
 -- Transaction incidents: an account's anomalous transactions of the day, grouped while less than 24
 -- hours apart. Each carries its span, size, scores, a severity, the features that deviate most in its
--- peak transaction, and the fraud pattern those features point to (seed transaction_feature_patterns).
+-- peak transaction, and the fraud pattern its transactions point to: each flagged transaction's ECOD
+-- evidence (its two most extreme features, scoring.evidence) votes for the pattern of each feature (seed
+-- transaction_feature_patterns) with the feature's rarity, summed over the incident. Without evidence
+-- (no ECOD model) the peak transaction's top feature names it.
 {{ config(materialized='table', partitioned=true, follows_upstream=true) }}
 WITH flagged AS (
     SELECT *,
@@ -29,6 +32,24 @@ WITH flagged AS (
         arg_max(top_features, ensemble_score) AS top_features
     FROM flagged
     GROUP BY partition_date, account_id, run
+), votes AS (
+    SELECT
+        e.account_id,
+        e.run,
+        -- travel is impossible above an airliner's speed; a slower trip to a city the account never
+        -- used is the new location of a taken-over account
+        CASE WHEN e.feature = 'travel_speed_kmh' AND e.value < 1000 THEN 'new_device_location' ELSE p.pattern END AS pattern,
+        sum(e.rarity) AS weight
+    FROM (
+        SELECT account_id, run, unnest(evidence, recursive := true)
+        FROM flagged
+    ) AS e
+    JOIN {{ ref('transaction_feature_patterns') }} AS p USING (feature)
+    GROUP BY ALL
+), voted AS (
+    SELECT account_id, run, pattern
+    FROM votes
+    QUALIFY row_number() OVER (PARTITION BY account_id, run ORDER BY weight DESC, pattern) = 1
 )
 SELECT
     g.partition_date,
@@ -47,10 +68,11 @@ SELECT
         ELSE 'Low'
     END AS severity,
     g.top_features,
-    p.pattern AS likely_pattern,
+    coalesce(v.pattern, p.pattern) AS likely_pattern,
     g.transaction_ids,
     g.locations,
     g.devices,
     g.channels
 FROM grouped AS g
+LEFT JOIN voted AS v USING (account_id, run)
 LEFT JOIN {{ ref('transaction_feature_patterns') }} AS p ON p.feature = g.top_features[1].feature

@@ -10,7 +10,6 @@ from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.defs.results import evaluation_result, first_finite, scored_result
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.baseline import BaselineMismatch
-from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.detection.day_evaluation import evaluate_logs
 from bankanom_pipeline.detection.day_incidents import build_day
 from bankanom_pipeline.detection.evaluation import (
@@ -118,7 +117,7 @@ def _or_na(value: float | None) -> float | str:
 def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
-        deps=[source.model_asset(model) for model in MODEL_NAMES],
+        deps=[source.model_asset(model) for model in source.config.model_names],
         pool="duckdb",
         group_name=source.training_group,
         kinds={"duckdb"},
@@ -131,7 +130,7 @@ def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
     ) -> dg.MaterializeResult:
         versions = {}
-        for model in MODEL_NAMES:
+        for model in source.config.model_names:
             key = dg.AssetKey(source.model_asset(model))
             event = context.instance.get_latest_materialization_event(key)
             if event is None or event.asset_materialization is None:
@@ -145,9 +144,9 @@ def _promotion_asset(source: Source, name: str) -> dg.AssetsDefinition:
     return _promote
 
 
-model_assets = [_model_asset(name, LOGS) for name in MODEL_NAMES]
+model_assets = [_model_asset(name, LOGS) for name in LOGS.config.model_names]
 promoted_models = _promotion_asset(LOGS, "promoted_models")
-transaction_model_assets = [_model_asset(name, TRANSACTIONS) for name in MODEL_NAMES]
+transaction_model_assets = [_model_asset(name, TRANSACTIONS) for name in TRANSACTIONS.config.model_names]
 promoted_transaction_models = _promotion_asset(TRANSACTIONS, "promoted_transaction_models")
 
 

@@ -1,7 +1,6 @@
 import dagster as dg
 
 from bankanom_pipeline.defs.partitions import daily_partitions
-from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.detection.sources import LOGS, Source
 
 _daily = (
@@ -31,4 +30,8 @@ train_job = dg.define_asset_job(
 def train_run_config(end_date: str, source: Source = LOGS) -> dict:
     """Run config of ``source``'s training job (``train_job`` for logs, ``transaction_train_job``) for a
     training window ending at ``end_date``."""
-    return {"ops": {source.model_asset(name): {"config": {"end_date": end_date}} for name in MODEL_NAMES}}
+    return {
+        "ops": {
+            source.model_asset(name): {"config": {"end_date": end_date}} for name in source.config.model_names
+        }
+    }

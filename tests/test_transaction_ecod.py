@@ -1,0 +1,201 @@
+"""The frozen ECOD detector (detection/ecod.py): PyOD's ECOD score of a row scored alone against the
+training data, the same whatever else is in the call, saved and loaded through the registry, and only
+where a source's config asks for it (the log detectors are untouched)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy.stats import skew
+
+from bankanom_pipeline.detection.config import MODEL_NAMES, DetectionConfig, default_detection_config
+from bankanom_pipeline.detection.ecod import FrozenEcod
+from bankanom_pipeline.detection.models import ALL_TRAINERS, ensemble_with_ecod
+from bankanom_pipeline.detection.registry import Registry
+from bankanom_pipeline.detection.scoring import ECOD, IF, LOF, score, score_values
+from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS
+from bankanom_pipeline.detection.space import FeatureSpace
+from bankanom_pipeline.transactions.scoring import top_features
+
+
+def _pyod_ecod(train: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """PyOD 3.6.7's ECOD.decision_function after fit(train), spelled out: the ECDFs of the training
+    rows plus the batch (P(X <= x), ties counted in full), the skew of the same, the larger of the
+    two tails and the skew's tail, summed over features, for the batch's rows."""
+    x = np.concatenate([train, batch])
+    n = len(x)
+    u_left = -np.log((x[None, :, :] <= x[:, None, :]).sum(axis=1) / n)
+    u_right = -np.log((x[None, :, :] >= x[:, None, :]).sum(axis=1) / n)
+    s = np.sign(skew(x, axis=0))
+    u_skew = u_left * -np.sign(s - 1) + u_right * np.sign(s + 1)
+    o = np.maximum(np.maximum(u_left, u_right), u_skew)
+    return o.sum(axis=1)[-len(batch) :]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    train = np.column_stack(
+        [
+            rng.lognormal(0, 1, 600),  # right-skewed
+            -rng.lognormal(0, 1, 600),  # left-skewed
+            rng.integers(0, 4, 600).astype(float),  # ties
+            (rng.random(600) < 0.05).astype(float),  # a rare flag
+        ]
+    )
+    rows = np.column_stack(
+        [
+            rng.lognormal(0, 1.5, 40),
+            -rng.lognormal(0, 1.5, 40),
+            rng.integers(-1, 6, 40).astype(float),
+            (rng.random(40) < 0.5).astype(float),
+        ]
+    )
+    return train, rows
+
+
+def test_a_rows_score_is_pyods_for_that_row_scored_alone(data):
+    train, rows = data
+    ecod = FrozenEcod().fit(train)
+    ours = -ecod.score_samples(rows)
+    alone = np.array([_pyod_ecod(train, rows[i : i + 1])[0] for i in range(len(rows))])
+    np.testing.assert_allclose(ours, alone, rtol=1e-12, atol=1e-12)
+    # PyOD's own batch scores move with the batch; these do not
+    assert not np.allclose(_pyod_ecod(train, rows), alone)
+
+
+def test_a_rows_score_does_not_depend_on_the_rows_scored_with_it(data):
+    train, rows = data
+    ecod = FrozenEcod(["right", "left", "both", "right"], max_weight=1.0).fit(train)
+    batch = ecod.score_samples(rows)
+    for i in range(len(rows)):
+        assert ecod.score_samples(rows[i : i + 1])[0] == batch[i]
+    assert np.array_equal(ecod.score_samples(rows[::-1])[::-1], batch)
+
+
+def test_one_sided_tails_ignore_the_harmless_end_and_the_extreme_feature_counts_twice(data):
+    train, _ = data
+    low, high = train[:, 0].min() - 1, train[:, 0].max() + 1
+    right = FrozenEcod(["right", "both", "both", "both"]).fit(train)
+    both = FrozenEcod().fit(train)
+    probe = np.array([[low, -1.0, 1.0, 0.0], [high, -1.0, 1.0, 0.0]])
+    assert right.feature_scores(probe)[0, 0] == 0.0  # below every training value: not suspicious
+    assert right.feature_scores(probe)[1, 0] == pytest.approx(np.log(len(train) + 1))
+    assert both.feature_scores(probe)[0, 0] == pytest.approx(np.log(len(train) + 1))
+    weighted = FrozenEcod(max_weight=1.0).fit(train)
+    per_feature = both.feature_scores(probe)
+    np.testing.assert_allclose(
+        -weighted.score_samples(probe), per_feature.sum(axis=1) + per_feature.max(axis=1), rtol=1e-12
+    )
+
+
+def test_bad_arguments_are_refused_by_name():
+    with pytest.raises(ValueError, match="tails"):
+        FrozenEcod(["up"])
+    with pytest.raises(ValueError, match="2 tails for 3 features"):
+        FrozenEcod(["left", "right"]).fit(np.ones((5, 3)))
+    with pytest.raises(ValueError, match="non-finite"):
+        FrozenEcod().fit(np.array([[1.0], [np.nan]]))
+    with pytest.raises(ValueError, match="trained on 2 features"):
+        FrozenEcod().fit(np.ones((5, 2))).feature_scores(np.ones((1, 3)))
+
+
+def test_the_log_source_trains_and_scores_only_its_two_models():
+    """The log detectors and their ensemble are untouched: no ECOD section, the same two models, and
+    score() gives no ECOD column."""
+    assert LOGS.config.ecod is None and LOGS.config.model_names == MODEL_NAMES
+    assert default_detection_config().thresholds.ensemble_ecod_weight is None
+    assert TRANSACTIONS.config.model_names == (*MODEL_NAMES, ECOD)
+
+
+def test_an_ecod_section_needs_its_thresholds():
+    raw = TRANSACTIONS.config.model_dump()
+    raw["thresholds"]["ecod"] = None
+    with pytest.raises(ValueError, match=r"thresholds\.ecod"):
+        DetectionConfig.model_validate(raw)
+    raw = TRANSACTIONS.config.model_dump()
+    raw["ecod"]["tails"] = {"hour_sin": "left"}
+    with pytest.raises(ValueError, match="hour_sin"):
+        DetectionConfig.model_validate(raw)
+
+
+def _frame(rng: np.random.Generator, rows: int) -> pl.DataFrame:
+    config = TRANSACTIONS.config
+    columns = {}
+    for name in config.feature_names:
+        if name.startswith(("new_", "is_")):
+            columns[name] = (rng.random(rows) < 0.05).astype(float)
+        elif name in ("tx_1h", "tx_24h", "login_attempts", "travel_km", "travel_speed_kmh"):
+            columns[name] = rng.poisson(0.3, rows).astype(float)
+        elif name in ("hour_share", "drain_share", "drain_share_1h", "channel_share"):
+            columns[name] = rng.random(rows)
+        elif name == "hour_of_day":
+            columns[name] = rng.uniform(0, 24, rows)
+        else:
+            columns[name] = rng.normal(0, 1, rows)
+    return pl.DataFrame(columns)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The transaction source's three detectors trained on synthetic features, saved to a registry and
+    loaded back (skops trusts FrozenEcod by name)."""
+    config = TRANSACTIONS.config
+    frame = _frame(np.random.default_rng(5), 5000)
+    registry = Registry(tmp_path_factory.mktemp("models"))
+    versions = {}
+    for name in config.model_names:
+        space = FeatureSpace.fit(
+            frame, config.model_features(name), config.scaling.min_scale, config.model_clip(name)
+        )
+        detector = ALL_TRAINERS[name](space.matrix(frame), space, config)
+        versions[name] = registry.save(
+            detector, params={}, window=("2026-01-01", "2026-01-01"), rows=frame.height, metrics={}
+        ).version
+    registry.promote(versions)
+    return registry.load_current(), frame
+
+
+def test_the_registry_round_trips_ecod_and_scoring_reads_it(trained):
+    detectors, frame = trained
+    config = TRANSACTIONS.config
+    assert set(detectors) == {IF, LOF, ECOD}
+    result = score(frame, detectors, config)
+    assert result.ecod is not None and result.ecod.min() >= 0 and result.ecod.max() <= 1
+    expected = ensemble_with_ecod(_base(result, config), result.ecod, config.thresholds)
+    np.testing.assert_array_equal(result.ensemble, expected)
+    np.testing.assert_array_equal(result.is_anomaly, expected >= config.thresholds.ensemble)
+    assert set(result.frame().columns) >= {"ecod_score", "ecod_flag"}
+    values = frame.to_numpy()
+    by_values = score_values(values, frame.columns, detectors, config)
+    np.testing.assert_array_equal(by_values.ecod, result.ecod)
+    without = {k: v for k, v in detectors.items() if k != ECOD}
+    with pytest.raises(ValueError, match="no promoted ECOD model"):
+        score(frame, without, config)
+
+
+def _base(result, config):
+    from bankanom_pipeline.detection.models import ensemble
+
+    return ensemble(result.isolation_forest, result.local_outlier_factor, config.thresholds)
+
+
+def test_scores_and_top_features_of_a_row_are_the_same_alone_and_in_a_batch(trained):
+    detectors, frame = trained
+    config = TRANSACTIONS.config
+    batch = score(frame[:300], detectors, config)
+    batch_top = top_features(frame[:300], detectors).to_list()
+    for i in (0, 17, 299):
+        alone = score(frame[i : i + 1], detectors, config)
+        assert alone.ecod[0] == batch.ecod[i]
+        assert alone.ensemble[0] == batch.ensemble[i]
+        assert alone.isolation_forest[0] == batch.isolation_forest[i]
+        assert top_features(frame[i : i + 1], detectors).to_list()[0] == batch_top[i]
+
+
+def test_top_features_name_the_feature_ecod_finds_most_extreme(trained):
+    detectors, frame = trained
+    row = frame[:1].with_columns(login_attempts=pl.lit(9.0))
+    top = top_features(row, detectors).to_list()[0]
+    assert top[0]["feature"] == "login_attempts" and top[0]["deviation"] > 0
