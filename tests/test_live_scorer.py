@@ -290,10 +290,22 @@ def test_models_are_swapped_between_batches(tmp_path, caplog):
             )
         )
         scorer.models.check()
-        scorer.process(lines[300:], "mock")
+        scorer.process(lines[300:350], "mock")
+        # a pair of another feature set (written by hand: promote refuses it): kept out, the pair stays
+        registry = Registry(tmp_path / "models")
+        stale = {
+            n: registry.save(d, params={}, window=(TRAIN_DAY, TRAIN_DAY), rows=1, metrics={}).version
+            for n, d in detectors(1).items()
+        }
+        manifest = tmp_path / "models" / stale["isolation_forest"] / "manifest.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "feature_set_version": "0ld"}))
+        (tmp_path / "models" / CURRENT).write_text(json.dumps(stale))
+        scorer.models.check()
+        scorer.process(lines[350:], "mock")
     finally:
         scorer.close()
     assert "could not load the promoted models (kept the current pair)" in caplog.text
+    assert "trained on feature-set version 0ld" in caplog.text
     used = [r[8] and json.loads(r[8]) for r in stored(tmp_path)]
     assert used[:100] == [None] * 100
     assert used[100:200] == [first] * 100

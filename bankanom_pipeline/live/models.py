@@ -100,6 +100,9 @@ class ModelWatcher:
             pair, self._pending = self._pending, None
         if pair is None:
             return False
+        if pair.unscored and self.scoring() is not None:
+            log.error("promoted models not used, kept the current pair: %s", pair.unscored)
+            return False
         self.pair, self.problem = pair, pair.unscored
         self.swaps += 1
         if pair.unscored:
