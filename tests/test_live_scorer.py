@@ -3,6 +3,7 @@ restart (a checkpoint, a crash mid-batch); models swapped between batches; the i
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import shutil
@@ -508,3 +509,39 @@ def test_the_stream_process_stops_cleanly_and_restarts_from_its_checkpoint(tmp_p
     status, again = run(tmp_path / "second.log", second)
     assert status["restored_from"] == "its own checkpoint engine-000000000020.ckpt"
     assert status["events"] == 20 and status["since_checkpoint"] == 0 and again == "duplicate"
+
+
+def test_without_a_checkpoint_of_its_own_it_starts_from_the_snapshots(tmp_path):
+    """The pipeline published a snapshot whose engine checkpoint holds the day's first 1,000 events; the
+    stream, started from it, gets 500 of those again and 1,000 new ones, and is killed before a checkpoint
+    of its own: the restart restores the snapshot's and folds in the stored events, the same state."""
+    import duckdb
+
+    from bankanom_pipeline.serving.snapshot import SnapshotPublisher
+
+    day = world()[1]
+    batch_engine = OnlineEngine()
+    for line in day[:1000]:
+        batch_engine.ingest(from_line(line))
+
+    def checkpoint(path: Path) -> dict:
+        batch_engine.checkpoint(path)
+        return {"high_water": list(batch_engine.high_water_mark)}
+
+    con = duckdb.connect()
+    SnapshotPublisher(tmp_path / "snapshots").publish(con, dt.date.fromisoformat(DAY), 1, checkpoint)
+    con.close()
+
+    scorer = new_scorer(tmp_path)
+    assert scorer.restored_from.startswith("the snapshot's checkpoint checkpoint-")
+    for batch in batches(items(day[500:2000]), 100):
+        scorer.process(batch, "mock")
+    assert scorer.refused == {"duplicate": 500}
+    crash(scorer)
+    again = new_scorer(tmp_path)
+    assert again.restored_from.startswith("the snapshot's checkpoint checkpoint-")
+    assert again.engine.high_water_mark == scorer.engine.high_water_mark
+    assert again.engine.counters["ingested"] == scorer.engine.counters["ingested"]
+    probe = [{**orjson.loads(line), "event_id": f"probe-{i}"} for i, line in enumerate(day[2000:2050])]
+    assert np.array_equal(again.peek(probe), scorer.peek(probe), equal_nan=True)
+    again.close()
