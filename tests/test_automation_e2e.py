@@ -104,7 +104,7 @@ def test_up_runs_the_daemon_that_turns_live_mock_traffic_into_incidents_and_ctrl
     its mock server is the traffic source."""
     root, home, env = new_world(tmp_path, demo)
     env = {**env, "BANKANOM_SENSOR_INTERVAL_SECONDS": "3", "BANKANOM_API_KEYS": "k"}
-    ports = {"ui": free_port(), "mock": free_port(), "api": free_port()}
+    ports = {"ui": free_port(), "mock": free_port(), "api": free_port(), "stream": free_port()}
     # the mock server emits from the start; one file, published when the test stops it
     options = [f"--{name}-port={port}" for name, port in ports.items()] + ["--rotate-seconds=3600"]
     up = start([*CLI, "up", *options], env, tmp_path / "up.log")
