@@ -2,7 +2,8 @@
 XADD to a real redis-server) and ``bankanom stream`` scoring them with promoted models, as real processes
 on free loopback ports. The stream is killed with SIGKILL mid-flow and restarted; once emission stops and
 the stream has drained, every line the mock server wrote to its landing files is in the live store's
-``events`` exactly once or in ``refused`` with its reason, and the restart added no refused duplicate."""
+``events`` exactly once or in ``refused`` with its reason, and the restart added no refused duplicate.
+A restart of the mock server itself (a new epoch of offsets) is reported as a gap and reads nothing twice."""
 
 from __future__ import annotations
 
@@ -209,3 +210,50 @@ def test_redis_source_exactly_once_across_kill9(tmp_path):
         assert client.xlen(STREAM) == figures["total"]
         assert client.xpending(STREAM, GROUP)["pending"] == 0, "everything committed is acked"
     assert figures["killed_at"] < figures["total"]
+
+
+def test_a_mock_server_restart_is_reported_and_no_line_is_read_twice(tmp_path):
+    """The mock server stops and starts again (a new run, offsets of a new epoch) under a running stream:
+    the stream's offset from the old run cannot be placed in the new one, so it restarts at the new run's
+    first line and counts a gap of unknown size; no line of either run is stored twice or skipped."""
+    home, logs = tmp_path / "home", tmp_path / "logs"
+    logs.mkdir()
+    landing = home / "data" / "landing"
+    port = free_port()
+    mock_url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "bankanom_pipeline.cli", "mock-server", "--port", str(port)]
+    command += ["--landing", str(landing), "--rotate-seconds", "5"]
+    env = {**os.environ, "BANKANOM_HOME": str(home)}
+    stream = Stream(home, f"mock:{mock_url}", logs)
+    mock = None
+    emitted = 0
+    try:
+        for run in (1, 2):
+            mock = start(command, env, logs / f"mock-{run}.log")
+            wait_for_http(f"{mock_url}/health", mock, logs / f"mock-{run}.log", STARTUP_S)
+            httpx.post(f"{mock_url}/control", json={"action": "start", "logs_per_second": RATE})
+            if run == 1:
+                stream.start()
+            time.sleep(5)
+            emitted += httpx.post(f"{mock_url}/control", json={"action": "stop"}).json()["events_emitted"]
+
+            def drained(total: int = emitted):
+                status = stream.status()
+                return status["events"] + sum(status["refused"].values()) >= total and status
+
+            final = _until(drained, 180, f"the stream to drain the {emitted} lines emitted so far")
+            mock_status = httpx.get(f"{mock_url}/").json()
+            stop(mock)  # a clean stop: every line it emitted is in a published landing file
+    finally:
+        stream.stop()
+        if mock is not None:
+            stop(mock)
+
+    assert final["runner"]["gaps"] == 1 and final["runner"]["gaps_of_unknown_size"] == 1, final["runner"]
+    assert final["runner"]["last_gap"]["reason"] == "unknown_epoch"
+    assert mock_status["stream"]["gaps_reported"] == 1
+    lines = _emitted(landing / "logs")
+    events, refused = _store(home)
+    assert len(lines) == emitted
+    assert Counter(row[0] for row in events) + Counter(row[0] for row in refused) == Counter(lines)
+    assert Counter(row[2] for row in refused)["duplicate"] == len(lines) - len(set(lines))
