@@ -186,3 +186,27 @@ def test_reconcile_day_reads_a_warehouse_or_snapshot(world, tmp_path):
     assert got.as_dict()["share_equal_scores"] == 1.0
     assert reconcile_day(path, duck, "2026-01-06") is None  # nothing live that day
     assert reconcile_day(tmp_path / "none.sqlite", duck, DAY) is None
+
+
+def test_the_evaluation_asset_reports_the_live_day(world, tmp_path, monkeypatch):
+    """The evaluation asset's reconciliation metadata: present when the live store holds the day, absent
+    otherwise, an unreadable store reported rather than failing the run."""
+    import dagster as dg
+
+    from bankanom_pipeline.defs.detection.assets import _live_metadata
+
+    path, events, incidents, members = world
+    duck = duckdb.connect()
+    for name, frame in (("scored_events", events), ("incidents", incidents), ("incident_events", members)):
+        duck.register(f"_{name}", frame.to_arrow())
+        duck.execute(f"CREATE TABLE {name} AS SELECT * FROM _{name}")
+    context = dg.build_asset_context(partition_key=DAY)
+    monkeypatch.setenv("BANKANOM_LIVE_DIR", str(path.parent))
+    meta = _live_metadata(context, duck, DAY)
+    assert meta["live_scores_equal"] == meta["live_scores_compared"] == events.height
+    assert meta["live_incidents_matched"] == incidents.height and meta["live_incidents_missed"] == 0
+    assert meta["live_reconciliation"].data["share_equal_scores"] == 1.0
+    assert _live_metadata(context, duck, "2026-01-06") == {}
+    monkeypatch.setenv("BANKANOM_LIVE_DIR", str(tmp_path))
+    (tmp_path / "live.sqlite").write_bytes(b"not a database" * 100)
+    assert "live_reconciliation_error" in _live_metadata(context, duck, DAY)

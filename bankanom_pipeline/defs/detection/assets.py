@@ -1,6 +1,9 @@
 """Dagster assets of detection: the two models (with their promotion gate), the promotion itself,
 scored_events, incidents and evaluation."""
 
+import math
+import sqlite3
+
 import dagster as dg
 import polars as pl
 
@@ -18,6 +21,7 @@ from bankanom_pipeline.detection.evaluation import (
 )
 from bankanom_pipeline.detection.registry import record, record_promotion, record_rejection
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
+from bankanom_pipeline.live.reconcile import live_store_path, reconcile_day
 
 
 class TrainingConfig(dg.Config):
@@ -256,7 +260,8 @@ def evaluation(
             result = evaluate_logs(con, day, registry.registry(LOGS), baseline=config.baseline)
         except BaselineMismatch as error:
             raise dg.Failure(str(error)) from None
-    return evaluation_result(
+        live = _live_metadata(context, con, day)
+    materialized = evaluation_result(
         context,
         warehouse,
         result,
@@ -265,6 +270,39 @@ def evaluation(
         breakdown="scenarios",
         extra=_targets_metadata,
     )
+    return materialized._replace(metadata={**materialized.metadata, **live})
+
+
+def _live_metadata(context: dg.AssetExecutionContext, con, day: str) -> dict:
+    """How far the live stream's results of the day agree with this run, the system of record, when a
+    live store holds the day (figures: docs/live-incidents.md, "Reconciliation"). A store that cannot be
+    read is reported, never a reason to fail the evaluation."""
+    path = live_store_path()
+    try:
+        report = reconcile_day(path, con, day)
+    except sqlite3.Error as error:
+        context.log.warning(f"live store {path} unreadable for reconciliation: {error}")
+        return {"live_reconciliation_error": f"{path}: {error}"}
+    if report is None:
+        return {}
+    figures = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in report.as_dict().items()
+    }
+    context.log.info(
+        f"live vs batch {day}: {report.both} events in both, {report.scores_equal} of {report.compared} "
+        f"scores equal; incidents {report.matched_same_id} same id, {report.matched_overlap} by events, "
+        f"{report.missed} missed, {report.extra} extra; {report.late} late events"
+    )
+    return {
+        "live_reconciliation": dg.MetadataValue.json(figures),
+        "live_events_both": report.both,
+        "live_scores_equal": report.scores_equal,
+        "live_scores_compared": report.compared,
+        "live_incidents_matched": report.matched_same_id + report.matched_overlap,
+        "live_incidents_missed": report.missed,
+        "live_incidents_extra": report.extra,
+        "live_late_events": report.late,
+    }
 
 
 def _targets_metadata(metrics: pl.DataFrame) -> dict:
