@@ -105,8 +105,8 @@ def test_a_file_that_does_not_reconcile_leaves_the_day_as_it_was(tmp_path, landi
 def test_the_append_job_records_every_file_the_day_holds(tmp_path, landing):
     import dagster as dg
 
-    from bankanom_pipeline.automation.landing import recorded_files
     from bankanom_pipeline.defs.ingest.jobs import landing_append_job
+    from bankanom_pipeline.defs.ingest.records import recorded_files
     from bankanom_pipeline.defs.resources import WarehouseResource
 
     a, b, _ = _files(landing / DAY)

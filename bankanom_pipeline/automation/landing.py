@@ -85,20 +85,6 @@ def closes_at(day: str, close_after_seconds: float) -> float:
     return midnight.timestamp() + close_after_seconds
 
 
-def recorded_files(instance, day: str) -> dict[str, str]:
-    """The files (relative path -> signature) the latest load of ``day``'s raw_logs recorded, whoever ran
-    it (the sensor's runs, ``bankanom demo``, ``run``, ``backfill``: every run records in the instance)."""
-    import dagster as dg
-
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_logs"), asset_partitions=[day]), limit=1
-    ).records
-    if not records:
-        return {}
-    value = records[0].asset_materialization.metadata.get("landing_files")
-    return dict(value.value) if value is not None and isinstance(value.value, dict) else {}
-
-
 @dataclass
 class Cursor:
     """Signature of every file already handed to a run, by relative path; and the days whose files were

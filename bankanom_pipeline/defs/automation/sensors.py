@@ -16,6 +16,7 @@ from bankanom_pipeline.defs.automation import recovery
 from bankanom_pipeline.defs.detection.jobs import pipeline_job, train_job
 from bankanom_pipeline.defs.features.jobs import features_job
 from bankanom_pipeline.defs.ingest.jobs import landing_append_job
+from bankanom_pipeline.defs.ingest.records import recorded_files
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.defs.transactions.jobs import transaction_features_job
@@ -68,7 +69,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
                 cursor.mark(fresh)
                 continue
             if job is features_job:
-                fresh = cursor.known(fresh, landing.recorded_files(context.instance, day))
+                fresh = cursor.known(fresh, recorded_files(context.instance, day))
                 if not fresh:
                     continue
             if job is features_job and appending and now < landing.closes_at(day, close_after):

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from bankanom_pipeline.defs.ingest.records import recorded_files
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import WarehouseResource
 
@@ -21,7 +22,6 @@ def append_landing_files(
     context: dg.OpExecutionContext, config: AppendConfig, warehouse: WarehouseResource
 ) -> None:
     # pandas and the validation modules: imported by the step that validates, not by the code location
-    from bankanom_pipeline.automation.landing import recorded_files
     from bankanom_pipeline.generator.config import load_config
     from bankanom_pipeline.ingest.append import append_file
     from bankanom_pipeline.settings import mock_config_path
