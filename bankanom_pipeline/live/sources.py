@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_right
 from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -364,9 +365,12 @@ class RedisSource:
                 self._gaps.report(
                     missed, reason="trimmed before read (MAXLEN)", after=_text(group["last-delivered-id"])
                 )
-                self._client.xgroup_setid(
-                    self.stream, self.group, entries[-1][0], entries_read=read + missed + len(entries)
-                )
+                if _text(info["max-deleted-entry-id"]) == "0-0":
+                    # no XDEL ever: Redis counted only what it delivered (with deletions it re-estimates
+                    # the counter itself, and a correction would count the gap twice)
+                    self._client.xgroup_setid(
+                        self.stream, self.group, entries[-1][0], entries_read=read + missed + len(entries)
+                    )
         return entries, group
 
     def _note_fetched(self, items: list[Item]) -> None:
@@ -383,9 +387,7 @@ class RedisSource:
         upto = redis_key(offset)
         if self._committed is None or upto > self._committed:
             self._committed = upto
-        count = 0
-        while count < len(self._unacked) and redis_key(self._unacked[count]) <= upto:
-            count += 1
+        count = bisect_right(self._unacked, upto, key=redis_key)  # fetched in id order
         if not count:
             return
         try:
