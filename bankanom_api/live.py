@@ -10,9 +10,8 @@ days the snapshot does not cover, and events of covered days it does not hold (l
 the batch read the day). Incidents merged into an older one (``merged_into``) are never listed. Each
 row is marked ``live``: true from the live store, false from the snapshot.
 
-Which live events the snapshot holds is worked out once per snapshot and then for new live rows only
-(``_Shadow``): the live events of the days the snapshot covers are looked up in it, and the hidden ones
-kept as runs of ``seq`` (a few runs: delivery is in order), which each query excludes.
+Which live events the snapshot holds is worked out once per snapshot and then for new live rows only,
+and the live side's totals are kept per set of filters (``live_shadow``).
 """
 
 from __future__ import annotations
@@ -20,16 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import HTTPException, status
 
+from bankanom_api.live_shadow import Shadows, visible
 from bankanom_api.merge import Key, Sorted, marked, merged_page, rows_of
 from bankanom_api.responses import as_dicts
 from bankanom_api.state import Snapshot
@@ -116,25 +114,12 @@ def unreadable(path: Path, error: Exception) -> HTTPException:
     )
 
 
-@dataclass
-class _Shadow:
-    """The live events a snapshot holds, as runs ``[lo, hi]`` of ``seq`` among the live events of the days
-    it covers (a run may span events of other days: those are never hidden)."""
-
-    snapshot: tuple[str, int]  # the snapshot file and the live store's inode it was worked out for
-    days: tuple[str, ...]
-    seq: int = 0  # live events up to this seq are accounted for
-    runs: list[list[int]] = field(default_factory=list)
-    extending: bool = False  # the last accounted event of a covered day was hidden
-
-
 class LiveReader:
     """The live store, read-only, for one API process (several threads)."""
 
     def __init__(self, live_dir: Path):
         self.path = Path(live_dir) / STORE
-        self._lock = threading.Lock()
-        self._shadow: _Shadow | None = None
+        self._shadows = Shadows(self._warm, self.reading)
         self._batch_ids: tuple[str, frozenset[str]] | None = None
 
     # -- connections ---------------------------------------------------------------------------------
@@ -183,75 +168,64 @@ class LiveReader:
         """The page of scored events, batch and live, newest first; ``where``: (SQL condition on the
         ScoredEvent columns with one ``?`` or none, value or None when not filtered)."""
         with self.reading() as con:
+            live = None
+            if con is not None:  # first: the snapshot served may be the previous one (live_shadow)
+                snap, live = self._live_scores(con, snap, where)
             batch = _batch_scores(snap, where) if snap is not None and snap.has("scored_events") else None
-            live = self._live_scores(con, snap, where) if con is not None else None
             if batch is None and live is None:
                 return 0, []
             empty = rows_of([], score_key)
             total, rows = merged_page(batch or empty, live or empty, score_key, limit, offset)
         return total, rows
 
-    def _live_scores(self, con: sqlite3.Connection, snap: Snapshot | None, where) -> Sorted:
-        clauses, params = ["ensemble_score IS NOT NULL"], []
+    def _warm(self, con: sqlite3.Connection, snap: Snapshot, shadow) -> None:
+        """The unfiltered tally of a new snapshot's shadow, before it serves (the plain /scores/latest)."""
+        shown, bounds = visible(con, shadow.runs)
+        oldest = con.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()[0]
+        self._shadows.tally(
+            con, (shadow.identity, oldest), (), f"ensemble_score IS NOT NULL AND {shown}", bounds, shadow.seq
+        )
+
+    def _live_scores(
+        self, con: sqlite3.Connection, snap: Snapshot | None, where
+    ) -> tuple[Snapshot | None, Sorted]:
+        clauses, params, used = ["ensemble_score IS NOT NULL"], [], []
         for sql, value in where:
             if value is None:
                 continue
             live_sql, live_value = _live_condition(sql, value)
             clauses.append(live_sql)
+            used.append((sql, value))
             if "?" in live_sql:
                 params.append(live_value)
+        identity = (snap.pointer["file"] if snap is not None else "", self.path.stat().st_ino)
         if snap is not None and snap.has("scored_events"):
-            shadow = self._shadowed(con, snap)
-            if shadow.runs:
-                con.executemany("INSERT INTO temp.hidden (lo, hi) VALUES (?, ?)", shadow.runs)
-                days = ", ".join("?" * len(shadow.days))
-                clauses.append(
-                    f"(partition_date NOT IN ({days}) OR coalesce((SELECT hi FROM temp.hidden "
-                    "WHERE lo <= seq ORDER BY lo DESC LIMIT 1), -1) < seq)"
-                )
-                params += shadow.days
-            clauses.append("seq <= ?")  # what the shadow accounted for; newer rows wait for the next call
-            params.append(shadow.seq)
+            snap, shadow = self._shadows.settle(con, snap, identity)
+            identity = shadow.identity
+            shown, bounds = visible(con, shadow.runs)
+            clauses.append(shown)
+            params += bounds
+            upto = shadow.seq
+        else:
+            upto = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         where_sql = " AND ".join(clauses)
-        total = con.execute(f"SELECT count(*) FROM events WHERE {where_sql}", params).fetchone()[0]
+        oldest = con.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()[0]
+        tally = self._shadows.tally(con, (identity, oldest), tuple(used), where_sql, params, upto)
+        bounded = f"{where_sql} AND seq <= ?"
 
         def fetch(limit: int, offset: int) -> list[dict]:
             found = con.execute(
-                f"SELECT {_SCORE_COLUMNS} FROM events WHERE {where_sql} "
-                "ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
-                [*params, limit, offset],
+                f"SELECT {_SCORE_COLUMNS} FROM events WHERE {bounded} ORDER BY ts DESC, event_id LIMIT ? OFFSET ?",
+                [*params, upto, limit, offset],
             ).fetchall()
             return marked([scores_row(dict(r)) for r in found], True)
 
-        def extreme(order: str) -> Key:
-            ts, event_id = con.execute(
-                f"SELECT ts, event_id FROM events WHERE {where_sql} ORDER BY {order} LIMIT 1", params
-            ).fetchone()
-            return (-ts, event_id)
-
-        return Sorted(
-            total, fetch, lambda: extreme("ts DESC, event_id"), lambda: extreme("ts ASC, event_id DESC")
+        return snap, Sorted(
+            tally.count,
+            fetch,
+            lambda: (-tally.first[0], tally.first[1]),
+            lambda: (-tally.last[0], tally.last[1]),
         )
-
-    def _shadowed(self, con: sqlite3.Connection, snap: Snapshot) -> _Shadow:
-        """The shadow of ``snap`` brought up to the store's newest event (under the lock: one thread
-        does the lookup, the others wait for it instead of repeating it)."""
-        identity = (snap.pointer["file"], self.path.stat().st_ino)
-        with self._lock:
-            shadow = self._shadow
-            # a request whose read began before another advanced the shadow sees fewer rows: the
-            # shadow's runs cover those it sees (seq is never reused: the store only appends)
-            newest = con.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            if shadow is None or shadow.snapshot != identity:
-                days = tuple(
-                    str(d) for (d,) in snap.query("SELECT DISTINCT partition_date FROM scored_events")[1]
-                )
-                shadow = _Shadow(identity, days)
-            if newest > shadow.seq and shadow.days:
-                _account(con, snap, shadow, newest)
-            shadow.seq = max(shadow.seq, newest)
-            self._shadow = shadow
-            return _Shadow(shadow.snapshot, shadow.days, shadow.seq, [list(r) for r in shadow.runs])
 
     # -- incidents -----------------------------------------------------------------------------------
 
@@ -342,28 +316,6 @@ def _live_condition(sql: str, value: object) -> tuple[str, object]:
     if sql == "is_anomaly":
         return "is_anomaly = 1", None
     return sql, value
-
-
-def _account(con: sqlite3.Connection, snap: Snapshot, shadow: _Shadow, newest: int) -> None:
-    """Look up, in the snapshot, the live events of its days committed after ``shadow.seq``."""
-    days = ", ".join("?" * len(shadow.days))
-    found = con.execute(
-        f"SELECT seq, event_id FROM events WHERE seq > ? AND seq <= ? AND partition_date IN ({days}) ORDER BY seq",
-        [shadow.seq, newest, *shadow.days],
-    ).fetchall()
-    if not found:
-        return
-    held = _held_events(snap, [event_id for _, event_id in found])
-    runs = shadow.runs
-    for seq, event_id in found:
-        if event_id in held:
-            if shadow.extending:
-                runs[-1][1] = seq
-            else:
-                runs.append([seq, seq])
-            shadow.extending = True
-        else:
-            shadow.extending = False
 
 
 def _held_events(snap: Snapshot, event_ids: list[str]) -> set[str]:

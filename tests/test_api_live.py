@@ -284,6 +284,12 @@ def test_new_live_rows_show_at_once_and_a_newer_snapshot_takes_them_over(served,
     # the batch run for NEXT publishes: it holds every live event now, which are no longer live
     nxt = [e for e in LIVE if e["partition_date"] == NEXT] + late
     served.app.state.serving.snapshot = snapshot(BATCH + nxt, BATCH_INCIDENTS, name="snapshot-b.duckdb")
+    # the previous snapshot serves (with the live rows it lacks) until the new one's shadow is built in
+    # the background: the same rows either way, the newest of them live until the switch
+    deadline = time.monotonic() + 30
+    while served.get("/scores/latest", params={"limit": 1}, headers=H).json()["items"][0]["live"]:
+        assert time.monotonic() < deadline, "the new snapshot never took over"
+        time.sleep(0.05)
     items, totals = all_pages(served, "/scores/latest", 5)
     assert totals == {len(BATCH) + len(nxt) + 1}  # + E100, the line no batch read
     assert [i["event_id"] for i in items if i["live"]] == ["E100"]
