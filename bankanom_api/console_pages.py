@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from bankanom_api.console import (
     TRANSACTION_FIELDS,
     parse_time,
 )
+from bankanom_api.live import LiveReader
 from bankanom_api.responses import as_dicts
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models, ServingState, Snapshot
@@ -277,3 +279,59 @@ def alerts(alerts_db: Path) -> tuple[list[dict], str | None]:
         finally:
             con.close()
     return [], "the alerts file is busy (a failure is being recorded): reload in a moment"
+
+
+# -- the live stream's results ------------------------------------------------------------------------------
+
+INCIDENT_EVENTS = 5000  # events listed on an incident's page
+LIVE_LISTED = 100  # live incidents listed above the batch's (newest first)
+
+
+def live_incident_list(
+    live: LiveReader, snap: Snapshot | None, filters: dict[str, str], errors: dict
+) -> dict:
+    """The live incidents the merge rule shows beside the snapshot, under the list's filters: the newest
+    ``LIVE_LISTED`` and how many there are."""
+    where: list[tuple[str, object]] = [
+        ("severity = ?", filters["severity"] if filters["severity"] in SEVERITIES else None),
+        ("status = ?", filters["status"] or None),
+    ]
+    for name, sql in (("since", "end_ts >= ?"), ("until", "start_ts < ?")):
+        try:
+            where.append((sql, parse_time(filters[name])))
+        except ValueError:
+            errors[name] = _BAD_TIME
+    found = live.visible_incidents(snap, where)
+    if filters["service"]:
+        found = [i for i in found if filters["service"] in i["services"]]
+    return {"items": found[:LIVE_LISTED], "total": len(found)}
+
+
+_RECONCILED: dict[tuple, tuple[float, dict | None]] = {}
+_RECONCILED_LOCK = threading.Lock()
+RECONCILE_EVERY_S = 60.0  # a day's comparison is recomputed at most this often (late lines change it)
+
+
+def reconciliation(live: LiveReader, snap: Snapshot | None, day) -> dict | None:
+    """How far the live results of ``day`` agree with the batch's (``live.reconcile``), or None without
+    a live store, a snapshot or live events that day."""
+    tables = ("scored_events", "incidents", "incident_events")
+    if snap is None or day is None or not live.path.exists() or not all(snap.has(t) for t in tables):
+        return None
+    key = (str(live.path), snap.pointer["file"], str(day))
+    with _RECONCILED_LOCK:
+        cached = _RECONCILED.get(key)
+    if cached is not None and time.monotonic() - cached[0] < RECONCILE_EVERY_S:
+        return cached[1]
+    from bankanom_pipeline.live.reconcile import reconcile_day  # polars frames of a whole day: on demand
+
+    cursor = snap.con.cursor()  # its own: the snapshot's connection serves other requests meanwhile
+    try:
+        found = reconcile_day(live.path, cursor, str(day))
+    finally:
+        cursor.close()
+    figures = None if found is None else found.as_dict()
+    with _RECONCILED_LOCK:
+        _RECONCILED.clear()  # one day of one snapshot is what the page shows
+        _RECONCILED[key] = (time.monotonic(), figures)
+    return figures

@@ -281,8 +281,51 @@ class LiveReader:
             cached = self._batch_ids = (snap.pointer["file"], ids)
         return cached[1]
 
-    def incident(self, incident_id: str) -> dict | None:
-        """A live incident with its events (newest state), or None; a merged one carries ``merged_into``."""
+    def visible_incidents(self, snap: Snapshot | None, where: list[tuple[str, object]]) -> list[dict]:
+        """Every live incident the merge rule shows beside ``snap``, newest first (the console's list)."""
+        with self.reading() as con:
+            if con is None or not _has_incidents(con):
+                return []
+            found = self._live_incidents(con, snap, where)
+            return found.fetch(found.total, 0)
+
+    def event(self, event_id: str) -> tuple[dict, dict, list[str]] | None:
+        """A live event as the console shows one: its scored fields, its log line's other fields and the
+        live incidents holding it; None when the store does not hold it."""
+        with self.reading() as con:
+            if con is None:
+                return None
+            found = con.execute(
+                f"SELECT {_SCORE_COLUMNS}, log_level, message, geo_location, metrics, status, unscored "
+                "FROM events WHERE event_id = ?",
+                [event_id],
+            ).fetchone()
+            if found is None:
+                return None
+            row = dict(found)
+            raw = {
+                k: row.pop(k)
+                for k in ("log_level", "message", "geo_location", "metrics", "status", "unscored")
+            }
+            holding = []
+            if _has_incidents(con):
+                holding = [
+                    r[0]
+                    for r in con.execute(
+                        "SELECT incident_id FROM incident_events WHERE event_id = ?", [event_id]
+                    )
+                ]
+            row["ts"], row["partition_date"] = (
+                from_micros(row["ts"]),
+                dt.date.fromisoformat(row["partition_date"]),
+            )
+            for flag in ("if_flag", "lof_flag", "is_anomaly"):
+                row[flag] = None if row[flag] is None else bool(row[flag])  # None: unscored (raw says why)
+            return row, raw, holding
+
+    def incident(self, incident_id: str, events: int = 100) -> dict | None:
+        """A live incident with its first ``events`` events by time, or None; a merged one carries
+        ``merged_into``."""
         with self.reading() as con:
             if con is None or not _has_incidents(con):
                 return None
@@ -293,8 +336,8 @@ class LiveReader:
             events = con.execute(
                 """SELECT e.event_id, e.ts, e.source_service, e.user_id, e.ip_address, e.ensemble_score
                    FROM incident_events AS m JOIN events AS e USING (event_id)
-                   WHERE m.incident_id = ? ORDER BY e.ts, e.event_id LIMIT 100""",
-                [incident_id],
+                   WHERE m.incident_id = ? ORDER BY e.ts, e.event_id LIMIT ?""",
+                [incident_id, events],
             ).fetchall()
             row["events"] = [{**dict(e), "ts": from_micros(e["ts"])} for e in events]
             return row

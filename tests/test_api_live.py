@@ -374,3 +374,80 @@ def test_metrics_export_the_streams_status_from_the_live_store(tmp_path):
     assert metric(text, "bankanom_stream_open_incidents") == 1
     assert metric(text, "bankanom_stream_incidents") == 4  # INC-L3 was merged away
     assert 2 <= metric(text, "bankanom_stream_status_age_seconds") < 60
+
+
+# -- the console ---------------------------------------------------------------------------------------
+
+
+def console_login(app) -> str:
+    """Log in with the reading key; the session's CSRF token."""
+    csrf = re.search(r'name="csrf" value="([^"]+)"', app.get("/console/login").text).group(1)
+    login = app.post("/console/login", data={"csrf": csrf, "api_key": KEY}, follow_redirects=False)
+    assert login.status_code == 303
+    return re.search(r'name="csrf" value="([^"]+)"', app.get("/console/predict").text).group(1)
+
+
+def test_the_console_lists_live_incidents_marked_and_opens_them(served):
+    console_login(served)
+    page = served.get("/console/incidents").text
+    live = page[page.index('id="live-incidents"') : page.index('id="incident-total"')]
+    assert "2 open live incidents" in live
+    assert live.index("INC-L2") < live.index("INC-L1")  # newest first
+    assert not any(i in live for i in ("INC-L0", "INC-L3", "INC-B1", "INC-B2"))
+    critical = served.get("/console/incidents", params={"severity": "Critical"}).text
+    assert "1 open live incident " in critical and "INC-L1" not in critical
+    one = served.get("/console/incidents/INC-L2")
+    assert one.status_code == 200 and 'id="live"' in one.text and "E201" in one.text
+    assert 'id="live"' not in served.get("/console/incidents/INC-B1").text
+    moved = served.get("/console/incidents/INC-L3", follow_redirects=False)
+    assert moved.status_code == 303 and moved.headers["location"] == "/console/incidents/INC-L2"
+    event = served.get("/console/events/E201")
+    assert event.status_code == 200 and 'id="live"' in event.text and "INC-L2" in event.text
+    assert 'id="live"' not in served.get("/console/events/E001").text
+    assert served.get("/console/events/E999").status_code == 404
+
+
+def test_feedback_on_a_live_incident_stays_with_its_id(served):
+    csrf = console_login(served)
+    saved = served.post(
+        "/console/feedback",
+        data={
+            "csrf": csrf,
+            "kind": "incident",
+            "target_id": "INC-L2",
+            "label": "true_positive",
+            "comment": "seen",
+        },
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    # the batch confirms the incident under the same id: the feedback is still there
+    confirmed = [
+        *BATCH_INCIDENTS,
+        {"id": "INC-L2", "day": NEXT, "start": LIVE[8]["ts"], "severity": "Critical"},
+    ]
+    served.app.state.serving.snapshot = snapshot(BATCH + LIVE[7:], confirmed, name="snapshot-c.duckdb")
+    page = served.get("/console/incidents/INC-L2").text
+    assert 'id="live"' not in page and "seen" in page
+    refused = served.post(
+        "/console/feedback",
+        data={"csrf": csrf, "kind": "incident", "target_id": "INC-L3", "label": "true_positive"},
+    )
+    assert refused.status_code == 404  # merged away: feedback goes to the survivor
+
+
+def test_the_models_page_shows_the_days_reconciliation(tmp_path):
+    write_live(tmp_path / "live" / "live.sqlite", LIVE, incidents=_live_incidents)
+    snap = snapshot(BATCH, BATCH_INCIDENTS)
+    snap.con.execute(
+        "CREATE TABLE evaluation_metrics AS SELECT DATE '2026-03-01' AS partition_date, "
+        "'isolation_forest' AS model, 'precision' AS metric, 0.9::DOUBLE AS value"
+    )
+    snap.pointer["rows"]["evaluation_metrics"] = 1
+    with api_client(tmp_path, KEY, rate_limit="100000/second") as app:
+        app.app.state.serving.snapshot = snap
+        console_login(app)
+        page = app.get("/console/models").text
+    assert 'id="reconciliation"' in page and "2026-03-01" in page
+    # DAY: E006..E011 in both, E100 live only, E000..E005 batch only
+    assert "6 scored by both; 1 live only, 6 batch only" in page

@@ -38,6 +38,7 @@ from bankanom_api.deps import (
     ConsoleSessions,
     Form,
     Keys,
+    Live,
     LoginLimiter,
     LogPredictor,
     Scorer,
@@ -129,6 +130,7 @@ def incidents(
     who: ConsoleSession,
     state: State,
     settings: Settings,
+    live: Live,
     severity: str = "",
     status: str = "",
     service: str = "",
@@ -155,23 +157,39 @@ def incidents(
         "services": [],
     }
     snap = pages.holding(state, "incidents")
+    labels = labels_by_target(rows, "incident")
+    context["live_items"] = pages.live_incident_list(live, snap, filters, context["errors"])
     if snap is None:
         refused = state.errors.get("snapshot")
-        return render(request, "incidents.html", no_snapshot=True, refused=refused, **context)
-    context.update(pages.incident_list(snap, filters, context), labels=labels_by_target(rows, "incident"))
+        return render(request, "incidents.html", no_snapshot=True, refused=refused, labels=labels, **context)
+    context.update(pages.incident_list(snap, filters, context), labels=labels)
     return render(request, "incidents.html", no_snapshot=False, **context)
 
 
 @router.get("/incidents/{incident_id}")
 def incident(
-    request: Request, who: ConsoleSession, state: State, settings: Settings, incident_id: str, saved: str = ""
-) -> HTMLResponse:
-    snap = _published(state, "incidents", _NOTHING_PUBLISHED)
-    columns, found = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id])
-    if not found:
-        raise ConsoleError(404, f"There is no incident {incident_id!r} in the current snapshot.")
-    row = as_dicts(columns, found)[0]
-    events = pages.incident_events(snap, incident_id)
+    request: Request,
+    who: ConsoleSession,
+    state: State,
+    settings: Settings,
+    live: Live,
+    incident_id: str,
+    saved: str = "",
+) -> Response:
+    snap = pages.holding(state, "incidents")
+    found = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id]) if snap else ([], [])
+    if found[1]:
+        row = {**as_dicts(*found)[0], "live": False}
+        events = pages.incident_events(snap, incident_id)
+    else:  # the live stream's, until the batch holds it
+        row = live.incident(incident_id, events=pages.INCIDENT_EVENTS)
+        if row is None:
+            raise ConsoleError(
+                404, f"There is no incident {incident_id!r} in the snapshot or the live store."
+            )
+        if row.get("merged_into"):
+            return RedirectResponse(f"{PREFIX}/incidents/{row['merged_into']}", status_code=303)
+        events, row["live"] = row.pop("events"), True
     top = json.loads(row.get("top_features") or "[]")
     return render(
         request,
@@ -192,16 +210,20 @@ def incident(
 
 
 @router.get("/events/{event_id}")
-def event(request: Request, who: ConsoleSession, state: State, event_id: str) -> HTMLResponse:
-    snap = _published(state, "scored_events", _NOTHING_PUBLISHED)
-    found = pages.event_detail(snap, event_id)
-    if found is None:
-        raise ConsoleError(404, f"There is no event {event_id!r} in the current snapshot.")
+def event(request: Request, who: ConsoleSession, state: State, live: Live, event_id: str) -> HTMLResponse:
+    snap = pages.holding(state, "scored_events")
+    found = pages.event_detail(snap, event_id) if snap else None
+    is_live = found is None
+    if is_live:  # the live stream's, until the batch holds it
+        found = live.event(event_id)
+        if found is None:
+            raise ConsoleError(404, f"There is no event {event_id!r} in the snapshot or the live store.")
     scored, raw, incidents_of = found
     return render(
         request,
         "event.html",
         nav="incidents",
+        live=is_live,
         event_id=event_id,
         scored=scored,
         raw=raw,
@@ -264,7 +286,9 @@ def transaction(
 
 
 @router.post("/feedback")
-def post_feedback(who: ConsoleSession, fields: Form, state: State, settings: Settings) -> Response:
+def post_feedback(
+    who: ConsoleSession, fields: Form, state: State, settings: Settings, live: Live
+) -> Response:
     check_csrf(who.csrf, fields)
     kind, target_id = fields.get("kind", ""), fields.get("target_id", "")
     label, comment = fields.get("label", ""), fields.get("comment", "").strip()
@@ -276,8 +300,11 @@ def post_feedback(who: ConsoleSession, fields: Form, state: State, settings: Set
     if len(comment) > feedback.MAX_COMMENT:
         raise ConsoleError(400, f"The comment is longer than {feedback.MAX_COMMENT} characters.")
     table = "incidents" if kind == "incident" else "transactions"
-    snap = _published(state, table, "No snapshot published yet: nothing to give feedback on.")
-    found = pages.feedback_target(snap, kind, target_id)
+    snap = pages.holding(state, table)
+    found = pages.feedback_target(snap, kind, target_id) if snap else None
+    if found is None and kind == "incident":  # a live incident: feedback is keyed by its stable id
+        row = live.incident(target_id, events=0)
+        found = None if row is None or row.get("merged_into") else (row["partition_date"],)
     if found is None:
         what = "incident" if kind == "incident" else "flagged transaction"
         raise ConsoleError(404, f"No {what} {target_id!r}.")
@@ -357,16 +384,20 @@ def predict_event(
 
 
 @router.get("/models")
-def models_page(request: Request, who: ConsoleSession, state: State, settings: Settings) -> HTMLResponse:
+def models_page(
+    request: Request, who: ConsoleSession, state: State, settings: Settings, live: Live
+) -> HTMLResponse:
     snap = state.snapshot
     failures, alerts_problem = pages.alerts(settings.alerts_db)
+    log_eval = pages.evaluation(state, "evaluation_metrics", "evaluation_curves")
     runs, runs_problem = recent_runs()
     return render(
         request,
         "models.html",
         log_models=pages.manifests(state.models),
         tx_models=pages.manifests(state.transaction_models),
-        log_eval=pages.evaluation(state, "evaluation_metrics", "evaluation_curves"),
+        log_eval=log_eval,
+        reconciliation=pages.reconciliation(live, snap, log_eval["day"]),
         tx_eval=pages.evaluation(state, "transaction_evaluation_metrics", "transaction_evaluation_curves"),
         pointer=snap.pointer if snap is not None else None,
         registry=pages.registry(snap),
