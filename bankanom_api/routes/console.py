@@ -176,7 +176,8 @@ def incident(
     incident_id: str,
     saved: str = "",
 ) -> Response:
-    snap = pages.holding(state, "incidents")
+    snap = _published(state, "incidents", _NOTHING_PUBLISHED) if not live.path.exists() else None
+    snap = snap or pages.holding(state, "incidents")
     found = snap.query("SELECT * FROM incidents WHERE incident_id = ?", [incident_id]) if snap else ([], [])
     if found[1]:
         row = {**as_dicts(*found)[0], "live": False}
@@ -211,7 +212,8 @@ def incident(
 
 @router.get("/events/{event_id}")
 def event(request: Request, who: ConsoleSession, state: State, live: Live, event_id: str) -> HTMLResponse:
-    snap = pages.holding(state, "scored_events")
+    snap = _published(state, "scored_events", _NOTHING_PUBLISHED) if not live.path.exists() else None
+    snap = snap or pages.holding(state, "scored_events")
     found = pages.event_detail(snap, event_id) if snap else None
     is_live = found is None
     if is_live:  # the live stream's, until the batch holds it
