@@ -1,9 +1,12 @@
 """The bankanom prediction API (FastAPI). Start it with ``bankanom api``.
 
 It never opens the live warehouse: scores, incidents and evaluation come from the published snapshot
-(``data/snapshots``), models from the registry's promoted versions (``data/models``); both are reloaded
-in the background when newer ones appear. Route handlers (``routes/``) are plain ``def``: FastAPI runs
-them in its thread pool, so scoring and DuckDB reads never block the event loop.
+(``data/snapshots``), merged with the live stream's results from its live store (``data/live``, read
+only: ``live.py``), models from the registry's promoted versions (``data/models``); snapshots and models
+are reloaded in the background when newer ones appear. The online state is the live stream's: ingest and
+context lookups are forwarded to its service (``stream.py``). Route handlers (``routes/``) are plain
+``def``: FastAPI runs them in its thread pool, so scoring, forwarding and DuckDB reads never block the
+event loop.
 """
 
 from __future__ import annotations
