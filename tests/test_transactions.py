@@ -624,6 +624,7 @@ def test_jobs_materialize_their_assets(pipeline):
     assert _materialized(results["train"]) == {
         "transaction_isolation_forest_model",
         "transaction_local_outlier_factor_model",
+        "transaction_ecod_model",
         "promoted_transaction_models",
     }
     assert {
