@@ -1,0 +1,401 @@
+"""The live loop end to end, over real processes on loopback: mock server → ``bankanom stream`` → live store
+→ API. Issue 25's targets, measured at each ``--rate`` (default: the mock configuration's rate, then
+1,000 events/s), each for ``--seconds``:
+
+- **event latency**: for every emitted event, from the moment the mock server emitted it (the emit time its
+  ``/stream`` endpoint reports) to the first poll of ``GET /scores/latest`` that lists it (polled every
+  ``--poll`` seconds; the poll interval is part of the figure, so it is kept small);
+- **incident latency**: for every anomaly instance (ground truth, read here from the emitted lines; the
+  scorer drops it) with an event in a live incident, from its first *flagged* event's emit time (and,
+  reported beside it, from its first event's) to the first poll of ``GET /incidents`` whose incident holds
+  one of its events (``GET /incidents/{id}`` read whenever a listed incident changes);
+- **delivery**: emitted events missing from the live store, event ids stored twice, and emitted =
+  scored + refused;
+- **the stream's CPU** per 1,000 events (user + system seconds of its process over the run) and its peak RSS.
+
+The ground-truth reader is a second, independent consumer of the mock server's ``/stream`` (offsets are
+per consumer; it never acknowledges anything the scorer depends on).
+
+The yardstick, in the same run unless ``--no-yardstick``: the loop before issue 25 (``--before``, a commit:
+``bankanom up``'s landing sensor re-running the day's partition per file) at the configuration's rate for
+``--yardstick-seconds``: how far the newest event in ``/scores/latest`` trails the clock, sampled every 5 s.
+
+Needs promoted models: ``--data-dir`` (a ``bankanom demo`` data folder), else one is built here
+(``bankanom demo``, about six minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+from _common import cpu, record
+
+from tests.api_server import free_port, wait_for_http
+
+KEY = "bench-key"
+STREAM_KEY = "bench-stream-key"
+
+
+def percentiles(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 3)
+
+    return {"n": len(values), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": round(ordered[-1], 3)}
+
+
+def process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_peak(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Processes:
+    """Child processes with their logs; all stopped on exit."""
+
+    def __init__(self, folder: Path, env: dict):
+        self.folder, self.env, self.children = folder, env, {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = (self.folder / f"{name}.log").open("w")
+        command = [sys.executable, "-m", "bankanom_pipeline.cli", *args]
+        self.children[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self.children[name]
+
+    def stop(self) -> None:
+        for process in self.children.values():
+            process.terminate()
+        for process in self.children.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class Truth(threading.Thread):
+    """Every emitted line, its emit time and its ground truth, read from the mock server's stream."""
+
+    def __init__(self, mock_url: str):
+        super().__init__(daemon=True)
+        from bankanom_pipeline.live.sources import MockSource
+
+        self.source = MockSource(mock_url)
+        self.source.resume(None)
+        self.emitted: dict[str, float] = {}
+        self.emit_delay: list[float] = []  # emitted_at - the event's own timestamp: the mock server's lag
+        self.instance: dict[str, str] = {}  # event_id -> anomaly instance id
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for item in self.source.fetch(5000, 0.2):
+                line = json.loads(item.line)
+                event_id = line["event_id"]
+                self.emitted[event_id] = item.emitted_at
+                if len(self.emitted) % 50 == 0:
+                    self.emit_delay.append(item.emitted_at - _epoch(line["timestamp"]))
+                details = line.get("anomaly_details") or {}
+                if details.get("is_anomaly") and details.get("instance_id"):
+                    self.instance[event_id] = details["instance_id"]
+
+
+def _epoch(iso: str) -> float:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).replace(tzinfo=dt.UTC).timestamp()
+
+
+class Visibility(threading.Thread):
+    """First poll at which each event is listed by /scores/latest, and each anomaly's incident by /incidents."""
+
+    def __init__(self, api_url: str, poll: float, window_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.client = httpx.Client(base_url=api_url, headers={"X-API-Key": KEY}, timeout=10)
+        self.incident_client = httpx.Client(base_url=api_url, headers={"X-API-Key": KEY}, timeout=10)
+        self.poll, self.window_s = poll, window_s
+        self.seen: dict[str, float] = {}
+        self.flagged: set[str] = set()
+        self.newest_ts: float | None = None
+        self.incident_seen: dict[str, float] = {}  # event_id -> first poll listing an incident holding it
+        self.incident_counts: dict[str, int] = {}
+        self.errors = 0
+        self.stop_event = threading.Event()
+
+    def _scores(self, since_s: float | None = None) -> None:
+        """Page through the events from a little before the newest one seen (so a poll reads the few
+        thousand new rows, not the run's), or from ``since_s``."""
+        if since_s is None:
+            since_s = (self.newest_ts or time.time()) - self.window_s
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since_s)) + "Z"
+        offset = 0
+        while True:
+            page = self.client.get("/scores/latest", params={"since": since, "limit": 1000, "offset": offset})
+            page.raise_for_status()
+            body = page.json()
+            now = time.time()
+            for row in body["items"]:
+                self.seen.setdefault(row["event_id"], now)
+                if row.get("is_anomaly"):
+                    self.flagged.add(row["event_id"])
+                ts = _epoch(row["ts"])
+                if self.newest_ts is None or ts > self.newest_ts:
+                    self.newest_ts = ts
+            offset += len(body["items"])
+            if not body["items"] or offset >= body["total"]:
+                return
+
+    def _incidents(self) -> None:
+        page = self.incident_client.get("/incidents", params={"limit": 200})
+        page.raise_for_status()
+        for incident in page.json()["items"]:
+            known = self.incident_counts.get(incident["incident_id"])
+            if known == incident["event_count"]:
+                continue
+            detail = self.incident_client.get(f"/incidents/{incident['incident_id']}")
+            if detail.status_code != 200:
+                continue
+            now = time.time()
+            self.incident_counts[incident["incident_id"]] = incident["event_count"]
+            for event in detail.json()["events"]:
+                self.incident_seen.setdefault(event["event_id"], now)
+
+    def _loop(self, poll_once) -> None:
+        while not self.stop_event.is_set():
+            began = time.time()
+            try:
+                poll_once()
+            except httpx.HTTPError:
+                self.errors += 1
+            self.stop_event.wait(max(0.0, self.poll - (time.time() - began)))
+
+    def run(self) -> None:
+        # two loops, so that reading a changed incident's events never delays the next scores poll
+        incidents = threading.Thread(target=self._loop, args=(self._incidents,), daemon=True)
+        incidents.start()
+        self._loop(self._scores)
+        incidents.join()
+
+
+def wait_for_stream(url: str, process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    """The stream answers /status (with its key) once its state is restored and it consumes."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/status", headers={"X-Stream-Key": STREAM_KEY}, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the stream did not come up:\n{log.read_text()[-3000:]}")
+
+
+def live_run(data_dir: Path, work: Path, rate: float, seconds: float, poll: float) -> dict:
+    """One measured run of the live loop at ``rate`` events/s for ``seconds``."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "BANKANOM_HOME": str(work),
+        "BANKANOM_DATA_DIR": str(data_dir),
+        "BANKANOM_LANDING_DIR": str(work / "landing"),
+        "BANKANOM_LIVE_DIR": str(work / "live"),
+        "BANKANOM_API_KEYS": KEY,
+        "BANKANOM_STREAM_KEY": STREAM_KEY,
+        "BANKANOM_API_RELOAD_SECONDS": "1",
+    }
+    mock_port, stream_port, api_port = free_port(), free_port(), free_port()
+    env["BANKANOM_STREAM_URL"] = f"http://127.0.0.1:{stream_port}"
+    mock_url, api_url = f"http://127.0.0.1:{mock_port}", f"http://127.0.0.1:{api_port}"
+    procs = Processes(work, env)
+    try:
+        mock = procs.start("mock-server", "mock-server", "--port", str(mock_port))
+        wait_for_http(f"{mock_url}/health", mock, work / "mock-server.log", timeout=120)
+        stream = procs.start("stream", "stream", "--source", f"mock:{mock_url}", "--port", str(stream_port))
+        wait_for_stream(env["BANKANOM_STREAM_URL"], stream, work / "stream.log")
+        api = procs.start("api", "api", "--port", str(api_port))
+        wait_for_http(f"{api_url}/health", api, work / "api.log", timeout=120)
+        truth, visible = Truth(mock_url), Visibility(api_url, poll)
+        truth.start()
+        visible.start()
+        cpu_before, cpu_wall_before = process_cpu(stream.pid), time.time()
+        started = time.time()
+        httpx.post(
+            f"{mock_url}/control", json={"action": "start", "logs_per_second": rate}
+        ).raise_for_status()
+        time.sleep(seconds)
+        httpx.post(f"{mock_url}/control", json={"action": "stop"}).raise_for_status()
+        drained = time.time() + 60
+        while time.time() < drained and not set(truth.emitted) <= set(visible.seen):
+            time.sleep(0.5)
+        time.sleep(2 * poll + 1)  # incidents of the last events
+        cpu_after, cpu_wall_after = process_cpu(stream.pid), time.time()
+        rss = process_rss_peak(stream.pid)
+        truth.stop_event.set()
+        visible.stop_event.set()
+        truth.join(5)
+        visible.join(15)
+        # events listed only outside the polled window (late ones) count as seen now: a conservative time
+        visible._scores(since_s=started - 60)
+        status = httpx.get(
+            f"{env['BANKANOM_STREAM_URL']}/status", headers={"X-Stream-Key": STREAM_KEY}, timeout=10
+        ).json()
+    finally:
+        procs.stop()
+    cpu_s, wall = cpu_after - cpu_before, cpu_wall_after - cpu_wall_before
+    return measure(truth, visible, work / "live" / "live.sqlite", cpu_s, wall, rss, status)
+
+
+def measure(
+    truth: Truth, visible: Visibility, store: Path, cpu_s: float, seconds: float, rss: int, status: dict
+) -> dict:
+    emitted = truth.emitted
+    latency = [visible.seen[e] - t for e, t in emitted.items() if e in visible.seen]
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    stored = con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
+    refused = con.execute("SELECT count(*) FROM refused").fetchone()[0]
+    stored_ids = {r[0] for r in con.execute("SELECT event_id FROM events")}
+    con.close()
+    # per instance: first flagged event's emit time, first event's emit time, first incident sighting
+    first_flagged: dict[str, float] = {}
+    first_event: dict[str, float] = {}
+    opened: dict[str, float] = {}
+    for event_id, instance in truth.instance.items():
+        t = emitted[event_id]
+        first_event[instance] = min(t, first_event.get(instance, t))
+        if event_id in visible.flagged:
+            first_flagged[instance] = min(t, first_flagged.get(instance, t))
+        if event_id in visible.incident_seen:
+            seen = visible.incident_seen[event_id]
+            opened[instance] = min(seen, opened.get(instance, seen))
+    from_flagged = [opened[i] - first_flagged[i] for i in opened if i in first_flagged]
+    from_first = [opened[i] - first_event[i] for i in opened]
+    return {
+        "emitted": len(emitted),
+        "emitted_per_s": round(len(emitted) / max(1e-9, max(emitted.values()) - min(emitted.values())), 1)
+        if emitted
+        else 0.0,
+        "mock_emit_delay_s": percentiles(truth.emit_delay),
+        "visible": len(latency),
+        "never_visible": len(set(emitted) - set(visible.seen)),
+        "event_latency_s": percentiles(latency),
+        "stored_rows": stored[0],
+        "stored_twice": stored[0] - stored[1],
+        "missing_from_store": len(set(emitted) - stored_ids),
+        "refused": refused,
+        "reconciled": len(emitted) == stored[0] + refused,
+        "instances": len(first_event),
+        "instances_in_incidents": len(opened),
+        "incident_latency_from_first_flagged_s": percentiles(from_flagged),
+        "incident_latency_from_first_event_s": percentiles(from_first),
+        "stream_cpu_s": round(cpu_s, 2),
+        "stream_cpu_s_per_1000_events": round(1000 * cpu_s / max(1, len(emitted)), 3),
+        "stream_cpu_share_of_a_core": round(cpu_s / max(1e-9, seconds), 3),
+        "stream_peak_rss_mib": round(rss / 2**20, 1),
+        "poll_errors": visible.errors,
+        "stream_status": status,
+    }
+
+
+def yardstick(before: str, data_dir: Path, work: Path, seconds: float) -> dict:
+    """The loop before issue 25 at ``before``: ``bankanom up`` (landing sensor → the day's pipeline_job per
+    file), sampled every 5 s: how far the newest event in /scores/latest trails the clock."""
+    tree = Path(f"/tmp/e/live-{before}")
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), before], check=True)
+    home = work / "before"
+    shutil.copytree(data_dir, home / "data", dirs_exist_ok=True)
+    api_port, mock_port, ui_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tree),
+        "BANKANOM_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "BANKANOM_API_KEYS": KEY,
+    }
+    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
+    log = (home / "up.log").open("w")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "bankanom_pipeline.cli", "up", "--ui-port", str(ui_port), "--mock-port",
+         str(mock_port), "--api-port", str(api_port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+    )  # fmt: skip
+    samples = []
+    try:
+        wait_for_http(f"http://127.0.0.1:{api_port}/health", up, home / "up.log", timeout=180)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"X-API-Key": KEY}, timeout=10)
+        began = time.time()
+        while time.time() - began < seconds:
+            try:
+                items = client.get("/scores/latest", params={"limit": 1}).json().get("items", [])
+            except (httpx.HTTPError, ValueError):
+                items = []
+            if items:
+                newest = time.mktime(time.strptime(items[0]["ts"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+                samples.append(round(time.time() - newest, 1))
+            time.sleep(5)
+    finally:
+        up.terminate()
+        try:
+            up.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+    return {"commit": before, "seconds": seconds, "lag_samples_s": samples, "lag_s": percentiles(samples)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, help="a demo's data folder (promoted models, a snapshot)")
+    parser.add_argument("--rates", default="default,1000", help="events/s per run; 'default' = the config's")
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--before", default="8d39679", help="the commit of the yardstick loop")
+    parser.add_argument("--yardstick-seconds", type=float, default=600)
+    parser.add_argument("--no-yardstick", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep the work folders here")
+    args = parser.parse_args()
+    from bankanom_pipeline.generator.config import load_config
+
+    default_rate = load_config().log_generation.logs_per_second
+    work = args.keep or Path(tempfile.mkdtemp(prefix="live-bench-"))
+    data_dir = args.data_dir
+    if data_dir is None:
+        from api_bench import demo_data
+
+        data_dir = demo_data(work / "demo", rate=default_rate)
+    runs = {}
+    for rate in args.rates.split(","):
+        value = default_rate if rate == "default" else float(rate)
+        runs[f"{value:g}/s"] = live_run(data_dir, work / f"rate-{value:g}", value, args.seconds, args.poll)
+        print(json.dumps({f"{value:g}/s": runs[f"{value:g}/s"]}, indent=2), flush=True)
+    result = {"cpu": cpu(), "seconds": args.seconds, "poll_s": args.poll, "runs": runs}
+    if not args.no_yardstick:
+        result["yardstick"] = yardstick(args.before, data_dir, work, args.yardstick_seconds)
+        print(json.dumps({"yardstick": result["yardstick"]}, indent=2), flush=True)
+    record("live_bench", result)
+
+
+if __name__ == "__main__":
+    main()
