@@ -10,7 +10,7 @@ from bankanom_pipeline.ingest.append import DeclaredRules, append_file
 from bankanom_pipeline.ingest.raw_logs import load_partition
 from bankanom_pipeline.validation.logs import validate_partition
 from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
-from tests.conftest import DAY
+from tests.conftest import DAY, DAY_START
 from tests.test_validation import CASES, SERVICES, record
 
 ROWS = {
@@ -102,7 +102,7 @@ def test_a_file_that_does_not_reconcile_leaves_the_day_as_it_was(tmp_path, landi
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
 
 
-def test_the_append_job_records_every_file_the_day_holds(tmp_path, landing):
+def test_the_append_job_records_every_file_the_day_holds(tmp_path, landing, monkeypatch):
     import dagster as dg
 
     from bankanom_pipeline.defs.ingest.jobs import landing_append_job
@@ -121,6 +121,24 @@ def test_the_append_job_records_every_file_the_day_holds(tmp_path, landing):
             assert result.success
         signed = {f"{DAY}/{p.name}": f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (a, b)}
         assert recorded_files(instance, DAY) == signed
+
+        # a sensor whose cursor was lost (reset in the UI) knows these files and that the day still
+        # needs its whole-day run once it closes
+        from bankanom_pipeline.automation import landing
+        from bankanom_pipeline.definitions import defs
+        from bankanom_pipeline.defs.automation.sensors import landing_sensor
+
+        sensor_warehouse = WarehouseResource(
+            database=str(tmp_path / "other.duckdb"), landing_dir=str(tmp_path / "landing")
+        )
+        context = dg.build_sensor_context(
+            instance=instance, resources={"warehouse": sensor_warehouse}, definitions=defs
+        )
+        monkeypatch.setattr(landing, "now", lambda: DAY_START + 12 * 3600)  # the day still open
+        sensed = landing_sensor(context)
+        [request] = sensed.run_requests
+        assert request.run_config["ops"]["append_landing_files"]["config"]["files"] == [f"{DAY}/c.jsonl"]
+        assert json.loads(sensed.cursor)["open_days"] == [DAY]
         [last] = result.asset_materializations_for_node("append_landing_files")
         assert last.metadata["loaded"].value == (
             last.metadata["validated"].value

@@ -8,7 +8,9 @@ replaces its own lines, never the day); its lines are parsed exactly as ``load_p
 (unusable ones to ``raw_logs_rejected``); its rows are validated with the declared rules
 (``log_rules.yaml``) into ``quarantine_logs``; and its raw load is marked validated, so ``validated_logs``
 shows its other rows at once. Nothing reads more of the day than its event ids (a repeated id is a
-duplicate of the earlier file's line, as a whole-day validation would find it).
+duplicate of the line the day already holds, as a whole-day validation finds it for files in delivery
+order; a re-delivered file whose id a later file repeats is the duplicate until the day closes, when the
+whole-day run keeps the line first in file order instead: the counts are the same).
 
 Validation's SQL reads ``raw_logs`` by name; here a temporary table of that name, holding only the
 file's rows, stands in front of the warehouse's for the transaction, so the very statements of the

@@ -16,7 +16,7 @@ from bankanom_pipeline.defs.automation import recovery
 from bankanom_pipeline.defs.detection.jobs import pipeline_job, train_job
 from bankanom_pipeline.defs.features.jobs import features_job
 from bankanom_pipeline.defs.ingest.jobs import landing_append_job
-from bankanom_pipeline.defs.ingest.records import recorded_files
+from bankanom_pipeline.defs.ingest.records import appended_last, recorded_files
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import SnapshotPublisherResource, WarehouseResource
 from bankanom_pipeline.defs.transactions.jobs import transaction_features_job
@@ -69,7 +69,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseReso
                 cursor.mark(fresh)
                 continue
             if job is features_job:
-                fresh = cursor.known(fresh, recorded_files(context.instance, day))
+                unknown = cursor.known(fresh, recorded_files(context.instance, day))
+                if len(unknown) < len(fresh) and appended_last(context.instance, day):
+                    cursor.open_days.add(day)  # appended by runs a lost cursor no longer remembers
+                fresh = unknown
                 if not fresh:
                     continue
             if job is features_job and appending and now < landing.closes_at(day, close_after):
