@@ -63,6 +63,10 @@ class FrozenEcod:
         self.skew_sign_ = np.sign(_skewness(matrix))
         return self
 
+    def __getstate__(self) -> dict:
+        # the lookup tables are rebuilt on first use: an artifact keeps the distributions only
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+
     @property
     def n_features_in_(self) -> int:
         return len(self.values_)
@@ -75,28 +79,38 @@ class FrozenEcod:
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features_in_:
             raise ValueError(f"ECOD was trained on {self.n_features_in_} features, got shape {matrix.shape}")
         out = np.empty(matrix.shape)
-        total = self.n_ + 1.0
-        for j, (values, at_most) in enumerate(zip(self.values_, self.at_most_, strict=True)):
+        for j, (values, (left, right)) in enumerate(zip(self.values_, self._lookup(), strict=True)):
             x = matrix[:, j]
-            # training rows <= x and >= x, each plus the row itself (PyOD's count for a batch of one)
-            le = np.searchsorted(values, x, side="right")
-            below = np.where(le > 0, at_most[np.maximum(le - 1, 0)], 0)
-            lt = np.searchsorted(values, x, side="left")
-            at_least = self.n_ - np.where(lt > 0, at_most[np.maximum(lt - 1, 0)], 0)
-            u_left = -np.log((below + 1) / total)
-            u_right = -np.log((at_least + 1) / total)
             tail = self.tails[j] if self.tails is not None else "both"
+            # u_left: training rows <= x; u_right: >= x (each plus the row itself), by position
             if tail == "left":
-                out[:, j] = u_left
+                out[:, j] = left[np.searchsorted(values, x, side="right")]
             elif tail == "right":
-                out[:, j] = u_right
+                out[:, j] = right[np.searchsorted(values, x, side="left")]
             else:
+                u_left = left[np.searchsorted(values, x, side="right")]
+                u_right = right[np.searchsorted(values, x, side="left")]
                 sign = self.skew_sign_[j]
                 # PyOD: U_skew = U_l * -sign(skew - 1) + U_r * sign(skew + 1): the left tail for a
                 # negative skew, the right for a positive one, their sum for none
                 u_skew = u_left * -np.sign(sign - 1) + u_right * np.sign(sign + 1)
                 out[:, j] = np.maximum(np.maximum(u_left, u_right), u_skew)
         return out
+
+    def _lookup(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per feature, each tail's outlyingness at every position a value can take among the distinct
+        training values (searchsorted's result): -ln((rows <= x, or >= x, plus one) / (n + 1)). Worked
+        out once per loaded model, so scoring is a binary search and a lookup (a logarithm per value
+        and tail cost 3.7 CPU-s a million transactions)."""
+        cached = self.__dict__.get("_tables")
+        if cached is None:
+            total = self.n_ + 1.0
+            cached = []
+            for at_most in self.at_most_:
+                below = np.concatenate([[0], at_most])  # training rows below position k
+                cached.append((-np.log((below + 1) / total), -np.log((self.n_ - below + 1) / total)))
+            self.__dict__["_tables"] = cached
+        return cached
 
     def score_samples(self, matrix: np.ndarray) -> np.ndarray:
         """Minus the ECOD score of each row (higher = more normal, scikit-learn's convention)."""
