@@ -85,7 +85,10 @@ class Snapshot:
 
 def _single_threaded(detector: Detector) -> Detector:
     # n_jobs=-1 (right for scoring a day) costs a thread-pool round trip per call: for the API's small
-    # batches that overhead is most of the time, and requests already run in parallel
+    # batches that overhead is most of the time, and requests already run in parallel; an estimator that
+    # is not scikit-learn's has no such parameters
+    if not hasattr(detector.estimator, "get_params"):
+        return detector
     params = detector.estimator.get_params()
     detector.estimator.set_params(**{k: 1 for k in params if k == "n_jobs" or k.endswith("__n_jobs")})
     return detector

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -76,9 +76,75 @@ def wait_for_http(
         time.sleep(interval)
 
 
+STREAM_KEY = "test-stream-key"
+
+
 @contextmanager
-def running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: str) -> Iterator[str]:
-    """Serve ``data_dir``'s models and snapshots; yields the base URL; stops the server afterwards."""
+def running_stream(data_dir: Path, log: Path, **env: str) -> Iterator[str]:
+    """``bankanom stream --source none`` over ``data_dir`` (its live store, models and snapshots' checkpoint)
+    on a free loopback port with a stream key; yields its URL; stops it afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {
+        **os.environ,
+        "BANKANOM_DATA_DIR": str(data_dir),
+        "BANKANOM_STREAM_URL": url,
+        "BANKANOM_STREAM_KEY": STREAM_KEY,
+        **env,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "bankanom_pipeline.cli",
+        "stream",
+        "--source",
+        "none",
+        "--port",
+        str(port),
+    ]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                if (
+                    httpx.get(f"{url}/status", headers={"X-Stream-Key": STREAM_KEY}, timeout=2).status_code
+                    == 200
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stream at {url} did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextmanager
+def running_api(
+    data_dir: Path, keys: str, log: Path, workers: int = 1, stream: bool = False, **env: str
+) -> Iterator[str]:
+    """Serve ``data_dir``'s models and snapshots; yields the base URL; stops the server afterwards. With
+    ``stream`` a live stream over the same folder runs beside it (its log beside ``log``) and the API
+    forwards to it; without, the API has no stream (POST /events and /predict with context answer 503)."""
+    with ExitStack() as stack:
+        if stream:
+            url = stack.enter_context(running_stream(data_dir, log.with_suffix(".stream.log"), **env))
+            env = {"BANKANOM_STREAM_URL": url, "BANKANOM_STREAM_KEY": STREAM_KEY, **env}
+        else:
+            env = {"BANKANOM_STREAM_URL": NO_STREAM, **env}
+        yield stack.enter_context(_running_api(data_dir, keys, log, workers, **env))
+
+
+@contextmanager
+def _running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: str) -> Iterator[str]:
     port = free_port()
     environment = {
         **os.environ,

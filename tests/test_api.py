@@ -30,6 +30,7 @@ from bankanom_pipeline.generator.writer import write_range
 from bankanom_pipeline.serving import snapshot
 from tests.api_server import accepted_lines, api_settings, running_api
 from tests.demo_world import DEMO_DAY
+from tests.online_world import STREAM_KEY, stream_service
 
 pytestmark = pytest.mark.e2e
 
@@ -65,13 +66,16 @@ def two_key_client(world: Path, **overrides) -> TestClient:
 
 @pytest.fixture(scope="module")
 def api(world):
-    # the rate limit has its own test and app
-    with two_key_client(world, max_batch=MAX_BATCH, rate_limit="10000/second") as client:
-        yield client
+    """The app in process, forwarding to a live stream over the same folder (uvicorn in a thread), which
+    starts from the demo day's published checkpoint. The rate limit has its own test and app."""
+    with stream_service(world) as (url, _):
+        stream = {"stream_url": url, "stream_key": STREAM_KEY, "live_dir": world / "live"}
+        with two_key_client(world, max_batch=MAX_BATCH, rate_limit="10000/second", **stream) as client:
+            yield client
 
 
 def demo_events(world: Path, n: int) -> list[dict]:
-    """The demo day's last ``n`` lines: the API's online state starts from the day's published checkpoint,
+    """The demo day's last ``n`` lines: the live stream's state starts from the day's published checkpoint,
     and keeps the context of the events of its last hour (earlier ones get 409, too_late)."""
     con = duckdb.connect(str(world / "warehouse.duckdb"), read_only=True)
     try:
@@ -478,12 +482,17 @@ def test_readme_curl_examples_work(api, world, tmp_path):
     incident = api.get("/incidents", params={"limit": 1}, headers=H).json()["items"][0]["incident_id"]
     (tmp_path / "data").symlink_to(world)
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
-    limits = {"BANKANOM_API_MAX_BATCH": str(MAX_BATCH), "BANKANOM_INGEST_KEYS": "ingest-me"}
-    with running_api(world, KEY, tmp_path / "api.log", **limits) as url:
+    limits = {
+        "BANKANOM_API_MAX_BATCH": str(MAX_BATCH),
+        "BANKANOM_INGEST_KEYS": "ingest-me",
+        # a live store of its own: the module's in-process stream owns the world's
+        "BANKANOM_LIVE_DIR": str(tmp_path / "live"),
+    }
+    with running_api(world, KEY, tmp_path / "api.log", stream=True, **limits) as url:
         script = (
             (f'set -euo pipefail\nK="X-API-Key: {KEY}"' + block.replace("curl -s ", "curl -sf "))
             .replace("http://127.0.0.1:8080", url)
-            .replace("INC-20261124-0001", incident)
+            .replace("INC-20261124-3fa9c1d2e4", incident)
         )
         result = subprocess.run(
             ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120

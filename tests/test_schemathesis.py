@@ -38,7 +38,8 @@ def test_schemathesis_finds_no_failure_with_every_check(world, tmp_path):
         # the same key ingests too, so that POST /events is exercised beyond its 403
         "BANKANOM_INGEST_KEYS": KEY,
     }
-    with running_api(world, KEY, tmp_path / "api.log", **limits) as url:
+    # with the live stream beside it, as deployed: POST /events and /predict with context forward to it
+    with running_api(world, KEY, tmp_path / "api.log", stream=True, **limits) as url:
         result = subprocess.run(
             ["bash", str(PROJECT / "scripts" / "schemathesis.sh"), url, KEY, str(EXAMPLES), str(SEED)],
             env={**os.environ, "PYTHON": sys.executable, "NO_COLOR": "1"},
