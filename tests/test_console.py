@@ -51,7 +51,8 @@ def world(transactions_world, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(world, tmp_path_factory):
     log = tmp_path_factory.mktemp("console-log") / "api.log"
-    with running_api(world, f"{KEY},{OTHER_KEY}", log, **SERVER_ENV) as url:
+    # the live stream beside it, as deployed: the event form scores in context through it
+    with running_api(world, f"{KEY},{OTHER_KEY}", log, stream=True, **SERVER_ENV) as url:
         yield url
 
 
