@@ -159,6 +159,9 @@ class ScoredTransaction(Transaction):
     ensemble_score: float | None = Field(None, description="/models/predict only")
     if_pred: bool | None = Field(None, description="/models/predict only")
     lof_pred: bool | None = Field(None, description="/models/predict only")
+    ecod_score: float | None = Field(
+        None, description="ECOD's score (0..1), when the promoted transaction models include ECOD"
+    )
 
 
 # the snapshot's transactions table, as the CSV's fields (the predecessor's response records)
