@@ -24,8 +24,8 @@ wait "$demo"
 export BANKANOM_TEST_DEMO="$temp/demo"
 
 streams=(
-  "tests/test_distributed.py tests/test_wheel.py tests/test_published.py tests/test_infra.py tests/test_mock_server.py"
-  "tests/test_crash_recovery.py tests/test_reader_during_run.py tests/test_predict_context.py"
+  "tests/test_distributed.py tests/test_wheel.py tests/test_published.py tests/test_infra.py tests/test_mock_server.py tests/test_up_live.py"
+  "tests/test_crash_recovery.py tests/test_reader_during_run.py tests/test_predict_context.py tests/test_stream_kill9.py"
   "tests/test_automation_e2e.py tests/test_lake.py tests/test_transactions.py tests/test_scale_out.py tests/test_api_abuse.py"
 )
 pids=()
