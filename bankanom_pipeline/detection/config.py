@@ -57,6 +57,9 @@ class EcodParams(_Strict):
     tails: dict[str, Literal["both", "left", "right"]] = {}
     # the score adds this many times its most extreme feature to the sum over features
     max_weight: float = Field(default=0.0, ge=0)
+    # values rounded to this many decimals (of the scaled feature) before ECOD counts or scores them, so
+    # that last-bit differences between the API's and the pipeline's features land on the same step
+    decimals: int | None = Field(default=9, ge=0, le=15)
     # training rows its per-feature distributions are counted on (a seeded sample of the window)
     train_rows: int = Field(default=200_000, ge=1000)
     random_state: int = 7

@@ -32,15 +32,24 @@ class FrozenEcod:
     transaction, one login attempt): both tails of a dozen features add up to a noise floor that hides a
     single extreme. ``max_weight``: the score is the sum over features plus this many times the largest
     one, so that one extreme feature weighs more than several mildly unusual ones. With every tail
-    ``both`` and ``max_weight`` 0 the score is PyOD's."""
+    ``both``, ``max_weight`` 0 and no ``decimals`` the score is PyOD's.
 
-    def __init__(self, tails: list[str] | None = None, max_weight: float = 0.0) -> None:
+    ``decimals``: values are rounded to this many decimals before they are counted or scored. The
+    distributions are step functions, so a value one last bit either side of a training value scores
+    differently (in the far tail by up to ln 2), and the API's windows over one account's history and
+    the pipeline's over a whole delivery give running sums that differ in the last bits (1e-14 on a
+    debit's z); rounded, both land on the same step."""
+
+    def __init__(
+        self, tails: list[str] | None = None, max_weight: float = 0.0, decimals: int | None = None
+    ) -> None:
         if tails is not None and set(tails) - set(TAILS):
             raise ValueError(f"tails must each be one of {TAILS}, got {sorted(set(tails) - set(TAILS))}")
         if max_weight < 0:
             raise ValueError("max_weight must be >= 0")
         self.tails = list(tails) if tails is not None else None
         self.max_weight = float(max_weight)
+        self.decimals = decimals
         self.values_: list[np.ndarray] = []  # per feature: the distinct training values, ascending
         self.at_most_: list[np.ndarray] = []  # per feature: training rows <= each distinct value
         self.n_: int = 0
@@ -54,6 +63,7 @@ class FrozenEcod:
             raise ValueError(f"{len(self.tails)} tails for {matrix.shape[1]} features")
         if not np.isfinite(matrix).all():
             raise ValueError("ECOD's training matrix holds non-finite values")
+        matrix = self._rounded(matrix)
         self.n_ = len(matrix)
         self.values_, self.at_most_ = [], []
         for column in matrix.T:
@@ -78,6 +88,7 @@ class FrozenEcod:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features_in_:
             raise ValueError(f"ECOD was trained on {self.n_features_in_} features, got shape {matrix.shape}")
+        matrix = self._rounded(matrix)
         out = np.empty(matrix.shape)
         for j, (values, (left, right)) in enumerate(zip(self.values_, self._lookup(), strict=True)):
             x = matrix[:, j]
@@ -96,6 +107,10 @@ class FrozenEcod:
                 u_skew = u_left * -np.sign(sign - 1) + u_right * np.sign(sign + 1)
                 out[:, j] = np.maximum(np.maximum(u_left, u_right), u_skew)
         return out
+
+    def _rounded(self, matrix: np.ndarray) -> np.ndarray:
+        decimals = getattr(self, "decimals", None)  # a model saved before decimals existed
+        return matrix if decimals is None else np.round(matrix, decimals)
 
     def _lookup(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per feature, each tail's outlyingness at every position a value can take among the distinct

@@ -194,7 +194,7 @@ def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig)
         raise ValueError("this source's detection config has no ecod section")
     fit_on = calibration_rows(matrix, p.random_state, p.train_rows)
     tails = [p.tails.get(name, "both") for name in space.names]
-    detector = Detector("ecod", FrozenEcod(tails, p.max_weight).fit(fit_on), space, [])
+    detector = Detector("ecod", FrozenEcod(tails, p.max_weight, p.decimals).fit(fit_on), space, [])
     detector.knots = calibrate(detector.raw_scores(calibration_rows(matrix, p.random_state)))
     return detector
 
