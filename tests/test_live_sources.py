@@ -148,6 +148,9 @@ def test_the_emitter_streams_exactly_the_lines_it_writes_to_the_landing_files(co
     written = [line.decode() for f in files for line in f.read_bytes().splitlines()]
     assert len(written) == emitter.events_emitted >= 300
     assert [i["line"] for i in body["items"]] == written
+    # in the events' own order, (timestamp, event_id), as the online engine orders them: none arrives late
+    order = [(e["timestamp"], e["event_id"]) for e in map(orjson.loads, written)]
+    assert order == sorted(order)
 
 
 @contextmanager
