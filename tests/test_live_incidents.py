@@ -314,6 +314,21 @@ def test_large_groups_are_recomputed_at_most_every_few_seconds(models):
     assert read_incidents(con)[0]["event_count"].to_list() == [30]
 
 
+def test_the_wait_of_a_large_group_grows_with_its_size(models):
+    """A group's rebuild costs in proportion to its size, so it waits in proportion: 30 events at
+    large_group=10 and 5 s wait 15 s, not 5."""
+    rows = [event(f"s{i:03d}", i * 0.05, user="USR-1", ip=None) for i in range(31)]
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents(large_group=10, large_group_every_s=5.0)
+    day = frame(rows)
+    commit(con, state.update(day[:30], None, models, now=100.0))
+    commit(con, state.update(day[30:31], None, models, now=108.0))  # 8 s later: 5 s would have rebuilt
+    assert read_incidents(con)[0]["event_count"].to_list() == [30]
+    commit(con, state.update(day[:0], None, models, now=116.0))  # past 15 s
+    assert read_incidents(con)[0]["event_count"].to_list() == [31]
+
+
 def test_a_redelivered_event_is_ignored(models):
     day = frame([event("a1", 0, user="USR-1"), event("a2", 1, user="USR-1")])
     con = sqlite3.connect(":memory:")
