@@ -13,13 +13,13 @@ import numpy as np
 import orjson
 import polars as pl
 
-from bankanom_api.posted import known_metrics
 from bankanom_api.responses import repeated
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.explain import furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import IF, LOF, score_values
+from bankanom_pipeline.live.lines import known_metrics
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 TOP_FEATURES = 5

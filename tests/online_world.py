@@ -25,13 +25,13 @@ import orjson
 import polars as pl
 from pydantic import ValidationError
 
-from bankanom_api.posted import as_event
 from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models, _single_threaded
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.models import TRAINERS
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.space import FeatureSpace
+from bankanom_pipeline.live.lines import as_event
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.online.events import to_micros
 from tests.api_server import api_client, free_port

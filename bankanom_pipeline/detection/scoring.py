@@ -69,16 +69,10 @@ def _decide(
 ) -> Scores:
     t = config.thresholds
     s_ens = ensemble(s_if, s_lof, t)
-    if s_ecod is None:
-        return Scores(
-            s_if,
-            s_lof,
-            s_ens,
-            s_if >= t.isolation_forest,
-            s_lof >= t.local_outlier_factor,
-            s_ens >= t.ensemble,
-        )
-    s_ens = ensemble_with_ecod(s_ens, s_ecod, t)
+    ecod_flag = None
+    if s_ecod is not None:
+        s_ens = ensemble_with_ecod(s_ens, s_ecod, t)
+        ecod_flag = s_ecod >= t.ecod
     return Scores(
         s_if,
         s_lof,
@@ -87,7 +81,7 @@ def _decide(
         s_lof >= t.local_outlier_factor,
         s_ens >= t.ensemble,
         s_ecod,
-        s_ecod >= t.ecod,
+        ecod_flag,
     )
 
 
