@@ -1,0 +1,158 @@
+"""The re-ranking core and the queue's selection: fitting, the minimum of labels, the held-out split,
+the promotion gate, and which items the queue asks about."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from bankanom_pipeline.reranking import core
+from bankanom_pipeline.reranking.selection import RANDOM_SHARE, select
+
+NAMES = ["a", "b", "c"]
+
+
+def _labelled(n: int = 300, seed: int = 0):
+    """Items whose truth depends on feature ``a``, which the unsupervised score barely sees."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, len(NAMES)))
+    y = (X[:, 0] + rng.normal(0, 0.3, n) > 0.8).astype(np.int8)
+    unsupervised = np.clip(0.5 + 0.05 * X[:, 0] + rng.normal(0, 0.3, n), 0, 1)
+    return [f"tx-{seed}-{i}" for i in range(n)], X, unsupervised, y
+
+
+def test_fit_predicts_probabilities_that_rank_the_labels():
+    _ids, X, u, y = _labelled()
+    reranker = core.fit(X, u, y, NAMES, "transaction")
+    p = reranker.predict(X, u)
+    assert p.dtype == np.float64 and p.shape == (len(y),)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert reranker.names == NAMES
+    assert p[y == 1].mean() > p[y == 0].mean() + 0.5
+    # same inputs, same model: deterministic
+    assert np.array_equal(core.fit(X, u, y, NAMES, "transaction").predict(X, u), p)
+
+
+def test_fit_refuses_too_few_labels_with_the_counts():
+    _ids, X, u, y = _labelled()
+    y = np.array([1] * 12 + [0] * 25, dtype=np.int8)
+    with pytest.raises(core.TooFewLabels) as refused:
+        core.fit(X[:37], u[:37], y, NAMES, "transaction")
+    assert str(refused.value) == (
+        "a transaction re-ranker needs at least 50 labelled items, 10 of each class; it has 37 "
+        "(12 true positives, 25 false positives)"
+    )
+    # enough in all, too few of one class
+    y = np.array([1] * 5 + [0] * 95, dtype=np.int8)
+    with pytest.raises(core.TooFewLabels, match=r"an? incident re-ranker .* it has 100 \(5 true positives"):
+        core.fit(X[:100], u[:100], y, NAMES, "incident")
+
+
+def test_fit_rejects_mismatched_inputs():
+    _ids, X, u, y = _labelled()
+    with pytest.raises(ValueError, match="feature names"):
+        core.fit(X, u, y, ["a"], "transaction")
+    with pytest.raises(ValueError, match="labels for"):
+        core.fit(X, u, y[:-1], NAMES, "transaction")
+
+
+def test_held_out_is_deterministic_and_near_its_share():
+    ids = [f"id-{i}" for i in range(5000)]
+    mask = core.held_out(ids)
+    assert mask.dtype == bool and mask.shape == (5000,)
+    assert np.array_equal(mask, core.held_out(list(ids)))
+    assert abs(mask.mean() - 0.3) < 0.03
+    assert abs(core.held_out(ids, 0.5).mean() - 0.5) < 0.03
+    # an item's membership depends on its id alone, not on its neighbours or order
+    assert np.array_equal(core.held_out(ids[::-1]), mask[::-1])
+    with pytest.raises(ValueError, match="share"):
+        core.held_out(ids, 1.2)
+
+
+def test_gate_promotes_a_reranker_that_ranks_better():
+    ids, X, u, y = _labelled(600)
+    trained = core.train_and_gate(ids, X, u, y, NAMES, "transaction", ["random"] * 600)
+    gate = trained.gate
+    test = core.held_out(ids)
+    assert gate.n_test == int(test.sum()) and trained.n_train == int((~test).sum())
+    assert gate.promoted and gate.gain > core.MIN_GAIN
+    assert gate.gain == pytest.approx(gate.ap_reranked - gate.ap_unsupervised)
+    assert "beats" in gate.reason
+    assert gate.random_only is not None and gate.random_only["n_test"] == gate.n_test
+    assert trained.labels["by_selection"] == {"random": 600}
+
+
+def test_gate_refuses_no_real_gain():
+    _ids, X, u, y = _labelled(600)
+    reranker = core.fit(X, u, y, NAMES, "transaction")
+
+    class SameOrder:
+        """A re-ranker that returns the unsupervised order itself: no gain."""
+
+        def predict(self, X, unsupervised):
+            return np.asarray(unsupervised, dtype=np.float64)
+
+    gate = core.gate(SameOrder(), X, u, y)
+    assert not gate.promoted and gate.gain == pytest.approx(0.0)
+    assert "does not beat" in gate.reason
+    # a re-ranker that ranks worse than the unsupervised score
+    worse = core.gate(reranker, X, u, 1 - y)
+    assert not worse.promoted and worse.gain < 0
+
+
+def test_gate_refuses_a_single_class_test_set():
+    _ids, X, u, y = _labelled()
+    reranker = core.fit(X, u, y, NAMES, "transaction")
+    gate = core.gate(reranker, X[:40], u[:40], np.zeros(40, dtype=np.int8))
+    assert not gate.promoted and gate.n_test == 40
+    assert "all false positives" in gate.reason
+    assert np.isnan(gate.gain)
+
+
+def _candidates(n: int = 1000, rerank: bool = False) -> pl.DataFrame:
+    rng = np.random.default_rng(3)
+    return pl.DataFrame(
+        {
+            "target_id": [f"c{i}" for i in range(n)],
+            "score": rng.random(n),
+            "rerank_score": rng.random(n) if rerank else [None] * n,
+        },
+        schema_overrides={"rerank_score": pl.Float64},
+    )
+
+
+def test_select_reasons_and_what_each_picks():
+    candidates = _candidates()
+    chosen = select(candidates, set(), 20, seed=1, threshold=0.9)
+    assert chosen.columns == ["target_id", "reason", "score", "rerank_score"]
+    counts = dict(chosen["reason"].value_counts().iter_rows())
+    assert counts == {"top": 8, "uncertain": 8, "random": round(20 * RANDOM_SHARE)}
+    assert chosen["target_id"].n_unique() == 20
+    top = chosen.filter(pl.col("reason") == "top")["score"]
+    assert top.to_list() == candidates["score"].sort(descending=True).head(8).to_list()
+    uncertain = chosen.filter(pl.col("reason") == "uncertain")["score"].to_numpy()
+    unpicked = candidates.filter(~pl.col("target_id").is_in(chosen["target_id"].to_list()))["score"]
+    assert np.abs(uncertain - 0.9).max() <= np.abs(unpicked.to_numpy() - 0.9).min()
+
+
+def test_select_uses_the_rerank_score_when_a_reranker_is_promoted():
+    candidates = _candidates(rerank=True)
+    chosen = select(candidates, set(), 20)
+    top = chosen.filter(pl.col("reason") == "top")["rerank_score"]
+    assert top.to_list() == candidates["rerank_score"].sort(descending=True).head(8).to_list()
+    uncertain = chosen.filter(pl.col("reason") == "uncertain")["rerank_score"].to_numpy()
+    assert np.abs(uncertain - 0.5).max() < 0.01
+
+
+def test_select_is_deterministic_and_never_returns_labelled_items():
+    candidates = _candidates()
+    labelled = set(candidates.sort("score", descending=True)["target_id"].head(50).to_list())
+    first = select(candidates, labelled, 20, seed=5)
+    shuffled = candidates.sample(fraction=1.0, shuffle=True, seed=9)
+    assert first.equals(select(shuffled, labelled, 20, seed=5))
+    assert not set(first["target_id"]) & labelled
+    assert not select(candidates, labelled, 20, seed=6).equals(first)  # another seed, other random picks
+    # fewer candidates than asked: every unlabelled one, once
+    small = candidates.head(30)
+    rest = select(small, set(small["target_id"].head(25).to_list()), 20)
+    assert sorted(rest["target_id"]) == sorted(small["target_id"].tail(5))
+    assert select(candidates, set(candidates["target_id"]), 20).height == 0
