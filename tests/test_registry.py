@@ -190,3 +190,75 @@ def test_a_manifest_without_a_feature_set_version_is_the_look_ahead_features_ver
     legacy["features"] = ["amount_log", "merchant_rarity", *legacy["features"]]
     path.write_text(json.dumps(legacy))
     assert registry.load(version).version == version
+
+
+def _reranker():
+    from bankanom_pipeline.reranking import core
+
+    rng = np.random.default_rng(0)
+    ids = [f"tx-{i}" for i in range(300)]
+    X = rng.normal(size=(300, 2))
+    y = (X[:, 0] > 0.7).astype(np.int8)
+    unsupervised = rng.random(300)
+    trained = core.train_and_gate(ids, X, unsupervised, y, ["a", "b"], "transaction", ["top"] * 300)
+    return trained, X, unsupervised
+
+
+def test_a_reranker_has_its_own_versions_gate_and_labels_beside_the_detectors(tmp_path):
+    from bankanom_pipeline.detection.registry import promoted_gain
+
+    root = tmp_path / "models"
+    registry = Registry(root / "transactions")
+    trained, X, unsupervised = _reranker()
+    assert promoted_gain(root, "transaction_reranker") is None
+    saved = registry.save_reranker(
+        trained.reranker,
+        name="transaction_reranker",
+        gate=trained.gate.to_dict(),
+        labels=trained.labels,
+        window=("2026-02-01", "2026-02-01"),
+        features_table="features_transactions",
+    )
+    assert saved.version.startswith("transaction_reranker-")
+    assert saved.manifest["gate"]["promoted"] is True and saved.manifest["labels"]["total"] == 300
+    assert saved.manifest["features"] == ["a", "b"]
+    registry.promote({"transaction_reranker": saved.version})
+    loaded = registry.current_reranker("transaction_reranker")
+    assert loaded.version == saved.version and loaded.names == ["a", "b"]
+    assert np.array_equal(loaded.predict(X, unsupervised), trained.reranker.predict(X, unsupervised))
+    gain = promoted_gain(root, "transaction_reranker")
+    assert gain["version"] == saved.version
+    assert gain["gate"]["gain"] == pytest.approx(trained.gate.gain)
+    assert gain["labels"]["by_selection"] == {"top": 300}
+    with pytest.raises(RegistryError, match="not a re-ranker"):
+        promoted_gain(root, "isolation_forest")
+    # a re-ranker in current.json is not a detector: the detectors load without it
+    assert registry.current_reranker("incident_reranker") is None
+
+    tampered = saved.path / "model.skops"
+    tampered.write_bytes(tampered.read_bytes() + b"x")
+    with pytest.raises(RegistryError, match="checksum mismatch"):
+        registry.load_reranker(saved.version)
+
+
+def test_load_current_leaves_the_reranker_out(tmp_path, instance):
+    _load(tmp_path / "w.duckdb", 0.03, seed=1)
+    assert _train(tmp_path, instance).success
+    registry = Registry(tmp_path / "models")
+    trained, _, _ = _reranker()
+    saved = registry.save_reranker(
+        trained.reranker,
+        name="incident_reranker",
+        gate=trained.gate.to_dict(),
+        labels=trained.labels,
+        window=("2026-01-05", "2026-01-05"),
+        features_table="incident_features",
+    )
+    registry.promote({"incident_reranker": saved.version})
+    assert set(registry.load_current()) == {"isolation_forest", "local_outlier_factor"}
+    with pytest.raises(RegistryError, match="not a re-ranker"):
+        registry.load_reranker(registry.current()["isolation_forest"])
+    with pytest.raises(RegistryError, match="not a re-ranker"):
+        registry.save_reranker(
+            trained.reranker, name="ranker", gate={}, labels={}, window=("a", "b"), features_table="t"
+        )

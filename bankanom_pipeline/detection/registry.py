@@ -27,6 +27,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -35,6 +36,9 @@ from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.files import write_atomic
 from bankanom_pipeline.online.version import FEATURES_TABLE, LEGACY_FEATURE_SET_VERSION, current_version
 from bankanom_pipeline.warehouse.frames import rewriting, table_exists
+
+if TYPE_CHECKING:
+    from bankanom_pipeline.reranking.core import Reranker
 
 ARTIFACT = "model.skops"
 MANIFEST = "manifest.json"
@@ -46,7 +50,12 @@ TRUSTED_TYPES = [
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.neighbors._ball_tree.BallTree",
     "bankanom_pipeline.detection.ecod.FrozenEcod",  # numpy arrays and ints only (ecod.py)
+    # a re-ranker's trees (HistGradientBoostingClassifier): numpy arrays of nodes and bin thresholds
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
+# the re-rankers that learn from analysts' labels (reranking/core.py), each kept in its source's
+# registry folder beside that source's detectors, with its own versions
+RERANKERS = {"transaction_reranker": "transactions", "incident_reranker": ""}
 
 
 class RegistryError(Exception):
@@ -77,7 +86,7 @@ def _sha256(path: Path) -> str:
 # pair in several assets, and each skops load audits and rebuilds every tree (~0.3 CPU-s a model). Callers
 # get a deep copy (~0.01 CPU-s), so none sees another's changes (the API sets n_jobs on its copy).
 _LOADED: OrderedDict[str, object] = OrderedDict()
-_LOADED_MAX = 5  # the promoted pair of logs and the transactions' three
+_LOADED_MAX = 7  # the promoted pair of logs, the transactions' three, and a re-ranker of each
 
 
 def _skops():
@@ -132,6 +141,48 @@ class Registry:
         write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
         return Version(detector.name, version, folder, manifest)
 
+    def save_reranker(
+        self,
+        reranker: Reranker,
+        *,
+        name: str,
+        gate: dict,
+        labels: dict,
+        window: tuple[str, str],
+        features_table: str,
+    ) -> Version:
+        """Write a new re-ranker version (not promoted): the fitted classifier, the features it reads,
+        its gate's figures on the held-out labels (``gate``) and what it was trained on (``labels``:
+        counts per class and per selection reason)."""
+        if name not in RERANKERS:
+            raise RegistryError(f"{name!r} is not a re-ranker: one of {sorted(RERANKERS)}")
+        created = dt.datetime.now(dt.UTC)
+        version = f"{name}-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        folder = self.root / version
+        folder.mkdir(parents=True, exist_ok=False)
+        artifact = folder / ARTIFACT
+        write_atomic(artifact, _skops().dumps(reranker.estimator))
+        manifest = {
+            "name": name,
+            "version": version,
+            "created_at": created.isoformat(),
+            "estimator": type(reranker.estimator).__name__,
+            "params": reranker.estimator.get_params(),
+            "features": list(reranker.names),
+            "kind": reranker.kind,
+            "training_window": {"start": window[0], "end": window[1]},
+            "training_rows": int(labels.get("train", labels.get("total", 0))),
+            "metrics": {"gain": gate.get("gain"), "ap_reranked": gate.get("ap_reranked")},
+            "gate": gate,
+            "labels": labels,
+            "features_table": features_table,
+            "feature_set_version": current_version(features_table),
+            "artifact": ARTIFACT,
+            "sha256": _sha256(artifact),
+        }
+        write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2, default=_json_number).encode())
+        return Version(name, version, folder, manifest)
+
     def promote(self, versions: dict[str, str]) -> dict[str, str]:
         """Point ``current`` at these versions (others unchanged) in one atomic replace; returns it."""
         for name, version in versions.items():
@@ -175,12 +226,56 @@ class Registry:
         return Detector(manifest["name"], estimator, space, manifest["knots"], version=version)
 
     def load_current(self) -> dict[str, Detector]:
-        """The promoted detectors; RegistryError when something is not promoted yet."""
+        """The promoted detectors (re-rankers are loaded by ``load_reranker``); RegistryError when
+        something is not promoted yet."""
         current = self.current()
         missing = [n for n in ("isolation_forest", "local_outlier_factor") if n not in current]
         if missing:
             raise RegistryError(f"no promoted model yet for {', '.join(missing)}: run train_job first")
-        return {name: self.load(version) for name, version in current.items()}
+        return {name: self.load(version) for name, version in current.items() if name not in RERANKERS}
+
+    def load_reranker(self, version: str) -> Reranker:
+        """The re-ranker of a version, after its feature-set version and its artifact's checksum verify."""
+        from bankanom_pipeline.reranking.core import Reranker
+
+        manifest = self.manifest(version)
+        if manifest["name"] not in RERANKERS:
+            raise RegistryError(f"{version} is a {manifest['name']} model, not a re-ranker")
+        check_feature_set(manifest)
+        artifact = self.root / version / manifest["artifact"]
+        if not artifact.exists():
+            raise RegistryError(f"{version}: artifact {artifact.name} is missing")
+        data = artifact.read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+            raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
+        estimator = copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
+        return Reranker(estimator, list(manifest["features"]), manifest["kind"], version=version)
+
+    def current_reranker(self, name: str) -> Reranker | None:
+        """The promoted re-ranker called ``name``, or None while none is promoted."""
+        version = self.current().get(name)
+        return None if version is None else self.load_reranker(version)
+
+
+def promoted_gain(models_root: str | Path, name: str) -> dict | None:
+    """The promoted version of re-ranker ``name``: ``{"version", "gate", "labels", "created_at"}``, the
+    gate's figures on its held-out labels and the labels it learnt from; None while none is promoted."""
+    if name not in RERANKERS:
+        raise RegistryError(f"{name!r} is not a re-ranker: one of {sorted(RERANKERS)}")
+    folder = RERANKERS[name]
+    registry = Registry(Path(models_root) / folder if folder else models_root)
+    version = registry.current().get(name)
+    if version is None:
+        return None
+    manifest = registry.manifest(version)
+    return {k: manifest[k] for k in ("version", "created_at", "gate", "labels")}
+
+
+def _json_number(value: object) -> object:
+    """numpy scalars in a manifest's figures, as plain numbers"""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def feature_set_of(manifest: dict) -> tuple[str | None, str | None]:

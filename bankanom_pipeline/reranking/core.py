@@ -99,6 +99,7 @@ class Reranker:
     estimator: HistGradientBoostingClassifier
     names: list[str]
     kind: str
+    version: str = ""  # the registry version it was loaded from ("" while training)
 
     def predict(self, X: np.ndarray, unsupervised: np.ndarray) -> np.ndarray:
         """The probability that each item is a true positive (float64 in [0, 1])."""
@@ -146,7 +147,8 @@ class GateResult:
     random_only: dict | None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The figures as JSON values (an undefined average precision as null)."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
 
 
 def _ap(y: np.ndarray, scores: np.ndarray) -> float:
