@@ -299,34 +299,110 @@ def test_memory_holds_open_groups_only_and_closed_rows_stay(models):
     assert read_incidents(con)[0].height == 150
 
 
-def test_large_groups_are_recomputed_at_most_every_few_seconds(models):
-    rows = [event(f"s{i:03d}", i * 0.05, user="USR-1", ip=None) for i in range(30)]
+def one_large_group(n: int, seed: int = 5) -> pl.DataFrame:
+    """``n`` flagged events a second apart that link into one incident: 15 users on one address, and
+    one user on 20 addresses, over two services, random scores and features."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        service = ("auth-service", "api-gateway")[i % 2]
+        score = float(np.round(rng.uniform(0.9, 1.0), 4))
+        extra = {"failed_attempts": float(rng.normal(3, 1)), "hour_of_day": float(rng.integers(0, 24))}
+        if i % 2:
+            rows.append(
+                event(f"g{i:05d}", i / 60, service, user=f"USR-{i % 15}", ip="45.1.0.7", score=score, **extra)
+            )
+        else:
+            rows.append(
+                event(
+                    f"g{i:05d}",
+                    i / 60,
+                    service,
+                    user="USR-1",
+                    ip=f"45.1.0.{i % 20 + 10}",
+                    score=score,
+                    **extra,
+                )
+            )
+    return frame(rows)
+
+
+FIGURES = ["incident_id", "partition_date", "start_ts", "end_ts", "event_count", "services", "users", "ips",
+           "user_count", "ip_count", "max_score", "severity", "reported"]  # fmt: skip
+RCA = ["origin_service", "origin_entity", "scenario_id", "scenario_confidence", "top_features"]
+
+
+def test_a_large_groups_figures_follow_every_batch_and_its_root_cause_waits(models):
+    """Past ``large_group`` events a group's figures come from its running aggregates at every batch,
+    equal to batch's on the events so far; its root cause is the last pass's until the wait is over,
+    and at settle every column is batch's."""
+    day = one_large_group(60)
     con = sqlite3.connect(":memory:")
     con.executescript(LiveIncidents.SCHEMA)
     state = LiveIncidents(large_group=10, large_group_every_s=5.0)
-    day = frame(rows)
-    for i in range(0, 30, 5):
-        commit(con, state.update(day[i : i + 5], None, models, now=100.0 + i * 0.1))  # 3 s in all
-    got, members = read_incidents(con)
-    assert members.height == 30  # memberships are never held back
-    assert got["event_count"].to_list() == [10]  # last built at 10 events, the most not throttled
+    for i in range(0, 60, 5):
+        commit(con, state.update(day[i : i + 5], None, models, now=100.0 + i * 0.05))  # 3 s in all
+        got = comparable(read_incidents(con)[0])
+        want = comparable(batch(day[: i + 5], models)[0])
+        assert got.height == want.height == 1
+        assert got.select(FIGURES).equals(want.select(FIGURES)), i
+        assert got["mean_score"][0] == pytest.approx(want["mean_score"][0], rel=1e-12)
+        assert str(got["event_count"][0]) + " flagged event(s)" in got["summary"][0]
+    # the last pass ran at 10 events (the most not waiting): its root cause is shown
+    at_ten = comparable(batch(day[:10], models)[0])
+    assert got.select(RCA).equals(at_ten.select(RCA))
     commit(con, state.settle(models, now=104.0))
-    assert read_incidents(con)[0]["event_count"].to_list() == [30]
+    assert comparable(read_incidents(con)[0]).equals(comparable(batch(day, models)[0]))
 
 
-def test_the_wait_of_a_large_group_grows_with_its_size(models):
-    """A group's rebuild costs in proportion to its size, so it waits in proportion: 30 events at
-    large_group=10 and 5 s wait 15 s, not 5."""
-    rows = [event(f"s{i:03d}", i * 0.05, user="USR-1", ip=None) for i in range(31)]
+def test_the_root_cause_of_a_large_group_waits_in_proportion_to_its_cost(models):
+    """A pass costs in proportion to the group; it runs again once ``large_group_every_s`` is over and
+    its last cost over ``rca_share`` too, so the passes take a bounded share of the stream."""
+    day = one_large_group(40)
+    at_twenty = comparable(batch(day[:20], models)[0])
+    assert not at_twenty.select(RCA).equals(comparable(batch(day, models)[0]).select(RCA))
+    for share, rebuilt in ((1.0, True), (1e-9, False)):
+        con = sqlite3.connect(":memory:")
+        con.executescript(LiveIncidents.SCHEMA)
+        state = LiveIncidents(large_group=10, large_group_every_s=5.0, rca_share=share)
+        commit(con, state.update(day[:20], None, models, now=100.0))  # a pass on 20 events
+        commit(con, state.update(day[20:40], None, models, now=110.0))  # 10 s later
+        got = comparable(read_incidents(con)[0])
+        full = comparable(batch(day, models)[0])
+        if rebuilt:
+            assert got.equals(full)
+        else:
+            assert got.select(FIGURES).equals(full.select(FIGURES))
+            assert got.select(RCA).equals(at_twenty.select(RCA))
+
+
+def test_a_batch_joining_a_large_group_costs_the_batch_not_the_group(models, monkeypatch):
+    """A group of 3,000 events: after it passed ``large_group``, batches joining it within the wait
+    give build_incidents none of its events (no pass), and nothing copies its member list."""
+    import bankanom_pipeline.live.incidents as live_incidents
+
+    seen = []
+    real = live_incidents.build_incidents
+
+    def counting(flagged, *args, **kw):
+        seen.append(flagged.height)
+        return real(flagged, *args, **kw)
+
+    monkeypatch.setattr(live_incidents, "build_incidents", counting)
+    day = one_large_group(3_000)
     con = sqlite3.connect(":memory:")
     con.executescript(LiveIncidents.SCHEMA)
-    state = LiveIncidents(large_group=10, large_group_every_s=5.0)
-    day = frame(rows)
-    commit(con, state.update(day[:30], None, models, now=100.0))
-    commit(con, state.update(day[30:31], None, models, now=108.0))  # 8 s later: 5 s would have rebuilt
-    assert read_incidents(con)[0]["event_count"].to_list() == [30]
-    commit(con, state.update(day[:0], None, models, now=116.0))  # past 15 s
-    assert read_incidents(con)[0]["event_count"].to_list() == [31]
+    state = LiveIncidents(large_group=500, large_group_every_s=5.0)
+    commit(con, state.update(day[:2_000], None, models, now=100.0))
+    assert seen == [2_000]
+    for i in range(2_000, 3_000, 100):
+        commit(con, state.update(day[i : i + 100], None, models, now=100.0 + (i - 2_000) / 1_000))
+    assert seen == [2_000]  # ten batches within the wait: no pass over the group
+    got = comparable(read_incidents(con)[0])
+    assert got["event_count"].to_list() == [3_000]
+    commit(con, state.settle(models, now=200.0))
+    assert seen == [2_000, 3_000]
+    assert comparable(read_incidents(con)[0]).equals(comparable(batch(day, models)[0]))
 
 
 def test_a_redelivered_event_is_ignored(models):

@@ -11,8 +11,10 @@ memory (its rows stay in the store). ``restore`` rebuilds the open groups from t
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -26,6 +28,9 @@ from bankanom_pipeline.detection.incident_ids import incident_id
 from bankanom_pipeline.detection.incidents import (
     INCIDENT_COLUMNS,
     IncidentConfig,
+    _reported,
+    _severity,
+    _summary,
     build_incidents,
     default_incident_config,
     link_key_values,
@@ -125,13 +130,43 @@ class _Sets:
 
 
 @dataclass
+class _Stats:
+    """A group's figures that only grow with its events, kept as they join: ``build_incidents``'
+    aggregation of the group without re-reading it."""
+
+    first: tuple  # (partition_date, ts, event_id) of the earliest event: the incident's day
+    start: int
+    end: int
+    count: int
+    score_max: float
+    score_sum: float
+    services: set
+    users: set  # real users (not null, not ignored), as build_incidents counts them
+    ips: set
+
+    def absorb(self, other: _Stats) -> None:
+        self.first = min(self.first, other.first)
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.count += other.count
+        self.score_max = max(self.score_max, other.score_max)
+        self.score_sum += other.score_sum
+        self.services |= other.services
+        self.users |= other.users
+        self.ips |= other.ips
+
+
+@dataclass
 class _Group:
     first: tuple[int, str]  # (ts, event_id) of the first event: of the id's event once it has an id
     members: list[str]
     newest: int
+    stats: _Stats
     incident_id: str | None = None  # None until a commit made it visible
     computed_at: float = float("-inf")  # when build_incidents last ran on it
+    cost: float = 0.0  # seconds its share of that build_incidents call took
+    row: dict | None = None  # that call's row: the root-cause columns between two calls
     dirty: bool = False  # has events (or merges) its stored row does not reflect yet
+    stale: bool = False  # its stored row's root-cause columns are older than its events
     new: list[str] = field(default_factory=list)  # members not yet written to incident_events
     absorbed: list[str] = field(default_factory=list)  # visible incidents merged into it, not yet written
 
@@ -148,13 +183,19 @@ class LiveIncidents:
         *,
         large_group: int = 500,
         large_group_every_s: float = 5.0,
+        rca_share: float = 0.05,
     ):
-        """``large_group`` / ``large_group_every_s``: a group of more events is recomputed at most every
-        ``large_group_every_s`` x its size / ``large_group`` seconds (its new members and merges are written
-        at once; its row's figures catch up)."""
+        """A group of more than ``large_group`` events gets its figures (counts, span, entities, scores,
+        severity, reporting, summary) from its running aggregates at every batch, and its root cause
+        (``build_incidents`` on all its events, whose cost grows with the group) at most every
+        ``large_group_every_s`` seconds, or every ``cost / rca_share`` seconds once its last pass took
+        ``cost``: the passes of large groups take at most about ``rca_share`` of the stream's time."""
         self.config = config or default_incident_config()
         self.catalogue = catalogue or rca.default_catalogue()
         self.large_group, self.large_group_every_s = large_group, large_group_every_s
+        self.rca_share = rca_share
+        self._ignored = {u.lower() for u in self.config.grouping.ignored_users}
+        self._profiles = {p.id: p for p in self.catalogue.profiles}
         self._keys = link_key_values(self.config)
         self._gap_us = {kind: int(gap * _US_PER_MINUTE) for kind, _, gap in self._keys}
         self.hold_us = max(self._gap_us.values())
@@ -279,7 +320,7 @@ class LiveIncidents:
             self._rows[event], self._features[event] = row, matrix[i]
             self._entity.add(event)
             self._final.add(event)
-            self._groups[event] = _Group((ts, event), [event], ts, new=[event], dirty=True)
+            self._groups[event] = _Group((ts, event), [event], ts, self._stats(row), new=[event], dirty=True)
             self._indexed[event] = []
             added.append(event)
             template_key = None
@@ -299,6 +340,14 @@ class LiveIncidents:
                         self._union(event, other, entity=False)
                 self._insert(TEMPLATE_KIND, template_key, ts, event)
         return added
+
+    def _stats(self, row: tuple) -> _Stats:
+        event, ts, day, service, user, ip, _, _, score = row
+        real = user is not None and user.lower() not in self._ignored
+        return _Stats(
+            (day, ts, event), ts, ts, 1, score, score, {service},
+            {user} if real else set(), set() if ip is None else {ip},
+        )  # fmt: skip
 
     def _neighbours(self, kind: str, key: str, ts: int, event: str) -> list[str]:
         """The held events of ``key`` just before and just after ``(ts, event)``, if within the gap:
@@ -351,30 +400,32 @@ class LiveIncidents:
 
     # -- closing and writing -------------------------------------------------------------------------
 
-    def _every(self, size: int) -> float:
-        """How long a large group's row may wait for its figures: in proportion to its size, so that its
-        recomputation (whose cost is in proportion too) takes a bounded share of the stream's time however
-        large it grows (an anomaly flood made one of 128,000 events at 1,000 events/s; recomputed every
-        5 s it held scoring a minute behind emission)."""
-        return self.large_group_every_s * size / self.large_group
+    def _wait(self, group: _Group) -> float:
+        """How long a large group's root cause may lag its events: its last pass's cost over the share
+        of the stream's time such passes may take (a pass costs in proportion to the group: one of
+        128,000 events, passed every 5 s, held scoring a minute behind emission at 1,000 events/s)."""
+        return max(self.large_group_every_s, group.cost / self.rca_share)
 
     def _flush(
         self, added: list[str], detectors, now: float, force: bool = False
     ) -> Callable[[sqlite3.Cursor], None]:
         cutoff = self.watermark - self.hold_us
         closing = [root for root, g in self._groups.items() if g.newest < cutoff]
-        due = []
+        due, refreshed = [], []
         for root, group in self._groups.items():
-            if not group.dirty:
+            if not (group.dirty or group.stale):
                 continue
-            throttled = (
-                not force
-                and len(group.members) > self.large_group
-                and now - group.computed_at < self._every(len(group.members))
-                and group.newest >= cutoff
+            full = (
+                force
+                or group.row is None
+                or len(group.members) <= self.large_group
+                or group.newest < cutoff  # closing: its last row is the batch's
+                or now - group.computed_at >= self._wait(group)
             )
-            if not throttled:
+            if full:
                 due.append(root)
+            elif group.dirty:
+                refreshed.append(self._refreshed(group))
         built = self._build([self._groups[r] for r in due], detectors, now)
         merges, memberships = [], []
         for group in self._groups.values():
@@ -388,7 +439,7 @@ class LiveIncidents:
         ]
         for root in closing:
             self._close(root)
-        incident_rows = [_incident_row(r, now) for r in built]
+        incident_rows = [_incident_row(r, now) for r in (*built, *refreshed)]
 
         def write(cur: sqlite3.Cursor) -> None:
             if flagged_rows:
@@ -422,10 +473,11 @@ class LiveIncidents:
         take ``incident_id`` of their first event): the incidents' rows."""
         if not groups:
             return []
+        began = time.perf_counter()
         for group in groups:
             if group.incident_id is None:
                 group.incident_id = incident_id(group.first[1], group.first[0])
-            group.dirty, group.computed_at = False, now
+            group.dirty, group.stale, group.computed_at = False, False, now
         events = [e for g in groups for e in g.members]
         ids = [g.incident_id for g in groups for _ in g.members]
         matrix = np.array([self._features[e] for e in events])
@@ -442,7 +494,51 @@ class LiveIncidents:
             groups=ids,
         )
         firsts = {g.incident_id: g.first[1] for g in groups}
-        return [{**r, "first_event_id": firsts[r["incident_id"]]} for r in built.iter_rows(named=True)]
+        rows = [{**r, "first_event_id": firsts[r["incident_id"]]} for r in built.iter_rows(named=True)]
+        took = time.perf_counter() - began
+        by_id = {r["incident_id"]: r for r in rows}
+        for group in groups:
+            group.row, group.cost = by_id[group.incident_id], took * len(group.members) / len(events)
+        return rows
+
+    def _refreshed(self, group: _Group) -> dict:
+        """A large group's row between two passes: its figures from the running aggregates, exactly as
+        ``build_incidents`` computes them (the mean up to float rounding), severity, reporting and
+        the summary from those; origin, scenario and top features from its last pass."""
+        s, cap = group.stats, self.config.explain.max_listed
+        row = {
+            **group.row,
+            "incident_id": group.incident_id,
+            "first_event_id": group.first[1],
+            "partition_date": s.first[0],
+            "start_ts": _datetime(s.start),
+            "end_ts": _datetime(s.end),
+            "event_count": s.count,
+            "services": sorted(s.services, key=lambda v: (v is not None, v or "")),
+            "users": heapq.nsmallest(cap, s.users),
+            "ips": heapq.nsmallest(cap, s.ips),
+            "user_count": len(s.users),
+            "ip_count": len(s.ips),
+            "max_score": s.score_max,
+            "mean_score": s.score_sum / s.count,
+        }
+        figures = pl.DataFrame(
+            {k: [row[k]] for k in ("max_score", "user_count", "ip_count", "event_count", "services")},
+            schema_overrides={"services": pl.List(pl.String)},
+        )
+        row["severity"] = _severity(figures, self.config)[0]
+        row["reported"] = bool(_reported(figures, self.config)[0])
+        match = rca.Match(
+            row["scenario_id"],
+            row["scenario_name"],
+            row["scenario_confidence"],
+            0.0,
+            [(a["id"], a["name"], a["confidence"]) for a in json.loads(row["scenario_alternatives"])],
+        )
+        top = json.loads(row["top_features"])
+        row["summary"] = _summary(row, top, match, self._profiles[match.scenario_id], self.config)
+        group.dirty, group.stale = False, True
+        return row
 
     def _explainer(self, frame: pl.DataFrame, detectors) -> Callable[[np.ndarray], np.ndarray]:
         """``explain`` with each event's attribution kept while its group is open: a growing incident's
@@ -482,7 +578,8 @@ class LiveIncidents:
 def _merge(a: _Group, b: _Group) -> _Group:
     """One group of two: the visible incident whose first event is older keeps its id and the other is
     recorded as absorbed; a group not yet visible takes the other's id, or, if neither is visible,
-    the older first event."""
+    the older first event. The larger group takes the smaller's events in place (an event joining a
+    group of 100,000 must not copy it)."""
     if a.incident_id is not None and b.incident_id is not None:
         keep, gone = (a, b) if a.first <= b.first else (b, a)
         absorbed = [*keep.absorbed, gone.incident_id, *gone.absorbed]
@@ -492,16 +589,17 @@ def _merge(a: _Group, b: _Group) -> _Group:
     else:
         keep, gone = (a, b) if a.first <= b.first else (b, a)
         absorbed = []
-    return _Group(
-        first=keep.first,
-        members=[*a.members, *b.members],
-        newest=max(a.newest, b.newest),
-        incident_id=keep.incident_id,
-        computed_at=keep.computed_at,
-        dirty=True,
-        new=[*a.new, *b.new],
-        absorbed=absorbed,
-    )
+    big, small = (a, b) if len(a.members) >= len(b.members) else (b, a)
+    big.members.extend(small.members)
+    big.new.extend(small.new)
+    big.stats.absorb(small.stats)
+    big.newest = max(big.newest, small.newest)
+    if big.row is None:  # the root cause of the larger side describes the merged group best
+        big.row, big.cost = small.row, small.cost
+    big.first, big.incident_id, big.absorbed = keep.first, keep.incident_id, absorbed
+    big.computed_at = keep.computed_at
+    big.dirty = True
+    return big
 
 
 def _normalise(frame: pl.DataFrame) -> pl.DataFrame:
@@ -551,6 +649,10 @@ def _incident_row(r: dict, now: float) -> tuple:
             v = now
         values.append(v)
     return tuple(values)
+
+
+def _datetime(us: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
 
 
 def _us(t: dt.datetime) -> int:
