@@ -12,6 +12,7 @@ event loop.
 from __future__ import annotations
 
 import gc
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -32,6 +33,8 @@ from bankanom_api.stream import StreamClient
 from bankanom_api.transactions import TransactionScorer
 from bankanom_pipeline.detection.config import default_detection_config
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
+
+log = logging.getLogger("bankanom_api")
 
 
 @asynccontextmanager
@@ -80,6 +83,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.keys = KeyChecker(settings.api_keys)  # refuses to build an app nobody could call
+    unknown = sorted(set(settings.analysts) - app.state.keys.known_ids())
+    if unknown:  # a rotated key's person: harmless, but their feedback now needs the new key's id
+        log.warning("BANKANOM_ANALYSTS names key ids of no key in BANKANOM_API_KEYS: %s", ", ".join(unknown))
     app.state.limiter = RateLimiter(settings.rate_limit)  # per key: the JSON routes and the console
     app.state.metrics = ApiMetrics()
     app.add_middleware(  # the innermost: a refused key is still counted and gets the CORS headers

@@ -83,6 +83,7 @@ class ConsoleError(Exception):
 class Analyst:
     key_id: str
     csrf: str
+    name: str | None  # the person the key belongs to (BANKANOM_ANALYSTS); None: nobody, may not give feedback
 
 
 class Sessions:

@@ -156,14 +156,6 @@ def flagged_transactions(snap: Snapshot, account: str, page: int) -> dict[str, A
     }
 
 
-def feedback_target(snap: Snapshot, kind: str, target_id: str) -> tuple | None:
-    """The incident or flagged transaction feedback is given on (its day), None if there is none."""
-    table, column = ("incidents", "incident_id") if kind == "incident" else ("transactions", "transaction_id")
-    extra = " AND is_anomaly" if kind == "transaction" else ""
-    found = snap.query(f"SELECT partition_date FROM {table} WHERE {column} = ?{extra}", [target_id])[1]
-    return found[0] if found else None
-
-
 def transaction_form(fields: dict[str, str]) -> tuple[dict[str, str], Transaction | None, dict[str, str]]:
     """The form's values as typed, the transaction they make, and the errors by field when they make none."""
     values = {name: fields.get(name, "").strip() for name, _ in TRANSACTION_FIELDS}

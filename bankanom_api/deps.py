@@ -191,7 +191,7 @@ async def _analyst(request: Request, sessions: ConsoleSessions, keys: Keys, limi
             303, "log in first", headers={"Location": f"{PREFIX}/login?{urlencode({'next': target})}"}
         )
     limiter.check(key_id)  # the JSON API's limit of the key
-    who = Analyst(key_id, csrf)
+    who = Analyst(key_id, csrf, request.app.state.settings.analysts.get(key_id))
     request.state.analyst = who
     return who
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model, field_validator
 
 from bankanom_api.request_types import REGEX_ENGINE, FiniteNumber, Timestamp, log_field
+from bankanom_pipeline import feedback
 from bankanom_pipeline.metrics_catalogue import METRICS
 
 ModelName = Literal["isolation_forest", "local_outlier_factor"]
@@ -286,3 +287,121 @@ class Problem(BaseModel):
 class Moved(BaseModel):
     detail: str
     merged_into: str = Field(description="the incident it was merged into (also the Location header)")
+
+
+# -- analyst feedback (routes/feedback.py; the console's form is validated by the same model) -------------
+
+FeedbackKind = Literal[feedback.KINDS]
+FeedbackLabel = Literal[feedback.LABELS]
+Selection = Literal[feedback.SELECTIONS]
+
+
+class FeedbackRequest(BaseModel):
+    """One analyst's label on one incident or transaction."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "transaction",
+                    "target_id": "TX000123",
+                    "label": "true_positive",
+                    "comment": "customer confirmed the card was stolen",
+                    "selection": "uncertain",
+                }
+            ]
+        },
+    )
+
+    kind: FeedbackKind
+    target_id: StrictStr = Field(
+        min_length=1, max_length=200, description="an incident_id (stable, batch or live) or a transaction_id"
+    )
+    label: FeedbackLabel
+    comment: StrictStr = Field("", max_length=feedback.MAX_COMMENT)
+    selection: Selection | None = Field(
+        None,
+        description="the reason GET /feedback/queue gave for asking about this item (pass it through); "
+        "null: the analyst's own pick",
+    )
+
+
+class FeedbackRow(BaseModel):
+    feedback_id: str
+    created_at: dt.datetime = Field(description="UTC; rows are appended, never updated")
+    kind: FeedbackKind
+    target_id: str
+    partition_date: dt.date | None = Field(description="the day of the incident or transaction")
+    label: FeedbackLabel
+    comment: str
+    analyst: str = Field(description="the person (BANKANOM_ANALYSTS); a key id on rows from before names")
+    key_id: str | None = Field(description="the non-secret id of the API key used")
+    channel: Literal[feedback.CHANNELS] | None
+    selection: Selection | None
+
+
+class FeedbackPosted(FeedbackRow):
+    changed: bool = Field(description="this analyst had given the item a different label before")
+    disagreement: bool = Field(description="the item's analysts' latest labels now differ")
+
+
+class FeedbackPage(Page):
+    items: list[FeedbackRow] = Field(description="newest first")
+
+
+class LabelChange(BaseModel):
+    kind: FeedbackKind
+    target_id: str
+    analyst: str
+    from_: FeedbackLabel = Field(alias="from")
+    to: FeedbackLabel
+    created_at: dt.datetime
+    feedback_id: str
+
+
+class AnalystLabel(BaseModel):
+    analyst: str
+    label: FeedbackLabel
+    created_at: dt.datetime
+
+
+class Disagreement(BaseModel):
+    kind: FeedbackKind
+    target_id: str
+    labels: list[AnalystLabel] = Field(description="every analyst's latest label on the item")
+
+
+class AnalystCounts(BaseModel):
+    rows: int
+    items: int = Field(description="items this analyst labelled")
+    true_positive: int = Field(description="among this analyst's latest labels")
+    false_positive: int
+    unsure: int
+    changes: int = Field(description="times this analyst replaced their own label with a different one")
+
+
+class FeedbackSummary(BaseModel):
+    kind: FeedbackKind | None
+    labels: dict[str, dict[str, int]] = Field(
+        description="per kind, how many items' label that counts (the latest row, whoever wrote it) is "
+        "each label"
+    )
+    analysts: dict[str, AnalystCounts]
+    changes: list[LabelChange]
+    disagreements: list[Disagreement]
+
+
+class QueueItem(BaseModel):
+    kind: FeedbackKind
+    target_id: str
+    reason: Selection = Field(
+        description="top: highest-ranked unlabelled; uncertain: nearest the decision boundary; random: "
+        "drawn uniformly, the unbiased share a re-ranker's gate is checked on"
+    )
+    score: float = Field(description="the unsupervised score")
+    rerank_score: float | None = Field(description="the promoted re-ranker's probability; null without one")
+
+
+class FeedbackQueue(BaseModel):
+    items: list[QueueItem]

@@ -66,6 +66,12 @@ def _key_id(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:12]
 
 
+def key_id(key: str) -> str:
+    """A key's stable, non-secret id (the first 12 hex digits of its sha256): what logs, console sessions
+    and BANKANOM_ANALYSTS name a key by."""
+    return _key_id(key.encode())
+
+
 class RateLimiter:
     """A moving-window limit per identity (the ``limits`` library, in memory: per server process). The
     API keys, the console's login form and failed API keys per client address each have one."""

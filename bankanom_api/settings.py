@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,39 @@ from bankanom_pipeline import settings as pipeline_settings
 
 def _list(value: str | None) -> list[str]:
     return [item.strip() for item in (value or "").split(",") if item.strip()]
+
+
+_NAME = re.compile(r"[A-Za-z0-9 ._@-]{1,64}")
+_KEY_ID = re.compile(r"[0-9a-f]{12}")
+ANALYSTS_HELP = (
+    "BANKANOM_ANALYSTS is comma-separated name=key_id pairs (a key's id: `bankanom key-id`, the key on stdin)"
+)
+
+
+def parse_analysts(value: str | None) -> dict[str, str]:
+    """BANKANOM_ANALYSTS (``name=key_id,...``) as {key_id: name}; ValueError saying what is wrong. A
+    name is 1-64 of letters, digits, space and ``._@-``; a key id is a key's 12 hex digits
+    (``security.key_id``), never the key itself; a key maps to one person only (a person may have
+    several keys)."""
+    analysts: dict[str, str] = {}
+    for pair in _list(value):
+        name, sep, key_id = (part.strip() for part in pair.rpartition("="))
+        if not sep or not name:
+            raise ValueError(f"{ANALYSTS_HELP}: {pair!r} is not name=key_id")
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"{ANALYSTS_HELP}: the name {name!r} must be 1-64 letters, digits, spaces or ._@-"
+            )
+        if not _KEY_ID.fullmatch(key_id):
+            raise ValueError(
+                f"{ANALYSTS_HELP}: {key_id!r} (for {name!r}) is not a key id, 12 lower-case hex digits"
+            )
+        if analysts.get(key_id, name) != name:
+            raise ValueError(
+                f"{ANALYSTS_HELP}: key id {key_id} is mapped to both {analysts[key_id]!r} and {name!r}"
+            )
+        analysts[key_id] = name
+    return analysts
 
 
 @dataclass(frozen=True)
@@ -44,6 +78,8 @@ class ApiSettings:
     alerts_db: Path = field(default_factory=pipeline_settings.alerts_path)
     console_secret: str = ""  # signs session cookies; empty: derived from the API keys
     login_rate_limit: str = "10/minute"  # console login attempts per client address
+    # BANKANOM_ANALYSTS: {key id: the person}; only a key mapped to a person may give feedback
+    analysts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -60,4 +96,5 @@ class ApiSettings:
             cors_origins=_list(env.get("BANKANOM_API_CORS_ORIGINS")),
             console_secret=env.get("BANKANOM_CONSOLE_SECRET", ""),
             login_rate_limit=env.get("BANKANOM_CONSOLE_LOGIN_LIMIT", cls.login_rate_limit),
+            analysts=parse_analysts(env.get("BANKANOM_ANALYSTS")),
         )

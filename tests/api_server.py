@@ -18,6 +18,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from bankanom_api.app import create_app
+from bankanom_api.security import key_id
 from bankanom_api.settings import ApiSettings
 
 # nothing listens on the discard port: an API built without a stream of its own answers 503 to what it
@@ -25,12 +26,23 @@ from bankanom_api.settings import ApiSettings
 NO_STREAM = "http://127.0.0.1:9"
 
 
+def analysts_of(keys: list[str]) -> dict[str, str]:
+    """The test configuration's people (as BANKANOM_ANALYSTS gives them): the first key is "Test Analyst",
+    the others "Analyst 2", "Analyst 3", ..."""
+    return {key_id(k): "Test Analyst" if i == 0 else f"Analyst {i + 1}" for i, k in enumerate(keys)}
+
+
+def analysts_setting(keys: list[str]) -> str:
+    return ",".join(f"{name}={kid}" for kid, name in analysts_of(keys).items())
+
+
 def api_settings(root: Path, key: str, **overrides) -> ApiSettings:
-    """Settings serving ``root``'s models and snapshots with one API key; the console's feedback and
-    alerts files and the live store's folder are in ``root`` too, so nothing reads or writes the
-    project's data folder."""
+    """Settings serving ``root``'s models and snapshots with one API key, which belongs to "Test
+    Analyst"; the console's feedback and alerts files and the live store's folder are in ``root`` too, so
+    nothing reads or writes the project's data folder."""
     settings = {
         "api_keys": [key],
+        "analysts": analysts_of([key]),
         "models_dir": root / "models",
         "snapshots_dir": root / "snapshots",
         "feedback_db": root / "feedback.duckdb",
@@ -150,6 +162,9 @@ def _running_api(data_dir: Path, keys: str, log: Path, workers: int = 1, **env: 
         **os.environ,
         "BANKANOM_DATA_DIR": str(data_dir),
         "BANKANOM_API_KEYS": keys,
+        "BANKANOM_ANALYSTS": analysts_setting(
+            [k.strip() for k in keys.split(",") if k.strip()]
+        ),  # each key a person, as `bankanom up` maps
         "BANKANOM_API_RELOAD_SECONDS": "0.2",
         **env,
     }

@@ -8,7 +8,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from bankanom_api.responses import BATCH_LIMIT
-from bankanom_api.routes import console, health, incidents, metrics, models, predict, scores, transactions
+from bankanom_api.routes import (
+    console,
+    feedback,
+    health,
+    incidents,
+    metrics,
+    models,
+    predict,
+    scores,
+    transactions,
+)
 
 ROUTERS = (
     health.router,
@@ -17,6 +27,7 @@ ROUTERS = (
     predict.router,
     scores.router,
     incidents.router,
+    feedback.router,
     console.router,
     metrics.router,
 )

@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from bankanom_api import console_pages as pages
-from bankanom_api import console_svg
+from bankanom_api import console_svg, labelling
 from bankanom_api.console import (
     INCIDENT_SORTS,
     PREFIX,
@@ -53,7 +53,6 @@ from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT
 from bankanom_api.state import ServingState, Snapshot
 from bankanom_api.transactions import EXAMPLE_TRANSACTION
-from bankanom_pipeline import feedback
 from bankanom_pipeline.online.engine import OnlineEngine
 
 log = logging.getLogger("bankanom_api.console")
@@ -292,25 +291,12 @@ def post_feedback(
     who: ConsoleSession, fields: Form, state: State, settings: Settings, live: Live
 ) -> Response:
     check_csrf(who.csrf, fields)
-    kind, target_id = fields.get("kind", ""), fields.get("target_id", "")
-    label, comment = fields.get("label", ""), fields.get("comment", "").strip()
-    if kind not in feedback.KINDS:
-        raise ConsoleError(400, f"Feedback is for an incident or a transaction, not {kind!r}.")
-    page = f"{PREFIX}/{'incidents' if kind == 'incident' else 'transactions'}/{target_id}"
-    if label not in feedback.LABELS:
-        raise ConsoleError(400, "Choose true positive, false positive or unsure.")
-    if len(comment) > feedback.MAX_COMMENT:
-        raise ConsoleError(400, f"The comment is longer than {feedback.MAX_COMMENT} characters.")
-    table = "incidents" if kind == "incident" else "transactions"
-    snap = pages.holding(state, table)
-    found = pages.feedback_target(snap, kind, target_id) if snap else None
-    if found is None and kind == "incident":  # a live incident: feedback is keyed by its stable id
-        row = live.incident(target_id, events=0)
-        found = None if row is None or row.get("merged_into") else (row["partition_date"],)
-    if found is None:
-        what = "incident" if kind == "incident" else "flagged transaction"
-        raise ConsoleError(404, f"No {what} {target_id!r}.")
-    feedback.record(settings.feedback_db, kind, target_id, label, comment, who.key_id, found[0])
+    try:  # the JSON route's validation and rules, its status codes as the error page's
+        body = labelling.from_form(fields)
+        labelling.submit(settings, state, live, who.key_id, body, "console")
+    except HTTPException as error:
+        raise ConsoleError(error.status_code, str(error.detail)) from None
+    page = f"{PREFIX}/{'incidents' if body.kind == 'incident' else 'transactions'}/{body.target_id}"
     return RedirectResponse(f"{page}?saved=1#feedback", status_code=303)
 
 

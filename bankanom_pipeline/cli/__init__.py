@@ -22,6 +22,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+# the person `bankanom up` and the demo's instructions map their API key to (BANKANOM_ANALYSTS)
+DEMO_ANALYST = "demo analyst"
 
 ConfigOption = Annotated[
     Path | None,
@@ -494,9 +496,11 @@ def _summary(day: str) -> None:
         console.print(
             f"warehouse: {settings.warehouse_path()}  (try: duckdb -readonly {settings.warehouse_path()})"
         )
+    from bankanom_api.security import key_id
+
     console.print(
-        f"API snapshot: {settings.snapshots_dir()}  (serve it: BANKANOM_API_KEYS=change-me bankanom api; "
-        "everything live: bankanom up)"
+        f"API snapshot: {settings.snapshots_dir()}  (serve it: BANKANOM_API_KEYS=change-me "
+        f'BANKANOM_ANALYSTS="{DEMO_ANALYST}={key_id("change-me")}" bankanom api; everything live: bankanom up)'
     )
 
 
@@ -559,7 +563,12 @@ def api(
 
     from bankanom_api.settings import ApiSettings
 
-    if not ApiSettings.from_env().api_keys:
+    try:
+        configured = ApiSettings.from_env()
+    except ValueError as error:  # e.g. a malformed BANKANOM_ANALYSTS
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    if not configured.api_keys:
         raise typer.BadParameter("set BANKANOM_API_KEYS (comma-separated) to the keys clients will send")
     uvicorn.run(
         "bankanom_api.main:app",
@@ -569,6 +578,20 @@ def api(
         log_level="info",
         access_log=False,  # per-request lines would cost more than a prediction; /metrics counts them
     )
+
+
+@app.command("key-id")
+def key_id_command() -> None:
+    """Print the non-secret id of the API key read from stdin (one line): what BANKANOM_ANALYSTS maps to a
+    person (name=key_id), so the setting never repeats a secret. Example:
+    `read -s KEY; echo "$KEY" | bankanom key-id`."""
+    from bankanom_api.security import key_id
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        console.print('[red]no key on stdin: pipe the key in (echo "$KEY" | bankanom key-id)[/red]')
+        raise typer.Exit(2)
+    print(key_id(key))
 
 
 @app.command()
@@ -607,6 +630,7 @@ def up(
     stops them all."""
     import secrets
 
+    from bankanom_api.security import key_id
     from bankanom_pipeline.supervisor import Supervisor
 
     env = dict(os.environ, DAGSTER_HOME=str(_dagster_home()))
@@ -615,6 +639,8 @@ def up(
         console.print(
             f"API key for this session (set BANKANOM_API_KEYS to choose): {env['BANKANOM_API_KEYS']}"
         )
+        # the session's key belongs to a person, so the console's feedback form works as it is
+        env.setdefault("BANKANOM_ANALYSTS", f"{DEMO_ANALYST}={key_id(env['BANKANOM_API_KEYS'])}")
     # the API reaches the stream's internal service with this key; nothing else on the machine can
     env["BANKANOM_STREAM_URL"] = f"http://127.0.0.1:{stream_port}"
     env.setdefault("BANKANOM_STREAM_KEY", secrets.token_urlsafe(18))
