@@ -194,6 +194,7 @@ def render(request: Request, name: str, status_code: int = 200, **context) -> HT
     who = getattr(request.state, "analyst", None)
     context.setdefault("csrf", who.csrf if who else "")
     context.setdefault("key_id", who.key_id if who else None)
+    context.setdefault("analyst_name", who.name if who else None)
     context.setdefault("nav", name.removesuffix(".html"))
     return TEMPLATES.TemplateResponse(request, name, context, status_code=status_code)
 
@@ -217,7 +218,17 @@ def feedback_rows(feedback_db: Path) -> pl.DataFrame:
 
 
 def feedback_summary(rows: pl.DataFrame) -> dict[str, dict]:
-    return {kind: feedback.precision(rows, kind) for kind in feedback.KINDS}
+    """Per kind: the labels that count and the analysts' precision, and how many changes of mind and
+    disagreements the audit trail holds."""
+    summary = {}
+    for kind in feedback.KINDS:
+        audit = feedback.audit(rows, kind)
+        summary[kind] = {
+            **feedback.precision(rows, kind),
+            "changes": len(audit["changes"]),
+            "disagreements": len(audit["disagreements"]),
+        }
+    return summary
 
 
 def labels_by_target(rows: pl.DataFrame, kind: str) -> dict[str, str]:
@@ -225,5 +236,16 @@ def labels_by_target(rows: pl.DataFrame, kind: str) -> dict[str, str]:
     return dict(zip(latest["target_id"].to_list(), latest["label"].to_list(), strict=True))
 
 
-def feedback_history(rows: pl.DataFrame, kind: str, target_id: str) -> list[dict]:
-    return rows.filter((pl.col("kind") == kind) & (pl.col("target_id") == target_id)).to_dicts()
+def feedback_history(rows: pl.DataFrame, kind: str, target_id: str) -> dict[str, Any]:
+    """One item's feedback, newest first, each row marked ``changed`` when its analyst replaced their own
+    different label with it; the label that counts; and, when the item's analysts' latest labels differ,
+    each analyst's latest label (``disagreement``, else None)."""
+    mine = rows.filter((pl.col("kind") == kind) & (pl.col("target_id") == target_id))
+    audit = feedback.audit(mine)
+    changed = {c["feedback_id"] for c in audit["changes"]}
+    history = [{**r, "changed": r["feedback_id"] in changed} for r in reversed(mine.to_dicts())]
+    return {
+        "rows": history,
+        "counts": history[0]["label"] if history else None,
+        "disagreement": audit["disagreements"][0]["labels"] if audit["disagreements"] else None,
+    }

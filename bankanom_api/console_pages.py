@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import duckdb
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from bankanom_api.console import (
     TRANSACTION_FIELDS,
     parse_time,
 )
+from bankanom_api.labelling import queue
 from bankanom_api.live import LiveReader
 from bankanom_api.responses import as_dicts
 from bankanom_api.schemas import LogEvent
@@ -154,6 +155,46 @@ def flagged_transactions(snap: Snapshot, account: str, page: int) -> dict[str, A
         "pages": pages,
         "link": _link("transactions", {"account": account, "page": current}),
     }
+
+
+# -- learning from feedback --------------------------------------------------------------------------------
+
+REVIEW_ITEMS = 20  # items of each kind the "To review" page lists
+
+
+def incident_rerank(snap: Snapshot | None, incident_id: str) -> dict | None:
+    """The promoted incident re-ranker's score of an incident (``incident_reranks``), None without one."""
+    if snap is None or not snap.has("incident_reranks"):
+        return None
+    columns, found = snap.query(
+        """SELECT rerank_score, suppressed, reranker_version FROM incident_reranks WHERE incident_id = ?
+           ORDER BY reranker_version DESC LIMIT 1""",
+        [incident_id],
+    )
+    return as_dicts(columns, found)[0] if found else None
+
+
+def reranker_gain(models_dir: Path, name: str) -> tuple[dict | None, str | None]:
+    """The promoted re-ranker ``name``'s version, held-out figures and labels (``promoted_gain``), and a
+    note when its manifest cannot be read (the page still renders)."""
+    from bankanom_pipeline.detection.registry import promoted_gain
+
+    try:
+        return promoted_gain(models_dir, name), None
+    except (OSError, ValueError, KeyError) as error:
+        return None, f"the promoted {name}'s figures cannot be read: {error}"
+
+
+def review_queue(snap: Snapshot | None, rows, kind: str) -> list[dict]:
+    """The items the feedback queue asks about for ``kind`` (as GET /feedback/queue answers), with the
+    console page each opens on, its reason passed through."""
+    if snap is None or not snap.has("incidents" if kind == "incident" else "transactions"):
+        return []
+    page = "incidents" if kind == "incident" else "transactions"
+    return [
+        {**item, "href": f"{PREFIX}/{page}/{quote(item['target_id'], safe='')}?selection={item['reason']}"}
+        for item in queue(snap, rows, kind, REVIEW_ITEMS)
+    ]
 
 
 def transaction_form(fields: dict[str, str]) -> tuple[dict[str, str], Transaction | None, dict[str, str]]:

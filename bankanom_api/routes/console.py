@@ -53,6 +53,7 @@ from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT
 from bankanom_api.state import ServingState, Snapshot
 from bankanom_api.transactions import EXAMPLE_TRANSACTION
+from bankanom_pipeline import feedback
 from bankanom_pipeline.online.engine import OnlineEngine
 
 log = logging.getLogger("bankanom_api.console")
@@ -174,6 +175,7 @@ def incident(
     live: Live,
     incident_id: str,
     saved: str = "",
+    selection: str = "",
 ) -> Response:
     snap = _published(state, "incidents", _NOTHING_PUBLISHED) if not live.path.exists() else None
     snap = snap or pages.holding(state, "incidents")
@@ -191,6 +193,8 @@ def incident(
             return RedirectResponse(f"{PREFIX}/incidents/{row['merged_into']}", status_code=303)
         events, row["live"] = row.pop("events"), True
     top = json.loads(row.get("top_features") or "[]")
+    rerank = pages.incident_rerank(snap, incident_id)
+    gain, gain_problem = pages.reranker_gain(settings.models_dir, "incident_reranker")
     return render(
         request,
         "incident.html",
@@ -206,6 +210,12 @@ def incident(
         saved=bool(saved),
         kind="incident",
         target_id=incident_id,
+        selection=selection if selection in feedback.SELECTIONS else "",
+        score_before=row.get("max_score"),
+        score_after=rerank["rerank_score"] if rerank else None,
+        suppressed=bool(rerank and rerank.get("suppressed")),
+        gain=gain,
+        gain_problem=gain_problem,
     )
 
 
@@ -263,6 +273,7 @@ def transaction(
     settings: Settings,
     transaction_id: str,
     saved: str = "",
+    selection: str = "",
 ) -> HTMLResponse:
     snap = _published(state, "transactions", "No transactions published yet: run transactions_job.")
     columns, found = snap.query("SELECT * FROM transactions WHERE transaction_id = ?", [transaction_id])
@@ -270,6 +281,7 @@ def transaction(
         raise ConsoleError(404, f"There is no transaction {transaction_id!r} in the current snapshot.")
     row = as_dicts(columns, found)[0]
     top = list(row.pop("top_features") or [])
+    gain, gain_problem = pages.reranker_gain(settings.models_dir, "transaction_reranker")
     return render(
         request,
         "transaction.html",
@@ -280,10 +292,32 @@ def transaction(
         saved=bool(saved),
         kind="transaction",
         target_id=transaction_id,
+        selection=selection if selection in feedback.SELECTIONS else "",
+        score_before=row.get("ensemble_score"),
+        score_after=row.get("rerank_score"),
+        suppressed=False,
+        gain=gain,
+        gain_problem=gain_problem,
     )
 
 
 # -- feedback ---------------------------------------------------------------------------------------------
+
+
+@router.get("/review")
+def review(request: Request, who: ConsoleSession, state: State, settings: Settings) -> HTMLResponse:
+    """What to label next (the feedback queue of each kind) and the audit trail's summary: who labelled
+    what, changes of mind and disagreements."""
+    rows = feedback_rows(settings.feedback_db)
+    snap = state.snapshot
+    return render(
+        request,
+        "review.html",
+        queues={kind: pages.review_queue(snap, rows, kind) for kind in feedback.KINDS},
+        no_snapshot=snap is None,
+        feedback_counts=feedback_summary(rows),
+        audit=feedback.audit(rows),
+    )
 
 
 @router.post("/feedback")
