@@ -8,9 +8,11 @@ import polars as pl
 import pytest
 
 from bankanom_pipeline.detection.evaluation import (
+    after_cut,
     check_targets,
     evaluate,
     event_metrics,
+    incident_evaluation,
     join_labels,
     markdown_table,
     metrics_wide,
@@ -142,3 +144,23 @@ def test_tables_and_plot():
     assert metrics_wide(metrics).rows() == [("m", 0.25, 0.75)]
     png = pr_curve_png(LABELS, {"a": SCORES, "b": SCORES[::-1]})
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_incident_figures_after_the_rerankers_cut():
+    scored, incidents, incident_events = scenario_fixture()
+    # INC-3 (normal events only) and INC-2 (I2's first event; I2 is also in INC-5) suppressed; INC-4 is
+    # not reported either way; INC-1 was not scored by the re-ranker and keeps its decision
+    reranks = pl.DataFrame(
+        {"incident_id": ["INC-2", "INC-3", "INC-4", "INC-5"], "suppressed": [True, True, True, False]}
+    )
+    after = after_cut(incidents, reranks)
+    assert after["reported"].to_list() == [True, False, False, False, True]
+    rows, scenarios = incident_evaluation(scored, after, incident_events, DAY)
+    value = dict(rows)
+    assert value["incidents_reported"] == 2 and value["incident_precision"] == 1.0
+    # I2 is still detected through INC-5: recall per scenario unchanged
+    got = scenarios.select("scenario_id", "detected", "recall").rows()
+    assert got == [("BANK-001", 1, 1.0), ("BANK-002", 1, 1.0), ("BANK-003", 0, 0.0)]
+    # before the cut, the same function gives evaluate's own figures
+    before, _ = incident_evaluation(scored, incidents, incident_events, DAY)
+    assert dict(before)["incident_precision"] == pytest.approx(0.75)

@@ -13,11 +13,18 @@ import polars as pl
 
 from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.detection.baseline import BASELINE_THRESHOLD, baseline_scores
-from bankanom_pipeline.detection.evaluation import DEFAULT_MODELS, evaluate, join_labels, pr_curve_points
+from bankanom_pipeline.detection.evaluation import (
+    DEFAULT_MODELS,
+    after_cut,
+    evaluate,
+    incident_evaluation,
+    join_labels,
+    pr_curve_points,
+)
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS
 from bankanom_pipeline.transactions import evaluation as tx_evaluation
-from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
+from bankanom_pipeline.warehouse.frames import read_frame, replace_partition, table_exists
 
 # the day's flagged transactions: what analysts mark in the console
 _FLAGGED_TRANSACTIONS = (
@@ -41,6 +48,8 @@ class DayEvaluation:
     breakdown: pl.DataFrame | None = None  # per scenario (logs) or per fraud pattern (transactions)
     truth: np.ndarray | None = None  # per scored item, for the PR curves
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # model -> score per scored item
+    # logs, when an incident re-ranker is promoted: the per-scenario table after its cut
+    breakdown_reranked: pl.DataFrame | None = None
 
 
 def analyst_metrics(con: duckdb.DuckDBPyConnection, day: str, kind: str, ids_query: str) -> dict[str, float]:
@@ -85,14 +94,42 @@ def evaluate_logs(
         models["baseline_isolation_forest"] = ("baseline_score", "baseline_score_flag")
         scored = scored.with_columns(baseline_score_flag=pl.col("baseline_score") >= BASELINE_THRESHOLD)
     joined = join_labels(scored, labels)
-    metrics, scenarios = evaluate(joined, built, members, models, partition_date=dt.date.fromisoformat(day))
+    date = dt.date.fromisoformat(day)
+    metrics, scenarios = evaluate(joined, built, members, models, partition_date=date)
+    reranks = _incident_reranks(con, day)
+    scenarios_reranked = None
+    if reranks.height:
+        after = after_cut(built, reranks)
+        rows, scenarios_reranked = incident_evaluation(joined, after, members, date)
+        suppressed = built.join(reranks.filter(pl.col("suppressed")), on="incident_id")
+        rows += [("incidents_suppressed", float(suppressed["reported"].sum()))]
+        metrics = pl.concat(
+            [
+                metrics,
+                pl.DataFrame(
+                    [(date, "incidents_reranked", m, float(v)) for m, v in rows],
+                    schema=metrics.schema,
+                    orient="row",
+                ),
+            ]
+        )
+        replace_partition(con, "evaluation_scenarios_reranked", scenarios_reranked, day)
     if analyst["analyst_labelled"]:
         metrics = pl.concat([metrics, analyst_rows(analyst, "incidents", day)], how="vertical_relaxed")
     replace_partition(con, "evaluation_metrics", metrics, day)
     replace_partition(con, "evaluation_scenarios", scenarios, day)
     truth = joined["label_is_anomaly"].to_numpy()
     curves = {name: joined[column].to_numpy() for name, (column, _) in models.items()}
-    return DayEvaluation(analyst, True, metrics, scenarios, truth, curves)
+    return DayEvaluation(analyst, True, metrics, scenarios, truth, curves, scenarios_reranked)
+
+
+def _incident_reranks(con: duckdb.DuckDBPyConnection, day: str) -> pl.DataFrame:
+    """The day's rows of ``incident_reranks`` (none before a re-ranker is promoted)."""
+    if not table_exists(con, "incident_reranks"):
+        return pl.DataFrame(schema={"incident_id": pl.String, "suppressed": pl.Boolean})
+    return read_frame(
+        con, "SELECT incident_id, suppressed FROM incident_reranks WHERE partition_date = ?", [day]
+    )
 
 
 def evaluate_transactions(con: duckdb.DuckDBPyConnection, day: str) -> DayEvaluation:

@@ -101,12 +101,18 @@ def instance_recall(
     )
 
 
+def true_incidents(incident_events: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """The incidents (one ``incident_id`` column) that hold an event of a real anomaly instance: what
+    counts as a true incident, for incident precision and for the simulated analyst."""
+    anomalous = events.filter(pl.col("label_is_anomaly")).select("event_id")
+    return incident_events.join(anomalous, on="event_id").select("incident_id").unique()
+
+
 def incident_precision(
     incidents: pl.DataFrame, incident_events: pl.DataFrame, events: pl.DataFrame
 ) -> tuple[float, int, int]:
     """(share of reported incidents that contain an event of a real anomaly instance, reported, true)."""
-    anomalous = events.filter(pl.col("label_is_anomaly")).select("event_id")
-    hits = incident_events.join(anomalous, on="event_id").select("incident_id").unique()
+    hits = true_incidents(incident_events, events)
     reported = incidents.filter(pl.col("reported")).select("incident_id")
     n = len(reported)
     true = len(reported.join(hits, on="incident_id"))
@@ -174,6 +180,26 @@ def evaluate(
         flags = scores >= flag if isinstance(flag, int | float) else scored[flag].to_numpy().astype(bool)
         rows += [(name, metric, value) for metric, value in event_metrics(labels, scores, flags).items()]
 
+    incident_rows, per_scenario = incident_evaluation(scored, incidents, incident_events, partition_date)
+    rows += [("incidents", metric, value) for metric, value in incident_rows]
+    metrics = pl.DataFrame(
+        {
+            "partition_date": [partition_date] * len(rows),
+            "model": [r[0] for r in rows],
+            "metric": [r[1] for r in rows],
+            "value": [float(r[2]) for r in rows],
+        },
+        schema_overrides={"value": pl.Float64},
+    )
+    return metrics, per_scenario
+
+
+def incident_evaluation(
+    scored: pl.DataFrame, incidents: pl.DataFrame, incident_events: pl.DataFrame, partition_date=None
+) -> tuple[list[tuple[str, float]], pl.DataFrame]:
+    """The incident-level figures of ``evaluate`` (metric, value) and its per-scenario table, for the
+    incidents as given: the day's own, or the same with the re-ranker's suppressed ones no longer
+    reported."""
     recall = instance_recall(scored, incident_events, incidents)
     precision, n_reported, n_true = incident_precision(incidents, incident_events, scored)
     rca = rca_accuracy(scored, incident_events, incidents)
@@ -200,28 +226,30 @@ def evaluate(
         .sort("scenario_id")
     )
     instances = len(recall)
-    rows += [
-        ("incidents", "incidents_total", float(len(incidents))),
-        ("incidents", "incidents_reported", float(n_reported)),
-        ("incidents", "incidents_true", float(n_true)),
-        ("incidents", "incident_precision", precision),
-        ("incidents", "instances", float(instances)),
-        ("incidents", "instances_detected", float(recall["detected"].sum()) if instances else 0.0),
-        ("incidents", "instance_recall", float(recall["detected"].mean()) if instances else math.nan),
-        ("incidents", "min_scenario_recall", float(per_scenario["recall"].min()) if instances else math.nan),
-        ("incidents", "rca_scenario_top1", float(rca["scenario_ok"].mean()) if len(rca) else math.nan),
-        ("incidents", "rca_origin_top1", float(rca["origin_ok"].mean()) if len(rca) else math.nan),
+    rows = [
+        ("incidents_total", float(len(incidents))),
+        ("incidents_reported", float(n_reported)),
+        ("incidents_true", float(n_true)),
+        ("incident_precision", precision),
+        ("instances", float(instances)),
+        ("instances_detected", float(recall["detected"].sum()) if instances else 0.0),
+        ("instance_recall", float(recall["detected"].mean()) if instances else math.nan),
+        ("min_scenario_recall", float(per_scenario["recall"].min()) if instances else math.nan),
+        ("rca_scenario_top1", float(rca["scenario_ok"].mean()) if len(rca) else math.nan),
+        ("rca_origin_top1", float(rca["origin_ok"].mean()) if len(rca) else math.nan),
     ]
-    metrics = pl.DataFrame(
-        {
-            "partition_date": [partition_date] * len(rows),
-            "model": [r[0] for r in rows],
-            "metric": [r[1] for r in rows],
-            "value": [float(r[2]) for r in rows],
-        },
-        schema_overrides={"value": pl.Float64},
+    return rows, per_scenario
+
+
+def after_cut(incidents: pl.DataFrame, reranks: pl.DataFrame) -> pl.DataFrame:
+    """``incidents`` as the incident re-ranker leaves them: the ones ``reranks`` marks suppressed are no
+    longer reported (an incident the re-ranker did not score keeps its own decision)."""
+    suppressed = reranks.filter(pl.col("suppressed")).select("incident_id", pl.lit(True).alias("_cut"))
+    return (
+        incidents.join(suppressed, on="incident_id", how="left")
+        .with_columns(pl.col("reported") & pl.col("_cut").is_null())
+        .drop("_cut")
     )
-    return metrics, per_scenario
 
 
 def check_targets(metrics: pl.DataFrame) -> pl.DataFrame:

@@ -61,6 +61,12 @@ _TABLES = {
            WHERE ie.partition_date BETWEEN $start AND $end""",
         "incident_id, ts",
     ),
+    # the incident re-ranker's scores and cut (issue 26): the console shows before and after, the
+    # feedback queue asks about the incidents it is least sure of
+    "incident_reranks": (
+        "SELECT * FROM incident_reranks WHERE partition_date BETWEEN $start AND $end",
+        "partition_date, incident_id",
+    ),
     "model_registry": ("SELECT * FROM model_registry", "created_at"),
     "evaluation_metrics": (
         "SELECT * FROM evaluation_metrics WHERE partition_date BETWEEN $start AND $end",

@@ -1,5 +1,6 @@
 """Dagster assets of detection: the two models (with their promotion gate), the promotion itself,
-scored_events, incidents and evaluation."""
+scored_events, incidents, the incident re-ranker learnt from analysts' labels and its incident_reranks,
+and evaluation."""
 
 import math
 import sqlite3
@@ -7,6 +8,7 @@ import sqlite3
 import dagster as dg
 import polars as pl
 
+from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
@@ -22,6 +24,8 @@ from bankanom_pipeline.detection.evaluation import (
 from bankanom_pipeline.detection.registry import record, record_promotion, record_rejection
 from bankanom_pipeline.detection.sources import LOGS, TRANSACTIONS, Source
 from bankanom_pipeline.live.reconcile import live_store_path, reconcile_day
+from bankanom_pipeline.reranking import incident_reranker as reranking
+from bankanom_pipeline.warehouse.frames import replace_partition
 
 
 class TrainingConfig(dg.Config):
@@ -230,13 +234,88 @@ def incidents(
     )
 
 
+@dg.asset(
+    name="incident_reranker",
+    deps=["incidents"],
+    pool="duckdb",
+    group_name="feedback_learning",
+    kinds={"scikitlearn"},
+    description=(
+        "A new incident re-ranker version learnt from analysts' labels on incidents (the feedback API's, "
+        "the label that counts per incident) over incident-level features and max_score; gated on a "
+        "hashed held-out share of the labels, promoted when it beats the unsupervised order there. With "
+        "too few labels it records how many it has and needs, and nothing changes."
+    ),
+)
+def incident_reranker(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    rows = feedback.read(settings.feedback_path())
+    with warehouse.connection() as con:
+        outcome = reranking.train(con, registry.registry(LOGS), rows)
+    counts = {
+        "labels": outcome.labels,
+        "labels_matched": outcome.matched,
+        "true_positives": outcome.positives,
+        "false_positives": outcome.negatives,
+        "labels_needed": outcome.needed,
+    }
+    if outcome.refused:
+        context.log.warning(outcome.refused)
+        return dg.MaterializeResult(metadata={**counts, "trained": False, "reason": outcome.refused})
+    context.log.info(f"{outcome.version}: {outcome.gate['reason']}; cut {outcome.cut:.4f}")
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "trained": True,
+            "version": outcome.version,
+            "promoted": outcome.promoted,
+            "reason": outcome.gate["reason"],
+            "gain": first_finite(pl.Series([outcome.gate["gain"]], dtype=pl.Float64)),
+            "cut": outcome.cut,
+            "gate": dg.MetadataValue.json(outcome.gate),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    deps=["incidents"],
+    automation_condition=FOLLOW_UPSTREAM,
+    pool="duckdb",
+    group_name="detection",
+    kinds={"duckdb", "scikitlearn"},
+    description=(
+        "The day's incidents re-ranked by the promoted incident re-ranker: rerank_score (probability an "
+        "analyst confirms it), suppressed (below the cut chosen on held-out labels: kept, no longer "
+        "reported) and the re-ranker's version. No rows while none is promoted."
+    ),
+)
+def incident_reranks(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    day = context.partition_key
+    with warehouse.connection() as con:
+        reranked = reranking.score_day(con, registry.registry(LOGS), day)
+        replace_partition(con, "incident_reranks", reranked, day)
+    if reranked.height == 0:
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reranker": "none promoted"})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": reranked.height,
+            "reranker": reranked["reranker_version"][0],
+            "suppressed": int(reranked["suppressed"].sum()),
+        }
+    )
+
+
 class EvaluationConfig(dg.Config):
     baseline: bool = True  # also score a naive baseline (default IF on the raw per-event metrics)
 
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=["scored_events", "incidents", "log_labels"],
+    deps=["scored_events", "incidents", "incident_reranks", "log_labels"],
     automation_condition=FOLLOW_UPSTREAM,
     pool="duckdb",
     group_name="evaluation",
@@ -270,7 +349,16 @@ def evaluation(
         breakdown="scenarios",
         extra=_targets_metadata,
     )
-    return materialized._replace(metadata={**materialized.metadata, **live})
+    reranked = {}
+    if result.breakdown_reranked is not None:
+        # per scenario before and after the incident re-ranker's cut, side by side
+        both = result.breakdown.select("scenario_id", "instances", "recall").join(
+            result.breakdown_reranked.select("scenario_id", pl.col("recall").alias("recall_reranked")),
+            on="scenario_id",
+            how="left",
+        )
+        reranked = {"scenarios_reranked": dg.MetadataValue.md(markdown_table(both))}
+    return materialized._replace(metadata={**materialized.metadata, **live, **reranked})
 
 
 def _live_metadata(context: dg.AssetExecutionContext, con, day: str) -> dict:
@@ -311,9 +399,19 @@ def _targets_metadata(metrics: pl.DataFrame) -> dict:
     incident_precision = metrics.filter(
         (pl.col("model") == "incidents") & (pl.col("metric") == "incident_precision")
     )["value"]
-    return {
+    figures = {
         "targets": dg.MetadataValue.md(markdown_table(targets)),
         "targets_met": int(targets["met"].sum()),
         "targets_total": targets.height,
         "incident_precision_synthetic": first_finite(incident_precision),
     }
+    reranked = metrics.filter(pl.col("model") == "incidents_reranked")
+    if reranked.height:
+        # the same figures after the promoted incident re-ranker's cut (its suppressed incidents not reported)
+        value = dict(reranked.select("metric", "value").iter_rows())
+        figures |= {
+            "incident_precision_reranked": first_finite(pl.Series([value["incident_precision"]])),
+            "min_scenario_recall_reranked": first_finite(pl.Series([value["min_scenario_recall"]])),
+            "incidents_suppressed": int(value["incidents_suppressed"]),
+        }
+    return figures

@@ -5,7 +5,9 @@ from bankanom_pipeline.detection.sources import LOGS, Source
 
 _daily = (
     dg.AssetSelection.all()
-    - dg.AssetSelection.groups("seeds", "training", "transaction_training", "transactions")
+    - dg.AssetSelection.groups(
+        "seeds", "training", "transaction_training", "transactions", "feedback_learning"
+    )
     - dg.AssetSelection.assets("transaction_snapshot")
 )
 
@@ -35,3 +37,13 @@ def train_run_config(end_date: str, source: Source = LOGS) -> dict:
             source.model_asset(name): {"config": {"end_date": end_date}} for name in source.config.model_names
         }
     }
+
+
+incident_reranker_job = dg.define_asset_job(
+    "incident_reranker_job",
+    selection=dg.AssetSelection.assets("incident_reranker"),
+    description=(
+        "Learn an incident re-ranker from the analysts' labels so far, gate it on a held-out share of "
+        "them and promote it on a pass; the next pipeline_job's incident_reranks uses it."
+    ),
+)
