@@ -12,6 +12,8 @@ transaction equals the pipeline's (tests compare them).
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
@@ -21,9 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from bankanom_api.request_types import MEANS, REGEX_ENGINE, WHOLE, FiniteNumber, transaction_field
 from bankanom_api.responses import repeated
 from bankanom_api.state import Models, Snapshot
+from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.scoring import IF, LOF, score
 from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.reranking.core import Reranker
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
+from bankanom_pipeline.transactions import reranking
 from bankanom_pipeline.transactions.scoring import top_features
 from bankanom_pipeline.validation.declared import PATTERNS
 
@@ -162,6 +167,14 @@ class ScoredTransaction(Transaction):
     ecod_score: float | None = Field(
         None, description="ECOD's score (0..1), when the promoted transaction models include ECOD"
     )
+    rerank_score: float | None = Field(
+        None,
+        description=(
+            "the promoted transaction re-ranker's probability that an analyst confirms the transaction "
+            "(learnt from analysts' labels; with one promoted, /models/predict's isFraud is rerank_score "
+            ">= 0.5); null while none is promoted"
+        ),
+    )
 
 
 # the snapshot's transactions table, as the CSV's fields (the predecessor's response records)
@@ -200,6 +213,8 @@ class TransactionScorer:
 
     def __init__(self):
         self.config = TRANSACTIONS.config
+        self._reranker: Reranker | None = None  # the last promoted re-ranker loaded, by version
+        self._reranker_lock = threading.Lock()
         self.builder = FeatureBuilder(
             target=TRANSACTIONS.features_table,
             source="validated_transactions",
@@ -256,8 +271,25 @@ class TransactionScorer:
             return empty
         return pl.DataFrame(rows, schema=names, orient="row")
 
+    def reranker(self, models_dir: Path) -> Reranker | None:
+        """The promoted transaction re-ranker of the registry at ``models_dir``, loaded again only when
+        the promoted version changes; None while none is promoted."""
+        registry = Registry(models_dir)
+        version = registry.current().get(reranking.NAME)
+        if version is None:
+            return None
+        with self._reranker_lock:
+            if self._reranker is None or self._reranker.version != version:
+                self._reranker = registry.load_reranker(version)
+            return self._reranker
+
     def predict(
-        self, posted: list[Transaction], models: Models, snap: Snapshot | None, model: str | None
+        self,
+        posted: list[Transaction],
+        models: Models,
+        snap: Snapshot | None,
+        model: str | None,
+        reranker: Reranker | None = None,
     ) -> list[dict]:
         if not posted:
             return []
@@ -268,6 +300,11 @@ class TransactionScorer:
         features = self.features(posted, snap)
         result = score(features, models.detectors, self.config)
         top = top_features(features, models.detectors).to_list()
+        rerank = None
+        if reranker is not None:
+            # the pipeline's inputs: the features and the ensemble score, rounded alike (reranking.inputs)
+            frame = features.with_columns(ensemble_score=pl.Series(result.ensemble, dtype=pl.Float64))
+            rerank = reranker.predict(*reranking.inputs(frame, reranker.names))
         out = []
         for i, t in enumerate(posted):
             record: dict[str, Any] = t.model_dump(by_alias=True)
@@ -275,6 +312,7 @@ class TransactionScorer:
                 if_score=float(result.isolation_forest[i]),
                 lof_score=float(result.local_outlier_factor[i]),
                 top_features=top[i],
+                rerank_score=None if rerank is None else float(rerank[i]),
             )
             if result.ecod is not None:
                 record["ecod_score"] = float(result.ecod[i])
@@ -287,7 +325,8 @@ class TransactionScorer:
                     ensemble_score=float(result.ensemble[i]),
                     if_pred=bool(result.if_flag[i]),
                     lof_pred=bool(result.lof_flag[i]),
-                    isFraud=bool(result.is_anomaly[i]),
+                    # the pipeline's decision: the re-ranker's when one is promoted
+                    isFraud=bool(result.is_anomaly[i] if rerank is None else rerank[i] >= reranking.CUT),
                 )
             out.append(record)
         return out

@@ -89,13 +89,22 @@ def account_transactions(account_id: str, state: State, limit: Limit = 100, offs
     responses=_SCORING,
     description=(
         f"A JSON list of up to {BATCH_LIMIT} transactions (the CSV's fields). Each is scored with its "
-        "account's published history. isFraud is the ensemble decision (transactions/detection.yaml)."
+        "account's published history. isFraud is the ensemble decision (transactions/detection.yaml), or "
+        "the promoted transaction re-ranker's (rerank_score >= 0.5) when one is promoted."
     ),
 )
 @router.post("/models/predict/", include_in_schema=False)
 def predict_both(body: list[Transaction], state: State, settings: Settings, scorer: Scorer) -> Response:
     _check_size(body, settings.max_batch)
-    return json_response(scorer.predict(body, loaded_transaction_models(state), state.snapshot, None))
+    return json_response(
+        scorer.predict(
+            body,
+            loaded_transaction_models(state),
+            state.snapshot,
+            None,
+            scorer.reranker(state.transaction_models_dir),
+        )
+    )
 
 
 @router.post(
@@ -113,7 +122,15 @@ def predict_one(
     scorer: Scorer,
 ) -> Response:
     _check_size(body, settings.max_batch)
-    return json_response(scorer.predict(body, loaded_transaction_models(state), state.snapshot, model_name))
+    return json_response(
+        scorer.predict(
+            body,
+            loaded_transaction_models(state),
+            state.snapshot,
+            model_name,
+            scorer.reranker(state.transaction_models_dir),
+        )
+    )
 
 
 def _check_size(body: list[Transaction], max_batch: int) -> None:

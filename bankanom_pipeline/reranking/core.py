@@ -82,6 +82,14 @@ def held_out(target_ids: Sequence[str], share: float = HELD_OUT_SHARE) -> np.nda
     )
 
 
+def _one_thread():
+    """HGB's OpenMP threads cost more than they save at this size: a fit on 200 labels took 1-4 s with
+    both cores' threads on a loaded two-core machine, 0.1 s on one; scoring a day is no slower on one."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="openmp")
+
+
 def _inputs(X: np.ndarray, unsupervised: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     unsupervised = np.asarray(unsupervised, dtype=np.float64).reshape(-1, 1)
@@ -109,7 +117,9 @@ class Reranker:
         if inputs.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         column = list(self.estimator.classes_).index(1)
-        return np.clip(self.estimator.predict_proba(inputs)[:, column], 0.0, 1.0).astype(np.float64)
+        with _one_thread():
+            probability = self.estimator.predict_proba(inputs)[:, column]
+        return np.clip(probability, 0.0, 1.0).astype(np.float64)
 
 
 def fit(X: np.ndarray, unsupervised: np.ndarray, y: np.ndarray, names: list[str], kind: str) -> Reranker:
@@ -132,7 +142,8 @@ def _fit(X: np.ndarray, unsupervised: np.ndarray, y: np.ndarray, names: list[str
         raise ValueError("labels must be 1 (true positive) or 0 (false positive)")
     monotonic = [0] * len(names) + [1]  # the unsupervised score may only raise the probability
     estimator = HistGradientBoostingClassifier(**PARAMS, monotonic_cst=monotonic)
-    estimator.fit(inputs, y)
+    with _one_thread():
+        estimator.fit(inputs, y)
     return Reranker(estimator, list(names), kind)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
+import duckdb
 import polars as pl
 
 from bankanom_pipeline.detection.evaluation import event_metrics
+from bankanom_pipeline.warehouse.frames import read_frame, replace_partition
 
 
 def evaluate(
@@ -28,6 +30,13 @@ def evaluate(
     truth = joined["is_fraud"].to_numpy()
     if "ecod_score" in scored.columns and "ecod" not in models:
         models = {**models, "ecod": ("ecod_score", "ecod_flag")}
+    if reranked(scored):
+        # the decision is the re-ranker's: the unsupervised ensemble is measured on its own flag
+        models = {
+            **models,
+            "ensemble": ("ensemble_score", "ensemble_flag"),
+            "reranked": ("rerank_score", "is_anomaly"),
+        }
     rows = []
     for name, (score, flag) in models.items():
         values = event_metrics(truth, joined[score].to_numpy(), joined[flag].to_numpy())
@@ -79,3 +88,53 @@ def evaluate(
         schema_overrides={"value": pl.Float64},
     )
     return metrics, patterns
+
+
+def reranked(scored: pl.DataFrame) -> bool:
+    """Whether a promoted re-ranker scored these transactions (``transactions/reranking.py``)."""
+    return "rerank_score" in scored.columns and scored["rerank_score"].null_count() < scored.height
+
+
+# the incidents a day would have without its re-ranker: the incidents model itself, over the unsupervised
+# decision (ensemble_flag) in place of the re-ranked one
+_SCORED = "FROM scored_transactions"
+_UNSUPERVISED = (
+    "FROM (SELECT * REPLACE (ensemble_flag AS is_anomaly) FROM scored_transactions) AS scored_transactions"
+)
+
+
+def unsupervised_incidents(con: duckdb.DuckDBPyConnection, day: str) -> pl.DataFrame:
+    """``transaction_incidents`` of ``day`` as the unsupervised decision alone would group them."""
+    from bankanom_pipeline.sqlmodels.runner import Project
+
+    sql = Project().render("transaction_incidents", day)
+    if sql.count(_SCORED) != 1:
+        raise ValueError(f"transaction_incidents.sql no longer reads {_SCORED!r} once: update {__name__}")
+    return read_frame(con, sql.replace(_SCORED, _UNSUPERVISED))
+
+
+def add_unsupervised_incident_metrics(con: duckdb.DuckDBPyConnection, day: str) -> pl.DataFrame | None:
+    """With a re-ranked day, the incident metrics without the re-ranker (model ``incidents_unsupervised``)
+    added to ``transaction_evaluation_metrics`` beside the re-ranked ones (model ``incidents``); returns
+    them, or None for a day without a re-ranker or without ground truth."""
+    scored = read_frame(
+        con,
+        "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ?",
+        [day],
+    )
+    labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
+    if not reranked(scored) or labels.height == 0:
+        return None
+    metrics, _ = evaluate(scored, labels, unsupervised_incidents(con, day), {})
+    before = metrics.filter(pl.col("model") == "incidents").with_columns(
+        model=pl.lit("incidents_unsupervised")
+    )
+    stored = read_frame(
+        con,
+        "SELECT * FROM transaction_evaluation_metrics WHERE partition_date = ? AND model <> 'incidents_unsupervised'",
+        [day],
+    )
+    date = pl.lit(day).str.to_date().alias("partition_date")
+    rows = pl.concat([stored, before.select(date, pl.all())], how="diagonal_relaxed")
+    replace_partition(con, "transaction_evaluation_metrics", rows.select(stored.columns), day)
+    return before

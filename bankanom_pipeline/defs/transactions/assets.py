@@ -1,10 +1,12 @@
 """Dagster assets of bank transactions: raw_transactions, validated_transactions, transaction_labels,
-scored_transactions and transaction_evaluation. The feature and incident tables are SQL models
-(``dbt_like_sql/transactions/``); the models are trained and promoted by the shared detection assets."""
+scored_transactions, transaction_evaluation and the transaction_reranker. The feature and incident
+tables are SQL models (``dbt_like_sql/transactions/``); the detectors are trained and promoted by the
+shared detection assets, the re-ranker from analysts' labels (``transactions/reranking.py``)."""
 
 import dagster as dg
 import polars as pl
 
+from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
@@ -20,6 +22,7 @@ from bankanom_pipeline.defs.results import (
 )
 from bankanom_pipeline.detection.day_evaluation import evaluate_transactions
 from bankanom_pipeline.detection.sources import TRANSACTIONS
+from bankanom_pipeline.transactions import reranking
 from bankanom_pipeline.transactions.raw import labels_files, load_partition
 
 GROUP = "transactions"
@@ -132,7 +135,8 @@ def transaction_labels(
     description=(
         "Every transaction of the day scored by the promoted transaction models (the logs' scoring code): "
         "0..1 scores, per-model flags, the ensemble decision, and the top deviating features of each "
-        "anomalous transaction."
+        "anomalous transaction. With a promoted transaction re-ranker, its rerank_score and decision "
+        "(is_anomaly; the unsupervised one in ensemble_flag); rerank_score null without one."
     ),
     check_specs=[
         dg.AssetCheckSpec(
@@ -146,13 +150,59 @@ def transaction_labels(
 def scored_transactions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
 ) -> dg.MaterializeResult:
-    return scored_result(
-        warehouse,
-        registry,
-        TRANSACTIONS,
-        context.partition_key,
-        "every_transaction_scored",
-        "anomalous_transactions",
+    day = context.partition_key
+    result = scored_result(
+        warehouse, registry, TRANSACTIONS, day, "every_transaction_scored", "anomalous_transactions"
+    )
+    source_registry = registry.registry(TRANSACTIONS)
+    with warehouse.connection() as con:
+        reranked = reranking.rerank_day(con, day, source_registry, source_registry.load_current())
+    if reranked["newly_flagged"] or reranked["reranked_flagged"] != reranked["unsupervised_flagged"]:
+        context.log.info(f"re-ranked by {reranked['reranker']}: {reranked}")
+    metadata = {**result.metadata, **reranked, "anomalous_transactions": reranked["reranked_flagged"]}
+    return dg.MaterializeResult(metadata=metadata, check_results=result.check_results)
+
+
+@dg.asset(
+    deps=["scored_transactions"],
+    pool="duckdb",
+    group_name="feedback_learning",
+    kinds={"scikitlearn"},
+    description=(
+        "A new transaction re-ranker version learnt from analysts' labels on transactions (the feedback "
+        "API's label that counts per transaction) over the stored features and the ensemble score; "
+        "gated on a hashed held-out share of the labels and promoted when it beats the unsupervised order "
+        "there. With too few labels it records how many it has and needs, and nothing changes."
+    ),
+)
+def transaction_reranker(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, registry: RegistryResource
+) -> dg.MaterializeResult:
+    labels = feedback.labels(feedback.read(settings.feedback_path()), "transaction")
+    with warehouse.connection() as con:
+        outcome = reranking.train(con, registry.registry(TRANSACTIONS), labels)
+    counts = {
+        "labels": outcome.labels,
+        "labels_matched": outcome.matched,
+        "true_positives": outcome.positives,
+        "false_positives": outcome.negatives,
+        "labels_needed": outcome.needed,
+    }
+    if outcome.refused:
+        context.log.warning(outcome.refused)
+        return dg.MaterializeResult(metadata={**counts, "trained": False, "reason": outcome.refused})
+    context.log.info(f"{outcome.version}: {outcome.gate['reason']}")
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "trained": True,
+            "version": outcome.version,
+            "promoted": outcome.promoted,
+            "reason": outcome.gate["reason"],
+            "gain": outcome.gate["gain"],
+            "gate": dg.MetadataValue.json(outcome.gate),
+            "labels_by_selection": dg.MetadataValue.json(outcome.by_selection),
+        }
     )
 
 
@@ -173,9 +223,15 @@ def scored_transactions(
 def transaction_evaluation(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
+    from bankanom_pipeline.transactions.evaluation import add_unsupervised_incident_metrics
+
     day = context.partition_key
     with warehouse.connection() as con:
         result = evaluate_transactions(con, day)
+        before = add_unsupervised_incident_metrics(con, day)
+    if before is not None:
+        figures = dict(zip(before["metric"], before["value"], strict=True))
+        context.log.info(f"without the re-ranker: {figures}")
     ensemble = (pl.col("model") == "ensemble") & (pl.col("metric") == "precision")
     return evaluation_result(
         context,
@@ -184,7 +240,10 @@ def transaction_evaluation(
         labels="transaction_labels",
         curves_table="transaction_evaluation_curves",
         breakdown="patterns",
-        extra=lambda metrics: {"precision_synthetic": first_finite(metrics.filter(ensemble)["value"])},
+        extra=lambda metrics: {
+            "precision_synthetic": first_finite(metrics.filter(ensemble)["value"]),
+            **({} if before is None else {"incidents_without_reranker": dg.MetadataValue.json(figures)}),
+        },
     )
 
 
@@ -194,4 +253,5 @@ transaction_assets = [
     transaction_labels,
     scored_transactions,
     transaction_evaluation,
+    transaction_reranker,
 ]

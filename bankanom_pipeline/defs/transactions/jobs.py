@@ -26,3 +26,12 @@ transaction_train_job = dg.define_asset_job(
         "day of features_transactions by default), check them, and promote the pair."
     ),
 )
+transaction_reranker_job = dg.define_asset_job(
+    "transaction_reranker_job",
+    selection=dg.AssetSelection.assets("transaction_reranker"),
+    description=(
+        "Train a transaction re-ranker on analysts' labels (the feedback store), gate it on a held-out share "
+        "of them, and promote it when it beats the unsupervised order; then re-run transactions_job for a "
+        "day to re-rank it."
+    ),
+)

@@ -1,0 +1,254 @@
+"""The transaction feedback loop end to end on a small generated delivery: the pipeline scores and
+publishes it, the simulated analyst labels the items the queue asks about through the real feedback API
+(in process), the transaction_reranker asset trains and gates a re-ranker, the day is re-scored, and the
+API's transaction predict routes return the pipeline's rerank_score. Plus the asset's pieces on a crafted
+warehouse (fast)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from bankanom_pipeline.detection.registry import Registry, promoted_gain
+from bankanom_pipeline.reranking import core
+from bankanom_pipeline.transactions import reranking
+
+KEY = "reranker-test-key"
+H = {"X-API-Key": KEY}
+
+
+# -- fast: the asset's training step on a crafted warehouse ------------------------------------------------
+
+
+def _crafted(con: duckdb.DuckDBPyConnection, n: int = 400, seed: int = 0) -> pl.DataFrame:
+    """features_transactions and scored_transactions of one day; returns the truth per transaction (a
+    feature the unsupervised score barely sees decides it)."""
+    rng = np.random.default_rng(seed)
+    day = dt.date(2026, 2, 1)
+    names = reranking.features()
+    values = rng.normal(size=(n, len(names)))
+    ids = [f"TX{i:06d}" for i in range(n)]
+    truth = values[:, 0] + rng.normal(0, 0.3, n) > 0.6
+    features = pl.DataFrame(values, schema=names).with_columns(
+        partition_date=pl.lit(day), transaction_id=pl.Series(ids)
+    )
+    scored = pl.DataFrame(
+        {
+            "partition_date": [day] * n,
+            "transaction_id": ids,
+            "ensemble_score": np.clip(0.9 + 0.02 * values[:, 0] + rng.normal(0, 0.05, n), 0, 1),
+            "is_anomaly": rng.random(n) < 0.2,
+        }
+    )
+    con.register("f", features.to_arrow())
+    con.register("s", scored.to_arrow())
+    con.execute("CREATE TABLE features_transactions AS SELECT * FROM f")
+    con.execute("CREATE TABLE scored_transactions AS SELECT * FROM s")
+    return pl.DataFrame({"target_id": ids, "partition_date": [day] * n, "truth": truth})
+
+
+def _labels(truth: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The feedback store's labels (feedback.labels' columns) of the first ``n`` transactions."""
+    head = truth.head(n)
+    return pl.DataFrame(
+        {
+            "target_id": head["target_id"],
+            "partition_date": head["partition_date"],
+            "y": head["truth"].cast(pl.Int8),
+            "selection": (["top", "uncertain", "random"] * n)[:n],
+            "analyst": ["Test Analyst"] * n,
+            "created_at": [dt.datetime(2026, 2, 2)] * n,
+        }
+    )
+
+
+def test_too_few_labels_is_an_outcome_with_the_counts(tmp_path):
+    con = duckdb.connect()
+    truth = _crafted(con)
+    registry = Registry(tmp_path / "models" / "transactions")
+    outcome = reranking.train(con, registry, _labels(truth, 30))
+    assert outcome.version is None and not outcome.promoted
+    assert outcome.refused.startswith("a transaction re-ranker needs at least 50 labelled items")
+    assert outcome.labels == outcome.matched == 30
+    assert registry.current() == {}
+
+
+def test_train_gates_registers_and_promotes_on_a_pass(tmp_path):
+    con = duckdb.connect()
+    truth = _crafted(con)
+    root = tmp_path / "models"
+    registry = Registry(root / "transactions")
+    labels = _labels(truth, 300)
+    # a label on a transaction the warehouse never scored is left out, not an error
+    stray = labels.head(1).with_columns(target_id=pl.lit("TX-unknown"))
+    outcome = reranking.train(con, registry, pl.concat([labels, stray]))
+    assert outcome.labels == 301 and outcome.matched == 300
+    assert outcome.promoted and outcome.gate["gain"] > core.MIN_GAIN
+    assert registry.current() == {reranking.NAME: outcome.version}
+    assert promoted_gain(root, reranking.NAME)["gate"] == outcome.gate
+    assert outcome.by_selection == {"top": 100, "uncertain": 100, "random": 100}
+    status = dict(con.execute("SELECT version, status FROM model_registry").fetchall())
+    assert status == {outcome.version: "promoted"}
+
+    # re-ranking a day: the unsupervised decision kept in ensemble_flag, the decision the re-ranker's
+    frame = con.execute(
+        "SELECT * FROM scored_transactions JOIN features_transactions USING (partition_date, transaction_id)"
+    ).pl()
+    reranker = registry.current_reranker(reranking.NAME)
+    out = reranking.rerank(frame, reranker)
+    assert out["ensemble_flag"].equals(frame["is_anomaly"], check_names=False)
+    assert (out["is_anomaly"] == (out["rerank_score"] >= reranking.CUT)).all()
+    assert out["reranker_version"].unique().to_list() == [outcome.version]
+    none = reranking.rerank(frame, None)
+    assert none["rerank_score"].null_count() == frame.height
+    assert none["is_anomaly"].equals(frame["is_anomaly"])
+
+
+def test_a_gate_that_fails_leaves_the_promoted_reranker_alone(tmp_path):
+    con = duckdb.connect()
+    truth = _crafted(con)
+    registry = Registry(tmp_path / "models" / "transactions")
+    # labels unrelated to the features: nothing to learn, the gate refuses
+    noise = _labels(truth, 300).with_columns(
+        y=pl.Series(np.random.default_rng(1).random(300) < 0.4).cast(pl.Int8)
+    )
+    outcome = reranking.train(con, registry, noise)
+    assert outcome.version is not None and not outcome.promoted
+    assert outcome.gate["gain"] is None or outcome.gate["gain"] <= core.MIN_GAIN
+    assert reranking.NAME not in registry.current()
+    status = dict(con.execute("SELECT version, status FROM model_registry").fetchall())
+    assert status == {outcome.version: "rejected"}
+
+
+# -- e2e: the loop over the API -----------------------------------------------------------------------------
+
+ROWS = 12_000
+DAY = "2026-02-01"
+LOG_REGISTRY_POINTER = b'{"isolation_forest": "logs-sentinel", "local_outlier_factor": "logs-sentinel"}'
+CSV_FIELDS = [
+    "TransactionID",
+    "AccountID",
+    "TransactionAmount",
+    "TransactionDate",
+    "TransactionType",
+    "Location",
+    "DeviceID",
+    "IPAddress",
+    "MerchantID",
+    "Channel",
+    "CustomerAge",
+    "CustomerOccupation",
+    "TransactionDuration",
+    "LoginAttempts",
+    "AccountBalance",
+    "PreviousTransactionDate",
+]
+
+
+def _run(job: str, **kwargs) -> dg.ExecuteInProcessResult:
+    from bankanom_pipeline.definitions import defs
+
+    result = defs.resolve_job_def(job).execute_in_process(**kwargs)
+    assert result.success, job
+    return result
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [materialization] = [
+        m for m in result.asset_materializations_for_node(asset) if m.asset_key.to_user_string() == asset
+    ]
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> Path:
+    from bankanom_pipeline.defs.detection.jobs import train_run_config
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.transactions.generator import write
+
+    data = tmp_path / "data"
+    folder = data / "landing" / "transactions" / DAY
+    write(folder / "tx.csv", folder / "tx.labels.csv", rows=ROWS, seed=5)
+    (data / "models").mkdir(parents=True)
+    (data / "models" / "current.json").write_bytes(LOG_REGISTRY_POINTER)  # the logs' registry
+    monkeypatch.setenv("BANKANOM_DATA_DIR", str(data))
+    for name in (
+        "BANKANOM_MODELS_DIR",
+        "BANKANOM_SNAPSHOTS_DIR",
+        "BANKANOM_WAREHOUSE",
+        "BANKANOM_LANDING_DIR",
+        "BANKANOM_FEEDBACK_DB",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    _run("transaction_features_job", partition_key=DAY)
+    _run("transaction_train_job", run_config=train_run_config(DAY, TRANSACTIONS))
+    _run("transactions_job", partition_key=DAY)
+    return data
+
+
+@pytest.mark.e2e
+def test_the_feedback_loop_trains_gates_and_the_api_serves_the_pipelines_rerank_score(world):
+    from bankanom_pipeline.reranking.simulated_analyst import label, transaction_truth
+    from tests.api_server import api_client
+
+    with duckdb.connect(str(world / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(rerank_score) FROM scored_transactions").fetchone()[0] == 0
+
+    # no labels yet: the asset materializes and says how many it has and needs
+    refused = _metadata(_run("transaction_reranker_job"), "transaction_reranker")
+    assert refused["trained"] is False and refused["labels"] == 0
+    assert "needs at least 50 labelled items" in refused["reason"]
+
+    with api_client(world, KEY) as api:
+        truth = transaction_truth([world / "landing" / "transactions" / DAY / "tx.labels.csv"])
+        done = label("http://testserver", KEY, "transaction", 120, truth, client=api)
+        assert len(done.target_ids) == 120 and done.batches == 6
+        assert set(done.by_reason()) == {"top", "uncertain", "random"}
+        assert done.by_reason()["random"] == 24  # a fifth of each batch
+        rows = api.get("/feedback", params={"kind": "transaction", "limit": 500}, headers=H).json()
+        assert len(rows["items"] if isinstance(rows, dict) else rows) == 120
+
+    trained = _metadata(_run("transaction_reranker_job"), "transaction_reranker")
+    assert trained["trained"] is True and trained["labels"] == 120
+    gate = trained["gate"]
+    assert trained["promoted"] == (gate["gain"] is not None and gate["gain"] > core.MIN_GAIN)
+    assert gate["n_test"] == int(core.held_out(done.target_ids).sum())
+    registry = Registry(world / "models" / "transactions")
+    assert (registry.current().get(reranking.NAME) == trained["version"]) == trained["promoted"]
+    if not trained["promoted"]:
+        # what follows checks the API against the pipeline, whichever way the gate went on this small day
+        registry.promote({reranking.NAME: trained["version"]})
+
+    _run("transactions_job", partition_key=DAY)
+    with duckdb.connect(str(world / "warehouse.duckdb"), read_only=True) as con:
+        scored = con.execute(
+            "SELECT transaction_id, rerank_score, is_anomaly, ensemble_flag, reranker_version "
+            "FROM scored_transactions WHERE partition_date = ?",
+            [DAY],
+        ).pl()
+        models = {
+            r[0] for r in con.execute("SELECT DISTINCT model FROM transaction_evaluation_metrics").fetchall()
+        }
+    assert scored["rerank_score"].null_count() == 0
+    assert scored["reranker_version"].unique().to_list() == [trained["version"]]
+    assert (scored["is_anomaly"] == (scored["rerank_score"] >= reranking.CUT)).all()
+    assert {"reranked", "ensemble", "incidents", "incidents_unsupervised"} <= models
+
+    with api_client(world, KEY) as api:
+        flagged = api.get("/transactions", params={"flagged_only": True, "limit": 15}, headers=H).json()
+        others = api.get("/transactions", params={"limit": 15}, headers=H).json()
+        records = [{k: r[k] for k in CSV_FIELDS} for r in flagged + others]
+        predicted = api.post("/models/predict", json=records, headers=H).json()
+        single = api.post("/models/isolation_forest/predict", json=records[:3], headers=H).json()
+    pipeline = dict(zip(scored["transaction_id"], scored["rerank_score"], strict=True))
+    decided = dict(zip(scored["transaction_id"], scored["is_anomaly"], strict=True))
+    for p in predicted:
+        assert p["rerank_score"] == pytest.approx(pipeline[p["TransactionID"]], abs=1e-12)
+        assert p["isFraud"] == decided[p["TransactionID"]]
+    assert [s["rerank_score"] for s in single] == [p["rerank_score"] for p in predicted[:3]]
