@@ -53,12 +53,13 @@ def label(
     analyst_note: str = "simulated",
     client=None,
     between_batches: Callable[[Labelled], None] | None = None,
+    partition_date: str | None = None,
 ) -> Labelled:
     """Label up to ``budget`` items of ``kind`` the queue asks about, ``batch`` at a time, through the
     feedback API at ``base_url`` with ``api_key`` (a key mapped to an analyst). ``client``: an
     ``httpx.Client`` to use instead of a new one (a FastAPI TestClient, whose base_url is its own).
-    ``between_batches``: called after each batch (e.g. to re-train a re-ranker and re-publish). Stops
-    early when the queue is empty. Raises ``httpx.HTTPStatusError`` on a refused request."""
+    ``between_batches``: called after each batch (e.g. to re-train a re-ranker and re-publish).
+    ``partition_date``: only that day's items (the queue's filter). Stops early when the queue is empty. Raises ``httpx.HTTPStatusError`` on a refused request."""
     import httpx
 
     if budget < 0 or batch < 1:
@@ -70,7 +71,8 @@ def label(
     try:
         while len(done.target_ids) < budget:
             n = min(batch, budget - len(done.target_ids))
-            asked = http.get("/feedback/queue", params={"kind": kind, "n": n}, headers=headers)
+            params = {"kind": kind, "n": n, **({"partition_date": partition_date} if partition_date else {})}
+            asked = http.get("/feedback/queue", params=params, headers=headers)
             asked.raise_for_status()
             items = asked.json()["items"]
             if not items:
