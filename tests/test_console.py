@@ -112,6 +112,7 @@ def test_every_page_needs_a_login_and_redirects_to_the_form(server):
             "/console/predict",
             "/console/models",
             "/console/events/E",
+            "/console/review",
         ]:
             response = client.get(path)
             assert response.status_code == 303, path
@@ -212,7 +213,6 @@ def test_feedback_is_stored_and_counted(analyst, world):
     flagged = served(world, "SELECT transaction_id FROM transactions WHERE is_anomaly ORDER BY ts LIMIT 1")[
         0
     ][0]
-    normal = served(world, "SELECT transaction_id FROM transactions WHERE NOT is_anomaly LIMIT 1")[0][0]
     page = analyst.get(f"/console/incidents/{incident_id}")
     token = csrf_of(page.text)
 
@@ -254,9 +254,10 @@ def test_feedback_is_stored_and_counted(analyst, world):
         and mine["label"] == "false_positive"
         and mine["comment"] == "maintenance window"
     )
-    assert mine["partition_date"] == dt.date.fromisoformat(DEMO_DAY) and re.fullmatch(
-        r"[0-9a-f]{12}", mine["analyst"]
-    )
+    assert mine["partition_date"] == dt.date.fromisoformat(DEMO_DAY)
+    # signed by the person the key belongs to (tests/api_server.py maps the keys as BANKANOM_ANALYSTS)
+    assert mine["analyst"] == "Test Analyst" and mine["channel"] == "console"
+    assert re.fullmatch(r"[0-9a-f]{12}", mine["key_id"])
     latest = feedback.latest(rows)
     assert counts() == (
         int((latest["kind"] == "incident").sum()),
@@ -266,16 +267,40 @@ def test_feedback_is_stored_and_counted(analyst, world):
     # the label shows in the list
     listing = analyst.get("/console/incidents", params={"sort": "start", "order": "asc"}).text
     assert "false positive" in listing
-    # refused: unknown label, unknown incident, a transaction the models did not flag
+    # refused as POST /feedback refuses them: unknown label or kind, unknown incident or transaction
     for data, status in [
-        ({**post, "label": "maybe"}, 400),
-        ({**post, "kind": "account"}, 400),
+        ({**post, "label": "maybe"}, 422),
+        ({**post, "kind": "account"}, 422),
         ({**post, "target_id": "INC-NOPE"}, 404),
-        ({**post, "kind": "transaction", "target_id": normal}, 404),
-        ({**post, "comment": "x" * 2001}, 400),
+        ({**post, "kind": "transaction", "target_id": "TX-NOPE"}, 404),
+        ({**post, "comment": "x" * 2001}, 422),
     ]:
         assert analyst.post("/console/feedback", data=data).status_code == status, data
     assert feedback.read(world / "feedback.duckdb").height == rows.height
+
+
+def test_analysts_are_named_and_their_disagreement_shown(analyst, server, world):
+    incident_id, _ = first_incident(world, severity="High")
+    token = csrf_of(analyst.get(f"/console/incidents/{incident_id}").text)
+    form = {"csrf": token, "kind": "incident", "target_id": incident_id, "comment": ""}
+    assert analyst.post("/console/feedback", data={**form, "label": "true_positive"}).status_code == 303
+    with httpx.Client(base_url=server, timeout=60) as other:
+        login(other, OTHER_KEY)
+        page = other.get(f"/console/incidents/{incident_id}").text
+        assert "Analyst 2 (key " in page and "Save feedback as Analyst 2" in page
+        data = {**form, "csrf": csrf_of(page), "label": "false_positive"}
+        assert other.post("/console/feedback", data=data).status_code == 303
+    page = analyst.get(f"/console/incidents/{incident_id}").text
+    disagreement = page[page.index('id="disagreement"') :].split("</p>")[0]
+    assert "Test Analyst says" in disagreement and "Analyst 2 says" in disagreement
+    history = page[page.index('id="history"') :].split("</table>")[0]
+    assert "Test Analyst" in history and "Analyst 2" in history
+    # no re-ranker in this world: the score shown is the unsupervised one
+    assert 'id="not-reranked"' in page and 'id="score-after"' not in page
+    review = analyst.get("/console/review").text
+    assert incident_id in review[review.index('id="disagreements"') :].split("</table>")[0]
+    assert re.search(r'href="/console/incidents/[^"?]+\?selection=(top|uncertain|random)"', review)
+    assert re.search(r'href="/console/transactions/[^"?]+\?selection=(top|uncertain|random)"', review)
 
 
 def test_concurrent_feedback_posts_are_all_stored(analyst, world):
@@ -579,6 +604,11 @@ def test_the_console_end_to_end_in_headless_chromium(server, world):
                 page.locator("svg[aria-label='precision and recall of each model at its threshold']").first
             ).to_be_visible()
             shot(page, "12-models")
+
+            page.click("nav a:has-text('To review')")
+            expect(page.locator("#queue-incident")).to_be_visible()
+            expect(page.locator("#audit")).to_contain_text("Test Analyst")
+            shot(page, "13-review")
         finally:
             browser.close()
-    assert len(list(ARTIFACTS.glob("*.png"))) >= 12
+    assert len(list(ARTIFACTS.glob("*.png"))) >= 13

@@ -455,9 +455,10 @@ def test_the_console_form_gives_feedback_under_the_same_rules(app):
         assert refused.status_code == status and says in refused.text, (change, refused.text[:500])
     app.cookies.clear()
     nobody = console(app, NOBODY)
-    refused = app.post("/console/feedback", data={**form, "csrf": nobody})
-    assert refused.status_code == 403
-    assert f"add name={key_id(NOBODY)} to BANKANOM_ANALYSTS" in refused.text
+    for bad in ({}, {"label": "maybe"}):  # who, before what: as POST /feedback
+        refused = app.post("/console/feedback", data={**form, **bad, "csrf": nobody})
+        assert refused.status_code == 403
+        assert f"add name={key_id(NOBODY)} to BANKANOM_ANALYSTS" in refused.text
     page = app.get("/console/transactions/TX42").text
     assert 'id="not-mapped"' in page and 'action="/console/feedback"' not in page
     assert f"key {key_id(NOBODY)}, no analyst" in page

@@ -325,7 +325,8 @@ def post_feedback(
     who: ConsoleSession, fields: Form, state: State, settings: Settings, live: Live
 ) -> Response:
     check_csrf(who.csrf, fields)
-    try:  # the JSON route's validation and rules, its status codes as the error page's
+    try:  # the JSON route's rules in its order (who, then what), its status codes as the error page's
+        labelling.person(settings.analysts, who.key_id)
         body = labelling.from_form(fields)
         labelling.submit(settings, state, live, who.key_id, body, "console")
     except HTTPException as error:
