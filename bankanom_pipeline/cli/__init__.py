@@ -641,6 +641,10 @@ def up(
         )
         # the session's key belongs to a person, so the console's feedback form works as it is
         env.setdefault("BANKANOM_ANALYSTS", f"{DEMO_ANALYST}={key_id(env['BANKANOM_API_KEYS'])}")
+    elif not env.get("BANKANOM_ANALYSTS"):
+        console.print(
+            "giving feedback needs BANKANOM_ANALYSTS (name=key_id pairs; `bankanom key-id` prints a key's id)"
+        )
     # the API reaches the stream's internal service with this key; nothing else on the machine can
     env["BANKANOM_STREAM_URL"] = f"http://127.0.0.1:{stream_port}"
     env.setdefault("BANKANOM_STREAM_KEY", secrets.token_urlsafe(18))
