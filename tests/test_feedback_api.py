@@ -370,6 +370,13 @@ def test_the_queue_carries_the_rerankers_scores_when_published(tmp_path):
         assert reranked["INC-0"] == pytest.approx(0.65) and reranked["INC-9"] is None
 
 
+def test_other_methods_get_a_405_naming_both(app):
+    for method in ("OPTIONS", "PUT", "DELETE"):
+        response = app.request(method, "/feedback", headers=H())
+        assert response.status_code == 405 and response.headers["allow"] == "GET, POST", method
+    assert app.request("OPTIONS", "/feedback/queue", headers=H()).headers["allow"] == "GET"
+
+
 def test_the_queue_needs_a_snapshot(tmp_path):
     with api_client(tmp_path, ANN, analysts=ANALYSTS) as app:
         response = app.get("/feedback/queue", params={"kind": "incident"}, headers=H())

@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from bankanom_api.deps import API_KEY, Live, Settings, State, authenticated, loaded_snapshot
 from bankanom_api.labelling import person, queue, submit
@@ -63,6 +63,16 @@ def post_feedback(
     response = json_response(submit(settings, state, live, key_id, body, "api"))
     response.status_code = status.HTTP_201_CREATED
     return response
+
+
+@router.api_route(
+    "/feedback", methods=["OPTIONS", "PUT", "PATCH", "DELETE", "TRACE"], include_in_schema=False
+)
+def feedback_methods() -> Response:
+    """405 naming both methods: with a route per method, Starlette's 405 would name only the first's."""
+    raise HTTPException(
+        status.HTTP_405_METHOD_NOT_ALLOWED, "Method Not Allowed", headers={"Allow": "GET, POST"}
+    )
 
 
 @router.get(
