@@ -121,6 +121,7 @@ class LiveReader:
         self.path = Path(live_dir) / STORE
         self._shadows = Shadows(self._warm, self.reading)
         self._batch_ids: tuple[str, frozenset[str]] | None = None
+        self._hidden: tuple[str, dict[str, bool]] | None = None
 
     # -- connections ---------------------------------------------------------------------------------
 
@@ -211,7 +212,9 @@ class LiveReader:
         where_sql = " AND ".join(clauses)
         oldest = con.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()[0]
         tally = self._shadows.tally(con, (identity, oldest), tuple(used), where_sql, params, upto)
-        bounded = f"{where_sql} AND seq <= ?"
+        # ``+seq``: the bound is not a range of the table to SQLite, so the page walks the ts index
+        # newest first (1.6 ms for 1,000 of 400,000 rows) instead of sorting every row up to ``upto``
+        bounded = f"{where_sql} AND +seq <= ?"
 
         def fetch(limit: int, offset: int) -> list[dict]:
             found = con.execute(
@@ -245,6 +248,9 @@ class LiveReader:
             return merged_page(batch or empty, live or empty, incident_key, limit, offset)
 
     def _live_incidents(self, con: sqlite3.Connection, snap: Snapshot | None, where) -> Sorted:
+        """The live incidents the merge rule shows, as a sorted source: their keys are read (and whether
+        the snapshot hides each, worked out once per snapshot and incident), the full rows of a page
+        only."""
         clauses, params = ["merged_into IS NULL"], []
         for sql, value in where:
             if value is None:
@@ -254,21 +260,29 @@ class LiveReader:
             if "?" in live_sql:
                 params.append(live_value)
         found = con.execute(
-            f"SELECT {', '.join(INCIDENT_SUMMARY)}, first_event_id FROM incidents "
+            f"SELECT start_ts, incident_id, first_event_id FROM incidents "
             f"WHERE {' AND '.join(clauses)} ORDER BY start_ts DESC, incident_id",
             params,
         ).fetchall()
-        rows = [dict(r) for r in found]
-        if snap is not None and rows:
-            held_ids = self._batch_incident_ids(snap)
-            held_events = _held_events(snap, [r["first_event_id"] for r in rows])
-            rows = [
-                r for r in rows if r["incident_id"] not in held_ids and r["first_event_id"] not in held_events
-            ]
-        for row in rows:
-            del row["first_event_id"]
-            incident_row(row)
-        return rows_of(marked(rows, True), incident_key)
+        if snap is not None and found:
+            hidden = self._hidden_incidents(snap, found)
+            found = [r for r in found if not hidden[r[1]]]
+        keys = [(-r[0], r[1]) for r in found]
+
+        def fetch(limit: int, offset: int) -> list[dict]:
+            ids = [ident for _, ident in keys[offset : offset + limit]]
+            rows: dict[str, dict] = {}
+            for start in range(0, len(ids), 500):  # the console asks for every visible incident at once
+                part = ids[start : start + 500]
+                for r in con.execute(
+                    f"SELECT {', '.join(INCIDENT_SUMMARY)} FROM incidents "
+                    f"WHERE incident_id IN ({', '.join('?' * len(part))})",
+                    part,
+                ):
+                    rows[r["incident_id"]] = incident_row(dict(r))
+            return marked([rows[i] for i in ids], True)
+
+        return Sorted(len(keys), fetch, lambda: keys[0], lambda: keys[-1])
 
     def _batch_incident_ids(self, snap: Snapshot) -> frozenset[str]:
         cached = self._batch_ids
@@ -280,6 +294,22 @@ class LiveReader:
             )
             cached = self._batch_ids = (snap.pointer["file"], ids)
         return cached[1]
+
+    def _hidden_incidents(self, snap: Snapshot, found: list) -> dict[str, bool]:
+        """Per live incident id, whether ``snap`` hides it (it holds the id, or the incident's first
+        event): fixed for a snapshot and an incident, so only incidents not seen with this snapshot are
+        looked up."""
+        cached = self._hidden
+        if cached is None or cached[0] != snap.pointer["file"]:
+            cached = self._hidden = (snap.pointer["file"], {})
+        hidden = cached[1]
+        new = [r for r in found if r[1] not in hidden]
+        if new:
+            held_ids = self._batch_incident_ids(snap)
+            held_events = _held_events(snap, [r[2] for r in new])
+            for _, ident, first_event in new:
+                hidden[ident] = ident in held_ids or first_event in held_events
+        return hidden
 
     def visible_incidents(self, snap: Snapshot | None, where: list[tuple[str, object]]) -> list[dict]:
         """Every live incident the merge rule shows beside ``snap``, newest first (the console's list)."""

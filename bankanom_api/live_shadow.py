@@ -143,7 +143,11 @@ class Shadows:
         if known is None or known.key != key or known.seq > upto:
             known = Tally(key, 0, 0, None, None)
         if known.seq < upto:
-            span = f"{where} AND seq > ? AND seq <= ?"
+            # a tally from the start spans the whole store: written ``+seq``, the bounds cannot be used
+            # as a range of the table itself, so SQLite takes an index of the filters' (ts for
+            # ``since``: the few thousand rows of the last seconds, not every row of the day)
+            seq = "+seq" if known.seq == 0 else "seq"
+            span = f"{where} AND {seq} > ? AND {seq} <= ?"
             bounds = [*params, known.seq, upto]
             (count,) = con.execute(f"SELECT count(*) FROM events WHERE {span}", bounds).fetchone()
             first, last = known.first, known.last

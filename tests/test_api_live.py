@@ -326,6 +326,28 @@ def test_incidents_merge_batch_and_live_and_hide_what_the_batch_holds_or_was_mer
     assert [i["incident_id"] for i in since["items"]] == ["INC-L2", "INC-B1"]
 
 
+def test_which_live_incidents_a_snapshot_hides_is_worked_out_again_for_a_new_one(served, tmp_path):
+    """Whether the snapshot hides a live incident is kept per snapshot and incident: a new live incident
+    is looked up when it appears, and a newer snapshot holding a shown one's first event hides it."""
+
+    def live_ids() -> list[str]:
+        return [i["incident_id"] for i in all_pages(served, "/incidents", 2)[0] if i["live"]]
+
+    assert live_ids() == ["INC-L2", "INC-L1"]
+    late = event(400, day_offset=1, minutes=30)  # NEXT 10:30
+    write_live(
+        tmp_path / "live" / "live.sqlite",
+        [late],
+        start_seq=len(LIVE) + 1,
+        incidents=lambda cur: live_incident(cur, "INC-L4", late),
+    )
+    assert live_ids() == ["INC-L2", "INC-L4", "INC-L1"]
+    # the batch run for NEXT publishes with E201 (INC-L2's first event) and without E400
+    nxt = [e for e in LIVE if e["partition_date"] == NEXT]
+    served.app.state.serving.snapshot = snapshot(BATCH + nxt, BATCH_INCIDENTS, name="snapshot-b.duckdb")
+    assert live_ids() == ["INC-L4", "INC-L1"]
+
+
 def test_one_incident_batch_or_live_and_a_merged_one_points_to_its_survivor(served):
     batch = served.get("/incidents/INC-B1", headers=H).json()
     assert batch["live"] is False and batch["summary"] == "batch"
