@@ -156,3 +156,21 @@ def test_select_is_deterministic_and_never_returns_labelled_items():
     rest = select(small, set(small["target_id"].head(25).to_list()), 20)
     assert sorted(rest["target_id"]) == sorted(small["target_id"].tail(5))
     assert select(candidates, set(candidates["target_id"]), 20).height == 0
+
+
+def test_below_its_floor_a_reranker_keeps_the_unsupervised_order_beneath_the_items_it_judges():
+    _ids, X, u, y = _labelled()
+    reranker = core.fit(X, u, y, NAMES, "transaction", floor=0.5)
+    p = reranker.predict(X, u)
+    below = u < 0.5
+    assert np.allclose(p[below], u[below] * core.BELOW_FLOOR)
+    assert np.array_equal(p[~below], core.fit(X, u, y, NAMES, "transaction").predict(X[~below], u[~below]))
+    assert p[below].max() < 0.5 * core.BELOW_FLOOR <= 0.5
+
+
+def test_refit_returns_a_reranker_fitted_on_every_label_with_the_gate_of_the_share():
+    ids, X, u, y = _labelled(600)
+    share = core.train_and_gate(ids, X, u, y, NAMES, "transaction")
+    refit = core.train_and_gate(ids, X, u, y, NAMES, "transaction", refit=True)
+    assert refit.gate == share.gate and refit.n_train == 600 and share.n_train < 600
+    assert np.array_equal(refit.reranker.predict(X, u), core.fit(X, u, y, NAMES, "transaction").predict(X, u))

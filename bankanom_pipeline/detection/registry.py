@@ -170,6 +170,7 @@ class Registry:
             "params": reranker.estimator.get_params(),
             "features": list(reranker.names),
             "kind": reranker.kind,
+            "floor": reranker.floor,
             "training_window": {"start": window[0], "end": window[1]},
             "training_rows": int(labels.get("train", labels.get("total", 0))),
             "metrics": {"gain": gate.get("gain"), "ap_reranked": gate.get("ap_reranked")},
@@ -249,7 +250,13 @@ class Registry:
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
         estimator = copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
-        return Reranker(estimator, list(manifest["features"]), manifest["kind"], version=version)
+        return Reranker(
+            estimator,
+            list(manifest["features"]),
+            manifest["kind"],
+            version=version,
+            floor=manifest.get("floor"),
+        )
 
     def current_reranker(self, name: str) -> Reranker | None:
         """The promoted re-ranker called ``name``, or None while none is promoted."""
