@@ -18,7 +18,7 @@ through a re-scored, re-published day (a transactions_job run per batch), and th
 before anything can be promoted; docs/reranking.md.
 
 Seeds are recorded in bench/README.md before use: dev 51 / 52 / 53 (``--seeds 51,52,53 --start
-2026-06-01``), held out 91 / 92 / 93 (``--seeds 91,92,93 --start 2026-10-01``), run once.
+2026-06-01``), held out 91 / 92 / 93 (``--seeds 91,92,93 --start 2026-09-01``), run once.
 """
 
 from __future__ import annotations
