@@ -145,6 +145,7 @@ def learn(args, home: Path) -> dict:
 
 def evaluate(args, home: Path) -> dict:
     from bankanom_pipeline.warehouse import store
+    from bankanom_pipeline.warehouse.frames import table_exists
 
     eval_day = _days(args.first_day)[2]
     _run("pipeline_job", eval_day, DAY_CONFIG)
@@ -154,14 +155,15 @@ def evaluate(args, home: Path) -> dict:
             "AND model LIKE 'incidents%'",
             [eval_day],
         ).fetchall()
-        scenarios = con.execute(
-            "SELECT * FROM evaluation_scenarios WHERE partition_date = ? ORDER BY scenario_id", [eval_day]
-        ).pl()
-    return {
-        "day": eval_day,
-        "metrics": {f"{m}.{k}": v for m, k, v in metrics},
-        "scenarios": scenarios.with_columns(scenarios["partition_date"].cast(str)).to_dicts(),
-    }
+        recall = {}
+        for table in ("evaluation_scenarios", "evaluation_scenarios_reranked"):
+            if table_exists(con, table):
+                recall[table] = con.execute(
+                    f"SELECT scenario_id, instances, detected, recall FROM {table} WHERE partition_date = ? "
+                    "ORDER BY scenario_id",
+                    [eval_day],
+                ).fetchall()
+    return {"day": eval_day, "metrics": {f"{m}.{k}": v for m, k, v in metrics}, **recall}
 
 
 def main() -> None:
