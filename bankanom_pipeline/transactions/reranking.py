@@ -29,7 +29,8 @@ from bankanom_pipeline.detection.registry import Registry, record, record_promot
 from bankanom_pipeline.detection.sources import TRANSACTIONS
 from bankanom_pipeline.reranking import core
 from bankanom_pipeline.transactions.scoring import evidence, top_features
-from bankanom_pipeline.warehouse.frames import read_frame, replace_partition, table_exists
+from bankanom_pipeline.warehouse.frames import arrow_for_insert, read_frame, rewriting, table_exists
+from bankanom_pipeline.warehouse.lake import kind as table_type
 
 NAME = "transaction_reranker"
 # the decision with a promoted re-ranker: an analyst is more likely than not to confirm the transaction
@@ -175,11 +176,9 @@ def rerank_day(
     A transaction the re-ranker newly flags gets the top features and evidence that flagged ones carry
     (incidents name their pattern from them). Returns what it did, for the asset's metadata."""
     reranker = registry.current_reranker(NAME)
-    for column, kind in RERANK_COLUMNS.items():
-        con.execute(f"ALTER TABLE scored_transactions ADD COLUMN IF NOT EXISTS {column} {kind}")
     scored = read_frame(
         con, "SELECT * FROM scored_transactions WHERE partition_date = ? ORDER BY transaction_id", [day]
-    ).drop(list(RERANK_COLUMNS))
+    ).drop(list(RERANK_COLUMNS), strict=False)
     wanted = [*(reranker.names if reranker else []), *TRANSACTIONS.config.feature_names]
     missing = [n for n in dict.fromkeys(wanted) if n not in scored.columns]
     feats = read_frame(
@@ -206,10 +205,33 @@ def rerank_day(
             .with_columns([pl.coalesce(f"_{c}", c).alias(c) for c in columns])
         )
     out = out.select([*scored.columns, *RERANK_COLUMNS])
-    replace_partition(con, "scored_transactions", out, day)
+    _write(con, day, out)
     return {
         "reranker": reranker.version if reranker else "none promoted",
         "reranked_flagged": int(out["is_anomaly"].sum()),
         "unsupervised_flagged": int(out["ensemble_flag"].sum()),
         "newly_flagged": int(new.sum()),
     }
+
+
+def _write(con: duckdb.DuckDBPyConnection, day: str, frame: pl.DataFrame) -> None:
+    """Make ``frame`` day ``day`` of scored_transactions, the re-ranker's columns added where the table
+    lacks them (NULL for the days scored before): embedded, to the table itself, before the
+    partition's transaction; lake, to the block's temporary table (the table is a view over each
+    partition's Parquet file, read by name)."""
+    con.register("_reranked", arrow_for_insert(frame.to_arrow()))
+    try:
+        if table_type(con, "scored_transactions") == "BASE TABLE":
+            _add_rerank_columns(con)
+        with rewriting(con, "scored_transactions", day=day):
+            _add_rerank_columns(con)
+            con.execute("INSERT INTO scored_transactions BY NAME SELECT * FROM _reranked")
+    finally:
+        con.unregister("_reranked")
+
+
+def _add_rerank_columns(con: duckdb.DuckDBPyConnection) -> None:
+    have = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE scored_transactions)").fetchall()}
+    for column, kind in RERANK_COLUMNS.items():
+        if column not in have:
+            con.execute(f"ALTER TABLE scored_transactions ADD COLUMN {column} {kind}")
