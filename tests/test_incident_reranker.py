@@ -275,3 +275,28 @@ def test_no_promoted_reranker_writes_no_rows(world):
     con = duckdb.connect(str(database), read_only=True)
     assert con.execute("SELECT count(*) FROM incident_reranks").fetchone()[0] == 0
     con.close()
+
+
+@pytest.mark.parametrize("reranked", [False, True])
+def test_the_snapshot_copies_the_transaction_rerankers_columns_when_scored_transactions_has_them(
+    tmp_path, reranked
+):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute(
+        "CREATE TABLE validated_transactions AS SELECT DATE '2026-06-02' AS partition_date, 't1' AS transaction_id, "
+        "'a1' AS account_id, TIMESTAMP '2026-06-02 10:00' AS ts, NULL AS extra, 'f' AS source_file, 1 AS line_no"
+    )
+    rerank = ", 0.7::DOUBLE AS rerank_score, true AS ensemble_flag, 'r-1' AS reranker_version" if reranked else ""
+    con.execute(
+        "CREATE TABLE scored_transactions AS SELECT DATE '2026-06-02' AS partition_date, 't1' AS transaction_id, "
+        "0.1 AS if_score, 0.2 AS lof_score, 0.9 AS ensemble_score, false AS if_flag, false AS lof_flag, "
+        f"true AS is_anomaly, '[]' AS top_features, 'if-1' AS if_version, 'lof-1' AS lof_version{rerank}"
+    )
+    pointer = SnapshotPublisher(tmp_path / "snapshots").publish(con, dt.date(2026, 6, 2), 1)
+    con.close()
+    snap = duckdb.connect(str(tmp_path / "snapshots" / pointer["file"]), read_only=True)
+    columns = [c[0] for c in snap.execute("DESCRIBE transactions").fetchall()]
+    assert ("rerank_score" in columns) is reranked and ("reranker_version" in columns) is reranked
+    if reranked:
+        assert snap.execute("SELECT rerank_score FROM transactions").fetchone()[0] == pytest.approx(0.7)
+    snap.close()

@@ -77,7 +77,7 @@ _TABLES = {
     "transactions": (
         """SELECT v.* EXCLUDE (extra, source_file, line_no),
                   s.if_score, s.lof_score, s.ensemble_score, s.if_flag, s.lof_flag, s.is_anomaly,
-                  s.top_features, s.if_version, s.lof_version
+                  s.top_features, s.if_version, s.lof_version{optional}
            FROM validated_transactions AS v
            LEFT JOIN scored_transactions AS s USING (partition_date, transaction_id)""",
         "account_id, ts, transaction_id",
@@ -97,6 +97,11 @@ _TABLES = {
         "partition_date, model, metric",
     ),
 }
+# columns a query copies when its warehouse has them ({optional} in the query): the transaction
+# re-ranker's, which scored_transactions written before issue 26 part 2 lack
+_OPTIONAL = {
+    "transactions": ("scored_transactions", "s", ("rerank_score", "ensemble_flag", "reranker_version"))
+}
 # a table is published only when every table its query reads exists
 _NEEDS = {
     "incident_events": ("incident_events", "scored_events", "validated_logs"),
@@ -110,6 +115,19 @@ def latest_scored_day(con: duckdb.DuckDBPyConnection) -> dt.date | None:
     if not table_exists(con, "scored_events"):
         return None
     return con.execute("SELECT max(partition_date) FROM scored_events").fetchone()[0]
+
+
+def _optional_columns(con: duckdb.DuckDBPyConnection, source: str, alias: str, names: tuple[str, ...]) -> str:
+    """``, alias.name`` for each of ``names`` that ``source`` has (an empty string when none)."""
+    present = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_catalog = current_database() AND table_schema = 'main'",
+            [source],
+        ).fetchall()
+    }
+    return "".join(f", {alias}.{name}" for name in names if name in present)
 
 
 class SnapshotError(Exception):
@@ -151,6 +169,8 @@ class SnapshotPublisher:
             for table, (query, order) in _TABLES.items():
                 if not all(table_exists(con, t) for t in _NEEDS.get(table, (table,))):
                     continue
+                if table in _OPTIONAL:
+                    query = query.replace("{optional}", _optional_columns(con, *_OPTIONAL[table]))
                 con.execute(
                     f"CREATE TABLE snap.{table} AS SELECT * FROM ({query}) ORDER BY {order}",
                     {"start": start, "end": through} if "$start" in query else {},
