@@ -168,12 +168,16 @@ def queue(snap: Snapshot, rows: pl.DataFrame, kind: str, n: int, day: dt.date | 
     return [{"kind": kind, **item} for item in chosen.to_dicts()]
 
 
-def _threshold(kind: str) -> float | None:
+def _threshold(kind: str) -> float:
     """The unsupervised operating cut the ``uncertain`` items are nearest to while no re-ranker is
-    promoted: the transaction ensemble's flag threshold; incidents have none (the queue takes the
-    candidates' median)."""
-    if kind != "transaction":
-        return None
+    promoted: the transaction ensemble's flag threshold, or the score at which a lone incident is
+    reported (``incidents.yaml``). Incidents' scores crowd near 1, so their median would ask only
+    about true incidents: on a default dev day (2026-06-02) 196 of 200 such labels were true and no
+    re-ranker could be trained, while false incidents sit at 0.94-0.96, just over the boundary."""
+    if kind == "incident":
+        from bankanom_pipeline.detection.incidents import default_incident_config
+
+        return default_incident_config().reporting.lone_event_min_score
     from bankanom_pipeline.detection.sources import TRANSACTIONS
 
     return TRANSACTIONS.config.thresholds.ensemble

@@ -353,6 +353,9 @@ def test_the_queue_returns_only_unlabelled_items_with_their_reasons(app):
         "score": 0.95,
         "rerank_score": None,
     }
+    # without a re-ranker, incidents' uncertain picks are those nearest the lone-incident reporting
+    # boundary (incidents.yaml's 0.94), not the candidates' median (0.725 here)
+    assert [i["target_id"] for i in incidents if i["reason"] == "uncertain"] == ["INC-8", "INC-7"]
     for bad in ({"kind": "account"}, {"kind": "incident", "n": 0}, {"kind": "incident", "n": 501}, {}):
         assert app.get("/feedback/queue", params=bad, headers=H()).status_code == 422, bad
 
