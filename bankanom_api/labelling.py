@@ -164,8 +164,26 @@ def queue(snap: Snapshot, rows: pl.DataFrame, kind: str, n: int, day: dt.date | 
     from bankanom_pipeline.reranking.selection import select  # numpy's random generator: on demand
 
     labelled = set(rows.filter(pl.col("kind") == kind)["target_id"].to_list())
-    chosen = select(candidates(snap, kind, day), labelled, n, threshold=_threshold(kind))
+    chosen = select(
+        candidates(snap, kind, day),
+        labelled,
+        n,
+        threshold=_threshold(kind),
+        random_min_score=_random_floor(kind),
+    )
     return [{"kind": kind, **item} for item in chosen.to_dicts()]
+
+
+def _random_floor(kind: str) -> float | None:
+    """The lowest unsupervised score the queue's random share is drawn from: a transaction re-ranker
+    judges only transactions at or above its floor (``transactions.reranking.FLOOR``), and the gate
+    compares orders on the random labels, which must hold frauds; drawn from every transaction they
+    would be nearly all normal. Incidents: every candidate (the incident re-ranker has no floor)."""
+    if kind != "transaction":
+        return None
+    from bankanom_pipeline.transactions.reranking import FLOOR
+
+    return FLOOR
 
 
 def _threshold(kind: str) -> float:

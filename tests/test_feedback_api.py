@@ -323,7 +323,9 @@ def test_an_old_feedback_file_is_read_as_migrated_and_rebuilt_on_the_next_write(
 
 def test_the_queue_returns_only_unlabelled_items_with_their_reasons(app):
     first = app.get("/feedback/queue", params={"kind": "transaction", "n": 10}, headers=H()).json()["items"]
-    assert len(first) == 10 and {i["reason"] for i in first} == {"top", "uncertain", "random"}
+    # the random share is drawn from transactions the re-ranker would judge (ensemble score at least its
+    # floor, 0.99): here only TX99, the top, so uncertain ones stand in for it
+    assert len(first) == 10 and {i["reason"] for i in first} == {"top", "uncertain"}
     assert all(i["kind"] == "transaction" and i["rerank_score"] is None for i in first)
     assert all(i["score"] == int(i["target_id"][2:]) / 100 for i in first)  # the ensemble's score
     assert [i["target_id"] for i in first if i["reason"] == "top"][:2] == ["TX99", "TX98"]
@@ -358,6 +360,18 @@ def test_the_queue_returns_only_unlabelled_items_with_their_reasons(app):
     assert [i["target_id"] for i in incidents if i["reason"] == "uncertain"] == ["INC-8", "INC-7"]
     for bad in ({"kind": "account"}, {"kind": "incident", "n": 0}, {"kind": "incident", "n": 501}, {}):
         assert app.get("/feedback/queue", params=bad, headers=H()).status_code == 422, bad
+
+
+def test_the_transaction_queues_random_share_lies_above_the_rerankers_floor(app, monkeypatch):
+    from bankanom_pipeline.transactions import reranking
+
+    monkeypatch.setattr(reranking, "FLOOR", 0.6)
+    items = app.get("/feedback/queue", params={"kind": "transaction", "n": 30}, headers=H()).json()["items"]
+    random = [i["score"] for i in items if i["reason"] == "random"]
+    assert len(random) == 6 and min(random) >= 0.6
+    # incidents: no floor, every candidate may be drawn
+    incidents = app.get("/feedback/queue", params={"kind": "incident", "n": 10}, headers=H()).json()["items"]
+    assert len(incidents) == 10 and sum(i["reason"] == "random" for i in incidents) == 2
 
 
 def test_the_queue_carries_the_rerankers_scores_when_published(tmp_path):

@@ -174,3 +174,61 @@ def test_refit_returns_a_reranker_fitted_on_every_label_with_the_gate_of_the_sha
     refit = core.train_and_gate(ids, X, u, y, NAMES, "transaction", refit=True)
     assert refit.gate == share.gate and refit.n_train == 600 and share.n_train < 600
     assert np.array_equal(refit.reranker.predict(X, u), core.fit(X, u, y, NAMES, "transaction").predict(X, u))
+
+
+class _Fixed:
+    """A re-ranker returning given scores (the gate reads only its predictions)."""
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, dtype=np.float64)
+
+    def predict(self, X, unsupervised):
+        return self.scores
+
+
+def _biased_gain_random_loss():
+    """60 queue-chosen items the re-ranker orders perfectly and the unsupervised score badly, and 20
+    random ones where it is the other way round."""
+    rng = np.random.default_rng(4)
+    y = np.array([1, 0] * 40, dtype=np.int8)
+    noise = rng.random(80)
+    reranked = np.where(y == 1, 0.6 + 0.4 * noise, 0.4 * noise)
+    unsupervised = noise.copy()
+    random = np.arange(80) >= 60
+    reranked[random], unsupervised[random] = unsupervised[random], reranked[random]
+    selection = np.where(random, "random", "top").tolist()
+    return reranked, unsupervised, y, selection
+
+
+def test_gate_refuses_a_gain_on_the_chosen_items_that_the_random_ones_contradict():
+    reranked, u, y, selection = _biased_gain_random_loss()
+    X = np.zeros((len(y), 1))
+    gate = core.gate(_Fixed(reranked), X, u, y, selection)
+    assert gate.gain > core.MIN_GAIN  # the held-out share as a whole shows a gain...
+    assert (
+        gate.random_only["n_test"] == 20 and gate.random_only["gain"] < -core.MIN_GAIN
+    )  # ...its random part a loss
+    assert not gate.promoted
+    assert "random" in gate.reason and "loss" in gate.reason
+    # the same figures without the random part's loss: promoted
+    fine = core.gate(_Fixed(reranked), X, u, y, ["top"] * 60 + ["uncertain"] * 20)
+    assert fine.promoted and fine.random_only is None
+    assert "no random labels with both classes" in fine.reason
+
+
+def test_gate_names_too_few_random_labels():
+    reranked, u, y, _ = _biased_gain_random_loss()
+    gate = core.gate(_Fixed(reranked), np.zeros((80, 1)), u, y, ["random"] * 5 + ["top"] * 75)
+    assert gate.random_only is None and "no random labels with both classes" in gate.reason
+
+
+def test_select_draws_the_random_share_above_the_floor_only():
+    candidates = _candidates()
+    chosen = select(candidates, set(), 50, seed=2, threshold=0.5, random_min_score=0.9)
+    random = chosen.filter(pl.col("reason") == "random")
+    assert random.height == 10 and random["score"].min() >= 0.9
+    # too few above the floor: the rest of the batch is uncertain, and the batch is full
+    few = candidates.with_columns(score=pl.when(pl.col("target_id") == "c1").then(0.99).otherwise(0.1))
+    short = select(few, set(), 20, seed=2, threshold=0.1, random_min_score=0.9)
+    assert short.height == 20
+    assert dict(short["reason"].value_counts().iter_rows()) == {"top": 8, "uncertain": 12}

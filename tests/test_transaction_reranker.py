@@ -210,8 +210,10 @@ def test_the_feedback_loop_trains_gates_and_the_api_serves_the_pipelines_rerank_
         truth = transaction_truth([world / "landing" / "transactions" / DAY / "tx.labels.csv"])
         done = label("http://testserver", KEY, "transaction", 120, truth, client=api)
         assert len(done.target_ids) == 120 and done.batches == 6
-        assert set(done.by_reason()) == {"top", "uncertain", "random"}
-        assert done.by_reason()["random"] == 24  # a fifth of each batch
+        # a fifth of each batch is random, drawn above the re-ranker's floor; when the day has too few
+        # there, uncertain ones stand in
+        assert {"top", "uncertain"} <= set(done.by_reason()) <= {"top", "uncertain", "random"}
+        assert done.by_reason().get("random", 0) <= 24
         rows = api.get("/feedback", params={"kind": "transaction", "limit": 500}, headers=H).json()
         assert len(rows["items"] if isinstance(rows, dict) else rows) == 120
 

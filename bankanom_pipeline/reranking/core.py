@@ -203,9 +203,12 @@ def gate(
 ) -> GateResult:
     """Whether ``reranker`` ranks the held-out labelled items (``X``, ``unsupervised``, ``y``: the held-out
     share only, the re-ranker fitted on the rest) better than the unsupervised score does: promoted when
-    both classes are present and its average precision beats the unsupervised order's by more than
-    MIN_GAIN. ``selection`` (why the queue asked about each item) adds the same figures on the items
-    drawn at random, when there are MIN_RANDOM_ONLY of them with both classes."""
+    both classes are present, its average precision beats the unsupervised order's by more than
+    MIN_GAIN, and, when ``selection`` (why the queue asked about each item) holds MIN_RANDOM_ONLY items
+    drawn at random with both classes, their average precision does not drop by more than MIN_GAIN
+    (``random_only``). The queue's top and uncertain items are a biased sample: a gain on them alone
+    can be a loss on the items the queue did not choose. With too few random labels the gate rests on
+    the whole held-out share and its reason says so."""
     y = np.asarray(y).astype(np.int8)
     unsupervised = np.asarray(unsupervised, dtype=np.float64)
     n = len(y)
@@ -236,13 +239,29 @@ def gate(
                 "ap_unsupervised": _ap(y_random, unsupervised[chosen]),
             }
             random_only["gain"] = random_only["ap_reranked"] - random_only["ap_unsupervised"]
-    promoted = gain > MIN_GAIN
-    verdict = "beats" if promoted else "does not beat"
+    beats = gain > MIN_GAIN
+    verdict = "beats" if beats else "does not beat"
     reason = (
         f"on {n} held-out labels ({positives} true positives) the re-ranked order {verdict} the "
         f"unsupervised one: average precision {ap_reranked:.3f} against {ap_unsupervised:.3f} "
         f"(gain {gain:+.3f}, needed > {MIN_GAIN})"
     )
+    if random_only is None:
+        promoted = beats
+        reason += (
+            f"; no random labels with both classes among them (at least {MIN_RANDOM_ONLY} needed) to "
+            "check the gain on items chosen without bias"
+        )
+    else:
+        random_ok = random_only["gain"] >= -MIN_GAIN
+        promoted = beats and random_ok
+        reason += (
+            f"; on its {random_only['n_test']} random labels average precision "
+            f"{random_only['ap_reranked']:.3f} against {random_only['ap_unsupervised']:.3f} "
+            f"(gain {random_only['gain']:+.3f}: "
+            + ("no loss" if random_ok else f"a loss, refused below -{MIN_GAIN}")
+            + ")"
+        )
     return GateResult(promoted, reason, n, ap_reranked, ap_unsupervised, gain, random_only)
 
 

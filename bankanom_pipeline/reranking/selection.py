@@ -5,12 +5,16 @@ A label helps most where the ranking is unsure, so the queue is not only the top
 - ``top``: the highest-ranked unlabelled items (the re-ranked order when a re-ranker is promoted, else
   the unsupervised score): what an analyst would look at anyway, and the items whose labels fix the
   most visible mistakes;
-- ``uncertain``: the items nearest the decision boundary: a re-ranked probability nearest 0.5 when a
-  re-ranker is promoted, else the unsupervised score nearest the operating threshold (by default the
-  candidates' median score);
-- ``random``: drawn uniformly from every unlabelled candidate, RANDOM_SHARE of each batch. These are
-  the unbiased share: items chosen for being at the top or near the boundary say little about the rest
-  of the list, and the gate reports its figures on the random ones on their own (core.gate).
+- ``uncertain``: the items nearest the decision boundary: a re-ranked probability nearest the promoted
+  re-ranker's cut (``rerank_threshold``, 0.5 by default) when one is promoted, else the unsupervised
+  score nearest the operating threshold (by default the candidates' median score);
+- ``random``: drawn uniformly from the unlabelled candidates the re-ranker will judge (``score`` at
+  least ``random_min_score``, its floor; every candidate when None), RANDOM_SHARE of each batch. These
+  are the unbiased share: items chosen for being at the top or near the boundary say little about the
+  rest of the list, and the gate requires that the random ones do not show a loss (core.gate). Drawn
+  below the floor they would be items the re-ranker never judges, nearly all normal: no frauds to
+  compare two orders on. When fewer are left there than the share asks for, the batch's rest is
+  ``uncertain``.
 
 Deterministic for a seed and a set of candidates, whatever their order.
 """
@@ -32,14 +36,19 @@ def select(
     n: int,
     seed: int = 0,
     threshold: float | None = None,
+    random_min_score: float | None = None,
+    rerank_threshold: float = 0.5,
 ) -> pl.DataFrame:
     """Up to ``n`` unlabelled candidates to ask about, columns ``target_id, reason, score,
-    rerank_score``: top first, then uncertain, then random.
+    rerank_score``: top first, then uncertain, then random (then the uncertain ones standing in for
+    random draws the floor left short).
 
     ``candidates``: ``target_id``, ``score`` (unsupervised, higher = more anomalous), ``rerank_score``
     (null where no re-ranker is promoted). ``labelled``: ids that already have a label that counts
     (never returned). ``threshold``: the unsupervised operating threshold, used for ``uncertain`` while
-    no re-ranker is promoted (default: the candidates' median score)."""
+    no re-ranker is promoted (default: the candidates' median score). ``rerank_threshold``: the promoted
+    re-ranker's cut, used for ``uncertain`` while one is. ``random_min_score``: the lowest unsupervised
+    score the ``random`` share is drawn from (the re-ranker's floor)."""
     missing = {"target_id", "score"} - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack column(s) {sorted(missing)}")
@@ -67,7 +76,7 @@ def select(
     reranked = pool["rerank_score"].null_count() < pool.height
     rank_by = "rerank_score" if reranked else "score"
     if reranked:
-        distance = (pl.col("rerank_score") - 0.5).abs()
+        distance = (pl.col("rerank_score") - float(rerank_threshold)).abs()
     else:
         boundary = float(pool["score"].median()) if threshold is None else float(threshold)
         distance = (pl.col("score") - boundary).abs()
@@ -91,9 +100,16 @@ def select(
     near = pool.with_columns(distance=distance).sort(["distance", "target_id"], nulls_last=True)
     take(near, n_uncertain, "uncertain")
     rng = np.random.default_rng(seed)
-    remaining = np.array([i for i in range(pool.height) if i not in chosen], dtype=np.int64)
+    eligible = (
+        range(pool.height)
+        if random_min_score is None
+        else pool.filter(pl.col("score") >= float(random_min_score))["i"].to_list()
+    )
+    remaining = np.array([i for i in eligible if i not in chosen], dtype=np.int64)
     draws = rng.choice(remaining, size=min(n_random, len(remaining)), replace=False)
     taken += [(int(i), "random") for i in draws]
+    # fewer candidates above the floor than the random share asks for: the rest of the batch is uncertain
+    take(near, n_random - len(draws), "uncertain")
 
     index = pl.DataFrame(
         {"i": [t[0] for t in taken], "reason": [t[1] for t in taken]},
