@@ -539,8 +539,11 @@ def test_item_pages_show_the_score_before_and_after_and_the_rerankers_gain(tmp_p
                 "ap_unsupervised": 0.52,
                 "gain": 0.29,
                 "random_only": {"n_test": 12, "ap_reranked": 0.7, "ap_unsupervised": 0.4, "gain": 0.3},
+                "n_fit": 139,
+                "refit": True,
+                "n_train": 200,
             },
-            "labels": {"total": 200, "train": 139},
+            "labels": {"total": 200, "train": 200},
         },
         "incident_reranker": None,
     }
@@ -555,6 +558,13 @@ def test_item_pages_show_the_score_before_and_after_and_the_rerankers_gain(tmp_p
         assert "transaction_reranker-20261207" in gain and "61 held-out labels" in gain
         assert "<strong>0.81</strong>" in gain and "0.52" in gain and "<strong>0.29</strong>" in gain
         assert "12 random picks alone 0.7 against 0.4" in gain and "total 200" in gain
+        # refitted after the gate: the page says what was measured, not that it never saw those labels
+        assert "never learnt" not in gain
+        assert "61 held-out labels with a model fitted on the rest (139)" in gain
+        assert "this version was then refitted on all 200" in gain
+        gains["transaction_reranker"]["gate"]["refit"] = False
+        kept = app.get("/console/transactions/TX97").text
+        assert "this version is that model" in kept and "refitted" not in kept
         suppressed = app.get("/console/incidents/INC-1").text
         assert re.search(r'id="score-before">0\.55<', suppressed)
         assert re.search(r'id="score-after">0\.625<', suppressed) and 'id="suppressed"' in suppressed

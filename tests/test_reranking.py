@@ -174,6 +174,10 @@ def test_refit_returns_a_reranker_fitted_on_every_label_with_the_gate_of_the_sha
     refit = core.train_and_gate(ids, X, u, y, NAMES, "transaction", refit=True)
     assert refit.gate == share.gate and refit.n_train == 600 and share.n_train < 600
     assert np.array_equal(refit.reranker.predict(X, u), core.fit(X, u, y, NAMES, "transaction").predict(X, u))
+    # the manifest's gate says which: the measured model's labels, and whether the version is another
+    assert refit.gate_dict()["refit"] is True and share.gate_dict()["refit"] is False
+    assert refit.gate_dict()["n_fit"] == share.n_train == share.gate_dict()["n_train"]
+    assert refit.gate_dict()["n_train"] == 600
 
 
 class _Fixed:

@@ -93,6 +93,8 @@ def test_train_gates_registers_and_promotes_on_a_pass(tmp_path):
     assert outcome.promoted and outcome.gate["gain"] > core.MIN_GAIN
     assert registry.current() == {reranking.NAME: outcome.version}
     assert promoted_gain(root, reranking.NAME)["gate"] == outcome.gate
+    # refitted on every label after the gate: the manifest says so, for the console to say what was measured
+    assert outcome.gate["refit"] is True and outcome.gate["n_train"] == 300 > outcome.gate["n_fit"]
     assert outcome.by_selection == {"top": 100, "uncertain": 100, "random": 100}
     status = dict(con.execute("SELECT version, status FROM model_registry").fetchall())
     assert status == {outcome.version: "promoted"}

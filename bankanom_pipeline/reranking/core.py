@@ -271,8 +271,16 @@ class Trained:
 
     reranker: Reranker
     gate: GateResult
-    n_train: int
+    n_train: int  # labels the returned re-ranker was fitted on (all of them when refitted)
     labels: dict  # counts: total, true positives, false positives, per selection reason
+    refit: bool = False  # the returned re-ranker was refitted on every label after the gate
+    n_measured: int = 0  # labels the model the gate measured was fitted on (those outside the share)
+
+    def gate_dict(self) -> dict:
+        """The gate's figures for a version's manifest, with what they were measured on: ``n_fit`` labels
+        fitted the model the gate measured; with ``refit`` the version saved is another model, fitted on
+        all of them (``n_train``), which the held-out labels did reach."""
+        return {**self.gate.to_dict(), "n_fit": self.n_measured, "refit": self.refit, "n_train": self.n_train}
 
 
 def train_and_gate(
@@ -303,7 +311,7 @@ def train_and_gate(
     reranker = _fit(X[~test], unsupervised[~test], train_y, names, kind, floor)
     chosen = None if selection is None else [s for s, t in zip(selection, test, strict=True) if t]
     result = gate(reranker, X[test], unsupervised[test], y[test], chosen)
-    n_train = int((~test).sum())
+    n_train = n_measured = int((~test).sum())
     if refit:
         reranker, n_train = _fit(X, unsupervised, y, names, kind, floor), len(y)
     reasons: dict[str, int] = {}
@@ -316,4 +324,4 @@ def train_and_gate(
         "false_positives": int(np.sum(y == 0)),
         "by_selection": reasons,
     }
-    return Trained(reranker, result, n_train, labels)
+    return Trained(reranker, result, n_train, labels, refit, n_measured)

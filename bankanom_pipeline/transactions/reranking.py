@@ -131,7 +131,7 @@ def train(con: duckdb.DuckDBPyConnection, registry: Registry, labels: pl.DataFra
         "partition_date"
     ].drop_nulls()
     window = (str(days.min()), str(days.max())) if days.len() else (str(dt.date.today()),) * 2
-    gate = trained.gate.to_dict()
+    gate = trained.gate_dict()
     version = registry.save_reranker(
         trained.reranker,
         name=NAME,
