@@ -433,7 +433,7 @@ for day, seconds, seed in zip(days[::2], days[1::2], (cfg.seed, cfg.seed + 1)):
 """
 
 
-def rate_models_data(folder: Path, rate: float, minutes: float) -> Path:
+def rate_models_data(folder: Path, rate: float, minutes: float, start: dt.time | None = None) -> Path:
     """A data folder whose promoted models were trained on ``minutes`` of the mock traffic at ``rate``
     events/s, what ``bankanom demo`` does for whole days: generated with the mock configuration at that
     rate (the same customers on both days, other seeds), features and training on the first window,
@@ -442,7 +442,8 @@ def rate_models_data(folder: Path, rate: float, minutes: float) -> Path:
     state has aged out by then, as the default demo's has). The windows begin at the current UTC time of day, so the generator's daily
     seasonality gives them the rate the mock server emits during the run. A full day at 1,000 events/s
     (86 M events) is far beyond what the 2-core machine trains in a bench; ``minutes`` of it hold as
-    many events as a default day does in about 20 minutes."""
+    many events as a default day does in about 20 minutes. ``start``: the time of day the windows begin
+    at instead, for models built ahead of a run that starts then."""
     built = folder / "built"
     if built.exists():
         return folder / "data"
@@ -451,8 +452,8 @@ def rate_models_data(folder: Path, rate: float, minutes: float) -> Path:
     env = {**os.environ, "BANKANOM_DATA_DIR": str(folder / "data"), "DAGSTER_HOME": str(folder / "dh")}
     env.pop("BANKANOM_LANDING_DIR", None)
     (folder / "dh").mkdir()
-    now = dt.datetime.now(dt.UTC)
-    offset = now.hour * 3600 + now.minute * 60
+    begin = start or dt.datetime.now(dt.UTC).time()
+    offset = begin.hour * 3600 + begin.minute * 60
     offset = min(offset, 86_400 - int(minutes * 60))  # both windows inside their day
     train_day, run_day = RATE_DAYS
     cli = [sys.executable, "-m", "bankanom_pipeline.cli"]
@@ -499,6 +500,10 @@ def main() -> None:
         help="also run each rate other than the default with models trained on traffic at that rate",
     )  # fmt: skip
     parser.add_argument("--rate-minutes", type=float, default=20.0, help="the window those models train on")
+    parser.add_argument(
+        "--rate-start", type=dt.time.fromisoformat,
+        help="UTC time of day (HH:MM) the rate models' windows begin at (default: now); to build them ahead",
+    )  # fmt: skip
     parser.add_argument("--before", default="8d39679", help="the commit of the yardstick loop")
     parser.add_argument("--yardstick-seconds", type=float, default=600)
     parser.add_argument("--no-yardstick", action="store_true")
@@ -518,7 +523,9 @@ def main() -> None:
         value = default_rate if rate == "default" else float(rate)
         sets = [("", data_dir)]
         if args.rate_models and rate != "default":
-            trained = rate_models_data(work / f"models-at-{value:g}", value, args.rate_minutes)
+            trained = rate_models_data(
+                work / f"models-at-{value:g}", value, args.rate_minutes, args.rate_start
+            )
             sets.append((" rate-models", trained))
         for tag, folder in sets:
             name = f"{value:g}/s{tag}"
