@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 import duckdb
 from pydantic import ValidationError
 
-from bankanom_api import console_svg
+from bankanom_api import console_svg, incident_reranks
 from bankanom_api.console import (
     EVENT_METRICS,
     INCIDENT_SORTS,
@@ -86,7 +86,7 @@ def incident_list(snap: Snapshot, filters: dict[str, str], context: dict[str, An
     direction = "ASC" if context["order"] == "asc" else "DESC"
     columns, found = snap.query(
         f"""SELECT incident_id, start_ts, end_ts, severity, status, services, event_count, max_score,
-                   scenario_name, scenario_confidence, origin_service
+                   scenario_name, scenario_confidence, origin_service, {incident_reranks.columns(snap)}
             FROM incidents {where}
             ORDER BY {INCIDENT_SORTS[context["sort"]]} {direction} NULLS LAST, incident_id
             LIMIT ? OFFSET ?""",
@@ -163,15 +163,8 @@ REVIEW_ITEMS = 20  # items of each kind the "To review" page lists
 
 
 def incident_rerank(snap: Snapshot | None, incident_id: str) -> dict | None:
-    """The promoted incident re-ranker's score of an incident (``incident_reranks``), None without one."""
-    if snap is None or not snap.has("incident_reranks"):
-        return None
-    columns, found = snap.query(
-        """SELECT rerank_score, suppressed, reranker_version FROM incident_reranks WHERE incident_id = ?
-           ORDER BY reranker_version DESC LIMIT 1""",
-        [incident_id],
-    )
-    return as_dicts(columns, found)[0] if found else None
+    """The promoted incident re-ranker's score of an incident (``incident_reranks.of``), None without one."""
+    return incident_reranks.of(snap, incident_id)
 
 
 def reranker_gain(models_dir: Path, name: str) -> tuple[dict | None, str | None]:

@@ -14,6 +14,7 @@ import polars as pl
 from fastapi import HTTPException, status
 from pydantic import ValidationError
 
+from bankanom_api import incident_reranks
 from bankanom_api.live import LiveReader
 from bankanom_api.schemas import FeedbackRequest
 from bankanom_api.settings import ApiSettings
@@ -136,11 +137,9 @@ def candidates(snap: Snapshot, kind: str, day: dt.date | None = None) -> pl.Data
         rerank = "rerank_score" if "rerank_score" in _columns(snap, "transactions") else "NULL"
         sql = f"""SELECT transaction_id AS target_id, ensemble_score AS score, {rerank} AS rerank_score,
                          partition_date FROM transactions"""
-    elif snap.has("incident_reranks"):
-        sql = """SELECT i.incident_id AS target_id, i.max_score AS score, r.rerank_score, i.partition_date
-                 FROM incidents AS i LEFT JOIN (
-                     SELECT incident_id, arg_max(rerank_score, reranker_version) AS rerank_score
-                     FROM incident_reranks GROUP BY incident_id) AS r USING (incident_id)"""
+    elif incident_reranks.published(snap):
+        sql = f"""SELECT i.incident_id AS target_id, i.max_score AS score, r.rerank_score, i.partition_date
+                  FROM incidents AS i LEFT JOIN ({incident_reranks.NEWEST}) AS r USING (incident_id)"""
     else:
         sql = """SELECT incident_id AS target_id, max_score AS score, NULL AS rerank_score, partition_date
                  FROM incidents"""

@@ -244,6 +244,16 @@ class IncidentSummary(BaseModel):
     scenario_id: str | None
     scenario_name: str | None
     scenario_confidence: float | None
+    rerank_score: float | None = Field(
+        None,
+        description="the promoted incident re-ranker's probability that an analyst confirms the incident "
+        "(the snapshot's incident_reranks, newest version); null when none scored it (live incidents)",
+    )
+    suppressed: bool = Field(
+        False,
+        description="below the incident re-ranker's cut: kept and listed, but not reported (reported is "
+        "false)",
+    )
     live: bool = Field(
         description="true: an open live incident the batch snapshot does not hold yet (its id stays when "
         "the batch confirms it); false: the batch run's"

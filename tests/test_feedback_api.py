@@ -42,9 +42,9 @@ def write_snapshot(path: Path, reranked: bool) -> Snapshot:
             TIMESTAMP '{DAY} 10:00:00' + i * INTERVAL 1 MINUTE AS start_ts,
             TIMESTAMP '{DAY} 10:00:30' + i * INTERVAL 1 MINUTE AS end_ts, 1 AS event_count,
             ['auth-service'] AS services, ['USR-1'] AS users, ['10.0.0.1'] AS ips, 1 AS user_count,
-            1 AS ip_count, 0.5 + i / 20 AS max_score, 0.5 AS mean_score, 'High' AS severity, true AS reported,
+            1 AS ip_count, 0.5 + i / 20 AS max_score, 0.5::DOUBLE AS mean_score, 'High' AS severity, true AS reported,
             'auth-service' AS origin_service, 'user USR-1' AS origin_entity, 'BANK-001' AS scenario_id,
-            'Brute force' AS scenario_name, 0.9 AS scenario_confidence, '[]' AS scenario_alternatives,
+            'Brute force' AS scenario_name, 0.9::DOUBLE AS scenario_confidence, '[]' AS scenario_alternatives,
             '[]' AS top_features, 'failed logins' AS summary, 'open' AS status
         FROM range(10) AS t(i);
         CREATE TABLE scored_events AS SELECT partition_date, 'E' || incident_id AS event_id, start_ts AS ts,
@@ -71,10 +71,16 @@ def write_snapshot(path: Path, reranked: bool) -> Snapshot:
     """)
     tables = ["incidents", "scored_events", "incident_events", "transactions"]
     if reranked:
-        con.execute("""
+        con.execute(
+            """
             CREATE TABLE incident_reranks AS SELECT incident_id, partition_date, 0.9 - max_score / 2 AS rerank_score,
                 max_score < 0.6 AS suppressed, 'incident_reranker-1' AS reranker_version
-            FROM incidents WHERE max_score < 0.75""")
+            FROM incidents WHERE max_score < 0.75;
+            -- an older version's verdict on INC-2: the newest version's row is the one that counts
+            INSERT INTO incident_reranks VALUES ('INC-2', DATE '{DAY}', 0.01, true, 'incident_reranker-0');""".replace(
+                "{DAY}", DAY
+            )
+        )
         tables.append("incident_reranks")
     rows = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
     con.close()
@@ -385,6 +391,43 @@ def test_the_queue_carries_the_rerankers_scores_when_published(tmp_path):
         inc = app.get("/feedback/queue", params={"kind": "incident", "n": 10}, headers=H()).json()["items"]
         reranked = {i["target_id"]: i["rerank_score"] for i in inc}
         assert reranked["INC-0"] == pytest.approx(0.65) and reranked["INC-9"] is None
+
+
+def test_the_incident_rerankers_cut_reaches_incident_lists_and_pages(tmp_path):
+    client, snap = serve(tmp_path, reranked=True)
+    with client as app:
+        app.app.state.serving.snapshot = snap
+        page = app.get("/incidents", params={"limit": 20}, headers=H()).json()
+        rows = {i["incident_id"]: i for i in page["items"]}
+        assert page["total"] == 10
+        # INC-1 is below the cut: listed, marked, not reported
+        assert rows["INC-1"]["suppressed"] is True and rows["INC-1"]["reported"] is False
+        assert rows["INC-1"]["rerank_score"] == pytest.approx(0.625)
+        # INC-2: the newest version's row (0.6, kept), not the older one's (0.01, suppressed)
+        assert rows["INC-2"]["rerank_score"] == pytest.approx(0.6) and rows["INC-2"]["suppressed"] is False
+        assert rows["INC-2"]["reported"] is True
+        # no row: not re-ranked, reported as the batch decided
+        assert rows["INC-9"]["rerank_score"] is None and rows["INC-9"]["suppressed"] is False
+        assert rows["INC-9"]["reported"] is True
+        detail = app.get("/incidents/INC-1", headers=H()).json()
+        assert detail["suppressed"] is True and detail["reported"] is False
+        assert app.get("/incidents/INC-2", headers=H()).json()["rerank_score"] == pytest.approx(0.6)
+        # the queue's candidates and the console read the same row
+        queued = app.get("/feedback/queue", params={"kind": "incident", "n": 10}, headers=H()).json()["items"]
+        assert {i["target_id"]: i["rerank_score"] for i in queued}["INC-2"] == pytest.approx(0.6)
+        console(app)
+        listed = app.get("/console/incidents").text
+        row = re.search(r'<tr class="incident-row suppressed-row muted">(.*?)</tr>', listed, re.S)
+        assert row and "INC-1" in row.group(1) and "suppressed" in row.group(1)
+        assert listed.count("suppressed-row") == 2  # INC-0 and INC-1
+        two = app.get("/console/incidents/INC-2").text
+        assert re.search(r'id="score-after">0\.6<', two) and 'id="suppressed"' not in two
+    # a snapshot without incident_reranks: every incident unranked, reported as the batch decided
+    plain, snap = serve(tmp_path, reranked=False)
+    with plain as app:
+        app.app.state.serving.snapshot = snap
+        items = app.get("/incidents", headers=H()).json()["items"]
+        assert all(i["rerank_score"] is None and i["suppressed"] is False and i["reported"] for i in items)
 
 
 def test_other_methods_get_a_405_naming_both(app):

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from bankanom_api import incident_reranks
 from bankanom_api.deps import API_KEY, Live, State, served_snapshot
 from bankanom_api.responses import (
     AUTH,
@@ -23,7 +24,7 @@ from bankanom_api.schemas import IncidentDetail, IncidentsPage, Moved, Severity,
 
 router = APIRouter(tags=["incidents"], dependencies=[API_KEY], responses=AUTH)
 
-_SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severity, status, reported,
+_SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severity, status,
     services, user_count, ip_count, max_score, mean_score, origin_service, origin_entity, scenario_id,
     scenario_name, scenario_confidence"""
 
@@ -36,7 +37,9 @@ _SUMMARY = """incident_id, partition_date, start_ts, end_ts, event_count, severi
     description=(
         "The published snapshot's incidents and the live stream's open ones (`live: true`) whose first "
         "event the snapshot does not hold yet; incidents merged into another are not listed. Filters, "
-        "order and paging apply to the merged rows."
+        "order and paging apply to the merged rows. With a promoted incident re-ranker, each batch "
+        "incident carries its `rerank_score` and `suppressed` (below the re-ranker's cut: kept and listed, "
+        "not `reported`); live incidents are not re-ranked (`rerank_score` null)."
     ),
 )
 def list_incidents(
@@ -58,10 +61,13 @@ def list_incidents(
             ("end_ts >= ?", utc_naive(since)),
             ("start_ts < ?", utc_naive(until)),
         ],
-        _SUMMARY,
+        f"{_SUMMARY}, {incident_reranks.columns(snap)}",
         limit,
         offset,
     )
+    for item in items:  # live rows: never re-ranked
+        item.setdefault("rerank_score", None)
+        item.setdefault("suppressed", False)
     return json_response({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
@@ -90,13 +96,15 @@ def get_incident(incident_id: str, state: State, live: Live) -> Response:
                 "WHERE incident_id = ? ORDER BY ts LIMIT 100",
                 [incident_id],
             )
+            row = incident_reranks.served(row, incident_reranks.of(snap, incident_id))
             return _detail(row, as_dicts(columns, events), live=False)
     row = live.incident(incident_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown incident {incident_id!r}")
     if row.get("merged_into"):
         return _moved(incident_id, row["merged_into"])
-    return _detail(row, row.pop("events"), live=True)
+    events = row.pop("events")
+    return _detail(incident_reranks.served(row, None), events, live=True)
 
 
 def _moved(incident_id: str, survivor: str) -> Response:
