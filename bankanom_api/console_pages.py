@@ -178,7 +178,7 @@ def reranker_gain(models_dir: Path, name: str) -> tuple[dict | None, str | None]
         return None, f"the promoted {name}'s figures cannot be read: {error}"
 
 
-def review_queue(snap: Snapshot | None, rows, kind: str) -> list[dict]:
+def review_queue(snap: Snapshot | None, rows, kind: str, models_dir: Path | None = None) -> list[dict]:
     """The items the feedback queue asks about for ``kind`` (as GET /feedback/queue answers), with the
     console page each opens on, its reason passed through."""
     if snap is None or not snap.has("incidents" if kind == "incident" else "transactions"):
@@ -186,7 +186,7 @@ def review_queue(snap: Snapshot | None, rows, kind: str) -> list[dict]:
     page = "incidents" if kind == "incident" else "transactions"
     return [
         {**item, "href": f"{PREFIX}/{page}/{quote(item['target_id'], safe='')}?selection={item['reason']}"}
-        for item in queue(snap, rows, kind, REVIEW_ITEMS)
+        for item in queue(snap, rows, kind, REVIEW_ITEMS, models_dir=models_dir)
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import polars as pl
 from fastapi import HTTPException, status
@@ -157,9 +158,17 @@ def candidates(snap: Snapshot, kind: str, day: dt.date | None = None) -> pl.Data
     return frame
 
 
-def queue(snap: Snapshot, rows: pl.DataFrame, kind: str, n: int, day: dt.date | None = None) -> list[dict]:
+def queue(
+    snap: Snapshot,
+    rows: pl.DataFrame,
+    kind: str,
+    n: int,
+    day: dt.date | None = None,
+    models_dir: Path | None = None,
+) -> list[dict]:
     """The ``n`` items to ask analysts about next (``reranking.selection.select``) among ``kind``'s
-    candidates not labelled yet (any label that counts, unsure included), each with its reason."""
+    candidates not labelled yet (any label that counts, unsure included), each with its reason.
+    ``models_dir``: the models' root, where the promoted incident re-ranker's cut is read."""
     from bankanom_pipeline.reranking.selection import select  # numpy's random generator: on demand
 
     labelled = set(rows.filter(pl.col("kind") == kind)["target_id"].to_list())
@@ -169,8 +178,28 @@ def queue(snap: Snapshot, rows: pl.DataFrame, kind: str, n: int, day: dt.date | 
         n,
         threshold=_threshold(kind),
         random_min_score=_random_floor(kind),
+        rerank_threshold=_rerank_threshold(kind, models_dir),
     )
     return [{"kind": kind, **item} for item in chosen.to_dicts()]
+
+
+def _rerank_threshold(kind: str, models_dir: Path | None) -> float:
+    """The re-ranked decision boundary the ``uncertain`` items are nearest to once a re-ranker is
+    promoted: a transaction is flagged at ``transactions.reranking.CUT``; an incident is suppressed
+    below the promoted incident re-ranker's cut (its manifest's ``gate.cut``, chosen on held-out
+    labels, e.g. 0.02), far from 0.5, where nearly every re-ranked incident is confirmed. 0.5 when no
+    incident re-ranker is promoted (or no models folder is given)."""
+    if kind == "transaction":
+        from bankanom_pipeline.transactions.reranking import CUT
+
+        return CUT
+    if models_dir is None:
+        return 0.5
+    from bankanom_pipeline.detection.registry import promoted_gain
+
+    gain = promoted_gain(models_dir, "incident_reranker")
+    cut = (gain or {}).get("gate", {}).get("cut")
+    return 0.5 if cut is None else float(cut)
 
 
 def _random_floor(kind: str) -> float | None:

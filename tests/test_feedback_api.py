@@ -430,6 +430,21 @@ def test_the_incident_rerankers_cut_reaches_incident_lists_and_pages(tmp_path):
         assert all(i["rerank_score"] is None and i["suppressed"] is False and i["reported"] for i in items)
 
 
+def test_once_an_incident_reranker_is_promoted_uncertain_incidents_are_nearest_its_cut(tmp_path, monkeypatch):
+    from bankanom_pipeline.detection import registry
+
+    gate = {"incident_reranker": {"version": "incident_reranker-1", "gate": {"cut": 0.62}, "labels": {}}}
+    monkeypatch.setattr(registry, "promoted_gain", lambda root, name: gate.get(name))
+    client, snap = serve(tmp_path, reranked=True)
+    with client as app:
+        app.app.state.serving.snapshot = snap
+        items = app.get("/feedback/queue", params={"kind": "incident", "n": 5}, headers=H()).json()["items"]
+        # re-ranked 0.65 (INC-0), 0.625, 0.6, 0.575, 0.55 (INC-4): the top takes INC-0 and INC-1, and the
+        # uncertain ones are nearest 0.62, not 0.5 (which would pick INC-4 and INC-3)
+        assert [i["target_id"] for i in items if i["reason"] == "top"] == ["INC-0", "INC-1"]
+        assert [i["target_id"] for i in items if i["reason"] == "uncertain"] == ["INC-2", "INC-3"]
+
+
 def test_other_methods_get_a_405_naming_both(app):
     for method in ("OPTIONS", "PUT", "DELETE"):
         response = app.request(method, "/feedback", headers=H())

@@ -236,3 +236,10 @@ def test_select_draws_the_random_share_above_the_floor_only():
     short = select(few, set(), 20, seed=2, threshold=0.1, random_min_score=0.9)
     assert short.height == 20
     assert dict(short["reason"].value_counts().iter_rows()) == {"top": 8, "uncertain": 12}
+
+
+def test_select_uncertain_reranked_items_are_nearest_the_rerankers_cut():
+    candidates = _candidates(rerank=True)
+    chosen = select(candidates, set(), 20, rerank_threshold=0.05)
+    uncertain = chosen.filter(pl.col("reason") == "uncertain")["rerank_score"].to_numpy()
+    assert np.abs(uncertain - 0.05).max() < 0.01

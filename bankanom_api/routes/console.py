@@ -313,7 +313,7 @@ def review(request: Request, who: ConsoleSession, state: State, settings: Settin
     return render(
         request,
         "review.html",
-        queues={kind: pages.review_queue(snap, rows, kind) for kind in feedback.KINDS},
+        queues={kind: pages.review_queue(snap, rows, kind, settings.models_dir) for kind in feedback.KINDS},
         no_snapshot=snap is None,
         feedback_counts=feedback_summary(rows),
         audit=feedback.audit(rows),

@@ -141,5 +141,5 @@ def feedback_queue(
     partition_date: Annotated[dt.date | None, Query(description="only items of this day")] = None,
 ) -> Response:
     snap = loaded_snapshot(state)
-    items = queue(snap, feedback.read(settings.feedback_db), kind, n, partition_date)
+    items = queue(snap, feedback.read(settings.feedback_db), kind, n, partition_date, settings.models_dir)
     return json_response({"items": items})
