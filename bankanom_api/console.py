@@ -209,9 +209,11 @@ def check_csrf(expected: str | None, fields: dict[str, str]) -> None:
         raise ConsoleError(403, "The form's CSRF token is missing or invalid: reload the page and try again.")
 
 
-def feedback_rows(feedback_db: Path) -> pl.DataFrame:
+def feedback_rows(feedback_db: Path, analysts: dict[str, str] | None = None) -> pl.DataFrame:
+    """The feedback rows, those from before named analysts signed with the person ``analysts`` maps
+    their key id to now (``feedback.attributed``); none when the file cannot be read."""
     try:
-        return feedback.read(feedback_db)
+        return feedback.attributed(feedback.read(feedback_db), analysts)
     except duckdb.Error as error:
         log.warning("could not read feedback: %s", error)
         return pl.DataFrame(schema=feedback.COLUMNS)

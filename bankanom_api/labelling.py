@@ -102,7 +102,14 @@ def submit(
         key_id=key_id,
         channel=channel,
         selection=body.selection,
+        analysts=settings.analysts,
     )
+
+
+def rows(settings: ApiSettings) -> pl.DataFrame:
+    """The feedback rows as the API and the console serve them: rows from before named analysts signed
+    with the person their key id is mapped to now (``feedback.attributed``)."""
+    return feedback.attributed(feedback.read(settings.feedback_db), settings.analysts)
 
 
 # -- the review queue ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -153,10 +154,11 @@ def record(
     key_id: str | None = None,
     channel: str = "api",
     selection: str | None = None,
+    analysts: Mapping[str, str] | None = None,
 ) -> dict:
     """Append one row (migrating an older file first); returns it, with ``changed`` (this analyst's own
     latest label on the item was a different one) and ``disagreement`` (the item's analysts' latest
-    labels now differ)."""
+    labels now differ), earlier rows read as ``attributed(..., analysts)`` reads them."""
     check(kind, label, comment, selection, channel)
     row = {
         "feedback_id": uuid.uuid4().hex,
@@ -181,19 +183,21 @@ def record(
                 # the latest row must be the one appended last, whatever the clock did (a step back, or
                 # two writes in one microsecond)
                 row["created_at"] = newest + dt.timedelta(microseconds=1)
-            before = dict(
-                con.execute(
-                    """SELECT analyst, arg_max(label, (created_at, feedback_id)) FROM feedback
-                       WHERE kind = ? AND target_id = ? GROUP BY analyst""",
-                    [kind, target_id],
-                ).fetchall()
-            )
+            earlier = con.execute(
+                """SELECT analyst, key_id, label FROM feedback WHERE kind = ? AND target_id = ?
+                   ORDER BY created_at, feedback_id""",
+                [kind, target_id],
+            ).fetchall()
             con.execute(
                 f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                 list(row.values()),
             )
         finally:
             con.close()
+    before = {  # each analyst's latest label, oldest rows first so the latest wins
+        (analysts or {}).get(key, name) if name == key else name: earlier_label
+        for name, key, earlier_label in earlier
+    }
     after = {**before, analyst: label}
     return {
         **row,
@@ -220,6 +224,21 @@ def read(path: Path) -> pl.DataFrame:
         finally:
             con.close()
     return pl.DataFrame(rows, schema=COLUMNS, orient="row")
+
+
+def attributed(frame: pl.DataFrame, analysts: Mapping[str, str] | None) -> pl.DataFrame:
+    """``frame`` with each row migrated from before named analysts (its ``analyst`` is its ``key_id``,
+    the only name those rows had) signed with the person ``analysts`` (key id -> name) now maps that key
+    id to, so that a person relabelling such an item shows as a change of their own label, not a
+    disagreement with their key's id. Other rows, and key ids mapped to nobody, are left as they are."""
+    if not analysts or frame.height == 0:
+        return frame
+    mapped = pl.col("key_id").replace_strict(dict(analysts), default=None, return_dtype=pl.String)
+    return frame.with_columns(
+        analyst=pl.when((pl.col("analyst") == pl.col("key_id")) & mapped.is_not_null())
+        .then(mapped)
+        .otherwise(pl.col("analyst"))
+    )
 
 
 def latest(frame: pl.DataFrame) -> pl.DataFrame:

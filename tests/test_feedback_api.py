@@ -297,31 +297,49 @@ def test_get_feedback_filters_pages_and_orders_newest_first(app):
 
 def test_an_old_feedback_file_is_read_as_migrated_and_rebuilt_on_the_next_write(app):
     path = app.app.state.settings.feedback_db
-    with duckdb.connect(str(path)) as con:  # the layout before named analysts
+    ann = key_id(ANN)
+    with duckdb.connect(str(path)) as con:  # the layout before named analysts: analyst was the key's id
         con.execute("""CREATE TABLE feedback (feedback_id VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL,
             kind VARCHAR NOT NULL, target_id VARCHAR NOT NULL, partition_date DATE, label VARCHAR NOT NULL,
             comment VARCHAR NOT NULL, analyst VARCHAR NOT NULL)""")
         con.execute(
             f"""INSERT INTO feedback VALUES
                 ('old-1', TIMESTAMP '2026-02-02 09:00:00', 'transaction', 'TX42', DATE '{TX_DAY}',
-                 'true_positive', 'from the old console', '0123456789ab'),
+                 'true_positive', 'from the old console', '{ann}'),
                 ('old-2', TIMESTAMP '2026-02-02 09:05:00', 'incident', 'INC-1', DATE '{DAY}',
                  'unsure', '', '0123456789ab')"""
         )
     before = app.get("/feedback", headers=H()).json()["items"]
+    # Ann's key id is mapped to her now: its old rows are served as hers; a key mapped to nobody keeps its id
     assert [(r["feedback_id"], r["analyst"], r["key_id"], r["channel"], r["selection"]) for r in before] == [
         ("old-2", "0123456789ab", "0123456789ab", "console", None),
-        ("old-1", "0123456789ab", "0123456789ab", "console", None),
+        ("old-1", "Ann Analyst", ann, "console", None),
     ]
-    changed = post(app, label="false_positive")  # another person's label on the same item
-    assert changed.status_code == 201 and changed.json()["disagreement"] is True
+    # Ann relabels her own old label: a change of her mind, not a disagreement with her key's id
+    changed = post(app, label="false_positive")
+    assert changed.status_code == 201
+    assert changed.json()["changed"] is True and changed.json()["disagreement"] is False
+    summary = app.get("/feedback/summary", params={"kind": "transaction"}, headers=H()).json()
+    assert summary["disagreements"] == [] and list(summary["analysts"]) == ["Ann Analyst"]
+    assert [(c["analyst"], c["from"], c["to"]) for c in summary["changes"]] == [
+        ("Ann Analyst", "true_positive", "false_positive")
+    ]
+    console(app)
+    page = app.get("/console/transactions/TX42").text
+    assert set(re.findall(r'class="analyst">([^<]+)<', page)) == {"Ann Analyst"}  # her history, both rows
+    assert 'id="disagreement"' not in page
+    # Bob's label on it is another person's: a disagreement
+    assert post(app, BOB, label="true_positive").json()["disagreement"] is True
     with duckdb.connect(str(path), read_only=True) as con:
         columns = [r[0] for r in con.execute("DESCRIBE feedback").fetchall()]
-        kept = con.execute("SELECT feedback_id, key_id, channel FROM feedback ORDER BY created_at").fetchall()
+        kept = con.execute(
+            "SELECT feedback_id, analyst, key_id, channel FROM feedback ORDER BY created_at"
+        ).fetchall()
     assert columns == list(feedback.COLUMNS)
-    assert kept[:2] == [("old-1", "0123456789ab", "console"), ("old-2", "0123456789ab", "console")]
-    assert kept[2][1:] == (key_id(ANN), "api")
-    assert app.get("/feedback", headers=H()).json()["total"] == 3
+    # the file keeps what was written: the mapping is applied when rows are read
+    assert kept[:2] == [("old-1", ann, ann, "console"), ("old-2", "0123456789ab", "0123456789ab", "console")]
+    assert kept[2][1:] == ("Ann Analyst", ann, "api")
+    assert app.get("/feedback", headers=H()).json()["total"] == 4
 
 
 # -- the review queue -------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def incidents(
     page: str = "1",
 ) -> HTMLResponse:
     filters = {"severity": severity, "status": status, "service": service, "since": since, "until": until}
-    rows = feedback_rows(settings.feedback_db)
+    rows = feedback_rows(settings.feedback_db, settings.analysts)
     context: dict[str, Any] = {
         "filters": filters,
         "sort": sort if sort in INCIDENT_SORTS else "start",
@@ -206,7 +206,9 @@ def incident(
         bars=console_svg.deviation_bars(top),
         top_features=top,
         alternatives=json.loads(row.get("scenario_alternatives") or "[]"),
-        history=feedback_history(feedback_rows(settings.feedback_db), "incident", incident_id),
+        history=feedback_history(
+            feedback_rows(settings.feedback_db, settings.analysts), "incident", incident_id
+        ),
         saved=bool(saved),
         kind="incident",
         target_id=incident_id,
@@ -256,7 +258,7 @@ def transactions(
 ) -> HTMLResponse:
     snap = pages.holding(state, "transactions")
     context: dict[str, Any] = {"account": account, "items": [], "total": 0, "page": 1, "pages": 1}
-    rows = feedback_rows(settings.feedback_db)
+    rows = feedback_rows(settings.feedback_db, settings.analysts)
     context["feedback_counts"] = feedback_summary(rows)
     if snap is None:
         return render(request, "transactions.html", no_snapshot=True, **context)
@@ -288,7 +290,9 @@ def transaction(
         nav="transactions",
         tx=row,
         bars=console_svg.deviation_bars(top),
-        history=feedback_history(feedback_rows(settings.feedback_db), "transaction", transaction_id),
+        history=feedback_history(
+            feedback_rows(settings.feedback_db, settings.analysts), "transaction", transaction_id
+        ),
         saved=bool(saved),
         kind="transaction",
         target_id=transaction_id,
@@ -308,7 +312,7 @@ def transaction(
 def review(request: Request, who: ConsoleSession, state: State, settings: Settings) -> HTMLResponse:
     """What to label next (the feedback queue of each kind) and the audit trail's summary: who labelled
     what, changes of mind and disagreements."""
-    rows = feedback_rows(settings.feedback_db)
+    rows = feedback_rows(settings.feedback_db, settings.analysts)
     snap = state.snapshot
     return render(
         request,
@@ -428,6 +432,6 @@ def models_page(
         alerts_problem=alerts_problem,
         runs=runs,
         runs_problem=runs_problem,
-        feedback_counts=feedback_summary(feedback_rows(settings.feedback_db)),
+        feedback_counts=feedback_summary(feedback_rows(settings.feedback_db, settings.analysts)),
         problems=dict(state.errors),
     )

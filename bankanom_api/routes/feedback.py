@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 
 from bankanom_api.deps import API_KEY, Live, Settings, State, authenticated, loaded_snapshot
 from bankanom_api.labelling import person, queue, submit
+from bankanom_api.labelling import rows as feedback_rows
 from bankanom_api.responses import AUTH, NOT_READY, Limit, Offset, json_response, problem
 from bankanom_api.schemas import (
     FeedbackKind,
@@ -88,7 +89,7 @@ def list_feedback(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
-    rows = feedback.read(settings.feedback_db)
+    rows = feedback_rows(settings)
     for column, value in (("kind", kind), ("target_id", target_id), ("analyst", analyst)):
         if value is not None:
             rows = rows.filter(pl.col(column) == value)
@@ -109,7 +110,7 @@ def list_feedback(
     summary="Label counts, per-analyst counts, changes of mind and disagreements",
 )
 def feedback_summary(settings: Settings, kind: FeedbackKind | None = None) -> Response:
-    rows = feedback.read(settings.feedback_db)
+    rows = feedback_rows(settings)
     counted = feedback.latest(rows)
     labels = {
         k: {
