@@ -16,8 +16,9 @@ s + 2), each in its own ``BANKANOM_HOME`` under ``--root``:
 4. ``evaluate``: day 3's pipeline; its ``evaluation`` reports incident precision and each scenario's
    recall before the re-ranker's cut (the unsupervised figure) and after it.
 
-The figures are printed and written as JSON (``--out``). Each stage can be run alone (``--stages``); a
-stage whose output exists is not redone unless ``--force``.
+The figures are printed and written as JSON (``--out``). Each stage can be run alone (``--stages``) and
+runs again in full when asked, except that ``prepare`` does not regenerate a day whose landing folder
+exists.
 """
 
 from __future__ import annotations
@@ -123,7 +124,12 @@ def label(args, home: Path) -> dict:
                 raise SystemExit(f"the API exited ({server.returncode}); see {home / 'api.log'}")
             time.sleep(0.5)
         began = time.perf_counter()
-        done = simulate(base, key, "incident", args.budget, from_warehouse(), batch=20)
+        # only day 2's incidents: the snapshot may hold other days', and labels on the evaluated day
+        # would measure the re-ranker on incidents it learnt from
+        label_day = _days(args.first_day)[1]
+        done = simulate(
+            base, key, "incident", args.budget, from_warehouse(), batch=20, partition_date=label_day
+        )
         took = time.perf_counter() - began
         print(f"labelled {len(done.target_ids)} incidents in {took:.0f}s: {done.by_reason()}", flush=True)
         return {

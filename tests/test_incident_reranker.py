@@ -19,7 +19,7 @@ from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
 from bankanom_pipeline.detection.incidents import INCIDENT_COLUMNS, INCIDENT_EVENTS_SCHEMA
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.reranking import core, incident_features
-from bankanom_pipeline.reranking.incident_reranker import MAX_CUT, NAME, choose_cut
+from bankanom_pipeline.reranking.incident_reranker import MAX_CUT, NAME, choose_cut, labelled
 from bankanom_pipeline.reranking.incident_truth import incident_truth
 from bankanom_pipeline.serving.snapshot import SnapshotPublisher
 from bankanom_pipeline.warehouse.frames import replace_partition
@@ -224,11 +224,18 @@ def test_too_few_labels_materializes_and_says_so(world):
 def test_enough_labels_promote_a_reranker_whose_scores_are_published(world):
     tmp_path, database, resources, incidents, truth = world
     ids = incidents["incident_id"].to_list()
-    _label(tmp_path / "feedback.duckdb", ids[:140], truth)
-    # an analyst's unsure is not a label; a changed label counts as the latest
-    feedback.record(
-        tmp_path / "feedback.duckdb", "incident", ids[150], "unsure", "", "ana", dt.date(2026, 6, 2)
-    )
+    path = tmp_path / "feedback.duckdb"
+    _label(path, ids[:140], truth)
+    # an analyst's unsure is not a label
+    feedback.record(path, "incident", ids[150], "unsure", "", "ana", dt.date(2026, 6, 2))
+    # a changed label counts as the latest: ana turns her label on ids[0] over, then back
+    first = "true_positive" if ids[0] in truth else "false_positive"
+    other = "false_positive" if first == "true_positive" else "true_positive"
+    assert feedback.record(path, "incident", ids[0], other, "", "ana", dt.date(2026, 6, 2))["changed"]
+    assert feedback.labels(feedback.read(path), "incident").filter(pl.col("target_id") == ids[0])[
+        "y"
+    ].item() == int(other == "true_positive")
+    assert feedback.record(path, "incident", ids[0], first, "", "ana", dt.date(2026, 6, 2))["changed"]
     result = dg.materialize([incident_reranker], resources=resources)
     metadata = result.asset_materializations_for_node("incident_reranker")[0].metadata
     assert metadata["trained"].value is True and metadata["labels"].value == 140
@@ -237,6 +244,7 @@ def test_enough_labels_promote_a_reranker_whose_scores_are_published(world):
     version = registry.current()[NAME]
     manifest = registry.manifest(version)
     assert manifest["gate"]["gain"] > core.MIN_GAIN and 0 < manifest["gate"]["cut"] <= MAX_CUT
+    assert manifest["gate"]["refit"] is False  # the saved version is the model the gate measured
 
     result = dg.materialize([incident_reranks], partition_key=DAY, resources=resources)
     assert result.success
@@ -265,6 +273,23 @@ def test_enough_labels_promote_a_reranker_whose_scores_are_published(world):
     snap.close()
 
 
+def test_labels_without_a_day_take_their_incidents(world):
+    tmp_path, database, _, incidents, truth = world
+    path = tmp_path / "feedback.duckdb"
+    ids = incidents["incident_id"].to_list()[:60]
+    for incident in ids:  # no day on these labels (the feedback file allows it)
+        label = "true_positive" if incident in truth else "false_positive"
+        feedback.record(path, "incident", incident, label, "", "ana", None, key_id="k1")
+    # the one dated label is on an incident the warehouse no longer has: it names the day to read
+    feedback.record(path, "incident", "INC-gone", "true_positive", "", "ana", dt.date.fromisoformat(DAY))
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        data = labelled(con, feedback.read(path))
+    finally:
+        con.close()
+    assert data.height == 60 and data["partition_date"].to_list() == [dt.date.fromisoformat(DAY)] * 60
+
+
 def test_no_promoted_reranker_writes_no_rows(world):
     _, database, resources, _, _ = world
     result = dg.materialize([incident_reranks], partition_key=DAY, resources=resources)
@@ -286,7 +311,9 @@ def test_the_snapshot_copies_the_transaction_rerankers_columns_when_scored_trans
         "CREATE TABLE validated_transactions AS SELECT DATE '2026-06-02' AS partition_date, 't1' AS transaction_id, "
         "'a1' AS account_id, TIMESTAMP '2026-06-02 10:00' AS ts, NULL AS extra, 'f' AS source_file, 1 AS line_no"
     )
-    rerank = ", 0.7::DOUBLE AS rerank_score, true AS ensemble_flag, 'r-1' AS reranker_version" if reranked else ""
+    rerank = (
+        ", 0.7::DOUBLE AS rerank_score, true AS ensemble_flag, 'r-1' AS reranker_version" if reranked else ""
+    )
     con.execute(
         "CREATE TABLE scored_transactions AS SELECT DATE '2026-06-02' AS partition_date, 't1' AS transaction_id, "
         "0.1 AS if_score, 0.2 AS lof_score, 0.9 AS ensemble_score, false AS if_flag, false AS lof_flag, "

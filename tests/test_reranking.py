@@ -43,7 +43,9 @@ def test_fit_refuses_too_few_labels_with_the_counts():
     )
     # enough in all, too few of one class
     y = np.array([1] * 5 + [0] * 95, dtype=np.int8)
-    with pytest.raises(core.TooFewLabels, match=r"an? incident re-ranker .* it has 100 \(5 true positives"):
+    with pytest.raises(
+        core.TooFewLabels, match=r"^an incident re-ranker needs .* it has 100 \(5 true positives"
+    ):
         core.fit(X[:100], u[:100], y, NAMES, "incident")
 
 
@@ -243,3 +245,16 @@ def test_select_uncertain_reranked_items_are_nearest_the_rerankers_cut():
     chosen = select(candidates, set(), 20, rerank_threshold=0.05)
     uncertain = chosen.filter(pl.col("reason") == "uncertain")["rerank_score"].to_numpy()
     assert np.abs(uncertain - 0.05).max() < 0.01
+
+
+def test_a_training_share_without_one_class_is_refused_with_its_own_message():
+    ids, X, u, _y = _labelled(200)
+    test = core.held_out(ids)
+    # every false positive falls in the held-out share: enough labels in all, none left to learn one class
+    y = np.where(test, (np.arange(200) % 2).astype(np.int8), 1).astype(np.int8)
+    assert (y == 0).sum() >= core.MIN_PER_CLASS and (y[~test] == 1).all()
+    with pytest.raises(core.TooFewLabels) as refused:
+        core.train_and_gate(ids, X, u, y, NAMES, "incident")
+    message = str(refused.value)
+    assert message.startswith("an incident re-ranker cannot be fitted")
+    assert "outside the held-out share" in message and "hold no false positive" in message

@@ -245,15 +245,24 @@ def test_the_feedback_loop_trains_gates_and_the_api_serves_the_pipelines_rerank_
     assert (scored["is_anomaly"] == (scored["rerank_score"] >= reranking.CUT)).all()
     assert {"reranked", "ensemble", "incidents", "incidents_unsupervised"} <= models
 
+    decided = dict(zip(scored["transaction_id"], scored["is_anomaly"], strict=True))
     with api_client(world, KEY) as api:
         flagged = api.get("/transactions", params={"flagged_only": True, "limit": 15}, headers=H).json()
         others = api.get("/transactions", params={"limit": 15}, headers=H).json()
-        records = [{k: r[k] for k in CSV_FIELDS} for r in flagged + others]
+        # transactions the re-ranker judges (ensemble score at least its floor) and leaves unflagged: the
+        # API must agree on these too, not only on the flagged ones and those it never judges
+        judged = api.get(
+            "/transactions", params={"min_score": reranking.FLOOR, "limit": 500}, headers=H
+        ).json()
+        kept = [r for r in judged if not decided[r["TransactionID"]]][:10]
+        assert kept, "no transaction above the floor stayed unflagged"
+        records = [{k: r[k] for k in CSV_FIELDS} for r in flagged + others + kept]
         predicted = api.post("/models/predict", json=records, headers=H).json()
         single = api.post("/models/isolation_forest/predict", json=records[:3], headers=H).json()
     pipeline = dict(zip(scored["transaction_id"], scored["rerank_score"], strict=True))
-    decided = dict(zip(scored["transaction_id"], scored["is_anomaly"], strict=True))
     for p in predicted:
         assert p["rerank_score"] == pytest.approx(pipeline[p["TransactionID"]], abs=1e-12)
         assert p["isFraud"] == decided[p["TransactionID"]]
+    judged_unflagged = {r["TransactionID"] for r in kept}
+    assert {p["TransactionID"] for p in predicted if not p["isFraud"]} >= judged_unflagged
     assert [s["rerank_score"] for s in single] == [p["rerank_score"] for p in predicted[:3]]

@@ -55,13 +55,19 @@ PARAMS = {
 class TooFewLabels(ValueError):
     """Fewer labels than a re-ranker needs (MIN_LABELS in all, MIN_PER_CLASS of each class)."""
 
-    def __init__(self, kind: str, positives: int, negatives: int):
+    def __init__(self, kind: str, positives: int, negatives: int, message: str | None = None):
         self.kind, self.positives, self.negatives = kind, positives, negatives
         total = positives + negatives
         super().__init__(
-            f"a {kind} re-ranker needs at least {MIN_LABELS} labelled items, {MIN_PER_CLASS} of each "
-            f"class; it has {total} ({positives} true positives, {negatives} false positives)"
+            message
+            or f"{_article(kind)} {kind} re-ranker needs at least {MIN_LABELS} labelled items, "
+            f"{MIN_PER_CLASS} of each class; it has {total} ({positives} true positives, {negatives} "
+            "false positives)"
         )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def check_labels(y: np.ndarray, kind: str) -> None:
@@ -307,7 +313,16 @@ def train_and_gate(
     unsupervised = np.asarray(unsupervised, dtype=np.float64)
     train_y = y[~test]
     if train_y.sum() == 0 or train_y.sum() == len(train_y):
-        raise TooFewLabels(kind, int(np.sum(y == 1)), int(np.sum(y == 0)))
+        positives, negatives = int(np.sum(y == 1)), int(np.sum(y == 0))
+        missing = "false" if train_y.sum() else "true"
+        raise TooFewLabels(
+            kind,
+            positives,
+            negatives,
+            f"{_article(kind)} {kind} re-ranker cannot be fitted: of its {len(y)} labels ({positives} true "
+            f"positives, {negatives} false positives), the {len(train_y)} outside the held-out share "
+            f"({HELD_OUT_SHARE:.0%}, chosen by a hash of the id) hold no {missing} positive; label more items",
+        )
     reranker = _fit(X[~test], unsupervised[~test], train_y, names, kind, floor)
     chosen = None if selection is None else [s for s, t in zip(selection, test, strict=True) if t]
     result = gate(reranker, X[test], unsupervised[test], y[test], chosen)

@@ -76,13 +76,17 @@ def choose_cut(scores: np.ndarray, y: np.ndarray) -> float:
 
 def labelled(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame) -> pl.DataFrame:
     """The incident labels of feedback ``rows`` joined to their incidents' features (labels whose
-    incident the warehouse no longer has are left out)."""
+    incident the warehouse no longer has are left out). A label without a day (the feedback file allows
+    one) takes its incident's; such labels are found only on the days other labels name."""
     labels = feedback.labels(rows, KIND)
     days = [d.isoformat() for d in labels["partition_date"].drop_nulls().unique().to_list()]
-    features = incident_features.read(con, days)
-    return labels.join(
-        features.drop("partition_date"), left_on="target_id", right_on="incident_id", how="inner"
-    ).sort("created_at", "target_id")
+    features = incident_features.read(con, days).rename({"partition_date": "_incident_day"})
+    return (
+        labels.join(features, left_on="target_id", right_on="incident_id", how="inner")
+        .with_columns(partition_date=pl.coalesce("partition_date", "_incident_day"))
+        .drop("_incident_day")
+        .sort("created_at", "target_id")
+    )
 
 
 def train(con: duckdb.DuckDBPyConnection, models: Registry, rows: pl.DataFrame) -> Outcome:
@@ -106,7 +110,7 @@ def train(con: duckdb.DuckDBPyConnection, models: Registry, rows: pl.DataFrame) 
         return Outcome(**counts, refused=str(error))
     test = core.held_out(ids)
     cut = choose_cut(trained.reranker.predict(X[test], unsupervised[test]), y[test])
-    gate = {**trained.gate.to_dict(), "cut": cut}
+    gate = {**trained.gate_dict(), "cut": cut}
     days = sorted(d.isoformat() for d in data["partition_date"].drop_nulls().unique().to_list())
     version = models.save_reranker(
         trained.reranker,
