@@ -130,7 +130,8 @@ def feedback_summary(settings: Settings, kind: FeedbackKind | None = None) -> Re
     description=(
         "Chosen among the published snapshot's scored transactions or incidents (of `partition_date` when "
         "given) that have no label yet (unsure counts as labelled): the top-ranked, the ones nearest the "
-        "decision boundary and a uniformly random share. Reading it changes nothing: the same request "
+        "decision boundary and a random share (transactions: drawn among those the re-ranker judges, ensemble "
+        "score at least its floor). Reading it changes nothing: the same request "
         "answers the same items until feedback is given or a new snapshot is published."
     ),
 )
