@@ -172,6 +172,34 @@ def first_finite(values: pl.Series) -> float | None:
     return None if np.isnan(value) else value
 
 
+def reranker_result(context: dg.AssetExecutionContext, outcome, **extra) -> dg.MaterializeResult:
+    """A re-ranker asset's metadata, transactions and incidents alike: the label counts, then the new
+    version's gate, or why none was trained (too few labels is not a failure: nothing changes)."""
+    counts = {
+        "labels": outcome.labels,
+        "labels_matched": outcome.matched,
+        "true_positives": outcome.positives,
+        "false_positives": outcome.negatives,
+        "labels_needed": outcome.needed,
+    }
+    if outcome.refused:
+        context.log.warning(outcome.refused)
+        return dg.MaterializeResult(metadata={**counts, "trained": False, "reason": outcome.refused})
+    context.log.info(f"{outcome.version}: {outcome.gate['reason']}")
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "trained": True,
+            "version": outcome.version,
+            "promoted": outcome.promoted,
+            "reason": outcome.gate["reason"],
+            "gain": first_finite(pl.Series([outcome.gate["gain"]], dtype=pl.Float64)),
+            "gate": dg.MetadataValue.json(outcome.gate),
+            **extra,
+        }
+    )
+
+
 def analyst_metadata(analyst: dict[str, float]) -> dict:
     precision = analyst["analyst_precision"]
     return {

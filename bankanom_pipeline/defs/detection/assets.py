@@ -12,7 +12,7 @@ from bankanom_pipeline import feedback, settings
 from bankanom_pipeline.defs.conditions import FOLLOW_UPSTREAM
 from bankanom_pipeline.defs.partitions import daily_partitions
 from bankanom_pipeline.defs.resources import RegistryResource, WarehouseResource
-from bankanom_pipeline.defs.results import evaluation_result, first_finite, scored_result
+from bankanom_pipeline.defs.results import evaluation_result, first_finite, reranker_result, scored_result
 from bankanom_pipeline.detection import training
 from bankanom_pipeline.detection.baseline import BaselineMismatch
 from bankanom_pipeline.detection.day_evaluation import evaluate_logs
@@ -253,29 +253,7 @@ def incident_reranker(
     rows = feedback.read(settings.feedback_path())
     with warehouse.connection() as con:
         outcome = reranking.train(con, registry.registry(LOGS), rows)
-    counts = {
-        "labels": outcome.labels,
-        "labels_matched": outcome.matched,
-        "true_positives": outcome.positives,
-        "false_positives": outcome.negatives,
-        "labels_needed": outcome.needed,
-    }
-    if outcome.refused:
-        context.log.warning(outcome.refused)
-        return dg.MaterializeResult(metadata={**counts, "trained": False, "reason": outcome.refused})
-    context.log.info(f"{outcome.version}: {outcome.gate['reason']}; cut {outcome.cut:.4f}")
-    return dg.MaterializeResult(
-        metadata={
-            **counts,
-            "trained": True,
-            "version": outcome.version,
-            "promoted": outcome.promoted,
-            "reason": outcome.gate["reason"],
-            "gain": first_finite(pl.Series([outcome.gate["gain"]], dtype=pl.Float64)),
-            "cut": outcome.cut,
-            "gate": dg.MetadataValue.json(outcome.gate),
-        }
-    )
+    return reranker_result(context, outcome, cut=outcome.cut)
 
 
 @dg.asset(

@@ -16,6 +16,7 @@ from bankanom_pipeline.defs.results import (
     evaluation_result,
     first_finite,
     rejected_metadata,
+    reranker_result,
     scored_result,
     validation_checks,
     validation_result,
@@ -181,29 +182,7 @@ def transaction_reranker(
     labels = feedback.labels(feedback.read(settings.feedback_path()), "transaction")
     with warehouse.connection() as con:
         outcome = reranking.train(con, registry.registry(TRANSACTIONS), labels)
-    counts = {
-        "labels": outcome.labels,
-        "labels_matched": outcome.matched,
-        "true_positives": outcome.positives,
-        "false_positives": outcome.negatives,
-        "labels_needed": outcome.needed,
-    }
-    if outcome.refused:
-        context.log.warning(outcome.refused)
-        return dg.MaterializeResult(metadata={**counts, "trained": False, "reason": outcome.refused})
-    context.log.info(f"{outcome.version}: {outcome.gate['reason']}")
-    return dg.MaterializeResult(
-        metadata={
-            **counts,
-            "trained": True,
-            "version": outcome.version,
-            "promoted": outcome.promoted,
-            "reason": outcome.gate["reason"],
-            "gain": outcome.gate["gain"],
-            "gate": dg.MetadataValue.json(outcome.gate),
-            "labels_by_selection": dg.MetadataValue.json(outcome.by_selection),
-        }
-    )
+    return reranker_result(context, outcome, labels_by_selection=dg.MetadataValue.json(outcome.by_selection))
 
 
 @dg.asset(
