@@ -59,6 +59,7 @@ def test_which_assets_follow_their_upstream_partitions():
         "features_events",
         "scored_events",
         "incidents",
+        "incident_reranks",
         "evaluation",
         "api_snapshot",
         "scored_transactions",

@@ -154,6 +154,8 @@ def test_definitions_load_completely():
         "promoted_models",
         "scored_events",
         "incidents",
+        "incident_reranks",
+        "incident_reranker",
         "evaluation",
         "api_snapshot",
         "raw_transactions",
@@ -169,6 +171,7 @@ def test_definitions_load_completely():
         "transaction_incidents",
         "transaction_evaluation",
         "transaction_snapshot",
+        "transaction_reranker",
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {
@@ -205,6 +208,8 @@ def test_definitions_load_completely():
         "transaction_features_job",
         "transactions_job",
         "transaction_train_job",
+        "incident_reranker_job",
+        "transaction_reranker_job",
     }
     assert {s.name for s in repository.schedule_defs} == {
         "pipeline_job_schedule",
@@ -239,5 +244,6 @@ def test_definitions_load_completely():
     assert lineage["promoted_models"] == {"isolation_forest_model", "local_outlier_factor_model"}
     assert lineage["scored_events"] == {"features_events", "promoted_models"}
     assert lineage["incidents"] == {"scored_events"}
-    assert lineage["evaluation"] == {"scored_events", "incidents", "log_labels"}
+    assert lineage["evaluation"] == {"scored_events", "incidents", "incident_reranks", "log_labels"}
+    assert lineage["incident_reranks"] == {"incidents"}
     assert dg.AssetKey("features_events") in graph.get_all_asset_keys()
