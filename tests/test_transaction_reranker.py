@@ -156,8 +156,12 @@ CSV_FIELDS = [
 
 def _run(job: str, **kwargs) -> dg.ExecuteInProcessResult:
     from bankanom_pipeline.definitions import defs
+    from bankanom_pipeline.defs.resources import WarehouseResource
 
-    result = defs.resolve_job_def(job).execute_in_process(**kwargs)
+    # the definitions' warehouse resource took its paths when first imported, perhaps by an earlier test
+    # in this process: one made now reads this test's folder
+    warehouse = WarehouseResource()
+    result = defs.resolve_job_def(job).execute_in_process(resources={"warehouse": warehouse}, **kwargs)
     assert result.success, job
     return result
 
