@@ -212,9 +212,9 @@ class Registry:
         manifests = [json.loads(p.read_text()) for p in self.root.glob(f"*/{MANIFEST}")]
         return sorted(manifests, key=lambda m: m["created_at"])
 
-    def load(self, version: str) -> Detector:
-        """The detector of a version, after its feature-set version and its artifact's checksum verify."""
-        manifest = self.manifest(version)
+    def _verified_estimator(self, version: str, manifest: dict):
+        """A version's estimator (a private copy), after its feature-set version and its artifact's
+        checksum verify: detectors and re-rankers alike."""
         check_feature_set(manifest)
         artifact = self.root / version / manifest["artifact"]
         if not artifact.exists():
@@ -222,7 +222,12 @@ class Registry:
         data = artifact.read_bytes()
         if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
             raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
-        estimator = copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
+        return copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
+
+    def load(self, version: str) -> Detector:
+        """The detector of a version, after its feature-set version and its artifact's checksum verify."""
+        manifest = self.manifest(version)
+        estimator = self._verified_estimator(version, manifest)
         space = FeatureSpace.from_dict(manifest["space"])
         return Detector(manifest["name"], estimator, space, manifest["knots"], version=version)
 
@@ -242,14 +247,7 @@ class Registry:
         manifest = self.manifest(version)
         if manifest["name"] not in RERANKERS:
             raise RegistryError(f"{version} is a {manifest['name']} model, not a re-ranker")
-        check_feature_set(manifest)
-        artifact = self.root / version / manifest["artifact"]
-        if not artifact.exists():
-            raise RegistryError(f"{version}: artifact {artifact.name} is missing")
-        data = artifact.read_bytes()
-        if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
-            raise RegistryError(f"{version}: artifact checksum mismatch, refusing to load it")
-        estimator = copy.deepcopy(_deserialise(version, data, manifest["sha256"]))
+        estimator = self._verified_estimator(version, manifest)
         return Reranker(
             estimator,
             list(manifest["features"]),
