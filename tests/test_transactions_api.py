@@ -107,9 +107,10 @@ def test_models_list_carries_the_predecessors_display_names(api, world):
         body = api.get(path, headers=H).json()
         assert body["available_models"] == ["Isolation Forest", "Local Outlier Factor"]
         current = TRANSACTIONS.registry(world / "models").current()
-        # the route lists the two models the predecessor named (ECOD, promoted with them, is not listed)
-        listed = {k: v for k, v in current.items() if k in ("isolation_forest", "local_outlier_factor")}
-        assert {m["name"]: m["version"] for m in body["transaction_models"]} == listed
+        # the predecessor's two display names, and every promoted transaction detector with its version
+        listed = {m["name"]: m["version"] for m in body["transaction_models"]}
+        assert "ecod" in listed and listed == {k: v for k, v in current.items() if k in listed}
+        assert set(listed) == {"isolation_forest", "local_outlier_factor", "ecod"}
     assert api.get("/models/").status_code == 401
 
 

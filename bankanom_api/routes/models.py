@@ -12,7 +12,7 @@ from bankanom_api.responses import AUTH, NOT_FOUND, NOT_READY, json_response
 from bankanom_api.schemas import ModelInfo, ModelsList
 from bankanom_api.state import Models, Snapshot
 from bankanom_api.transactions import DISPLAY_NAMES
-from bankanom_pipeline.detection.config import MODEL_NAMES
+from bankanom_pipeline.detection.config import MODEL_NAMES, OPTIONAL_MODELS
 
 router = APIRouter(tags=["models"], dependencies=[API_KEY], responses=AUTH)
 
@@ -38,7 +38,14 @@ def list_models(state: State) -> Response:
     listed = ModelsList(
         available_models=[DISPLAY_NAMES[name] for name in MODEL_NAMES],
         models=[model_info(name, models, evaluated) for name in MODEL_NAMES] if models else [],
-        transaction_models=[model_info(name, tx, (None, {})) for name in MODEL_NAMES] if tx else [],
+        # every promoted transaction detector, ECOD included when it was promoted with the pair
+        transaction_models=[
+            model_info(name, tx, (None, {}))
+            for name in (*MODEL_NAMES, *OPTIONAL_MODELS)
+            if name in tx.manifests
+        ]
+        if tx
+        else [],
     )
     return json_response(listed.model_dump())
 
