@@ -6,7 +6,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import IsolationForest
 from sklearn.pipeline import Pipeline
 
-from bankanom_pipeline.detection.packed_forest import PackedForest
+from bankanom_pipeline.detection.packed_forest import LEVELWISE_MAX_ROWS, PackedForest
 
 
 def data(seed: int, rows: int, columns: int = 6) -> np.ndarray:
@@ -21,8 +21,9 @@ def data(seed: int, rows: int, columns: int = 6) -> np.ndarray:
 def test_bare_forest_matches_score_samples_bit_for_bit(max_features):
     forest = IsolationForest(n_estimators=50, max_samples=256, max_features=max_features, random_state=3)
     forest.fit(data(0, 3000))
-    # 9,000 rows: tree by tree on row blocks over threads, below 4,096 level by level
-    for rows in (1, 7, 2000, 9000):
+    # up to LEVELWISE_MAX_ROWS (128) level by level, above it tree by tree (9,000: on row blocks over
+    # threads)
+    for rows in (1, 7, LEVELWISE_MAX_ROWS, LEVELWISE_MAX_ROWS + 1, 2000, 9000):
         x = data(1, rows)
         assert np.array_equal(PackedForest.of(forest).score_samples(x), forest.score_samples(x))
 

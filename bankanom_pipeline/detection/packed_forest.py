@@ -24,8 +24,10 @@ from sklearn.pipeline import Pipeline
 from bankanom_pipeline.detection.row_blocks import map_row_blocks
 
 # up to this many rows the forest is walked level by level for all trees at once (numpy); above it tree
-# by tree with sklearn's traversal, where the per-tree call overhead no longer matters
-LEVELWISE_MAX_ROWS = 4096
+# by tree with sklearn's traversal, where the per-tree call overhead no longer matters. Measured on the
+# demo's forest (200 trees, depth 10): level by level 0.07 ms for 1 row, 1.4 ms for 64, 5.4 for 256 and
+# 19 for 1,000 rows; tree by tree 1.7, 1.9, 2.7 and 5.3 ms: they cross near 100 rows
+LEVELWISE_MAX_ROWS = 128
 # rows per block of the tree-by-tree path: ~2 MB of float32 input, a few blocks per core and chunk
 BLOCK_ROWS = 16_384
 
