@@ -2,9 +2,12 @@
 online engine's state. ``POST /events`` is forwarded to its ``/ingest`` and ``POST /predict`` with
 context to its ``/peek``, so every API worker reads and feeds the same state and none keeps a copy.
 
-One pooled ``httpx.Client`` per app (keep-alive connections, shared by the thread pool's requests), a
-short connect timeout: a stream that is not running answers at once with a refused connection, one
-that hangs costs at most ``timeout`` seconds, and either way the route answers 503 naming the URL.
+One pooled ``httpcore.ConnectionPool`` per app (keep-alive connections, shared by the thread pool's
+requests): httpx's transport without its client layer (cookies, redirects, URL and header models),
+which cost more CPU than the rest of a one-event /predict's call did. A short connect timeout: a stream
+that is not running answers at once with a refused connection, one that hangs costs at most ``timeout``
+seconds, and either way the route answers 503 naming the URL. ``/peek`` answers this client its
+features as raw float64 rows (``live.feature_rows``), not JSON: no number is formatted or parsed.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any
 import orjson
 from fastapi import HTTPException, status
 
+from bankanom_pipeline.live import feature_rows
+
 log = logging.getLogger("bankanom_api")
 
 KEY_HEADER = "X-Stream-Key"
+_JSON = [(b"content-type", b"application/json")]
 
 
 class StreamUnavailable(HTTPException):
@@ -29,71 +35,99 @@ class StreamUnavailable(HTTPException):
 
 class StreamClient:
     def __init__(self, url: str, key: str | None, timeout: float, connect_timeout: float = 1.0):
-        import httpx  # lazy: a heavy import the Dagster code location must not pay for
+        import httpcore  # lazy: a heavy import the Dagster code location must not pay for
 
         self.url = url.rstrip("/")
-        self._httpx = httpx
-        self._client = httpx.Client(
-            base_url=self.url,
-            headers={KEY_HEADER: key} if key else {},
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        self._httpcore = httpcore
+        self._pool = httpcore.ConnectionPool(max_connections=64, max_keepalive_connections=16)
+        self._closed = False
+        self._headers = [(KEY_HEADER.encode(), key.encode())] if key else []
+        self._timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
+        # what a call fails with when the stream is not there or breaks the connection
+        self._down_errors = (
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            httpcore.ConnectionNotAvailable,
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._closed = True
+        self._pool.close()
 
     @property
     def down(self) -> str:
         return f"no live stream at {self.url}: start bankanom stream"
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
-        if self._client.is_closed:  # a request still running as the app stops
+    def _call(
+        self, method: str, path: str, body: dict | None = None, accept: str | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self._closed:  # a request still running as the app stops
             raise StreamUnavailable(
                 f"this API process is stopping: the live stream at {self.url} is not asked"
             )
+        headers = self._headers + (_JSON if body is not None else [])
+        if accept is not None:
+            headers = [*headers, (b"accept", accept.encode())]
         try:
-            response = self._client.request(
+            response = self._pool.request(
                 method,
-                path,
+                self.url + path,
+                headers=headers,
                 content=None if body is None else orjson.dumps(body),
-                headers={"content-type": "application/json"} if body is not None else None,
+                extensions={"timeout": self._timeout},
             )
-        except self._httpx.TimeoutException:
+        except self._httpcore.TimeoutException:
             raise StreamUnavailable(f"the live stream at {self.url} did not answer in time") from None
-        except self._httpx.HTTPError as error:
-            log.warning("stream service %s unreachable: %s", self.url, error)
+        except self._down_errors as error:
+            log.warning("stream service %s unreachable: %r", self.url, error)
             raise StreamUnavailable(self.down) from None
-        if response.status_code in (401, 403):
+        if response.status in (401, 403):
             raise StreamUnavailable(
                 f"the live stream at {self.url} refused this API's key: BANKANOM_STREAM_KEY must be the "
                 "stream's"
             )
+        answer_headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
+        return response.status, answer_headers, response.content
+
+    @staticmethod
+    def _json(content: bytes) -> Any:
         try:
-            answer = orjson.loads(response.content)
+            return orjson.loads(content)
         except orjson.JSONDecodeError:
-            answer = response.text
-        return response.status_code, answer
+            return content.decode("utf-8", "replace")
 
     def ingest(self, events: list[dict]) -> dict:
         """The stream's ``/ingest`` answer: committed to the live store before it returns."""
-        code, answer = self._call("POST", "/ingest", {"events": events})
+        code, _, content = self._call("POST", "/ingest", {"events": events})
+        answer = self._json(content)
         if code != 200:
             raise self._unexpected("/ingest", code, answer)
         return answer
 
     def peek(self, events: list[dict]) -> dict:
-        """``{"feature_set_version", "columns", "features"}``; the stream's 409 (too late) and 422 (an
-        event it refuses) are passed on with their detail."""
-        code, answer = self._call("POST", "/peek", {"events": events})
+        """``{"feature_set_version", "columns", "features"}``, the features one float64 row per event (NaN:
+        no value); the stream's 409 (too late) and 422 (an event it refuses) are passed on with their
+        detail."""
+        code, headers, content = self._call(
+            "POST", "/peek", {"events": events}, accept=feature_rows.FEATURE_ROWS
+        )
+        if code == 200 and headers.get("content-type") == feature_rows.FEATURE_ROWS:
+            try:
+                version, columns, values = feature_rows.decode(headers, content)
+            except (KeyError, ValueError) as error:
+                raise self._unexpected("/peek", code, f"malformed feature rows: {error!r}") from None
+            if len(values) != len(events):
+                raise self._unexpected("/peek", code, f"{len(values)} feature rows for {len(events)} events")
+            return {"feature_set_version": version, "columns": columns, "features": values}
+        answer = self._json(content)
         if code in (409, 422) and isinstance(answer, dict) and "detail" in answer:
             raise HTTPException(code, answer["detail"])
-        if code != 200:
-            raise self._unexpected("/peek", code, answer)
-        return answer
+        raise self._unexpected("/peek", code, answer)
 
     def status(self) -> dict:
-        code, answer = self._call("GET", "/status")
+        code, _, content = self._call("GET", "/status")
+        answer = self._json(content)
         if code != 200:
             raise self._unexpected("/status", code, answer)
         return answer

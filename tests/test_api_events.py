@@ -11,6 +11,7 @@ import re
 import shutil
 
 import duckdb
+import httpx
 import numpy as np
 import orjson
 import polars as pl
@@ -21,6 +22,7 @@ from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.explain import furthest_from_normal, furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import score, score_values
+from bankanom_pipeline.live import feature_rows
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.serving import online_checkpoint
 from bankanom_pipeline.serving.snapshot import SnapshotPublisher
@@ -359,3 +361,71 @@ def test_a_publication_without_a_checkpoint_keeps_the_days_and_old_ones_are_prun
     assert "checkpoint" not in later
     nothing = duckdb.connect()
     assert online_checkpoint.build(nothing, day, tmp_path / "none.ckpt") is None  # no validated_logs
+
+
+# -- the stream's feature rows ------------------------------------------------------------------------
+
+
+def test_feature_rows_carry_the_array_itself_and_refuse_a_torn_body():
+    values = np.array([[1.5, np.nan, -0.0, 1e308], [np.pi, 0.1, 7.0, -np.inf]])
+    body, headers = feature_rows.encode(values, "v1", ["a", "b", "c", "d"])
+    assert len(body) == values.size * 8
+    version, columns, back = feature_rows.decode(headers, body)
+    assert (version, columns) == ("v1", ["a", "b", "c", "d"])
+    assert np.array_equal(back, values, equal_nan=True) and np.signbit(back[0, 2])
+    with pytest.raises(ValueError, match="not whole rows"):
+        feature_rows.decode(headers, body[:-8])
+    with pytest.raises(ValueError, match="feature rows for 3 columns"):
+        feature_rows.encode(values, "v1", ["a", "b", "c"])
+
+
+def test_predict_scores_the_streams_peek_bit_for_bit_and_peek_answers_json_unless_asked(tmp_path, world):
+    first, second, *_ = world
+    with client(tmp_path, models=True) as app:
+        post(app, first)
+        events = second[:50]
+        expected = peek(app, events)
+        response = app.post("/predict", json={"events": events}, params={"explain": "true"}, headers=H)
+        assert response.status_code == 200, response.text
+        served = np.array(
+            [
+                [np.nan if v is None else v for v in p["features"].values()]
+                for p in response.json()["predictions"]
+            ]
+        )
+        assert list(response.json()["predictions"][0]["features"]) == list(FEATURES)
+        assert np.array_equal(served, expected, equal_nan=True)
+        # the stream itself: raw rows to the API's client, JSON to anyone else, the same numbers
+        settings = app.app.state.settings
+        body = {"events": [as_event_dict(e) for e in events]}
+        key = {"X-Stream-Key": settings.stream_key}
+        raw = httpx.post(
+            f"{settings.stream_url}/peek", json=body, headers={**key, "accept": feature_rows.FEATURE_ROWS}
+        )
+        assert raw.headers["content-type"] == feature_rows.FEATURE_ROWS
+        version, columns, rows = feature_rows.decode(raw.headers, raw.content)
+        assert version == OnlineEngine.FEATURE_SET_VERSION and columns == list(FEATURES)
+        assert np.array_equal(rows, expected, equal_nan=True)
+        as_json = httpx.post(f"{settings.stream_url}/peek", json=body, headers=key).json()
+        assert as_json["columns"] == list(FEATURES)
+        assert np.array_equal(np.array(as_json["features"], dtype=float), expected, equal_nan=True)
+
+
+def test_a_stream_that_accepts_but_never_answers_is_a_503_within_the_timeout():
+    import socket
+    import time
+
+    from bankanom_api.stream import StreamClient, StreamUnavailable
+
+    with socket.socket() as listener:  # accepts connections (the kernel's backlog), never reads or answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        stream = StreamClient(url, "k", timeout=0.3)
+        began = time.monotonic()
+        with pytest.raises(StreamUnavailable, match="did not answer in time") as refused:
+            stream.peek([{"event_id": "e"}])
+        assert refused.value.status_code == 503 and time.monotonic() - began < 5
+        stream.close()
+        with pytest.raises(StreamUnavailable, match="is stopping"):
+            stream.status()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from bankanom_api.deps import (
@@ -110,8 +109,7 @@ def predict(
                 f"the live stream computes feature set {peeked['feature_set_version']}, this API {version}: "
                 "run the same bankanom version in both",
             )
-        values = np.asarray(peeked["features"], dtype=np.float64).reshape(len(body.events), -1)
-        columns = peeked["columns"]
+        values, columns = peeked["features"], peeked["columns"]
     else:
         values, columns = predictor.batch_features(body.events)
     ids = [e.event_id for e in body.events]

@@ -1,7 +1,8 @@
 """The stream's internal service (loopback only): the API forwards ``POST /events`` to ``/ingest`` and
 ``POST /predict`` (with context) to ``/peek``, so the engine's state has one owner however many API
-workers run; ``/status`` for operators and tests. With ``BANKANOM_STREAM_KEY`` set every call must carry
-it in ``X-Stream-Key``.
+workers run (``/peek`` answers raw feature rows to a caller that accepts them: ``live.feature_rows``);
+``/status`` for operators and tests. With ``BANKANOM_STREAM_KEY`` set every call must carry it in
+``X-Stream-Key``.
 
 ``serve`` runs the whole process: the consumer loop in a thread, uvicorn in the main thread (it handles
 SIGINT/SIGTERM), a checkpoint at a clean stop.
@@ -22,6 +23,7 @@ import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
+from bankanom_pipeline.live import feature_rows
 from bankanom_pipeline.live.runner import Runner
 from bankanom_pipeline.live.scorer import LiveScorer, LiveStateError, PeekRefused
 from bankanom_pipeline.online.engine import OnlineEngine
@@ -92,6 +94,11 @@ def create_app(
             values = await _in_thread(scorer.peek, events)
         except PeekRefused as error:
             return _json({"detail": [error.detail]}, error.status)
+        if feature_rows.FEATURE_ROWS in request.headers.get("accept", ""):  # the API's client
+            body, headers = feature_rows.encode(
+                values, OnlineEngine.FEATURE_SET_VERSION, OnlineEngine.FEATURES
+            )
+            return Response(body, 200, headers=headers, media_type=feature_rows.FEATURE_ROWS)
         return _json(
             {
                 "feature_set_version": OnlineEngine.FEATURE_SET_VERSION,
