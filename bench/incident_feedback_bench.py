@@ -7,14 +7,16 @@ s + 2), each in its own ``BANKANOM_HOME`` under ``--root``:
 
 1. ``prepare``: day 1's features, both detectors trained on it and promoted; day 2's pipeline (scores,
    incidents, evaluation, the API snapshot).
-2. ``label``: ``bankanom api`` (uvicorn, a real HTTP server) on that snapshot; the simulated analyst
+2. ``label``: ``bankanom api`` (uvicorn, a real HTTP server, ``reranking.feedback_loop.AnalystApi``: the
+   same loop ``bankanom demo`` runs) on that snapshot; the simulated analyst
    (``reranking.simulated_analyst``) asks ``GET /feedback/queue`` for incidents and posts the truth of
    each (``reranking.incident_truth``: the generator's labels, the evaluation's rule) through
    ``POST /feedback`` until ``--budget`` are labelled. The labels reach the re-ranker only that way.
 3. ``learn``: the ``incident_reranker`` asset: fitted on the labels, gated on a held-out share,
    promoted on a pass.
-4. ``evaluate``: day 3's pipeline; its ``evaluation`` reports incident precision and each scenario's
-   recall before the re-ranker's cut (the unsupervised figure) and after it.
+4. ``evaluate``: day 3's pipeline; incident precision and the lowest scenario recall before the
+   re-ranker's cut (the unsupervised figure) and after it (``feedback_loop.incident_figures``), beside
+   the evaluation's stored metrics and per-scenario recall.
 
 The figures are printed and written as JSON (``--out``). Each stage can be run alone (``--stages``) and
 runs again in full when asked, except that ``prepare`` does not regenerate a day whose landing folder
@@ -27,15 +29,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import secrets
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 STAGES = ("prepare", "label", "learn", "evaluate")
-ANALYST = "simulated analyst"
 # the API snapshot without the online engine's checkpoint: the feedback queue reads the snapshot's
 # incidents only, and on a default day the checkpoint costs minutes that measure nothing here
 DAY_CONFIG = {"ops": {"api_snapshot": {"config": {"online_checkpoint": False}}}}
@@ -82,80 +79,50 @@ def prepare(args, home: Path) -> None:
     _run("pipeline_job", label_day, DAY_CONFIG)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def label(args, home: Path) -> dict:
     """The simulated analyst over a real API server: what it labelled, per reason of the queue."""
-    import httpx
-
-    from bankanom_api.security import key_id
+    from bankanom_pipeline.reranking.feedback_loop import AnalystApi
     from bankanom_pipeline.reranking.incident_truth import from_warehouse
     from bankanom_pipeline.reranking.simulated_analyst import label as simulate
 
-    key = secrets.token_hex(16)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "BANKANOM_API_KEYS": key,
-        "BANKANOM_ANALYSTS": f"{ANALYST}={key_id(key)}",
-        # no live stream in this measurement: nothing is posted to /events
-        "BANKANOM_STREAM_URL": f"http://127.0.0.1:{_free_port()}",
-    }
-    log = (home / "api.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code < 500:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None:
-                raise SystemExit(f"the API exited ({server.returncode}); see {home / 'api.log'}")
-            time.sleep(0.5)
+    with AnalystApi(home / "api.log") as api:
         began = time.perf_counter()
         # only day 2's incidents: the snapshot may hold other days', and labels on the evaluated day
         # would measure the re-ranker on incidents it learnt from
         label_day = _days(args.first_day)[1]
         done = simulate(
-            base, key, "incident", args.budget, from_warehouse(), batch=20, partition_date=label_day
+            api.url, api.key, "incident", args.budget, from_warehouse(), batch=20, partition_date=label_day
         )
         took = time.perf_counter() - began
-        print(f"labelled {len(done.target_ids)} incidents in {took:.0f}s: {done.by_reason()}", flush=True)
-        return {
-            "labelled": len(done.target_ids),
-            "true_positives": sum(done.labels),
-            "by_reason": done.by_reason(),
-            "true_by_reason": done.positives_by_reason(),
-            "batches": done.batches,
-        }
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    print(f"labelled {len(done.target_ids)} incidents in {took:.0f}s: {done.by_reason()}", flush=True)
+    return {
+        "labelled": len(done.target_ids),
+        "true_positives": sum(done.labels),
+        "by_reason": done.by_reason(),
+        "true_by_reason": done.positives_by_reason(),
+        "batches": done.batches,
+    }
 
 
 def learn(args, home: Path) -> dict:
-    return _run("incident_reranker_job", None)
+    from bankanom_pipeline.reranking.feedback_loop import verdict
+
+    trained = _run("incident_reranker_job", None)["incident_reranker"]
+    print(f"incident re-ranker: {verdict(trained)['outcome']}", flush=True)
+    return trained
 
 
 def evaluate(args, home: Path) -> dict:
+    """Day 3's pipeline, then its incident figures before and after the cut (``feedback_loop``'s; no
+    analyst labelled day 3) and the evaluation's stored metrics and per-scenario recall."""
+    from bankanom_pipeline.reranking.feedback_loop import incident_figures, labelled_ids
     from bankanom_pipeline.warehouse import store
     from bankanom_pipeline.warehouse.frames import table_exists
 
     eval_day = _days(args.first_day)[2]
     _run("pipeline_job", eval_day, DAY_CONFIG)
     with store.from_settings().reading() as con:
+        figures = incident_figures(con, eval_day, labelled_ids("incident"))
         metrics = con.execute(
             "SELECT model, metric, value FROM evaluation_metrics WHERE partition_date = ? "
             "AND model LIKE 'incidents%'",
@@ -169,7 +136,14 @@ def evaluate(args, home: Path) -> dict:
                     "ORDER BY scenario_id",
                     [eval_day],
                 ).fetchall()
-    return {"day": eval_day, "metrics": {f"{m}.{k}": v for m, k, v in metrics}, **recall}
+    before, after = figures["all"]["before"], figures["all"]["after"]
+    print(f"{eval_day}: before the cut {before}; after {after}", flush=True)
+    return {
+        "day": eval_day,
+        "figures": figures,
+        "metrics": {f"{m}.{k}": v for m, k, v in metrics},
+        **recall,
+    }
 
 
 def main() -> None:

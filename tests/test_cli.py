@@ -13,6 +13,7 @@ COMMANDS = [
     "ingest-transactions",
     "ingest",
     "demo",
+    "demo-feedback",
     "mock-server",
     "validate-config",
     "scenarios",
@@ -40,6 +41,18 @@ def test_generate_writes_landing_files(tmp_path):
     assert "wrote 5,000 events" in result.output
     files = list((tmp_path / "logs" / "2026-01-05").glob("*.jsonl"))
     assert sum(len(f.read_bytes().splitlines()) for f in files) == 5000
+
+
+def test_demo_feedback_refuses_bad_arguments_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("BANKANOM_DATA_DIR", str(tmp_path))
+    result = invoke("demo-feedback", "--date", "2026-13-01")
+    assert result.exit_code == 2
+    assert "not an ISO date" in result.output
+    for option in ("--labels", "--transaction-rows"):
+        result = invoke("demo-feedback", "--date", "2026-01-06", option, "0")
+        assert result.exit_code == 2, result.output
+        assert option in result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_validate_config_reports_the_bad_key(tmp_path):

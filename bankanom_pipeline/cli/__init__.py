@@ -24,6 +24,13 @@ app = typer.Typer(
 console = Console()
 # the person `bankanom up` and the demo's instructions map their API key to (BANKANOM_ANALYSTS)
 DEMO_ANALYST = "demo analyst"
+# the demo's feedback loop: labels the simulated analyst gives per source (the issue's 200), and the size of
+# each of the two transaction deliveries: ~350 frauds each, enough for 200 labels to hold both classes
+# and for the re-ranker to be promoted, and ~40 s each on the shared 2-core machine (docs/reranking.md);
+# their seeds are the log config's seed plus this, so that no log day shares one
+DEMO_LABELS = 200
+DEMO_TRANSACTION_ROWS = 50_000
+TRANSACTION_SEED_OFFSET = 100
 
 ConfigOption = Annotated[
     Path | None,
@@ -174,12 +181,6 @@ def ingest_transactions(
 ) -> None:
     """Deliver a transactions CSV to the landing zone and run it through the pipeline: raw ->
     validated (+ quarantine) -> features -> scores -> incidents -> evaluation -> API snapshot."""
-    import shutil
-
-    from bankanom_pipeline.defs.detection.jobs import train_run_config
-    from bankanom_pipeline.detection.sources import TRANSACTIONS
-    from bankanom_pipeline.transactions.raw import LABELS_SUFFIX
-
     if not path.is_file():
         console.print(f"[red]no such file: {path}[/red]")
         raise typer.Exit(2)
@@ -188,6 +189,20 @@ def ingest_transactions(
     if problem:  # checked before anything is copied: a refused day leaves the landing zone as it was
         console.print(f"[red]--date: {problem}[/red]", soft_wrap=True)
         raise typer.Exit(2)
+    raise typer.Exit(0 if _deliver_transactions(path, day, train) else 1)
+
+
+def _deliver_transactions(path: Path, day: str, train: bool | None) -> bool:
+    """``ingest-transactions`` once its arguments are checked: copy the CSV (and its labels file, when
+    there is one beside it) to the day's landing folder, build its features, train transaction models
+    first when asked (``train`` None: only when none is promoted), then run ``transactions_job``.
+    False when a run failed."""
+    import shutil
+
+    from bankanom_pipeline.defs.detection.jobs import train_run_config
+    from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.transactions.raw import LABELS_SUFFIX
+
     folder = settings.landing_dir() / "transactions" / day
     folder.mkdir(parents=True, exist_ok=True)
     labels = path.with_name(path.name.removesuffix(".csv") + LABELS_SUFFIX)
@@ -197,15 +212,15 @@ def ingest_transactions(
         os.replace(hidden, folder / source.name)
     console.print(f"delivered {path.name} to {folder}")
     if _run_job("transaction_features_job", day) is None:
-        raise typer.Exit(1)
+        return False
     from bankanom_pipeline.definitions import defs  # loaded by the run above, once the day was accepted
 
     # the registry the training job below writes to, so that the two agree on where the models are
     promoted = defs.resources["registry"].registry(TRANSACTIONS).current()
     must_train = train or (train is None and not promoted)
     if must_train and _run_job("transaction_train_job", None, train_run_config(day, TRANSACTIONS)) is None:
-        raise typer.Exit(1)
-    raise typer.Exit(0 if _run_job("transactions_job", day) is not None else 1)
+        return False
+    return _run_job("transactions_job", day) is not None
 
 
 @app.command()
@@ -243,9 +258,11 @@ def train(
     raise typer.Exit(0 if _run_job("train_job", None, run_config) is not None else 1)
 
 
-def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> dict | None:
-    """Execute a job (for one partition when ``day``) in a recorded Dagster run; returns metadata per
-    asset, or None when the run failed or a blocking check stopped it."""
+def _run_job(
+    job_name: str, day: str | None, run_config: dict | None = None, assets: list[str] | None = None
+) -> dict | None:
+    """Execute a job (for one partition when ``day``; only its ``assets`` when given) in a recorded
+    Dagster run; returns metadata per asset, or None when the run failed or a blocking check stopped it."""
     import uuid
 
     import dagster as dg
@@ -269,6 +286,7 @@ def _run_job(job_name: str, day: str | None, run_config: dict | None = None) -> 
                 raise_on_error=False,
                 run_id=run_id,
                 tags=recovery.process_tags(),
+                asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
             )
         run_record_sensor.record_run(instance, run_id)  # the console lists it with no daemon running
     failed_checks = [
@@ -386,10 +404,25 @@ def demo(
         float | None, typer.Option(help="Mean events per second to generate (default: the config's).")
     ] = None,
     config: ConfigOption = None,
+    feedback: Annotated[
+        bool,
+        typer.Option(
+            "--feedback/--no-feedback",
+            help="End with the feedback loop on both sources: a simulated analyst labels what the review "
+            "queue asks about, the re-rankers learn, and the figures before and after are printed.",
+        ),
+    ] = True,
+    labels: Annotated[
+        int, typer.Option(min=1, help="Items the simulated analyst labels, per source (--feedback).")
+    ] = DEMO_LABELS,
+    transaction_rows: Annotated[
+        int, typer.Option(min=1000, help="Rows of each of the two transaction deliveries (--feedback).")
+    ] = DEMO_TRANSACTION_ROWS,
 ) -> None:
     """The main job: generate a training day and a held-out day (different traffic seeds, the same
     customers), build features for the first, train and promote both detectors, run the daily pipeline
-    on the second (scores, incidents, evaluation against ground truth) and summarise."""
+    on the second (scores, incidents, evaluation against ground truth) and summarise. Then (unless
+    --no-feedback) the feedback loop of `bankanom demo-feedback` on that day."""
     day = date or _yesterday()
     train_day = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
     cfg = _load(config)
@@ -410,6 +443,31 @@ def demo(
         if _run_job(job, partition, run_config) is None:
             raise typer.Exit(1)
     _summary(day)
+    if feedback:
+        _feedback_loop(day, labels, transaction_rows, cfg.seed + TRANSACTION_SEED_OFFSET)
+
+
+@app.command("demo-feedback")
+def demo_feedback(
+    date: Annotated[str, typer.Option(help="The log day the demo scored (default: yesterday).")] = "",
+    labels: Annotated[int, typer.Option(min=1, help="Items the simulated analyst labels, per source.")] = (
+        DEMO_LABELS
+    ),
+    transaction_rows: Annotated[
+        int, typer.Option(min=1000, help="Rows of each of the two transaction deliveries.")
+    ] = DEMO_TRANSACTION_ROWS,
+    config: ConfigOption = None,
+) -> None:
+    """The demo's feedback loop alone, on a log day already scored (`bankanom demo --no-feedback`): a
+    simulated analyst, reading the generator's ground truth (for the demo only), labels the incidents of
+    the day and the transactions of a new delivery that the review queue asks about, through the real
+    feedback API; the re-rankers learn and are gated; the figures before and after are printed."""
+    day = date or _yesterday()
+    problem = _not_a_partition(day)
+    if problem:
+        console.print(f"[red]--date: {problem}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
+    _feedback_loop(day, labels, transaction_rows, _load(config).seed + TRANSACTION_SEED_OFFSET)
 
 
 def _write_day(cfg, day: str, landing: Path) -> None:
@@ -501,6 +559,159 @@ def _summary(day: str) -> None:
     console.print(
         f"API snapshot: {settings.snapshots_dir()}  (serve it: BANKANOM_API_KEYS=change-me "
         f'BANKANOM_ANALYSTS="{DEMO_ANALYST}={key_id("change-me")}" bankanom api; everything live: bankanom up)'
+    )
+
+
+# the log day's assets that follow an incident re-ranker's promotion, the snapshot without its online
+# checkpoint (the day's one is kept: the events did not change, and it costs minutes on a default day)
+_RERANKED_DAY = ["incident_reranks", "evaluation", "api_snapshot"]
+_NO_CHECKPOINT = {"ops": {"api_snapshot": {"config": {"online_checkpoint": False}}}}
+
+
+def _feedback_loop(day: str, budget: int, rows: int, seed: int) -> None:
+    """The demo's feedback loop on the log ``day`` (already scored) and on two new transaction deliveries
+    of ``rows`` each (seeds ``seed``, ``seed + 1``, delivered 30 days before ``day`` and on ``day``): the
+    simulated analyst labels ``budget`` items of each source the review queue asks about through a real
+    API, each re-ranker job runs, a promoted re-ranker re-scores its day, and the figures before and
+    after are printed (reranking/feedback_loop.py computes them)."""
+    import tempfile
+
+    from bankanom_pipeline.reranking import feedback_loop as loop
+    from bankanom_pipeline.reranking.incident_truth import from_warehouse
+    from bankanom_pipeline.reranking.simulated_analyst import label, transaction_truth
+    from bankanom_pipeline.transactions.generator import write
+    from bankanom_pipeline.warehouse import store
+
+    began = time.perf_counter()
+    seconds: dict[str, float] = {}
+    console.rule("learning from analysts' feedback")
+    console.print(loop.NOTICE, soft_wrap=True)
+    held_out = dt.date.fromisoformat(day)
+    deliveries = [held_out - dt.timedelta(days=30), held_out]  # train on the first, label the second
+    with tempfile.TemporaryDirectory(prefix="bankanom-demo-") as folder:
+        for k, delivered in enumerate(deliveries):
+            csv = Path(folder) / f"demo-transactions-{delivered}.csv"
+            written, fraud = write(
+                csv,
+                csv.with_name(f"{csv.stem}.labels.csv"),
+                rows=rows,
+                seed=seed + k,
+                start=delivered - dt.timedelta(days=30),
+                days=30,
+                first_id=1 + k * rows,
+            )
+            console.print(
+                f"generated {written:,} transactions ({fraud:,} fraud, seed {seed + k}) for {delivered}"
+            )
+            if not _deliver_transactions(csv, delivered.isoformat(), train=k == 0):
+                raise typer.Exit(1)
+    tx_day = deliveries[1].isoformat()
+    tx_truth = settings.landing_dir() / "transactions" / tx_day / f"demo-transactions-{tx_day}.labels.csv"
+    seconds["transactions"] = time.perf_counter() - began
+
+    mark = time.perf_counter()
+    with loop.AnalystApi(settings.data_dir() / "demo-feedback-api.log") as api:
+        asked = {
+            "incident": label(api.url, api.key, "incident", budget, from_warehouse(), partition_date=day),
+            "transaction": label(
+                api.url, api.key, "transaction", budget, transaction_truth([tx_truth]), partition_date=tx_day
+            ),
+        }
+    seconds["labelling"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    verdicts = {}
+    for kind, job, rescore in (
+        (
+            "incident",
+            "incident_reranker_job",
+            lambda: _run_job("pipeline_job", day, _NO_CHECKPOINT, _RERANKED_DAY),
+        ),
+        ("transaction", "transaction_reranker_job", lambda: _run_job("transactions_job", tx_day)),
+    ):
+        ran = _run_job(job, None)
+        if ran is None:
+            raise typer.Exit(1)
+        verdicts[kind] = loop.verdict(ran[f"{kind}_reranker"])
+        if verdicts[kind]["promoted"] and rescore() is None:
+            raise typer.Exit(1)
+    seconds["learning"] = time.perf_counter() - mark
+
+    with store.from_settings().reading() as con:
+        figures = {
+            "incident": loop.incident_figures(con, day, loop.labelled_ids("incident")),
+            "transaction": loop.transaction_figures(con, tx_day, loop.labelled_ids("transaction")),
+        }
+    seconds["total"] = time.perf_counter() - began
+    _print_feedback(asked, verdicts, figures, seconds)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -> None:
+    """The feedback loop's outcome per source: what the simulated analyst labelled, the gate's verdict, and
+    each figure before -> after, over every item of the day and over those no analyst labelled."""
+    say = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
+    sources = {
+        "incident": ("log incidents", "incident_precision", "min_scenario_recall"),
+        "transaction": ("transactions", "pr_auc", "incident_precision"),
+    }
+    for kind, (title, *_) in sources.items():
+        done, v, f = asked[kind], verdicts[kind], figures[kind]
+        positives = sum(done.labels)
+        reasons = ", ".join(f"{r} {n}" for r, n in done.by_reason().items())
+        say(f"[bold]{title} of {f['day']}[/bold]")
+        say(
+            f"  labelled by the simulated analyst: {len(done.labels)} ({positives} true positives, "
+            f"{len(done.labels) - positives} false positives; {reasons or 'the queue was empty'})"
+        )
+        say(
+            f"  re-ranker trained on {v['labels']} labels in the feedback store "
+            f"({v['true_positives']} true, {v['false_positives']} false positives)"
+        )
+        gain = f"; gain {v['gain']:+.3f} on {v['n_test']} held-out labels" if v["gain"] is not None else ""
+        say(f"  gate: {v['outcome']}{gain}")
+        if not v["promoted"]:
+            say("  no after figures: the re-ranker was not promoted, the day keeps its unsupervised ranking")
+        if kind == "incident":
+            rows = [
+                ("incident precision", "incident_precision", 3),
+                ("reported incidents", "reported", 0),
+                ("lowest scenario recall", "min_scenario_recall", 3),
+            ]
+            scopes = [
+                ("all", f"every incident ({f['incidents']:,})"),
+                ("unlabelled", f"the {f['incidents'] - f['labelled']:,} incidents no analyst labelled"),
+            ]
+        else:
+            rows = [
+                ("PR-AUC", "pr_auc", 3),
+                ("precision", "precision", 3),
+                ("recall", "recall", 3),
+                ("incident precision", "incident_precision", 3),
+                ("incidents", "incidents", 0),
+            ]
+            scopes = [
+                ("all", f"every transaction ({f['transactions']:,})"),
+                ("unlabelled", f"the {f['transactions'] - f['labelled']:,} transactions no analyst labelled"),
+            ]
+        for scope, described in scopes:
+            before, after = f[scope]["before"], f[scope]["after"] if v["promoted"] else None
+            for name, key, digits in rows:
+                line = f"  {name}, {described}: {_fmt(before[key], digits)}"
+                say(line + (f" -> {_fmt(after[key], digits)}" if after is not None else ""))
+        if kind == "incident":
+            say(
+                "  (recall counts every instance of the day; over the unlabelled incidents the cut is "
+                "applied to them only, the labelled ones keeping the unsupervised decision)"
+            )
+        else:
+            say("  (the unlabelled figures' incidents are those holding none of the labelled transactions)")
+    say(
+        f"feedback loop: {seconds['total']:.0f}s (two transaction deliveries {seconds['transactions']:.0f}s, "
+        f"labelling {seconds['labelling']:.0f}s, re-rankers and re-scoring {seconds['learning']:.0f}s)"
     )
 
 
