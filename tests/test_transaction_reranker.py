@@ -129,6 +129,68 @@ def test_a_gate_that_fails_leaves_the_promoted_reranker_alone(tmp_path):
     assert status == {outcome.version: "rejected"}
 
 
+def _flagged_day(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
+    """scored_transactions of 2026-02-01 with the columns transaction_incidents reads: ``rows`` are
+    (transaction_id, account_id, hour, is_anomaly, ensemble_flag, rerank_score)."""
+    con.execute(
+        """CREATE TABLE scored_transactions (partition_date DATE, transaction_id VARCHAR, account_id VARCHAR,
+           ts TIMESTAMP, amount DOUBLE, location VARCHAR, device_id VARCHAR, channel VARCHAR,
+           ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN, rerank_score DOUBLE,
+           top_features STRUCT(feature VARCHAR, z DOUBLE)[],
+           evidence STRUCT(feature VARCHAR, rarity DOUBLE, "value" DOUBLE)[])"""
+    )
+    for tx, account, hour, flag, ensemble_flag, rerank in rows:
+        con.execute(
+            """INSERT INTO scored_transactions VALUES (DATE '2026-02-01', ?, ?,
+               TIMESTAMP '2026-01-20 00:00:00' + to_hours(?::BIGINT), 100.0, 'Austin', 'D1', 'Online',
+               0.999, ?, ?, ?, [{'feature': 'tx_1h', 'z': 5.0}],
+               [{'feature': 'tx_1h', 'rarity': 6.0, 'value': 4.0}])""",
+            [tx, account, hour, flag, ensemble_flag, rerank],
+        )
+
+
+def test_a_lone_flagged_transaction_makes_an_incident_only_when_the_reranker_is_sure_enough():
+    from bankanom_pipeline.sqlmodels.runner import Project
+    from bankanom_pipeline.transactions.evaluation import unsupervised_incidents
+
+    cut = reranking.LONE_INCIDENT_CUT
+    assert reranking.CUT < cut < 1
+    con = duckdb.connect()
+    _flagged_day(
+        con,
+        [
+            ("T1", "A-lone-unsure", 1, True, True, cut - 0.01),  # alone, not sure enough: none
+            ("T2", "A-lone-sure", 1, True, True, cut + 0.01),  # alone and sure enough: an incident
+            ("T3", "A-pair", 1, True, True, reranking.CUT),  # two flagged within 24 hours: an incident,
+            ("T4", "A-pair", 5, True, False, reranking.CUT + 0.01),  # however unsure each is
+            ("T5", "A-apart", 1, True, True, cut - 0.2),  # flagged twice but 48 hours apart: two lone
+            ("T6", "A-apart", 49, True, True, cut - 0.2),  # transactions, neither sure enough
+            ("T7", "A-unflagged", 1, False, True, 0.1),  # not flagged: never an incident
+            ("T8", "A-no-reranker", 1, True, True, None),  # no re-ranker promoted: a lone one is kept
+        ],
+    )
+    Project().materialize(con, "transaction_incidents", "2026-02-01")
+    incidents = con.execute(
+        "SELECT account_id, transaction_ids FROM transaction_incidents ORDER BY account_id"
+    ).fetchall()
+    assert incidents == [
+        ("A-lone-sure", ["T2"]),
+        ("A-no-reranker", ["T8"]),
+        ("A-pair", ["T3", "T4"]),
+    ]
+    # the incidents the unsupervised decision alone would make keep every lone flagged transaction
+    before = unsupervised_incidents(con, "2026-02-01").sort("account_id")
+    assert before.select("account_id", "transaction_ids").rows() == [
+        ("A-apart", ["T5"]),
+        ("A-apart", ["T6"]),
+        ("A-lone-sure", ["T2"]),
+        ("A-lone-unsure", ["T1"]),
+        ("A-no-reranker", ["T8"]),
+        ("A-pair", ["T3"]),
+        ("A-unflagged", ["T7"]),
+    ]
+
+
 # -- e2e: the loop over the API -----------------------------------------------------------------------------
 
 ROWS = 12_000

@@ -96,10 +96,12 @@ def reranked(scored: pl.DataFrame) -> bool:
 
 
 # the incidents a day would have without its re-ranker: the incidents model itself, over the unsupervised
-# decision (ensemble_flag) in place of the re-ranked one
+# decision (ensemble_flag) in place of the re-ranked one, and without a re-ranked score (which decides
+# whether a lone flagged transaction makes an incident)
 _SCORED = "FROM scored_transactions"
 _UNSUPERVISED = (
-    "FROM (SELECT * REPLACE (ensemble_flag AS is_anomaly) FROM scored_transactions) AS scored_transactions"
+    "FROM (SELECT * REPLACE (ensemble_flag AS is_anomaly, NULL::DOUBLE AS rerank_score) "
+    "FROM scored_transactions) AS scored_transactions"
 )
 
 

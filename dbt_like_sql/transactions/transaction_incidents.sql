@@ -4,6 +4,10 @@
 -- evidence (its two most extreme features, scoring.evidence) votes for the pattern of each feature (seed
 -- transaction_feature_patterns) with the feature's rarity, summed over the incident. Without evidence
 -- (no ECOD model) the peak transaction's top feature names it.
+-- With a promoted transaction re-ranker (rerank_score not null), a lone flagged transaction makes an
+-- incident only when the re-ranker is at least 0.8 sure (transactions/reranking.py LONE_INCIDENT_CUT,
+-- chosen on the dev seeds): nearly every false incident after re-ranking was one transaction with no
+-- flagged neighbour (dev 51-53: 176 of 179). The transaction itself stays flagged (is_anomaly).
 {{ config(materialized='table', partitioned=true, follows_upstream=true) }}
 WITH flagged AS (
     SELECT *,
@@ -29,7 +33,8 @@ WITH flagged AS (
         list(DISTINCT location) AS locations,
         list(DISTINCT device_id) AS devices,
         list(DISTINCT channel) AS channels,
-        arg_max(top_features, ensemble_score) AS top_features
+        arg_max(top_features, ensemble_score) AS top_features,
+        max(rerank_score) AS max_rerank_score
     FROM flagged
     GROUP BY partition_date, account_id, run
 ), votes AS (
@@ -76,3 +81,4 @@ SELECT
 FROM grouped AS g
 LEFT JOIN voted AS v USING (account_id, run)
 LEFT JOIN {{ ref('transaction_feature_patterns') }} AS p ON p.feature = g.top_features[1].feature
+WHERE g.transaction_count > 1 OR g.max_rerank_score IS NULL OR g.max_rerank_score >= 0.8
