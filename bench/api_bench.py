@@ -14,10 +14,13 @@ clients" would need 1,600 req/s. The paced scenario is the reading under which t
 numbers (300 req/s, p50 <= 10 ms, p99 <= 30 ms at 16 concurrent clients) can hold together.
 
 The server serves a demo data folder (promoted models and a published snapshot): ``--data-dir``, or a
-fresh ``bankanom demo --rate 1.5`` in a temporary folder (about three minutes). The load generator runs
-in this process and shares the machine's cores with the server, as a sidecar client would: it is a
-small asyncio HTTP/1.1 client over keep-alive connections sending pre-built requests, so its own cost
-(tens of microseconds per request) is small next to the server's.
+fresh ``bankanom demo --rate 1.5`` in a temporary folder (about three minutes). Since issue 25 the online
+state is the live stream's: for a tree that has it, a ``bankanom stream --source none`` over the same
+folder runs beside the API (restored from the snapshot's checkpoint), /predict with context asks it
+over loopback HTTP, and its CPU is reported apart from the API's (``stream_cpu_ms``, ``api_cpu_ms``).
+The load generator runs in this process and shares the machine's cores with the server, as a sidecar
+client would: it is a small asyncio HTTP/1.1 client over keep-alive connections sending pre-built
+requests, so its own cost (tens of microseconds per request) is small next to the server's.
 """
 
 from __future__ import annotations
@@ -112,10 +115,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def server_cpu_seconds() -> float:
-    """CPU seconds (user + system) used so far by this process's descendants: the server and, with
-    --workers, its worker processes. On a shared machine CPU per request is the steadier figure;
-    wall-clock latencies also carry everyone else's load."""
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process's descendants, by role: ``stream`` (the
+    live stream /predict reads the state from) and ``api`` (the server and, with --workers, its worker
+    processes). On a shared machine CPU per request is the steadier figure; wall-clock latencies also
+    carry everyone else's load."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -132,17 +136,30 @@ def server_cpu_seconds() -> float:
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - mine
         mine |= frontier
-    return sum(cpu[pid] for pid in mine)
+    by_role = {"api": 0.0, "stream": 0.0}
+    for pid in mine:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            command = []
+        by_role["stream" if b"stream" in command else "api"] += cpu[pid]
+    return by_role
 
 
 async def measured(scenario) -> dict:
-    """A scenario's figures plus the server's and this client's CPU milliseconds per request."""
+    """A scenario's figures plus the server's (API and stream together, and each) and this client's CPU
+    milliseconds per request."""
     server, client = server_cpu_seconds(), time.process_time()
     result = await scenario
     requests = max(1, result["requests"])
+    used = {
+        role: 1000 * (seconds - server[role]) / requests for role, seconds in server_cpu_seconds().items()
+    }
     return {
         **result,
-        "server_cpu_ms": 1000 * (server_cpu_seconds() - server) / requests,
+        "server_cpu_ms": sum(used.values()),
+        "api_cpu_ms": used["api"],
+        "stream_cpu_ms": used["stream"],
         "client_cpu_ms": 1000 * (time.process_time() - client) / requests,
     }
 
@@ -358,7 +375,8 @@ def main() -> None:
     for name, m in medians.items():
         print(
             f"{name:18} {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms  p99 {m['p99_ms']:7.1f} ms"
-            f"  server CPU {m['server_cpu_ms']:6.1f} ms/req  client CPU {m['client_cpu_ms']:5.2f} ms/req"
+            f"  server CPU {m['server_cpu_ms']:6.2f} ms/req (API {m['api_cpu_ms']:.2f}, stream"
+            f" {m['stream_cpu_ms']:.2f})  client CPU {m['client_cpu_ms']:5.2f} ms/req"
             f"  errors {m['errors']:.0f}" + (f"  unsent {m['unsent']:.0f}" if "unsent" in m else "")
         )
     record(
@@ -372,6 +390,7 @@ def main() -> None:
             "stored_events": args.stored_events,
             "runs": runs,
             "median": medians,
+            "load_average_after": os.getloadavg(),
         },
     )
 

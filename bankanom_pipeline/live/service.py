@@ -65,7 +65,8 @@ def create_app(
         if on_shutdown is not None:
             await _in_thread(on_shutdown)
 
-    def check_key(request: Request) -> None:
+    # async: FastAPI runs a plain function dependency in its thread pool, a second thread hop per call
+    async def check_key(request: Request) -> None:
         if key is not None and not secrets.compare_digest(
             request.headers.get("x-stream-key", "").encode(), key.encode()
         ):
