@@ -671,8 +671,7 @@ def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -
             f"  re-ranker trained on {v['labels']} labels in the feedback store "
             f"({v['true_positives']} true, {v['false_positives']} false positives)"
         )
-        gain = f"; gain {v['gain']:+.3f} on {v['n_test']} held-out labels" if v["gain"] is not None else ""
-        say(f"  gate: {v['outcome']}{gain}")
+        say(f"  gate: {v['outcome']}")  # the gate's reason names its held-out labels and the gain
         if not v["promoted"]:
             say("  no after figures: the re-ranker was not promoted, the day keeps its unsupervised ranking")
         if kind == "incident":
