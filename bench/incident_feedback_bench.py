@@ -62,7 +62,8 @@ def _run(job: str, day: str | None, run_config: dict | None = None) -> dict:
 
 def prepare(args, home: Path) -> None:
     from bankanom_pipeline import settings
-    from bankanom_pipeline.cli import _load, _write_day
+    from bankanom_pipeline.cli import _load
+    from bankanom_pipeline.cli.demo import _write_day
     from bankanom_pipeline.defs.detection.jobs import train_run_config
 
     train_day, label_day, eval_day = _days(args.first_day)

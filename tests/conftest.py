@@ -30,7 +30,8 @@ def generated_days(landing: Path, seeds: dict[str, int], rate: float) -> None:
     """Mock logs for each day of ``seeds`` at ``rate`` events a second, under its own traffic seed, the
     same bank's customers every day (what `bankanom demo` writes: a day's lookback into the day before
     reads the same people)."""
-    from bankanom_pipeline.cli import _load, _write_day
+    from bankanom_pipeline.cli import _load
+    from bankanom_pipeline.cli.demo import _write_day
 
     cfg = _load(None)
     generation = cfg.log_generation.model_copy(update={"logs_per_second": rate})

@@ -88,7 +88,7 @@ def _columns(con, table):
 
 @pytest.mark.e2e
 def test_lake_demo_writes_one_parquet_file_per_table_partition(twins, capsys, monkeypatch):
-    from bankanom_pipeline.cli import _summary
+    from bankanom_pipeline.cli.demo import _summary
 
     _, _, data = twins
     root = data / "lake"
