@@ -191,6 +191,78 @@ def test_a_lone_flagged_transaction_makes_an_incident_only_when_the_reranker_is_
     ]
 
 
+def test_transaction_figures_before_and_after_a_promoted_reranker():
+    """``feedback_loop.transaction_figures`` on a re-ranked day: before is what the unsupervised decision
+    alone makes (every lone flagged transaction an incident), after is the re-ranked decision with the
+    lone-incident cut, and the unlabelled scope leaves out the labelled transactions and every incident
+    holding one."""
+    from sklearn.metrics import average_precision_score
+
+    from bankanom_pipeline.reranking.feedback_loop import transaction_figures
+    from bankanom_pipeline.sqlmodels.runner import Project
+
+    cut = reranking.LONE_INCIDENT_CUT
+    con = duckdb.connect()
+    _flagged_day(
+        con,
+        [
+            ("T1", "A-lone-unsure", 1, True, True, cut - 0.01),  # fraud I1: an incident before only
+            ("T2", "A-lone-sure", 1, True, True, cut + 0.01),  # normal: an incident both ways
+            ("T3", "A-pair", 1, True, True, reranking.CUT),  # fraud I2, labelled by the analyst
+            ("T4", "A-pair", 5, True, False, reranking.CUT + 0.01),  # fraud I2, not flagged before
+            ("T5", "A-apart", 1, True, True, cut - 0.2),  # normal
+            ("T6", "A-apart", 49, True, True, cut - 0.2),  # fraud I3: an incident before only
+            ("T7", "A-unflagged", 1, False, True, 0.1),  # normal, flagged before only
+            ("T8", "A-quiet", 1, False, False, 0.05),  # fraud I4, never flagged
+            ("T9", "A-quiet", 30, False, False, 0.02),  # normal
+        ],
+    )
+    # distinct ensemble scores, so the PR-AUCs before and after differ
+    con.execute("UPDATE scored_transactions SET ensemble_score = 0.9 + right(transaction_id, 1)::INT / 100")
+    fraud = {"T1": "I1", "T3": "I2", "T4": "I2", "T6": "I3", "T8": "I4"}
+    con.execute(
+        "CREATE TABLE transaction_labels (partition_date DATE, transaction_id VARCHAR, is_fraud BOOLEAN, "
+        "pattern VARCHAR, instance_id VARCHAR)"
+    )
+    for tx, instance in fraud.items():
+        con.execute(
+            "INSERT INTO transaction_labels VALUES (DATE '2026-02-01', ?, true, 'p', ?)", [tx, instance]
+        )
+    Project().materialize(con, "transaction_incidents", "2026-02-01")
+
+    f = transaction_figures(con, "2026-02-01", labelled=["T3", "TX-of-another-day"])
+    assert (f["transactions"], f["labelled"]) == (9, 1)
+    before, after = f["all"]["before"], f["all"]["after"]
+    # before: T1, T2, T3, T5, T6, T7 each alone (T4 was not flagged by the ensemble); frauds in T1, T3, T6
+    assert (before["incidents"], before["incident_precision"]) == (6, 3 / 6)
+    assert before["instance_recall"] == 3 / 4  # I1, I2, I3; I4 never flagged
+    # after: T2 (sure enough), T3 + T4 (a pair); the unsure lone ones make none
+    assert (after["incidents"], after["incident_precision"]) == (2, 1 / 2)
+    assert after["instance_recall"] == 1 / 4
+    scored = con.execute("SELECT * FROM scored_transactions ORDER BY transaction_id").pl()
+    truth = scored["transaction_id"].is_in(list(fraud))
+    assert before["pr_auc"] == pytest.approx(average_precision_score(truth, scored["ensemble_score"]))
+    assert after["pr_auc"] == pytest.approx(average_precision_score(truth, scored["rerank_score"]))
+    assert before["precision"] == 3 / 6 and after["precision"] == 4 / 6  # ensemble_flag, is_anomaly
+
+    # unlabelled: T3 is out, and so is every incident holding it
+    quiet_before, quiet_after = f["unlabelled"]["before"], f["unlabelled"]["after"]
+    assert (quiet_before["incidents"], quiet_before["incident_precision"]) == (5, 2 / 5)
+    assert quiet_before["instance_recall"] == 2 / 4  # I1, I3 (I2's T4 is in no incident kept)
+    assert (quiet_after["incidents"], quiet_after["incident_precision"]) == (1, 0.0)
+    assert quiet_after["instance_recall"] == 0.0
+    rest = scored.filter(pl.col("transaction_id") != "T3")
+    rest_truth = rest["transaction_id"].is_in(list(fraud))
+    assert quiet_after["pr_auc"] == pytest.approx(average_precision_score(rest_truth, rest["rerank_score"]))
+
+    # a day never re-ranked has no after figures
+    con.execute("UPDATE scored_transactions SET rerank_score = NULL, is_anomaly = ensemble_flag")
+    Project().materialize(con, "transaction_incidents", "2026-02-01")
+    plain = transaction_figures(con, "2026-02-01", labelled=["T3"])
+    assert plain["all"]["after"] is None and plain["unlabelled"]["after"] is None
+    assert plain["all"]["before"] == before
+
+
 # -- e2e: the loop over the API -----------------------------------------------------------------------------
 
 ROWS = 12_000
