@@ -109,7 +109,9 @@ def test_incident_labels_promote_a_reranker_and_the_printed_figures_are_the_stor
             [DEMO_DAY],
         )
     }
-    every = r"every incident \([0-9,]+\)"
+    every = rf"every incident \([0-9,]+, the {LABELS} labelled included\)"
+    # the figures over the items no analyst labelled come first
+    assert section.index("incidents no analyst labelled") < section.index("every incident (")
     for name, metric, digits in (
         ("incident precision", "incident_precision", 3),
         ("lowest scenario recall", "min_scenario_recall", 3),
@@ -158,7 +160,17 @@ def test_too_few_transaction_labels_print_the_refusal_and_no_after_figure(looped
             [DEMO_DAY],
         )
     )
-    assert _figure(section, "PR-AUC", rf"every transaction \({ROWS:,}\)") == (f"{stored['pr_auc']:.3f}", None)
+    every = rf"every transaction \({ROWS:,}, the [0-9]+ labelled included\)"
+    assert _figure(section, "PR-AUC", every) == (f"{stored['pr_auc']:.3f}", None)
+    incidents = dict(
+        _rows(
+            root,
+            "SELECT metric, value FROM transaction_evaluation_metrics WHERE partition_date = ? AND model = 'incidents'",
+            [DEMO_DAY],
+        )
+    )
+    assert _figure(section, "instance recall", every) == (f"{incidents['instance_recall']:.3f}", None)
+    assert section.index("transactions no analyst labelled") < section.index("every transaction (")
     # over the transactions no analyst labelled, computed here without the demo's code
     from sklearn.metrics import average_precision_score
 

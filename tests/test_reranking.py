@@ -258,3 +258,29 @@ def test_a_training_share_without_one_class_is_refused_with_its_own_message():
     message = str(refused.value)
     assert message.startswith("an incident re-ranker cannot be fitted")
     assert "outside the held-out share" in message and "hold no false positive" in message
+
+
+def test_verdict_says_when_the_version_was_refitted_on_the_held_out_labels_too():
+    from bankanom_pipeline.reranking.feedback_loop import verdict
+
+    ids, X, u, y = _labelled(600)
+    trained = core.train_and_gate(ids, X, u, y, NAMES, "transaction", refit=True)
+    metadata = {
+        "trained": True,
+        "promoted": True,
+        "version": "transaction_reranker-1",
+        "reason": trained.gate.reason,
+        "gate": trained.gate_dict(),
+    }
+    refitted = verdict(metadata)
+    assert refitted["promoted"] and refitted["outcome"].startswith(
+        f"promoted transaction_reranker-1: {trained.gate.reason}"
+    )
+    assert refitted["outcome"].endswith(
+        "; this version was then refitted on all 600, those held-out labels included"
+    )
+    # the model the gate measured is the version: nothing to add
+    measured = core.train_and_gate(ids, X, u, y, NAMES, "transaction")
+    plain = verdict({**metadata, "reason": measured.gate.reason, "gate": measured.gate_dict()})
+    assert plain["outcome"] == f"promoted transaction_reranker-1: {measured.gate.reason}"
+    assert verdict({"trained": False, "reason": "too few"})["outcome"] == "refused, none trained: too few"

@@ -286,7 +286,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -> None:
     """The feedback loop's outcome per source: what the simulated analyst labelled, the gate's verdict, and
-    each figure before -> after, over every item of the day and over those no analyst labelled."""
+    each figure before -> after, first over the items no analyst labelled, then over every item of the day
+    (the labelled ones included: a re-ranker trained on them, so those figures flatter it)."""
     say = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
     sources = {
         "incident": ("log incidents", "incident_precision", "min_scenario_recall"),
@@ -315,8 +316,8 @@ def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -
                 ("lowest scenario recall", "min_scenario_recall", 3),
             ]
             scopes = [
-                ("all", f"every incident ({f['incidents']:,})"),
                 ("unlabelled", f"the {f['incidents'] - f['labelled']:,} incidents no analyst labelled"),
+                ("all", f"every incident ({f['incidents']:,}, the {f['labelled']:,} labelled included)"),
             ]
         else:
             rows = [
@@ -325,10 +326,14 @@ def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -
                 ("recall", "recall", 3),
                 ("incident precision", "incident_precision", 3),
                 ("incidents", "incidents", 0),
+                ("instance recall", "instance_recall", 3),
             ]
             scopes = [
-                ("all", f"every transaction ({f['transactions']:,})"),
                 ("unlabelled", f"the {f['transactions'] - f['labelled']:,} transactions no analyst labelled"),
+                (
+                    "all",
+                    f"every transaction ({f['transactions']:,}, the {f['labelled']:,} labelled included)",
+                ),
             ]
         for scope, described in scopes:
             before, after = f[scope]["before"], f[scope]["after"] if v["promoted"] else None
@@ -342,6 +347,8 @@ def _print_feedback(asked: dict, verdicts: dict, figures: dict, seconds: dict) -
             )
         else:
             say("  (the unlabelled figures' incidents are those holding none of the labelled transactions)")
+        if v["promoted"]:
+            say("  (the figures over every item include the labelled ones the re-ranker was trained on)")
     say(
         f"feedback loop: {seconds['total']:.0f}s (two transaction deliveries {seconds['transactions']:.0f}s, "
         f"labelling {seconds['labelling']:.0f}s, re-rankers and re-scoring {seconds['learning']:.0f}s)"

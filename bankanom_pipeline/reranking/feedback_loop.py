@@ -109,7 +109,9 @@ def labelled_ids(kind: str) -> set[str]:
 
 def verdict(metadata: dict) -> dict:
     """What a re-ranker asset run recorded (``incident_reranker`` or ``transaction_reranker``'s
-    materialization metadata), as ``promoted`` (bool), ``outcome`` (one line) and the gate's figures."""
+    materialization metadata), as ``promoted`` (bool), ``outcome`` (one line) and the gate's figures.
+    The gate measured a model fitted without its held-out labels; when the version was then refitted on
+    every label (``gate["refit"]``), the line says so, as the console does."""
     gate = metadata.get("gate") or {}
     if not metadata.get("trained"):
         line = f"refused, none trained: {metadata['reason']}"
@@ -117,6 +119,10 @@ def verdict(metadata: dict) -> dict:
         line = (
             f"{'promoted' if metadata['promoted'] else 'refused'} {metadata['version']}: {metadata['reason']}"
         )
+        if gate.get("refit"):
+            line += (
+                f"; this version was then refitted on all {gate['n_train']}, those held-out labels included"
+            )
     return {
         "promoted": bool(metadata.get("trained") and metadata.get("promoted")),
         "outcome": line,
