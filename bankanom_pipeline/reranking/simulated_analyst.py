@@ -1,10 +1,11 @@
-"""A simulated analyst, for tests and benchmarks only: it measures how much analysts' labels help.
+"""A simulated analyst, for tests, benchmarks and the demo only: it measures how much analysts' labels help.
 
 It does what an analyst does in the console, over the real JSON API: asks ``GET /feedback/queue`` which
 items to look at, decides each one, and posts the verdict to ``POST /feedback`` with the queue's reason
 as ``selection``. Its verdicts come from ``truth``, which reads the generator's labels; they reach the
 re-rankers only through the feedback store, exactly as a person's clicks would. It is never part of the
-product's loop: nothing in the pipeline or the API imports it.
+product's loop: no asset, job or API route imports it (``tests/test_measuring_only.py``); the demo's
+CLI command does, to run the loop.
 
 ``transaction_truth`` reads a generated delivery's labels file; the log incidents' truth is
 ``reranking/incident_truth.py``'s.
