@@ -208,6 +208,32 @@ def test_peek_does_not_change_the_state(tmp_path):
     assert e.peek(events[150]) == peeked[0] == e.ingest(events[150]).features
 
 
+def test_peeks_memo_of_service_minutes_never_outlives_a_change_of_state():
+    # peek keeps the services' minutes it computed until the next ingest: every peek, memo or not, equals
+    # what the event gets when ingested next (running windows, or slices for a late one), also after late
+    # events shifted the indexes the memo is keyed by
+    rng = random.Random(7)
+    events = _random_events(rng, 700)
+    arrival = events[:300]
+    rest = events[300:]
+    for i in range(0, len(rest) - 1, 2):  # every other pair swapped: the second of each arrives late
+        a, b = rest[i], rest[i + 1]
+        arrival += [b, a] if rng.random() < 0.5 else [a, b]
+    e = OnlineEngine()
+    for x in arrival[:300]:
+        e.ingest(x)
+    memo_used = 0
+    for i, x in enumerate(arrival[300:], 300):
+        probes = arrival[i : i + 6]
+        peeked = [e.peek(p) for p in probes]
+        memo_used += len(e._minutes) < len(probes)  # some probes shared a service's minute
+        assert [e.peek(p) for p in probes] == peeked  # from the memo now
+        outcome = e.ingest(x)
+        assert outcome.status in ("ingested", "late")
+        assert outcome.features == peeked[0]
+    assert e.counters["late"] > 50 and memo_used > 100
+
+
 def test_declared_feature_set_version_is_the_sqls():
     from bankanom_pipeline.online.version import FEATURE_SET_VERSION
 

@@ -1,5 +1,5 @@
 """The SQL's aggregates as the online engine computes them from a window's values: the per-event metric
-columns, extremes, DuckDB's quantile_cont for the p95, and the amount z-score."""
+columns, DuckDB's quantile_cont for the p95, and the amount z-score."""
 
 from __future__ import annotations
 
@@ -35,13 +35,6 @@ def metric_row(m: list) -> list[float]:
         0.0 if m[21] is None else m[21],
         0.0 if m[22] is None else m[22],
     ]
-
-
-def extreme(pick, values: list, own: float | None) -> float | None:
-    present = [v for v in values if v is not None]
-    if own is not None:
-        present.append(own)
-    return pick(present) if present else None
 
 
 def p95_sorted(values: list[float], own: float | None) -> float:

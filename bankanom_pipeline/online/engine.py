@@ -14,7 +14,7 @@ from pathlib import Path
 from sys import intern
 from typing import NamedTuple
 
-from bankanom_pipeline.online.aggregates import amount_z, extreme, metric_row, p95_sorted
+from bankanom_pipeline.online.aggregates import amount_z, metric_row, p95_sorted
 from bankanom_pipeline.online.events import (
     LEVELS,
     BadEvent,
@@ -38,11 +38,16 @@ from bankanom_pipeline.online.schema import (
     Features,
 )
 from bankanom_pipeline.online.tracks import Track
+from bankanom_pipeline.online.windows import GAUGES as GAUGE_COLUMNS
 from bankanom_pipeline.online.windows import ServiceTrack, WindowedTrack
 
 # how often (in event time) idle entities are looked for and dropped: each look visits every entity (tens
 # of thousands, milliseconds), and state holds up to this much event time beyond the retention
 SWEEP_EVERY = H1
+
+# at most this many services' minutes in peek's memo (a batch of 1,000 events of 11 services at about
+# the same time holds a few dozen)
+MINUTES_KEPT = 4096
 
 # The digest of the feature SQL this engine implements (bankanom_pipeline/online/version.py computes the
 # SQL's own). Declared, not imported: a change of the SQL fails tests/test_online_engine.py until the
@@ -102,6 +107,10 @@ class OnlineEngine:
         self._geo = geo_seed()
         self._clock: tuple = (None,)
         self._networks: dict[str, str] = {}  # address -> network, emptied at each sweep
+        # peek's memo of a service's minute as the slices give it, by (service, start, end index): a batch
+        # of peeks at about the same time reads the same minutes again and again. Emptied by every
+        # ingest, the one thing that changes the tracks (after a fold an index names other events)
+        self._minutes: dict[tuple[str, int, int], tuple] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("ingested", "late", "duplicate", "too_late", "invalid", "new_user", "new_service", "new_ip"), 0
         )
@@ -115,6 +124,8 @@ class OnlineEngine:
 
     def ingest(self, event: Event) -> Outcome:
         """Compute ``event``'s features point in time, then fold it into the state."""
+        if self._minutes:
+            self._minutes.clear()
         try:
             p = self._prepare(event)
         except BadEvent as error:
@@ -152,7 +163,9 @@ class OnlineEngine:
         in_order = hwm is None or (p[0], p[1]) > hwm
         if not in_order and p[0] < hwm[0] - self._lateness:
             raise TooLate(f"event {p[1]} is older than the newest event by more than the lateness allowed")
-        return self._compute(p, in_order, False)
+        if len(self._minutes) > MINUTES_KEPT:  # peeks without ingests in between, at ever later times
+            self._minutes.clear()
+        return self._compute(p, in_order, False, self._minutes)
 
     def checkpoint(self, path: str | Path) -> None:
         from bankanom_pipeline.online.checkpoint import write
@@ -250,9 +263,10 @@ class OnlineEngine:
             metric_values(eid, metrics),
         )
 
-    def _compute(self, p: tuple, in_order: bool, live: bool) -> Features:
+    def _compute(self, p: tuple, in_order: bool, live: bool, minutes: dict | None = None) -> Features:
         """The features of prepared event ``p``: ``in_order`` when it follows every event ingested,
-        ``live`` when it will be ingested next (the service's running minute may then slide)."""
+        ``live`` when it will be ingested next (the service's running minute may then slide);
+        ``minutes``: peek's memo of services' minutes (valid until the state changes)."""
         t, eid, service, level, tpl, country, user, ip, net, ses, located, failed, vpn, m = p
         failed_i = 1 if failed else 0
 
@@ -466,58 +480,47 @@ class OnlineEngine:
             p95 = 0.0 if rt is None else rt
             gauges = (timeout, err_rate, cache, lag, rps, files)
             maxes = [g for g in gauges]
-        elif live:
+        else:
             ts = track.ts
-            hi = len(ts)
-            lo24 = bisect_left(ts, bound_day, track.head, hi)
-            start = t - MIN
-            lo = track.lo
-            if lo < hi and ts[lo] < start:
-                track.advance(start)
+            if live:
+                hi = len(ts)
+                lo24 = bisect_left(ts, bound_day, track.head, hi)
+                start = t - MIN
+                lo = track.lo
+                if lo < hi and ts[lo] < start:
+                    track.advance(start)
+                else:
+                    track.bound = start
+                lo = track.lo
+                minute = (track.errors, track.warns, track.ips, track.rts, track.ext)
             else:
-                track.bound = start
-            n1 = hi - track.lo + 1
+                hi = len(ts) if in_order else track.upper(t, eid)
+                lo24 = bisect_left(ts, bound_day, track.head, hi)
+                lo = bisect_left(ts, t - MIN, lo24, hi)
+                if minutes is None:
+                    minute = _minute(track.cols, lo, hi)
+                else:
+                    key = (service, lo, hi)
+                    minute = minutes.get(key)
+                    if minute is None:
+                        minute = minutes[key] = _minute(track.cols, lo, hi)
+            n1 = hi - lo + 1
             n24 = hi - lo24 + 1
             first = ts[lo24] if lo24 < hi else t
-            errors = track.errors + is_error
-            warns = track.warns + is_warn
-            n_ips = len(track.ips) + (1 if ip is not None and ip not in track.ips else 0)
-            p95 = p95_sorted(track.rts, rt)
+            errors, warns, ips, rts, ext = minute
+            errors += is_error
+            warns += is_warn
+            n_ips = len(ips) + (1 if ip is not None and ip not in ips else 0)
+            p95 = p95_sorted(rts, rt)
             maxes = []
             gauges = (timeout, err_rate, cache, lag, rps, files)
-            for current, own, smallest in zip(track.ext, gauges, _IS_MIN, strict=True):
+            for current, own, smallest in zip(ext, gauges, _IS_MIN, strict=True):
                 if current is None:
                     maxes.append(own)
                 elif own is None or (own >= current if smallest else own <= current):
                     maxes.append(current)
                 else:
                     maxes.append(own)
-        else:
-            ts = track.ts
-            hi = len(track.ts) if in_order else track.upper(t, eid)
-            lo24 = bisect_left(ts, bound_day, track.head, hi)
-            lo = bisect_left(ts, t - MIN, lo24, hi)
-            n1 = hi - lo + 1
-            n24 = hi - lo24 + 1
-            first = ts[lo24] if lo24 < hi else t
-            c = track.cols
-            errors = sum(c[0][lo:hi]) + is_error
-            warns = sum(c[1][lo:hi]) + is_warn
-            sips = set(c[2][lo:hi])
-            sips.add(ip)
-            sips.discard(None)
-            n_ips = len(sips)
-            rts = [v for v in c[3][lo:hi] if v is not None]
-            rts.sort()
-            p95 = p95_sorted(rts, rt)
-            maxes = [
-                extreme(max, c[4][lo:hi], timeout),
-                extreme(max, c[5][lo:hi], err_rate),
-                extreme(min, c[6][lo:hi], cache),
-                extreme(max, c[7][lo:hi], lag),
-                extreme(max, c[8][lo:hi], rps),
-                extreme(max, c[9][lo:hi], files),
-            ]
         minutes = max((t - first) / 1e6 / 60.0, 1.0)
         out.append(n1 / (n24 / minutes))
         out.append(errors / n1)
@@ -640,3 +643,19 @@ class OnlineEngine:
                     track.expire(bound)
             for key in empty:
                 del tracks[key]
+
+
+def _minute(cols: tuple, lo: int, hi: int) -> tuple:
+    """A service's events ``lo:hi`` as ``ServiceTrack``'s running minute holds them: errors, warnings,
+    the addresses (None left out), the sorted response times and the six gauges' extremes (the first of
+    equal ones, as ``max`` and ``min`` pick; None without values). Read, never changed, by the events
+    scored against it."""
+    ips = set(cols[2][lo:hi])
+    ips.discard(None)
+    rts = [v for v in cols[3][lo:hi] if v is not None]
+    rts.sort()
+    ext = []
+    for col, smallest in zip(GAUGE_COLUMNS, _IS_MIN, strict=True):
+        present = [v for v in cols[col][lo:hi] if v is not None]
+        ext.append((min(present) if smallest else max(present)) if present else None)
+    return sum(cols[0][lo:hi]), sum(cols[1][lo:hi]), ips, rts, ext
