@@ -31,8 +31,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +39,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import record
 
-KEY = "feedback-bench-key"
-ANALYST = "Simulated Analyst"
 # the issue's measurement before issue 26 (trained on seed 1, evaluated on seed 2): the predecessor-style
 # ensemble of IF and LOF
 PREDECESSOR = {
@@ -60,81 +56,26 @@ def _month(start: dt.date, k: int) -> dt.date:
     return dt.date(start.year + month // 12, month % 12 + 1, 1)
 
 
-def _run(job: str, **kwargs):
-    from bankanom_pipeline.definitions import defs
+def _run(job: str, day: str | None = None, run_config: dict | None = None) -> dict:
+    """A recorded Dagster run of ``job`` (the CLI's runner, in this bench's DAGSTER_HOME): metadata
+    per asset."""
+    from bankanom_pipeline.cli import _run_job
 
-    result = defs.resolve_job_def(job).execute_in_process(**kwargs)
-    if not result.success:
-        raise RuntimeError(f"{job} failed")
-    return result
-
-
-def _metadata(result, asset: str) -> dict:
-    for m in result.asset_materializations_for_node(asset):
-        if m.asset_key.to_user_string() == asset:
-            return {k: v.value for k, v in m.metadata.items()}
-    raise RuntimeError(f"{asset} was not materialized")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    """``uvicorn bankanom_api.main:app`` over the data folder, with one API key mapped to the analyst."""
-
-    def __init__(self, data: Path, log: Path):
-        from bankanom_api.security import key_id
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BANKANOM_DATA_DIR": str(data),
-            "BANKANOM_API_KEYS": KEY,
-            "BANKANOM_ANALYSTS": f"{ANALYST}={key_id(KEY)}",
-            "BANKANOM_API_RATE_LIMIT": "100000/minute",
-        }
-        command = [sys.executable, "-m", "uvicorn", "bankanom_api.main:app", "--port", str(self.port)]
-        self.log = log.open("w")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait(self, timeout: float = 300) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                # ready when the snapshot is loaded: the queue answers
-                r = httpx.get(
-                    f"{self.url}/feedback/queue",
-                    params={"kind": "transaction", "n": 1},
-                    headers={"X-API-Key": KEY},
-                )
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the API did not come up; see {self.log.name}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
+    ran = _run_job(job, day, run_config)
+    if ran is None:
+        raise RuntimeError(f"{job} {day or ''} failed")
+    return ran
 
 
 def _figures(con, day: dt.date) -> dict:
     """The evaluation of ``day``: event metrics per model, incident metrics after and before the
     re-ranker, per-pattern recall after and before."""
-    from bankanom_pipeline.transactions.evaluation import evaluate, reranked, unsupervised_incidents
+    from bankanom_pipeline.transactions.evaluation import (
+        evaluate,
+        reranked,
+        scored_day,
+        unsupervised_incidents,
+    )
     from bankanom_pipeline.warehouse.frames import read_frame
 
     metrics = read_frame(
@@ -150,11 +91,8 @@ def _figures(con, day: dt.date) -> dict:
         [day],
     )
     out = {"metrics": table, "patterns": patterns.to_dicts()}
-    scored = read_frame(
-        con, "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ?", [day]
-    )
+    scored, labels = scored_day(con, day)
     if reranked(scored):
-        labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
         _, before = evaluate(scored, labels, unsupervised_incidents(con, day), {})
         out["patterns_unsupervised"] = before.select(
             "pattern", "instances", "recall", "pattern_top1"
@@ -178,8 +116,10 @@ def main() -> None:
     start = dt.date.fromisoformat(args.start)
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="bankanom-feedback-bench-"))
     data = root / "data"
-    os.environ["BANKANOM_DATA_DIR"] = str(data)
+    os.environ["BANKANOM_HOME"] = str(root)  # data/ and the Dagster instance of the runs
+    os.environ["DAGSTER_HOME"] = str(root / "dagster_home")
     for name in (
+        "BANKANOM_DATA_DIR",
         "BANKANOM_MODELS_DIR",
         "BANKANOM_SNAPSHOTS_DIR",
         "BANKANOM_WAREHOUSE",
@@ -192,6 +132,7 @@ def main() -> None:
 
     from bankanom_pipeline.defs.detection.jobs import train_run_config
     from bankanom_pipeline.detection.sources import TRANSACTIONS
+    from bankanom_pipeline.reranking.feedback_loop import AnalystApi
     from bankanom_pipeline.reranking.simulated_analyst import label, transaction_truth
     from bankanom_pipeline.transactions.generator import write
 
@@ -226,25 +167,22 @@ def main() -> None:
     print("deliveries", [{k: v for k, v in d.items() if k != "labels"} for d in deliveries], flush=True)
 
     mark = time.perf_counter()
-    _run("transaction_features_job", partition_key=train_day)
-    _run("transaction_train_job", run_config=train_run_config(train_day, TRANSACTIONS))
-    _run("transactions_job", partition_key=train_day)
+    _run("transaction_features_job", train_day)
+    _run("transaction_train_job", None, train_run_config(train_day, TRANSACTIONS))
+    _run("transactions_job", train_day)
     for day in (label_day, eval_day):
-        _run("transaction_features_job", partition_key=day)
-    _run("transactions_job", partition_key=label_day)
+        _run("transaction_features_job", day)
+    _run("transactions_job", label_day)
     seconds["unsupervised"] = time.perf_counter() - mark
     print("unsupervised pipeline done", round(seconds["unsupervised"]), "s", flush=True)
 
     mark = time.perf_counter()
-    api = Api(data, root / "api.log")
-    try:
-        api.wait()
+    # a real API (and no live stream: AnalystApi points it at a port nothing listens on)
+    with AnalystApi(root / "api.log") as api:
         truth = transaction_truth([deliveries[1]["labels"]])
         done = label(
-            api.url, KEY, "transaction", args.budget, truth, batch=args.batch, partition_date=label_day
+            api.url, api.key, "transaction", args.budget, truth, batch=args.batch, partition_date=label_day
         )
-    finally:
-        api.stop()
     seconds["labelling"] = time.perf_counter() - mark
     print(
         "labelled",
@@ -256,12 +194,12 @@ def main() -> None:
     )
 
     mark = time.perf_counter()
-    trained = _metadata(_run("transaction_reranker_job"), "transaction_reranker")
+    trained = _run("transaction_reranker_job")["transaction_reranker"]
     seconds["reranker"] = time.perf_counter() - mark
     print("re-ranker", json.dumps(trained, default=str), flush=True)
 
     mark = time.perf_counter()
-    _run("transactions_job", partition_key=eval_day)
+    _run("transactions_job", eval_day)
     seconds["evaluation_day"] = time.perf_counter() - mark
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:

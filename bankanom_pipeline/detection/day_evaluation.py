@@ -77,8 +77,7 @@ def evaluate_logs(
 ) -> DayEvaluation:
     """Write the day's evaluation_metrics and evaluation_scenarios (event metrics per model and for the
     naive baseline, instance recall per scenario, incident precision, RCA accuracy; analyst precision)."""
-    scored = read_frame(con, "SELECT * FROM scored_events WHERE partition_date = ? ORDER BY event_key", [day])
-    labels = read_frame(con, "SELECT * FROM log_labels WHERE partition_date = ?", [day])
+    scored, labels = log_day(con, day)
     analyst = analyst_metrics(con, day, "incident", _INCIDENTS)
     if labels.height == 0:
         if analyst["analyst_labelled"]:
@@ -96,7 +95,7 @@ def evaluate_logs(
     joined = join_labels(scored, labels)
     date = dt.date.fromisoformat(day)
     metrics, scenarios = evaluate(joined, built, members, models, partition_date=date)
-    reranks = _incident_reranks(con, day)
+    reranks = incident_reranks(con, day)
     scenarios_reranked = None
     if reranks.height:
         after = after_cut(built, reranks)
@@ -123,8 +122,17 @@ def evaluate_logs(
     return DayEvaluation(analyst, True, metrics, scenarios, truth, curves, scenarios_reranked)
 
 
-def _incident_reranks(con: duckdb.DuckDBPyConnection, day: str) -> pl.DataFrame:
-    """The day's rows of ``incident_reranks`` (none before a re-ranker is promoted)."""
+def log_day(con: duckdb.DuckDBPyConnection, day: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The log day's ``scored_events`` (by event_key) and its ground truth (``log_labels``, none for a
+    day without it)."""
+    scored = read_frame(con, "SELECT * FROM scored_events WHERE partition_date = ? ORDER BY event_key", [day])
+    labels = read_frame(con, "SELECT * FROM log_labels WHERE partition_date = ?", [day])
+    return scored, labels
+
+
+def incident_reranks(con: duckdb.DuckDBPyConnection, day: str) -> pl.DataFrame:
+    """The day's rows of ``incident_reranks``: incident_id, suppressed (none before a re-ranker is
+    promoted)."""
     if not table_exists(con, "incident_reranks"):
         return pl.DataFrame(schema={"incident_id": pl.String, "suppressed": pl.Boolean})
     return read_frame(

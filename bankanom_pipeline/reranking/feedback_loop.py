@@ -149,19 +149,14 @@ def incident_figures(con: duckdb.DuckDBPyConnection, day: str, labelled: Collect
     recall with the cut applied to them only, labelled incidents keeping their own decision)."""
     import datetime as dt
 
+    from bankanom_pipeline.detection.day_evaluation import incident_reranks, log_day
     from bankanom_pipeline.detection.evaluation import after_cut, incident_evaluation, join_labels
-    from bankanom_pipeline.warehouse.frames import read_frame, table_exists
+    from bankanom_pipeline.warehouse.frames import read_frame
 
-    scored = read_frame(con, "SELECT * FROM scored_events WHERE partition_date = ?", [day])
-    labels = read_frame(con, "SELECT * FROM log_labels WHERE partition_date = ?", [day])
-    joined = join_labels(scored, labels)
+    joined = join_labels(*log_day(con, day))
     built = read_frame(con, "SELECT * FROM incidents WHERE partition_date = ?", [day])
     members = read_frame(con, "SELECT * FROM incident_events WHERE partition_date = ?", [day])
-    reranks = pl.DataFrame(schema={"incident_id": pl.String, "suppressed": pl.Boolean})
-    if table_exists(con, "incident_reranks"):
-        reranks = read_frame(
-            con, "SELECT incident_id, suppressed FROM incident_reranks WHERE partition_date = ?", [day]
-        )
+    reranks = incident_reranks(con, day)
     date = dt.date.fromisoformat(day)
     mine = set(built["incident_id"].to_list()) & set(labelled)
     is_labelled = pl.col("incident_id").is_in(list(mine))
@@ -212,13 +207,15 @@ def transaction_figures(con: duckdb.DuckDBPyConnection, day: str, labelled: Coll
     incidents the unsupervised decision alone makes) and after it (``after`` None when the day was not
     re-ranked), over every transaction (``all``, what ``transaction_evaluation`` stores) and over the
     transactions not in ``labelled`` with the incidents holding none of them (``unlabelled``)."""
-    from bankanom_pipeline.transactions.evaluation import evaluate, reranked, unsupervised_incidents
+    from bankanom_pipeline.transactions.evaluation import (
+        evaluate,
+        reranked,
+        scored_day,
+        unsupervised_incidents,
+    )
     from bankanom_pipeline.warehouse.frames import read_frame
 
-    scored = read_frame(
-        con, "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ?", [day]
-    )
-    labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
+    scored, labels = scored_day(con, day)
     shown = read_frame(con, "SELECT * FROM transaction_incidents WHERE partition_date = ?", [day])
     is_reranked = reranked(scored)
     before_incidents = unsupervised_incidents(con, day) if is_reranked else shown

@@ -90,6 +90,16 @@ def evaluate(
     return metrics, patterns
 
 
+def scored_day(con: duckdb.DuckDBPyConnection, day: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A delivery's ``scored_transactions`` (without top_features) and its ground truth
+    (``transaction_labels``, none for a delivery without it): what ``evaluate`` measures."""
+    scored = read_frame(
+        con, "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ?", [day]
+    )
+    labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
+    return scored, labels
+
+
 def reranked(scored: pl.DataFrame) -> bool:
     """Whether a promoted re-ranker scored these transactions (``transactions/reranking.py``)."""
     return "rerank_score" in scored.columns and scored["rerank_score"].null_count() < scored.height
@@ -119,12 +129,7 @@ def add_unsupervised_incident_metrics(con: duckdb.DuckDBPyConnection, day: str) 
     """With a re-ranked day, the incident metrics without the re-ranker (model ``incidents_unsupervised``)
     added to ``transaction_evaluation_metrics`` beside the re-ranked ones (model ``incidents``); returns
     them, or None for a day without a re-ranker or without ground truth."""
-    scored = read_frame(
-        con,
-        "SELECT * EXCLUDE (top_features) FROM scored_transactions WHERE partition_date = ?",
-        [day],
-    )
-    labels = read_frame(con, "SELECT * FROM transaction_labels WHERE partition_date = ?", [day])
+    scored, labels = scored_day(con, day)
     if not reranked(scored) or labels.height == 0:
         return None
     metrics, _ = evaluate(scored, labels, unsupervised_incidents(con, day), {})
