@@ -167,6 +167,7 @@ def test_a_lone_flagged_transaction_makes_an_incident_only_when_the_reranker_is_
             ("T6", "A-apart", 49, True, True, cut - 0.2),  # transactions, neither sure enough
             ("T7", "A-unflagged", 1, False, True, 0.1),  # not flagged: never an incident
             ("T8", "A-no-reranker", 1, True, True, None),  # no re-ranker promoted: a lone one is kept
+            ("T9", "A-lone-at-cut", 1, True, True, cut),  # exactly at the cut: an incident
         ],
     )
     Project().materialize(con, "transaction_incidents", "2026-02-01")
@@ -174,6 +175,7 @@ def test_a_lone_flagged_transaction_makes_an_incident_only_when_the_reranker_is_
         "SELECT account_id, transaction_ids FROM transaction_incidents ORDER BY account_id"
     ).fetchall()
     assert incidents == [
+        ("A-lone-at-cut", ["T9"]),
         ("A-lone-sure", ["T2"]),
         ("A-no-reranker", ["T8"]),
         ("A-pair", ["T3", "T4"]),
@@ -183,12 +185,24 @@ def test_a_lone_flagged_transaction_makes_an_incident_only_when_the_reranker_is_
     assert before.select("account_id", "transaction_ids").rows() == [
         ("A-apart", ["T5"]),
         ("A-apart", ["T6"]),
+        ("A-lone-at-cut", ["T9"]),
         ("A-lone-sure", ["T2"]),
         ("A-lone-unsure", ["T1"]),
         ("A-no-reranker", ["T8"]),
         ("A-pair", ["T3"]),
         ("A-unflagged", ["T7"]),
     ]
+
+
+def test_the_sql_cuts_lone_incidents_at_the_constant():
+    # the SQL runner takes no variables: transaction_incidents.sql writes the constant's value out, once
+    import re
+
+    from bankanom_pipeline.sqlmodels.runner import Project
+
+    sql = Project().render("transaction_incidents", "2026-02-01")
+    cuts = re.findall(r"max_rerank_score >= ([0-9.]+)(?![0-9.])", sql)
+    assert cuts == [repr(reranking.LONE_INCIDENT_CUT)]
 
 
 def test_transaction_figures_before_and_after_a_promoted_reranker():

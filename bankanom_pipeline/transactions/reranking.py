@@ -43,12 +43,13 @@ CUT = 0.5
 # (.81 against .72 at 0.98)
 FLOOR = 0.99
 # a lone flagged transaction (no other flagged one of its account within 24 hours) makes an incident only
-# at this re-ranked score or above (transaction_incidents.sql holds the same literal; the test of the
-# cut reads this one). After re-ranking, 176 of the 179 false incidents of the dev delivery (51 / 52 /
-# 53) were lone transactions, against 175 of 313 true ones. Dev, both ways round (label 52, evaluate 53 /
-# label 53, evaluate 52), incident precision / instance recall: every lone one kept .636 / .526 and
-# .644 / .495; at 0.7 .747 / .467 and .749 / .452; at 0.8 .817 / .420 and .836 / .412; at 0.9 .895 /
-# .360 and .890 / .320. The transaction stays flagged (is_anomaly, isFraud); only the incident waits.
+# at this re-ranked score or above (transaction_incidents.sql writes the same value out, the SQL runner
+# taking no variables; test_transaction_reranker checks they agree). After re-ranking, 176 of the 179
+# false incidents of the dev delivery (51 / 52 / 53) were lone transactions, against 175 of 313 true
+# ones. Dev, both ways round (label 52, evaluate 53 / label 53, evaluate 52), incident precision /
+# instance recall: every lone one kept .636 / .526 and .644 / .495; at 0.7 .747 / .467 and .749 / .452;
+# at 0.8 .817 / .420 and .836 / .412; at 0.9 .895 / .360 and .890 / .320. The transaction stays
+# flagged (is_anomaly, isFraud); only the incident waits.
 LONE_INCIDENT_CUT = 0.8
 # inputs rounded before the trees read them: the API's features of a posted transaction (windows over its
 # account's history) differ from the pipeline's (over the whole delivery) by ~1e-14 in running sums,
