@@ -155,6 +155,9 @@ class Visibility(threading.Thread):
         self.incident_counts: dict[str, int] = {}
         self.errors = 0
         self.unseen_before_sweep = 0
+        # each poll's response time (s): the API's share of the latency, and a stall on its side
+        self.poll_s: list[float] = []
+        self.incident_poll_s: list[float] = []
         self.stop_event = threading.Event()
 
     def _scores(self, since_s: float | None = None) -> None:
@@ -171,7 +174,9 @@ class Visibility(threading.Thread):
         since = dt.datetime.fromtimestamp(since_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         offset = 0
         while True:
+            asked = time.perf_counter()
             page = self.client.get("/scores/latest", params={"since": since, "limit": 1000, "offset": offset})
+            self.poll_s.append(time.perf_counter() - asked)
             page.raise_for_status()
             body = page.json()
             now = time.time()
@@ -189,7 +194,9 @@ class Visibility(threading.Thread):
                 return
 
     def _incidents(self) -> None:
+        asked = time.perf_counter()
         page = self.incident_client.get("/incidents", params={"limit": 200})
+        self.incident_poll_s.append(time.perf_counter() - asked)
         page.raise_for_status()
         for incident in page.json()["items"]:
             known = self.incident_counts.get(incident["incident_id"])
@@ -357,6 +364,9 @@ def measure(
         "stream_cpu_share_of_a_core": round(cpu_s / max(1e-9, seconds), 3),
         "stream_peak_rss_mib": round(rss / 2**20, 1),
         "poll_errors": visible.errors,
+        "scores_page_response_s": percentiles(visible.poll_s),
+        "incidents_list_response_s": percentiles(visible.incident_poll_s),
+        "load_average": list(os.getloadavg()),
         "stream_status": status,
     }
 

@@ -5,7 +5,14 @@ Set-up, untimed: ``bankanom generate`` writes ``--warm + --events`` generated li
 the default population; a model pair is trained with the default detection config on the engine's
 features of the first ``--warm`` lines and promoted; a fresh scorer takes those ``--warm`` lines (the
 state warms up). Timed, on one core (``--cpu``): the next ``--events`` lines in batches of ``--batch``,
-as the runner hands them over; then one checkpoint of the state. Prints one JSON object.
+as the runner hands them over; then one checkpoint of the state. Prints one JSON object, with each
+batch's wall and CPU (p50 / p99 / max) and the scorer's timings (stages, the collector's pauses).
+
+``--data-dir`` (a ``bankanom demo`` folder): its promoted pair instead, and the scorer restores its
+snapshot's published engine state first, as the stream does on a first start (a default day's state:
+the large heap whose full garbage collections stalled the stream); ``--incidents`` keeps the live
+incidents too. ``--no-freeze`` and ``--wal-in-commit`` give the scorer as it was before those fixes
+(docs/live.md#lag-and-latency), for a comparison in the same conditions.
 
     .venv/bin/python bench/stream_process_bench.py --events 50000
 """
@@ -63,6 +70,12 @@ def promote_pair(models: Path, warm: list[bytes]) -> dict:
     return registry.promote(versions)
 
 
+def _quantiles(values: list[float]) -> dict:
+    ordered = sorted(values)
+    at = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)  # noqa: E731
+    return {"n": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,6 +85,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core (default: not pinned)")
     parser.add_argument("--start", default="2026-01-06T09:00:00")
+    parser.add_argument("--data-dir", type=Path, help="a demo's data folder: its models and published state")
+    parser.add_argument("--incidents", action="store_true", help="keep live incidents, as the stream does")
+    parser.add_argument("--no-freeze", action="store_true", help="no gc.freeze of the state")
+    parser.add_argument(
+        "--wal-in-commit", action="store_true", help="SQLite's WAL checkpoints in the commits"
+    )
     args = parser.parse_args()
 
     from bankanom_pipeline.live.scorer import LiveScorer
@@ -97,10 +116,28 @@ def main() -> None:
         )
         generated = lines(root / "landing")
         warm, timed = generated[: args.warm], generated[args.warm : args.warm + args.events]
-        versions = promote_pair(root / "models", warm)
+        if args.data_dir is None:
+            models, snapshots = root / "models", root / "snapshots"
+            versions = promote_pair(models, warm)
+        else:
+            models, snapshots = args.data_dir / "models", args.data_dir / "snapshots"
+            versions = json.loads((models / "current.json").read_text())
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        scorer = LiveScorer(root / "live", root / "models", root / "snapshots", checkpoint_events=10**9)
+        incidents = None
+        if args.incidents:
+            from bankanom_pipeline.live.incidents import LiveIncidents
+
+            incidents = LiveIncidents()
+        scorer = LiveScorer(
+            root / "live",
+            models,
+            snapshots,
+            checkpoint_events=10**9,
+            incidents=incidents,
+            freeze_state=not args.no_freeze,
+            wal_checkpoint_every_s=None if args.wal_in_commit else 1.0,
+        )
         items = [Item(f"1:{i}", line, None) for i, line in enumerate(generated)]
         for i in range(0, args.warm, args.batch):
             scorer.process(items[i : i + args.batch], "mock")
@@ -117,8 +154,12 @@ def main() -> None:
         scorer.store.commit = timed_commit
         load = os.getloadavg()[0]
         cpu, wall = time.process_time(), time.perf_counter()
+        batch_wall, batch_cpu = [], []
         for i in range(args.warm, args.warm + len(timed), args.batch):
+            began, began_cpu = time.perf_counter(), time.thread_time()
             scorer.process(items[i : i + args.batch], "mock")
+            batch_wall.append(time.perf_counter() - began)
+            batch_cpu.append(time.thread_time() - began_cpu)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         scorer.store.commit = real_commit
         checkpoint_cpu = time.process_time()
@@ -147,6 +188,13 @@ def main() -> None:
                     "store_bytes_per_event": round(store_bytes / status["events"]),
                     "refused": status["refused"],
                     "load_average_before": load,
+                    "load_average_after": os.getloadavg()[0],
+                    "restored_from": status["restored_from"],
+                    "freeze": not args.no_freeze,
+                    "wal_in_commit": args.wal_in_commit,
+                    "batch_wall_s": _quantiles(batch_wall),
+                    "batch_cpu_s": _quantiles(batch_cpu),
+                    "timings": status["timings"],
                 },
                 indent=2,
             )

@@ -141,3 +141,25 @@ def test_prune_keeps_the_live_days(tmp_path):
         }
         assert seen == ["2026-02-01"] and store.counts()["events"] == 0
         assert store.last_seq() == 3  # a seq is never handed out twice, even once its rows are gone
+
+
+def test_the_wal_is_copied_back_by_a_thread_not_inside_the_commits(tmp_path):
+    """With ``wal_checkpoint_every_s`` the writer's commits never checkpoint (SQLite's autocheckpoint is
+    off); a thread of the store copies the WAL back while commits go on, and a reader sees every commit."""
+    path = tmp_path / "live.sqlite"
+    events = [_event(i) for i in range(3000)]
+    with LiveStore(path, wal_checkpoint_every_s=0.02) as store:
+        assert store.con.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for k in range(0, 3000, 300):
+            store.commit([_row(i + 1, e, str(i)) for i, e in enumerate(events[k : k + 300], k)])
+            time.sleep(0.03)
+        deadline = time.monotonic() + 10
+        while store.wal_checkpoints()["runs"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        figures = store.wal_checkpoints()
+        assert figures["runs"] >= 3 and figures["errors"] == 0
+        busy, wal_pages, copied = figures["last_busy_wal_pages_copied"]
+        assert busy == 0 and copied == wal_pages > 0  # no reader held it back: all of it copied
+        with LiveStore(path, readonly=True) as reader:
+            assert reader.counts()["events"] == 3000
+    assert LiveStore(path).wal_checkpoints() is None  # without the option: SQLite's own, in the commit

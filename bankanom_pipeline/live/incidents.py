@@ -200,6 +200,7 @@ class LiveIncidents:
         self._gap_us = {kind: int(gap * _US_PER_MINUTE) for kind, _, gap in self._keys}
         self.hold_us = max(self._gap_us.values())
         self._small = self.config.grouping.template_link_max_group
+        self._rca_s = 0.0  # seconds of root-cause passes since took_rca last read them
         self._reset()
 
     def _reset(self) -> None:
@@ -249,6 +250,11 @@ class LiveIncidents:
         """The writes that bring every open incident's row up to date, throttled ones included (at
         shutdown, or when the stream has been idle)."""
         return self._flush([], detectors, now, force=True)
+
+    def took_rca(self) -> float:
+        """Seconds the root-cause passes (``build_incidents``) took since the last call."""
+        took, self._rca_s = self._rca_s, 0.0
+        return took
 
     def open_incidents(self) -> int:
         return len(self._groups)
@@ -496,6 +502,7 @@ class LiveIncidents:
         firsts = {g.incident_id: g.first[1] for g in groups}
         rows = [{**r, "first_event_id": firsts[r["incident_id"]]} for r in built.iter_rows(named=True)]
         took = time.perf_counter() - began
+        self._rca_s += took
         by_id = {r["incident_id"]: r for r in rows}
         for group in groups:
             group.row, group.cost = by_id[group.incident_id], took * len(group.members) / len(events)

@@ -34,6 +34,7 @@ class Runner:
         self.failure: str | None = None
         self.batches = 0
         self.fetched = 0
+        self.fetch_s = self.fetch_max_s = 0.0  # seconds in fetches that returned lines
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.on_failure = None  # called (no arguments) when the loop stops on an error
@@ -68,8 +69,12 @@ class Runner:
         log.info("consuming %s from offset %s", source.name, committed)
         lag, lag_at = None, 0.0
         while not self._stop.is_set():
+            asked = time.monotonic()
             items = source.fetch(self.max_events, self.wait_s)
             now = time.monotonic()
+            if items:  # a fetch that found lines waiting: the source's own cost, not the wait for more
+                self.fetch_s += now - asked
+                self.fetch_max_s = max(self.fetch_max_s, now - asked)
             if now - lag_at >= self.status_every_s:
                 lag, lag_at = source.lag(), now
                 if not items:  # idle: the status (lag above all) is still refreshed
@@ -89,5 +94,7 @@ class Runner:
             "failure": self.failure,
             "batches": self.batches,
             "fetched": self.fetched,
+            "fetch_s": round(self.fetch_s, 3),
+            "fetch_max_s": round(self.fetch_max_s, 4),
             **{f"source_{k}" if k == "source" else k: v for k, v in stats.items()},
         }

@@ -13,7 +13,9 @@ power loss can lose the last commits, which the source then delivers again (docs
 from __future__ import annotations
 
 import calendar
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -101,8 +103,18 @@ class LiveStore:
     commits (the scorer's lock); a reader per thread, or one guarded by the caller.
     """
 
-    def __init__(self, path: str | Path, readonly: bool = False, extra_schema: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        readonly: bool = False,
+        extra_schema: str | None = None,
+        wal_checkpoint_every_s: float | None = None,
+    ):
+        """``wal_checkpoint_every_s`` (the writer): copy the WAL back into the database from a thread of
+        its own at that interval instead of inside the commit that crosses SQLite's threshold (1,000
+        pages), which then waited for the copy and its fsync (None: SQLite's own, in the commit)."""
         self.path, self.readonly = Path(path), readonly
+        self._checkpointer: _WalCheckpointer | None = None
         if readonly:
             if not self.path.exists():
                 raise LiveStoreError(f"no live store at {self.path}: start bankanom stream")
@@ -117,9 +129,19 @@ class LiveStore:
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=NORMAL")
         self.con.executescript(SCHEMA + (extra_schema or ""))
+        if wal_checkpoint_every_s is not None:
+            self.con.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = _WalCheckpointer(self.path, wal_checkpoint_every_s)
+            self._checkpointer.start()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.con.close()
+
+    def wal_checkpoints(self) -> dict | None:
+        """The background WAL checkpoints' figures (None when SQLite runs them in the commits)."""
+        return None if self._checkpointer is None else self._checkpointer.describe()
 
     def __enter__(self) -> LiveStore:
         return self
@@ -239,3 +261,53 @@ class LiveStore:
         events = self.con.execute("SELECT count(*) FROM events").fetchone()[0]
         refused = self.con.execute("SELECT count(*) FROM refused").fetchone()[0]
         return {"events": events, "refused": refused}
+
+
+class _WalCheckpointer(threading.Thread):
+    """``PRAGMA wal_checkpoint(PASSIVE)`` every ``every_s`` on a connection of its own: it copies what no
+    reader still needs from the WAL into the database (and fsyncs it) while the writer goes on committing
+    (the sqlite3 module lets go of the GIL while SQLite works). PASSIVE never waits for a reader or the
+    writer; what it could not copy is copied by the next one, and the WAL restarts from its beginning
+    once a checkpoint has copied all of it. A kill leaves the WAL as it was: the next open replays it."""
+
+    def __init__(self, path: Path, every_s: float):
+        super().__init__(name="bankanom-live-wal-checkpoint", daemon=True)
+        self.path, self.every_s = path, every_s
+        self._stop_event = threading.Event()
+        self.runs, self.seconds, self.max_s, self.errors = 0, 0.0, 0.0, 0
+        self.last: tuple[int, int, int] | None = None  # (busy, WAL pages, pages copied) of the last run
+
+    def run(self) -> None:
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            con.execute("PRAGMA busy_timeout=0")
+            while not self._stop_event.wait(self.every_s):
+                began = time.perf_counter()
+                try:
+                    self.last = tuple(con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+                except sqlite3.Error as error:  # busy: another checkpoint; the next run retries
+                    self.errors += 1
+                    logging.getLogger("bankanom.stream").debug("WAL checkpoint: %s", error)
+                    continue
+                took = time.perf_counter() - began
+                self.runs, self.seconds, self.max_s = (
+                    self.runs + 1,
+                    self.seconds + took,
+                    max(self.max_s, took),
+                )
+        finally:
+            con.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(30)
+
+    def describe(self) -> dict:
+        return {
+            "every_s": self.every_s,
+            "runs": self.runs,
+            "seconds": round(self.seconds, 3),
+            "max_s": round(self.max_s, 4),
+            "errors": self.errors,
+            "last_busy_wal_pages_copied": self.last,
+        }
