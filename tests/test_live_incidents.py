@@ -413,3 +413,36 @@ def test_a_redelivered_event_is_ignored(models):
     commit(con, state.update(day, None, models, now=1.0))
     commit(con, state.update(day[1:], None, models, now=2.0))
     assert read_incidents(con)[0]["event_count"].to_list() == [2]
+
+
+def test_a_large_groups_root_cause_pass_runs_beside_the_batches(models):
+    """With ``background`` a due pass of a large group runs in a thread on the members it had when it
+    started; the batch that starts it writes the aggregates' row at once, and the first batch after the
+    pass ends writes its root cause. A merge or a pass in the batch since makes a finished pass stale;
+    the passes at settle stay in the batch, so the final row is batch's in every column."""
+    day = one_large_group(60)
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents(large_group=10, large_group_every_s=5.0, rca_share=1.0, background=True)
+    commit(con, state.update(day[:20], None, models, now=100.0))  # a pass in the batch: a new group
+    assert state.background_figures["passes"] == 0
+    commit(con, state.update(day[20:40], None, models, now=110.0))  # waited: a pass on 40, aside
+    state.wait_for_background()
+    assert state.background_figures["passes"] == 1
+    at_twenty, at_forty = (comparable(batch(day[:n], models)[0]) for n in (20, 40))
+    got = comparable(read_incidents(con)[0])
+    assert got.select(RCA).equals(at_twenty.select(RCA))  # that batch did not wait for the pass
+    commit(con, state.update(day[40:50], None, models, now=111.0))  # adopted: its figures are at 50
+    got = comparable(read_incidents(con)[0])
+    assert got.select(RCA).equals(at_forty.select(RCA))
+    assert got.select(FIGURES).equals(comparable(batch(day[:50], models)[0]).select(FIGURES))
+    assert not at_twenty.select(RCA).equals(at_forty.select(RCA))  # the test can tell them apart
+    # a pass started, then a settle rebuilds the group in the batch: the pass's result is stale
+    commit(con, state.update(day[50:55], None, models, now=130.0))
+    commit(con, state.settle(models, now=131.0))
+    state.wait_for_background()
+    commit(con, state.update(day[55:], None, models, now=131.5))
+    assert state.background_figures["passes"] + state.background_figures["dropped"] == 2
+    assert state.background_figures["stale"] == state.background_figures["passes"] - 1
+    commit(con, state.settle(models, now=132.0))
+    assert comparable(read_incidents(con)[0]).equals(comparable(batch(day, models)[0]))

@@ -607,8 +607,17 @@ class LiveScorer:
             "models": pair.versions if pair else None,
             "unscored": None if pair else self.models.problem,
             "open_incidents": None if self.incidents is None else self.incidents.open_incidents(),
-            "timings": {**self.timings.summary(), "wal_checkpoints": self.store.wal_checkpoints()},
+            "timings": {**self.timings.summary(), **self._elsewhere()},
             "at": now,
+        }
+
+    def _elsewhere(self) -> dict:
+        """The figures of the work done beside the batches: the store's WAL checkpoints and the live
+        incidents' background root-cause passes."""
+        figures = getattr(self.incidents, "background_figures", None)
+        return {
+            "wal_checkpoints": self.store.wal_checkpoints(),
+            "rca_in_background": None if figures is None else {k: round(v, 3) for k, v in figures.items()},
         }
 
     def status(self) -> dict:
@@ -625,7 +634,7 @@ class LiveScorer:
                     "model_swaps": self.models.swaps,
                     "broken": self.broken,
                     "started_at": self.started_at,
-                    "timings": {**self.timings.describe(), "wal_checkpoints": self.store.wal_checkpoints()},
+                    "timings": {**self.timings.describe(), **self._elsewhere()},
                 }
             )
         return described
