@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bankanom_api.security import API_KEY_HEADER, INGEST, READ, KeyChecker, RateLimiter, unauthorized
+from bankanom_api.security import (
+    API_KEY_HEADER,
+    INGEST,
+    READ,
+    KeyChecker,
+    RateLimiter,
+    matching,
+    unauthorized,
+)
 
 # Nothing inline and nothing from elsewhere: the console is server-rendered HTML with one stylesheet
 # of its own and no script; a JSON answer needs nothing at all.
@@ -51,9 +58,10 @@ class KeyGate:
         public_paths: frozenset[str],
         public_prefix: str,
     ):
-        self.app, self.keys, self.per_key, self.failures = app, keys, per_key, failures
-        self.ingest_keys = ingest_keys
+        self.app, self.per_key, self.failures = app, per_key, failures
+        self.keys, self.ingest_keys = keys.keys, ingest_keys.keys
         self.public_paths, self.public_prefix = public_paths, public_prefix
+        self.header = API_KEY_HEADER.lower().encode()  # ASGI servers give header names in lower case
 
     def public(self, path: str) -> bool:
         prefix = self.public_prefix
@@ -80,9 +88,11 @@ class KeyGate:
         address = client[0] if client else "unknown"
         if self.failures.over(address):
             raise self.failures.exceeded(address)
-        presented = Headers(scope=scope).get(API_KEY_HEADER)
-        reader, ingester = self.keys.match(presented), self.ingest_keys.match(presented)
-        identity = reader or ingester
+        presented = next((value for name, value in scope["headers"] if name == self.header), None)
+        # the header's text, as Starlette's Headers reads it (latin-1), compared as the keys are stored
+        candidate = b"" if presented is None else presented.decode("latin-1").encode()
+        reader, ingester = matching(candidate, self.keys), matching(candidate, self.ingest_keys)
+        identity = None if presented is None else reader or ingester
         if identity is None:
             self.failures.hit(address)
             raise unauthorized()
@@ -90,23 +100,30 @@ class KeyGate:
         return identity, frozenset({READ} if reader else ()) | frozenset({INGEST} if ingester else ())
 
 
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 class SecurityHeaders:
     """Adds the security headers to every response; the app's own pages keep a header they set."""
 
     def __init__(self, app: ASGIApp, docs_paths: frozenset[str]):
         self.app, self.docs_paths = app, docs_paths
+        # encoded once: the headers of an answer, and of FastAPI's documentation pages
+        self.headers = _raw({**HEADERS, "Content-Security-Policy": POLICY})
+        self.docs_headers = _raw({**HEADERS, "Content-Security-Policy": DOCS_POLICY})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_POLICY if scope["path"] in self.docs_paths else POLICY
+        added = self.docs_headers if scope["path"] in self.docs_paths else self.headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in {**HEADERS, "Content-Security-Policy": policy}.items():
-                    headers.setdefault(name, value)
+                headers = message["headers"] = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(header for header in added if header[0] not in present)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

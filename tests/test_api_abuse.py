@@ -16,8 +16,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from fastapi import HTTPException
+from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
+from bankanom_api import security
+from bankanom_api.security import RateLimiter
 from tests.api_server import api_client, running_api
 
 KEY = "abuse-key"
@@ -64,6 +68,56 @@ def test_a_valid_key_is_not_counted_as_a_failure(tmp_path):
     with app_for(tmp_path, auth_failure_limit="3/minute") as client:
         assert {client.get("/ready", headers=H).status_code for _ in range(10)} == {503}
         assert [client.get("/ready").status_code for _ in range(4)] == [401, 401, 401, 429]
+
+
+class Clock:
+    """``time.monotonic`` for security.py, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rate_limit_is_a_moving_window_per_identity(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(security.time, "monotonic", clock)
+    limiter = RateLimiter("3/minute")
+    for step in (0, 10, 20):  # hits at 1000, 1010, 1020
+        clock.now = 1000.0 + step
+        limiter.check("a")
+    assert limiter.over("a") and not limiter.over("b")
+    with pytest.raises(HTTPException) as refused:
+        limiter.check("a")  # refused, and not counted
+    # the oldest hit (1000) leaves the window at 1060: 40 s from 1020
+    assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "40"}
+    limiter.check("b")  # another identity has its own window
+    clock.now = 1059.9
+    assert limiter.over("a")
+    clock.now = 1060.0  # a hit exactly one window old still counts
+    assert limiter.over("a")
+    clock.now = 1060.1
+    assert not limiter.over("a")  # over() counts nothing: still room for one
+    limiter.check("a")
+    assert limiter.over("a")
+    limiter.hit("a")  # over the limit: not counted either, so the window frees at 1070.0
+    clock.now = 1070.05
+    limiter.check("a")
+    # identities idle for a whole window are forgotten at the next hit after one
+    clock.now = 1200.0
+    limiter.hit("c")
+    assert set(limiter._hits) == {"c"}
+
+
+def test_a_header_the_app_sets_itself_is_kept_and_sent_once(tmp_path):
+    with app_for(tmp_path) as client:
+        client.app.add_api_route(
+            "/framed", lambda: PlainTextResponse("x", headers={"X-Frame-Options": "SAMEORIGIN"})
+        )
+        response = client.get("/framed", headers=H)
+        assert response.headers.get_list("x-frame-options") == ["SAMEORIGIN"]
+        assert response.headers.get_list("x-content-type-options") == ["nosniff"]
 
 
 # -- body size ------------------------------------------------------------------------------------------
