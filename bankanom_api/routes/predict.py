@@ -7,19 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
-from bankanom_api.deps import (
-    API_KEY,
-    INGEST_KEY,
-    LogPredictor,
-    Metrics,
-    Settings,
-    State,
-    Stream,
-    compatible_models,
-    known_model,
-)
+from bankanom_api.deps import API_KEY, INGEST_KEY, compatible_models, known_model
 from bankanom_api.posted import wire
 from bankanom_api.predict import DuplicateEventIds, unique_ids
 from bankanom_api.responses import AUTH, BATCH_LIMIT, NOT_FOUND, json_response, problem
@@ -72,11 +62,7 @@ def _within_batch(events: list[LogEvent], max_batch: int) -> None:
 )
 def predict(
     body: PredictRequest,
-    state: State,
-    settings: Settings,
-    predictor: LogPredictor,
-    stream: Stream,
-    metrics: Metrics,
+    request: Request,
     model: Annotated[
         str | None, Query(description="isolation_forest or local_outlier_factor; both when omitted")
     ] = None,
@@ -90,11 +76,14 @@ def predict(
         ),
     ] = False,
 ) -> Response:
+    # what the app built, read from app.state directly rather than through deps' accessors: each
+    # dependency FastAPI solves costs CPU on every request, and this is the API's hottest route
+    served = request.app.state
     if model is not None:
         known_model(model)
-    _within_batch(body.events, settings.max_batch)
+    _within_batch(body.events, served.settings.max_batch)
     version = OnlineEngine.FEATURE_SET_VERSION
-    models = compatible_models(state, version)
+    models = compatible_models(served.serving, version)
     try:
         unique_ids(body.events)
     except DuplicateEventIds as error:
@@ -102,7 +91,7 @@ def predict(
     if context:
         # the stream answers 409 (too_late: a valid event the state can no longer place) or 422 as the
         # route documents them; they are passed on
-        peeked = stream.peek([wire(e) for e in body.events])
+        peeked = served.stream.peek([wire(e) for e in body.events])
         if peeked["feature_set_version"] != version:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -111,10 +100,10 @@ def predict(
             )
         values, columns = peeked["features"], peeked["columns"]
     else:
-        values, columns = predictor.batch_features(body.events)
+        values, columns = served.predictor.batch_features(body.events)
     ids = [e.event_id for e in body.events]
-    predictions = predictor.predict(ids, values, columns, models, model, explain)
-    metrics.predicted.labels(model or "ensemble").inc(len(predictions))
+    predictions = served.predictor.predict(ids, values, columns, models, model, explain)
+    served.metrics.predicted.labels(model or "ensemble").inc(len(predictions))
     used = [model] if model else list(MODEL_NAMES)
     return json_response(
         {
@@ -149,6 +138,7 @@ def predict(
         "still ingested, unscored (`unscored` says why). 503 when the stream does not answer."
     ),
 )
-def ingest(body: IngestRequest, settings: Settings, stream: Stream) -> Response:
-    _within_batch(body.events, settings.max_batch)
-    return json_response(stream.ingest([wire(e) for e in body.events]))
+def ingest(body: IngestRequest, request: Request) -> Response:
+    served = request.app.state  # as in predict
+    _within_batch(body.events, served.settings.max_batch)
+    return json_response(served.stream.ingest([wire(e) for e in body.events]))
