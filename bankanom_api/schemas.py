@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from bankanom_api.request_types import REGEX_ENGINE, FiniteNumber, Timestamp, log_field
 from bankanom_pipeline import feedback
@@ -37,18 +38,28 @@ EXAMPLE_EVENT = {
 
 
 # The known metrics, each a finite number in its physically possible range (metric_in_range, with the
-# catalogue's bounds) or null; other fields are kept and not read, as in the pipeline.
-Metrics = create_model(
+# catalogue's bounds) or null; other fields are kept and not read, as in the pipeline. A TypedDict: the
+# validated value is the plain object the feature SQL reads, as validated_logs keeps it (the fields
+# sent, known ones as checked numbers), with no model built and dumped again per event.
+def _metric_defaults(schema: dict) -> None:
+    # each known metric may be left out or null: documented with the default null, as it always was
+    for name, field in schema["properties"].items():
+        schema["properties"][name] = {"anyOf": field.pop("anyOf"), "default": None, **field}
+
+
+Metrics = TypedDict(
     "Metrics",
-    __config__=ConfigDict(extra="allow"),
-    **{
-        m.name: (
-            log_field(FiniteNumber, "value", lower=m.lower, upper=m.upper) | None,
-            Field(None, description=m.description),
-        )
+    {
+        m.name: NotRequired[
+            Annotated[
+                log_field(FiniteNumber, "value", lower=m.lower, upper=m.upper) | None,
+                Field(description=m.description),
+            ]
+        ]
         for m in METRICS.values()
     },
 )
+Metrics.__pydantic_config__ = ConfigDict(extra="allow", json_schema_extra=_metric_defaults)
 
 
 class LogEvent(BaseModel):
@@ -73,9 +84,8 @@ class LogEvent(BaseModel):
 
     @field_validator("metrics")
     @classmethod
-    def _as_sent(cls, value: BaseModel | None) -> dict[str, Any]:
-        # checked as Metrics; kept as the plain object the feature SQL reads, as validated_logs keeps it
-        return {} if value is None else value.model_dump(exclude_unset=True)
+    def _none_as_empty(cls, value: dict[str, Any] | None) -> dict[str, Any]:
+        return {} if value is None else value
 
     def utc_timestamp(self) -> dt.datetime:
         return utc_naive(self.timestamp)

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 import duckdb
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
-from bankanom_api.schemas import EXAMPLE_EVENT
+from bankanom_api.schemas import EXAMPLE_EVENT, LogEvent
 from bankanom_api.state import Models, Snapshot
 from tests.api_server import api_client
 
@@ -388,3 +389,24 @@ def _console_pages_say_what_is_missing(empty):
         assert response.status_code == 200 and text in response.text, path
     missing = empty.get("/console/incidents/INC-1")
     assert missing.status_code == 503 and "No snapshot published yet" in missing.text
+
+
+def test_a_posted_events_metrics_are_kept_as_sent_with_the_known_ones_checked():
+    event = {**EXAMPLE_EVENT, "metrics": {"error_rate": 1, "latency_note": "slow", "huge": 10**30}}
+    # known metrics as checked numbers, the others as sent (not read), absent ones left out
+    assert LogEvent.model_validate(event).metrics == {
+        "error_rate": 1.0,
+        "latency_note": "slow",
+        "huge": 10**30,
+    }
+    assert LogEvent.model_validate({**EXAMPLE_EVENT, "metrics": None}).metrics == {}
+    assert LogEvent.model_validate({k: v for k, v in EXAMPLE_EVENT.items() if k != "metrics"}).metrics is None
+    for metrics, error in (
+        ({"error_rate": 1.5}, "less_than_equal"),
+        ({"error_rate": float("nan")}, "finite_number"),
+        ({"error_rate": "0.5"}, "float_type"),
+        ([0.5], "dict_type"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            LogEvent.model_validate({**EXAMPLE_EVENT, "metrics": metrics})
+        assert [e["type"] for e in refused.value.errors()] == [error], metrics
