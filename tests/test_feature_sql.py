@@ -232,3 +232,16 @@ def test_more_events_in_one_microsecond_than_the_order_holds_fail_with_a_clear_e
     assert len(features(many)) == 4095  # ranks 0 to 4094 fit
     with pytest.raises(duckdb.Error, match="more than 4095 events share the timestamp"):
         features([*many, event(0, 0, "User session SES-1 validated") | {"event_id": "x99999"}])
+
+
+def test_an_event_before_its_partition_day_fails_with_a_clear_error():
+    # the lookback models read the previous day only from their longest window before the day's start
+    schema = {k: v for k, v in SOURCE_SCHEMA.items() if k != "partition_date"}
+    rows = pl.DataFrame([event(1, 0, "Health check OK"), event(2, -600, "Health check OK")], schema=schema)
+    day = START.date()
+    on_its_day = rows.with_columns(pl.col("ts").dt.date().alias("partition_date"))  # e002: history
+    assert FeatureBuilder().build(on_its_day, day)["event_id"].to_list() == ["e001"]
+    with pytest.raises(
+        duckdb.Error, match=r"event e002 at 2026-01-06 23:00:00 is before its partition day 2026-01-07"
+    ):
+        FeatureBuilder().build(rows.with_columns(pl.lit(day).alias("partition_date")), day)

@@ -20,6 +20,9 @@ WITH events AS (
     FROM {{ ref('stg_logs') }}
     WHERE partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
       AND ip_address IS NOT NULL
+      -- only the events a window of the day's can reach (the day's events are on its UTC day: stg_logs);
+      -- the rest of the previous day would be sorted and framed for nothing
+      AND ts >= TIMESTAMP '{{ partition_date }}' - INTERVAL 10 MINUTE
 ),
 windowed AS (
     SELECT

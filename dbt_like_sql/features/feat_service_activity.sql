@@ -6,19 +6,27 @@
 {%- set DAY_US = 86400000000 %}
 WITH events AS (
     SELECT
-        partition_date, event_key, ord, ts, source_service, level_num, response_time_ms, timeout_rate,
-        error_rate, cache_hit_rate, replication_lag_s, requests_per_second, files_modified,
+        partition_date, event_key, ord, ts, level_num, response_time_ms, timeout_rate, error_rate,
+        cache_hit_rate, replication_lag_s, requests_per_second, files_modified,
+        -- the service as a 64-bit hash: the windows and joins below partition by it, and integers sort
+        -- and compare cheaper than text (two services share one with odds of ~1e-19 a pair)
+        hash(source_service) AS service_key,
         -- the address as a 64-bit hash (NULL kept, so it is not counted): cheaper to compare than text,
         -- two addresses share one with odds of ~1e-19 a pair
         CASE WHEN ip_address IS NOT NULL THEN hash(ip_address) END AS ip_key,
         -- the event's rank among its service's events in the order (ord: stg_logs)
-        row_number() OVER (PARTITION BY source_service ORDER BY ord) AS service_rank,
+        row_number() OVER (PARTITION BY hash(source_service) ORDER BY ord) AS service_rank,
         -- where the windows of a minute and of 24 hours up to the event start in the order: the first
         -- ord of the microsecond that long before the event's own (its ord less its tie, ord & 4095)
         ord - ({{ MINUTE_US * 4096 }} + (ord & 4095)) AS minute_start_ord,
         ord - ({{ DAY_US * 4096 }} + (ord & 4095)) AS day_start_ord
     FROM {{ ref('stg_logs') }}
     WHERE partition_date BETWEEN DATE '{{ lookback_start }}' AND DATE '{{ partition_date }}'
+),
+recent AS (
+    -- the events a minute window of the day's events can reach (the day's events are on its UTC day:
+    -- stg_logs): the minute's aggregates frame these, not the whole previous day
+    SELECT * FROM events WHERE ts >= TIMESTAMP '{{ partition_date }}' - INTERVAL 1 MINUTE
 ),
 bounded AS (
     -- Each window as the rows from the service's first event at or after its start (the event itself at
@@ -30,9 +38,9 @@ bounded AS (
         e.service_rank - m.service_rank AS minute_rows_before,
         e.service_rank - d.service_rank + 1 AS events_24h,
         epoch(e.ts - d.ts) / 60.0 AS minutes_24h  -- from the 24-hour window's first event to this one
-    FROM events AS e
-    ASOF JOIN events AS m ON m.source_service = e.source_service AND m.ord >= e.minute_start_ord
-    ASOF JOIN events AS d ON d.source_service = e.source_service AND d.ord >= e.day_start_ord
+    FROM recent AS e
+    ASOF JOIN recent AS m ON m.service_key = e.service_key AND m.ord >= e.minute_start_ord
+    ASOF JOIN events AS d ON d.service_key = e.service_key AND d.ord >= e.day_start_ord
 ),
 windowed AS (
     SELECT
@@ -53,7 +61,7 @@ windowed AS (
         max(files_modified) OVER m1 AS max_files_modified
     FROM bounded
     WINDOW m1 AS (
-        PARTITION BY source_service ORDER BY ord ROWS BETWEEN minute_rows_before PRECEDING AND CURRENT ROW
+        PARTITION BY service_key ORDER BY ord ROWS BETWEEN minute_rows_before PRECEDING AND CURRENT ROW
     )
 )
 SELECT

@@ -19,6 +19,12 @@ SELECT
         + CASE WHEN tie > 4094 THEN error(
             'stg_logs: more than 4095 events share the timestamp ' || ts::VARCHAR
             || '; the event order (ord) holds at most 4095 events per microsecond'
+        )
+        -- the lookback models read the previous day only as far back as their windows reach from this
+        -- day's start, so every event of the day must be on it (validation quarantines the others)
+        WHEN ts < TIMESTAMP '{{ partition_date }}' THEN error(
+            'stg_logs: event ' || event_id || ' at ' || ts::VARCHAR
+            || ' is before its partition day {{ partition_date }}'
         ) ELSE tie END AS ord,
     source_service,
     log_level,
