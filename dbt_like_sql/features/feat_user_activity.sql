@@ -33,13 +33,6 @@ WITH events AS (
 windowed AS (
     SELECT
         partition_date, event_key, ts, ord, lat, lon, log_amount, session_id, ip_key,
-        count(*) OVER w10 AS user_events_10m,
-        (sum(is_login_failure) OVER w10)::BIGINT AS user_failed_logins_10m,
-        count(DISTINCT ip_key) OVER w60 AS user_distinct_ips_1h,
-        count(DISTINCT country_key) OVER w60 AS user_distinct_countries_1h,
-        (sum(is_vpn) OVER w60)::BIGINT AS user_vpn_connections_1h,
-        coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
-        coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m,
         -- how usual this country and this IP are for the user over the last 24 hours
         count(*) OVER (PARTITION BY user_key, country_key {{ trailing(DAY_US) }}) / count(*) OVER w24
             AS user_country_share,
@@ -55,12 +48,28 @@ windowed AS (
         last_value(CASE WHEN lat IS NOT NULL THEN ts END IGNORE NULLS) OVER earlier AS prev_geo_ts
     FROM events
     WINDOW
-        w10 AS (PARTITION BY user_key {{ trailing(600000000) }}),  -- 10 minutes
-        w30 AS (PARTITION BY user_key {{ trailing(1800000000) }}),  -- 30 minutes
-        w60 AS (PARTITION BY user_key {{ trailing(3600000000) }}),  -- 1 hour
         w24 AS (PARTITION BY user_key {{ trailing(DAY_US) }}),  -- 24 hours
         -- the same 24 hours, strictly before the event
         earlier AS (PARTITION BY user_key {{ trailing(DAY_US) }} EXCLUDE CURRENT ROW)
+),
+-- the windows of an hour or less, over the events they can reach from the day's (the day's events are on
+-- its UTC day: stg_logs), not the whole previous day
+recent AS (
+    SELECT
+        event_key,
+        count(*) OVER w10 AS user_events_10m,
+        (sum(is_login_failure) OVER w10)::BIGINT AS user_failed_logins_10m,
+        count(DISTINCT ip_key) OVER w60 AS user_distinct_ips_1h,
+        count(DISTINCT country_key) OVER w60 AS user_distinct_countries_1h,
+        (sum(is_vpn) OVER w60)::BIGINT AS user_vpn_connections_1h,
+        coalesce(sum(records_accessed) OVER w10, 0) AS user_records_10m,
+        coalesce(sum(bytes_out) OVER w30, 0) AS user_bytes_out_30m
+    FROM events
+    WHERE ts >= TIMESTAMP '{{ partition_date }}' - INTERVAL 1 HOUR
+    WINDOW
+        w10 AS (PARTITION BY user_key {{ trailing(600000000) }}),  -- 10 minutes
+        w30 AS (PARTITION BY user_key {{ trailing(1800000000) }}),  -- 30 minutes
+        w60 AS (PARTITION BY user_key {{ trailing(3600000000) }})  -- 1 hour
 ),
 -- a session id is issued to one client: the same id validated from a second address is a stolen
 -- session (BANK-007); only lines naming a session, so the window does not sort the whole day once more
@@ -81,6 +90,7 @@ travel AS (
             ))
         END AS travel_km
     FROM windowed
+    JOIN recent USING (event_key)
     LEFT JOIN sessions USING (event_key)
 )
 SELECT
