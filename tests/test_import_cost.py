@@ -7,9 +7,6 @@ steps need are imported where they are used, and this fails if one creeps back i
 from __future__ import annotations
 
 import collections
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,19 +16,14 @@ from bankanom_pipeline.detection import registry
 from bankanom_pipeline.detection.models import Detector
 from bankanom_pipeline.detection.registry import Registry, RegistryError
 from bankanom_pipeline.detection.space import FeatureSpace
+from tests.imports import imported_by
 
 # imported by the steps that need them, never by loading the code location
 LAZY = ("sklearn", "scipy", "pandas", "great_expectations", "skops", "matplotlib", "redis", "httpx")
 
 
 def test_loading_the_code_location_leaves_the_heavy_libraries_unimported():
-    code = (
-        "import json, sys\n"
-        "import bankanom_pipeline.definitions\n"
-        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({LAZY!r}))))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert imported_by("import bankanom_pipeline.definitions", LAZY) == []
 
 
 def _detector(seed: int = 0) -> tuple[Detector, np.ndarray]:
