@@ -124,7 +124,13 @@ def _run(tmp_path: Path, source_of, mock_options: list[str], at_kill=lambda: {})
         started = httpx.post(f"{mock_url}/control", json={"action": "start", "logs_per_second": RATE})
         assert started.status_code == 200, started.text
         stream.start()
-        _until(lambda: stream.status()["events"] >= 1500, 180, "the stream to store 1,500 events")
+        # a checkpoint is written in a child at the lowest priority and adopted by a later batch: on a
+        # busy machine it can land well after its 500 events, so the kill waits for one, not for a count
+        _until(
+            lambda: (now := stream.status())["events"] >= 1500 and now["checkpoint_seq"],
+            180,
+            "the stream to store 1,500 events with a checkpoint written",
+        )
         before = stream.status()
         assert before["checkpoint_seq"], "a checkpoint was written before the kill"
         assert before["models"], f"the stream scores with the promoted models: {before.get('unscored')}"
