@@ -141,8 +141,7 @@ class LiveScorer:
             incidents.restore(self.store.con, pair.detectors if pair else None)
         self.freeze_state, self._frozen_at = freeze_state, time.monotonic()
         if freeze_state:
-            gc.collect()  # once, at the start: what is left is the state
-            gc.freeze()
+            self._freeze()  # once, at the start: what is left is the state
         self.timings.watch_gc()  # from here: the restore's own collections are not the stream's pauses
 
     # -- owning the folder ---------------------------------------------------------------------------
