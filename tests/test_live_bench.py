@@ -1,0 +1,95 @@
+"""The live bench's own arithmetic (bench/live_bench.py): the flat mock configuration it gives the server
+(the rate asked is the rate emitted), the per-minute rate, and how an anomaly instance's incident is
+timed (the earlier of its two sightings) and the slow tail broken down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from live_bench import TAIL_S, flat_config, incident_latency, per_minute
+
+from bankanom_pipeline.generator.config import load_config
+from bankanom_pipeline.generator.engine import Generator
+from bankanom_pipeline.generator.sampling import traffic
+
+
+def _epoch(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp())
+
+
+def test_the_flat_configuration_emits_the_rate_asked_at_any_time_of_day(tmp_path, monkeypatch):
+    monkeypatch.delenv("BANKANOM_MOCK_CONFIG", raising=False)
+    default = load_config()
+    path = flat_config(tmp_path / "flat.yaml", 100.0)
+    flat = load_config(path)  # what mock-server --config reads
+    # at the default configuration's trough (a Saturday night), its peak and in a burst: 4.9x apart
+    moments = np.array([_epoch("2026-01-10T02:00:00"), _epoch("2026-01-07T14:00:05")])
+    assert traffic(default, moments).max() / traffic(default, moments).min() > 4
+    assert traffic(flat, moments).tolist() == [100.0, 100.0]
+    # everything else is the configuration's own
+    assert flat.anomaly_scenarios == default.anomaly_scenarios
+    assert flat.global_anomaly_rate == default.global_anomaly_rate and flat.seed == default.seed
+    # what the server emits: the generator's stream (anomaly instances carried across its chunks), 10
+    # minutes from a Saturday night and from the peak hour's first burst, anomalies included
+    for start in moments:
+        emitted = sum(
+            frame.filter(frame["ts"] < (start + 600) * 1000).height
+            for _, frame in Generator(flat).stream(int(start), int(start) + 600, 10)
+        )
+        assert emitted / 600 == pytest.approx(100, rel=0.05)
+
+
+def test_events_per_second_in_each_whole_minute():
+    times = [100.0 + i * 0.5 for i in range(300)]  # 2/s for 150 s from 100
+    assert per_minute(times, 100.0) == [2.0, 2.0]  # the last 30 s: a partial minute, left out
+    assert per_minute([], 0.0) == []
+
+
+def _instance_case():
+    """Two instances: A's first flagged event listed by a detail read 60 s late but visible (so in its
+    incident) at 1.5 s; B's first flagged event (its second event) in an incident only by a detail read."""
+    emitted = {"a1": 0.0, "a2": 5.0, "b1": 10.0, "b2": 11.0, "c1": 20.0}
+    instance = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C"}
+    scenario = {
+        "A": "BANK-013 DDoS Attack",
+        "B": "BANK-001 Login Failure Spike",
+        "C": "BANK-001 Login Failure Spike",
+    }
+    flagged = {"a1", "a2", "b2", "c1"}
+    seen = {"a1": 1.5, "a2": 6.0, "b1": 10.4, "b2": 11.3, "c1": 20.2}
+    incident_seen = {"a1": 61.0, "a2": 61.0, "b2": 30.0}
+    in_incident = {"a1", "a2", "c1"}  # b2's membership is not in the store (its incident timed by the read)
+    scored_at = {"a1": 1.2, "a2": 5.5, "b2": 11.1, "c1": 20.1}
+    return emitted, instance, scenario, flagged, seen, incident_seen, in_incident, scored_at
+
+
+def test_an_instance_is_timed_by_its_earliest_sighting_and_the_slow_ones_explained():
+    got = incident_latency(*_instance_case())
+    assert got["in_incidents"] == 3 and got["by_membership"] == 2
+    assert sorted(round(v, 3) for v in got["from_flagged"]) == [0.2, 1.5, 19.0]
+    assert sorted(round(v, 3) for v in got["from_first"]) == [0.2, 1.5, 20.0]
+    tail = got["tail"]
+    assert tail["over_s"] == TAIL_S and tail["instances"] == 1  # B: 19 s, timed by its detail read
+    assert tail["first_flagged_not_in_incident"] == 1  # B's first flagged event has no stored membership
+    login = tail["by_scenario"]["BANK-001 Login Failure Spike"]
+    assert login["slow"] == 1 and login["of"] == 2 and login["timed_by"] == {"detail": 1}
+    assert list(tail["by_scenario"]) == ["BANK-001 Login Failure Spike"]
+    (slowest,) = tail["slowest"]
+    assert slowest["instance"] == "B" and slowest["flagged"] == 1 and slowest["events"] == 2
+    assert slowest["first_event_to_first_flagged_s"] == 1.0 and slowest["stream_s"] == pytest.approx(0.1)
+    # A's events were listed by a detail read 55-59.5 s after their membership was visible
+    late = tail["detail_read_later_than_membership"]
+    assert late["events"] == 2 and late["max"] == 59.5
+    assert tail["stream_s"]["n"] == 3 and tail["stream_s"]["max"] == 1.2
+
+
+def test_an_instance_without_an_incident_is_not_timed():
+    emitted, instance, scenario, flagged, seen, _, _, scored_at = _instance_case()
+    got = incident_latency(emitted, instance, scenario, flagged, seen, {}, set(), scored_at)
+    assert got["in_incidents"] == 0 and got["from_flagged"] == [] and got["tail"]["instances"] == 0
