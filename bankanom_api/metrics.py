@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from bankanom_api.state import ServingState
@@ -137,12 +137,74 @@ class _StreamStatus(Collector):
         for reason, n in sorted((status.get("refused") or {}).items()):
             refused.add_metric([reason], n)
         yield refused
+        yield from _timings(status.get("timings"))
         if status.get("at") is not None:
             yield GaugeMetricFamily(
                 "bankanom_stream_status_age_seconds",
                 "Seconds since the live stream's last commit wrote its status",
                 value=max(0.0, time.time() - float(status["at"])),
             )
+
+
+def _timings(timings: dict | None):
+    """The stream's batch figures (``live/timings.py``'s summary in its status): batches, each stage's
+    seconds and its longest, the batches' wall times as a histogram, the garbage collector's seconds by
+    generation and the background root-cause passes. Counters since the stream's start (a restart
+    resets them, as Prometheus expects of a counter). docs/live.md#where-a-batchs-time-goes."""
+    if not timings:
+        return
+    yield CounterMetricFamily(
+        "bankanom_stream_batches", "Batches the live stream committed", value=timings["batches"]
+    )
+    stages = CounterMetricFamily(
+        "bankanom_stream_stage_seconds",
+        "Wall seconds of the live stream's batches in each stage",
+        labels=["stage"],
+    )
+    longest = GaugeMetricFamily(
+        "bankanom_stream_stage_max_seconds", "The longest one batch spent in each stage", labels=["stage"]
+    )
+    for stage, seconds in timings["stage_total_s"].items():
+        stages.add_metric([stage], seconds)
+        longest.add_metric([stage], timings["stage_max_s"].get(stage, 0.0))
+    yield stages
+    yield longest
+    cumulative, buckets = 0, []
+    for bound, count in timings["wall_le_s"].items():
+        cumulative += count
+        buckets.append(("+Inf" if bound == "inf" else bound, cumulative))
+    yield HistogramMetricFamily(
+        "bankanom_stream_batch_seconds",
+        "Wall seconds of each live stream batch (a stall holds every event behind it)",
+        buckets=buckets,
+        sum_value=timings.get("wall_total_s"),
+    )
+    collected = CounterMetricFamily(
+        "bankanom_stream_gc_seconds",
+        "Seconds the live stream's garbage collections held its threads, by generation",
+        labels=["generation"],
+    )
+    worst = GaugeMetricFamily(
+        "bankanom_stream_gc_max_seconds", "The live stream's longest garbage collection, by generation",
+        labels=["generation"],
+    )  # fmt: skip
+    for generation, (seconds, most) in enumerate(
+        zip(timings["gc_seconds"], timings["gc_max_s"], strict=True)
+    ):
+        collected.add_metric([str(generation)], seconds)
+        worst.add_metric([str(generation)], most)
+    yield collected
+    yield worst
+    background = timings.get("rca_in_background")
+    if background:
+        yield CounterMetricFamily(
+            "bankanom_stream_background_rca_seconds",
+            "Seconds of large live incidents' root-cause passes run beside the batches",
+            value=background["seconds"],
+        )
+        yield CounterMetricFamily(
+            "bankanom_stream_background_rca_passes", "Those passes completed", value=background["passes"]
+        )
 
 
 class MetricsMiddleware:

@@ -398,6 +398,35 @@ def test_metrics_export_the_streams_status_from_the_live_store(tmp_path):
     assert 2 <= metric(text, "bankanom_stream_status_age_seconds") < 60
 
 
+def test_metrics_export_the_streams_batch_timings(tmp_path):
+    from bankanom_pipeline.live.timings import STAGES, Timings
+
+    timings = Timings()
+    for wall in (0.03, 0.3, 0.3, 7.0):  # a 7 s stall: in the histogram's last bucket, its stage's max
+        stages = dict.fromkeys(STAGES, 0.0) | {"engine": wall / 2, "commit": wall / 4}
+        timings.record(1000, stages, 10.0, 10.0 + wall)
+    timings.gc["seconds"], timings.gc["max_s"] = [0.5, 0.1, 2.0], [0.01, 0.02, 0.3]
+    summary = timings.summary() | {"rca_in_background": {"passes": 3, "seconds": 4.5, "max_s": 2.0}}
+    with api_client(tmp_path, KEY) as app:
+        status = {"events": 4000, "at": time.time(), "timings": summary}
+        write_live(tmp_path / "live" / "live.sqlite", LIVE[:2], incidents=_live_incidents, status=status)
+        text = app.get("/metrics", headers=H).text
+    assert metric(text, "bankanom_stream_batches_total") == 4
+    assert metric(text, "bankanom_stream_stage_seconds_total", stage="engine") == pytest.approx(3.815)
+    assert metric(text, "bankanom_stream_stage_max_seconds", stage="commit") == 1.75
+    assert metric(text, "bankanom_stream_stage_seconds_total", stage="rca") == 0
+    assert metric(text, "bankanom_stream_batch_seconds_bucket", le="0.05") == 1
+    assert metric(text, "bankanom_stream_batch_seconds_bucket", le="0.5") == 3
+    assert metric(text, "bankanom_stream_batch_seconds_bucket", le="5.0") == 3
+    assert metric(text, "bankanom_stream_batch_seconds_bucket", le="+Inf") == 4
+    assert metric(text, "bankanom_stream_batch_seconds_count") == 4
+    assert metric(text, "bankanom_stream_batch_seconds_sum") == pytest.approx(7.63)
+    assert metric(text, "bankanom_stream_gc_seconds_total", generation="2") == 2.0
+    assert metric(text, "bankanom_stream_gc_max_seconds", generation="2") == 0.3
+    assert metric(text, "bankanom_stream_background_rca_seconds_total") == 4.5
+    assert metric(text, "bankanom_stream_background_rca_passes_total") == 3
+
+
 # -- the console ---------------------------------------------------------------------------------------
 
 

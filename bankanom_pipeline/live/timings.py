@@ -39,6 +39,7 @@ class Timings:
         self.worst = dict.fromkeys(STAGES, 0.0)
         self.wall = [0] * (len(BUCKETS) + 1)
         self.wall_max = 0.0
+        self.wall_total = 0.0
         self.largest = 0
         self.slow: deque[dict] = deque(maxlen=keep)
         self.gc = {"collections": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "max_s": [0.0, 0.0, 0.0]}
@@ -102,6 +103,7 @@ class Timings:
                 self.worst[stage] = max(self.worst[stage], seconds)
             self.wall[next((i for i, b in enumerate(BUCKETS) if wall <= b), len(BUCKETS))] += 1
             self.wall_max = max(self.wall_max, wall)
+            self.wall_total += wall
             self.largest = max(self.largest, lines)
             if wall >= self.slow_s:
                 self.slow.append({"at": round(time.time(), 3), **batch})
@@ -115,6 +117,7 @@ class Timings:
                 "lines": self.events,
                 "largest_batch": self.largest,
                 "wall_max_s": round(self.wall_max, 4),
+                "wall_total_s": round(self.wall_total, 3),
                 "wall_le_s": dict(zip([*map(str, BUCKETS), "inf"], self.wall, strict=True)),
                 "stage_total_s": {k: round(v, 3) for k, v in self.totals.items()},
                 "stage_max_s": {k: round(v, 4) for k, v in self.worst.items()},
