@@ -71,6 +71,10 @@ class PeekRefused(ValueError):
         self.detail = {"loc": ["body", "events", index, field], "msg": reason, "type": kind}
 
 
+# the engine's BadEvent reasons that name an event's metrics (the others name its other fields)
+_METRIC_REASONS = frozenset({"bad_metrics", "non_finite"})
+
+
 def _kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
@@ -581,16 +585,23 @@ class LiveScorer:
                 parsed.append(validated(dict(obj)))
             except Refused as r:
                 raise PeekRefused(i, r.reason, "invalid", 422, "event") from None
+        return self.peek_validated(parsed)
+
+    def peek_validated(self, events: list[Event]) -> np.ndarray:
+        """``peek`` of events already validated by the same rules (``live.lines.as_event`` of a
+        ``LogEvent``: what the API, holding the stream's key, sends), not validated again; the engine
+        still refuses a field of the wrong type (``BadEvent``: 422)."""
         rows = []
         with self.lock:
-            for i, event in enumerate(parsed):
+            for i, event in enumerate(events):
                 try:
                     rows.append(self.engine.peek(event))
                 except TooLate as error:
                     msg = f"{error}: its context is no longer kept; ask with context=false"
                     raise PeekRefused(i, msg, "too_late", 409, "timestamp") from None
                 except BadEvent as error:
-                    raise PeekRefused(i, str(error), error.reason, 422, "metrics") from None
+                    field = "metrics" if error.reason in _METRIC_REASONS else "event"
+                    raise PeekRefused(i, str(error), error.reason, 422, field) from None
         return np.asarray(rows, dtype=np.float64).reshape(len(events), len(OnlineEngine.FEATURES))
 
     def _status(self, now: float, kinds: Counter, accepted: int) -> dict:
