@@ -7,7 +7,9 @@ requests): httpx's transport without its client layer (cookies, redirects, URL a
 which cost more CPU than the rest of a one-event /predict's call did. A short connect timeout: a stream
 that is not running answers at once with a refused connection, one that hangs costs at most ``timeout``
 seconds, and either way the route answers 503 naming the URL. ``/peek`` answers this client its
-features as raw float64 rows (``live.feature_rows``), not JSON: no number is formatted or parsed.
+features as raw float64 rows (``live.feature_rows``), not JSON: no number is formatted or parsed. With
+the stream's key this client sends ``/peek`` the events as validated here (the engine's fields), which
+the stream does not validate again; without one, the events as JSON lines, which it validates.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any
 import orjson
 from fastapi import HTTPException, status
 
+from bankanom_api.posted import wire
+from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.live import feature_rows
+from bankanom_pipeline.live.lines import as_event
 
 log = logging.getLogger("bankanom_api")
 
 KEY_HEADER = "X-Stream-Key"
-_JSON = [(b"content-type", b"application/json")]
+_JSON = b"application/json"
 
 
 class StreamUnavailable(HTTPException):
@@ -42,6 +47,9 @@ class StreamClient:
         self._pool = httpcore.ConnectionPool(max_connections=64, max_keepalive_connections=16)
         self._closed = False
         self._headers = [(KEY_HEADER.encode(), key.encode())] if key else []
+        # the stream takes validated events only from a holder of its key: a stream started without
+        # one answers 415, and this client then sends JSON events (which it validates)
+        self._validated_events = key is not None
         self._timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
         # what a call fails with when the stream is not there or breaks the connection
         self._down_errors = (
@@ -60,13 +68,23 @@ class StreamClient:
         return f"no live stream at {self.url}: start bankanom stream"
 
     def _call(
-        self, method: str, path: str, body: dict | None = None, accept: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict | bytes | None = None,
+        accept: str | None = None,
+        content_type: bytes = _JSON,
     ) -> tuple[int, dict[str, str], bytes]:
+        """``body``: a dict sent as JSON, or bytes of ``content_type``."""
         if self._closed:  # a request still running as the app stops
             raise StreamUnavailable(
                 f"this API process is stopping: the live stream at {self.url} is not asked"
             )
-        headers = self._headers + (_JSON if body is not None else [])
+        headers = self._headers
+        if body is not None:
+            headers = [*headers, (b"content-type", content_type)]
+            if isinstance(body, dict):
+                body = orjson.dumps(body)
         if accept is not None:
             headers = [*headers, (b"accept", accept.encode())]
         try:
@@ -74,7 +92,7 @@ class StreamClient:
                 method,
                 self.url + path,
                 headers=headers,
-                content=None if body is None else orjson.dumps(body),
+                content=body,
                 extensions={"timeout": self._timeout},
             )
         except self._httpcore.TimeoutException:
@@ -105,13 +123,26 @@ class StreamClient:
             raise self._unexpected("/ingest", code, answer)
         return answer
 
-    def peek(self, events: list[dict]) -> dict:
+    def peek(self, events: list[LogEvent]) -> dict:
         """``{"feature_set_version", "columns", "features"}``, the features one float64 row per event (NaN:
         no value); the stream's 409 (too late) and 422 (an event it refuses) are passed on with their
         detail."""
-        code, headers, content = self._call(
-            "POST", "/peek", {"events": events}, accept=feature_rows.FEATURE_ROWS
-        )
+        accept = feature_rows.FEATURE_ROWS
+        if self._validated_events:
+            body = feature_rows.encode_events([as_event(e) for e in events])
+            code, headers, content = self._call(
+                "POST", "/peek", body, accept=accept, content_type=feature_rows.EVENTS.encode()
+            )
+            if code == 415:
+                log.warning(
+                    "the live stream at %s has no key and does not take validated events: sending JSON "
+                    "events, which it validates again",
+                    self.url,
+                )
+                self._validated_events = False
+        if not self._validated_events:
+            body = {"events": [wire(e) for e in events]}
+            code, headers, content = self._call("POST", "/peek", body, accept=accept)
         if code == 200 and headers.get("content-type") == feature_rows.FEATURE_ROWS:
             try:
                 version, columns, values = feature_rows.decode(headers, content)

@@ -17,12 +17,14 @@ import orjson
 import polars as pl
 import pytest
 
+from bankanom_api import schemas
 from bankanom_api.posted import wire
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.explain import furthest_from_normal, furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import score, score_values
 from bankanom_pipeline.live import feature_rows
+from bankanom_pipeline.live.lines import as_event
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.serving import online_checkpoint
 from bankanom_pipeline.serving.snapshot import SnapshotPublisher
@@ -411,6 +413,82 @@ def test_predict_scores_the_streams_peek_bit_for_bit_and_peek_answers_json_unles
         assert np.array_equal(np.array(as_json["features"], dtype=float), expected, equal_nan=True)
 
 
+def test_the_stream_takes_the_apis_validated_events_only_with_its_key_and_checks_their_shape(tmp_path, world):
+    first, second, *_ = world
+    with client(tmp_path, models=True) as app:
+        post(app, first)
+        events = second[:50]
+        expected = peek(app, events)  # validated by the stream itself, from the JSON lines
+        url = app.app.state.settings.stream_url + "/peek"
+        validated = [as_event(LogEvent.model_validate(e)) for e in events]
+        key = {"X-Stream-Key": app.app.state.settings.stream_key}
+        ask = {"content-type": feature_rows.EVENTS, "accept": feature_rows.FEATURE_ROWS}
+
+        def peek_validated(events, headers=key):
+            return httpx.post(url, content=feature_rows.encode_events(events), headers={**headers, **ask})
+
+        answer = peek_validated(validated)
+        assert answer.status_code == 200, answer.text
+        assert np.array_equal(
+            feature_rows.decode(answer.headers, answer.content)[2], expected, equal_nan=True
+        )
+        assert peek_validated(validated, {}).status_code == 401
+        torn = httpx.post(url, content=b"[[1, 2]]", headers={**key, **ask})
+        assert torn.status_code == 422 and "fields" in torn.json()["detail"]
+        # the engine still checks each field's type, and the state's lateness
+        for bad, field, kind in [
+            (validated[0]._replace(event_id=5), "event", "missing_field"),
+            (validated[0]._replace(ts="2026-01-06"), "event", "bad_timestamp"),
+            (validated[0]._replace(metrics={"response_time_ms": "slow"}), "metrics", "bad_metrics"),
+            (validated[0]._replace(ts=validated[0].ts - 10 * 86_400_000_000), "timestamp", "too_late"),
+        ]:
+            refused = peek_validated([validated[1], bad])
+            assert refused.status_code in (409, 422), refused.text
+            assert refused.json()["detail"][0]["loc"] == ["body", "events", 1, field]
+            assert refused.json()["detail"][0]["type"] == kind
+        # /predict sends that form: its features are the stream's own validation's, bit for bit
+        response = app.post("/predict", json={"events": events}, params={"explain": "true"}, headers=H)
+        assert response.status_code == 200, response.text
+        served = [
+            [np.nan if v is None else v for v in p["features"].values()]
+            for p in response.json()["predictions"]
+        ]
+        assert np.array_equal(np.array(served), expected, equal_nan=True)
+
+
+def test_a_stream_without_a_key_refuses_validated_events_and_the_api_sends_it_json(tmp_path, world):
+    first, second, *_ = world
+    shutil.copytree(online_world.built()[3], tmp_path / "models")
+    with online_world.stream_service(tmp_path, key=None) as (url, scorer):
+        scorer.ingest_posted([as_event_dict(e) for e in first])
+        events = second[:20]
+        body = feature_rows.encode_events([as_event(LogEvent.model_validate(e)) for e in events])
+        refused = httpx.post(
+            f"{url}/peek", content=body, headers={"content-type": feature_rows.EVENTS, "X-Stream-Key": "any"}
+        )
+        assert refused.status_code == 415 and "BANKANOM_STREAM_KEY" in refused.json()["detail"]
+        settings = {
+            "rate_limit": UNLIMITED,
+            "stream_url": url,
+            "stream_key": "a-key-the-stream-ignores",
+            "live_dir": tmp_path / "live",
+        }
+        with api_client(tmp_path, KEY, **settings) as app:
+            for _ in range(2):  # the first call learns the stream validates, the second asks it so at once
+                response = app.post(
+                    "/predict", json={"events": events}, params={"explain": "true"}, headers=H
+                )
+                assert response.status_code == 200, response.text
+                served = [
+                    [np.nan if v is None else v for v in p["features"].values()]
+                    for p in response.json()["predictions"]
+                ]
+                assert np.array_equal(
+                    np.array(served), scorer.peek([as_event_dict(e) for e in events]), equal_nan=True
+                )
+            assert app.app.state.stream._validated_events is False
+
+
 def test_a_stream_that_accepts_but_never_answers_is_a_503_within_the_timeout():
     import socket
     import time
@@ -424,7 +502,7 @@ def test_a_stream_that_accepts_but_never_answers_is_a_503_within_the_timeout():
         stream = StreamClient(url, "k", timeout=0.3)
         began = time.monotonic()
         with pytest.raises(StreamUnavailable, match="did not answer in time") as refused:
-            stream.peek([{"event_id": "e"}])
+            stream.peek([LogEvent.model_validate(schemas.EXAMPLE_EVENT)])
         assert refused.value.status_code == 503 and time.monotonic() - began < 5
         stream.close()
         with pytest.raises(StreamUnavailable, match="is stopping"):

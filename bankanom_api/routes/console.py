@@ -47,7 +47,6 @@ from bankanom_api.deps import (
     Stream,
     feature_set_mismatch,
 )
-from bankanom_api.posted import wire
 from bankanom_api.responses import as_dicts
 from bankanom_api.runs import recent_runs
 from bankanom_api.schemas import EXAMPLE_EVENT
@@ -396,7 +395,7 @@ def predict_event(
     if mismatch:
         return _predict_page(request, state, 503, event_text=text, event_errors=[mismatch])
     try:  # scored in its context, as POST /predict scores it; explained whether flagged or not
-        peeked = stream.peek([wire(posted)])
+        peeked = stream.peek([posted])
     except HTTPException as error:  # the stream is down (503), or refuses the event (409, 422)
         detail = error.detail
         message = detail[0]["msg"] if isinstance(detail, list) and detail else str(detail)

@@ -91,7 +91,7 @@ def predict(
     if context:
         # the stream answers 409 (too_late: a valid event the state can no longer place) or 422 as the
         # route documents them; they are passed on
-        peeked = served.stream.peek([wire(e) for e in body.events])
+        peeked = served.stream.peek(body.events)
         if peeked["feature_set_version"] != version:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -1,6 +1,7 @@
 """The stream's internal service (loopback only): the API forwards ``POST /events`` to ``/ingest`` and
 ``POST /predict`` (with context) to ``/peek``, so the engine's state has one owner however many API
-workers run (``/peek`` answers raw feature rows to a caller that accepts them: ``live.feature_rows``);
+workers run (``/peek`` takes events the API validated from a caller holding the key and answers raw
+feature rows to a caller that accepts them: ``live.feature_rows``);
 ``/status`` for operators and tests. With ``BANKANOM_STREAM_KEY`` set every call must carry it in
 ``X-Stream-Key``.
 
@@ -90,9 +91,25 @@ def create_app(
 
     @app.post("/peek")
     async def peek(request: Request) -> Response:
-        events = await _events(request)
+        if request.headers.get("content-type") == feature_rows.EVENTS:
+            # events the caller validated with the same rules (the API): taken only from a holder of the
+            # key, which check_key has verified; a stream without a key validates whatever it is sent
+            if key is None:
+                raise HTTPException(
+                    415,
+                    f"{feature_rows.EVENTS} is taken only with BANKANOM_STREAM_KEY set: send JSON events",
+                )
+            try:
+                events = feature_rows.decode_events(await request.body())
+            except ValueError as error:
+                raise HTTPException(422, f"the validated events: {error}") from None
+            if len(events) > MAX_EVENTS:
+                raise HTTPException(413, f"{len(events)} events; at most {MAX_EVENTS} per request")
+            call = scorer.peek_validated
+        else:
+            events, call = await _events(request), scorer.peek
         try:
-            values = await _in_thread(scorer.peek, events)
+            values = await _in_thread(call, events)
         except PeekRefused as error:
             return _json({"detail": [error.detail]}, error.status)
         if feature_rows.FEATURE_ROWS in request.headers.get("accept", ""):  # the API's client
