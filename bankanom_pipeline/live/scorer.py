@@ -587,12 +587,16 @@ class LiveScorer:
                 raise PeekRefused(i, r.reason, "invalid", 422, "event") from None
         return self.peek_validated(parsed)
 
-    def peek_validated(self, events: list[Event]) -> np.ndarray:
+    def peek_validated(self, events: list[Event], wait: bool = True) -> np.ndarray | None:
         """``peek`` of events already validated by the same rules (``live.lines.as_event`` of a
         ``LogEvent``: what the API, holding the stream's key, sends), not validated again; the engine
-        still refuses a field of the wrong type (``BadEvent``: 422)."""
+        still refuses a field of the wrong type (``BadEvent``: 422). ``wait=False``: None at once when the
+        state's lock is held (a batch, a checkpoint), so a caller on an event loop can peek a few events
+        in place and hand the rest to a thread."""
+        if not self.lock.acquire(blocking=wait):
+            return None
         rows = []
-        with self.lock:
+        try:
             for i, event in enumerate(events):
                 try:
                     rows.append(self.engine.peek(event))
@@ -602,6 +606,8 @@ class LiveScorer:
                 except BadEvent as error:
                     field = "metrics" if error.reason in _METRIC_REASONS else "event"
                     raise PeekRefused(i, str(error), error.reason, 422, field) from None
+        finally:
+            self.lock.release()
         return np.asarray(rows, dtype=np.float64).reshape(len(events), len(OnlineEngine.FEATURES))
 
     def _status(self, now: float, kinds: Counter, accepted: int) -> dict:
