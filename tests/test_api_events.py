@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import httpx
@@ -17,7 +19,7 @@ import orjson
 import polars as pl
 import pytest
 
-from bankanom_api import schemas
+from bankanom_api import predict, schemas
 from bankanom_api.posted import wire
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
@@ -188,7 +190,7 @@ def test_refused_events_are_counted_by_reason(tmp_path, world):
 # -- scores ------------------------------------------------------------------------------------------
 
 
-def test_the_numpy_path_scores_exactly_as_scoring_score(world):
+def test_the_numpy_path_scores_exactly_as_scoring_score(world, monkeypatch):
     first, second, models, _ = world
     config = default_detection_config()
     values = online_world.engine_features(first + second)
@@ -199,6 +201,17 @@ def test_the_numpy_path_scores_exactly_as_scoring_score(world):
         for field in ("isolation_forest", "local_outlier_factor", "ensemble", "is_anomaly"):
             np.testing.assert_array_equal(getattr(got, field), getattr(expected, field)[rows], err_msg=field)
     assert expected.is_anomaly.any() and not expected.is_anomaly.all()
+    # the API's answers: a large batch scored in two halves on two threads, the same numbers
+    monkeypatch.setattr(predict, "threads", lambda: 2)
+    predictor, ids = predict.Predictor(None, config), [str(i) for i in range(len(values))]
+    for rows in (slice(0, 2 * predict.TWO_THREADS_ROWS + 1), slice(4000, 4001)):
+        both = predictor.predict(ids[rows], values[rows], list(FEATURES), models, None, False)
+        alone = predictor.predict(
+            ids[rows], values[rows], list(FEATURES), models, "local_outlier_factor", False
+        )
+        for field in ("isolation_forest", "local_outlier_factor", "ensemble", "is_anomaly"):
+            assert [p[field] for p in both] == getattr(expected, field)[rows].tolist(), field
+        assert [p["local_outlier_factor"] for p in alone] == expected.local_outlier_factor[rows].tolist()
     # and the top features of the flagged, as the frame path ranks them (a missing value is a null there)
     flagged = np.flatnonzero(expected.is_anomaly)
     names = list(MODEL_NAMES)
@@ -433,6 +446,17 @@ def test_the_stream_takes_the_apis_validated_events_only_with_its_key_and_checks
             feature_rows.decode(answer.headers, answer.content)[2], expected, equal_nan=True
         )
         assert peek_validated(validated, {}).status_code == 401
+        # a few events are peeked on the service's event loop, unless a batch holds the state: then they
+        # wait for it in a thread, as a larger peek does
+        one = peek_validated(validated[:1])
+        assert np.array_equal(feature_rows.decode(one.headers, one.content)[2], expected[:1], equal_nan=True)
+        with ThreadPoolExecutor(1) as pool:
+            with app.stream_scorer.lock:
+                waiting = pool.submit(peek_validated, validated[:1])
+                time.sleep(0.3)
+                assert not waiting.done()
+            one = waiting.result(timeout=30)
+        assert np.array_equal(feature_rows.decode(one.headers, one.content)[2], expected[:1], equal_nan=True)
         torn = httpx.post(url, content=b"[[1, 2]]", headers={**key, **ask})
         assert torn.status_code == 422 and "fields" in torn.json()["detail"]
         # the engine still checks each field's type, and the state's lateness
