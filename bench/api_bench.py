@@ -14,7 +14,9 @@ clients" would need 1,600 req/s. The paced scenario is the reading under which t
 numbers (300 req/s, p50 <= 10 ms, p99 <= 30 ms at 16 concurrent clients) can hold together.
 
 The server serves a demo data folder (promoted models and a published snapshot): ``--data-dir``, or a
-fresh ``bankanom demo --rate 1.5`` in a temporary folder (about three minutes). Since issue 25 the online
+fresh ``bankanom demo --rate 1.5`` in a temporary folder (about three minutes), or with ``--keep`` one
+built once per tree. Under ``compare.py``, ``--data-dir NAME=PATH`` gives tree NAME its own folder (two
+commits of one feature set on the same demo, the yardstick on the one its own code built, ``--keep``). Since issue 25 the online
 state is the live stream's: for a tree that has it, a ``bankanom stream --source none`` over the same
 folder runs beside the API (restored from the snapshot's checkpoint), /predict with context asks it
 over loopback HTTP, and its CPU is reported apart from the API's (``stream_cpu_ms``, ``api_cpu_ms``).
@@ -84,6 +86,20 @@ def kept_demo_data(keep: Path) -> Path:
         demo_data(folder)
         (folder / "built").touch()
     return folder / "data"
+
+
+def chosen_data(specs: list[str]) -> Path | None:
+    """The data folder ``--data-dir`` gives the tree measured (``NAME=PATH`` for compare.py's tree NAME,
+    whose tag is ``NAME-<commit>``; a plain PATH for any tree), or None."""
+    name = _trees.tree_tag().rsplit("-", 1)[0]
+    plain = None
+    for spec in specs:
+        tree, sep, path = spec.partition("=")
+        if not sep:
+            plain = Path(spec)
+        elif tree == name:
+            return Path(path)
+    return plain
 
 
 def as_new(events: list[dict], after: dt.datetime) -> list[dict]:
@@ -309,7 +325,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, help="a data folder with promoted models and a snapshot")
+    parser.add_argument(
+        "--data-dir",
+        action="append",
+        default=[],
+        help="a data folder with promoted models and a snapshot; NAME=PATH: for compare.py's tree NAME only "
+        "(repeatable; a tree without one uses a plain --data-dir, or --keep)",
+    )
     parser.add_argument(
         "--keep",
         type=Path,
@@ -335,7 +357,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bankanom-api-bench-") as tmp:
-        data = args.data_dir or (kept_demo_data(args.keep) if args.keep else demo_data(Path(tmp)))
+        data = chosen_data(args.data_dir) or (
+            kept_demo_data(args.keep) if args.keep else demo_data(Path(tmp))
+        )
         con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
         day = con.execute("SELECT max(partition_date) FROM scored_events").fetchone()[0].isoformat()
         events = accepted_lines(con, day, 1000)
