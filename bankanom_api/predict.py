@@ -9,10 +9,6 @@ through the pipeline's own feature SQL (``FeatureBuilder``): what-if questions a
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import orjson
 import polars as pl
@@ -22,38 +18,11 @@ from bankanom_api.schemas import LogEvent
 from bankanom_api.state import Models
 from bankanom_pipeline.detection.config import DetectionConfig
 from bankanom_pipeline.detection.explain import furthest_from_normal_of
-from bankanom_pipeline.detection.row_blocks import threads
-from bankanom_pipeline.detection.scoring import IF, LOF, Scores, score_values
+from bankanom_pipeline.detection.scoring import IF, LOF, score_values
 from bankanom_pipeline.live.lines import known_metrics
 from bankanom_pipeline.sqlmodels.inmemory import FeatureBuilder
 
 TOP_FEATURES = 5
-# from this many rows a request's scoring runs in two halves on two threads: the forest's traversal, the
-# LOF's neighbour queries and numpy release the GIL, and each row's scores are the same whatever rows
-# come with it. A 1,000-event batch: ~13 instead of ~22 ms on a quiet two-core machine (for ~2 ms more
-# CPU: the forest walks each tree twice); below it the second thread would cost more than it saves
-TWO_THREADS_ROWS = 256
-
-
-def _in_halves(fn: Callable[[np.ndarray], object], values: np.ndarray) -> list:
-    """``[fn(values)]``, or ``fn`` of each half of the rows on its own thread for a large batch."""
-    if len(values) < TWO_THREADS_ROWS or threads() < 2:
-        return [fn(values)]
-    half = len(values) // 2
-    with ThreadPoolExecutor(2, thread_name_prefix="bankanom-score") as pool:
-        return list(pool.map(fn, (values[:half], values[half:])))
-
-
-def _joined(parts: list[Scores]) -> Scores:
-    if len(parts) == 1:
-        return parts[0]
-    joined = {
-        f.name: None
-        if getattr(parts[0], f.name) is None
-        else np.concatenate([getattr(p, f.name) for p in parts])
-        for f in dataclasses.fields(Scores)
-    }
-    return Scores(**joined)
 
 
 class DuplicateEventIds(ValueError):
@@ -115,13 +84,11 @@ class Predictor:
         combined = None
         if model:  # one model: its score and flag, nothing else computed
             detector = models.detectors[model]
-            scores = {model: np.concatenate(_in_halves(lambda v: detector.array_scores(v, columns), values))}
+            scores = {model: detector.array_scores(values, columns)}
             flags = {model: scores[model] >= getattr(self.config.thresholds, model)}
             decision = flags[model]
         else:  # both: exactly the pipeline's scoring, ensemble rule included
-            result = _joined(
-                _in_halves(lambda v: score_values(v, columns, models.detectors, self.config), values)
-            )
+            result = score_values(values, columns, models.detectors, self.config)
             scores = {IF: result.isolation_forest, LOF: result.local_outlier_factor}
             flags = {IF: result.if_flag, LOF: result.lof_flag}
             combined, decision = result.ensemble, result.is_anomaly

@@ -19,7 +19,7 @@ import orjson
 import polars as pl
 import pytest
 
-from bankanom_api import predict, schemas
+from bankanom_api import schemas
 from bankanom_api.posted import wire
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
@@ -190,7 +190,7 @@ def test_refused_events_are_counted_by_reason(tmp_path, world):
 # -- scores ------------------------------------------------------------------------------------------
 
 
-def test_the_numpy_path_scores_exactly_as_scoring_score(world, monkeypatch):
+def test_the_numpy_path_scores_exactly_as_scoring_score(world):
     first, second, models, _ = world
     config = default_detection_config()
     values = online_world.engine_features(first + second)
@@ -201,17 +201,6 @@ def test_the_numpy_path_scores_exactly_as_scoring_score(world, monkeypatch):
         for field in ("isolation_forest", "local_outlier_factor", "ensemble", "is_anomaly"):
             np.testing.assert_array_equal(getattr(got, field), getattr(expected, field)[rows], err_msg=field)
     assert expected.is_anomaly.any() and not expected.is_anomaly.all()
-    # the API's answers: a large batch scored in two halves on two threads, the same numbers
-    monkeypatch.setattr(predict, "threads", lambda: 2)
-    predictor, ids = predict.Predictor(None, config), [str(i) for i in range(len(values))]
-    for rows in (slice(0, 2 * predict.TWO_THREADS_ROWS + 1), slice(4000, 4001)):
-        both = predictor.predict(ids[rows], values[rows], list(FEATURES), models, None, False)
-        alone = predictor.predict(
-            ids[rows], values[rows], list(FEATURES), models, "local_outlier_factor", False
-        )
-        for field in ("isolation_forest", "local_outlier_factor", "ensemble", "is_anomaly"):
-            assert [p[field] for p in both] == getattr(expected, field)[rows].tolist(), field
-        assert [p["local_outlier_factor"] for p in alone] == expected.local_outlier_factor[rows].tolist()
     # and the top features of the flagged, as the frame path ranks them (a missing value is a null there)
     flagged = np.flatnonzero(expected.is_anomaly)
     names = list(MODEL_NAMES)
