@@ -18,8 +18,9 @@ through a re-scored, re-published day (a transactions_job run per batch), and th
 before anything can be promoted; docs/reranking.md.
 
 Seeds are recorded in bench/README.md before use: dev 51 / 52 / 53 (``--seeds 51,52,53 --start
-2026-06-01``); held out, each run once: 91 / 92 / 93 (``--start 2026-09-01``), 111 / 112 / 113
-(``--start 2026-03-01``), 131 / 132 / 133 (``--start 2025-09-01``). The figures after the re-ranker
+2026-06-01``), 141 / 142 / 143 (``--start 2025-03-01``) and 151 / 152 / 153 (``--start 2025-06-01``);
+held out, each run once: 91 / 92 / 93 (``--start 2026-09-01``), 111 / 112 / 113 (``--start
+2026-03-01``), 131 / 132 / 133 (``--start 2025-09-01``). The figures after the re-ranker
 include its incidents (a lone flagged transaction makes one at a re-ranked score of 0.8,
 ``transactions.reranking.LONE_INCIDENT_CUT``); ``before`` is what the unsupervised decision alone makes.
 """
