@@ -90,18 +90,24 @@ class Detector:
     def frame_scores(self, frame: pl.DataFrame) -> np.ndarray:
         """``scores(space.matrix(frame))``, building only the columns the estimator reads: the forest's
         space holds all 57 features (for explanations) and it reads 23."""
+        if self._scores_selected:
+            return self.normalise(-self._fast.score_selected(self.space.matrix(frame, self._inputs)))
+        return self.scores(self.space.matrix(frame))
+
+    def frame_columns(self) -> list[str]:
+        """The feature columns ``frame_scores`` reads from its frame."""
+        return list(self._inputs) if self._scores_selected else list(self.space.names)
+
+    @property
+    def _scores_selected(self) -> bool:
         from bankanom_pipeline.detection.packed_forest import PackedForest
 
-        if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
-            return self.normalise(-self._fast.score_selected(self.space.matrix(frame, self.input_features())))
-        return self.scores(self.space.matrix(frame))
+        return isinstance(self._fast, PackedForest) and self._fast.columns is not None
 
     def array_scores(self, values: np.ndarray, columns: Sequence[str]) -> np.ndarray:
         """``frame_scores`` of the rows of ``values`` (raw features, one column per name of ``columns``),
         built with ``space.matrix_of``: the same numbers without a polars frame."""
-        from bankanom_pipeline.detection.packed_forest import PackedForest
-
-        if isinstance(self._fast, PackedForest) and self._fast.columns is not None:
+        if self._scores_selected:
             selected = self.space.matrix_of(values, columns, self._inputs)
             return self.normalise(-self._fast.score_selected(selected))
         return self.scores(self.space.matrix_of(values, columns))

@@ -14,6 +14,7 @@ import polars as pl
 
 from bankanom_pipeline.detection.config import DetectionConfig, default_detection_config
 from bankanom_pipeline.detection.models import Detector, ensemble, ensemble_with_ecod
+from bankanom_pipeline.detection.row_blocks import map_in_order
 
 IF, LOF = "isolation_forest", "local_outlier_factor"
 ECOD = "ecod"
@@ -102,14 +103,15 @@ def score_batches(
     config: DetectionConfig,
     keep: Sequence[str],
 ) -> pl.DataFrame:
-    """``keep`` columns of every row with its scores (``Scores.frame``), one batch at a time: the feature
-    matrices of a whole day never sit in memory together. The decision is per event, so batching does
-    not change it."""
-    parts = [
-        pl.concat([batch.select(keep), score(batch, detectors, config).frame()], how="horizontal")
-        for batch in batches
-        if batch.height
-    ]
+    """``keep`` columns of every row with its scores (``Scores.frame``), a batch per core at a time
+    (``map_in_order``): the feature matrices of a whole day never sit in memory together, and one
+    batch's single-threaded steps overlap another's. The decision is per event, so batching does not
+    change it."""
+
+    def scored(batch: pl.DataFrame) -> pl.DataFrame:
+        return pl.concat([batch.select(keep), score(batch, detectors, config).frame()], how="horizontal")
+
+    parts = list(map_in_order(scored, (batch for batch in batches if batch.height)))
     if not parts:
         raise ValueError("nothing to score")
     return pl.concat(parts)
