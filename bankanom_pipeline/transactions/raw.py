@@ -22,7 +22,6 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bankanom_pipeline.ingest.raw_logs import file_lines
 from bankanom_pipeline.warehouse.frames import arrow_for_insert, rewriting
@@ -80,10 +79,9 @@ def labels_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"*{LABELS_SUFFIX}") if not p.name.startswith("."))
 
 
-def _fields(lines: pa.Array, width: int) -> pl.DataFrame:
+def _fields(text: pl.Series, width: int) -> pl.DataFrame:
     """Each line's field count and its first ``width`` fields as columns f1..f<width> (null past the
     end). Plain lines split on commas in polars; the few holding a quote go through ``csv``."""
-    text = pl.Series("line", lines, dtype=pl.String)
     split = text.str.split(",")
     quoted = text.str.contains('"', literal=True).arg_true()
     if len(quoted):
@@ -161,17 +159,18 @@ def _insert_sql(names: list[str], file_problem: str | None) -> tuple[str, str]:
 
 def _file_table(path: Path, name: str) -> tuple[pa.Table, list[str], str | None]:
     sliced = file_lines(path, name)
-    lines = pc.utf8_rtrim(sliced["line"].combine_chunks(), characters="\r\n")
+    # in polars: on every core, and the split below reads the same series
+    lines = pl.Series("line", sliced["line"].combine_chunks()).str.strip_chars_end("\r\n")
     ok = sliced["utf8_ok"].to_numpy()
     if len(lines) == 0:
         return pa.table({"line": pa.array([], pa.large_string())}), [], None
-    names, problem = _header(lines[0].as_py())
+    names, problem = _header(lines[0])
     body = lines.slice(1)
     table = pa.table(
         {
             "source_file": pa.DictionaryArray.from_arrays(np.zeros(len(body), dtype=np.int32), [name]),
             "line_no": pa.array(np.arange(2, len(lines) + 1, dtype=np.int64)),
-            "line": body,
+            "line": body.to_arrow(),
             "utf8_ok": pa.array(ok[1:]),
         }
     )
