@@ -306,8 +306,10 @@ def live_run(
     mock_config: Path | None = None,
 ) -> dict:
     """One measured run of the live loop at ``rate`` events/s for ``seconds``; the mock server reads
-    ``mock_config`` (None: its default)."""
-    work.mkdir(parents=True, exist_ok=True)
+    ``mock_config`` (None: its default). ``work`` starts empty: a live store kept there by an earlier
+    run would be resumed, and its events counted in this one's."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     env = {
         **os.environ,
         "BANKANOM_HOME": str(work),
