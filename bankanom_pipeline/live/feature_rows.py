@@ -70,3 +70,61 @@ def decode_events(body: bytes) -> list[Event]:
             raise ValueError(f"event {i}: an array of the {_FIELDS} fields {', '.join(Event._fields)}")
         events.append(make(row))
     return events
+
+
+# A large peek's answer in blocks (``FEATURE_BLOCKS``), so the API scores the first rows while the stream
+# computes the next: frames of a kind byte, a little-endian uint32 length and the payload, rows
+# (``_ROWS``: float64 rows as above) or a refusal (``_REFUSED``: JSON ``{"status", "detail"}``, the last
+# frame: every row sent before it is void). The headers are ``encode``'s.
+FEATURE_BLOCKS = "application/x-bankanom-feature-blocks"
+_ROWS, _REFUSED = b"R", b"E"
+_HEAD = 5
+
+
+def rows_frame(values: np.ndarray) -> bytes:
+    body = np.ascontiguousarray(values, dtype=_DTYPE).tobytes()
+    return _ROWS + len(body).to_bytes(4, "little") + body
+
+
+def refused_frame(status: int, detail: object) -> bytes:
+    body = orjson.dumps({"status": status, "detail": detail})
+    return _REFUSED + len(body).to_bytes(4, "little") + body
+
+
+class Refusal(Exception):
+    """A refused frame: the peek's status (409, 422) and detail."""
+
+    def __init__(self, status: int, detail: object):
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class BlockReader:
+    """The frames of a ``FEATURE_BLOCKS`` body as its bytes arrive: ``feed`` returns the row blocks
+    complete so far (``Refusal`` for a refused frame); ``done`` says whether the body ended on a frame's
+    end."""
+
+    def __init__(self, columns: int):
+        self.columns, self._buffer = columns, bytearray()
+
+    def feed(self, data: bytes) -> list[np.ndarray]:
+        self._buffer += data
+        blocks, at, buffer = [], 0, self._buffer
+        while len(buffer) - at >= _HEAD:
+            size = int.from_bytes(buffer[at + 1 : at + _HEAD], "little")
+            if len(buffer) - at - _HEAD < size:
+                break
+            kind, payload = buffer[at : at + 1], bytes(buffer[at + _HEAD : at + _HEAD + size])
+            at += _HEAD + size
+            if kind == _REFUSED:
+                refused = orjson.loads(payload)
+                raise Refusal(refused["status"], refused["detail"])
+            if kind != _ROWS or size % (_DTYPE.itemsize * self.columns):
+                raise ValueError(f"a frame of kind {bytes(kind)!r} and {size} bytes in feature blocks")
+            blocks.append(np.frombuffer(payload, dtype=_DTYPE).reshape(-1, self.columns))
+        del buffer[:at]
+        return blocks
+
+    @property
+    def done(self) -> bool:
+        return not self._buffer
