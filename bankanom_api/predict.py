@@ -9,8 +9,6 @@ through the pipeline's own feature SQL (``FeatureBuilder``): what-if questions a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import orjson
 import polars as pl
@@ -82,28 +80,18 @@ class Predictor:
         rows ``values`` (one per event id, columns named by ``columns``), in that order; the features
         furthest from normal for flagged events, or for all with ``explain``: plain dicts shaped like
         ``schemas.EventPrediction`` (the route serialises them directly)."""
-        return self.predict_blocks(event_ids, [values], columns, models, model, explain)
-
-    def predict_blocks(
-        self,
-        event_ids: list[str],
-        blocks: Iterable[np.ndarray],
-        columns: list[str],
-        models: Models,
-        model: str | None,
-        explain: bool,
-    ) -> list[dict]:
-        """``predict`` of the rows of ``blocks`` in order, each block scored as it comes (the stream's
-        large peeks arrive in blocks): each row's scores are the same whatever rows come with it."""
         names = [model] if model else [IF, LOF]
-        parts = [self._scored(values, columns, models, model) for values in blocks]
-        values = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        scores, flags, combined, decision = (
-            {name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]},
-            {name: np.concatenate([p[2][name] for p in parts]) for name in parts[0][2]},
-            None if parts[0][3] is None else np.concatenate([p[3] for p in parts]),
-            np.concatenate([p[4] for p in parts]),
-        )
+        combined = None
+        if model:  # one model: its score and flag, nothing else computed
+            detector = models.detectors[model]
+            scores = {model: detector.array_scores(values, columns)}
+            flags = {model: scores[model] >= getattr(self.config.thresholds, model)}
+            decision = flags[model]
+        else:  # both: exactly the pipeline's scoring, ensemble rule included
+            result = score_values(values, columns, models.detectors, self.config)
+            scores = {IF: result.isolation_forest, LOF: result.local_outlier_factor}
+            flags = {IF: result.if_flag, LOF: result.lof_flag}
+            combined, decision = result.ensemble, result.is_anomaly
         explained = np.arange(len(event_ids)) if explain else np.flatnonzero(decision)
         top: list[list[dict]] = [[] for _ in event_ids]
         if len(explained):
@@ -131,18 +119,3 @@ class Predictor:
             for prediction, row in zip(predictions, values.tolist(), strict=True):
                 prediction["features"] = dict(zip(columns, row, strict=True))
         return predictions
-
-    def _scored(
-        self, values: np.ndarray, columns: list[str], models: Models, model: str | None
-    ) -> tuple[np.ndarray, dict, dict, np.ndarray | None, np.ndarray]:
-        """``(values, scores, flags, ensemble, decision)`` of one block of rows."""
-        if model:  # one model: its score and flag, nothing else computed
-            detector = models.detectors[model]
-            scores = {model: detector.array_scores(values, columns)}
-            flags = {model: scores[model] >= getattr(self.config.thresholds, model)}
-            return values, scores, flags, None, flags[model]
-        # both: exactly the pipeline's scoring, ensemble rule included
-        result = score_values(values, columns, models.detectors, self.config)
-        scores = {IF: result.isolation_forest, LOF: result.local_outlier_factor}
-        flags = {IF: result.if_flag, LOF: result.lof_flag}
-        return values, scores, flags, result.ensemble, result.is_anomaly

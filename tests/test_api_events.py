@@ -25,7 +25,7 @@ from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.detection.config import MODEL_NAMES, default_detection_config
 from bankanom_pipeline.detection.explain import furthest_from_normal, furthest_from_normal_of
 from bankanom_pipeline.detection.scoring import score, score_values
-from bankanom_pipeline.live import feature_rows, service
+from bankanom_pipeline.live import feature_rows
 from bankanom_pipeline.live.lines import as_event
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine
 from bankanom_pipeline.serving import online_checkpoint
@@ -415,24 +415,6 @@ def test_predict_scores_the_streams_peek_bit_for_bit_and_peek_answers_json_unles
         assert np.array_equal(np.array(as_json["features"], dtype=float), expected, equal_nan=True)
 
 
-def test_feature_blocks_are_read_whole_however_the_bytes_arrive_and_a_refusal_voids_them():
-    values = np.arange(3 * 4 * 2, dtype=float).reshape(6, 4)
-    body = feature_rows.rows_frame(values[:4]) + feature_rows.rows_frame(values[4:])
-    reader, got = feature_rows.BlockReader(4), []
-    for i in range(len(body)):  # a byte at a time
-        got += reader.feed(body[i : i + 1])
-    assert [len(b) for b in got] == [4, 2] and np.array_equal(np.concatenate(got), values) and reader.done
-    reader = feature_rows.BlockReader(4)
-    assert reader.feed(body[:-1])[0].shape == (4, 4) and not reader.done
-    with pytest.raises(feature_rows.Refusal) as refusal:
-        feature_rows.BlockReader(4).feed(
-            feature_rows.rows_frame(values) + feature_rows.refused_frame(409, ["x"])
-        )
-    assert (refusal.value.status, refusal.value.detail) == (409, ["x"])
-    with pytest.raises(ValueError, match="frame"):
-        feature_rows.BlockReader(3).feed(feature_rows.rows_frame(values[:1]))
-
-
 def test_the_stream_takes_the_apis_validated_events_only_with_its_key_and_checks_their_shape(tmp_path, world):
     first, second, *_ = world
     with client(tmp_path, models=True) as app:
@@ -485,35 +467,6 @@ def test_the_stream_takes_the_apis_validated_events_only_with_its_key_and_checks
             for p in response.json()["predictions"]
         ]
         assert np.array_equal(np.array(served), expected, equal_nan=True)
-
-        # a large peek comes in blocks, each scored by the API as the stream computes the next: the same
-        # features and scores as in one piece
-        large = second[: 2 * service.BLOCK + 7]
-        expected = peek(app, large)
-        validated = [as_event(LogEvent.model_validate(e)) for e in large]
-        blocks = httpx.post(
-            url,
-            content=feature_rows.encode_events(validated),
-            headers={**key, "content-type": feature_rows.EVENTS, "accept": feature_rows.FEATURE_BLOCKS},
-        )
-        assert blocks.headers["content-type"] == feature_rows.FEATURE_BLOCKS
-        read = feature_rows.BlockReader(len(FEATURES)).feed(blocks.content)
-        assert [len(b) for b in read] == [service.BLOCK, service.BLOCK, 7]
-        assert np.array_equal(np.concatenate(read), expected, equal_nan=True)
-        response = app.post("/predict", json={"events": large}, params={"explain": "true"}, headers=H)
-        assert response.status_code == 200, response.text
-        predictions = response.json()["predictions"]
-        served = [[np.nan if v is None else v for v in p["features"].values()] for p in predictions]
-        assert np.array_equal(np.array(served), expected, equal_nan=True)
-        detectors = app.app.state.serving.models.detectors
-        whole = score_values(expected, list(FEATURES), detectors, default_detection_config())
-        assert [p["ensemble"] for p in predictions] == whole.ensemble.tolist()
-        assert [p["is_anomaly"] for p in predictions] == whole.is_anomaly.tolist()
-        # an event refused after the first blocks were sent: the same 409 as in one piece
-        late = {**large[-1], "event_id": "late", "timestamp": "2020-01-01T00:00:00Z"}
-        refused = app.post("/predict", json={"events": [*large[:-1], late]}, headers=H)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["detail"][0]["loc"] == ["body", "events", len(large) - 1, "timestamp"]
 
 
 def test_a_stream_without_a_key_refuses_validated_events_and_the_api_sends_it_json(tmp_path, world):

@@ -88,22 +88,21 @@ def predict(
         unique_ids(body.events)
     except DuplicateEventIds as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    ids = [e.event_id for e in body.events]
     if context:
         # the stream answers 409 (too_late: a valid event the state can no longer place) or 422 as the
-        # route documents them; they are passed on. A large peek comes in blocks of rows, each scored
-        # while the stream computes the next
-        with served.stream.peeking(body.events) as (computed, columns, blocks):
-            if computed != version:
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE,
-                    f"the live stream computes feature set {computed}, this API {version}: run the same "
-                    "bankanom version in both",
-                )
-            predictions = served.predictor.predict_blocks(ids, blocks, columns, models, model, explain)
+        # route documents them; they are passed on
+        peeked = served.stream.peek(body.events)
+        if peeked["feature_set_version"] != version:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"the live stream computes feature set {peeked['feature_set_version']}, this API {version}: "
+                "run the same bankanom version in both",
+            )
+        values, columns = peeked["features"], peeked["columns"]
     else:
         values, columns = served.predictor.batch_features(body.events)
-        predictions = served.predictor.predict(ids, values, columns, models, model, explain)
+    ids = [e.event_id for e in body.events]
+    predictions = served.predictor.predict(ids, values, columns, models, model, explain)
     served.metrics.predicted.labels(model or "ensemble").inc(len(predictions))
     used = [model] if model else list(MODEL_NAMES)
     return json_response(

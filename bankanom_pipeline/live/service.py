@@ -11,7 +11,6 @@ SIGINT/SIGTERM), a checkpoint at a clean stop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import threading
@@ -37,10 +36,6 @@ _EVENTS = feature_rows.EVENTS.encode()
 # a peek of up to this many validated events runs on the event loop when the state's lock is free (under
 # a millisecond): the hand-off to a thread and back costs about as much CPU as one event's peek (~50 us)
 IN_PLACE_EVENTS = 8
-# a peek of more validated events than this is answered in blocks of this many rows to a caller that takes
-# them (``feature_rows.FEATURE_BLOCKS``): the API scores a block while the next is computed. Each block
-# costs the API's forest a call more (~2 ms for 400 rows)
-BLOCK = 400
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -155,50 +150,9 @@ def create_app(
             return
         headers = dict(scope["headers"])
         response = await _peek_validated(headers, await _body(receive))
-        if isinstance(response, list):  # a large peek the caller takes in blocks
-            await _send_blocks(response, send)
-            return
         await response(scope, receive, send)
 
-    async def _send_blocks(events: list, send) -> None:
-        """The rows of ``events`` in blocks as the peek computes them, the thread holding the state's
-        lock once for all: the caller (the API) scores each block while the next is computed."""
-        loop, frames = asyncio.get_running_loop(), asyncio.Queue()
-
-        def put(frame: bytes | None) -> None:
-            loop.call_soon_threadsafe(frames.put_nowait, frame)
-
-        def peek() -> None:
-            try:
-                scorer.peek_validated(
-                    events, emit=lambda rows: put(feature_rows.rows_frame(rows)), block=BLOCK
-                )
-            except PeekRefused as error:  # every row sent before it is void
-                put(feature_rows.refused_frame(error.status, [error.detail]))
-            finally:
-                put(None)
-
-        _, headers = feature_rows.encode(
-            np.empty((0, len(OnlineEngine.FEATURES))), OnlineEngine.FEATURE_SET_VERSION, OnlineEngine.FEATURES
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", feature_rows.FEATURE_BLOCKS.encode()),
-                    *((k.encode(), v.encode()) for k, v in headers.items()),
-                ],
-            }
-        )
-        done = loop.run_in_executor(None, peek)
-        while (frame := await frames.get()) is not None:
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        await done
-
-    async def _peek_validated(headers: dict[bytes, bytes], body: bytes) -> Response | list:
-        """The answer, or the events themselves when they are to be answered in blocks."""
+    async def _peek_validated(headers: dict[bytes, bytes], body: bytes) -> Response:
         if not key_ok(headers.get(b"x-stream-key", b"")):
             return _json({"detail": "missing or wrong X-Stream-Key"}, 401)
         # events the caller validated with the same rules (the API): taken only from a holder of the
@@ -212,10 +166,6 @@ def create_app(
             return _json({"detail": f"the validated events: {error}"}, 422)
         if len(events) > MAX_EVENTS:
             return _json({"detail": f"{len(events)} events; at most {MAX_EVENTS} per request"}, 413)
-        if len(events) > BLOCK and feature_rows.FEATURE_BLOCKS in headers.get(b"accept", b"").decode(
-            "latin-1"
-        ):
-            return events
         try:
             # a few on the event loop, unless a batch or a checkpoint holds the state: then in a thread
             values = scorer.peek_validated(events, wait=False) if len(events) <= IN_PLACE_EVENTS else None
