@@ -587,27 +587,17 @@ class LiveScorer:
                 raise PeekRefused(i, r.reason, "invalid", 422, "event") from None
         return self.peek_validated(parsed)
 
-    def peek_validated(
-        self,
-        events: list[Event],
-        wait: bool = True,
-        emit: Callable[[np.ndarray], None] | None = None,
-        block: int = 0,
-    ) -> np.ndarray | None:
+    def peek_validated(self, events: list[Event], wait: bool = True) -> np.ndarray | None:
         """``peek`` of events already validated by the same rules (``live.lines.as_event`` of a
         ``LogEvent``: what the API, holding the stream's key, sends), not validated again; the engine
         still refuses a field of the wrong type (``BadEvent``: 422). ``wait=False``: None at once when the
         state's lock is held (a batch, a checkpoint), so a caller on an event loop can peek a few events
-        in place and hand the rest to a thread. ``emit``: called with each ``block`` rows as they are
-        computed (the last block may be shorter), all under one hold of the lock; None is returned."""
+        in place and hand the rest to a thread."""
         if not self.lock.acquire(blocking=wait):
             return None
-        rows: list = []
-        width = len(OnlineEngine.FEATURES)
+        rows = []
         try:
             for i, event in enumerate(events):
-                if emit is not None and i and i % block == 0:
-                    emit(np.asarray(rows[i - block : i], dtype=np.float64).reshape(-1, width))
                 try:
                     rows.append(self.engine.peek(event))
                 except TooLate as error:
@@ -616,15 +606,9 @@ class LiveScorer:
                 except BadEvent as error:
                     field = "metrics" if error.reason in _METRIC_REASONS else "event"
                     raise PeekRefused(i, str(error), error.reason, 422, field) from None
-            if emit is not None and rows:
-                emit(
-                    np.asarray(rows[(len(rows) - 1) // block * block :], dtype=np.float64).reshape(-1, width)
-                )
         finally:
             self.lock.release()
-        if emit is not None:  # every row went out in the blocks
-            return None
-        return np.asarray(rows, dtype=np.float64).reshape(len(events), width)
+        return np.asarray(rows, dtype=np.float64).reshape(len(events), len(OnlineEngine.FEATURES))
 
     def _status(self, now: float, kinds: Counter, accepted: int) -> dict:
         mark = self.engine.high_water_mark
