@@ -1,10 +1,12 @@
 """The live bench's own arithmetic (bench/live_bench.py): the flat mock configuration it gives the server
 (the rate asked is the rate emitted), the per-minute rate, and how an anomaly instance's incident is
-timed (the earlier of its two sightings) and the slow tail broken down."""
+timed (the earlier of its two sightings) and the slow tail broken down; and its reconciliation of a kept
+run folder against the day's batch run (``batch_reconcile``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from live_bench import TAIL_S, flat_config, incident_latency, per_minute
+from live_bench import TAIL_S, batch_reconcile, flat_config, incident_latency, per_minute
 
 from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.generator.engine import Generator
@@ -93,3 +95,97 @@ def test_an_instance_without_an_incident_is_not_timed():
     emitted, instance, scenario, flagged, seen, _, _, scored_at = _instance_case()
     got = incident_latency(emitted, instance, scenario, flagged, seen, {}, set(), scored_at)
     assert got["in_incidents"] == 0 and got["from_flagged"] == [] and got["tail"]["instances"] == 0
+
+
+def _kept_run(tiny_world, folder: Path, data: Path) -> Path:
+    """A live run's folder as the bench keeps it: the mock server's landing files of the day and the
+    stream's store, here the tiny platform's two days streamed in order through the stream scorer with the
+    promoted pair (as the mock server would deliver them); only the second day's files landed in it."""
+    import shutil
+
+    import orjson
+
+    from bankanom_pipeline.live.incidents import LiveIncidents
+    from bankanom_pipeline.live.scorer import LiveScorer
+    from bankanom_pipeline.live.sources import Item
+    from tests import tiny_platform
+
+    landing = tiny_world / "landing" / "logs"
+    shutil.copytree(landing / tiny_platform.DAY, folder / "landing" / "logs" / tiny_platform.DAY)
+    scorer = LiveScorer(folder / "live", data / "models", data / "snapshots", incidents=LiveIncidents())
+    try:
+        offset = 0
+        for day in (tiny_platform.TRAIN_DAY, tiny_platform.DAY):
+            lines = [
+                line for p in sorted((landing / day).glob("*.jsonl")) for line in p.read_bytes().splitlines()
+            ]
+            lines.sort(key=lambda line: orjson.loads(line)["timestamp"])
+            for start in range(0, len(lines), 500):
+                items = [
+                    Item(f"1:{offset + i}", line, None) for i, line in enumerate(lines[start : start + 500])
+                ]
+                offset += len(items)
+                scorer.process(items, "mock")
+    finally:
+        scorer.close()
+    return folder
+
+
+def test_a_kept_run_is_reconciled_against_the_days_batch_run(tiny_world, tmp_path):
+    """``--reconcile-only``'s work on a tiny kept run: the day's pipeline_job on a copy of the models' data
+    folder, fed the run's landing files, then reconcile_day: every landed line scored by both sides with
+    equal scores and flags, no incident missed or extra; the run's folder and the data folder untouched,
+    the warehouse copy removed."""
+    import shutil
+
+    from tests import tiny_platform
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world / "base", data)
+    run = _kept_run(tiny_world, tmp_path / "rate-x", data)
+    store = run / "live" / "live.sqlite"
+    before = (store.stat().st_mtime_ns, (data / "warehouse.duckdb").stat().st_mtime_ns)
+
+    got = batch_reconcile(run, data, tmp_path / "scratch", cli=tiny_platform.bankanom)
+
+    assert list(got["days"]) == [tiny_platform.DAY]
+    day = got["days"][tiny_platform.DAY]
+    r = day["reconciliation"]
+    assert day["landing_lines"] == r["live_events"] == r["batch_events"] == r["both"] > 4000
+    assert day["batch_rows"]["scored_events"] == r["batch_events"]
+    assert (r["only_live"], r["only_batch"], r["late"], r["other_models"]) == (0, 0, 0, 0)
+    assert r["scores_equal"] == r["compared"] == r["both"] and r["flags_agree"] == r["both"], r["examples"]
+    assert r["missed"] == 0 and r["extra"] == 0 and r["batch_incidents"] > 0, r["examples"]
+    assert day["agrees"] is True
+    # the previous day (the training day) was in the copy, as in the live state; the same pair on both sides
+    assert day["previous_day"] == tiny_platform.TRAIN_DAY and day["previous_day_raw_rows_before"] > 4000
+    (pair,) = day["batch_model_versions"]
+    promoted = got["promoted_models"]
+    assert pair == f"{promoted['isolation_forest']} {promoted['local_outlier_factor']}"
+    assert len(got["live_model_versions"]) == 1
+    # the evaluation asset reconciled the same store in the run
+    assert day["evaluation_log"] and f"{r['both']} events in both" in day["evaluation_log"][0]
+    assert before == (store.stat().st_mtime_ns, (data / "warehouse.duckdb").stat().st_mtime_ns)
+    assert not (tmp_path / "scratch" / "data").exists()
+    assert (tmp_path / "scratch" / f"batch-{tiny_platform.DAY}.log").is_file()
+
+    # an event the stream lost: the batch run finds it, and the day no longer agrees
+    shutil.copytree(run, tmp_path / "lossy")
+    with sqlite3.connect(tmp_path / "lossy" / "live" / "live.sqlite") as live:
+        (lost,) = live.execute(
+            "SELECT event_id FROM events WHERE partition_date = ? AND is_anomaly = 0 LIMIT 1",
+            (tiny_platform.DAY,),
+        ).fetchone()
+        live.execute("DELETE FROM events WHERE event_id = ?", (lost,))
+    lossy = batch_reconcile(tmp_path / "lossy", data, tmp_path / "scratch", cli=tiny_platform.bankanom)
+    r = lossy["days"][tiny_platform.DAY]["reconciliation"]
+    assert (r["only_batch"], r["only_live"], r["both"]) == (1, 0, day["reconciliation"]["both"] - 1)
+    assert (
+        r["examples"]["only_batch_events"] == [lost] and lossy["days"][tiny_platform.DAY]["agrees"] is False
+    )
+
+
+def test_a_folder_without_a_live_run_is_refused(tmp_path):
+    (tmp_path / "run" / "landing" / "logs" / "2026-02-02").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no live store"):
+        batch_reconcile(tmp_path / "run", tmp_path / "data", tmp_path / "scratch")
