@@ -103,29 +103,15 @@ def _kept_run(tiny_world, folder: Path, data: Path) -> Path:
     promoted pair (as the mock server would deliver them); only the second day's files landed in it."""
     import shutil
 
-    import orjson
-
     from bankanom_pipeline.live.incidents import LiveIncidents
     from bankanom_pipeline.live.scorer import LiveScorer
-    from bankanom_pipeline.live.sources import Item
     from tests import tiny_platform
 
     landing = tiny_world / "landing" / "logs"
     shutil.copytree(landing / tiny_platform.DAY, folder / "landing" / "logs" / tiny_platform.DAY)
     scorer = LiveScorer(folder / "live", data / "models", data / "snapshots", incidents=LiveIncidents())
     try:
-        offset = 0
-        for day in (tiny_platform.TRAIN_DAY, tiny_platform.DAY):
-            lines = [
-                line for p in sorted((landing / day).glob("*.jsonl")) for line in p.read_bytes().splitlines()
-            ]
-            lines.sort(key=lambda line: orjson.loads(line)["timestamp"])
-            for start in range(0, len(lines), 500):
-                items = [
-                    Item(f"1:{offset + i}", line, None) for i, line in enumerate(lines[start : start + 500])
-                ]
-                offset += len(items)
-                scorer.process(items, "mock")
+        tiny_platform.stream_days(scorer, landing, batch=500)
     finally:
         scorer.close()
     return folder

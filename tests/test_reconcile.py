@@ -222,10 +222,8 @@ def test_the_stream_and_the_batch_run_agree_on_a_day(tiny_world, tmp_path):
     import shutil
 
     import dagster as dg
-    import orjson
 
     from bankanom_pipeline.live.scorer import LiveScorer
-    from bankanom_pipeline.live.sources import Item
     from tests import tiny_platform
 
     data = tmp_path / "data"
@@ -233,20 +231,7 @@ def test_the_stream_and_the_batch_run_agree_on_a_day(tiny_world, tmp_path):
     landing = tiny_world / "landing"
     scorer = LiveScorer(data / "live", data / "models", data / "snapshots", incidents=LiveIncidents())
     try:
-        offset = 0
-        for day in (tiny_platform.TRAIN_DAY, tiny_platform.DAY):
-            lines = [
-                line
-                for p in sorted((landing / "logs" / day).glob("*.jsonl"))
-                for line in p.read_bytes().splitlines()
-            ]
-            lines.sort(key=lambda line: orjson.loads(line)["timestamp"])
-            for start in range(0, len(lines), 250):
-                batch_items = [
-                    Item(f"1:{offset + i}", line, None) for i, line in enumerate(lines[start : start + 250])
-                ]
-                offset += len(batch_items)
-                scorer.process(batch_items, "mock")
+        tiny_platform.stream_days(scorer, landing / "logs", batch=250)
     finally:
         scorer.close()
 

@@ -94,3 +94,24 @@ def prepare(root: Path) -> Path:
     ok(env, "run", "--job", "features_job", "--date", TRAIN_DAY)
     ok(env, "train", "--end-date", TRAIN_DAY)
     return root
+
+
+def stream_days(scorer, landing_logs: Path, batch: int) -> None:
+    """Both tiny days' landed lines through ``scorer`` (a ``LiveScorer``) in timestamp order, ``batch``
+    at a time, numbered as the mock server's stream numbers them: what a live run of these days keeps."""
+    import orjson
+
+    from bankanom_pipeline.live.sources import Item
+
+    offset = 0
+    for day in (TRAIN_DAY, DAY):
+        lines = [
+            line for p in sorted((landing_logs / day).glob("*.jsonl")) for line in p.read_bytes().splitlines()
+        ]
+        lines.sort(key=lambda line: orjson.loads(line)["timestamp"])
+        for start in range(0, len(lines), batch):
+            items = [
+                Item(f"1:{offset + i}", line, None) for i, line in enumerate(lines[start : start + batch])
+            ]
+            offset += len(items)
+            scorer.process(items, "mock")
