@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from bankanom_pipeline.live import feature_rows
 from bankanom_pipeline.live.runner import Runner
@@ -70,17 +71,6 @@ def _rows(values: np.ndarray, accept: str) -> Response:
             "features": np.where(np.isnan(values), None, values).tolist(),
         }
     )
-
-
-async def _body(receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 def create_app(
@@ -148,8 +138,11 @@ def create_app(
         ):
             await app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        response = await _peek_validated(headers, await _body(receive))
+        try:
+            body = await Request(scope, receive).body()
+        except ClientDisconnect:  # the caller is gone: nobody to answer
+            return
+        response = await _peek_validated(dict(scope["headers"]), body)
         await response(scope, receive, send)
 
     async def _peek_validated(headers: dict[bytes, bytes], body: bytes) -> Response:
