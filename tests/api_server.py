@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 from bankanom_api.app import create_app
 from bankanom_api.security import key_id
 from bankanom_api.settings import ApiSettings
+from bankanom_pipeline.ports import free_port
 
 # nothing listens on the discard port: an API built without a stream of its own answers 503 to what it
 # would forward, rather than reach a stream some other process runs on this machine
@@ -63,12 +63,6 @@ def api_client(root: Path, key: str, **overrides) -> TestClient:
 # a server's start is a few CPU-seconds of imports; on a loaded two-core machine (the suite's other
 # stream, other jobs) it has taken over a minute of wall time
 STARTUP_SECONDS = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_http(

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import orjson
 import pytest
 
 from bankanom_pipeline.ingest.raw_logs import landing_files, load_partition
+from bankanom_pipeline.ports import free_port
 from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_until(predicate, timeout: float, what: str):
@@ -36,7 +30,7 @@ def _wait_until(predicate, timeout: float, what: str):
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
+    port = free_port()
     landing = tmp_path / "landing"
     process = subprocess.Popen(
         [

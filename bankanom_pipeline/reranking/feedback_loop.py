@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ import duckdb
 import polars as pl
 
 from bankanom_pipeline import feedback, settings
+from bankanom_pipeline.ports import free_port
 
 ANALYST = "simulated analyst"
 NOTICE = "simulated analyst: reads the generator's ground truth, for the demo only"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AnalystApi:
