@@ -5,8 +5,8 @@ It never opens the live warehouse: scores, incidents and evaluation come from th
 only: ``live.py``), models from the registry's promoted versions (``data/models``); snapshots and models
 are reloaded in the background when newer ones appear. The online state is the live stream's: ingest and
 context lookups are forwarded to its service (``stream.py``). Route handlers (``routes/``) are plain
-``def``: FastAPI runs them in its thread pool, so scoring, forwarding and DuckDB reads never block the
-event loop.
+``def``: FastAPI runs them in its thread pool, so scoring and DuckDB reads never block the event loop;
+those that call the stream are ``async`` and await it (``stream.py``, ``routes/predict.py``).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         reloader.stop()
-        stream.close()
+        await stream.aclose()
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

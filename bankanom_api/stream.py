@@ -2,9 +2,12 @@
 online engine's state. ``POST /events`` is forwarded to its ``/ingest`` and ``POST /predict`` with
 context to its ``/peek``, so every API worker reads and feeds the same state and none keeps a copy.
 
-One pooled ``httpcore.ConnectionPool`` per app (keep-alive connections, shared by the thread pool's
-requests): httpx's transport without its client layer (cookies, redirects, URL and header models),
-which cost more CPU than the rest of a one-event /predict's call did. A short connect timeout: a stream
+One pooled ``httpcore.AsyncConnectionPool`` per app (keep-alive connections, shared by the requests
+in flight), awaited by the async routes that call the stream (``/predict``, ``/events``, ``/ready`` and
+the console's event form): a request waiting for the stream holds no thread, so a queue of requests
+does not become a queue of threads taking turns at the GIL. httpx's transport without its client layer
+(cookies, redirects, URL and header models), which cost more CPU than the rest of a one-event
+/predict's call did. The pool is bound to the event loop that first uses it (the app's). A short connect timeout: a stream
 that is not running answers at once with a refused connection, one that hangs costs at most ``timeout``
 seconds, and either way the route answers 503 naming the URL. ``/peek`` answers this client its
 features as raw float64 rows (``live.feature_rows``), not JSON: no number is formatted or parsed. With
@@ -44,30 +47,31 @@ class StreamClient:
 
         self.url = url.rstrip("/")
         self._httpcore = httpcore
-        self._pool = httpcore.ConnectionPool(max_connections=64, max_keepalive_connections=16)
+        self._pool = httpcore.AsyncConnectionPool(max_connections=64, max_keepalive_connections=16)
         self._closed = False
         self._headers = [(KEY_HEADER.encode(), key.encode())] if key else []
         # the stream takes validated events only from a holder of its key: a stream started without
         # one answers 415, and this client then sends JSON events (which it validates)
         self._validated_events = key is not None
         self._timeout = {"connect": connect_timeout, "read": timeout, "write": timeout, "pool": timeout}
-        # what a call fails with when the stream is not there or breaks the connection
+        # what a call fails with when the stream is not there, and when it breaks the connection after
+        # taking it (it stopped or crashed mid-request): both 503, each saying which
         self._down_errors = (
-            httpcore.NetworkError,
-            httpcore.ProtocolError,
+            httpcore.ConnectError,
             httpcore.UnsupportedProtocol,
             httpcore.ConnectionNotAvailable,
         )
+        self._broken_errors = (httpcore.NetworkError, httpcore.ProtocolError)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._closed = True
-        self._pool.close()
+        await self._pool.aclose()
 
     @property
     def down(self) -> str:
         return f"no live stream at {self.url}: start bankanom stream"
 
-    def _call(
+    async def _call(
         self,
         method: str,
         path: str,
@@ -88,7 +92,7 @@ class StreamClient:
         if accept is not None:
             headers = [*headers, (b"accept", accept.encode())]
         try:
-            response = self._pool.request(
+            response = await self._pool.request(
                 method,
                 self.url + path,
                 headers=headers,
@@ -100,6 +104,12 @@ class StreamClient:
         except self._down_errors as error:
             log.warning("stream service %s unreachable: %r", self.url, error)
             raise StreamUnavailable(self.down) from None
+        except self._broken_errors as error:
+            log.warning("stream service %s broke off %s %s: %r", self.url, method, path, error)
+            raise StreamUnavailable(
+                f"the live stream at {self.url} closed the connection without answering {path} "
+                f"({type(error).__name__}): it stopped or restarted mid-request"
+            ) from None
         if response.status in (401, 403):
             raise StreamUnavailable(
                 f"the live stream at {self.url} refused this API's key: BANKANOM_STREAM_KEY must be the "
@@ -115,22 +125,22 @@ class StreamClient:
         except orjson.JSONDecodeError:
             return content.decode("utf-8", "replace")
 
-    def ingest(self, events: list[dict]) -> dict:
+    async def ingest(self, events: list[dict]) -> dict:
         """The stream's ``/ingest`` answer: committed to the live store before it returns."""
-        code, _, content = self._call("POST", "/ingest", {"events": events})
+        code, _, content = await self._call("POST", "/ingest", {"events": events})
         answer = self._json(content)
         if code != 200:
             raise self._unexpected("/ingest", code, answer)
         return answer
 
-    def peek(self, events: list[LogEvent]) -> dict:
+    async def peek(self, events: list[LogEvent]) -> dict:
         """``{"feature_set_version", "columns", "features"}``, the features one float64 row per event (NaN:
         no value); the stream's 409 (too late) and 422 (an event it refuses) are passed on with their
         detail."""
         accept = feature_rows.FEATURE_ROWS
         if self._validated_events:
             body = feature_rows.encode_events([as_event(e) for e in events])
-            code, headers, content = self._call(
+            code, headers, content = await self._call(
                 "POST", "/peek", body, accept=accept, content_type=feature_rows.EVENTS.encode()
             )
             if code == 415:
@@ -142,7 +152,7 @@ class StreamClient:
                 self._validated_events = False
         if not self._validated_events:
             body = {"events": [wire(e) for e in events]}
-            code, headers, content = self._call("POST", "/peek", body, accept=accept)
+            code, headers, content = await self._call("POST", "/peek", body, accept=accept)
         if code == 200 and headers.get("content-type") == feature_rows.FEATURE_ROWS:
             try:
                 version, columns, values = feature_rows.decode(headers, content)
@@ -156,8 +166,8 @@ class StreamClient:
             raise HTTPException(code, answer["detail"])
         raise self._unexpected("/peek", code, answer)
 
-    def status(self) -> dict:
-        code, _, content = self._call("GET", "/status")
+    async def status(self) -> dict:
+        code, _, content = await self._call("GET", "/status")
         answer = self._json(content)
         if code != 200:
             raise self._unexpected("/status", code, answer)

@@ -1,7 +1,9 @@
 """The analyst console's pages under ``/console`` (left out of the OpenAPI document).
 
-Handlers are plain ``def`` (the thread pool runs them); only reading a posted form is ``async`` (the
-``Form`` dependency), so nothing blocks the event loop.
+Handlers are plain ``def`` (the thread pool runs them); reading a posted form is ``async`` (the ``Form``
+dependency), and so is the event form's handler, which awaits the live stream's peek (``stream.py``)
+and then scores one event and renders its page on the event loop (about a millisecond), so nothing
+blocks the event loop for long.
 """
 
 from __future__ import annotations
@@ -379,7 +381,7 @@ def predict_transaction(
 
 
 @router.post("/predict/event")
-def predict_event(
+async def predict_event(
     request: Request, who: ConsoleSession, fields: Form, state: State, predictor: LogPredictor, stream: Stream
 ) -> HTMLResponse:
     check_csrf(who.csrf, fields)
@@ -395,7 +397,7 @@ def predict_event(
     if mismatch:
         return _predict_page(request, state, 503, event_text=text, event_errors=[mismatch])
     try:  # scored in its context, as POST /predict scores it; explained whether flagged or not
-        peeked = stream.peek([posted])
+        peeked = await stream.peek([posted])
     except HTTPException as error:  # the stream is down (503), or refuses the event (409, 422)
         detail = error.detail
         message = detail[0]["msg"] if isinstance(detail, list) and detail else str(detail)

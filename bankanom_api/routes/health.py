@@ -27,7 +27,7 @@ def health() -> Health:
     responses={**AUTH, 503: {"model": Ready, "description": "not ready (body says why)"}},
     summary="Readiness: promoted models and a snapshot are loaded, with their versions and ages; the live stream",
 )
-def ready(response: Response, state: State, stream: Stream) -> Ready:
+async def ready(response: Response, state: State, stream: Stream) -> Ready:
     models, snap = state.models, state.snapshot
     now = dt.datetime.now(dt.UTC)
     problems = [f"{kind}: {error}" for kind, error in state.errors.items()]
@@ -39,7 +39,7 @@ def ready(response: Response, state: State, stream: Stream) -> Ready:
         ready=models is not None and snap is not None,
         models=_model_ages(models, now),
         snapshot=None if snap is None else _snapshot_age(snap, now),
-        stream=_stream(stream),
+        stream=await _stream(stream),
         problems=problems,
     )
     if not body.ready:
@@ -47,11 +47,11 @@ def ready(response: Response, state: State, stream: Stream) -> Ready:
     return body
 
 
-def _stream(stream: StreamClient) -> dict:
+async def _stream(stream: StreamClient) -> dict:
     """The stream's /status, or why there is none. Not a readiness condition: the batch routes serve
     without it (POST /events and /predict with context answer 503 until it runs)."""
     try:
-        return {"url": stream.url, "reachable": True, "status": stream.status()}
+        return {"url": stream.url, "reachable": True, "status": await stream.status()}
     except HTTPException as error:
         return {"url": stream.url, "reachable": False, "error": error.detail}
 
