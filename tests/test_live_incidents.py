@@ -90,6 +90,14 @@ def busy_day(seed: int, n: int = 240, rare: bool = True) -> pl.DataFrame:
     return day.with_columns(pl.Series(name, noise[:, j % 10] + j) for j, name in enumerate(names[:20]))
 
 
+def closed(day: pl.DataFrame) -> pl.DataFrame:
+    """The day and a lone event two hours after its last one: in order, every group of the day has then
+    closed, so live has decided every rare-template link, as batch does at the end of the day."""
+    last = (day["ts"].max() - T0).total_seconds() / 60
+    lone = frame([event("zz-closing", last + 120, user="USR-closing", ip=None)])
+    return pl.concat([day, lone.select(day.columns)], how="vertical_relaxed")
+
+
 def batch(day: pl.DataFrame, models) -> pl.DataFrame:
     """What the ``incidents`` asset builds from the day (day_incidents.build_day's call)."""
     space = models[IF].space
@@ -137,7 +145,7 @@ def comparable(incidents: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_a_day_without_rare_templates_is_the_batch_day_whatever_the_batch_size(models):
-    day = busy_day(3, rare=False)
+    day = closed(busy_day(3, rare=False))
     expected, expected_members = batch(day, models)
     for size in (3, 40, day.height):
         con, _ = live(day, models, size)
@@ -146,88 +154,128 @@ def test_a_day_without_rare_templates_is_the_batch_day_whatever_the_batch_size(m
         assert comparable(got).equals(comparable(expected)), size
 
 
-def test_rare_template_differences_are_the_documented_ones(models):
-    """Live groups are unions of batch groups; where a live group holds several, the glue is a rare
-    template link made while both sides were small, to a group the entity keys grew past
-    template_link_max_group afterwards (docs/live-incidents.md)."""
-    day = busy_day(5)
-    expected, expected_members = batch(day, models)
-    con, _ = live(day, models, 9)
-    got, members = read_incidents(con)
-    batch_groups, live_groups = groups(expected_members), groups(members)
+def collapsing(day: pl.DataFrame) -> int:
+    """Rare-template events whose entity group is small when they arrive (in order) and grows past
+    template_link_max_group later, with another template event of their key within the gap: the events a
+    link taken at arrival would have glued to a group batch keeps apart."""
     ordered = day.sort("partition_date", "ts", "event_id")
     ts = ordered["ts"].dt.epoch("us").to_numpy()
     keys = link_keys(ordered, CONFIG)
-    entity = connected_groups(ts, [k for k in keys if k[0] != "service_template"])
-    entity_size = dict(zip(ordered["event_id"].to_list(), np.bincount(entity)[entity], strict=True))
-    position = {e: i for i, e in enumerate(ordered["event_id"].to_list())}
-    differing = 0
-    for group in live_groups:
-        parts = [b for b in batch_groups if b <= group]
-        assert frozenset().union(*parts) == group  # a union of whole batch groups: live never splits
-        if len(parts) == 1:
-            continue
-        differing += 1
-        assert max(entity_size[e] for e in group) > CONFIG.grouping.template_link_max_group
-        # batch's groups plus ungated template links among these events connect them all
-        rows = np.array(sorted(position[e] for e in group))
-        label = {e: i for i, part in enumerate(parts) for e in part}
-        sub = [("batch", np.array([label[ordered["event_id"][int(r)]] for r in rows]), 1e9)]
-        sub += [(kind, codes[rows], gap) for kind, codes, gap in keys if kind == "service_template"]
-        assert len(set(connected_groups(ts[rows], sub))) == 1
-    assert differing, "the day should exercise the rule"
-    # every incident live and batch agree on is the same row
-    same = {b for b in batch_groups if b in live_groups}
-    same_ids = {
-        incident_id(
-            *min(
-                (us(r["ts"]), r["event_id"])
-                for r in day.filter(pl.col("event_id").is_in(list(g))).iter_rows(named=True)
-            )[::-1]
-        )
-        for g in same
-    }
-    assert comparable(got.filter(pl.col("incident_id").is_in(same_ids))).equals(
-        comparable(expected.filter(pl.col("incident_id").is_in(same_ids)))
+    entity_keys = [k for k in keys if k[0] != "service_template"]
+    final = connected_groups(ts, entity_keys)
+    final_size = np.bincount(final)[final]
+    template = next(codes for kind, codes, _ in keys if kind == "service_template")
+    gap = CONFIG.grouping.gap_minutes.service_template * 60_000_000
+    small = CONFIG.grouping.template_link_max_group
+    count = 0
+    for i in np.flatnonzero((template >= 0) & (final_size > small)):
+        arrived = connected_groups(ts[: i + 1], [(k, c[: i + 1], g) for k, c, g in entity_keys])
+        near = (template == template[i]) & (np.abs(ts - ts[i]) <= gap)
+        count += bool((np.bincount(arrived)[arrived[i]] <= small) and near.sum() > 1)
+    return count
+
+
+@pytest.mark.parametrize("seed", [5, 11])
+def test_live_groups_are_batch_groups_with_rare_templates_at_every_update_size(models, seed):
+    """Template links wait until both sides' entity groups have closed, then link iff both are at most
+    template_link_max_group events, as batch decides at the end of the day: with in-order delivery the
+    live incidents are batch's, ids and every column included (docs/live-incidents.md)."""
+    day = closed(busy_day(seed))
+    assert collapsing(day) > 0, "the day should hold the case a link taken at arrival gets wrong"
+    expected, expected_members = batch(day, models)
+    ordered = day.sort("partition_date", "ts", "event_id")
+    entity = connected_groups(
+        ordered["ts"].dt.epoch("us").to_numpy(),
+        [k for k in link_keys(ordered, CONFIG) if k[0] != "service_template"],
     )
+    entity_groups = {
+        frozenset(g)
+        for g in ordered.with_columns(g=entity).group_by("g").agg("event_id")["event_id"].to_list()
+    }
+    assert entity_groups != groups(expected_members), "the day should take template links"
+    for size in (1, 9, 40, day.height):
+        con, state = live(day, models, size)
+        got, members = read_incidents(con)
+        assert groups(members) == groups(expected_members), size
+        assert comparable(got).equals(comparable(expected)), size
+        assert state.waiting_template_events() == 0
 
 
-def test_a_template_link_made_while_small_is_kept_when_the_group_grows(models):
+def test_a_template_link_waits_until_both_entity_groups_have_closed(models):
+    """Each event opens its entity group's incident in the commit that scores it; the template link is
+    taken once both entity groups have closed at most template_link_max_group events: a1's group grows
+    past it (no link, as in batch), b1 and c1 stay alone and merge under the older id."""
     rows = [
         event("a1", 0, service="api-gateway", user="USR-1", template=RARE, template_rarity=6.0),
         event("b1", 1, service="api-gateway", user="USR-2", template=RARE, template_rarity=6.0),
+        event("c1", 2.5, service="api-gateway", user="USR-3", template=RARE, template_rarity=6.0),
         event("a2", 2, user="USR-1"),
         event("a3", 3, user="USR-1"),
     ]
-    day = frame(rows)
+    day = closed(frame(rows))
     _, expected_members = batch(day, models)
-    assert groups(expected_members) == {frozenset({"a1", "a2", "a3"}), frozenset({"b1"})}
-    con, _ = live(day, models, 1)
-    _, members = read_incidents(con)
-    assert groups(members) == {frozenset({"a1", "a2", "a3", "b1"})}
-    # a template line of the grown group no longer links: b2 is not joined through a4 (as in batch)
-    more = [
-        event("a4", 3.5, service="api-gateway", user="USR-1", template=RARE, template_rarity=6.0),
-        event("b2", 4.5, service="api-gateway", user="USR-3", template=RARE, template_rarity=6.0),
+    want = {frozenset({"a1", "a2", "a3"}), frozenset({"b1", "c1"}), frozenset({"zz-closing"})}
+    assert groups(expected_members) == want
+    con = sqlite3.connect(":memory:")
+    con.executescript(LiveIncidents.SCHEMA)
+    state = LiveIncidents()
+    ordered = day.sort("ts", "event_id")
+    for i in range(ordered.height - 1):  # one event a commit: each opens its own incident at once
+        commit(con, state.update(ordered[i : i + 1], None, models, now=float(i)))
+        shown = groups(read_incidents(con)[1])
+        assert frozenset({ordered["event_id"][i]}) in shown or ordered["event_id"][i] in ("a2", "a3")
+    assert groups(read_incidents(con)[1]) == {
+        frozenset({"a1", "a2", "a3"}),
+        frozenset({"b1"}),
+        frozenset({"c1"}),
+    }
+    assert state.waiting_template_events() == 2  # b1 and c1; a1 was forgotten when its group grew
+    commit(con, state.update(ordered[-1:], None, models, now=10.0))
+    assert groups(read_incidents(con)[1]) == want
+    everything, _ = read_incidents(con, merged=True)
+    older, newer = incident_id("b1", us(T0) + 60_000_000), incident_id("c1", us(T0) + 150_000_000)
+    assert everything.filter(pl.col("incident_id") == newer)["merged_into"].to_list() == [older]
+
+
+def test_closed_groups_wait_for_template_neighbours_a_bounded_time(models):
+    """Lone rare-template events 5 minutes apart (never within the template gap) on 5 hours: memory
+    holds the open groups and the closed ones a waiting template event could still reach: at most
+    ``keep_us`` of event time (docs/live-incidents.md)."""
+    rows = [
+        event(
+            f"t{i:03d}", i * 5.0, service="api-gateway", user=f"USR-{i}", template=RARE, template_rarity=6.0
+        )
+        for i in range(60)
     ]
-    con, _ = live(frame(rows + more), models, 1)
-    _, members = read_incidents(con)
-    assert groups(members) == {frozenset({"a1", "a2", "a3", "a4", "b1"}), frozenset({"b2"})}
-    _, expected_members = batch(frame(rows + more), models)
-    assert frozenset({"b2"}) in groups(expected_members)
+    con, state = live(frame(rows), models, 1)
+    assert state.keep_us == (30 + 30 + 3) * 60_000_000
+    assert state.held_events() <= state.keep_us / 60_000_000 / 5 + 1
+    # here the oldest waiting event is the open groups' oldest, and nothing closed is within 3 minutes
+    assert state.held_events() == state.hold_us / 60_000_000 / 5 + 1
+    assert read_incidents(con)[0].height == 60
 
 
 def test_ids_and_incidents_survive_a_restart(models):
-    day = busy_day(7)
+    """A restart in the middle of template links held back (template events waiting, closed groups kept
+    for them) ends with the incidents of a run without one, which are batch's."""
+    day = closed(busy_day(7))
+    expected, expected_members = batch(day, models)
     con_once, _ = live(day, models, 10)
-    for restart_at in (40, 130):
-        con_twice, state = live(day, models, 10, restart_at=restart_at)
+    ordered = day.sort("ts", "event_id")
+    for restart_at in (40, 130, 200):
+        before = LiveIncidents()
+        for start in range(0, restart_at, 10):
+            before.update(ordered[start : start + 10], None, models, now=1.0)
+        assert before.waiting_template_events() > 0  # links held back at the restart
+        con_twice, _ = live(day, models, 10, restart_at=restart_at)
         a, am = read_incidents(con_once, merged=True)
         b, bm = read_incidents(con_twice, merged=True)
         assert groups(am) == groups(bm)
         assert comparable(a).equals(comparable(b))
         assert a["merged_into"].to_list() == b["merged_into"].to_list()
-    assert state.open_incidents() > 0
+        got, members = read_incidents(con_twice)
+        assert groups(members) == groups(expected_members), restart_at
+        assert comparable(got).equals(comparable(expected)), restart_at
 
 
 def test_merge_keeps_the_older_id_and_hides_the_other(models):

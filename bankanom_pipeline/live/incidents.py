@@ -3,9 +3,11 @@ events, with the batch's aggregation, severity, reporting and root cause (``buil
 touched group's events) and stable ids (``incident_id`` of the first event). Rules, and where live can
 differ from batch: docs/live-incidents.md.
 
-State is the open groups only: a group whose newest event is more than the largest gap behind the
-newest flagged event can no longer be joined by an in-order event, so it is closed and dropped from
-memory (its rows stay in the store). ``restore`` rebuilds the open groups from the store's tables.
+State is the open groups, and the closed ones a rare-template link may still reach: a group whose
+newest event is more than the largest gap behind the newest flagged event can no longer be joined by an
+in-order event, so it is closed; it is dropped from memory (its rows stay in the store) once no
+template event still waiting for its entity group to close lies within the template gap of it.
+``restore`` rebuilds those groups from the store's tables.
 """
 
 from __future__ import annotations
@@ -173,6 +175,10 @@ class _Group:
     new: list[str] = field(default_factory=list)  # members not yet written to incident_events
     passes: int = 0  # root-cause passes started on it: a background result applies to the newest only
     absorbed: list[str] = field(default_factory=list)  # visible incidents merged into it, not yet written
+    # rare-template events of its entity group (still at most template_link_max_group events) waiting for
+    # that group to close: only then is its final size known, and the template link decided
+    pending: list[str] = field(default_factory=list)
+    linkable: int = -(2**62)  # ts of its newest template event taken into the template index
 
 
 class LiveIncidents:
@@ -211,6 +217,13 @@ class LiveIncidents:
         self._gap_us = {kind: int(gap * _US_PER_MINUTE) for kind, _, gap in self._keys}
         self.hold_us = max(self._gap_us.values())
         self._small = self.config.grouping.template_link_max_group
+        self._template_gap_us = self._gap_us.get(TEMPLATE_KIND, 0)
+        entity_gap = max((g for k, g in self._gap_us.items() if k != TEMPLATE_KIND), default=0)
+        # how far behind the newest flagged event a held group can still matter: an entity group of at
+        # most template_link_max_group events spans at most (that - 1) entity gaps, so a template event
+        # waiting for its group to close is at most hold + that span old, and a closed group's template
+        # event within the template gap of it is kept (docs/live-incidents.md, "Rare-template link")
+        self.keep_us = self.hold_us + (self._small - 1) * entity_gap + self._template_gap_us
         self._rca_s = 0.0  # seconds of root-cause passes since took_rca last read them
         self.background = background
         self._worker: threading.Thread | None = None
@@ -229,6 +242,8 @@ class LiveIncidents:
         self._features: dict[str, np.ndarray] = {}
         self._index: dict[tuple[str, str], SortedList] = {}  # (kind, key) -> (ts, event_id)
         self._indexed: dict[str, list[tuple[str, str]]] = {}  # event_id -> its index entries
+        self._template: dict[str, str] = {}  # event_id -> its rare-template key, for held events with one
+        self._pending = SortedList()  # (ts, event_id) of the template events waiting (_Group.pending)
         self._attribution: dict[str, np.ndarray] = {}  # explain() per event, for _explained_by
         self._explained_by: tuple = ()
         self.watermark = 0  # newest flagged ts seen (µs)
@@ -280,11 +295,17 @@ class LiveIncidents:
     def held_events(self) -> int:
         return len(self._rows)
 
+    def waiting_template_events(self) -> int:
+        """Rare-template events waiting for their entity group to close before they may link."""
+        return len(self._pending)
+
     # -- restart -------------------------------------------------------------------------------------
 
     def restore(self, con: sqlite3.Connection, detectors: dict[str, Detector] | None = None) -> None:
-        """Rebuild the open groups from the tables (their ids, members and the links the template rule
-        needs); the first ``update`` recomputes those whose stored row lags its members."""
+        """Rebuild the held groups from the tables: the open ones and the closed ones a waiting template
+        event may still reach (their ids, members, the entity links and the template events waiting or
+        indexed); the first ``update`` recomputes those whose stored row lags its members and drops the
+        closed ones no longer needed."""
         del detectors  # nothing is computed here; kept for the scorer's call
         self._reset()
         newest = con.execute("SELECT max(ts) FROM flagged_features").fetchone()[0]
@@ -294,7 +315,7 @@ class LiveIncidents:
         open_rows = con.execute(
             "SELECT incident_id, first_event_id, event_count FROM incidents "
             "WHERE merged_into IS NULL AND end_ts >= ?",
-            (newest - self.hold_us,),
+            (newest - self.keep_us,),
         ).fetchall()
         if not open_rows:
             return
@@ -326,6 +347,19 @@ class LiveIncidents:
             )
             group.new.clear()
             group.dirty = count != len(events)
+        # template events of entity groups still small: waiting when their group is open, else decided
+        # by the flush that closed it, so indexed (a store is written by flushes only)
+        cutoff = self.watermark - self.hold_us
+        for event, key in self._template.items():
+            if self._entity.size[self._entity.find(event)] > self._small:
+                continue
+            ts, group = self._rows[event][1], self._groups[self._final.find(event)]
+            if group.newest >= cutoff:
+                group.pending.append(event)
+                self._pending.add((ts, event))
+            else:
+                self._insert(TEMPLATE_KIND, key, ts, event)
+                group.linkable = max(group.linkable, ts)
 
     # -- grouping ------------------------------------------------------------------------------------
 
@@ -359,10 +393,11 @@ class LiveIncidents:
                     self._union(event, other, entity=True, final=link)
                 self._insert(kind, key, ts, event)
             if template_key is not None and self._entity.size[self._entity.find(event)] <= self._small:
+                # linked once its entity group has closed no larger (_decide); restore sorts its own
+                self._template[event] = template_key
                 if link:
-                    for other in self._eligible_neighbours(template_key, ts, event):
-                        self._union(event, other, entity=False)
-                self._insert(TEMPLATE_KIND, template_key, ts, event)
+                    self._groups[self._final.find(event)].pending.append(event)
+                    self._pending.add((ts, event))
         return added
 
     def _stats(self, row: tuple) -> _Stats:
@@ -386,25 +421,37 @@ class LiveIncidents:
             out.append(held[pos][1])
         return out
 
-    def _eligible_neighbours(self, key: str, ts: int, event: str) -> list[str]:
-        """As ``_neighbours`` for the rare template, skipping (and forgetting) events whose entity group
-        has grown past ``template_link_max_group``: batch links consecutive small-group events only."""
-        held = self._index.get((TEMPLATE_KIND, key))
-        if not held:
-            return []
-        gap, out = self._gap_us[TEMPLATE_KIND], []
-        for step in (-1, 1):
-            while True:
-                pos = held.bisect_left((ts, event)) + (step if step < 0 else 0)
-                if not 0 <= pos < len(held) or abs(held[pos][0] - ts) > gap:
-                    break
-                other = held[pos][1]
-                if self._entity.size[self._entity.find(other)] <= self._small:
-                    out.append(other)
-                    break
-                del held[pos]
-                self._indexed[other].remove((TEMPLATE_KIND, key))
-        return out
+    def _decide(self, cutoff: int) -> None:
+        """The rare-template link of the waiting template events whose entity group has closed (newest
+        event before ``cutoff``): its size is final and at most ``template_link_max_group`` (a group
+        growing past it forgets them, ``_union``), as batch's gate reads it at the end of the day. Each
+        joins the nearest such events before and after it with its key, within the gap, and is indexed
+        for those deciding later. Batch links consecutive eligible events of a key; linking each one
+        as it is decided, in any order, to its nearest decided neighbours makes the same components:
+        a link spans no gap wider than the template gap (so batch connects its ends too), and two
+        consecutive eligible events are linked by whichever is decided second, since nothing eligible
+        lies between them. A waiting event between two decided ones does not change that: decided
+        eligible, it links to both; forgotten, the two were linked directly if within the gap."""
+        events = []
+        for group in self._groups.values():
+            if group.pending and group.newest < cutoff:
+                events += group.pending
+                group.pending = []
+        for event in events:
+            ts, key = self._rows[event][1], self._template[event]
+            self._pending.discard((ts, event))
+            for other in self._neighbours(TEMPLATE_KIND, key, ts, event):
+                self._union(event, other, entity=False)
+            self._insert(TEMPLATE_KIND, key, ts, event)
+            group = self._groups[self._final.find(event)]
+            group.linkable = max(group.linkable, ts)
+
+    def _needed_from(self) -> int:
+        """The oldest ts a template event may have and still be linked to: one waiting (the oldest
+        waiting) or to come (in-order events are no older than the newest flagged event seen), less
+        the template gap. A closed group whose template events are all older is not needed any more."""
+        oldest = self._pending[0][0] if self._pending else self.watermark
+        return min(oldest, self.watermark) - self._template_gap_us
 
     def _insert(self, kind: str, key: str, ts: int, event: str) -> None:
         self._index.setdefault((kind, key), SortedList()).add((ts, event))
@@ -416,11 +463,19 @@ class LiveIncidents:
         if not final:
             return
         joined = self._final.union(a, b)
-        if joined is None:
+        if joined is not None:
+            root, gone = joined
+            keep, other = self._groups[root], self._groups.pop(gone)
+            self._groups[root] = _merge(keep, other)
+        if not entity:
             return
-        root, gone = joined
-        keep, other = self._groups[root], self._groups.pop(gone)
-        self._groups[root] = _merge(keep, other)
+        group = self._groups[self._final.find(a)]
+        if group.pending and self._entity.size[self._entity.find(a)] > self._small:
+            # grown past the gate: batch never template-links these events (a waiting group is its
+            # entity group: template links are only made between closed groups)
+            for event in group.pending:
+                self._pending.discard((self._rows[event][1], event))
+            group.pending = []
 
     # -- closing and writing -------------------------------------------------------------------------
 
@@ -434,7 +489,14 @@ class LiveIncidents:
         self, added: list[str], detectors, now: float, force: bool = False
     ) -> Callable[[sqlite3.Cursor], None]:
         cutoff = self.watermark - self.hold_us
-        closing = [root for root, g in self._groups.items() if g.newest < cutoff]
+        self._decide(cutoff)
+        needed = self._needed_from()
+        closing = [
+            root
+            for root, g in self._groups.items()
+            if g.newest < cutoff and not g.pending and g.linkable < needed
+        ]
+        dropped = set(closing)
         self._adopt_background()
         due, refreshed = [], []
         for root, group in self._groups.items():
@@ -444,7 +506,7 @@ class LiveIncidents:
                 force
                 or group.row is None
                 or len(group.members) <= self.large_group
-                or group.newest < cutoff  # closing: its last row is the batch's
+                or root in dropped  # its last row is the batch's
             )
             waited = now - group.computed_at >= self._wait(group)
             if in_batch or (waited and not self.background):
@@ -669,6 +731,7 @@ class LiveIncidents:
                     del self._index[(kind, key)]
             del self._rows[event], self._features[event]
             self._attribution.pop(event, None)
+            self._template.pop(event, None)
         self._entity.drop(group.members)
         self._final.drop(group.members)
 
@@ -691,6 +754,8 @@ def _merge(a: _Group, b: _Group) -> _Group:
     big.members.extend(small.members)
     big.new.extend(small.new)
     big.stats.absorb(small.stats)
+    big.pending.extend(small.pending)
+    big.linkable = max(big.linkable, small.linkable)
     big.newest = max(big.newest, small.newest)
     if big.row is None:  # the root cause of the larger side describes the merged group best
         big.row, big.cost = small.row, small.cost
