@@ -27,7 +27,9 @@
 - **reconciled against the day's batch run** (``--batch-reconcile``; ``--reconcile-only RUN_FOLDER
   --data-dir DATA`` for a kept run): ``bankanom run --date <day>`` on a copy of the models' warehouse and
   promoted pair, fed the run's landing files, then ``reconcile_day``: events in both / only live / only
-  batch, equal scores and flags, incidents matched / missed / extra (``batch_reconcile``);
+  batch, equal scores and flags, incidents matched / missed / extra, and how the live incidents nest
+  over batch's (the largest live incident's events and the batch incidents it holds, batch incidents
+  split over several live ones) (``batch_reconcile``);
 - **the stream's CPU** per 1,000 events (user + system seconds of its process over the run) and its peak RSS.
 
 The ground-truth reader is a second, independent consumer of the mock server's ``/stream`` (offsets are
@@ -690,56 +692,6 @@ def _lines(folder: Path) -> int:
     return count
 
 
-def incident_nesting(store: Path, con, day: str) -> dict:
-    """How the day's live incidents sit over the batch ones, beyond ``reconcile_day``'s counts: batch
-    incidents held whole by one live incident or split over several, and live incidents that are exactly
-    a union of whole batch incidents (docs/live-incidents.md: live only adds links, so with in-order
-    delivery each live incident is such a union; more than one batch incident in it is the template link
-    made while both entity groups were small). A live incident holding several batch ones keeps the id
-    of its earliest: ``named_after_a_member``."""
-    from bankanom_pipeline.live.reconcile import _live_incident_rows
-
-    live = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    try:
-        rows = _live_incident_rows(live, day)
-    finally:
-        live.close()
-    live_members: dict[str, set[str]] = {}
-    for iid, event, _, _ in rows:
-        live_members.setdefault(iid, set()).add(event)
-    batch_members: dict[str, set[str]] = {}
-    for iid, event in con.execute(
-        "SELECT incident_id, event_id FROM incident_events WHERE partition_date = ?", [day]
-    ).fetchall():
-        batch_members.setdefault(iid, set()).add(event)
-    owner_live = {e: iid for iid, events in live_members.items() for e in events}
-    owner_batch = {e: iid for iid, events in batch_members.items() for e in events}
-    whole = split = outside = 0
-    for events in batch_members.values():
-        owners = {owner_live.get(e) for e in events}
-        if None in owners:
-            outside += 1
-        elif len(owners) == 1:
-            whole += 1
-        else:
-            split += 1
-    unions, held, named = 0, [], 0
-    for iid, events in live_members.items():
-        inside = {owner_batch.get(e) for e in events}
-        held.append(len(inside - {None}))
-        unions += None not in inside and set().union(*(batch_members[b] for b in inside)) == events
-        named += iid in inside
-    return {
-        "batch_incidents_whole_in_one_live": whole,
-        "batch_incidents_split_over_live": split,
-        "batch_incidents_with_events_in_no_live": outside,
-        "live_incidents_unions_of_whole_batch": unions,
-        "live_incidents_named_after_a_member": named,
-        "batch_incidents_per_live_incident": percentiles(held),
-        "live_incidents_holding_several": sum(h > 1 for h in held),
-    }
-
-
 def bankanom_niced(env: dict, *args: str) -> tuple[int, str]:
     """``bankanom *args`` in a process of its own under ``env``, at the lowest priority (a day's batch
     run beside a measured process); its exit code and what it printed."""
@@ -829,7 +781,6 @@ def batch_reconcile(
             raise RuntimeError(f"the batch run of {day} failed ({log}):\n{text[-3000:]}")
         with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
             report = reconcile_day(store, con, day)
-            nesting = incident_nesting(store, con, day)
             counts = {
                 table: con.execute(
                     f"SELECT count(*) FROM {table} WHERE partition_date = ?", [day]
@@ -855,7 +806,6 @@ def batch_reconcile(
             # the evaluation asset's own reconciliation in the run (the project's path), as it logged it
             "evaluation_log": [line.strip() for line in text.splitlines() if "live vs batch" in line][-1:],
             "reconciliation": figures,
-            "incident_nesting": nesting,
             "agrees": bool(
                 figures
                 and figures["live_events"] == figures["batch_events"] == figures["both"]

@@ -143,6 +143,11 @@ def test_a_kept_run_is_reconciled_against_the_days_batch_run(tiny_world, tmp_pat
     assert r["scores_equal"] == r["compared"] == r["both"] and r["flags_agree"] == r["both"], r["examples"]
     assert r["missed"] == 0 and r["extra"] == 0 and r["batch_incidents"] > 0, r["examples"]
     assert day["agrees"] is True
+    # how live incidents nest over batch's (reconcile_day's figures, formerly the bench's own): every
+    # flagged event in a live incident; the largest live incident and the batch incidents it holds
+    assert r["batch_partly_outside_live"] == 0
+    assert r["batch_whole_in_one_live"] + r["batch_split_over_live"] == r["batch_incidents"]
+    assert r["largest_live_events"] > 0 and r["largest_live_batch_incidents"] >= 1
     # the previous day (the training day) was in the copy, as in the live state; the same pair on both sides
     assert day["previous_day"] == tiny_platform.TRAIN_DAY and day["previous_day_raw_rows_before"] > 4000
     (pair,) = day["batch_model_versions"]

@@ -56,6 +56,16 @@ class Reconciliation:
     extra_reported: int = 0
     live_spanning: int = 0  # live incidents holding events of several batch incidents (not split live)
     crossing_midnight: int = 0  # live incidents with events of two days (batch splits them)
+    # how the live incidents sit over the batch ones: a batch incident's events all in one live incident,
+    # spread over several, or some in none; live incidents exactly a union of whole batch incidents
+    batch_whole_in_one_live: int = 0
+    batch_split_over_live: int = 0
+    batch_partly_outside_live: int = 0
+    live_unions_of_whole_batch: int = 0
+    # the largest live incident holding the day's events: its events (of any day) and the batch
+    # incidents it holds events of (1 when live grouped it as batch did)
+    largest_live_events: int = 0
+    largest_live_batch_incidents: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -255,6 +265,26 @@ def _incidents(
         if len({owner_batch[e] for e in events if e in owner_batch}) > 1
     ]
     out.live_spanning = len(spanning)
+    for events in batch_members.values():
+        if not events:
+            continue
+        owners = {owner_live.get(e) for e in events}
+        if None in owners:
+            out.batch_partly_outside_live += 1
+        elif len(owners) == 1:
+            out.batch_whole_in_one_live += 1
+        else:
+            out.batch_split_over_live += 1
+    held = {iid: {owner_batch.get(e) for e in events} for iid, events in live_members.items()}
+    out.live_unions_of_whole_batch = sum(
+        None not in inside and set().union(*(batch_members[b] for b in inside)) == live_members[iid]
+        for iid, inside in held.items()
+    )
+    if live_members:
+        largest = max(live_members, key=lambda iid: (len(live_members[iid]), iid))
+        out.largest_live_events = len(live_members[largest])
+        out.largest_live_batch_incidents = len(held[largest] - {None})
+        out.examples["largest_live_incident"] = [largest]
     out.crossing_midnight = sum(len(days) > 1 for days in live_days.values())
     out.examples.update(
         missed_incidents=sorted(missed)[:EXAMPLES],

@@ -368,6 +368,8 @@ def _live_metadata(context: dg.AssetExecutionContext, con, day: str) -> dict:
         "live_incidents_missed": report.missed,
         "live_incidents_extra": report.extra,
         "live_late_events": report.late,
+        "live_largest_incident_events": report.largest_live_events,
+        "live_largest_incident_batch_incidents": report.largest_live_batch_incidents,
     }
 
 
