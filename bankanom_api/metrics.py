@@ -100,6 +100,10 @@ STREAM_GAUGES = {
         "open_incidents",
         "Live incidents still open (new flagged events may still join them), as the stream counted them",
     ),
+    "bankanom_stream_waiting_template_events": (
+        "waiting_template_events",
+        "Flagged rare-template events whose template link waits for their entity group to close",
+    ),
     "bankanom_stream_incidents": ("incidents", "Live incidents in the live store, not merged into another"),
 }
 

@@ -383,6 +383,7 @@ def test_metrics_export_the_streams_status_from_the_live_store(tmp_path):
             "events": 1234,
             "refused": {"duplicate": 3, "invalid": 2},
             "open_incidents": 1,
+            "waiting_template_events": 7,
             "at": time.time() - 2,
         }
         write_live(tmp_path / "live" / "live.sqlite", LIVE[:2], incidents=_live_incidents, status=status)
@@ -394,6 +395,7 @@ def test_metrics_export_the_streams_status_from_the_live_store(tmp_path):
     assert metric(text, "bankanom_stream_refused_events", reason="duplicate") == 3
     assert metric(text, "bankanom_stream_refused_events", reason="invalid") == 2
     assert metric(text, "bankanom_stream_open_incidents") == 1
+    assert metric(text, "bankanom_stream_waiting_template_events") == 7
     assert metric(text, "bankanom_stream_incidents") == 4  # INC-L3 was merged away
     assert 2 <= metric(text, "bankanom_stream_status_age_seconds") < 60
 

@@ -255,6 +255,24 @@ def test_closed_groups_wait_for_template_neighbours_a_bounded_time(models):
     assert read_incidents(con)[0].height == 60
 
 
+def test_open_incidents_leave_out_closed_groups_held_for_a_template_link(models):
+    """Lone rare-template events 2 minutes apart (within the 3-minute template gap) for 2 hours: the
+    ones of the last 30 minutes are open, each alone and waiting for its group to close; the older ones
+    are decided and linked into one closed chain, held because the oldest waiting event can still reach
+    it. The stream's open-incident count (its gauge in /metrics) counts only the open ones."""
+    rows = [
+        event(
+            f"t{i:03d}", i * 2.0, service="api-gateway", user=f"USR-{i}", template=RARE, template_rarity=6.0
+        )
+        for i in range(60)
+    ]
+    con, state = live(frame(rows), models, 1)
+    open_now = sum(1 for i in range(60) if i * 2.0 >= 59 * 2.0 - 30)
+    assert state.open_incidents() == open_now == state.waiting_template_events() == 16
+    assert read_incidents(con)[0].height == open_now + 1  # the decided chain, one incident
+    assert state.held_events() == 60  # the chain is still within reach of the oldest waiting event
+
+
 def test_ids_and_incidents_survive_a_restart(models):
     """A restart in the middle of template links held back (template events waiting, closed groups kept
     for them) ends with the incidents of a run without one, which are batch's."""

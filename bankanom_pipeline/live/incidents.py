@@ -290,7 +290,10 @@ class LiveIncidents:
         return took
 
     def open_incidents(self) -> int:
-        return len(self._groups)
+        """Held groups an in-order flagged event may still join (not the closed ones held only for a
+        template link)."""
+        cutoff = self.watermark - self.hold_us
+        return sum(1 for group in self._groups.values() if group.newest >= cutoff)
 
     def held_events(self) -> int:
         return len(self._rows)

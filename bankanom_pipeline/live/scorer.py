@@ -623,6 +623,9 @@ class LiveScorer:
             "models": pair.versions if pair else None,
             "unscored": None if pair else self.models.problem,
             "open_incidents": None if self.incidents is None else self.incidents.open_incidents(),
+            "waiting_template_events": None
+            if self.incidents is None
+            else self.incidents.waiting_template_events(),
             "timings": {**self.timings.summary(), **self._elsewhere()},
             "at": now,
         }
