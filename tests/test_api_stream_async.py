@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import httpx
 import pytest
 
@@ -40,11 +41,6 @@ class Gate:
         self.full: asyncio.Event | None = None
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         body, more = b"", True
         while more:
             message = await receive()
@@ -75,11 +71,13 @@ class Gate:
         await send({"type": "http.response.body", "body": answer.content})
 
 
-def serve(app) -> tuple[str, callable]:
+def serve(app, port: int | None = None) -> tuple[str, callable]:
     import uvicorn
 
-    port = online_world.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    port = port or online_world.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -178,3 +176,48 @@ def test_a_stream_that_breaks_the_connection_mid_request_is_a_503_saying_so(tmp_
     finally:
         breaker.close()
     assert breaker.taken >= 3
+
+
+def test_the_client_reuses_its_connections_and_drops_those_of_a_restarted_stream():
+    from bankanom_api.stream import StreamClient
+
+    opened: list[int] = []
+
+    async def status(scope, receive, send) -> None:  # a stream's /status, counting its connections
+        opened.append(scope["client"][1])  # the caller's port: one per connection
+        body = b'{"events": 0}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    port = online_world.free_port()
+    url, stop = serve(status, port)
+
+    async def calls(stream: StreamClient, n: int) -> list[dict]:
+        return list(await asyncio.gather(*(stream.status() for _ in range(n))))
+
+    async def scenario() -> None:
+        stream = StreamClient(url, None, timeout=5)
+        assert await calls(stream, 40) == [{"events": 0}] * 40
+        assert len(set(opened)) <= 40 and len(stream._idle) <= 16
+        before = len(set(opened))
+        for _ in range(20):  # one at a time: one idle connection, reused
+            await stream.status()
+        assert len(set(opened)) == before
+        nonlocal stop
+        stop()  # the stream stops (its idle connections closed) and starts again on the same port
+        _, stop = serve(status, port)
+        assert await stream.status() == {"events": 0}
+        assert len(set(opened)) == before + 1 and stream._idle
+        await stream.aclose()
+        assert stream._idle == []
+
+    try:
+        anyio.run(scenario)
+    finally:
+        stop()
