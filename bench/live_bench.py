@@ -17,6 +17,9 @@
   event had one: some listed events only long after their membership was visible, which made the p99
   197 s at e419c66 where the store shows every instance's first flagged event in an incident within
   9.5 s of its emission. ``incident_tail`` breaks the instances over 10 s down by scenario;
+- **detection time** (``detection_delay``): per scenario, each instance's first line -> its first event the
+  store flagged, in event time (p50/p90/p99/max, the share over 10 s, instances never flagged): the part
+  of the latency from the instance's first event that is detection, not delivery;
 - **the rate emitted**: events per minute of the run as the ground-truth reader received them. At a rate
   other than the default the mock server runs a copy of the configuration with flat traffic (daily
   amplitude 0, weekend factor 1, no bursts: ``flat_config``), so the rate asked is the rate emitted;
@@ -121,33 +124,52 @@ class Processes:
 
 
 class Truth(threading.Thread):
-    """Every emitted line, its emit time and its ground truth, read from the mock server's stream."""
+    """Every emitted line, its emit time and its ground truth, read from the mock server's stream
+    (``mock_url``; None: lines are given to ``take``, e.g. a kept run's landing files, ``landed_truth``)."""
 
-    def __init__(self, mock_url: str):
+    def __init__(self, mock_url: str | None):
         super().__init__(daemon=True)
-        from bankanom_pipeline.live.sources import MockSource
+        self.source = None
+        if mock_url is not None:
+            from bankanom_pipeline.live.sources import MockSource
 
-        self.source = MockSource(mock_url)
-        self.source.resume(None)
+            self.source = MockSource(mock_url)
+            self.source.resume(None)
         self.emitted: dict[str, float] = {}
         self.emit_delay: list[float] = []  # emitted_at - the event's own timestamp: the mock server's lag
         self.instance: dict[str, str] = {}  # event_id -> anomaly instance id
         self.scenario: dict[str, str] = {}  # instance id -> its scenario ("BANK-013 DDoS Attack")
+        self.event_ts: dict[str, float] = {}  # event_id -> its own timestamp (epoch s), instances' events
         self.stop_event = threading.Event()
+
+    def take(self, line: dict, emitted_at: float | None) -> None:
+        event_id = line["event_id"]
+        if emitted_at is not None:
+            self.emitted[event_id] = emitted_at
+            if len(self.emitted) % 50 == 0:
+                self.emit_delay.append(emitted_at - _epoch(line["timestamp"]))
+        details = line.get("anomaly_details") or {}
+        if details.get("is_anomaly") and details.get("instance_id"):
+            self.instance[event_id] = details["instance_id"]
+            self.event_ts[event_id] = _epoch(line["timestamp"])
+            name = re.sub(r"\s*\(#\d+\)$", "", details.get("anomaly_name") or "")
+            self.scenario.setdefault(details["instance_id"], f"{details.get('anomaly_id')} {name}")
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             for item in self.source.fetch(5000, 0.2):
-                line = json.loads(item.line)
-                event_id = line["event_id"]
-                self.emitted[event_id] = item.emitted_at
-                if len(self.emitted) % 50 == 0:
-                    self.emit_delay.append(item.emitted_at - _epoch(line["timestamp"]))
-                details = line.get("anomaly_details") or {}
-                if details.get("is_anomaly") and details.get("instance_id"):
-                    self.instance[event_id] = details["instance_id"]
-                    name = re.sub(r"\s*\(#\d+\)$", "", details.get("anomaly_name") or "")
-                    self.scenario.setdefault(details["instance_id"], f"{details.get('anomaly_id')} {name}")
+                self.take(json.loads(item.line), item.emitted_at)
+
+
+def landed_truth(run: Path) -> Truth:
+    """The ground truth of a kept run folder, from its landing files (the lines the mock server emitted;
+    no emit times)."""
+    truth = Truth(None)
+    for path in sorted((run / "landing" / "logs").glob("*/*.jsonl")):
+        with path.open() as lines:
+            for line in lines:
+                truth.take(json.loads(line), None)
+    return truth
 
 
 def _epoch(iso: str) -> float:
@@ -480,6 +502,52 @@ def incident_latency(
     }
 
 
+def detection_delay(truth: Truth, flagged: set[str]) -> dict:
+    """Per scenario, each anomaly instance's detection time in event time: its first line's timestamp ->
+    its first flagged event's (``flagged``: the store's ``is_anomaly``), p50/p90/p99/max and the share over
+    ``TAIL_S``; instances with no flagged event are counted apart (``undetected``). This is the part of
+    ``incident_latency_from_first_event_s`` that is not delivery: lines that look normal are not flagged,
+    live or batch."""
+    first: dict[str, float] = {}
+    first_flagged: dict[str, float] = {}
+    for event_id, inst in truth.instance.items():
+        t = truth.event_ts[event_id]
+        first[inst] = min(t, first.get(inst, t))
+        if event_id in flagged:
+            first_flagged[inst] = min(t, first_flagged.get(inst, t))
+    delays: dict[str, list[float]] = {}
+    undetected: dict[str, int] = {}
+    for inst, t in first.items():
+        name = truth.scenario.get(inst, "?")
+        if inst in first_flagged:
+            delays.setdefault(name, []).append(first_flagged[inst] - t)
+        else:
+            undetected[name] = undetected.get(name, 0) + 1
+
+    def row(values: list[float], missed: int) -> dict:
+        over = sum(v > TAIL_S for v in values)
+        return {**percentiles(values), "over_s_share": round(over / len(values), 3) if values else None,
+                "undetected": missed}  # fmt: skip
+
+    by_scenario = {
+        name: row(delays.get(name, []), undetected.get(name, 0)) for name in set(delays) | set(undetected)
+    }
+    return {
+        "over_s": TAIL_S,
+        "all": row([v for values in delays.values() for v in values], sum(undetected.values())),
+        # slowest first
+        "by_scenario": dict(sorted(by_scenario.items(), key=lambda kv: (-kv[1].get("p99", -1), kv[0]))),
+    }
+
+
+def kept_detection_delay(run: Path) -> dict:
+    """``detection_delay`` of a kept run folder: its landing files' truth, its store's flags."""
+    con = sqlite3.connect(f"file:{run / 'live' / 'live.sqlite'}?mode=ro", uri=True)
+    flagged = {r[0] for r in con.execute("SELECT event_id FROM events WHERE is_anomaly = 1")}
+    con.close()
+    return detection_delay(landed_truth(run), flagged)
+
+
 def measure(
     truth: Truth,
     visible: Visibility,
@@ -528,6 +596,8 @@ def measure(
         "incident_latency_from_first_flagged_s": percentiles(incidents["from_flagged"]),
         "incident_latency_from_first_event_s": percentiles(incidents["from_first"]),
         "incident_tail": incidents["tail"],
+        # first line -> first flagged event, in event time: the detection part of the latency above
+        "detection_delay": detection_delay(truth, set(scored_at)),
         "stream_cpu_s": round(cpu_s, 2),
         "stream_cpu_s_per_1000_events": round(1000 * cpu_s / max(1, len(emitted)), 3),
         "stream_cpu_share_of_a_core": round(cpu_s / max(1e-9, seconds), 3),
@@ -820,7 +890,8 @@ def batch_reconcile(
 
 
 def reconcile_only(runs: list[Path], data_dirs: list[Path] | None, keep: Path | None) -> None:
-    """``--reconcile-only``: ``batch_reconcile`` of kept run folders, each with its data folder."""
+    """``--reconcile-only``: ``batch_reconcile`` of kept run folders, each with its data folder, and each
+    run's ``detection_delay``."""
     data_dirs = data_dirs or []
     if len(data_dirs) not in (1, len(runs)):
         raise SystemExit("--reconcile-only: give one --data-dir, or one per run folder, in the same order")
@@ -828,7 +899,10 @@ def reconcile_only(runs: list[Path], data_dirs: list[Path] | None, keep: Path | 
     result = {}
     for i, run in enumerate(runs):
         data_dir = data_dirs[0] if len(data_dirs) == 1 else data_dirs[i]
-        result[str(run)] = batch_reconcile(run, data_dir, scratch / f"batch-{run.name}")
+        result[str(run)] = {
+            **batch_reconcile(run, data_dir, scratch / f"batch-{run.name}"),
+            "detection_delay": kept_detection_delay(run),
+        }
         print(json.dumps({str(run): result[str(run)]}, indent=2), flush=True)
     record("live_bench_reconcile", {"runs": result})
 

@@ -1,7 +1,8 @@
 """The live bench's own arithmetic (bench/live_bench.py): the flat mock configuration it gives the server
 (the rate asked is the rate emitted), the per-minute rate, and how an anomaly instance's incident is
-timed (the earlier of its two sightings) and the slow tail broken down; and its reconciliation of a kept
-run folder against the day's batch run (``batch_reconcile``)."""
+timed (the earlier of its two sightings) and the slow tail broken down; an instance's detection time
+(first line -> first flagged event, ``detection_delay``); and its reconciliation of a kept run folder
+against the day's batch run (``batch_reconcile``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from live_bench import TAIL_S, batch_reconcile, flat_config, incident_latency, per_minute
+from live_bench import (
+    TAIL_S,
+    batch_reconcile,
+    flat_config,
+    incident_latency,
+    kept_detection_delay,
+    per_minute,
+)
 
 from bankanom_pipeline.generator.config import load_config
 from bankanom_pipeline.generator.engine import Generator
@@ -95,6 +103,68 @@ def test_an_instance_without_an_incident_is_not_timed():
     emitted, instance, scenario, flagged, seen, _, _, scored_at = _instance_case()
     got = incident_latency(emitted, instance, scenario, flagged, seen, {}, set(), scored_at)
     assert got["in_incidents"] == 0 and got["from_flagged"] == [] and got["tail"]["instances"] == 0
+
+
+def _line(event_id: str, second: int, instance: str | None, name: str = "") -> dict:
+    ts = dt.datetime(2026, 2, 2, 10, 0, second, tzinfo=dt.UTC).isoformat(timespec="milliseconds")
+    details = {"is_anomaly": instance is not None, "instance_id": instance}
+    if instance is not None:
+        details.update(anomaly_id=name.split()[0], anomaly_name=f"{name.split(maxsplit=1)[1]} (#7)")
+    return {"timestamp": ts.replace("+00:00", "Z"), "event_id": event_id, "anomaly_details": details}
+
+
+def test_detection_delay_runs_from_an_instances_first_line_to_its_first_flagged_event(tmp_path):
+    """On a made-up kept run: the delay is in event time, from the instance's first line (flagged or not,
+    whatever the file order) to its first event the store flagged (not the truth's is_anomaly, not its
+    last flagged one); an instance the store never flagged is undetected, not timed."""
+    import json
+
+    lines = [
+        _line(
+            "a2", 12, "A", "BANK-001 Login Failure Spike"
+        ),  # A: first flagged at 12 s, its first line at 0 s
+        _line("a1", 0, "A", "BANK-001 Login Failure Spike"),
+        _line("n1", 1, None),  # normal traffic, flagged: no instance's
+        _line("a3", 40, "A", "BANK-001 Login Failure Spike"),
+        _line("d1", 5, "D", "BANK-001 Login Failure Spike"),  # D: 3 s
+        _line("d2", 8, "D", "BANK-001 Login Failure Spike"),
+        _line("b1", 20, "B", "BANK-013 DDoS Attack"),  # B: its first line flagged, 0 s
+        _line("b2", 21, "B", "BANK-013 DDoS Attack"),
+        _line("c1", 30, "C", "BANK-013 DDoS Attack"),  # C: never flagged
+    ]
+    folder = tmp_path / "landing" / "logs" / "2026-02-02"
+    folder.mkdir(parents=True)
+    (folder / "mock.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "live").mkdir()
+    with sqlite3.connect(tmp_path / "live" / "live.sqlite") as store:
+        store.execute("CREATE TABLE events (event_id TEXT, ts INTEGER, is_anomaly INTEGER)")
+        flagged = {"a2", "a3", "n1", "d2", "b1", "b2"}
+        store.executemany(
+            "INSERT INTO events VALUES (?, 0, ?)",
+            [(line["event_id"], line["event_id"] in flagged) for line in lines],
+        )
+    store.close()
+
+    got = kept_detection_delay(tmp_path)
+
+    assert got["over_s"] == TAIL_S
+    login, ddos = (
+        got["by_scenario"]["BANK-001 Login Failure Spike"],
+        got["by_scenario"]["BANK-013 DDoS Attack"],
+    )
+    assert (login["n"], login["p50"], login["max"], login["over_s_share"], login["undetected"]) == (
+        2,
+        12.0,
+        12.0,
+        0.5,
+        0,
+    )
+    assert (ddos["n"], ddos["max"], ddos["over_s_share"], ddos["undetected"]) == (1, 0.0, 0.0, 1)
+    assert list(got["by_scenario"]) == [
+        "BANK-001 Login Failure Spike",
+        "BANK-013 DDoS Attack",
+    ]  # slowest first
+    assert (got["all"]["n"], got["all"]["max"], got["all"]["undetected"]) == (3, 12.0, 1)
 
 
 def _kept_run(tiny_world, folder: Path, data: Path) -> Path:
