@@ -20,6 +20,7 @@ the stream does not validate again; without one, the events as JSON lines, which
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -45,7 +46,14 @@ class StreamUnavailable(HTTPException):
 
 
 class StreamClient:
-    def __init__(self, url: str, key: str | None, timeout: float, connect_timeout: float = 1.0):
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        timeout: float,
+        connect_timeout: float = 1.0,
+        max_connections: int = 64,
+    ):
         import httpcore  # lazy: a heavy import the Dagster code location must not pay for
 
         self.url = url.rstrip("/")
@@ -53,6 +61,9 @@ class StreamClient:
         self._origin = httpcore.URL(self.url).origin
         self._idle: list = []  # keep-alive connections, the most recently used last
         self._keep = 16  # at most this many idle ones are kept (the API's usual requests in flight)
+        # at most this many calls at once (a flood of requests does not become a flood of connections to
+        # the stream); a call waits at most ``timeout`` for its turn
+        self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
         self._headers = [(KEY_HEADER.encode(), key.encode())] if key else []
         # the stream takes validated events only from a holder of its key: a stream started without
@@ -78,6 +89,20 @@ class StreamClient:
         """One exchange on an idle keep-alive connection, or a new one; the connection is kept for the
         next call when it can be reused. A connection the stream closed while it was idle is dropped
         before use (or, should it close in between, the call moves to a new connection once)."""
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._timeout["read"]):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise self._httpcore.PoolTimeout("no free connection to the stream") from None
+        else:
+            await self._slots.acquire()  # free: returns at once
+        try:
+            return await self._exchange(method, url, headers, content)
+        finally:
+            self._slots.release()
+
+    async def _exchange(self, method: str, url: str, headers: list, content: bytes | None):
         extensions = {"timeout": self._timeout}
         while True:
             connection = None

@@ -221,3 +221,36 @@ def test_the_client_reuses_its_connections_and_drops_those_of_a_restarted_stream
         anyio.run(scenario)
     finally:
         stop()
+
+
+def test_the_client_holds_at_most_max_connections_calls_at_once_and_a_call_waits_at_most_the_timeout():
+    from bankanom_api.stream import StreamClient, StreamUnavailable
+
+    at_once = {"now": 0, "most": 0}
+
+    async def slow_status(scope, receive, send) -> None:
+        at_once["now"] += 1
+        at_once["most"] = max(at_once["most"], at_once["now"])
+        await asyncio.sleep(0.5)
+        at_once["now"] -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    url, stop = serve(slow_status)
+
+    async def scenario() -> None:
+        stream = StreamClient(url, None, timeout=5, max_connections=2)
+        assert await asyncio.gather(*(stream.status() for _ in range(5))) == [{}] * 5
+        assert at_once["most"] == 2
+        hurried = StreamClient(url, None, timeout=0.8, max_connections=1)
+        answers = await asyncio.gather(*(hurried.status() for _ in range(3)), return_exceptions=True)
+        # answered after 0.5 and 1.0 s; the third would wait 1.0 s for its turn: refused at 0.8 s
+        assert answers[0] == {} and isinstance(answers[2], StreamUnavailable)
+        assert answers[2].status_code == 503 and "did not answer in time" in answers[2].detail
+        await stream.aclose()
+        await hurried.aclose()
+
+    try:
+        anyio.run(scenario)
+    finally:
+        stop()
