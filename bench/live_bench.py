@@ -979,18 +979,17 @@ def main() -> None:
                 (" rate-models", trained, f"rate models ({trained}), {traffic} traffic at {value:g}/s")
             )
         for tag, folder, models in sets:
-            name = f"{value:g}/s{tag}"
+            name, suffix = f"{value:g}/s{tag}", f"{value:g}{tag.replace(' ', '-')}"
             runs[name] = {
                 "models": models,
                 "traffic": traffic,
-                **live_run(folder, work / f"rate-{value:g}{tag.replace(' ', '-')}", value, args.seconds,
-                           args.poll, args.window, mock_config),
+                **live_run(folder, work / f"rate-{suffix}", value, args.seconds, args.poll, args.window,
+                           mock_config),
             }  # fmt: skip
             if args.batch_reconcile:
                 runs[name]["batch"] = batch_reconcile(
-                    work / f"rate-{value:g}{tag.replace(' ', '-')}", folder,
-                    work / f"batch-{value:g}{tag.replace(' ', '-')}",
-                )  # fmt: skip
+                    work / f"rate-{suffix}", folder, work / f"batch-{suffix}"
+                )
             print(json.dumps({name: runs[name]}, indent=2), flush=True)
     result = {
         "cpu": cpu(),

@@ -259,11 +259,9 @@ def _incidents(
     ]
     out.extra = len(extra)
     out.extra_reported = sum(live_reported[i] for i in extra)
-    spanning = [
-        iid
-        for iid, events in live_members.items()
-        if len({owner_batch[e] for e in events if e in owner_batch}) > 1
-    ]
+    # per live incident, the batch incidents holding its events (None: an event no batch incident holds)
+    held = {iid: {owner_batch.get(e) for e in events} for iid, events in live_members.items()}
+    spanning = [iid for iid, inside in held.items() if len(inside - {None}) > 1]
     out.live_spanning = len(spanning)
     for events in batch_members.values():
         if not events:
@@ -275,7 +273,6 @@ def _incidents(
             out.batch_whole_in_one_live += 1
         else:
             out.batch_split_over_live += 1
-    held = {iid: {owner_batch.get(e) for e in events} for iid, events in live_members.items()}
     out.live_unions_of_whole_batch = sum(
         None not in inside and set().union(*(batch_members[b] for b in inside)) == live_members[iid]
         for iid, inside in held.items()
