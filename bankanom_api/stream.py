@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import orjson
@@ -45,6 +46,156 @@ class StreamUnavailable(HTTPException):
         super().__init__(status.HTTP_503_SERVICE_UNAVAILABLE, detail)
 
 
+class _Loopback(asyncio.Protocol):
+    """One TCP connection to the stream as httpcore's network stream, on the running event loop's own
+    transport. httpcore writes a request's head, its body and the body's end as separate writes; this
+    stream keeps them and sends them as one when the answer is first read. On a separate write each the
+    stream's process is woken for the head alone and again for the body, and on a virtual machine's two
+    cores each wake-up costs both processes CPU (the paced /predict's API CPU per request rose with
+    them). It also awaits the loop's own futures under ``asyncio.timeout`` rather than anyio's cancel
+    scopes (httpcore's default backend) on every read and write."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, httpcore):
+        self._loop, self._httpcore = loop, httpcore
+        self._transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []  # received, not yet read
+        self._unsent: list[bytes] = []  # written, not yet sent
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._closed = False
+        self._waiter: asyncio.Future | None = None  # a read waiting for data
+        self._drained: asyncio.Future | None = None  # a send waiting for the transport to drain
+
+    # asyncio.Protocol
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._drained = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # httpcore.AsyncNetworkStream
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self._unsent:
+            await self._send(timeout)
+        if not self._chunks and not self._eof:
+            self._waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise self._httpcore.ReadTimeout(f"no answer within {timeout} s") from None
+            finally:
+                self._waiter = None
+        if self._chunks:
+            data = self._chunks.pop(0)
+            if len(data) > max_bytes:
+                self._chunks.insert(0, data[max_bytes:])
+                data = data[:max_bytes]
+            return data
+        if self._lost is not None:
+            raise self._httpcore.ReadError(repr(self._lost))
+        return b""  # the stream closed the connection
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if buffer:
+            self._unsent.append(buffer)
+            if sum(map(len, self._unsent)) > 65536:  # a large batch: under way while the rest is built
+                await self._send(timeout)
+
+    async def _send(self, timeout: float | None) -> None:
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        if self._closed or self._transport is None or self._transport.is_closing():
+            raise self._httpcore.WriteError("the connection to the stream is closed")
+        self._transport.write(data)
+        if self._drained is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._drained
+            except TimeoutError:
+                raise self._httpcore.WriteTimeout(f"not sent within {timeout} s") from None
+        if self._lost is not None:
+            raise self._httpcore.WriteError(repr(self._lost))
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    async def start_tls(self, *args, **kwargs):
+        raise NotImplementedError("the stream is called over plain HTTP on loopback")
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":  # httpcore's test of an idle connection: has the stream closed it?
+            from httpcore._utils import is_socket_readable
+
+            return self._eof or bool(self._chunks) or is_socket_readable(self._socket())
+        if info == "socket":
+            return self._socket()
+        if info in ("client_addr", "server_addr"):
+            sock = self._socket()
+            if sock is None:
+                return None
+            return sock.getsockname() if info == "client_addr" else sock.getpeername()
+        return None
+
+    def _socket(self):
+        return None if self._transport is None else self._transport.get_extra_info("socket")
+
+
+class _LoopbackBackend:
+    """httpcore's network backend (``AsyncHTTPConnection(network_backend=...)``) opening ``_Loopback``
+    connections."""
+
+    def __init__(self, httpcore):
+        self._httpcore = httpcore
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        loop = asyncio.get_running_loop()
+        stream = _Loopback(loop, self._httpcore)
+        try:
+            async with asyncio.timeout(timeout):
+                transport, _ = await loop.create_connection(lambda: stream, host, port)
+        except TimeoutError:
+            raise self._httpcore.ConnectTimeout(f"{host}:{port} did not accept within {timeout} s") from None
+        except OSError as error:
+            raise self._httpcore.ConnectError(repr(error)) from None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return stream
+
+    async def connect_unix_socket(self, *args, **kwargs):
+        raise NotImplementedError("the stream is called over TCP")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class StreamClient:
     def __init__(
         self,
@@ -59,6 +210,7 @@ class StreamClient:
         self.url = url.rstrip("/")
         self._httpcore = httpcore
         self._origin = httpcore.URL(self.url).origin
+        self._backend = _LoopbackBackend(httpcore)
         self._idle: list = []  # keep-alive connections, the most recently used last
         self._keep = 16  # at most this many idle ones are kept (the API's usual requests in flight)
         # at most this many calls at once (a flood of requests does not become a flood of connections to
@@ -114,7 +266,7 @@ class StreamClient:
                 connection = None
             reused = connection is not None
             if connection is None:
-                connection = self._httpcore.AsyncHTTPConnection(self._origin)
+                connection = self._httpcore.AsyncHTTPConnection(self._origin, network_backend=self._backend)
             done = False
             try:
                 response = await connection.request(

@@ -464,6 +464,8 @@ def api(
         raise typer.Exit(2) from None
     if not configured.api_keys:
         raise typer.BadParameter("set BANKANOM_API_KEYS (comma-separated) to the keys clients will send")
+    from bankanom_pipeline.http_protocol import CoalescingHttpToolsProtocol
+
     uvicorn.run(
         "bankanom_api.main:app",
         host=host,
@@ -471,6 +473,7 @@ def api(
         workers=workers,
         log_level="info",
         access_log=False,  # per-request lines would cost more than a prediction; /metrics counts them
+        http=CoalescingHttpToolsProtocol,  # an answer's head and body in one write
     )
 
 

@@ -197,7 +197,17 @@ def serve(scorer: LiveScorer, source, host: str, port: int, key: str | None, max
         log.info("stopped%s", f" after a failure: {failure}" if failure else "")
 
     app = create_app(scorer, runner, key, on_shutdown=shut_down)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    from bankanom_pipeline.http_protocol import CoalescingHttpToolsProtocol
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=CoalescingHttpToolsProtocol,  # a /peek answer's head and body in one write
+    )
+    server = uvicorn.Server(config)
     scorer.models.start()
 
     def announce() -> None:
