@@ -43,9 +43,14 @@ def generated_days(landing: Path, seeds: dict[str, int], rate: float) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
-    """tests/tiny_platform.py's prepared folder, built once per test process. Read-only: copy it."""
+    """tests/tiny_platform.py's prepared folder: built once per test process, or taken from
+    BANKANOM_TEST_TINY when scripts/test.sh built it once for the whole run (both tiers, every worker and
+    stream). Read-only, several test processes share it: copy it."""
     from tests import tiny_platform
 
+    given = os.environ.get("BANKANOM_TEST_TINY")
+    if given:
+        return Path(given)
     return tiny_platform.prepare(tmp_path_factory.mktemp("tiny-platform"))
 
 

@@ -4,8 +4,9 @@ process for the runs those tests are not about.
 ``prepare`` lands two tiny days (~5k events each: a training day and the day the tests run
 pipeline_job on) and builds a data folder holding features and a promoted model pair for the training
 day (``bankanom run --job features_job`` and ``bankanom train``); the ``tiny_world`` fixture
-(tests/conftest.py) does it once per test process, and each test copies that folder instead of building
-its own.
+(tests/conftest.py) does it once per test process, or scripts/test.sh once per test run (``python -m
+tests.tiny_platform ROOT``, handed to both tiers in BANKANOM_TEST_TINY=ROOT), and each test copies that
+folder instead of building its own.
 
 ``bankanom`` runs a CLI command in this process, typer's ``CliRunner`` around the real app: a run
 whose process a test kills, signals or watches is still a process of its own running
@@ -115,3 +116,9 @@ def stream_days(scorer, landing_logs: Path, batch: int) -> None:
             ]
             offset += len(items)
             scorer.process(items, "mock")
+
+
+if __name__ == "__main__":
+    import sys
+
+    prepare(Path(sys.argv[1]))
