@@ -1,8 +1,6 @@
 import datetime as dt
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -102,16 +100,12 @@ CLEAN = "".join(
 
 
 def _ingest_transactions(world: Path, home: Path, csv: Path, day: str) -> str:
+    """`bankanom ingest-transactions` run in this process (tests/tiny_platform.py's ``ok``): it only sets
+    the scene, so it does not pay another process's imports of Dagster, scikit-learn and GX."""
+    from tests import tiny_platform
+
     env = {**os.environ, "BANKANOM_DATA_DIR": str(world), "DAGSTER_HOME": str(home)}
-    result = subprocess.run(
-        [sys.executable, "-m", "bankanom_pipeline.cli", "ingest-transactions", str(csv), "--date", day],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return tiny_platform.ok(env, "ingest-transactions", str(csv), "--date", day)
 
 
 def world_with_transactions(demo, root: Path) -> Path:
