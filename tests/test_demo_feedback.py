@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from tests import tiny_platform
 from tests.demo_world import DEMO_DAY
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +32,9 @@ FLOAT = r"(n/a|[0-9][0-9,]*(?:\.[0-9]+)?)"
 @pytest.fixture(scope="module")
 def looped(demo, tmp_path_factory) -> tuple[Path, str]:
     """`bankanom demo-feedback` on a writable copy of the demo world's data folder (a Dagster instance of
-    its own): the folder and what it printed."""
+    its own), the CLI app run in this process (tests/tiny_platform.py: no second import of Dagster,
+    scikit-learn and GX; the API it labels through is still a uvicorn server of its own): the folder and
+    what it printed."""
     import os
 
     _, _, data = demo
@@ -47,11 +48,9 @@ def looped(demo, tmp_path_factory) -> tuple[Path, str]:
         "BANKANOM_MODELS_DIR",
     ):
         env.pop(name, None)
-    command = [sys.executable, "-m", "bankanom_pipeline.cli", "demo-feedback", "--date", DEMO_DAY]
-    command += ["--labels", str(LABELS), "--transaction-rows", str(ROWS)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    out = "\n".join(line for line in run.stdout.splitlines() if " - DEBUG - " not in line)
-    assert run.returncode == 0, (out + run.stderr)[-6000:]
+    out = tiny_platform.ok(
+        env, "demo-feedback", "--date", DEMO_DAY, "--labels", str(LABELS), "--transaction-rows", str(ROWS)
+    )
     return root, out
 
 
