@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 
 from bankanom_pipeline.automation import run_records
 from bankanom_pipeline.cli import app
+from tests import tiny_platform
 from tests.api_server import free_port
 from tests.servers import PROJECT_ROOT, start, stop
 
@@ -147,11 +148,10 @@ def test_up_runs_the_daemon_that_turns_live_mock_traffic_into_incidents_and_ctrl
 
         wait_for("the daemon's runs in pipeline_runs", recorded, 120)
 
-        # a failing CLI run (executed in process, no code location) lands in pipeline_alerts
-        failing = subprocess.run(
-            [*CLI, "train", "--end-date", "1999-01-01"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert failing.returncode == 1 and "failed" in failing.stdout, failing.stdout[-2000:]
+        # a failing CLI run (executed in process, no code location) lands in pipeline_alerts; the CLI app
+        # runs in this test's process (tests/tiny_platform.py), which has Dagster imported already
+        code, printed = tiny_platform.bankanom(env, "train", "--end-date", "1999-01-01")
+        assert code == 1 and "failed" in printed, printed[-2000:]
         failed_run = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))[0]
 
         def alerted():
