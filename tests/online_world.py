@@ -45,33 +45,51 @@ UNLIMITED = "100000/second"
 STREAM_KEY = "stream-key"
 
 
+def serve(
+    app, port: int | None = None, http: str | type = "auto", lifespan: str = "off", name: str = "test-server"
+) -> tuple[str, callable]:
+    """``app`` under a real uvicorn on loopback (``port`` or a free one; ``http``: uvicorn's protocol;
+    ``lifespan``: "off" for a bare ASGI function), in a thread; returns its URL and a function that stops it."""
+    import uvicorn
+
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan, http=http
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            stop()
+            raise RuntimeError(f"{name} did not start on port {port}")
+        time.sleep(0.02)
+    return f"http://127.0.0.1:{port}", stop
+
+
 @contextmanager
 def stream_service(root: Path, key: str | None = STREAM_KEY, incidents=None, **options):
     """The stream's internal service over ``root`` (``live/``, ``models/``, ``snapshots/``), without a
     source (only what is posted), served on a free loopback port; yields its URL and its scorer."""
-    import uvicorn
-
     from bankanom_pipeline.live.scorer import LiveScorer
     from bankanom_pipeline.live.service import create_app
 
     scorer = LiveScorer(root / "live", root / "models", root / "snapshots", incidents=incidents, **options)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(scorer, None, key), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="test-stream-service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            scorer.close()
-            raise RuntimeError("the stream service did not start")
-        time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", scorer
+        url, stop = serve(create_app(scorer, None, key), lifespan="auto", name="test-stream-service")
+    except BaseException:
+        scorer.close()
+        raise
+    try:
+        yield url, scorer
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        stop()
         scorer.close()
 
 

@@ -10,7 +10,6 @@ import contextlib
 import shutil
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anyio
@@ -71,26 +70,6 @@ class Gate:
         await send({"type": "http.response.body", "body": answer.content})
 
 
-def serve(app, port: int | None = None) -> tuple[str, callable]:
-    import uvicorn
-
-    port = port or online_world.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-    return f"http://127.0.0.1:{port}", stop
-
-
 def test_more_predicts_than_threads_wait_on_the_stream_at_once_and_all_are_answered(tmp_path, world):
     first, second, *_ = world
     with client(tmp_path, models=True) as direct:
@@ -101,7 +80,7 @@ def test_more_predicts_than_threads_wait_on_the_stream_at_once_and_all_are_answe
             for e in second[:IN_FLIGHT]
         }
         gate = Gate(stream_url, patience=20)
-        gate_url, stop = serve(gate)
+        gate_url, stop = online_world.serve(gate)
         settings = {
             "rate_limit": UNLIMITED,
             "stream_url": gate_url,
@@ -196,7 +175,7 @@ def test_the_client_reuses_its_connections_and_drops_those_of_a_restarted_stream
         await send({"type": "http.response.body", "body": body})
 
     port = online_world.free_port()
-    url, stop = serve(status, port)
+    url, stop = online_world.serve(status, port)
 
     async def calls(stream: StreamClient, n: int) -> list[dict]:
         return list(await asyncio.gather(*(stream.status() for _ in range(n))))
@@ -211,7 +190,7 @@ def test_the_client_reuses_its_connections_and_drops_those_of_a_restarted_stream
         assert len(set(opened)) == before
         nonlocal stop
         stop()  # the stream stops (its idle connections closed) and starts again on the same port
-        _, stop = serve(status, port)
+        _, stop = online_world.serve(status, port)
         assert await stream.status() == {"events": 0}
         assert len(set(opened)) == before + 1 and stream._idle
         await stream.aclose()
@@ -236,7 +215,7 @@ def test_the_client_holds_at_most_max_connections_calls_at_once_and_a_call_waits
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    url, stop = serve(slow_status)
+    url, stop = online_world.serve(slow_status)
 
     async def scenario() -> None:
         stream = StreamClient(url, None, timeout=5, max_connections=2)

@@ -7,7 +7,6 @@ loop needs at 300 requests a second."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import httpx
@@ -30,26 +29,6 @@ class CountingTransport:
 
     def __getattr__(self, name):
         return getattr(self._transport, name)
-
-
-def serve(app, protocol) -> tuple[str, callable]:
-    import uvicorn
-
-    port = online_world.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=protocol)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-    return f"http://127.0.0.1:{port}", stop
 
 
 async def echo(scope, receive, send) -> None:
@@ -84,7 +63,7 @@ def test_a_calls_request_reaches_the_stream_in_one_write():
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": answer})
 
-    url, stop = serve(ingest, "httptools")
+    url, stop = online_world.serve(ingest, http="httptools")
     writes: list[int] = []
 
     async def scenario() -> None:
@@ -129,7 +108,7 @@ def test_an_answers_head_leaves_with_its_body(protocol, per_post, per_get):
         def connection_made(self, transport) -> None:
             super().connection_made(CountingTransport(transport, writes))
 
-    url, stop = serve(echo, Counted)
+    url, stop = online_world.serve(echo, http=Counted)
     try:
         with httpx.Client(base_url=url) as client:
             bodies = [bytes([65 + i]) * (100 + 70_000 * i) for i in range(3)]  # up to a 140 KB answer
@@ -150,7 +129,7 @@ def test_a_head_whose_body_comes_later_is_not_held_for_it():
         await asyncio.sleep(1.0)
         await send({"type": "http.response.body", "body": b"late"})
 
-    url, stop = serve(slow, CoalescingHttpToolsProtocol)
+    url, stop = online_world.serve(slow, http=CoalescingHttpToolsProtocol)
     try:
         with httpx.Client(base_url=url) as client:
             asked = time.perf_counter()
@@ -164,7 +143,7 @@ def test_a_head_whose_body_comes_later_is_not_held_for_it():
 
 
 def test_a_held_head_is_sent_before_the_connection_closes():
-    url, stop = serve(echo, CoalescingHttpToolsProtocol)
+    url, stop = online_world.serve(echo, http=CoalescingHttpToolsProtocol)
     try:
         with httpx.Client(base_url=url, headers={"connection": "close"}) as client:
             for size in (10, 200_000):
