@@ -22,7 +22,7 @@ import pytest
 
 from bankanom_pipeline import settings
 from bankanom_pipeline.warehouse import lake
-from tests import servers
+from tests import servers, tiny_platform
 from tests.api_server import free_port, wait_for_http
 from tests.conftest import generated_days
 
@@ -32,10 +32,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(5400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "distributed"
-TRAIN_DAY = dt.date(2026, 2, 1)
+# the tiny platform's days (tests/tiny_platform.py: its training day and its day, ~5k events each, enough
+# to train on and to find incidents every day), then one more under the next seed: the embedded reference
+# starts from the tiny platform's folder, whose training day's features and model pair are what the
+# reference's own `run --job features_job` and `train` computed, the same seeded days
+TRAIN_DAY = dt.date.fromisoformat(tiny_platform.TRAIN_DAY)
 # two days: the second reads the first (the lookback models), so the order rule is exercised
 DAYS = [(TRAIN_DAY + dt.timedelta(days=i)).isoformat() for i in range(1, 3)]
-RATE = 0.1  # events per second: ~8.6k a day, enough to train on and to find incidents every day
+assert DAYS[0] == tiny_platform.DAY
+RATE = tiny_platform.RATE  # events per second
+LAST_SEED = max(tiny_platform.SEEDS.values()) + 1  # DAYS[1]'s traffic: the next seed
 TABLES = ("raw_logs", "validated_logs", "features_events", "scored_events", "incidents", "incident_events")
 WORKERS = ("w1", "w2")
 # steps begun (by any worker) before w1 is killed: half of the backfill's (12 steps a partition), so
@@ -110,9 +116,8 @@ def _stop_sensors(url: str, names: set[str]) -> None:
 
 
 def _embedded_reference(env: dict, log: Path) -> float:
-    """The embedded default, one day after another in runs of its own; the backfill's seconds."""
-    _cli(env, "run", "--job", "features_job", "--date", TRAIN_DAY.isoformat(), log=log)
-    _cli(env, "train", "--end-date", TRAIN_DAY.isoformat(), log=log)
+    """The embedded default, one day after another in runs of its own, on a copy of the tiny platform's
+    folder (the training day's features and the model pair trained on them); the backfill's seconds."""
     return _cli(env, "backfill", "--start", DAYS[0], "--end", DAYS[-1], log=log)
 
 
@@ -199,12 +204,15 @@ def _fence_log(lines: list[str]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def backfill(tmp_path_factory):
+def backfill(tiny_world, tmp_path_factory):
     servers.require_servers()
     root = tmp_path_factory.mktemp("distributed")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     landing = root / "landing"
-    generated_days(landing, {day: 100 + i for i, day in enumerate([TRAIN_DAY.isoformat(), *DAYS])}, RATE)
+    shutil.copytree(tiny_world / "landing", landing)  # the training day and DAYS[0]
+    generated_days(landing, {DAYS[1]: LAST_SEED}, RATE)
+    # the reference starts where the tiny platform's `run --job features_job` and `train` left it
+    shutil.copytree(tiny_world / "base", root / "embedded")
     base = {**os.environ, "BANKANOM_LANDING_DIR": str(landing), "PYTHONUNBUFFERED": "1"}
     for name in ("BANKANOM_STORAGE", "BANKANOM_EXECUTOR", "BANKANOM_LAKE_ROOT", "BANKANOM_WAREHOUSE"):
         base.pop(name, None)

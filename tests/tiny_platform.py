@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DAY = "2026-02-01"
 DAY = "2026-02-02"
 RATE = 0.05  # events per second: ~5k a day
+SEEDS = {TRAIN_DAY: 100, DAY: 101}  # each day's traffic seed
 # settings that would send the runs elsewhere than the test's folders (lake mode, Celery, another file)
 _FOREIGN = (
     "BANKANOM_STORAGE",
@@ -90,7 +91,7 @@ def prepare(root: Path) -> Path:
     features and a promoted model pair trained on them (the session's ``tiny_world`` fixture)."""
     from tests.conftest import generated_days
 
-    generated_days(root / "landing", {TRAIN_DAY: 100, DAY: 101}, RATE)
+    generated_days(root / "landing", SEEDS, RATE)
     env = cli_env(root / "base", root / "landing", root / "dagster_home")
     ok(env, "run", "--job", "features_job", "--date", TRAIN_DAY)
     ok(env, "train", "--end-date", TRAIN_DAY)
