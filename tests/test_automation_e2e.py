@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -182,8 +181,9 @@ DAYS = ["2026-02-01", "2026-02-02", "2026-02-03"]
 
 
 def test_backfill_from_the_cli_runs_and_records_every_day(tmp_path):
-    """Each day its own recorded Dagster run of the real definitions, in a `bankanom backfill` process
-    with no daemon: the UI's run list and materialized partitions, and the console's run record."""
+    """Each day its own recorded Dagster run of the real definitions, by `bankanom backfill` with no
+    daemon: the UI's run list and materialized partitions, and the console's run record. The CLI app
+    runs in this test's process (tests/tiny_platform.py), which has Dagster imported already."""
     root, home, env = new_world(tmp_path)
     landing = root / "landing"
     for i, day in enumerate(DAYS):  # a tiny day each (--events writes that many from --start on)
@@ -192,15 +192,11 @@ def test_backfill_from_the_cli_runs_and_records_every_day(tmp_path):
             ["generate", "--start", day, "--events", "300", "--seed", str(21 + i), "--landing", str(landing)],
         )
         assert made.exit_code == 0, made.output
-    result = subprocess.run(
-        [*CLI, "backfill", "--start", DAYS[0], "--end", DAYS[-1], "--job", "features_job"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    code, printed = tiny_platform.bankanom(
+        env, "backfill", "--start", DAYS[0], "--end", DAYS[-1], "--job", "features_job"
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"{len(DAYS)} of {len(DAYS)} partitions succeeded" in result.stdout
+    assert code == 0, printed[-3000:]
+    assert f"{len(DAYS)} of {len(DAYS)} partitions succeeded" in printed
     with instance_at(home) as instance:
         runs = instance.get_runs(
             filters=dg.RunsFilter(job_name="features_job", statuses=[dg.DagsterRunStatus.SUCCESS])
