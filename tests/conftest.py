@@ -52,6 +52,21 @@ def tiny_world(tmp_path_factory) -> Path:
     return tiny_platform.prepare(tmp_path_factory.mktemp("tiny-platform"))
 
 
+@pytest.fixture(scope="session")
+def tiny_day_run(tiny_world, tmp_path_factory) -> Path:
+    """The tiny platform's data folder after an uninterrupted pipeline_job run of its day
+    (``tiny_platform.DAY``): the scores, incidents and snapshot a plain run leaves, which the crash tests
+    compare their reruns with and the predict tests' stored scores come from; built once per test
+    process. Read-only: copy it."""
+    from tests import tiny_platform
+
+    root = tmp_path_factory.mktemp("tiny-day-run")
+    shutil.copytree(tiny_world / "base", root / "data")
+    env = tiny_platform.cli_env(root / "data", tiny_world / "landing", root / "dagster_home")
+    tiny_platform.ok(env, "run", "--job", "pipeline_job", "--date", tiny_platform.DAY)
+    return root / "data"
+
+
 def small(config, **update):
     """A cheaper config for tests: fewer users, higher rate so short ranges carry many instances."""
     generation = config.log_generation.model_copy(update={"logs_per_second": update.pop("rate", 200.0)})

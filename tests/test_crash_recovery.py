@@ -120,10 +120,10 @@ def _kill_mid_step(env: dict, base: Path, step: str) -> int:
 
 @pytest.fixture(scope="module")
 def platform(tiny_world, tmp_path_factory, request):
-    """The tiny platform (tests/tiny_platform.py), the reference (pipeline_job on a copy of it, uninterrupted)
-    and the kill cases' killed runs. Those run one after another on a thread beside the tests, each in
-    its own data folder and Dagster instance, so a test reruns one case while the next case's run is on
-    its way to its pause."""
+    """The tiny platform (tests/tiny_platform.py), the reference (pipeline_job on a copy of it,
+    uninterrupted: the ``tiny_day_run`` fixture) and the kill cases' killed runs. Those run one after
+    another on a thread beside the tests, each in its own data folder and Dagster instance, so a test
+    reruns one case while the next case's run is on its way to its pause."""
     root = tmp_path_factory.mktemp("crash")
 
     def env(name: str, home: str | None = None) -> dict:
@@ -134,9 +134,7 @@ def platform(tiny_world, tmp_path_factory, request):
     killer = ThreadPoolExecutor(max_workers=1)
     killed = {step: killer.submit(_kill_mid_step, env(step), tiny_world / "base", step) for step in steps}
     try:
-        reference = root / "reference"
-        shutil.copytree(tiny_world / "base", reference)
-        tiny_platform.ok(env("reference"), "run", "--date", DAY)
+        reference = request.getfixturevalue("tiny_day_run")  # while the first case's run gets ready
         yield {
             "env": env,
             "base": tiny_world / "base",

@@ -19,7 +19,7 @@ import pytest
 from bankanom_api.posted import wire
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.online.events import to_micros
-from tests import online_world, tiny_platform
+from tests import online_world
 from tests.api_server import accepted_lines
 from tests.online_world import HI, KEY, H, client
 from tests.tiny_platform import DAY, TRAIN_DAY
@@ -141,15 +141,11 @@ def test_predicting_never_changes_the_state(tmp_path, world):
 
 
 @pytest.fixture(scope="module")
-def scored_day(tiny_world, tmp_path_factory):
+def scored_day(tiny_day_run):
     """The tiny platform with pipeline_job run on DAY (scores stored, a snapshot and its checkpoint
-    published); both days' accepted lines in order, and DAY's stored scores by event id."""
-    root = tmp_path_factory.mktemp("scored-day")
-    shutil.copytree(tiny_world / "landing", root / "landing")
-    shutil.copytree(tiny_world / "base", root / "data")
-    env = tiny_platform.cli_env(root / "data", root / "landing", root / "dagster_home")
-    tiny_platform.ok(env, "run", "--job", "pipeline_job", "--date", DAY)
-    con = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
+    published: the ``tiny_day_run`` fixture, read-only); both days' accepted lines in order, and DAY's
+    stored scores by event id."""
+    con = duckdb.connect(str(tiny_day_run / "warehouse.duckdb"), read_only=True)
     try:
         train, day = in_order(accepted_lines(con, TRAIN_DAY)), in_order(accepted_lines(con, DAY))
         stored = {
@@ -162,7 +158,7 @@ def scored_day(tiny_world, tmp_path_factory):
         }
     finally:
         con.close()
-    return root / "data", train, day, stored
+    return tiny_day_run, train, day, stored
 
 
 def _equal_scores(got: dict, stored: tuple) -> bool:
