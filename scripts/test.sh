@@ -30,12 +30,14 @@ export BANKANOM_TEST_TINY="$temp/tiny"
 wait "$demo"
 export BANKANOM_TEST_DEMO="$temp/demo"
 
-# on two cores the tier is CPU-bound: grouped by each file's measured CPU-seconds, the distributed test's
-# stream (which mostly waits on its deployment's timeouts) taking more files than its CPU share
+# on two cores the tier is CPU-bound: grouped by each file's measured CPU-seconds (and the last run's
+# seconds per stream), the distributed test's stream (which mostly waits on its deployment's backfill)
+# taking more files than its CPU share; the crash and predict tests share the tiny day's run (the
+# tiny_day_run fixture: one process, one run)
 streams=(
-  "tests/test_distributed.py tests/test_wheel.py tests/test_published.py tests/test_infra.py tests/test_mock_server.py tests/test_up_live.py tests/test_stream_kill9.py"
-  "tests/test_crash_recovery.py tests/test_reader_during_run.py tests/test_predict_context.py tests/test_reconcile.py"
-  "tests/test_automation_e2e.py tests/test_lake.py tests/test_transactions.py tests/test_scale_out.py tests/test_api_abuse.py tests/test_demo_feedback.py"
+  "tests/test_distributed.py tests/test_wheel.py tests/test_published.py tests/test_infra.py tests/test_mock_server.py tests/test_up_live.py tests/test_stream_kill9.py tests/test_snapshot_integrity.py tests/test_reconcile.py"
+  "tests/test_crash_recovery.py tests/test_reader_during_run.py tests/test_predict_context.py"
+  "tests/test_automation_e2e.py tests/test_lake.py tests/test_transactions.py tests/test_scale_out.py tests/test_api_abuse.py tests/test_demo_feedback.py tests/test_transaction_reranker.py"
 )
 pids=()
 declare -A taken
