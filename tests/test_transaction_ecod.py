@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import skew
 
 from bankanom_pipeline.detection.config import MODEL_NAMES, DetectionConfig, default_detection_config
-from bankanom_pipeline.detection.ecod import FrozenEcod
+from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior
 from bankanom_pipeline.detection.models import ALL_TRAINERS, ensemble_with_ecod
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.scoring import ECOD, IF, LOF, score, score_values
@@ -132,8 +132,14 @@ def _frame(rng: np.random.Generator, rows: int) -> pl.DataFrame:
             columns[name] = rng.random(rows)
         elif name == "hour_of_day":
             columns[name] = rng.uniform(0, 24, rows)
+        elif name == "history_count":
+            columns[name] = rng.poisson(20, rows).astype(float)
+        elif name == "novelty":
+            columns[name] = rng.binomial(3, 0.02, rows).astype(float)
         else:
             columns[name] = rng.normal(0, 1, rows)
+    if "hour_near_count" in columns:  # the account's earlier transactions near this hour: some of all
+        columns["hour_near_count"] = rng.binomial(columns["history_count"].astype(int), 0.2).astype(float)
     return pl.DataFrame(columns)
 
 
@@ -213,3 +219,103 @@ def test_last_bit_differences_land_on_the_same_step_once_rounded(data):
     rounded = FrozenEcod(["right"] * 4, decimals=9).fit(train)
     assert rounded.score_samples(value)[0] == rounded.score_samples(nudged)[0]
     assert TRANSACTIONS.config.ecod.decimals == 9
+
+
+def _prior(window: int = 2, weight: float = 2.0) -> HourPrior:
+    """Columns count, total, hour (0, 1, 2) of an unscaled matrix."""
+    return HourPrior(0, 1, 2, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), window, weight)
+
+
+def test_the_hour_is_judged_by_the_accounts_habit_with_the_populations_as_a_prior():
+    """HourPrior: p = (count + weight * share(hour)) / (total + weight). A long daytime history makes a
+    first 2 a.m. transaction surprising where a night owl's is not; with no history the population's
+    rarity of 2 a.m. decides, so 2 a.m. is more surprising than 2 p.m. for a new account."""
+    rng = np.random.default_rng(0)
+    hours = np.where(rng.random(4000) < 0.01, rng.integers(0, 5, 4000), rng.integers(8, 21, 4000))
+    train = np.column_stack([rng.integers(0, 10, 4000), np.full(4000, 40), hours]).astype(float)
+    ecod = FrozenEcod(["right", "none", "none"], hour_prior=_prior()).fit(train)
+    near_2am = sum(np.mean(hours == h) for h in (0, 1, 2, 3, 4))
+    np.testing.assert_allclose(ecod.hour_shares_[2], near_2am)
+    probe = np.array(
+        [
+            [0, 40, 2],  # daytime account, 40 earlier transactions, none near 2 a.m.
+            [6, 40, 2],  # night owl: 6 of its 40 near 2 a.m.
+            [0, 0, 2],  # a new account at 2 a.m.
+            [0, 0, 14],  # a new account at 2 p.m.
+            [30, 40, 14],  # an afternoon account in the afternoon
+        ],
+        dtype=float,
+    )
+    surprise = ecod._prepared(probe)[:, 0]
+    np.testing.assert_allclose(surprise[0], -np.log(2 * near_2am / 42))
+    assert surprise[0] > surprise[2] > surprise[3] > surprise[4]
+    assert surprise[0] > surprise[1] + 3
+    scores = ecod.feature_scores(probe)
+    assert scores[0, 0] > scores[1, 0] and (scores[:, 1:] == 0).all()  # total and hour are inputs only
+
+
+def test_excess_counts_each_feature_beyond_its_floor(data):
+    train, rows = data
+    plain = FrozenEcod(["right"] * 4).fit(train)
+    floored = FrozenEcod(["right"] * 4, max_weight=1.0, excess=0.5).fit(train)
+    beyond = np.maximum(plain.feature_scores(rows) - 0.5, 0)
+    np.testing.assert_allclose(
+        -floored.score_samples(rows), beyond.sum(axis=1) + beyond.max(axis=1), rtol=1e-12
+    )
+    np.testing.assert_array_equal(floored.feature_scores(rows), plain.feature_scores(rows))  # the evidence
+    with pytest.raises(ValueError, match="excess"):
+        FrozenEcod(excess=-1)
+    with pytest.raises(ValueError, match="hour_prior"):
+        FrozenEcod(hour_prior=_prior(weight=0))
+    with pytest.raises(ValueError, match="outside"):
+        FrozenEcod(hour_prior=HourPrior(0, 1, 5, (0.0,) * 3, (1.0,) * 3)).fit(np.ones((5, 3)))
+
+
+def test_the_trained_hour_prior_undoes_the_feature_spaces_scaling(trained):
+    """Through the transaction config, the registry and back: the hour's surprise is computed from the
+    raw count, total and hour, whatever the feature space's robust scaling made of them."""
+    detectors, frame = trained
+    ecod = detectors[ECOD]
+    prior = ecod.estimator.hour_prior
+    names = ecod.space.names
+    assert (names[prior.count], names[prior.total], names[prior.hour]) == (
+        "hour_near_count",
+        "history_count",
+        "hour_of_day",
+    )
+    hour = np.floor(frame["hour_of_day"].to_numpy()).astype(int)
+    per_hour = np.bincount(hour, minlength=24) / len(hour)
+    shares = np.array([sum(per_hour[(h + d) % 24] for d in range(-2, 3)) for h in range(24)])
+    np.testing.assert_allclose(ecod.estimator.hour_shares_, shares, atol=1e-12)
+    expected = -np.log(
+        (frame["hour_near_count"].to_numpy() + 2 * shares[hour]) / (frame["history_count"].to_numpy() + 2)
+    )
+    got = ecod.estimator._prepared(ecod.space.matrix(frame))[:, prior.count]
+    np.testing.assert_allclose(got, expected, atol=1e-8)
+
+
+def test_the_hour_prior_must_name_untransformed_ecod_features():
+    raw = TRANSACTIONS.config.model_dump()
+    raw["ecod"]["hour_prior"]["total"] = "tx_24h"  # not an ECOD feature
+    with pytest.raises(ValueError, match="hour_prior"):
+        DetectionConfig.model_validate(raw)
+    raw = TRANSACTIONS.config.model_dump()
+    raw["features"]["history_count"] = "log1p"
+    with pytest.raises(ValueError, match="transform none"):
+        DetectionConfig.model_validate(raw)
+
+
+def test_a_geometric_tail_scores_each_step_above_the_usual_count_as_rare_again():
+    """Login attempts: 1 usually, 2 for 2%, never more in training; 3 and 4 are each a step rarer
+    (k * -ln q), where the empirical right tail stops at the rarest training value's share."""
+    train = np.where(np.arange(1000) < 980, 1.0, 2.0)[:, None]
+    ecod = FrozenEcod(["geometric"]).fit(train)
+    per_step = -np.log(20 / 1000)
+    got = ecod.feature_scores(np.array([[0.0], [1.0], [2.0], [3.0], [4.0]]))[:, 0]
+    np.testing.assert_allclose(got, [0, 0, per_step, 2 * per_step, 3 * per_step])
+    scaled = FrozenEcod(["geometric"]).fit(train * 40 - 3)  # the feature space's scaling: same steps
+    np.testing.assert_allclose(scaled.feature_scores(np.array([[4.0 * 40 - 3]]))[:, 0], [3 * per_step])
+    right = FrozenEcod(["right"]).fit(train).feature_scores(np.array([[4.0]]))[0, 0]
+    assert right == pytest.approx(np.log(1001))  # the empirical tail: no rarer than one in n + 1
+    with pytest.raises(ValueError, match="geometric"):
+        FrozenEcod(["geometric"]).fit(np.ones((10, 1)))

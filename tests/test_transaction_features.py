@@ -97,3 +97,18 @@ def test_hour_of_day_is_the_clock_time_in_hours(built):
     for r in rows:
         hour, minute = int(r["time"][11:13]), int(r["time"][14:16])
         assert got[r["tid"]]["hour_of_day"] == pytest.approx(hour + minute / 60)
+
+
+def test_hour_near_count_counts_the_accounts_earlier_transactions_within_two_hours_of_the_clock(built):
+    rows, got = built
+    for r in rows:
+        hour = int(r["time"][11:13])
+        near = sum(
+            min((int(e["time"][11:13]) - hour) % 24, (hour - int(e["time"][11:13])) % 24) <= 2
+            for e in _earlier(rows, r)
+        )
+        assert got[r["tid"]]["hour_near_count"] == near, r["tid"]
+        assert (
+            got[r["tid"]]["novelty"]
+            == got[r["tid"]]["new_device"] + got[r["tid"]]["new_ip"] + got[r["tid"]]["new_location"]
+        )

@@ -50,13 +50,28 @@ class LocalOutlierFactorParams(_Strict):
     random_state: int = 7
 
 
+class EcodHourPrior(_Strict):
+    # features ECOD reads: the account's earlier transactions near this hour of the day, all of them,
+    # and the hour of the day (each with transform none)
+    count: str
+    total: str
+    hour: str
+    window: int = Field(default=2, ge=0, le=11)
+    weight: float = Field(default=2.0, gt=0)
+
+
 class EcodParams(_Strict):
     # the subset of ``features`` ECOD reads (None: all); its distributions are frozen at training
     features: list[str] | None = None
-    # per feature, the tail that counts (ecod.py): both (ECOD's rule, the default), left or right
-    tails: dict[str, Literal["both", "left", "right"]] = {}
+    # per feature, the tail that counts (ecod.py): both (ECOD's rule, the default), left or right;
+    # none: read only as an input of hour_prior; geometric: a count's tail above its usual value
+    tails: dict[str, Literal["both", "left", "right", "none", "geometric"]] = {}
     # the score adds this many times its most extreme feature to the sum over features
     max_weight: float = Field(default=0.0, ge=0)
+    # each feature counts only its outlyingness beyond this many nats (ecod.py)
+    excess: float = Field(default=0.0, ge=0)
+    # an hour-of-day count scored as the hour's surprise under the account's habit (ecod.HourPrior)
+    hour_prior: EcodHourPrior | None = None
     # values rounded to this many decimals (of the scaled feature) before ECOD counts or scores them, so
     # that last-bit differences between the API's and the pipeline's features land on the same step
     decimals: int | None = Field(default=9, ge=0, le=15)
@@ -126,6 +141,14 @@ class DetectionConfig(_Strict):
                 raise ValueError(
                     f"ecod.tails names features ECOD does not read: {', '.join(sorted(unknown))}"
                 )
+            prior = self.ecod.hour_prior
+            if prior is not None:
+                named = {prior.count, prior.total, prior.hour}
+                ecod_features = self.model_features("ecod")
+                if named - set(ecod_features) or any(ecod_features[f] != "none" for f in named):
+                    raise ValueError(
+                        "ecod.hour_prior's features must be features ECOD reads, with transform none"
+                    )
         return self
 
     def model_features(self, name: str) -> dict[str, str]:

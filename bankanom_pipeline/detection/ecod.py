@@ -14,13 +14,70 @@ P(X <= x) = (training rows <= x, plus the row itself) / (n + 1). A row's score i
 PyOD's ECOD score of that row scored alone against the training data (with the training skew's sign),
 whatever else is in the call. Each feature is stored as its distinct training values with cumulative
 counts (a binary feature is two numbers), not the training matrix.
+
+Three options move further from plain ECOD (all off by default), for single-field departures that
+would otherwise sit no higher than the ordinary extremes of a dozen continuous features. ``excess``:
+each feature counts only the nats beyond this floor, so many mildly unusual values do not add up to an
+extreme. A ``geometric`` tail: a count's values above its usual one score as a geometric tail fitted at
+training, not at the empirical tail's floor of one in n + 1. ``hour_prior`` (``HourPrior``): one
+column, an account's earlier transactions near this hour of the day, is scored as the surprise of the
+hour under the account's habit, smoothed towards the training population's share of that hour where
+the history is short.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 
-TAILS = ("both", "left", "right")
+# "none": a column ECOD reads only as an input of another (HourPrior's total and hour), never scored;
+# "geometric": a count scored by a geometric tail above its usual value (FrozenEcod)
+TAILS = ("both", "left", "right", "none", "geometric")
+
+
+@dataclass(frozen=True)
+class HourPrior:
+    """How ECOD turns an account's hour-of-day count into a surprise, -ln p, with
+    p = (count + weight * share(hour)) / (total + weight): ``count`` the account's earlier transactions
+    within ``window`` hours of this one's hour of the day, ``total`` all its earlier transactions,
+    ``share(hour)`` the training rows' share within ``window`` hours of that hour (frozen at fit). A
+    daytime account's first 2 a.m. transaction is then surprising even on a short history, a night owl's
+    is not, and 2 a.m. is judged against how rare it is for everyone where the account has little
+    history (Bayesian smoothing). The three are columns of ECOD's matrix (indices), scaled by the feature
+    space: ``center`` and ``scale`` (per column, in that order) undo it."""
+
+    count: int
+    total: int
+    hour: int
+    center: tuple[float, float, float]
+    scale: tuple[float, float, float]
+    window: int = 2
+    weight: float = 2.0
+
+    def raw(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The count, total and integer hour of each row (rounded: the scaling's last bits)."""
+        cols = [
+            matrix[:, j] * s + c
+            for j, c, s in zip((self.count, self.total, self.hour), self.center, self.scale, strict=True)
+        ]
+        count, total = np.maximum(np.round(cols[0]), 0), np.maximum(np.round(cols[1]), 0)
+        hour = np.floor(cols[2] + 1e-6).astype(np.int64) % 24
+        return count, total, hour
+
+    def shares(self, matrix: np.ndarray) -> np.ndarray:
+        """Per hour of the day, the share of ``matrix``'s rows within ``window`` hours of it (circular)."""
+        _, _, hour = self.raw(matrix)
+        per_hour = np.bincount(hour, minlength=24) / max(len(hour), 1)
+        return np.array(
+            [sum(per_hour[(h + d) % 24] for d in range(-self.window, self.window + 1)) for h in range(24)]
+        )
+
+    def surprise(self, matrix: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        count, total, hour = self.raw(matrix)
+        prior = np.maximum(shares[hour], 1e-12)
+        return -np.log((count + self.weight * prior) / (total + self.weight))
 
 
 class FrozenEcod:
@@ -30,9 +87,16 @@ class FrozenEcod:
     ``tails`` (one per feature, default ``both``): ``both`` is ECOD's own rule; ``left`` / ``right``
     count only that tail, for a feature whose other end is harmless (a long gap since the previous
     transaction, one login attempt): both tails of a dozen features add up to a noise floor that hides a
-    single extreme. ``max_weight``: the score is the sum over features plus this many times the largest
-    one, so that one extreme feature weighs more than several mildly unusual ones. With every tail
-    ``both``, ``max_weight`` 0 and no ``decimals`` the score is PyOD's.
+    single extreme; ``none``: not scored (an input of ``hour_prior`` only); ``geometric``: a count whose
+    extremes are rarer than any training frequency can show (3, 4, 5 login attempts where 2 is already
+    rare): with m its most frequent training value and q the training share of values above m among
+    those at least m, a value k steps above m scores k * -ln q (P(X >= m + k) = q^k), where the empirical
+    tail stops at the rarest training value's share. ``max_weight``: the score is
+    the sum over features plus this many times the largest one, so that one extreme feature weighs more
+    than several mildly unusual ones. ``excess``: each feature's outlyingness less this floor (never
+    below 0) before the sum and the largest are taken. ``hour_prior``: see ``HourPrior``; its count
+    column is scored in its right tail as the surprise of the hour. With every tail ``both``,
+    ``max_weight`` and ``excess`` 0, no ``hour_prior`` and no ``decimals`` the score is PyOD's.
 
     ``decimals``: values are rounded to this many decimals before they are counted or scored. The
     distributions are step functions, so a value one last bit either side of a training value scores
@@ -41,15 +105,25 @@ class FrozenEcod:
     debit's z); rounded, both land on the same step."""
 
     def __init__(
-        self, tails: list[str] | None = None, max_weight: float = 0.0, decimals: int | None = None
+        self,
+        tails: list[str] | None = None,
+        max_weight: float = 0.0,
+        decimals: int | None = None,
+        excess: float = 0.0,
+        hour_prior: HourPrior | None = None,
     ) -> None:
         if tails is not None and set(tails) - set(TAILS):
             raise ValueError(f"tails must each be one of {TAILS}, got {sorted(set(tails) - set(TAILS))}")
-        if max_weight < 0:
-            raise ValueError("max_weight must be >= 0")
+        if max_weight < 0 or excess < 0:
+            raise ValueError("max_weight and excess must be >= 0")
+        if hour_prior is not None and (hour_prior.weight <= 0 or not 0 <= hour_prior.window < 12):
+            raise ValueError("hour_prior needs weight > 0 and a window of 0-11 hours")
         self.tails = list(tails) if tails is not None else None
         self.max_weight = float(max_weight)
         self.decimals = decimals
+        self.excess = float(excess)
+        self.hour_prior = hour_prior
+        self.hour_shares_: np.ndarray | None = None  # HourPrior's population shares, frozen at fit
         self.values_: list[np.ndarray] = []  # per feature: the distinct training values, ascending
         self.at_most_: list[np.ndarray] = []  # per feature: training rows <= each distinct value
         self.n_: int = 0
@@ -63,7 +137,12 @@ class FrozenEcod:
             raise ValueError(f"{len(self.tails)} tails for {matrix.shape[1]} features")
         if not np.isfinite(matrix).all():
             raise ValueError("ECOD's training matrix holds non-finite values")
-        matrix = self._rounded(matrix)
+        prior = self.__dict__.get("hour_prior")
+        if prior is not None:
+            if max(prior.count, prior.total, prior.hour) >= matrix.shape[1]:
+                raise ValueError("hour_prior names a column outside ECOD's matrix")
+            self.hour_shares_ = prior.shares(self._rounded(matrix))
+        matrix = self._prepared(matrix)
         self.n_ = len(matrix)
         self.values_, self.at_most_ = [], []
         for column in matrix.T:
@@ -71,11 +150,39 @@ class FrozenEcod:
             self.values_.append(values)
             self.at_most_.append(np.cumsum(counts))
         self.skew_sign_ = np.sign(_skewness(matrix))
+        # per geometric feature: its mode, one step above it (the next training value) and -ln q
+        self.geometric_ = {}
+        for j, tail in enumerate(self.tails or []):
+            if tail == "geometric":
+                values, at_most = self.values_[j], self.at_most_[j]
+                counts = np.diff(np.concatenate([[0], at_most]))
+                mode = int(np.argmax(counts))
+                if mode == len(values) - 1:
+                    raise ValueError(
+                        f"feature {j}: a geometric tail needs training values above the most frequent one"
+                    )
+                at_least_mode = self.n_ - (at_most[mode - 1] if mode else 0)
+                q = (self.n_ - at_most[mode]) / at_least_mode
+                self.geometric_[j] = (
+                    float(values[mode]),
+                    float(values[mode + 1] - values[mode]),
+                    float(-np.log(q)),
+                )
         return self
 
     def __getstate__(self) -> dict:
-        # the lookup tables are rebuilt on first use: an artifact keeps the distributions only
-        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+        # the lookup tables are rebuilt on first use: an artifact keeps the distributions only, and
+        # HourPrior as its fields (the registry loads plain types and this class only)
+        state = {k: v for k, v in self.__dict__.items() if k != "_tables"}
+        if state.get("hour_prior") is not None:
+            state["hour_prior"] = dataclasses.astuple(state["hour_prior"])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.get("hour_prior") is not None:
+            count, total, hour, center, scale, window, weight = state["hour_prior"]
+            state["hour_prior"] = HourPrior(count, total, hour, tuple(center), tuple(scale), window, weight)
+        self.__dict__.update(state)
 
     @property
     def n_features_in_(self) -> int:
@@ -88,11 +195,18 @@ class FrozenEcod:
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[1] != self.n_features_in_:
             raise ValueError(f"ECOD was trained on {self.n_features_in_} features, got shape {matrix.shape}")
-        matrix = self._rounded(matrix)
+        matrix = self._prepared(matrix)
         out = np.empty(matrix.shape)
         for j, (values, (left, right)) in enumerate(zip(self.values_, self._lookup(), strict=True)):
             x = matrix[:, j]
             tail = self.tails[j] if self.tails is not None else "both"
+            if tail == "none":
+                out[:, j] = 0.0
+                continue
+            if tail == "geometric":
+                mode, step, nats = self.geometric_[j]
+                out[:, j] = np.maximum((x - mode) / step, 0.0) * nats
+                continue
             # u_left: training rows <= x; u_right: >= x (each plus the row itself), by position
             if tail == "left":
                 out[:, j] = left[np.searchsorted(values, x, side="right")]
@@ -107,6 +221,16 @@ class FrozenEcod:
                 u_skew = u_left * -np.sign(sign - 1) + u_right * np.sign(sign + 1)
                 out[:, j] = np.maximum(np.maximum(u_left, u_right), u_skew)
         return out
+
+    def _prepared(self, matrix: np.ndarray) -> np.ndarray:
+        """Rounded, and with ``hour_prior`` its count column replaced by the hour's surprise."""
+        matrix = self._rounded(matrix)
+        prior = self.__dict__.get("hour_prior")  # a model saved before hour_prior existed has none
+        if prior is None:
+            return matrix
+        matrix = matrix.copy()
+        matrix[:, prior.count] = self._rounded(prior.surprise(matrix, self.hour_shares_)[:, None])[:, 0]
+        return matrix
 
     def _rounded(self, matrix: np.ndarray) -> np.ndarray:
         decimals = getattr(self, "decimals", None)  # a model saved before decimals existed
@@ -130,6 +254,9 @@ class FrozenEcod:
     def score_samples(self, matrix: np.ndarray) -> np.ndarray:
         """Minus the ECOD score of each row (higher = more normal, scikit-learn's convention)."""
         per_feature = self.feature_scores(matrix)
+        excess = self.__dict__.get("excess", 0.0)
+        if excess:
+            per_feature = np.maximum(per_feature - excess, 0.0)
         total = per_feature.sum(axis=1)
         if self.max_weight:
             total += self.max_weight * per_feature.max(axis=1)

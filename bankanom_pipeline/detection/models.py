@@ -193,14 +193,22 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
 def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
     """ECOD on a seeded sample of the window (``ecod.train_rows``), its distributions frozen: a row's
     score never depends on the rows scored with it (see ecod.py)."""
-    from bankanom_pipeline.detection.ecod import FrozenEcod
+    from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior
 
     p = config.ecod
     if p is None:
         raise ValueError("this source's detection config has no ecod section")
     fit_on = calibration_rows(matrix, p.random_state, p.train_rows)
     tails = [p.tails.get(name, "both") for name in space.names]
-    detector = Detector("ecod", FrozenEcod(tails, p.max_weight, p.decimals).fit(fit_on), space, [])
+    prior = None
+    if p.hour_prior is not None:
+        at = [space.names.index(n) for n in (p.hour_prior.count, p.hour_prior.total, p.hour_prior.hour)]
+        center = tuple(space.center[j] for j in at)
+        prior = HourPrior(
+            *at, center, tuple(space.scale[j] for j in at), p.hour_prior.window, p.hour_prior.weight
+        )
+    estimator = FrozenEcod(tails, p.max_weight, p.decimals, p.excess, prior).fit(fit_on)
+    detector = Detector("ecod", estimator, space, [])
     detector.knots = calibrate(detector.raw_scores(calibration_rows(matrix, p.random_state)))
     return detector
 

@@ -134,6 +134,10 @@ SELECT
     (n_prev >= 1 AND coalesce(first_location, false))::INT AS new_location,
     (n_prev >= 1 AND coalesce(first_merchant, false))::INT AS new_merchant,
     (n_prev >= 3 AND coalesce(first_channel, false))::INT AS new_channel,
+    -- a new device, IP and city at once (0-3): a taken-over account's first visit, where one new
+    -- device or one trip alone is ordinary
+    (n_prev >= 1)::INT * (coalesce(first_device, false)::INT + coalesce(first_ip, false)::INT
+                          + coalesce(first_location, false)::INT) AS novelty,
     -- share of the account's earlier transactions on this channel, smoothed (half a transaction per
     -- channel): a third with no history, near 0 for a channel a long history never used
     (CASE channel WHEN 'ATM' THEN channels_before & 2097151 WHEN 'Online' THEN (channels_before >> 21) & 2097151
@@ -141,6 +145,9 @@ SELECT
     -- share of the account's earlier transactions within two hours of this time of day (1 until it has 5)
     CASE WHEN n_prev >= 2097151 THEN error('features_transactions: an account has 2^21 earlier transactions, more than the packed hour counts hold')
          WHEN n_prev >= 5 THEN n_prev_near_hour / n_prev ELSE 1 END AS hour_share,
+    -- the same count itself: ECOD scores it against the account's history and the training population's
+    -- habit at this hour (detection/ecod.py HourPrior), so a short history is judged with a prior
+    n_prev_near_hour::INT AS hour_near_count,
     -- travel
     travel_km,
     least(travel_km / greatest(secs_since_prev / 3600, 1 / 60), 20000) AS travel_speed_kmh,
