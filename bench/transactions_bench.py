@@ -153,12 +153,15 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
     channel_before = df.groupby(["account_id", "channel"], sort=False).cumcount()
     out["new_channel"] = ((channel_before == 0) & (n_prev >= 3)).astype(int)
     out["channel_share"] = (channel_before + 0.5) / (n_prev + 1.5)
+    out["novelty"] = out["new_device"] + out["new_ip"] + out["new_location"]
+    out["history_count"] = n_prev
     # earlier transactions of the account in each hour of the day, then those within two hours of this one
     hour_of_day = df["ts"].dt.hour.to_numpy()
     onehot = pd.DataFrame(np.eye(24, dtype=np.int32)[hour_of_day], index=df.index)
     before = onehot.groupby(df["account_id"], sort=False).cumsum().to_numpy() - onehot.to_numpy()
     near = sum(before[np.arange(len(df)), (hour_of_day + d) % 24] for d in range(-2, 3))
     out["hour_share"] = np.where(n_prev >= 5, near / n_prev.replace(0, 1), 1.0)
+    out["hour_near_count"] = near
     km = pd.Series(_haversine(df["lat"], df["lon"], g["lat"].shift(), g["lon"].shift())).fillna(0)
     out["travel_km"] = km
     out["travel_speed_kmh"] = np.minimum(km / np.maximum(secs / 3600, 1 / 60), 20000)
