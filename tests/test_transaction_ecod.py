@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import skew
 
 from bankanom_pipeline.detection.config import MODEL_NAMES, DetectionConfig, default_detection_config
-from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior
+from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior, StudentTail
 from bankanom_pipeline.detection.models import ALL_TRAINERS, ensemble_with_ecod
 from bankanom_pipeline.detection.registry import Registry
 from bankanom_pipeline.detection.scoring import ECOD, IF, LOF, score, score_values
@@ -132,7 +132,7 @@ def _frame(rng: np.random.Generator, rows: int) -> pl.DataFrame:
             columns[name] = rng.random(rows)
         elif name == "hour_of_day":
             columns[name] = rng.uniform(0, 24, rows)
-        elif name == "history_count":
+        elif name in ("history_count", "debit_history_count"):
             columns[name] = rng.poisson(20, rows).astype(float)
         elif name == "novelty":
             columns[name] = rng.binomial(3, 0.02, rows).astype(float)
@@ -319,3 +319,44 @@ def test_a_geometric_tail_scores_each_step_above_the_usual_count_as_rare_again()
     assert right == pytest.approx(np.log(1001))  # the empirical tail: no rarer than one in n + 1
     with pytest.raises(ValueError, match="geometric"):
         FrozenEcod(["geometric"]).fit(np.ones((10, 1)))
+
+
+def test_a_z_on_a_long_history_counts_in_students_tail_beyond_the_empirical_floor():
+    """StudentTail: z = 6 on 40 earlier debits is rarer than one in n + 1 (the empirical tail's floor);
+    the same z on 3 earlier debits is not; below 3 earlier debits only the empirical tail counts."""
+    from scipy.stats import t
+
+    rng = np.random.default_rng(2)
+    train = np.column_stack([rng.normal(0, 1, 2000), rng.integers(0, 60, 2000)]).astype(float)
+    student = StudentTail(0, 1, (0.0, 0.0), (1.0, 1.0))
+    plain = FrozenEcod(["right", "none"]).fit(train)
+    ecod = FrozenEcod(["right", "none"], student=student).fit(train)
+    probe = np.array([[6.0, 40], [6.0, 3], [6.0, 2], [-1.0, 40]])
+    got = ecod.feature_scores(probe)[:, 0]
+    floor = np.log(len(train) + 1)
+    assert got[0] == pytest.approx(-t.logsf(6 * np.sqrt(40 / 41), 39)) and got[0] > floor + 5
+    assert got[1] == pytest.approx(floor)  # t with 2 degrees of freedom: not beyond the empirical tail
+    assert got[2] == pytest.approx(floor)
+    assert got[3] == plain.feature_scores(probe)[3, 0]  # an ordinary value: the empirical tail
+    with pytest.raises(ValueError, match="student"):
+        FrozenEcod(student=StudentTail(0, 4, (0.0, 0.0), (1.0, 1.0))).fit(train)
+
+
+def test_the_trained_student_tail_undoes_the_feature_spaces_scaling(trained):
+    from scipy.stats import t
+
+    detectors, frame = trained
+    ecod = detectors[ECOD]
+    student = ecod.estimator.student
+    assert (ecod.space.names[student.value], ecod.space.names[student.count]) == (
+        "debit_amount_z",
+        "debit_history_count",
+    )
+    z, n = frame["debit_amount_z"].to_numpy(), frame["debit_history_count"].to_numpy()
+    expected = np.where(n >= 3, -t.logsf(z * np.sqrt(n / (n + 1)), np.maximum(n - 1, 1)), 0.0)
+    got = student.surprise(ecod.estimator._prepared(ecod.space.matrix(frame)))
+    np.testing.assert_allclose(got, np.maximum(expected, 0), atol=1e-6)
+    raw = TRANSACTIONS.config.model_dump()
+    raw["ecod"]["student"]["count"] = "tx_24h"  # not an ECOD feature
+    with pytest.raises(ValueError, match="student"):
+        DetectionConfig.model_validate(raw)

@@ -78,6 +78,7 @@ def test_a_debit_is_measured_against_the_accounts_earlier_debits_only(built):
             expected = (math.log1p(r["amount"]) - mean) / max(sd, 0.5)
             checked += 1
         assert got[r["tid"]]["debit_amount_z"] == pytest.approx(expected, abs=1e-9), r["tid"]
+        assert got[r["tid"]]["debit_history_count"] == len(debits), r["tid"]
     assert checked > 50
 
 

@@ -60,6 +60,13 @@ class EcodHourPrior(_Strict):
     weight: float = Field(default=2.0, gt=0)
 
 
+class EcodStudentTail(_Strict):
+    # features ECOD reads (transform none): a z-score against the account's own history, and how many
+    # earlier items that history holds
+    value: str
+    count: str
+
+
 class EcodParams(_Strict):
     # the subset of ``features`` ECOD reads (None: all); its distributions are frozen at training
     features: list[str] | None = None
@@ -72,6 +79,8 @@ class EcodParams(_Strict):
     excess: float = Field(default=0.0, ge=0)
     # an hour-of-day count scored as the hour's surprise under the account's habit (ecod.HourPrior)
     hour_prior: EcodHourPrior | None = None
+    # a z-score's tail also read as Student's t for the length of its history (ecod.StudentTail)
+    student: EcodStudentTail | None = None
     # values rounded to this many decimals (of the scaled feature) before ECOD counts or scores them, so
     # that last-bit differences between the API's and the pipeline's features land on the same step
     decimals: int | None = Field(default=9, ge=0, le=15)
@@ -141,13 +150,14 @@ class DetectionConfig(_Strict):
                 raise ValueError(
                     f"ecod.tails names features ECOD does not read: {', '.join(sorted(unknown))}"
                 )
-            prior = self.ecod.hour_prior
-            if prior is not None:
-                named = {prior.count, prior.total, prior.hour}
-                ecod_features = self.model_features("ecod")
-                if named - set(ecod_features) or any(ecod_features[f] != "none" for f in named):
+            ecod_features = self.model_features("ecod")
+            for key, option in (("hour_prior", self.ecod.hour_prior), ("student", self.ecod.student)):
+                if option is None:
+                    continue
+                names = {v for v in option.model_dump().values() if isinstance(v, str)}  # the features
+                if names - set(ecod_features) or any(ecod_features[f] != "none" for f in names):
                     raise ValueError(
-                        "ecod.hour_prior's features must be features ECOD reads, with transform none"
+                        f"ecod.{key}'s features must be features ECOD reads, with transform none"
                     )
         return self
 

@@ -15,14 +15,15 @@ PyOD's ECOD score of that row scored alone against the training data (with the t
 whatever else is in the call. Each feature is stored as its distinct training values with cumulative
 counts (a binary feature is two numbers), not the training matrix.
 
-Three options move further from plain ECOD (all off by default), for single-field departures that
+Four options move further from plain ECOD (all off by default), for single-field departures that
 would otherwise sit no higher than the ordinary extremes of a dozen continuous features. ``excess``:
 each feature counts only the nats beyond this floor, so many mildly unusual values do not add up to an
 extreme. A ``geometric`` tail: a count's values above its usual one score as a geometric tail fitted at
 training, not at the empirical tail's floor of one in n + 1. ``hour_prior`` (``HourPrior``): one
 column, an account's earlier transactions near this hour of the day, is scored as the surprise of the
 hour under the account's habit, smoothed towards the training population's share of that hour where
-the history is short.
+the history is short. ``student`` (``StudentTail``): a z-score against the account's own history also
+counts in Student's t tail for the length of that history.
 """
 
 from __future__ import annotations
@@ -80,6 +81,32 @@ class HourPrior:
         return -np.log((count + self.weight * prior) / (total + self.weight))
 
 
+@dataclass(frozen=True)
+class StudentTail:
+    """A z-score against an account's own history (``value``) whose history may be short (``count``
+    earlier items): its tail is also read as Student's t with count - 1 degrees of freedom,
+    -ln P(T >= z * sqrt(count / (count + 1))), the spread of a mean and a deviation estimated from few
+    items, and the larger of that and the empirical tail counts (from 3 earlier items; 0 before). A
+    tenfold debit on a long, steady history is then rarer than the empirical tail's floor of one in
+    n + 1, and the same z on three earlier debits is not. Columns of ECOD's matrix (indices), with the
+    feature space's ``center`` and ``scale`` of each (in that order) to undo its scaling."""
+
+    value: int
+    count: int
+    center: tuple[float, float]
+    scale: tuple[float, float]
+
+    def surprise(self, matrix: np.ndarray) -> np.ndarray:
+        from scipy.stats import t
+
+        z = matrix[:, self.value] * self.scale[0] + self.center[0]
+        n = np.maximum(np.round(matrix[:, self.count] * self.scale[1] + self.center[1]), 0)
+        enough = n >= 3
+        out = np.zeros(len(matrix))
+        out[enough] = -t.logsf(z[enough] * np.sqrt(n[enough] / (n[enough] + 1)), n[enough] - 1)
+        return np.maximum(out, 0.0)
+
+
 class FrozenEcod:
     """Fitted on a training matrix; ``score_samples`` follows scikit-learn's sign (higher = more
     normal) so that it plugs into the same ``Detector`` as the forest and LOF.
@@ -95,8 +122,9 @@ class FrozenEcod:
     the sum over features plus this many times the largest one, so that one extreme feature weighs more
     than several mildly unusual ones. ``excess``: each feature's outlyingness less this floor (never
     below 0) before the sum and the largest are taken. ``hour_prior``: see ``HourPrior``; its count
-    column is scored in its right tail as the surprise of the hour. With every tail ``both``,
-    ``max_weight`` and ``excess`` 0, no ``hour_prior`` and no ``decimals`` the score is PyOD's.
+    column is scored in its right tail as the surprise of the hour. ``student``: see ``StudentTail``.
+    With every tail ``both``, ``max_weight`` and ``excess`` 0, no ``hour_prior``, no ``student`` and no
+    ``decimals`` the score is PyOD's.
 
     ``decimals``: values are rounded to this many decimals before they are counted or scored. The
     distributions are step functions, so a value one last bit either side of a training value scores
@@ -111,6 +139,7 @@ class FrozenEcod:
         decimals: int | None = None,
         excess: float = 0.0,
         hour_prior: HourPrior | None = None,
+        student: StudentTail | None = None,
     ) -> None:
         if tails is not None and set(tails) - set(TAILS):
             raise ValueError(f"tails must each be one of {TAILS}, got {sorted(set(tails) - set(TAILS))}")
@@ -123,6 +152,7 @@ class FrozenEcod:
         self.decimals = decimals
         self.excess = float(excess)
         self.hour_prior = hour_prior
+        self.student = student
         self.hour_shares_: np.ndarray | None = None  # HourPrior's population shares, frozen at fit
         self.values_: list[np.ndarray] = []  # per feature: the distinct training values, ascending
         self.at_most_: list[np.ndarray] = []  # per feature: training rows <= each distinct value
@@ -142,6 +172,9 @@ class FrozenEcod:
             if max(prior.count, prior.total, prior.hour) >= matrix.shape[1]:
                 raise ValueError("hour_prior names a column outside ECOD's matrix")
             self.hour_shares_ = prior.shares(self._rounded(matrix))
+        student = self.__dict__.get("student")
+        if student is not None and max(student.value, student.count) >= matrix.shape[1]:
+            raise ValueError("student names a column outside ECOD's matrix")
         matrix = self._prepared(matrix)
         self.n_ = len(matrix)
         self.values_, self.at_most_ = [], []
@@ -174,14 +207,18 @@ class FrozenEcod:
         # the lookup tables are rebuilt on first use: an artifact keeps the distributions only, and
         # HourPrior as its fields (the registry loads plain types and this class only)
         state = {k: v for k, v in self.__dict__.items() if k != "_tables"}
-        if state.get("hour_prior") is not None:
-            state["hour_prior"] = dataclasses.astuple(state["hour_prior"])
+        for key in ("hour_prior", "student"):
+            if state.get(key) is not None:
+                state[key] = dataclasses.astuple(state[key])
         return state
 
     def __setstate__(self, state: dict) -> None:
         if state.get("hour_prior") is not None:
             count, total, hour, center, scale, window, weight = state["hour_prior"]
             state["hour_prior"] = HourPrior(count, total, hour, tuple(center), tuple(scale), window, weight)
+        if state.get("student") is not None:
+            value, count, center, scale = state["student"]
+            state["student"] = StudentTail(value, count, tuple(center), tuple(scale))
         self.__dict__.update(state)
 
     @property
@@ -220,6 +257,9 @@ class FrozenEcod:
                 # negative skew, the right for a positive one, their sum for none
                 u_skew = u_left * -np.sign(sign - 1) + u_right * np.sign(sign + 1)
                 out[:, j] = np.maximum(np.maximum(u_left, u_right), u_skew)
+        student = self.__dict__.get("student")  # a model saved before student existed has none
+        if student is not None:
+            out[:, student.value] = np.maximum(out[:, student.value], student.surprise(matrix))
         return out
 
     def _prepared(self, matrix: np.ndarray) -> np.ndarray:

@@ -193,7 +193,7 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
 def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
     """ECOD on a seeded sample of the window (``ecod.train_rows``), its distributions frozen: a row's
     score never depends on the rows scored with it (see ecod.py)."""
-    from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior
+    from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior, StudentTail
 
     p = config.ecod
     if p is None:
@@ -207,7 +207,11 @@ def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig)
         prior = HourPrior(
             *at, center, tuple(space.scale[j] for j in at), p.hour_prior.window, p.hour_prior.weight
         )
-    estimator = FrozenEcod(tails, p.max_weight, p.decimals, p.excess, prior).fit(fit_on)
+    student = None
+    if p.student is not None:
+        at = [space.names.index(n) for n in (p.student.value, p.student.count)]
+        student = StudentTail(*at, tuple(space.center[j] for j in at), tuple(space.scale[j] for j in at))
+    estimator = FrozenEcod(tails, p.max_weight, p.decimals, p.excess, prior, student).fit(fit_on)
     detector = Detector("ecod", estimator, space, [])
     detector.knots = calibrate(detector.raw_scores(calibration_rows(matrix, p.random_state)))
     return detector

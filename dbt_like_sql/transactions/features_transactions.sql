@@ -123,6 +123,7 @@ SELECT
               / greatest(sqrt(greatest(sumsq_debit_log - sum_debit_log * sum_debit_log / n_prev_debit, 0)
                               / (n_prev_debit - 1)), 0.5)
          ELSE 0 END AS debit_amount_z,
+    n_prev_debit::INT AS debit_history_count,  -- how many earlier debits that z rests on
     -- pace
     ln(1 + least(secs_since_prev, 30 * 86400)) AS log_secs_since_prev,
     tx_1h::INT AS tx_1h,
