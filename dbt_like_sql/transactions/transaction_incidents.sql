@@ -3,7 +3,8 @@
 -- peak transaction, and the fraud pattern its transactions point to: each flagged transaction's ECOD
 -- evidence (its two most extreme features, scoring.evidence) votes for the pattern of each feature (seed
 -- transaction_feature_patterns) with the feature's rarity, summed over the incident. Without evidence
--- (no ECOD model) the peak transaction's top feature names it.
+-- (no ECOD model) the peak transaction's top feature names it. Several transactions whose votes say
+-- amount spike are a balance drain (a drain's large debits outvote its share of the balance).
 -- With a promoted transaction re-ranker (rerank_score not null), a lone flagged transaction makes an
 -- incident only when the re-ranker is at least 0.8 sure (transactions/reranking.py LONE_INCIDENT_CUT,
 -- chosen on the dev seeds): nearly every false incident after re-ranking was one transaction with no
@@ -73,7 +74,9 @@ SELECT
         ELSE 'Low'
     END AS severity,
     g.top_features,
-    coalesce(v.pattern, p.pattern) AS likely_pattern,
+    -- an amount spike is one outsized debit: several within the incident's 24 hours empty the account
+    CASE WHEN g.transaction_count > 1 AND coalesce(v.pattern, p.pattern) = 'amount_spike' THEN 'balance_drain'
+         ELSE coalesce(v.pattern, p.pattern) END AS likely_pattern,
     g.transaction_ids,
     g.locations,
     g.devices,

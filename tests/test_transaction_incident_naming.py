@@ -1,0 +1,54 @@
+"""The pattern a transaction incident is named by (transaction_incidents.sql): its transactions' ECOD
+evidence votes, and several transactions voting for an amount spike are a balance drain."""
+
+from __future__ import annotations
+
+import duckdb
+
+from bankanom_pipeline.sqlmodels.runner import Project
+
+DAY = "2026-02-01"
+
+
+def _scored(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, int, str, float]]) -> None:
+    """scored_transactions of DAY, every row flagged: (transaction_id, account_id, hour, evidence
+    feature, its rarity)."""
+    con.execute(
+        """CREATE TABLE scored_transactions (partition_date DATE, transaction_id VARCHAR, account_id VARCHAR,
+           ts TIMESTAMP, amount DOUBLE, location VARCHAR, device_id VARCHAR, channel VARCHAR,
+           ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN, rerank_score DOUBLE,
+           top_features STRUCT(feature VARCHAR, z DOUBLE)[],
+           evidence STRUCT(feature VARCHAR, rarity DOUBLE, "value" DOUBLE)[])"""
+    )
+    for tx, account, hour, feature, rarity in rows:
+        con.execute(
+            """INSERT INTO scored_transactions VALUES (DATE '2026-02-01', ?, ?,
+               TIMESTAMP '2026-01-20 00:00:00' + to_hours(?::BIGINT), 900.0, 'Austin', 'D1', 'Online',
+               0.999, true, true, NULL, [{'feature': ?, 'z': 5.0}],
+               [{'feature': ?, 'rarity': ?, 'value': 4.0}, {'feature': 'drain_share_1h', 'rarity': 2.0, 'value': 0.5}])""",
+            [tx, account, hour, feature, feature, rarity],
+        )
+
+
+def test_one_outsized_debit_is_a_spike_and_several_are_a_drain():
+    con = duckdb.connect()
+    _scored(
+        con,
+        [
+            ("S1", "A-spike", 1, "debit_amount_z", 12.0),  # alone: an amount spike
+            ("D1", "A-drain", 1, "debit_amount_z", 12.0),  # three large debits within hours:
+            ("D2", "A-drain", 2, "debit_amount_z", 11.0),  # the account is being emptied
+            ("D3", "A-drain", 3, "drain_share_1h", 6.0),
+            ("N1", "A-night", 1, "hour_near_count", 9.0),  # two night transactions: odd hours,
+            ("N2", "A-night", 2, "hour_near_count", 9.0),  # however many there are
+            ("L1", "A-login", 1, "login_attempts", 8.0),
+        ],
+    )
+    Project().materialize(con, "transaction_incidents", DAY)
+    named = dict(con.execute("SELECT account_id, likely_pattern FROM transaction_incidents").fetchall())
+    assert named == {
+        "A-spike": "amount_spike",
+        "A-drain": "balance_drain",
+        "A-night": "odd_hours",
+        "A-login": "login_attempts",
+    }
