@@ -1,0 +1,436 @@
+"""The compiled online engine (docs/online.md, "Compiled engine"): a batch of events is prepared with
+polars and numpy (derived keys, metrics, integer ids, order, duplicates), then run through the numba
+kernel (``kernel.run``) one event at a time in the batch's ``(ts, event_id)`` order.
+
+This is the in-order part of the engine that is to replace ``engine.OnlineEngine``: late events are
+refused as ``late_unsupported`` (counted), and peek and checkpoint are not built yet (the design says how).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import polars as pl
+
+from bankanom_pipeline.online import kernel as k
+from bankanom_pipeline.online.events import LEVELS, METRICS, BadEvent, Event, geo_seed, metric_values
+from bankanom_pipeline.online.schema import FEATURES, HORIZON
+
+# The SQL's regular expressions (events.py holds them for Python's re; these are the same patterns for
+# polars' Rust regex engine, which like RE2 is leftmost-first and reads $ as the end of the text)
+_ID = r"(USR|TXN|ORD|SES|CUS)-[0-9A-Za-z]+|svc-[a-z]+|[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+"
+_NUMBER = r"[0-9]+(\.[0-9]+)?"
+_SESSION = r"SES-[0-9A-Za-z]+"
+_NETWORK = r"^(.*)[.:][^.:]*$"
+
+COLUMNS = (
+    "event_id",
+    "ts",
+    "source_service",
+    "log_level",
+    "message",
+    "user_id",
+    "ip_address",
+    "geo_location",
+    "metrics",
+)
+_REQUIRED = ("event_id", "ts", "source_service", "log_level", "message")
+_METRIC_SCHEMA = pl.Struct({name: pl.Float64 for name in METRICS})
+_M = {name: i for i, name in enumerate(METRICS)}
+# the gauges' metrics in the kernel's order: timeout, error_rate, cache, lag, rps, files
+_GAUGES = tuple(_M[n] for n in ("timeout_rate", "error_rate", "cache_hit_rate", "replication_lag_s", "requests_per_second", "files_modified"))  # fmt: skip
+KINDS = ("template", "country", "user", "ip", "network", "session", "service")
+
+
+@dataclass
+class Batch:
+    """What one call did: each row's status (``kernel.STATUSES``), features (rows of accepted events)
+    and event id."""
+
+    status: np.ndarray
+    features: np.ndarray
+    event_ids: list
+
+
+class _Ids:
+    """Text keys of one kind to small integer ids, with ids of entities that left the state reused."""
+
+    __slots__ = ("free", "ids", "names", "used")
+
+    def __init__(self):
+        self.ids: dict[str, int] = {}
+        self.names: list[str | None] = []
+        self.free: list[int] = []
+        self.used = np.zeros(0, dtype=bool)
+
+    def map(self, column: pl.Series, keys: bool = False):
+        """Each row's id (-1 for null); new keys get ids. ``keys``: also the distinct keys and their ids."""
+        ids = self.ids
+        keys_ = column.drop_nulls().unique()
+        values = []
+        for v in keys_.to_list():
+            i = ids.get(v)
+            if i is None:
+                if self.free:
+                    i = self.free.pop()
+                    self.names[i] = v
+                else:
+                    i = len(self.names)
+                    if i >= k.ID_LIMIT:
+                        raise OverflowError(f"more than {k.ID_LIMIT} entities of one kind in the state")
+                    self.names.append(v)
+                ids[v] = i
+            values.append(i)
+        if len(self.names) > len(self.used):
+            grown = np.zeros(max(2 * len(self.used), len(self.names), 1024), dtype=bool)
+            grown[: len(self.used)] = self.used
+            self.used = grown
+        mapped = pl.Series(values, dtype=pl.Int64)
+        out = column.replace_strict(keys_, mapped, default=-1, return_dtype=pl.Int64).to_numpy()
+        self.used[out[out >= 0]] = True
+        if keys:
+            return out, keys_, mapped.to_numpy()
+        return out
+
+    def release(self, empty: np.ndarray) -> None:
+        """Forget the ids whose entities hold no event (``empty``: a mask over ids)."""
+        n = min(len(empty), len(self.used))
+        gone = np.flatnonzero(empty[:n] & self.used[:n])
+        for i in gone.tolist():
+            del self.ids[self.names[i]]
+            self.names[i] = None
+            self.free.append(i)
+        self.used[gone] = False
+
+
+def _rows(n: int, width: int, minus: tuple[int, ...]) -> np.ndarray:
+    a = np.zeros((n, width), dtype=np.int64)
+    a[:, list(minus)] = -1
+    return a
+
+
+class CompiledEngine:
+    """In-order events through the compiled kernel: ``ingest_frame`` (a polars frame of
+    ``validated_logs`` columns, metrics as JSON text) or ``ingest_many`` (``Event``s)."""
+
+    FEATURES = FEATURES
+    DEFAULT_LATENESS_S = 3600.0
+
+    def __init__(self, *, allowed_lateness_s: float = DEFAULT_LATENESS_S, capacity: int = 1 << 16):
+        if not (allowed_lateness_s >= 0 and math.isfinite(allowed_lateness_s)):
+            raise ValueError(f"allowed_lateness_s must be a finite number >= 0, not {allowed_lateness_s!r}")
+        self.allowed_lateness_s = float(allowed_lateness_s)
+        lateness = round(allowed_lateness_s * 1_000_000)
+        cap = 1 << max(10, (capacity - 1).bit_length())
+        self.G = np.zeros(k.NG, dtype=np.int64)
+        self.G[k.G_MASK] = cap - 1
+        self.G[k.G_LATENESS] = lateness
+        self.G[k.G_RETENTION] = HORIZON + lateness
+        self.G[k.G_Q_LO] = self.G[k.G_Q_TAIL] = -1
+        self.R = np.zeros((cap, k.NR), dtype=np.int64)
+        self.RF = np.zeros((cap, k.NF), dtype=np.float64)
+        self.ring_eid = np.empty(cap, dtype=object)
+        self.T = _rows(0, k.NC, (k.C_LO, k.C_TAIL))
+        self.Q = _rows(0, k.NC, (k.C_LO, k.C_TAIL))
+        self.CL = np.zeros(0, dtype=np.int64)
+        self.U = _rows(
+            0, k.NU, (k.U_TAIL, k.U_LO10, k.U_LO30, k.U_LO60, k.U_LO24, k.U_LOC, k.U_ATAIL, k.U_ALO)
+        )
+        self.UF = np.zeros((0, k.NUF))
+        self.S = _rows(0, k.NS, (k.S_TAIL, k.S_LO))
+        self.A = _rows(0, k.NI, (k.I_TAIL, k.I_LO))
+        self.N = _rows(0, k.NN, (k.N_TAIL, k.N_LO))
+        self.V = _rows(0, k.NV, (k.V_TAIL, k.V_LO1, k.V_LO24))
+        self.VX = np.zeros((0, 6))
+        self.VR = np.zeros((0, 64))
+        from numba import types
+        from numba.typed import Dict
+
+        self.pairs = Dict.empty(types.int64, types.int64)
+        self.ids = {kind: _Ids() for kind in KINDS}
+        self.seen: dict[str, int] = {}  # retained events' ids -> seq
+        self.hwm_eid: str | None = None
+        self._geo = geo_seed()
+        self._lat = {g: v[0] for g, v in self._geo.items()}
+        self._lon = {g: v[1] for g, v in self._geo.items()}
+        self.prepare_seconds = 0.0  # CPU seconds of the last batch's prepare and kernel (benchmarks)
+        self.kernel_seconds = 0.0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        G = self.G
+        return {
+            "ingested": int(G[k.G_INGESTED]),
+            "late_unsupported": int(G[k.G_LATE]),
+            "duplicate": int(G[k.G_DUPLICATE]),
+            "too_late": int(G[k.G_TOO_LATE]),
+            "invalid": int(G[k.G_INVALID]),
+            "new_user": int(G[k.G_NEW_USER]),
+            "new_service": int(G[k.G_NEW_SERVICE]),
+            "new_ip": int(G[k.G_NEW_IP]),
+        }
+
+    def ingest_many(self, events: list[Event]) -> Batch:
+        return self.ingest_frame(frame_of(events))
+
+    def ingest_frame(self, frame: pl.DataFrame) -> Batch:
+        import time
+
+        began = time.process_time()
+        B, BF, out, eids = self.prepare(frame)
+        n = B.shape[0]
+        self._reserve(n)
+        status = np.zeros(n, dtype=np.int8)
+        seqs = np.zeros(n, dtype=np.int64)
+        oldest = int(self.G[k.G_OLDEST])
+        self.G[k.G_HWM_ROW] = -1
+        middle = time.process_time()
+        k.run(B, BF, out, status, seqs, self.G, self.R, self.RF, self.T, self.Q, self.CL, self.U, self.UF,
+              self.S, self.A, self.N, self.V, self.VX, self.VR, self.pairs)  # fmt: skip
+        end = time.process_time()
+        self._after(status, seqs, eids, oldest)
+        done = time.process_time()
+        self.prepare_seconds = middle - began + done - end
+        self.kernel_seconds = end - middle
+        return Batch(status, out, eids)
+
+    # ------------------------------------------------------------------ prepare
+
+    def prepare(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """The batch's kernel inputs: int rows ``B``, float rows ``BF``, the feature rows with their
+        per-event metric columns filled, and the event ids."""
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"a batch needs the columns {', '.join(missing)}")
+        n = frame.height
+        valid = frame.select(pl.all_horizontal(pl.col(c).is_not_null() for c in _REQUIRED)).to_series()
+        M, bad = self._metrics(frame["metrics"], frame["event_id"])
+        valid = valid.to_numpy() & ~bad
+        geo = frame["geo_location"]
+        derived = frame.select(
+            pl.col("message").str.replace_all(_ID, "<id>").str.replace_all(_NUMBER, "#").alias("template"),
+            pl.col("geo_location").str.splitn("-", 2).struct.field("field_0").alias("country"),
+            pl.when(pl.col("user_id").is_not_null())
+            .then(pl.col("message").str.extract(_SESSION, 0))
+            .alias("session"),
+            pl.col("log_level").replace_strict(LEVELS, default=4, return_dtype=pl.Int64).alias("level"),
+            pl.col("message").str.starts_with("Login failed").alias("failed"),
+            pl.col("message").str.starts_with("VPN connection").alias("vpn"),
+        )
+        level = derived["level"].to_numpy()
+        country = derived["country"]
+        quiet = ((level <= 1) & (country.is_not_null() & (country != "")).to_numpy()).astype(np.int64)
+        B = np.empty((n, k.NB), dtype=np.int64)
+        B[:, k.B_TS] = frame["ts"].fill_null(0).to_numpy()
+        ids = self.ids
+        B[:, k.B_TPL] = ids["template"].map(derived["template"])
+        B[:, k.B_CTRY] = ids["country"].map(country)
+        B[:, k.B_USER] = ids["user"].map(frame["user_id"])
+        ip = frame["ip_address"]
+        ip_ids, addresses, address_ids = ids["ip"].map(ip, keys=True)
+        B[:, k.B_IP] = ip_ids
+        # the network of each distinct address, then of each row
+        networks = ids["network"].map(addresses.str.extract(_NETWORK, 1).fill_null(""))
+        of_address = np.full(int(address_ids.max(initial=-1)) + 2, -1, dtype=np.int64)
+        of_address[address_ids] = networks
+        B[:, k.B_NET] = of_address[ip_ids]  # -1 (no address) reads the last item: -1
+        B[:, k.B_SES] = ids["session"].map(derived["session"])
+        B[:, k.B_SVC] = ids["service"].map(frame["source_service"])
+        B[:, k.B_LVL] = level
+        B[:, k.B_FAIL] = derived["failed"].fill_null(False).to_numpy()
+        B[:, k.B_VPN] = derived["vpn"].fill_null(False).to_numpy()
+        B[:, k.B_QUIET] = quiet
+        # the order inside the kernel: ranks of the ids together with the high-water mark's
+        eid = frame["event_id"]
+        ranked = pl.concat([pl.Series([self.hwm_eid], dtype=pl.String), eid]).rank("dense").fill_null(0)
+        ranks = ranked.to_numpy().astype(np.int64)
+        self.G[k.G_HWM_RANK] = ranks[0]
+        B[:, k.B_RANK] = ranks[1:]
+        eids = eid.to_list()
+        seen = self.seen
+        B[:, k.B_DUPSEQ] = [seen.get(e, -1) for e in eids] if seen else -1
+        B[:, k.B_DUPPREV] = -1
+        if eid.is_duplicated().any():  # the earlier row of the batch with the same id
+            rows = pl.DataFrame({"event_id": eid, "row": np.arange(n)})
+            previous = rows.select(pl.col("row").shift(1).over("event_id").fill_null(-1)).to_series()
+            B[:, k.B_DUPPREV] = np.where(eid.is_null().to_numpy(), -1, previous.to_numpy())
+        B[:, k.B_VALID] = valid
+        BF = np.empty((n, k.NF))
+        BF[:, k.F_REC] = np.nan_to_num(M[:, _M["records_accessed"]], nan=0.0)
+        BF[:, k.F_BYT] = np.nan_to_num(M[:, _M["bytes_out"]], nan=0.0)
+        BF[:, k.F_LAT] = (
+            geo.replace_strict(self._lat, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
+        )
+        BF[:, k.F_LON] = (
+            geo.replace_strict(self._lon, default=None, return_dtype=pl.Float64).fill_null(np.nan).to_numpy()
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            BF[:, k.F_X] = np.log(1 + M[:, _M["amount"]])
+        BF[:, k.F_RT] = M[:, _M["response_time_ms"]]
+        for j, m in enumerate(_GAUGES):
+            BF[:, k.F_G + j] = M[:, m]
+        out = np.zeros((n, len(FEATURES)))
+        out[:, 6:28] = _metric_rows(M)
+        return B, BF, out, eids
+
+    def _metrics(self, text: pl.Series, eid: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """The 23 known metrics (NaN: absent) and which rows ``metric_values`` refuses. The JSON
+        decoder reads ``true`` as 1.0 and stops at a text value, so those rows (and every row of a
+        batch it refuses) are read by ``metric_values`` instead."""
+        n = len(text)
+        bad = np.zeros(n, dtype=bool)
+        slow = (
+            text.str.contains(r"\btrue\b|\bfalse\b") | ~text.str.strip_chars_start().str.starts_with("{")
+        ).fill_null(False)
+        try:
+            decoded = (
+                pl.DataFrame({"m": text}).select(pl.col("m").str.json_decode(_METRIC_SCHEMA)).unnest("m")
+            )
+            M = decoded.to_numpy().astype(np.float64)
+            if M.shape != (n, len(METRICS)):  # every row null
+                M = np.full((n, len(METRICS)), np.nan)
+        except pl.exceptions.PolarsError:
+            M = np.full((n, len(METRICS)), np.nan)
+            slow = text.is_not_null()
+        rows = np.flatnonzero(slow.to_numpy())
+        if len(rows):
+            texts, ids = text.gather(rows).to_list(), eid.gather(rows).to_list()
+            for r, t, e in zip(rows.tolist(), texts, ids, strict=True):
+                try:
+                    values = metric_values(str(e), orjson.loads(t))
+                except (BadEvent, orjson.JSONDecodeError, AttributeError):
+                    bad[r] = True
+                    continue
+                M[r] = [np.nan if v is None else v for v in values]
+        return M, bad
+
+    # ------------------------------------------------------------------ state
+
+    def _reserve(self, n: int) -> None:
+        """Grow the ring and the entity arrays so that the batch fits."""
+        G = self.G
+        live = int(G[k.G_NEXT] - G[k.G_RECLAIM]) + n
+        cap = len(self.R)
+        if live > cap:
+            new = cap
+            while new < live:
+                new *= 2
+            seqs = np.arange(G[k.G_RECLAIM], G[k.G_NEXT], dtype=np.int64)
+            R = np.zeros((new, k.NR), dtype=np.int64)
+            RF = np.zeros((new, k.NF))
+            eid = np.empty(new, dtype=object)
+            R[seqs & (new - 1)] = self.R[seqs & (cap - 1)]
+            RF[seqs & (new - 1)] = self.RF[seqs & (cap - 1)]
+            eid[seqs & (new - 1)] = self.ring_eid[seqs & (cap - 1)]
+            self.R, self.RF, self.ring_eid = R, RF, eid
+            G[k.G_MASK] = new - 1
+        ids = self.ids
+        self.T = _grow(self.T, len(ids["template"].names), (k.C_LO, k.C_TAIL))
+        self.Q = _grow(self.Q, len(ids["country"].names), (k.C_LO, k.C_TAIL))
+        if len(self.CL) < len(self.Q):
+            self.CL = np.concatenate([self.CL, np.full(len(self.Q) - len(self.CL), -1, dtype=np.int64)])
+        n_users = len(ids["user"].names)
+        self.U = _grow(
+            self.U, n_users, (k.U_TAIL, k.U_LO10, k.U_LO30, k.U_LO60, k.U_LO24, k.U_LOC, k.U_ATAIL, k.U_ALO)
+        )
+        if len(self.UF) < len(self.U):
+            self.UF = np.concatenate([self.UF, np.zeros((len(self.U) - len(self.UF), k.NUF))])
+        self.S = _grow(self.S, len(ids["session"].names), (k.S_TAIL, k.S_LO))
+        self.A = _grow(self.A, len(ids["ip"].names), (k.I_TAIL, k.I_LO))
+        self.N = _grow(self.N, len(ids["network"].names), (k.N_TAIL, k.N_LO))
+        self.V = _grow(self.V, len(ids["service"].names), (k.V_TAIL, k.V_LO1, k.V_LO24))
+        if len(self.VX) < len(self.V):
+            self.VX = np.concatenate([self.VX, np.full((len(self.V) - len(self.VX), 6), np.nan)])
+        width = self.VR.shape[1]
+        need = int(self.V[:, k.V_NRT].max(initial=0)) + n + 1
+        if len(self.VR) < len(self.V) or width < need:
+            VR = np.zeros((len(self.V), max(width, need if need <= width else 2 * need)))
+            VR[: len(self.VR), :width] = self.VR
+            self.VR = VR
+
+    def _after(self, status: np.ndarray, seqs: np.ndarray, eids: list, oldest: int) -> None:
+        """After a batch: the retained ids for duplicates, the high-water mark's id, the ids of entities
+        left with no event freed."""
+        G = self.G
+        mask = int(G[k.G_MASK])
+        seen = self.seen
+        ring_eid = self.ring_eid
+        for seq in range(oldest, int(G[k.G_OLDEST])):
+            seen.pop(ring_eid[seq & mask], None)
+        accepted = np.flatnonzero(status == k.ST_INGESTED)
+        if len(accepted):
+            s = seqs[accepted]
+            names = [eids[i] for i in accepted.tolist()]
+            ring_eid[s & mask] = names
+            seen.update(zip(names, s.tolist(), strict=True))
+        row = int(G[k.G_HWM_ROW])
+        if row >= 0:
+            self.hwm_eid = eids[row]
+        ids = self.ids
+        ids["template"].release(self.T[:, k.C_TAIL] == -1)
+        ids["country"].release(self.CL == -1)
+        ids["user"].release(self.U[:, k.U_TAIL] == -1)
+        ids["session"].release(self.S[:, k.S_TAIL] == -1)
+        ids["ip"].release(self.A[:, k.I_TAIL] == -1)
+        ids["network"].release(self.N[:, k.N_TAIL] == -1)
+        ids["service"].release(self.V[:, k.V_TAIL] == -1)
+
+
+def _grow(a: np.ndarray, rows: int, minus: tuple[int, ...]) -> np.ndarray:
+    if rows <= len(a):
+        return a
+    grown = _rows(max(rows, 2 * len(a), 256), a.shape[1], minus)
+    grown[: len(a)] = a
+    return grown
+
+
+def _metric_rows(M: np.ndarray) -> np.ndarray:
+    """features_events' per-event metric columns (``aggregates.metric_row``) of the metric rows ``M``."""
+    out = np.empty((len(M), 22))
+    for j in range(12):
+        out[:, j] = np.nan_to_num(M[:, j], nan=1.0 if j == 4 else 0.0)
+    active, most = M[:, 12], M[:, 13]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pool = active / most
+    out[:, 12] = np.where(np.isnan(active) | np.isnan(most) | (most == 0), 0.0, pool)
+    out[:, 13] = np.nan_to_num(M[:, 14], nan=0.0)
+    out[:, 14] = np.nan_to_num(M[:, 15], nan=1.0)
+    for j in range(16, 23):
+        out[:, j - 1] = np.nan_to_num(M[:, j], nan=0.0)
+    return out
+
+
+def _json(metrics: dict | None) -> str | None:
+    """``metrics`` as JSON text. A non-finite number or an integer beyond 64 bits (which orjson does not
+    write) is written as Python's json writes it (``NaN``, ``Infinity``, all digits), so prepare sees
+    it and refuses the event as the Python engine does."""
+    if metrics is None:
+        return None
+    try:
+        if all(v.__class__ is not float or math.isfinite(v) for v in metrics.values()):
+            return orjson.dumps(metrics).decode()
+    except (orjson.JSONEncodeError, AttributeError):
+        pass
+    import json
+
+    return json.dumps(metrics)
+
+
+def frame_of(events: list[Event]) -> pl.DataFrame:
+    """A batch frame of ``Event``s (metrics back to JSON text: one way to read them)."""
+    return pl.DataFrame(
+        {
+            "event_id": [e.event_id for e in events],
+            "ts": pl.Series([e.ts for e in events], dtype=pl.Int64),
+            "source_service": [e.source_service for e in events],
+            "log_level": [e.log_level for e in events],
+            "message": [e.message for e in events],
+            "user_id": pl.Series([e.user_id for e in events], dtype=pl.String),
+            "ip_address": pl.Series([e.ip_address for e in events], dtype=pl.String),
+            "geo_location": pl.Series([e.geo_location for e in events], dtype=pl.String),
+            "metrics": pl.Series([_json(e.metrics) for e in events], dtype=pl.String),
+        }
+    )
