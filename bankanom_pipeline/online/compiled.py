@@ -182,7 +182,7 @@ class CompiledEngine:
         began = time.process_time()
         B, BF, out, eids = self.prepare(frame)
         n = B.shape[0]
-        self._reserve(n)
+        self._reserve(n, B[:, k.B_SVC])
         status = np.zeros(n, dtype=np.int8)
         seqs = np.zeros(n, dtype=np.int64)
         oldest = int(self.G[k.G_OLDEST])
@@ -309,7 +309,7 @@ class CompiledEngine:
 
     # ------------------------------------------------------------------ state
 
-    def _reserve(self, n: int) -> None:
+    def _reserve(self, n: int, services: np.ndarray) -> None:
         """Grow the ring and the entity arrays so that the batch fits."""
         G = self.G
         live = int(G[k.G_NEXT] - G[k.G_RECLAIM]) + n
@@ -344,11 +344,14 @@ class CompiledEngine:
         self.V = _grow(self.V, len(ids["service"].names), (k.V_TAIL, k.V_LO1, k.V_LO24))
         if len(self.VX) < len(self.V):
             self.VX = np.concatenate([self.VX, np.full((len(self.V) - len(self.VX), 6), np.nan)])
-        width = self.VR.shape[1]
-        need = int(self.V[:, k.V_NRT].max(initial=0)) + n + 1
-        if len(self.VR) < len(self.V) or width < need:
-            VR = np.zeros((len(self.V), max(width, need if need <= width else 2 * need)))
-            VR[: len(self.VR), :width] = self.VR
+        # each service's sorted response times: room for its minute and its events in this batch
+        per_service = np.bincount(services[services >= 0], minlength=len(self.V))
+        need = int((self.V[:, k.V_NRT] + per_service[: len(self.V)]).max(initial=0)) + 1
+        rows, width = self.VR.shape
+        wanted = max(rows, min(len(self.V), 2 * len(ids["service"].names) + 8))
+        if rows < len(ids["service"].names) or width < need:
+            VR = np.zeros((wanted, max(width, 2 * need) if width < need else width))
+            VR[:rows, :width] = self.VR
             self.VR = VR
 
     def _after(self, status: np.ndarray, seqs: np.ndarray, eids: list, oldest: int) -> None:
