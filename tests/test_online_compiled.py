@@ -208,7 +208,8 @@ def test_state_is_bounded_by_the_retention():
             )
         )
     py, outcomes = _python(events)
-    engine, statuses, features = _compiled(frame_of(events), [500])
+    # a small ring: it grows once, then wraps, its slots reused after each sweep
+    engine, statuses, features = _compiled(frame_of(events), [500], CompiledEngine(capacity=1024))
     assert _assert_equal_vectors(outcomes, statuses, features) == len(events)
     _same_counters(py, engine)
     g = engine.G
@@ -220,3 +221,4 @@ def test_state_is_bounded_by_the_retention():
     assert len(engine.ids["session"].ids) <= held / 20 + 2 < 6000 / 20 / 2
     assert len(engine.ids["ip"].ids) < 600 and len(engine.seen) <= held
     assert len(engine.pairs) < 8 * held
+    assert len(engine.R) < len(events) and g[kernel.G_NEXT] > 2 * len(engine.R)

@@ -56,7 +56,8 @@ N_TAIL, N_LO, N_DU, N_DI, N_F = range(5)
 NN = 5
 # service
 V_TAIL, V_LO1, V_N1, V_ERR, V_WARN, V_DIP, V_LO24, V_N24, V_NRT = range(9)
-NV = 9
+V_XN = 9  # six columns: how many of the minute's values equal each extreme
+NV = 15
 # countries: the newest event naming one (to free it once none is retained)
 # the distinct-value counters: (counter, entity, value + 1) packed into an int64
 P_UIP60, P_UC60, P_UIP24, P_UC24, P_SIP, P_IU, P_NU, P_NIP, P_VIP = range(1, 10)
@@ -275,22 +276,30 @@ def _advance_service(R, RF, mask, V, VX, VR, pairs, e, b1, b24):
         for k in range(6):
             v = RF[r, F_G + k]
             if v == VX[e, k]:  # NaN never equals
-                stale[k] = True
-                any_stale = True
+                V[e, V_XN + k] -= 1
+                if V[e, V_XN + k] == 0:
+                    stale[k] = True
+                    any_stale = True
         lo = R[r, L_SVC]
     V[e, V_LO1] = lo
     if any_stale:
-        # an extreme left: recompute it from the window
+        # the last value equal to an extreme left: recompute it (and its count) from the window
         for k in range(6):
             if stale[k]:
                 best = np.nan
+                count = 0
                 j = lo
                 while j != -1:
                     v = RF[j & mask, F_G + k]
-                    if not math.isnan(v) and (math.isnan(best) or (v < best if _IS_MIN[k] else v > best)):
-                        best = v
+                    if not math.isnan(v):
+                        if math.isnan(best) or (v < best if _IS_MIN[k] else v > best):
+                            best = v
+                            count = 1
+                        elif v == best:
+                            count += 1
                     j = R[j & mask, L_SVC]
                 VX[e, k] = best
+                V[e, V_XN + k] = count
     lo = V[e, V_LO24]
     while lo != -1 and R[lo & mask, R_TS] < b24:
         V[e, V_N24] -= 1
@@ -615,8 +624,12 @@ def run(B, BF, out, status, seqs, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR,
             else:
                 best = v
             o[X_SVC + 5 + k] = _GAUGE_DEFAULTS[k] if math.isnan(best) else best
-            if not math.isnan(v) and (math.isnan(current) or (v < current if _IS_MIN[k] else v > current)):
-                VX[svc, k] = v
+            if not math.isnan(v):
+                if math.isnan(current) or (v < current if _IS_MIN[k] else v > current):
+                    VX[svc, k] = v
+                    V[svc, V_XN + k] = 1
+                elif v == current:
+                    V[svc, V_XN + k] += 1
         _link(R, mask, V[svc, V_TAIL], L_SVC, s)
         V[svc, V_TAIL] = s
         if V[svc, V_LO1] == -1:
