@@ -25,15 +25,19 @@ from tests.test_online_engine import BASE, MIN, _random_events, _reference, ev
 DAY_US = 24 * 60 * MIN
 
 
-def _compiled(frame: pl.DataFrame, sizes, engine: CompiledEngine | None = None):
-    """``frame`` through a compiled engine in batches of the given sizes (cycled); the statuses and the
+def _compiled(frame: pl.DataFrame | list[Event], sizes, engine: CompiledEngine | None = None):
+    """``frame`` (or ``Event``s: batches below ROWS_BELOW are then prepared row by row, larger ones with
+    polars) through a compiled engine in batches of the given sizes (cycled); the statuses and the
     features of every row."""
     engine = engine or CompiledEngine()
     statuses, rows = [], []
     start, i = 0, 0
-    while start < frame.height:
+    while start < len(frame):
         size = sizes[i % len(sizes)]
-        batch = engine.ingest_frame(frame.slice(start, size))
+        if isinstance(frame, list):
+            batch = engine.ingest_many(frame[start : start + size])
+        else:
+            batch = engine.ingest_frame(frame.slice(start, size))
         statuses.extend(kernel.STATUSES[s] for s in batch.status)
         rows.append(batch.features)
         start += size
@@ -117,6 +121,15 @@ def test_equals_the_python_engine_on_generated_days_with_the_attack_scenarios(at
     assert len(scenarios) >= 10 and len(events) > 30_000, scenarios
     py, outcomes = _python(events)
     engine, statuses, features = _compiled(frame_of(events), [8192, 65536])
+    # the two ways of preparing give the same kernel input
+    both = CompiledEngine()
+    rows = both.prepare_events(events[:3000])
+    vectorised = both.prepare(frame_of(events[:3000]))
+    same = [c for c in range(kernel.NB) if c != kernel.B_RANK]
+    assert (rows[0][:, same] == vectorised[0][:, same]).all()
+    assert (np.argsort(rows[0][:, kernel.B_RANK]) == np.argsort(vectorised[0][:, kernel.B_RANK])).all()
+    for a, b in zip(rows[1:3], vectorised[1:3], strict=True):  # floats (NaN: absent), feature rows
+        assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
     assert _assert_equal_vectors(outcomes, statuses, features) == len(events)
     _same_counters(py, engine)
 
@@ -129,7 +142,7 @@ def test_random_streams_match_the_spec_and_the_python_engine(seed):
     events = sorted(_random_events(rng, 700), key=lambda e: (e.ts, e.event_id))
     _, outcomes = _python(events)
     sizes = [rng.choice((1, 2, 5, 40, 300)) for _ in range(50)]
-    _, statuses, features = _compiled(frame_of(events), sizes)
+    _, statuses, features = _compiled(events, sizes)  # both ways of preparing, in one stream
     assert _assert_equal_vectors(outcomes, statuses, features) == len(events)
     for i, x in enumerate(events):
         want = _reference(x, events[:i])
@@ -222,3 +235,29 @@ def test_state_is_bounded_by_the_retention():
     assert len(engine.ids["ip"].ids) < 600 and len(engine.seen) <= held
     assert len(engine.pairs) < 8 * held
     assert len(engine.R) < len(events) and g[kernel.G_NEXT] > 2 * len(engine.R)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_peek_gives_what_ingest_gives_and_changes_nothing(seed):
+    """Each event peeked, then ingested: the same vector. A batch of peeks: each row as if alone."""
+    rng = random.Random(seed)
+    events = sorted(_random_events(rng, 500), key=lambda e: (e.ts, e.event_id))
+    _, outcomes = _python(events)
+    engine = CompiledEngine()
+    peeked, statuses, rows = [], [], []
+    for i, x in enumerate(events):
+        peeked.append(engine.peek(x))
+        if i % 50 == 0:  # the next 20 events peeked together, each against this state
+            ahead = events[i : i + 20]
+            together = engine.peek_frame(frame_of(ahead)).features
+            alone = [engine.peek(y) for y in ahead]
+            assert replay.equal(together, np.array(alone)).all()
+        out = engine.ingest_many([x])
+        statuses.append(kernel.STATUSES[out.status[0]])
+        rows.append(out.features[0])
+    features = np.array(rows)
+    assert _assert_equal_vectors(outcomes, statuses, features) == len(events)
+    assert replay.equal(np.array(peeked), features).all()
+    # before the high-water mark: refused, not guessed
+    with pytest.raises(ValueError, match="before the newest"):
+        engine.peek(events[-2])

@@ -9,6 +9,7 @@ refused as ``late_unsupported`` (counted), and peek and checkpoint are not built
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,18 @@ import orjson
 import polars as pl
 
 from bankanom_pipeline.online import kernel as k
-from bankanom_pipeline.online.events import LEVELS, METRICS, BadEvent, Event, geo_seed, metric_values
+from bankanom_pipeline.online.aggregates import metric_row
+from bankanom_pipeline.online.events import (
+    LEVELS,
+    METRICS,
+    BadEvent,
+    Event,
+    geo_seed,
+    metric_values,
+    network,
+    session,
+    template,
+)
 from bankanom_pipeline.online.schema import FEATURES, HORIZON
 
 # The SQL's regular expressions (events.py holds them for Python's re; these are the same patterns for
@@ -42,6 +54,8 @@ _METRIC_SCHEMA = pl.Struct({name: pl.Float64 for name in METRICS})
 _M = {name: i for i, name in enumerate(METRICS)}
 # the gauges' metrics in the kernel's order: timeout, error_rate, cache, lag, rps, files
 _GAUGES = tuple(_M[n] for n in ("timeout_rate", "error_rate", "cache_hit_rate", "replication_lag_s", "requests_per_second", "files_modified"))  # fmt: skip
+# batches of fewer Events than this are prepared row by row (prepare_events), larger ones with polars
+ROWS_BELOW = 64
 KINDS = ("template", "country", "user", "ip", "network", "session", "service")
 
 
@@ -73,27 +87,49 @@ class _Ids:
         values = []
         for v in keys_.to_list():
             i = ids.get(v)
-            if i is None:
-                if self.free:
-                    i = self.free.pop()
-                    self.names[i] = v
-                else:
-                    i = len(self.names)
-                    if i >= k.ID_LIMIT:
-                        raise OverflowError(f"more than {k.ID_LIMIT} entities of one kind in the state")
-                    self.names.append(v)
-                ids[v] = i
-            values.append(i)
-        if len(self.names) > len(self.used):
-            grown = np.zeros(max(2 * len(self.used), len(self.names), 1024), dtype=bool)
-            grown[: len(self.used)] = self.used
-            self.used = grown
+            values.append(self._new(v) if i is None else i)
         mapped = pl.Series(values, dtype=pl.Int64)
         out = column.replace_strict(keys_, mapped, default=-1, return_dtype=pl.Int64).to_numpy()
         self.used[out[out >= 0]] = True
         if keys:
             return out, keys_, mapped.to_numpy()
         return out
+
+    def one(self, value: str | None) -> int:
+        """One key's id (-1 for None); a new key gets one."""
+        if value is None:
+            return -1
+        i = self.ids.get(value)
+        if i is None:
+            i = self._new(value)
+        self.used[i] = True
+        return i
+
+    def _new(self, value: str) -> int:
+        if self.free:
+            i = self.free.pop()
+            self.names[i] = value
+        else:
+            i = len(self.names)
+            if i >= k.ID_LIMIT:
+                raise OverflowError(f"more than {k.ID_LIMIT} entities of one kind in the state")
+            self.names.append(value)
+            if i >= len(self.used):
+                grown = np.zeros(max(2 * len(self.used), 1024), dtype=bool)
+                grown[: len(self.used)] = self.used
+                self.used = grown
+        self.ids[value] = i
+        return i
+
+    def release_some(self, candidates: np.ndarray, tails: np.ndarray) -> None:
+        """``release`` of the ``candidates`` only (those whose tail is -1)."""
+        candidates = candidates[tails[candidates] == -1]
+        gone = {int(i) for i in candidates if self.used[i]}
+        for i in gone:
+            del self.ids[self.names[i]]
+            self.names[i] = None
+            self.free.append(i)
+            self.used[i] = False
 
     def release(self, empty: np.ndarray) -> None:
         """Forget the ids whose entities hold no event (``empty``: a mask over ids)."""
@@ -174,28 +210,68 @@ class CompiledEngine:
         }
 
     def ingest_many(self, events: list[Event]) -> Batch:
+        if len(events) < ROWS_BELOW:
+            return self._ingest(time.process_time(), *self.prepare_events(events))
         return self.ingest_frame(frame_of(events))
 
     def ingest_frame(self, frame: pl.DataFrame) -> Batch:
-        import time
+        return self._ingest(time.process_time(), *self.prepare(frame))
 
-        began = time.process_time()
-        B, BF, out, eids = self.prepare(frame)
+    def _ingest(self, began: float, B, BF, out, eids) -> Batch:
         n = B.shape[0]
         self._reserve(n, B[:, k.B_SVC])
         status = np.zeros(n, dtype=np.int8)
         seqs = np.zeros(n, dtype=np.int64)
-        oldest = int(self.G[k.G_OLDEST])
+        oldest, swept = int(self.G[k.G_OLDEST]), int(self.G[k.G_SWEPT])
         self.G[k.G_HWM_ROW] = -1
         middle = time.process_time()
         k.run(B, BF, out, status, seqs, self.G, self.R, self.RF, self.T, self.Q, self.CL, self.U, self.UF,
               self.S, self.A, self.N, self.V, self.VX, self.VR, self.pairs)  # fmt: skip
         end = time.process_time()
-        self._after(status, seqs, eids, oldest)
+        self._after(B, status, seqs, eids, oldest, swept)
         done = time.process_time()
         self.prepare_seconds = middle - began + done - end
         self.kernel_seconds = end - middle
         return Batch(status, out, eids)
+
+    def peek_frame(self, frame: pl.DataFrame) -> Batch:
+        """The features each row would get if ingested now (rows do not see each other); the state is
+        not changed. Status per row as ``ingest_frame`` gives it (``ingested``: features computed), except
+        that duplicates are not looked for."""
+        return self._peek(*self.prepare(frame))
+
+    def _peek(self, B, BF, out, eids) -> Batch:
+        self._reserve(B.shape[0], B[:, k.B_SVC])
+        status = np.zeros(B.shape[0], dtype=np.int8)
+        k.peek(
+            B,
+            BF,
+            out,
+            status,
+            self.G,
+            self.R,
+            self.RF,
+            self.T,
+            self.Q,
+            self.U,
+            self.S,
+            self.A,
+            self.N,
+            self.V,
+        )
+        self._release(B)
+        return Batch(status, out, eids)
+
+    def peek(self, event: Event) -> tuple[float, ...]:
+        """``event``'s features if ingested now. Raises ``BadEvent`` for an invalid event and ``ValueError``
+        for one before the high-water mark (``too_late``, or late: not built yet)."""
+        batch = self._peek(*self.prepare_events([event]))
+        status = k.STATUSES[batch.status[0]]
+        if status == "invalid":
+            raise BadEvent("invalid", f"event {event.event_id} is refused")
+        if status != "ingested":
+            raise ValueError(f"event {event.event_id} is before the newest event ({status})")
+        return tuple(batch.features[0].tolist())
 
     # ------------------------------------------------------------------ prepare
 
@@ -276,6 +352,64 @@ class CompiledEngine:
         out[:, 6:28] = _metric_rows(M)
         return B, BF, out, eids
 
+    def prepare_events(self, events: list[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+        """``prepare`` row by row, for a few ``Event``s (the API's and the stream's): polars costs
+        milliseconds per call whatever the batch's size. The same values from events.py's functions
+        (the SQL's regexes, which test_online_replay checks against DuckDB); the tests run both paths."""
+        n = len(events)
+        B = np.zeros((n, k.NB), dtype=np.int64)
+        # an invalid row names no entity and no earlier event
+        B[:, [k.B_TPL, k.B_CTRY, k.B_USER, k.B_IP, k.B_NET, k.B_SES, k.B_SVC, k.B_DUPSEQ, k.B_DUPPREV]] = -1
+        BF = np.zeros((n, k.NF))
+        out = np.zeros((n, len(FEATURES)))
+        ids = self.ids
+        seen = self.seen
+        earlier: dict[str, int] = {}
+        order = sorted({e.event_id for e in events if e.event_id.__class__ is str} | {self.hwm_eid or ""})
+        rank = {eid: i + 1 for i, eid in enumerate(order)}
+        self.G[k.G_HWM_RANK] = rank.get(self.hwm_eid or "", 0)
+        eids = []
+        geo_seed_ = self._geo
+        for i, e in enumerate(events):
+            eid, ts, service, log_level, message, _, user, ip, geo, metrics = e
+            eids.append(eid)
+            row = B[i]
+            try:
+                _check(e)
+                m = metric_values(str(eid), metrics)
+            except BadEvent:
+                continue  # B_VALID stays 0
+            row[k.B_VALID] = 1
+            row[k.B_TS] = ts
+            row[k.B_RANK] = rank[eid]
+            row[k.B_DUPSEQ] = seen.get(eid, -1)
+            row[k.B_DUPPREV] = earlier.get(eid, -1)
+            earlier[eid] = i
+            level = LEVELS.get(log_level, 4)
+            country = None if geo is None else geo.split("-", 1)[0]
+            row[k.B_TPL] = ids["template"].one(template(message))
+            row[k.B_CTRY] = ids["country"].one(country)
+            row[k.B_USER] = ids["user"].one(user)
+            row[k.B_IP] = ids["ip"].one(ip)
+            row[k.B_NET] = -1 if ip is None else ids["network"].one(network(ip))
+            row[k.B_SES] = ids["session"].one(session(message) if user is not None else None)
+            row[k.B_SVC] = ids["service"].one(service)
+            row[k.B_LVL] = level
+            row[k.B_FAIL] = message.startswith("Login failed")
+            row[k.B_VPN] = message.startswith("VPN connection")
+            row[k.B_QUIET] = level <= 1 and bool(country)
+            f = BF[i]
+            f[k.F_REC] = 0.0 if m[17] is None else m[17]
+            f[k.F_BYT] = 0.0 if m[18] is None else m[18]
+            located = None if geo is None else geo_seed_.get(geo)
+            f[k.F_LAT], f[k.F_LON] = (np.nan, np.nan) if located is None else located
+            f[k.F_X] = np.nan if m[9] is None else math.log(1 + m[9])
+            f[k.F_RT] = np.nan if m[0] is None else m[0]
+            for j, g in enumerate(_GAUGES):
+                f[k.F_G + j] = np.nan if m[g] is None else m[g]
+            out[i, 6:28] = metric_row(m)
+        return B, BF, out, eids
+
     def _metrics(self, text: pl.Series, eid: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """The 23 known metrics (NaN: absent) and which rows ``metric_values`` refuses. The JSON
         decoder reads ``true`` as 1.0 and stops at a text value, so those rows (and every row of a
@@ -354,7 +488,7 @@ class CompiledEngine:
             VR[:rows, :width] = self.VR
             self.VR = VR
 
-    def _after(self, status: np.ndarray, seqs: np.ndarray, eids: list, oldest: int) -> None:
+    def _after(self, B, status: np.ndarray, seqs: np.ndarray, eids: list, oldest: int, swept: int) -> None:
         """After a batch: the retained ids for duplicates, the high-water mark's id, the ids of entities
         left with no event freed."""
         G = self.G
@@ -372,14 +506,41 @@ class CompiledEngine:
         row = int(G[k.G_HWM_ROW])
         if row >= 0:
             self.hwm_eid = eids[row]
-        ids = self.ids
-        ids["template"].release(self.T[:, k.C_TAIL] == -1)
-        ids["country"].release(self.CL == -1)
-        ids["user"].release(self.U[:, k.U_TAIL] == -1)
-        ids["session"].release(self.S[:, k.S_TAIL] == -1)
-        ids["ip"].release(self.A[:, k.I_TAIL] == -1)
-        ids["network"].release(self.N[:, k.N_TAIL] == -1)
-        ids["service"].release(self.V[:, k.V_TAIL] == -1)
+        self._release(None if G[k.G_SWEPT] != swept else B)
+
+    def _release(self, B: np.ndarray | None = None) -> None:
+        """Free the ids of entities with no event in the state: every kind's after a sweep (``B`` None),
+        else only the ids the batch ``B`` named (new keys of refused or peeked events)."""
+        for kind, col, tails in (
+            ("template", k.B_TPL, self.T[:, k.C_TAIL]),
+            ("country", k.B_CTRY, self.CL),
+            ("user", k.B_USER, self.U[:, k.U_TAIL]),
+            ("session", k.B_SES, self.S[:, k.S_TAIL]),
+            ("ip", k.B_IP, self.A[:, k.I_TAIL]),
+            ("network", k.B_NET, self.N[:, k.N_TAIL]),
+            ("service", k.B_SVC, self.V[:, k.V_TAIL]),
+        ):
+            if B is None:
+                self.ids[kind].release(tails == -1)
+            else:
+                named = B[:, col]
+                self.ids[kind].release_some(named[named >= 0], tails)
+
+
+def _check(e: Event) -> None:
+    """The types the engine needs (``OnlineEngine._prepare``'s checks), or ``BadEvent``."""
+    eid, ts, service, log_level, message, _, user, ip, geo, metrics = e
+    if ts.__class__ is not int:
+        raise BadEvent("bad_timestamp", f"{eid}: ts must be epoch microseconds (int)")
+    if not (eid.__class__ is service.__class__ is log_level.__class__ is message.__class__ is str):
+        raise BadEvent(
+            "missing_field", f"{eid}: event_id, source_service, log_level and message must be text"
+        )
+    for value in (user, ip, geo):
+        if value is not None and value.__class__ is not str:
+            raise BadEvent("bad_type", f"{eid}: user_id, ip_address and geo_location must be text or null")
+    if metrics is not None and metrics.__class__ is not dict:
+        raise BadEvent("bad_metrics", f"{eid}: metrics must be an object")
 
 
 def _grow(a: np.ndarray, rows: int, minus: tuple[int, ...]) -> np.ndarray:

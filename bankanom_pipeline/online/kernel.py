@@ -740,3 +740,266 @@ def sweep(now, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs):
             V[e, V_LO24] = -1
             VX[e, :] = np.nan
     G[G_RECLAIM] = oldest
+
+
+@njit(cache=CACHE)
+def _leaving(R, mask, lo, link, bound):
+    """How many events from ``lo`` along a list are before ``bound`` (what an advance would remove), and
+    the first one that is not."""
+    n = 0
+    while lo != -1 and R[lo & mask, R_TS] < bound:
+        n += 1
+        lo = R[lo & mask, link]
+    return n, lo
+
+
+@njit(cache=CACHE)
+def peek(B, BF, out, status, G, R, RF, T, Q, U, S, A, N, V):
+    """The features each row would get if it were ingested now, each against the state as it is (rows
+    do not see each other); nothing is written. Each window is read by walking its entity's list from the
+    window's start: its events are summed, counted and collected afresh, in the order the running
+    aggregates would hold them, so the values equal ``run``'s."""
+    mask = G[G_MASK]
+    s = G[G_NEXT]
+    oldest = G[G_OLDEST]
+    for i in range(B.shape[0]):
+        if B[i, B_VALID] == 0:
+            status[i] = ST_INVALID
+            continue
+        t = B[i, B_TS]
+        rank = B[i, B_RANK]
+        if G[G_HAS_HWM] and (t < G[G_HWM_TS] or (t == G[G_HWM_TS] and rank <= G[G_HWM_RANK])):
+            status[i] = ST_TOO_LATE if t < G[G_HWM_TS] - G[G_LATENESS] else ST_LATE_UNSUPPORTED
+            continue
+        status[i] = ST_INGESTED
+        tpl, ctry, user, ip, net, ses, svc = (
+            B[i, B_TPL],
+            B[i, B_CTRY],
+            B[i, B_USER],
+            B[i, B_IP],
+            B[i, B_NET],
+            B[i, B_SES],
+            B[i, B_SVC],
+        )
+        level = B[i, B_LVL]
+        failed = B[i, B_FAIL]
+        vpn = B[i, B_VPN]
+        o = out[i]
+        hour = (t // 3_600_000_000) % 24 + ((t // MIN) % 60) / 60.0
+        o[1] = math.sin(_TWO_PI * hour / 24)
+        o[2] = math.cos(_TWO_PI * hour / 24)
+        o[3] = 1.0 if (t // 86_400_000_000 + 3) % 7 + 1 >= 6 else 0.0
+        o[0] = float(level)
+        b24 = t - DAY
+        lo = G[G_ALL_LO]
+        while lo < s and R[lo & mask, R_TS] < b24:
+            lo += 1
+        n_all = s - lo + 1
+        n_tpl = T[tpl, C_N] - _leaving(R, mask, T[tpl, C_LO], L_TPL, b24)[0] + 1
+        o[X_TPL] = -math.log(n_tpl / n_all)
+        if B[i, B_QUIET]:
+            n_quiet = G[G_Q_N] - _leaving(R, mask, G[G_Q_LO], L_QUIET, b24)[0] + 1
+            n_country = Q[ctry, C_N] - _leaving(R, mask, Q[ctry, C_LO], L_QC, b24)[0] + 1
+            o[X_QUIET] = max(math.log(0.01 / (n_country / n_quiet)), 0.0)
+        else:
+            o[X_QUIET] = 0.0
+
+        # -- user: one walk over its last 24 h
+        if user < 0:
+            o[X_USER : X_USER + 7] = 0.0
+            o[X_USER + 7] = 1.0
+            o[X_USER + 8] = 1.0
+            o[X_USER + 9 : X_USER + 13] = 0.0
+        else:
+            u = user
+            b10, b30, b60 = t - M10, t - M30, t - H1
+            n10 = f10 = v60 = n24 = same_ip = same_country = 0
+            r10 = 0.0
+            r30 = 0.0
+            ips = set()
+            countries = set()
+            if ip >= 0:
+                ips.add(ip)
+            if ctry >= 0:
+                countries.add(ctry)
+            j = _leaving(R, mask, U[u, U_LO24], L_USER, b24)[1]
+            while j != -1:
+                r = j & mask
+                tj = R[r, R_TS]
+                n24 += 1
+                same_ip += R[r, R_IP] == ip
+                same_country += R[r, R_CTRY] == ctry
+                if tj >= b60:
+                    v60 += R[r, R_VPN]
+                    if R[r, R_IP] >= 0:
+                        ips.add(R[r, R_IP])
+                    if R[r, R_CTRY] >= 0:
+                        countries.add(R[r, R_CTRY])
+                if tj >= b30:
+                    r30 += RF[r, F_BYT]
+                if tj >= b10:
+                    n10 += 1
+                    f10 += R[r, R_FAIL]
+                    r10 += RF[r, F_REC]
+                j = R[r, L_USER]
+            o[X_USER] = float(n10 + 1)
+            o[X_USER + 1] = float(f10 + failed)
+            o[X_USER + 2] = float(len(ips))
+            o[X_USER + 3] = float(len(countries))
+            o[X_USER + 4] = float(v60 + vpn)
+            o[X_USER + 5] = r10 + BF[i, F_REC]
+            o[X_USER + 6] = r30 + BF[i, F_BYT]
+            o[X_USER + 7] = (same_country + 1) / (n24 + 1)
+            o[X_USER + 8] = (same_ip + 1) / (n24 + 1)
+            if ses < 0:
+                o[X_USER + 9] = 0.0
+            else:
+                sips = set()
+                if ip >= 0:
+                    sips.add(ip)
+                j = _leaving(R, mask, S[ses, S_LO], L_SES, b24)[1]
+                while j != -1:
+                    if R[j & mask, R_IP] >= 0:
+                        sips.add(R[j & mask, R_IP])
+                    j = R[j & mask, L_SES]
+                o[X_USER + 9] = float(len(sips))
+            x = BF[i, F_X]
+            z = 0.0
+            if not math.isnan(x):
+                n = 0
+                sx = 0.0
+                sxx = 0.0
+                j = _leaving(R, mask, U[u, U_ALO], L_AMT, b24)[1]
+                while j != -1:
+                    v = RF[j & mask, F_X]
+                    sx += v
+                    sxx += v * v
+                    n += 1
+                    j = R[j & mask, L_AMT]
+                if n >= 3:
+                    sx = (sx + x) - x
+                    sxx = (sxx + x * x) - x * x
+                    var = (sxx - sx * sx / n) / (n - 1)
+                    z = (x - sx / n) / (0.25 + math.sqrt(max(var, 0.0)))
+            o[X_USER + 10] = z
+            km = 0.0
+            speed = 0.0
+            lat = BF[i, F_LAT]
+            if not math.isnan(lat) and U[u, U_TAIL] != -1:
+                j = U[u, U_LOC]
+                if j >= oldest and R[j & mask, R_TS] >= b24:
+                    lon = BF[i, F_LON]
+                    plat = RF[j & mask, F_LAT]
+                    plon = RF[j & mask, F_LON]
+                    km = (
+                        2
+                        * 6371
+                        * math.asin(
+                            math.sqrt(
+                                math.sin((lat - plat) * _DEG / 2) ** 2
+                                + math.cos(plat * _DEG)
+                                * math.cos(lat * _DEG)
+                                * math.sin((lon - plon) * _DEG / 2) ** 2
+                            )
+                        )
+                    )
+                    speed = km / max((t - R[j & mask, R_TS]) / 1e6 / 3600.0, 1 / 60.0)
+            o[X_USER + 11] = km
+            o[X_USER + 12] = speed
+
+        # -- ip and network (10 min)
+        error = 1 if level >= 3 else 0
+        if ip < 0:
+            o[X_IP : X_IP + 7] = 0.0
+        else:
+            b10 = t - M10
+            n = f = e = 0
+            users = set()
+            if user >= 0:
+                users.add(user)
+            j = _leaving(R, mask, A[ip, I_LO], L_IP, b10)[1]
+            while j != -1:
+                r = j & mask
+                n += 1
+                f += R[r, R_FAIL]
+                e += 1 if R[r, R_LVL] >= 3 else 0
+                if R[r, R_USER] >= 0:
+                    users.add(R[r, R_USER])
+                j = R[r, L_IP]
+            o[X_IP] = float(n + 1)
+            o[X_IP + 1] = float(len(users))
+            o[X_IP + 2] = float(f + failed)
+            o[X_IP + 3] = float(e + error)
+            f = 0
+            nusers = set()
+            if user >= 0:
+                nusers.add(user)
+            nips = set()
+            nips.add(ip)
+            j = _leaving(R, mask, N[net, N_LO], L_NET, b10)[1]
+            while j != -1:
+                r = j & mask
+                f += R[r, R_FAIL]
+                if R[r, R_USER] >= 0:
+                    nusers.add(R[r, R_USER])
+                nips.add(R[r, R_IP])
+                j = R[r, L_NET]
+            o[X_IP + 4] = float(len(nusers))
+            o[X_IP + 5] = float(len(nips))
+            o[X_IP + 6] = float(f + failed)
+
+        # -- service: the 24 h count from the running one, the minute walked
+        gone, first_j = _leaving(R, mask, V[svc, V_LO24], L_SVC, b24)
+        n24 = V[svc, V_N24] - gone + 1
+        first = R[first_j & mask, R_TS] if first_j != -1 else t
+        warn = 1 if level == 2 else 0
+        n1 = 1
+        errors = error
+        warns = warn
+        vips = set()
+        if ip >= 0:
+            vips.add(ip)
+        rt = BF[i, F_RT]
+        rts = np.empty(V[svc, V_N1] + 1)
+        nrt = 0
+        if not math.isnan(rt):
+            rts[0] = rt
+            nrt = 1
+        best = np.empty(6)
+        for k in range(6):
+            best[k] = BF[i, F_G + k]
+        j = _leaving(R, mask, V[svc, V_LO1], L_SVC, t - MIN)[1]
+        while j != -1:
+            r = j & mask
+            n1 += 1
+            lv = R[r, R_LVL]
+            errors += 1 if lv >= 3 else 0
+            warns += 1 if lv == 2 else 0
+            if R[r, R_IP] >= 0:
+                vips.add(R[r, R_IP])
+            v = RF[r, F_RT]
+            if not math.isnan(v):
+                rts[nrt] = v
+                nrt += 1
+            for k in range(6):
+                v = RF[r, F_G + k]
+                if not math.isnan(v) and (
+                    math.isnan(best[k]) or (v < best[k] if _IS_MIN[k] else v > best[k])
+                ):
+                    best[k] = v
+            j = R[r, L_SVC]
+        minutes = max((t - first) / 1e6 / 60.0, 1.0)
+        o[X_SVC] = n1 / (n24 / minutes)
+        o[X_SVC + 1] = errors / n1
+        o[X_SVC + 2] = warns / n1
+        o[X_SVC + 3] = float(len(vips))
+        if nrt == 0:
+            o[X_SVC + 4] = 0.0
+        else:
+            vals = np.sort(rts[:nrt])
+            pos = (nrt - 1) * 0.95
+            k_lo = math.floor(pos)
+            k_hi = math.ceil(pos)
+            o[X_SVC + 4] = vals[k_lo] + (pos - k_lo) * (vals[k_hi] - vals[k_lo])
+        for k in range(6):
+            o[X_SVC + 5 + k] = _GAUGE_DEFAULTS[k] if math.isnan(best[k]) else best[k]
