@@ -261,3 +261,37 @@ def test_peek_gives_what_ingest_gives_and_changes_nothing(seed):
     # before the high-water mark: refused, not guessed
     with pytest.raises(ValueError, match="before the newest"):
         engine.peek(events[-2])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    """Half of a stream, a checkpoint, a restore in a fresh engine, the other half: every outcome equal to
+    one engine fed the whole stream (a repeat of a first-half id included). Another format, another
+    feature set and a corrupt body are refused by name."""
+    from bankanom_pipeline.online.checkpoint import CheckpointError
+
+    rng = random.Random(11)
+    events = sorted(_random_events(rng, 1200), key=lambda e: (e.ts, e.event_id))
+    events.insert(900, events[100]._replace(ts=events[899].ts))  # a repeat, after the restore
+    whole, statuses, features = _compiled(events, [37, 300])
+    half = CompiledEngine()
+    _compiled(events[:600], [37, 300], half)
+    half.checkpoint(tmp_path / "state.ckpt")
+    restored = CompiledEngine.restore(tmp_path / "state.ckpt")
+    _, rest_statuses, rest_features = _compiled(events[600:], [37, 300], restored)
+    assert rest_statuses == statuses[600:] and "duplicate" in rest_statuses
+    assert np.array_equal(rest_features, features[600:])
+    assert restored.counters == whole.counters
+    data = (tmp_path / "state.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        CompiledEngine.restore(tmp_path / "cut.ckpt")
+    python = OnlineEngine()
+    python.ingest_many(events[:10])
+    python.checkpoint(tmp_path / "v2.ckpt")
+    with pytest.raises(CheckpointError, match="format 2"):
+        CompiledEngine.restore(tmp_path / "v2.ckpt")
+    (tmp_path / "other.ckpt").write_bytes(
+        data.replace(CompiledEngine.FEATURE_SET_VERSION.encode(), b"0" * 12, 1)
+    )
+    with pytest.raises(CheckpointError, match="feature set"):
+        CompiledEngine.restore(tmp_path / "other.ckpt")
