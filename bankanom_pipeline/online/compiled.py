@@ -123,9 +123,13 @@ class _Ids:
         return i
 
     def release_some(self, candidates: np.ndarray, tails: np.ndarray) -> None:
-        """``release`` of the ``candidates`` only (those whose tail is -1)."""
-        candidates = candidates[tails[candidates] == -1]
-        gone = {int(i) for i in candidates if self.used[i]}
+        """``release`` of the ``candidates`` only (ids >= 0 whose tail is -1)."""
+        if len(candidates) < 64:  # a few events' (the API's): numpy's calls would cost more than the loop
+            gone = {i for i in candidates.tolist() if i >= 0 and tails[i] == -1 and self.used[i]}
+        else:
+            candidates = candidates[candidates >= 0]
+            candidates = candidates[tails[candidates] == -1]
+            gone = {int(i) for i in candidates if self.used[i]}
         for i in gone:
             del self.ids[self.names[i]]
             self.names[i] = None
@@ -532,8 +536,7 @@ class CompiledEngine:
             if B is None:
                 self.ids[kind].release(tails == -1)
             else:
-                named = B[:, col]
-                self.ids[kind].release_some(named[named >= 0], tails)
+                self.ids[kind].release_some(B[:, col], tails)
 
 
 def _check(e: Event) -> None:
