@@ -3,7 +3,8 @@
 replay's comparison: on that day, on two generated days with the attack scenarios, and on random streams
 with ties, fractional sums, missing values and days of gaps, in batches of any size (one event included).
 Duplicates, too-late and invalid events get the Python engine's outcome; late events are refused as
-``late_unsupported`` (not built yet); the state stays bounded by the retention."""
+``late_unsupported`` (not built yet); the state stays bounded by the retention; peek gives what ingest
+then gives; a checkpoint restored continues as if uninterrupted."""
 
 from __future__ import annotations
 

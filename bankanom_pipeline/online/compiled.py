@@ -1,9 +1,11 @@
 """The compiled online engine (docs/online.md, "Compiled engine"): a batch of events is prepared with
-polars and numpy (derived keys, metrics, integer ids, order, duplicates), then run through the numba
-kernel (``kernel.run``) one event at a time in the batch's ``(ts, event_id)`` order.
+polars and numpy (derived keys, metrics, integer ids, order, duplicates; row by row for a few ``Event``s),
+then run through the numba kernel (``kernel.run``) one event at a time in the batch's ``(ts, event_id)``
+order. ``peek`` reads the state without changing it (``kernel.peek``); ``checkpoint``/``restore`` write
+and read it (format 3).
 
-This is the in-order part of the engine that is to replace ``engine.OnlineEngine``: late events are
-refused as ``late_unsupported`` (counted), and peek and checkpoint are not built yet (the design says how).
+It is to replace ``engine.OnlineEngine``. Not built yet: late events, which are refused as
+``late_unsupported`` (counted, not ingested); the design says how they will work.
 """
 
 from __future__ import annotations
