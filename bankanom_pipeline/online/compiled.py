@@ -64,8 +64,8 @@ KINDS = ("template", "country", "user", "ip", "network", "session", "service")
 
 @dataclass
 class Batch:
-    """What one call did: each row's status (``kernel.STATUSES``), features (rows of accepted events)
-    and event id."""
+    """What one call did: each row's status (index into ``kernel.STATUSES``), its feature vector (a row
+    for every event; meaningful where the status is ``ingested``) and its event id."""
 
     status: np.ndarray
     features: np.ndarray
