@@ -2,10 +2,11 @@
 polars and numpy (derived keys, metrics, integer ids, order, duplicates; row by row for a few ``Event``s),
 then run through the numba kernel (``kernel.run``) one event at a time in the batch's ``(ts, event_id)``
 order. ``peek`` reads the state without changing it (``kernel.peek``); ``checkpoint``/``restore`` write
-and read it (format 3).
+and read it (format 4).
 
-It is to replace ``engine.OnlineEngine``. Not built yet: late events, which are refused as
-``late_unsupported`` (counted, not ingested); the design says how they will work.
+Events before the high-water mark by at most the lateness allowed are ``late``: read from the events
+before them in the order and spliced into the state at their place, as the Python engine does. It is to
+replace ``engine.OnlineEngine``.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def _rows(n: int, width: int, minus: tuple[int, ...]) -> np.ndarray:
 
 
 class CompiledEngine:
-    """In-order events through the compiled kernel: ``ingest_frame`` (a polars frame of
+    """Events through the compiled kernel: ``ingest_frame`` (a polars frame of
     ``validated_logs`` columns, metrics as JSON text) or ``ingest_many`` (``Event``s)."""
 
     FEATURES = FEATURES
@@ -173,7 +174,7 @@ class CompiledEngine:
         self.G[k.G_MASK] = cap - 1
         self.G[k.G_LATENESS] = lateness
         self.G[k.G_RETENTION] = HORIZON + lateness
-        self.G[k.G_Q_LO] = self.G[k.G_Q_TAIL] = -1
+        self.G[[k.G_Q_LO, k.G_Q_TAIL, k.G_ALL_LO, k.G_ALL_TAIL]] = -1
         self.R = np.zeros((cap, k.NR), dtype=np.int64)
         self.RF = np.zeros((cap, k.NF), dtype=np.float64)
         self.ring_eid = np.empty(cap, dtype=object)
@@ -208,7 +209,7 @@ class CompiledEngine:
         G = self.G
         return {
             "ingested": int(G[k.G_INGESTED]),
-            "late_unsupported": int(G[k.G_LATE]),
+            "late": int(G[k.G_LATE]),
             "duplicate": int(G[k.G_DUPLICATE]),
             "too_late": int(G[k.G_TOO_LATE]),
             "invalid": int(G[k.G_INVALID]),
@@ -279,13 +280,15 @@ class CompiledEngine:
 
     def peek(self, event: Event) -> tuple[float, ...]:
         """``event``'s features if ingested now. Raises ``BadEvent`` for an invalid event and ``ValueError``
-        for one before the high-water mark (``too_late``, or late: not built yet)."""
+        for one older than the newest by more than the lateness allowed (``too_late``)."""
         batch = self._peek(*self.prepare_events([event]))
         status = k.STATUSES[batch.status[0]]
         if status == "invalid":
             raise BadEvent("invalid", f"event {event.event_id} is refused")
-        if status != "ingested":
-            raise ValueError(f"event {event.event_id} is before the newest event ({status})")
+        if status == "too_late":
+            raise ValueError(
+                f"event {event.event_id} is older than the newest event by more than the lateness allowed"
+            )
         return tuple(batch.features[0].tolist())
 
     # ------------------------------------------------------------------ prepare
@@ -334,12 +337,16 @@ class CompiledEngine:
         B[:, k.B_FAIL] = derived["failed"].fill_null(False).to_numpy()
         B[:, k.B_VPN] = derived["vpn"].fill_null(False).to_numpy()
         B[:, k.B_QUIET] = quiet
-        # the order inside the kernel: ranks of the ids together with the high-water mark's
+        # the order inside the kernel: ranks of the ids together with the high-water mark's, and with
+        # those of the retained events sharing a microsecond with a row that may be late
         eid = frame["event_id"]
-        ranked = pl.concat([pl.Series([self.hwm_eid], dtype=pl.String), eid]).rank("dense").fill_null(0)
-        ranks = ranked.to_numpy().astype(np.int64)
+        tie_seqs = self._ties(B[:, k.B_TS][valid])
+        tie_ids = pl.Series(self.ring_eid[tie_seqs & int(self.G[k.G_MASK])].tolist(), dtype=pl.String)
+        ranked = pl.concat([pl.Series([self.hwm_eid], dtype=pl.String), eid, tie_ids])
+        ranks = ranked.rank("dense").fill_null(0).to_numpy().astype(np.int64)
         self.G[k.G_HWM_RANK] = ranks[0]
-        B[:, k.B_RANK] = ranks[1:]
+        B[:, k.B_RANK] = ranks[1 : n + 1]
+        self.R[tie_seqs & int(self.G[k.G_MASK]), k.R_RANK] = ranks[n + 1 :]
         eids = eid.to_list()
         seen = self.seen
         B[:, k.B_DUPSEQ] = [seen.get(e, -1) for e in eids] if seen else -1
@@ -380,9 +387,15 @@ class CompiledEngine:
         ids = self.ids
         seen = self.seen
         earlier: dict[str, int] = {}
-        order = sorted({e.event_id for e in events if e.event_id.__class__ is str} | {self.hwm_eid or ""})
+        mask = int(self.G[k.G_MASK])
+        tie_seqs = self._ties(np.array([e.ts for e in events if e.ts.__class__ is int], dtype=np.int64))
+        tie_ids = self.ring_eid[tie_seqs & mask].tolist()
+        order = sorted(
+            {e.event_id for e in events if e.event_id.__class__ is str} | {self.hwm_eid or ""} | set(tie_ids)
+        )
         rank = {eid: i + 1 for i, eid in enumerate(order)}
         self.G[k.G_HWM_RANK] = rank.get(self.hwm_eid or "", 0)
+        self.R[tie_seqs & mask, k.R_RANK] = [rank[e] for e in tie_ids]
         eids = []
         geo_seed_ = self._geo
         for i, e in enumerate(events):
@@ -424,6 +437,17 @@ class CompiledEngine:
                 f[k.F_G + j] = np.nan if m[g] is None else m[g]
             out[i, 6:28] = metric_row(m)
         return B, BF, out, eids
+
+    def _ties(self, ts: np.ndarray) -> np.ndarray:
+        """The ``seq``s of the retained events at the same microsecond as a row of ``ts`` that is not
+        after the high-water mark's time: a late row's place among them is decided by id."""
+        G = self.G
+        if not G[k.G_HAS_HWM]:
+            return np.zeros(0, dtype=np.int64)
+        wanted = np.unique(ts[ts <= G[k.G_HWM_TS]])
+        if not len(wanted):
+            return np.zeros(0, dtype=np.int64)
+        return k.ties(G, self.R, wanted)
 
     def _metrics(self, text: pl.Series, eid: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """The 23 known metrics (NaN: absent) and which rows ``metric_values`` refuses. The JSON
@@ -512,7 +536,7 @@ class CompiledEngine:
         ring_eid = self.ring_eid
         for seq in range(oldest, int(G[k.G_OLDEST])):
             seen.pop(ring_eid[seq & mask], None)
-        accepted = np.flatnonzero(status == k.ST_INGESTED)
+        accepted = np.flatnonzero((status == k.ST_INGESTED) | (status == k.ST_LATE))
         if len(accepted):
             s = seqs[accepted]
             names = [eids[i] for i in accepted.tolist()]
@@ -614,14 +638,16 @@ def frame_of(events: list[Event]) -> pl.DataFrame:
     )
 
 
-# ---------------------------------------------------------------------- checkpoint (format 3)
+# ---------------------------------------------------------------------- checkpoint (format 4)
 
-CHECKPOINT_VERSION = 3  # format 2 is the Python engine's (checkpoint.py): its tracks, not these arrays
+# format 2 is the Python engine's (checkpoint.py): its tracks, not these arrays; 3 was this engine's before
+# its lists were doubly linked (never released)
+CHECKPOINT_VERSION = 4
 _ARRAYS = ("G", "T", "Q", "CL", "U", "UF", "S", "A", "N", "V", "VX", "VR")
 
 
 def write_checkpoint(engine: CompiledEngine, path) -> None:
-    """The compiled engine's whole state: checkpoint.py's header line (format, version 3, feature set,
+    """The compiled engine's whole state: checkpoint.py's header line (format, version 4, feature set,
     high-water mark, zlib body's length and sha256), then the body: an 8-byte manifest length, a JSON
     manifest (each kind's keys by id, the retained events' ids, the high-water mark's id, where each
     array lies), and the arrays as little-endian bytes: the ring's live rows in ``seq`` order, the entity
