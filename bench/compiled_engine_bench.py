@@ -1,17 +1,18 @@
-"""The compiled online engine (online/compiled.py + online/kernel.py) beside the Python engine
-(online/engine.py) on the same stored day: CPU microseconds per event on one core, its prepare and its
+"""The compiled online engine (online/compiled.py + online/kernel.py), beside the Python engine it replaced
+(``--python-tree``), on the same stored day: CPU microseconds per event on one core, its prepare and its
 kernel apart, and the compiled engine's agreement with ``features_events``.
 
-Each round runs two fresh processes pinned to one core (``--cpu``, ``taskset``), alternated: ``compiled``
-and ``python``. Both read the day and the previous day's last 24 hours from the warehouse (read-only,
-untimed) and ingest every event in ``(ts, event_id)`` order into a fresh engine:
+Each round runs fresh processes pinned to one core (``--cpu``, ``taskset``), alternated: ``compiled``
+and (with ``--python-tree``) ``python``. Each reads the day and the previous day's last 24 hours from the
+warehouse (read-only, untimed) and ingests every event in ``(ts, event_id)`` order into a fresh engine:
 
 - ``compiled``: batches of 65,536 rows of the frame as read (metrics as JSON text); CPU seconds of prepare
   (polars/numpy, JSON decoding included) and of the kernel, per event. The numba functions are loaded
   (or compiled) before the clock starts, on a throwaway engine, and that time is reported apart. Then its
   vectors of the day are compared with ``features_events`` by replay's comparison (untimed);
-- ``python``: ``OnlineEngine.ingest_many`` over ``Event``s made from the same rows; the making of the
-  ``Event``s (JSON decoding of metrics included) is not timed, as in ``bankanom replay``.
+- ``python`` (with ``--python-tree``, a tree from before the compiled engine replaced the Python one):
+  that tree's ``OnlineEngine.ingest_many`` over ``Event``s made from the same rows; the making of the
+  ``Event``s (JSON decoding of metrics included) is not timed, as its ``bankanom replay`` did not.
 
 ``--compile-only``: numba's compile time, a first process with an empty cache (``NUMBA_CACHE_DIR`` a
 fresh folder) and a second one reading that cache. Each run's load average is kept beside it.
@@ -145,7 +146,7 @@ def python_once(warehouse: str, date: str, limit: int | None) -> dict:
         "events": frame.height,
         "cpu_s": spent,
         "us_per_event": spent / frame.height * 1e6,
-        "counters": engine.counters,
+        "counters": dict(engine.counters),
         "load_before": load_before,
         "load_after": _load(),
     }
@@ -194,6 +195,12 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=1, help="the core the workers are pinned to")
     parser.add_argument("--limit", type=int, help="only the last N events (a short version)")
     parser.add_argument("--compile-only", action="store_true")
+    parser.add_argument(
+        "--python-tree",
+        type=Path,
+        help="a source tree whose OnlineEngine is the Python engine (main before the compiled engine "
+        "replaced it): its ingest_many is run beside, alternated; without it, the compiled engine only",
+    )
     parser.add_argument("--worker", choices=["compiled", "python", "compile"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "compiled":
@@ -213,9 +220,10 @@ def main() -> None:
         record("compiled_engine_compile", {"empty_cache": first, "cached": second})
         return
     runs: dict[str, list[dict]] = {"compiled": [], "python": []}
+    python_env = {**os.environ, "PYTHONPATH": str(args.python_tree)} if args.python_tree else None
     for _ in range(args.rounds):
-        for kind in ("compiled", "python"):
-            result = worker(kind, args)
+        for kind in ("compiled", "python") if python_env else ("compiled",):
+            result = worker(kind, args, python_env if kind == "python" else None)
             runs[kind].append(result)
             print(json.dumps(result), flush=True)  # whole: a cut-short run keeps its figures
     compiled, python = runs["compiled"], runs["python"]
@@ -228,7 +236,9 @@ def main() -> None:
             "median_compiled_us_per_event": statistics.median(r["total_us_per_event"] for r in compiled),
             "median_prepare_us_per_event": statistics.median(r["prepare_us_per_event"] for r in compiled),
             "median_kernel_us_per_event": statistics.median(r["kernel_us_per_event"] for r in compiled),
-            "median_python_us_per_event": statistics.median(r["us_per_event"] for r in python),
+            "median_python_us_per_event": (
+                statistics.median(r["us_per_event"] for r in python) if python else None
+            ),
             "feature_equal_share": [r["feature_equal_share"] for r in compiled],
             "runs": runs,
             "target": "prepare + kernel <= 15 µs per event (25,000 events/s with scoring's 24.6 µs)",
