@@ -240,6 +240,25 @@ def test_duplicates_too_late_invalid_and_late_events():
     assert (c["ingested"], c["duplicate"], c["invalid"], c["too_late"], c["late"]) == (5, 2, 3, 1, 1)
 
 
+def test_an_id_sent_again_after_its_event_expired_is_remembered_anew():
+    """A late event expires by time while its slot is still held (an earlier-arrived event is newer): its
+    id sent again is a new event, and that one's id is then remembered, not forgotten with the old slot."""
+    s = 1_000_000
+    retention = DAY_US + 60 * s
+    events = [
+        ev("a", BASE),
+        ev("b", BASE + 30 * s),
+        ev("L", BASE + 10 * s),  # late
+        ev("c", BASE + 10 * s + retention + 10 * s),  # "L" expired by time, its slot still held
+        ev("L", BASE + 10 * s + retention + 11 * s),  # so this is a new event
+        ev("d", BASE + 10 * s + retention + 40 * s),  # the first "L"'s slot is released
+        ev("L", BASE + 10 * s + retention + 41 * s),  # the second "L" is retained: a duplicate
+    ]
+    _, statuses, features = _compiled(events, [1], CompiledEngine(allowed_lateness_s=60))
+    assert statuses == ["ingested", "ingested", "late"] + ["ingested"] * 3 + ["duplicate"]
+    assert _assert_expected(events, statuses, features, lateness_s=60) == 6
+
+
 def _arrivals(rng: random.Random, events: list[Event]) -> list[Event]:
     """``events`` (in order) as they might arrive: each held back by up to 40 minutes (a third of them),
     some beyond the 20 minutes allowed, a few repeated (the same id, the same or another time)."""

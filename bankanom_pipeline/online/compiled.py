@@ -539,7 +539,10 @@ class CompiledEngine:
         seen = self.seen
         ring_eid = self.ring_eid
         for seq in range(oldest, int(G[k.G_OLDEST])):
-            seen.pop(ring_eid[seq & mask], None)
+            # (an id whose event expired by time, sent again, maps to its newer seq: kept)
+            eid = ring_eid[seq & mask]
+            if seen.get(eid) == seq:
+                del seen[eid]
         accepted = np.flatnonzero((status == k.ST_INGESTED) | (status == k.ST_LATE))
         if len(accepted):
             s = seqs[accepted]
