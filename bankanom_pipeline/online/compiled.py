@@ -650,7 +650,7 @@ def warm() -> float:
     engine, one of them late, then a peek. Returns the CPU seconds it took. numba keeps what it compiles
     in ``__pycache__`` beside kernel.py (or, where that is not writable, the user's cache folder, or
     ``NUMBA_CACHE_DIR``): scripts/test.sh runs this once before the test tiers, so that the test workers
-    load the cache rather than each compiling (~25 CPU-s)."""
+    load the cache rather than each compiling (20-40 CPU-s)."""
     began = time.process_time()
     engine = CompiledEngine()
     t = 1_780_000_000_000_000
