@@ -154,6 +154,9 @@ class _Ids:
         self.used[gone] = False
 
 
+_NO_SEQS = np.zeros(0, dtype=np.int64)
+
+
 def _rows(n: int, width: int, minus: tuple[int, ...]) -> np.ndarray:
     a = np.zeros((n, width), dtype=np.int64)
     a[:, list(minus)] = -1
@@ -392,14 +395,15 @@ class CompiledEngine:
         seen = self.seen
         earlier: dict[str, int] = {}
         mask = int(self.G[k.G_MASK])
-        tie_seqs = self._ties(np.array([e.ts for e in events if e.ts.__class__ is int], dtype=np.int64))
-        tie_ids = self.ring_eid[tie_seqs & mask].tolist()
+        tie_seqs = self._ties([e.ts for e in events if e.ts.__class__ is int])
+        tie_ids = self.ring_eid[tie_seqs & mask].tolist() if len(tie_seqs) else []
         order = sorted(
             {e.event_id for e in events if e.event_id.__class__ is str} | {self.hwm_eid or ""} | set(tie_ids)
         )
         rank = {eid: i + 1 for i, eid in enumerate(order)}
         self.G[k.G_HWM_RANK] = rank.get(self.hwm_eid or "", 0)
-        self.R[tie_seqs & mask, k.R_RANK] = [rank[e] for e in tie_ids]
+        if tie_ids:
+            self.R[tie_seqs & mask, k.R_RANK] = [rank[e] for e in tie_ids]
         eids = []
         geo_seed_ = self._geo
         for i, e in enumerate(events):
@@ -442,15 +446,22 @@ class CompiledEngine:
             out[i, 6:28] = metric_row(m)
         return B, BF, out, eids
 
-    def _ties(self, ts: np.ndarray) -> np.ndarray:
+    def _ties(self, ts: np.ndarray | list[int]) -> np.ndarray:
         """The ``seq``s of the retained events at the same microsecond as a row of ``ts`` that is not
-        after the high-water mark's time: a late row's place among them is decided by id."""
+        after the high-water mark's time: a late row's place among them is decided by id. ``ts`` a list
+        for a few events (numpy's calls would cost more than the loop)."""
         G = self.G
         if not G[k.G_HAS_HWM]:
-            return np.zeros(0, dtype=np.int64)
-        wanted = np.unique(ts[ts <= G[k.G_HWM_TS]])
+            return _NO_SEQS
+        hwm = int(G[k.G_HWM_TS])
+        if isinstance(ts, list):
+            wanted = sorted({t for t in ts if t <= hwm})
+            if not wanted:
+                return _NO_SEQS
+            return k.ties(G, self.R, np.array(wanted, dtype=np.int64))
+        wanted = np.unique(ts[ts <= hwm])
         if not len(wanted):
-            return np.zeros(0, dtype=np.int64)
+            return _NO_SEQS
         return k.ties(G, self.R, wanted)
 
     def _metrics(self, text: pl.Series, eid: pl.Series) -> tuple[np.ndarray, np.ndarray]:
