@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import NamedTuple
 
+import numpy as np
+
 from bankanom_pipeline.online import kernel as k
 from bankanom_pipeline.online.compiled import (
     ENGINE_FEATURE_SET_VERSION,
@@ -105,7 +107,8 @@ class OnlineEngine(CompiledEngine):
 
     def ingest(self, event: Event) -> Outcome:
         """Compute ``event``'s features point in time, then fold it into the state."""
-        return self._outcomes([event], self.ingest_batch([event]))[0]
+        hwm = int(self.G[k.G_HWM_TS]) if self.G[k.G_HAS_HWM] else None
+        return self._outcomes([event], self.ingest_batch([event]), hwm)[0]
 
     def ingest_many(self, events: Iterable[Event]) -> list[Outcome]:
         """``ingest`` of each event in turn (in batches: the same outcomes, faster)."""
@@ -113,35 +116,52 @@ class OnlineEngine(CompiledEngine):
         out: list[Outcome] = []
         for start in range(0, len(events), 65_536):
             chunk = events[start : start + 65_536]
+            hwm = int(self.G[k.G_HWM_TS]) if self.G[k.G_HAS_HWM] else None
             if len(chunk) < ROWS_BELOW or not all(map(_well_typed, chunk)):
                 # a frame needs its columns' types: events of the wrong types are refused row by row
                 batch = self._ingest(time.process_time(), *self.prepare_events(chunk))
             else:
                 batch = self.ingest_frame(frame_of(chunk))
-            out += self._outcomes(chunk, batch)
+            out += self._outcomes(chunk, batch, hwm)
         return out
 
     def peek(self, event: Event) -> Features:
         """The features ``event`` would get if ingested now; the state is not changed. Raises
         ``BadEvent`` for an invalid event, ``TooLate`` for one older than the lateness allowed."""
-        batch = self._peek(*self.prepare_events([event]))
-        status = batch.status[0]
-        if status == k.ST_INVALID:
-            raise _bad(event)
-        if status == k.ST_TOO_LATE:
-            raise TooLate(
-                f"event {event.event_id} is older than the newest event by more than the lateness allowed"
-            )
-        return tuple(batch.features[0].tolist())
+        return tuple(self.peek_many([event])[0].tolist())
 
-    def _outcomes(self, events: list[Event], batch) -> list[Outcome]:
+    def peek_many(self, events: list[Event]) -> np.ndarray:
+        """``peek`` of each event against the same state (the events do not see each other), in one
+        kernel call: a row per event in ``FEATURES`` order. Raises ``peek``'s error for the first event
+        refused, its place in ``events`` as the error's ``index``."""
+        if len(events) < ROWS_BELOW or not all(map(_well_typed, events)):
+            batch = self._peek(*self.prepare_events(events))
+        else:
+            batch = self.peek_frame(frame_of(events))
+        refused = np.flatnonzero((batch.status == k.ST_INVALID) | (batch.status == k.ST_TOO_LATE))
+        if len(refused):
+            i = int(refused[0])
+            event = events[i]
+            if batch.status[i] == k.ST_INVALID:
+                error: Exception = _bad(event)
+            else:
+                error = TooLate(
+                    f"event {event.event_id} is older than the newest event by more than the lateness allowed"
+                )
+            error.index = i
+            raise error
+        return batch.features
+
+    def _outcomes(self, events: list[Event], batch, hwm: int | None) -> list[Outcome]:
+        """Each event's ``Outcome``; ``hwm`` the newest time before the batch: a too-late event's reason
+        names its distance to the newest event ingested before it, as ``ingest`` one at a time does."""
         names = k.STATUSES
         rows = batch.features.tolist()
-        hwm = int(self.G[k.G_HWM_TS])
         out = []
         for e, status, row in zip(events, batch.status.tolist(), rows, strict=True):
             eid = e.event_id
             if status == k.ST_INGESTED or status == k.ST_LATE:
+                hwm = e.ts if hwm is None else max(hwm, e.ts)
                 out.append(Outcome(names[status], eid, tuple(row)))
             elif status == k.ST_DUPLICATE:
                 out.append(Outcome("duplicate", eid))
