@@ -19,7 +19,8 @@ Then ``--rounds`` rounds, each of two fresh processes pinned to one core (``--cp
 
 Each run's load average and ``machine_pace`` are kept beside it. ``--state-only``: the state's size from
 the demo's published engine checkpoint (restored, no replay). Needs the online engine
-(``bankanom_pipeline/online``), so today's tree only.
+(``bankanom_pipeline/online``), so today's tree only. ``--worker replay --data D`` alone runs one replay
+of a prepared ``D/data`` (a warehouse holding the day and its scores, the models that scored it).
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def replay_once(date: str) -> dict:
     # replay times the engine and the scoring by the clock; on a shared core the process gets a share
     # of it, so their CPU seconds are taken here too, around the same two calls
     cpu_of: dict[str, float] = {}
-    engine.ingest_many = cpu_timed(engine.ingest_many, "engine", cpu_of)
+    # (replay feeds the engine the stored frame: ingest_frame; the Python engine took Events: ingest_many)
+    for name in ("ingest_frame", "ingest_many"):
+        if hasattr(engine, name):
+            setattr(engine, name, cpu_timed(getattr(engine, name), "engine", cpu_of))
     work._score = cpu_timed(work._score, "scoring", cpu_of)
     report = work.run(stored, date, detectors, LOGS.config, engine)
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began

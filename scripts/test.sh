@@ -19,6 +19,9 @@ bash scripts/setup.sh
 
 temp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$temp"' EXIT
+# the online engine's numba kernel compiled once into its cache (20-40 CPU-s on a fresh clone), before the
+# demo, the tiny platform and the test workers load it instead of each compiling it (docs/online.md)
+.venv/bin/python -m bankanom_pipeline.online.compiled
 .venv/bin/python -m tests.demo_world "$temp/demo" &
 demo=$!
 .venv/bin/python -m tests.tiny_platform "$temp/tiny" >"$temp/tiny.log" 2>&1 || {

@@ -26,7 +26,7 @@ from bankanom_pipeline.detection.space import FeatureSpace
 from bankanom_pipeline.ingest.raw_logs import KNOWN_FIELDS
 from bankanom_pipeline.live.lines import LABEL_FIELDS, from_line
 from bankanom_pipeline.live.runner import Runner
-from bankanom_pipeline.live.scorer import LiveScorer, LiveStateError
+from bankanom_pipeline.live.scorer import LiveScorer, LiveStateError, PeekRefused
 from bankanom_pipeline.live.service import create_app
 from bankanom_pipeline.live.sources import Item
 from bankanom_pipeline.live.store import LiveStore
@@ -182,6 +182,65 @@ def test_a_batch_is_scored_and_committed_with_every_refusal_counted(tmp_path):
     expected = score_values(features, FEATURES, pair.detectors, default_detection_config())
     got = np.asarray([r[4] for r in stored(tmp_path)])
     assert np.array_equal(got, expected.isolation_forest)
+
+
+def test_a_batch_gives_what_its_events_get_one_at_a_time(tmp_path):
+    """The stream ingests a batch in one engine call and /predict peeks it in one: every result, refusal
+    (reason included: a too-late event's distance to the newest event before it), stored row, counter
+    and peeked vector as the same events one at a time; a refused peek names its event's index."""
+    promote(tmp_path / "models", 0)
+    lines = world()[1][:400]
+    first = orjson.loads(lines[0])
+    old = orjson.dumps({**first, "event_id": "too-old", "timestamp": "2020-01-01T00:00:00Z"})
+    mixed = list(lines[:300])
+    for i in range(20, 280, 37):  # late events: each a few places after its time
+        mixed[i], mixed[i + 3] = mixed[i + 3], mixed[i]
+    mixed[40:40] = [old, b"{not json", lines[7]]  # too late, invalid, a duplicate of an earlier line
+    mixed[250:250] = [orjson.dumps({**orjson.loads(old), "event_id": "too-old-2"}), lines[260]]
+    scorers = {}
+    for name, size in (("batch", len(mixed)), ("alone", 1)):
+        root = tmp_path / name
+        shutil.copytree(tmp_path / "models", root / "models")
+        scorer = scorers[name] = new_scorer(root)
+        results = [r for b in batches(items(mixed), size) for r in scorer.process(b, "mock")]
+        scorer.results = results
+    try:
+        batch, alone = scorers["batch"], scorers["alone"]
+        assert batch.results == alone.results
+        outcomes = [r["outcome"] for r in batch.results]
+        assert {"late", "duplicate", "too_late", "invalid"} <= set(outcomes)
+        assert dict(batch.engine.counters) == dict(alone.engine.counters)
+        assert stored(tmp_path / "batch") == stored(tmp_path / "alone")
+        reasons = {}
+        for name in scorers:
+            with LiveStore(tmp_path / name / "live" / "live.sqlite", readonly=True) as store:
+                reasons[name] = store.con.execute(
+                    "SELECT source_offset, event_id, reason FROM refused ORDER BY id"
+                ).fetchall()
+        assert reasons["batch"] == reasons["alone"]
+        too_late = [r for _, e, r in reasons["batch"] if (e or "").startswith("too-old")]
+        assert len(too_late) == 2 and too_late[0] != too_late[1]  # each against the newest before it
+        # peeks: the next lines (some of them late) and a too-late one, together and one at a time
+        ahead = [from_line(line) for line in lines[300:400]]
+        ahead[10], ahead[30] = ahead[30], ahead[10]
+        together = batch.peek_validated(ahead)
+        one_by_one = np.vstack([batch.peek_validated([e]) for e in ahead])
+        assert together.shape == (100, len(FEATURES))
+        assert np.array_equal(together, one_by_one, equal_nan=True)
+        assert np.array_equal(together, alone.peek_validated(ahead), equal_nan=True)
+        few = batch.peek_validated(ahead[:5])  # fewer than a frame's worth: the row-by-row path
+        assert np.array_equal(few, one_by_one[:5], equal_nan=True)
+        refused = [*ahead[:5], from_line(old), ahead[6]._replace(ts="soon")]
+        with pytest.raises(PeekRefused) as error:
+            batch.peek_validated(refused)
+        assert (error.value.status, error.value.detail["loc"][2]) == (409, 5)
+        with pytest.raises(PeekRefused) as error:
+            batch.peek_validated([*ahead[:70], ahead[6]._replace(ts="soon"), from_line(old)])
+        assert (error.value.status, error.value.detail["loc"][2]) == (422, 70)
+        assert dict(batch.engine.counters) == dict(alone.engine.counters)  # peeks change nothing
+    finally:
+        for scorer in scorers.values():
+            scorer.close()
 
 
 def run_through(root: Path, batch_list: list[list[Item]], **kwargs) -> LiveScorer:

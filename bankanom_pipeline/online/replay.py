@@ -19,6 +19,7 @@ import polars as pl
 
 from bankanom_pipeline.online.engine import DAY, FEATURES, OnlineEngine
 from bankanom_pipeline.online.events import Event
+from bankanom_pipeline.online.kernel import ST_INGESTED, ST_LATE, STATUSES
 
 TOLERANCE = 1e-9
 SCORES = ("if_score", "lof_score", "ensemble_score")
@@ -194,35 +195,34 @@ def to_events(frame: pl.DataFrame) -> list[Event]:
     ]
 
 
-CHUNK = 65_536  # events turned into Event objects, and their features into an array, at a time
+CHUNK = 65_536  # events through the engine at a time (a batch of its kernel)
 
 
 def run(stored: Stored, day: str, detectors: dict | None = None, config=None, engine=None) -> Report:
     """Replay ``stored`` through a fresh engine (or ``engine``) and compare. ``detectors``: the models
-    scored_events used (None: scores are not compared). Events and their feature tuples exist a chunk at
-    a time (a day's worth of either is gigabytes of Python objects); the day's vectors are one array."""
+    scored_events used (None: scores are not compared). The engine takes the stored frame a chunk at a
+    time (no Python object per event); the day's vectors are one array."""
     report = Report(day=day)
     engine = engine or OnlineEngine()
     day_ids = stored.day_ids
-    ids: list[str] = []
+    ids: list[pl.Series] = []
     blocks: list[np.ndarray] = []
     for start in range(0, stored.events.height, CHUNK):
-        events = to_events(stored.events.slice(start, CHUNK))
+        frame = stored.events.slice(start, CHUNK)
         began, cpu = time.perf_counter(), time.process_time()
-        outcomes = engine.ingest_many(events)
+        batch = engine.ingest_frame(frame)
         report.engine_seconds += time.perf_counter() - began
         report.engine_cpu_seconds += time.process_time() - cpu
-        rows = []
-        for outcome in outcomes:
-            report.outcomes[outcome.status] = report.outcomes.get(outcome.status, 0) + 1
-            if outcome.features is not None and outcome.event_id in day_ids:
-                ids.append(outcome.event_id)
-                rows.append(outcome.features)
-        blocks.append(np.array(rows, dtype=np.float64).reshape(len(rows), len(FEATURES)))
+        for status, n in enumerate(np.bincount(batch.status, minlength=len(STATUSES)).tolist()):
+            if n:
+                report.outcomes[STATUSES[status]] = report.outcomes.get(STATUSES[status], 0) + n
+        keep = ((batch.status == ST_INGESTED) | (batch.status == ST_LATE)) & frame["of_day"].to_numpy()
+        ids.append(frame["event_id"].filter(keep))
+        blocks.append(batch.features[keep])
     report.day_events = len(day_ids)
     report.warmup_events = stored.events.height - report.day_events
     values = np.concatenate(blocks) if blocks else np.empty((0, len(FEATURES)))
-    mine = pl.DataFrame({"event_id": pl.Series(ids, dtype=pl.String)}).with_columns(
+    mine = pl.DataFrame({"event_id": pl.concat(ids) if ids else pl.Series([], dtype=pl.String)}).with_columns(
         pl.from_numpy(values, schema=list(FEATURES), orient="row")
     )
     del values, blocks

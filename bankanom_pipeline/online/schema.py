@@ -1,5 +1,5 @@
-"""What the online engine computes and keeps: features_events' columns in order, the time constants of
-the windows, and each kind of entity's track layout (its payload columns and running windows)."""
+"""What the online engine computes: features_events' columns in order, and the time constants of the
+windows."""
 
 from __future__ import annotations
 
@@ -71,34 +71,3 @@ Features = tuple[float, ...]
 MIN = 60_000_000  # microseconds
 M10, M30, H1, DAY = 10 * MIN, 30 * MIN, 60 * MIN, 24 * 60 * MIN
 HORIZON = DAY  # no feature looks back further
-
-# Payload columns of each kind of track (beside ts and event_id)
-USER = ("ip", "country", "failed", "vpn", "records", "bytes", "lat", "lon")
-AMOUNT = ("log_amount", "log_amount_sq")  # a user's events with an amount
-SESSION = ("ip",)
-IP = ("user", "failed", "error")
-NET = ("user", "ip", "failed")
-SERVICE = ("error", "warn", "ip", "rt", "timeout", "error_rate", "cache", "lag", "rps", "files")
-# The running windows each kind keeps for in-order ingest: (span, summed columns, counted columns), by
-# payload column index. Their order is the order OnlineEngine._compute reads them in.
-WINDOWS = {
-    "user": (
-        (M10, (2, 4), ()),  # failed logins, records
-        (M30, (5,), ()),  # bytes out
-        (H1, (3,), (0, 1)),  # VPN; addresses, countries
-        (DAY, (), (0, 1)),  # addresses, countries
-    ),
-    "session": ((DAY, (), (0,)),),
-    "ip": ((M10, (1, 2), (0,)),),  # failed logins, errors; users
-    "network": ((M10, (2,), (0, 1)),),  # failed logins; users, addresses
-}
-# Each kind's payload columns as array typecodes (tracks.Track): "b" for 0/1 flags, "d" for numbers never
-# None, "O" (a list) for text and for numbers that may be None.
-TYPES = {
-    "user": "OObbddOO",
-    "amount": "dd",
-    "session": "O",
-    "ip": "Obb",
-    "network": "OOb",
-    "service": "bbOOOOOOOO",
-}
