@@ -19,7 +19,7 @@ from bankanom_pipeline.detection.space import FeatureSpace
 from tests.imports import imported_by
 
 # imported by the steps that need them, never by loading the code location
-LAZY = ("sklearn", "scipy", "pandas", "great_expectations", "skops", "matplotlib", "redis", "httpx")
+LAZY = ("numba", "sklearn", "scipy", "pandas", "great_expectations", "skops", "matplotlib", "redis", "httpx")
 
 
 def test_loading_the_code_location_leaves_the_heavy_libraries_unimported():

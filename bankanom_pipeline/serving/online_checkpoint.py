@@ -19,8 +19,8 @@ from pathlib import Path
 import duckdb
 import orjson
 
-from bankanom_pipeline.online.engine import HORIZON, OnlineEngine
 from bankanom_pipeline.online.events import Event
+from bankanom_pipeline.online.schema import HORIZON
 from bankanom_pipeline.warehouse.frames import table_exists
 
 BATCH_ROWS = 65_536
@@ -44,6 +44,10 @@ def build(con: duckdb.DuckDBPyConnection, day: dt.date, path: Path) -> dict | No
     or None when the warehouse has no validated events for ``day``."""
     if not table_exists(con, "validated_logs"):
         return None
+    # imported here: the engine's kernel is numba, which imports scipy; the code location imports this
+    # module and must load without either (tests/test_import_cost.py)
+    from bankanom_pipeline.online.engine import OnlineEngine
+
     began = time.perf_counter()
     engine = OnlineEngine()
     cursor = con.cursor()
