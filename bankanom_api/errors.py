@@ -1,15 +1,22 @@
 """The JSON API's error answers: validation errors without the input echoed back, one answer for a body
-that is not JSON, and a plain 500 for anything unexpected (logged with its traceback)."""
+that is not JSON, and a plain 500 for anything unexpected (logged with its traceback); and the reading
+of a log event body as the pipeline reads a log line, so that what the pipeline reads and refuses is a
+field-level 422 rather than a JSON decode error."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bankanom_pipeline.validation import json_numbers
 
 log = logging.getLogger("bankanom_api")
 
@@ -42,3 +49,25 @@ async def unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 HANDLERS = {RequestValidationError: invalid, StarletteHTTPException: http_error, Exception: unexpected}
+
+
+class _PipelineJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json_numbers.loads(await self.body())
+        return self._json
+
+
+class PipelineJSONRoute(APIRoute):
+    """A route whose JSON body is read as the pipeline reads a log line (``json_numbers.loads``): a
+    non-finite literal Python's JSON does not take (``-NaN``, ``nan``, ``inf``) or an integer beyond a
+    double is read, and then refused by the rule it breaks, naming the field, instead of being a JSON
+    decode error. A valid body is read by ``json.loads`` alone, as before."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def read_as_the_pipeline(request: Request) -> Response:
+            return await handler(_PipelineJSONRequest(request.scope, request.receive))
+
+        return read_as_the_pipeline

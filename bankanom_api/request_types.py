@@ -15,6 +15,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     StrictFloat,
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from bankanom_pipeline.validation import json_numbers
 from bankanom_pipeline.validation.declared import (
     LOG_RULES,
     PATTERN_MEANINGS,
@@ -57,6 +59,22 @@ def _text_time(value: Any) -> Any:
 
 
 FiniteNumber = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+def _finite_json(value: Any) -> Any:
+    where = json_numbers.non_finite(value)
+    if where is not None:
+        raise PydanticCustomError(
+            "finite_number",
+            "numbers in metrics must be finite{where}: not NaN, ±Infinity or beyond ±1.8e308 (metrics_finite)",
+            {"where": f" (at {where})" if where else ""},
+        )
+    return value
+
+
+# any JSON value (an unknown metric is kept and not read), with no non-finite number in it: log_rules.yaml's
+# metrics_finite, which the pipeline applies to every key of metrics
+FiniteJSON = Annotated[Any, AfterValidator(_finite_json)]
 WHOLE = BeforeValidator(_whole)  # with StrictInt: a whole number
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from bankanom_api.request_types import REGEX_ENGINE, FiniteNumber, Timestamp, log_field
+from bankanom_api.request_types import REGEX_ENGINE, FiniteJSON, FiniteNumber, Timestamp, log_field
 from bankanom_pipeline import feedback
 from bankanom_pipeline.metrics_catalogue import METRICS
 
@@ -38,13 +38,16 @@ EXAMPLE_EVENT = {
 
 
 # The known metrics, each a finite number in its physically possible range (metric_in_range, with the
-# catalogue's bounds) or null; other fields are kept and not read, as in the pipeline. A TypedDict: the
+# catalogue's bounds) or null; other fields are kept and not read, as in the pipeline, but hold no
+# non-finite number (metrics_finite, on every key: FiniteJSON). A TypedDict: the
 # validated value is the plain object the feature SQL reads, as validated_logs keeps it (the fields
 # sent, known ones as checked numbers), with no model built and dumped again per event.
 def _metric_defaults(schema: dict) -> None:
     # each known metric may be left out or null: documented with the default null, as it always was
     for name, field in schema["properties"].items():
         schema["properties"][name] = {"anyOf": field.pop("anyOf"), "default": None, **field}
+    # other keys: any JSON value (JSON has no non-finite number to exclude)
+    schema["additionalProperties"] = True
 
 
 Metrics = TypedDict(
@@ -58,8 +61,9 @@ Metrics = TypedDict(
         ]
         for m in METRICS.values()
     },
+    extra_items=FiniteJSON,
 )
-Metrics.__pydantic_config__ = ConfigDict(extra="allow", json_schema_extra=_metric_defaults)
+Metrics.__pydantic_config__ = ConfigDict(json_schema_extra=_metric_defaults)
 
 
 class LogEvent(BaseModel):

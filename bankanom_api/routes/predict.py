@@ -17,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from bankanom_api.deps import API_KEY, INGEST_KEY, compatible_models, known_model
+from bankanom_api.errors import PipelineJSONRoute
 from bankanom_api.posted import wire
 from bankanom_api.predict import DuplicateEventIds, unique_ids
 from bankanom_api.responses import AUTH, BATCH_LIMIT, NOT_FOUND, json_response, problem
@@ -24,7 +25,8 @@ from bankanom_api.schemas import IngestRequest, IngestResponse, LogEvent, Predic
 from bankanom_pipeline.detection.config import MODEL_NAMES
 from bankanom_pipeline.online.engine import OnlineEngine
 
-router = APIRouter(tags=["predict"], responses=AUTH)
+# bodies read as the pipeline reads a log line: a -NaN in metrics is refused by metrics_finite, naming it
+router = APIRouter(tags=["predict"], responses=AUTH, route_class=PipelineJSONRoute)
 
 # scoring up to this many events' feature rows runs on the event loop (one event: ~0.3 ms of numpy; the
 # thread hand-off costs about as much, and under load the GIL hand-offs between threads cost more); a

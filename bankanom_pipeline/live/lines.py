@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bankanom_api.schemas import LogEvent
 from bankanom_pipeline.online.events import METRIC_INDEX, Event, to_micros
+from bankanom_pipeline.validation import json_numbers
 
 # Ground truth the generator writes into each line (what raw_logs carries to log_labels, never to
 # validated_logs): dropped before anything reads the line, so no detector can see it.
@@ -47,11 +48,16 @@ def validated(obj: object) -> Event:
 
 
 def from_line(line: bytes | str) -> Event:
-    """``validated`` of one JSON line as a source delivers it."""
+    """``validated`` of one JSON line as a source delivers it. A line orjson does not read is read as the
+    pipeline reads it (``json_numbers.loads``: -NaN, Infinity, 1e309, a trailing comma), so that the rule
+    it breaks refuses it, naming the field, as the pipeline quarantines it."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        raise Refused(f"invalid: line: not JSON ({error})") from None
+        try:
+            obj = json_numbers.loads(line)
+        except ValueError:
+            raise Refused(f"invalid: line: not JSON ({error})") from None
     return validated(obj)
 
 

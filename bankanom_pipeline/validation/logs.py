@@ -24,11 +24,23 @@ from bankanom_pipeline.warehouse.frames import rewriting
 _LENGTH_CHECKED = ("event_id", "source_service", "correlation_id", "user_id", "geo_location", "message")
 _METRIC_STRUCT = "{" + ",".join(f'"{name}":"DOUBLE"' for name in METRICS) + "}"
 _METRIC_NAMES = "|".join(METRICS)
-# A known metric whose value does not start like a JSON number (a string, true/false, an object...).
-_NOT_NUMERIC = rf'"({_METRIC_NAMES})"\s*:\s*[^-0-9\s]'
+# A known metric whose value does not start like a JSON number (a string, true/false, an object...). A
+# non-finite literal (NaN, nan, Infinity, inf: N, n, I, i; -NaN, -inf start like a number) is metrics_finite's
+_NOT_NUMERIC = rf'"({_METRIC_NAMES})"\s*:\s*[^-0-9\sNnIi]'
 _NOT_NUMERIC_NULL_OK = rf'"({_METRIC_NAMES})"\s*:\s*null'
 # Any value, known or not, that does not start like a number: a superset of the rows _NOT_NUMERIC matches
 _NOT_A_NUMBER = r":\s*[^-0-9\s]"
+# metrics_finite: any value under any key (nested too) that is a non-finite number, in any spelling DuckDB
+# reads (NaN, -NaN, nan, Infinity, -inf, ...: validation/json_numbers.py), or beyond a double (1e309). The
+# cheap test first, on the whole object: a non-finite literal after ':', ',' or '[', or a number with a
+# 3-digit exponent or 309 digits; then, on the few objects it matches, each top-level value with its
+# strings blanked (so that "nan" in a text is not read) is searched for a literal or an infinite number
+_MAYBE_NON_FINITE = r"(?i)[:,\[]\s*-?(nan|inf)|[eE]\+?[0-9]{3}|[0-9]{309}"
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_NON_FINITE_VALUE = f"""(regexp_matches(regexp_replace(e.value, '{_STRING}', '""', 'g'), '(?i)nan|inf')
+    OR coalesce(list_bool_or(list_transform(
+        regexp_extract_all(regexp_replace(e.value, '{_STRING}', '""', 'g'), '-?[0-9][0-9.eE+-]*'),
+        x -> isinf(TRY_CAST(x AS DOUBLE)))), false))"""
 
 TYPED_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _typed AS
@@ -61,6 +73,10 @@ SELECT
             THEN 'not numeric: ' || array_to_string(list_distinct(regexp_extract_all(
                 regexp_replace(metrics::VARCHAR, '{_NOT_NUMERIC_NULL_OK}', '', 'g'), '{_NOT_NUMERIC}', 1)), ', ')
     END AS metrics_problem,
+    CASE WHEN starts_with(ltrim(metrics::VARCHAR), '{{') AND regexp_matches(metrics::VARCHAR, '{_MAYBE_NON_FINITE}')
+        THEN nullif(array_to_string(list_transform(list_filter(
+            map_entries(TRY(from_json(metrics, '"MAP(VARCHAR, JSON)"'))), e -> {_NON_FINITE_VALUE}), e -> e.key), ', '), '')
+    END AS metrics_non_finite,
     CASE WHEN starts_with(ltrim(metrics::VARCHAR), '{{') THEN from_json(metrics, '{_METRIC_STRUCT}') END AS m
 FROM raw r LEFT JOIN repeated d USING (event_id)
 """
@@ -78,7 +94,7 @@ _UNPIVOT = " UNION ALL ".join(
     f"WHERE NOT is_duplicate AND m.{m.name} IS NOT NULL"
     for m in METRICS.values()
 )
-RULE_COLUMNS = ("idx", "event_id", "timestamp", "ts", "source_service", "log_level", "message", "ip_address", "metrics_problem")  # fmt: skip
+RULE_COLUMNS = ("idx", "event_id", "timestamp", "ts", "source_service", "log_level", "message", "ip_address", "metrics_problem", "metrics_non_finite")  # fmt: skip
 # The lengths are a frame of their own: GX filters the whole frame of a check by the rows it applies to,
 # so every column added to "events" makes each of its checks slower
 _LENGTHS = (
@@ -148,7 +164,7 @@ SELECT $day, t.source_file, t.line_no, r.event_id,
     CASE WHEN t.is_duplicate THEN ['duplicate_event_id'] ELSE b.rules END,
     CASE WHEN t.is_duplicate THEN 'duplicate' ELSE 'invalid' END,
     to_json(struct_pack(r."timestamp", r.source_service, r.log_level, r.message, r.user_id,
-        r.ip_address, r.metrics, t.metrics_problem)),
+        r.ip_address, r.metrics, t.metrics_problem, t.metrics_non_finite)),
     now()
 FROM _typed t LEFT JOIN _broken b USING (idx) {_RAW_ROW}
 WHERE t.is_duplicate OR b.idx IS NOT NULL
