@@ -1,5 +1,5 @@
-"""The compiled engine (online/compiled.py, online/kernel.py) gives every event features_events' vector
-on the tiny platform's day through replay's comparison, and the literal reading of docs/features.md
+"""The compiled engine (online/compiled.py, prepare.py and the numba kernel in online/kernel/) gives every
+event features_events' vector on the tiny platform's day through replay's comparison, and the literal reading of docs/features.md
 (tests/test_online_engine.py's ``_reference``; each feature within 1e-12 relative) on two generated days
 with the attack scenarios and on random streams with ties, fractional sums, missing values and days of
 gaps, in batches of any size (one event included). Late events (out of order within the lateness allowed,
@@ -23,11 +23,12 @@ import orjson
 import polars as pl
 import pytest
 
-from bankanom_pipeline.online import kernel, replay
+from bankanom_pipeline.online import layout, replay
 from bankanom_pipeline.online.checkpoint import FORMAT
-from bankanom_pipeline.online.compiled import CompiledEngine, _check, frame_of
+from bankanom_pipeline.online.compiled import CompiledEngine
 from bankanom_pipeline.online.engine import FEATURES, OnlineEngine, TooLate
 from bankanom_pipeline.online.events import BadEvent, Event, metric_values
+from bankanom_pipeline.online.prepare import check, frame_of
 from tests import tiny_platform
 from tests.test_online_engine import BASE, MIN, _random_events, _reference, ev
 
@@ -47,7 +48,7 @@ def _compiled(frame: pl.DataFrame | list[Event], sizes, engine: CompiledEngine |
             batch = engine.ingest_batch(frame[start : start + size])
         else:
             batch = engine.ingest_frame(frame.slice(start, size))
-        statuses.extend(kernel.STATUSES[s] for s in batch.status)
+        statuses.extend(layout.STATUSES[s] for s in batch.status)
         rows.append(batch.features)
         start += size
         i += 1
@@ -75,7 +76,7 @@ def _expected(events: list[Event], lateness_s: float = 3600.0, every: int = 1):
     counters = Counter()
     for x in events:
         try:
-            _check(x)
+            check(x)
             metric_values(x.event_id, x.metrics)
         except BadEvent:
             statuses.append("invalid")
@@ -183,9 +184,9 @@ def test_matches_the_spec_on_generated_days_with_the_attack_scenarios(attack_day
     both = CompiledEngine()
     rows = both.prepare_events(events[:3000])
     vectorised = both.prepare(frame_of(events[:3000]))
-    same = [c for c in range(kernel.NB) if c != kernel.B_RANK]
+    same = [c for c in range(layout.NB) if c != layout.B_RANK]
     assert (rows[0][:, same] == vectorised[0][:, same]).all()
-    assert (np.argsort(rows[0][:, kernel.B_RANK]) == np.argsort(vectorised[0][:, kernel.B_RANK])).all()
+    assert (np.argsort(rows[0][:, layout.B_RANK]) == np.argsort(vectorised[0][:, layout.B_RANK])).all()
     for a, b in zip(rows[1:3], vectorised[1:3], strict=True):  # floats (NaN: absent), feature rows
         assert np.allclose(a, b, rtol=1e-12, atol=0, equal_nan=True)
     # every 400th event against the literal reading of the spec; the counters of every event
@@ -226,7 +227,7 @@ def test_duplicates_too_late_invalid_and_late_events():
     rows = []
     for batch in (events[:2], events[2:8], events[8:]):
         out = engine.ingest_batch(batch)
-        statuses += [kernel.STATUSES[s] for s in out.status]
+        statuses += [layout.STATUSES[s] for s in out.status]
         rows.append(out.features)
     features = np.concatenate(rows)
     assert statuses == ["ingested"] * 2 + ["duplicate", "ingested", "duplicate"] + ["invalid"] * 3 + [
@@ -317,9 +318,9 @@ def test_late_events_over_days_with_sweeps_and_a_wrapping_ring():
     assert Counter(statuses)["late"] > 500
     g = engine.G
     per_hour = len(events) / ((events[-1].ts - events[0].ts) / (60 * MIN))
-    held = int(g[kernel.G_NEXT] - g[kernel.G_RECLAIM])
+    held = int(g[layout.G_NEXT] - g[layout.G_RECLAIM])
     assert held <= (24 + 1 + 1) * per_hour * 1.3 + 500 < len(events) / 2
-    assert g[kernel.G_NEXT] > len(engine.R)  # the ring wrapped
+    assert g[layout.G_NEXT] > len(engine.R)  # the ring wrapped
 
 
 def test_state_is_bounded_by_the_retention():
@@ -348,14 +349,14 @@ def test_state_is_bounded_by_the_retention():
     assert _assert_expected(events, statuses, features, every=10, engine=engine) == len(events) // 10
     g = engine.G
     span = events[-1].ts - events[0].ts
-    held = int(g[kernel.G_NEXT] - g[kernel.G_RECLAIM])
+    held = int(g[layout.G_NEXT] - g[layout.G_RECLAIM])
     per_hour = len(events) / (span / (60 * MIN))
     assert span > 3.5 * DAY_US
     assert held <= (24 + 1 + 1) * per_hour * 1.3 < len(events) / 2
     assert len(engine.ids["session"].ids) <= held / 20 + 2 < 6000 / 20 / 2
     assert len(engine.ids["ip"].ids) < 600 and len(engine.seen) <= held
     assert len(engine.pairs) < 8 * held
-    assert len(engine.R) < len(events) and g[kernel.G_NEXT] > 2 * len(engine.R)
+    assert len(engine.R) < len(events) and g[layout.G_NEXT] > 2 * len(engine.R)
 
 
 @pytest.mark.parametrize("seed", [4, 5])
@@ -418,3 +419,30 @@ def test_checkpoint_round_trip(tmp_path):
     )
     with pytest.raises(CheckpointError, match="feature set"):
         CompiledEngine.restore(tmp_path / "other.ckpt")
+
+
+def test_the_kernel_cache_is_keyed_on_every_kernel_source():
+    """numba keys a cached function on its own file only; the kernel spans modules (and layout.py's
+    constants), so every kernel function's cache key holds the digest of all of them (kernel/jit.py): a
+    change of any one recompiles the functions that inline or call it, rather than loading stale code."""
+    import importlib
+    from pathlib import Path
+
+    from numba.core.registry import CPUDispatcher
+
+    from bankanom_pipeline.online.kernel import jit
+
+    here = Path(jit.__file__).parent
+    assert set(jit.SOURCES) == {*here.glob("*.py"), here.parent / "layout.py"}
+    found = 0
+    for path in here.glob("*.py"):
+        module = importlib.import_module(f"bankanom_pipeline.online.kernel.{path.stem}")
+        for f in vars(module).values():
+            if isinstance(f, CPUDispatcher) and f.__module__ == module.__name__:
+                assert isinstance(f._cache, jit.KernelCache), f
+                found += 1
+    assert found >= 30
+    OnlineEngine().ingest_many(_random_events(random.Random(1), 50))  # run compiled (or loaded)
+    run = importlib.import_module("bankanom_pipeline.online.kernel.step").run
+    key = run._cache._index_key(run.signatures[0], run.targetctx.codegen())
+    assert key[-1] == jit.DIGEST

@@ -14,15 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bankanom_pipeline.online import kernel as k
-from bankanom_pipeline.online.compiled import (
-    ENGINE_FEATURE_SET_VERSION,
-    ROWS_BELOW,
-    CompiledEngine,
-    _check,
-    frame_of,
-)
+from bankanom_pipeline.online import layout as lay
+from bankanom_pipeline.online.compiled import ENGINE_FEATURE_SET_VERSION, CompiledEngine
 from bankanom_pipeline.online.events import BadEvent, Event, metric_values
+from bankanom_pipeline.online.prepare import ROWS_BELOW, check, frame_of
 from bankanom_pipeline.online.schema import DAY, FEATURES, HORIZON, Features
 
 __all__ = [
@@ -52,14 +47,14 @@ class TooLate(ValueError):
 
 
 _COUNTERS = {
-    "ingested": k.G_INGESTED,
-    "late": k.G_LATE,
-    "duplicate": k.G_DUPLICATE,
-    "too_late": k.G_TOO_LATE,
-    "invalid": k.G_INVALID,
-    "new_user": k.G_NEW_USER,
-    "new_service": k.G_NEW_SERVICE,
-    "new_ip": k.G_NEW_IP,
+    "ingested": lay.G_INGESTED,
+    "late": lay.G_LATE,
+    "duplicate": lay.G_DUPLICATE,
+    "too_late": lay.G_TOO_LATE,
+    "invalid": lay.G_INVALID,
+    "new_user": lay.G_NEW_USER,
+    "new_service": lay.G_NEW_SERVICE,
+    "new_ip": lay.G_NEW_IP,
 }
 
 
@@ -99,15 +94,15 @@ class OnlineEngine(CompiledEngine):
     @property
     def high_water_mark(self) -> tuple[int, str] | None:
         """The newest ``(ts µs, event_id)`` ingested, or None before the first event."""
-        if not self.G[k.G_HAS_HWM]:
+        if not self.G[lay.G_HAS_HWM]:
             return None
-        return int(self.G[k.G_HWM_TS]), self.hwm_eid
+        return int(self.G[lay.G_HWM_TS]), self.hwm_eid
 
     # ---------------------------------------------------------------- per event
 
     def ingest(self, event: Event) -> Outcome:
         """Compute ``event``'s features point in time, then fold it into the state."""
-        hwm = int(self.G[k.G_HWM_TS]) if self.G[k.G_HAS_HWM] else None
+        hwm = int(self.G[lay.G_HWM_TS]) if self.G[lay.G_HAS_HWM] else None
         return self._outcomes([event], self.ingest_batch([event]), hwm)[0]
 
     def ingest_many(self, events: Iterable[Event]) -> list[Outcome]:
@@ -116,7 +111,7 @@ class OnlineEngine(CompiledEngine):
         out: list[Outcome] = []
         for start in range(0, len(events), 65_536):
             chunk = events[start : start + 65_536]
-            hwm = int(self.G[k.G_HWM_TS]) if self.G[k.G_HAS_HWM] else None
+            hwm = int(self.G[lay.G_HWM_TS]) if self.G[lay.G_HAS_HWM] else None
             if len(chunk) < ROWS_BELOW or not all(map(_well_typed, chunk)):
                 # a frame needs its columns' types: events of the wrong types are refused row by row
                 batch = self._ingest(time.process_time(), *self.prepare_events(chunk))
@@ -138,11 +133,11 @@ class OnlineEngine(CompiledEngine):
             batch = self._peek(*self.prepare_events(events))
         else:
             batch = self.peek_frame(frame_of(events))
-        refused = np.flatnonzero((batch.status == k.ST_INVALID) | (batch.status == k.ST_TOO_LATE))
+        refused = np.flatnonzero((batch.status == lay.ST_INVALID) | (batch.status == lay.ST_TOO_LATE))
         if len(refused):
             i = int(refused[0])
             event = events[i]
-            if batch.status[i] == k.ST_INVALID:
+            if batch.status[i] == lay.ST_INVALID:
                 error: Exception = _bad(event)
             else:
                 error = TooLate(
@@ -155,17 +150,17 @@ class OnlineEngine(CompiledEngine):
     def _outcomes(self, events: list[Event], batch, hwm: int | None) -> list[Outcome]:
         """Each event's ``Outcome``; ``hwm`` the newest time before the batch: a too-late event's reason
         names its distance to the newest event ingested before it, as ``ingest`` one at a time does."""
-        names = k.STATUSES
+        names = lay.STATUSES
         rows = batch.features.tolist()
         out = []
         for e, status, row in zip(events, batch.status.tolist(), rows, strict=True):
             eid = e.event_id
-            if status == k.ST_INGESTED or status == k.ST_LATE:
+            if status == lay.ST_INGESTED or status == lay.ST_LATE:
                 hwm = e.ts if hwm is None else max(hwm, e.ts)
                 out.append(Outcome(names[status], eid, tuple(row)))
-            elif status == k.ST_DUPLICATE:
+            elif status == lay.ST_DUPLICATE:
                 out.append(Outcome("duplicate", eid))
-            elif status == k.ST_TOO_LATE:
+            elif status == lay.ST_TOO_LATE:
                 late = f"{(hwm - e.ts) / 1e6:.0f} s older than the newest event"
                 out.append(Outcome("too_late", eid, None, late))
             else:
@@ -199,7 +194,7 @@ class OnlineEngine(CompiledEngine):
 
 def _well_typed(event: Event) -> bool:
     try:
-        _check(event)
+        check(event)
     except BadEvent:
         return False
     return True
@@ -208,7 +203,7 @@ def _well_typed(event: Event) -> bool:
 def _bad(event: Event) -> BadEvent:
     """Why ``event`` is refused (``prepare``'s checks, with their messages)."""
     try:
-        _check(event)
+        check(event)
         metric_values(str(event.event_id), event.metrics)
     except BadEvent as error:
         return error

@@ -19,7 +19,7 @@ import polars as pl
 
 from bankanom_pipeline.online.engine import DAY, FEATURES, OnlineEngine
 from bankanom_pipeline.online.events import Event
-from bankanom_pipeline.online.kernel import ST_INGESTED, ST_LATE, STATUSES
+from bankanom_pipeline.online.layout import ST_INGESTED, ST_LATE, STATUSES
 
 TOLERANCE = 1e-9
 SCORES = ("if_score", "lof_score", "ensemble_score")
