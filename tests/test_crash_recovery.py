@@ -284,6 +284,7 @@ def test_sigterm_stops_a_run_inside_a_step(platform, stubborn):
     began = time.monotonic()
     running.send_signal(signal.SIGTERM)
     code = running.wait(timeout=60)
+    took = time.monotonic() - began
 
     printed = log.read_text()
     assert "SIGTERM: interrupting the running step of run " in printed
@@ -294,13 +295,14 @@ def test_sigterm_stops_a_run_inside_a_step(platform, stubborn):
             if r.tags[recovery.PID_TAG] == str(running.pid)
         ]
         if stubborn:
-            assert 15 <= time.monotonic() - began < 30
+            assert took >= 15
             assert code == 128 + signal.SIGTERM
             assert "marked canceled because its running step did not stop within 15 s" in printed
             assert run.status == dg.DagsterRunStatus.CANCELED
         else:
-            # interrupted, not stopped by the 15 s grace that ends a stubborn step
-            assert time.monotonic() - began < 15
+            # interrupted, not stopped by the 15 s grace that ends a stubborn step (that path exits 143
+            # and says so: a wall-clock bound would fail on a loaded machine)
+            assert "did not stop within" not in printed
             assert code == 1
             assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
         info = instance.event_log_storage.get_concurrency_info("duckdb")
