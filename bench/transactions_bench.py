@@ -153,7 +153,7 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
     out["new_location"] = (first_location & (n_prev >= 1)).astype(int)
     channel_before = df.groupby(["account_id", "channel"], sort=False).cumcount()
     out["new_channel"] = ((channel_before == 0) & (n_prev >= 3)).astype(int)
-    out["channel_share"] = (channel_before + 0.5) / (n_prev + 1.5)
+    out["channel_share"] = (channel_before + 1 / 30) / (n_prev + 0.1)
     out["novelty"] = out["new_device"] + out["new_ip"] + out["new_location"]
     out["history_count"] = n_prev
     # earlier transactions of the account in each hour of the day, then those within two hours of this one
@@ -172,6 +172,8 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
         df["transaction_type"] == "Debit", df["amount"] / np.maximum(df["balance"] + df["amount"], 1), 0.0
     )
     out["drain_share_1h"] = debit_1h / np.maximum(df["balance"] + debit_1h, 1)
+    usual = out["drain_share"].groupby(df["account_id"]).cumsum() - out["drain_share"]
+    out["drain_1h_over_usual"] = out["drain_share_1h"] - (usual / n_prev.replace(0, np.nan)).fillna(0)
     hours = df["ts"].dt.hour + df["ts"].dt.minute / 60
     out["hour_of_day"] = hours
     out["hour_sin"] = np.sin(2 * np.pi * hours / 24)

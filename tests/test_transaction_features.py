@@ -31,6 +31,7 @@ def _rows(seed: int) -> list[dict]:
                 "amount": round(math.exp(rng.uniform(1, 7)), 2),
                 "type": rng.choice(["Debit", "Debit", "Debit", "Credit"]),
                 "channel": rng.choice(CHANNELS[: 1 + (i % 4) % 3]),  # AC00200 uses ATM only
+                "balance": round(50 * (1 + i % 7), 2),  # some debits take most of it
             }
         )
     return rows
@@ -48,6 +49,7 @@ def built(tmp_path_factory) -> tuple[list[dict], dict[str, dict]]:
             TransactionAmount=f"{r['amount']:.2f}",
             TransactionType=r["type"],
             Channel=r["channel"],
+            AccountBalance=f"{r['balance']:.2f}",
         )
         for r in rows
     ]
@@ -87,7 +89,8 @@ def test_channel_share_counts_the_accounts_earlier_transactions_on_the_channel(b
     for r in rows:
         earlier = _earlier(rows, r)
         same = sum(e["channel"] == r["channel"] for e in earlier)
-        assert got[r["tid"]]["channel_share"] == pytest.approx((same + 0.5) / (len(earlier) + 1.5)), r["tid"]
+        expected = (same + 1 / 30) / (len(earlier) + 0.1)
+        assert got[r["tid"]]["channel_share"] == pytest.approx(expected), r["tid"]
     # the one-channel account's first use of nothing else: its share climbs towards 1
     last = max((r for r in rows if r["account"] == "AC00200"), key=lambda r: (r["time"], r["tid"]))
     assert got[last["tid"]]["channel_share"] > 0.9
@@ -113,3 +116,16 @@ def test_hour_near_count_counts_the_accounts_earlier_transactions_within_two_hou
             got[r["tid"]]["novelty"]
             == got[r["tid"]]["new_device"] + got[r["tid"]]["new_ip"] + got[r["tid"]]["new_location"]
         )
+
+
+def test_the_last_hours_drain_is_measured_beyond_the_accounts_usual_share(built):
+    rows, got = built
+    for r in rows:
+        expected = r["amount"] / max(r["balance"] + r["amount"], 1) if r["type"] == "Debit" else 0.0
+        assert got[r["tid"]]["drain_share"] == pytest.approx(expected, abs=1e-12), r["tid"]
+    for r in rows:
+        earlier = [got[e["tid"]]["drain_share"] for e in _earlier(rows, r)]
+        usual = sum(earlier) / len(earlier) if earlier else 0.0
+        value = got[r["tid"]]
+        expected = value["drain_share_1h"] - usual
+        assert value["drain_1h_over_usual"] == pytest.approx(expected, abs=1e-12), r["tid"]

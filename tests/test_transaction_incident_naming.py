@@ -1,5 +1,6 @@
 """The pattern a transaction incident is named by (transaction_incidents.sql): its transactions' ECOD
-evidence votes, and several transactions voting for an amount spike are a balance drain."""
+evidence votes, several transactions voting for an amount spike are a balance drain, and a lone debit
+voting for a drain with no other debit in its hour is an amount spike."""
 
 from __future__ import annotations
 
@@ -10,23 +11,26 @@ from bankanom_pipeline.sqlmodels.runner import Project
 DAY = "2026-02-01"
 
 
-def _scored(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, int, str, float]]) -> None:
-    """scored_transactions of DAY, every row flagged: (transaction_id, account_id, hour, evidence
-    feature, its rarity)."""
+def _scored(
+    con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, float, str, float]], unflagged: int = 0
+) -> None:
+    """scored_transactions of DAY, debits: (transaction_id, account_id, hour, evidence feature, its
+    rarity), flagged but for the last ``unflagged`` rows."""
     con.execute(
         """CREATE TABLE scored_transactions (partition_date DATE, transaction_id VARCHAR, account_id VARCHAR,
-           ts TIMESTAMP, amount DOUBLE, location VARCHAR, device_id VARCHAR, channel VARCHAR,
-           ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN, rerank_score DOUBLE,
-           top_features STRUCT(feature VARCHAR, z DOUBLE)[],
+           ts TIMESTAMP, amount DOUBLE, transaction_type VARCHAR, location VARCHAR, device_id VARCHAR,
+           channel VARCHAR, ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN,
+           rerank_score DOUBLE, top_features STRUCT(feature VARCHAR, z DOUBLE)[],
            evidence STRUCT(feature VARCHAR, rarity DOUBLE, "value" DOUBLE)[])"""
     )
-    for tx, account, hour, feature, rarity in rows:
+    for i, (tx, account, hour, feature, rarity) in enumerate(rows):
+        flagged = i < len(rows) - unflagged
         con.execute(
             """INSERT INTO scored_transactions VALUES (DATE '2026-02-01', ?, ?,
-               TIMESTAMP '2026-01-20 00:00:00' + to_hours(?::BIGINT), 900.0, 'Austin', 'D1', 'Online',
-               0.999, true, true, NULL, [{'feature': ?, 'z': 5.0}],
+               TIMESTAMP '2026-01-20 00:00:00' + to_seconds(round(? * 3600)::BIGINT), 900.0, 'Debit',
+               'Austin', 'D1', 'Online', 0.999, ?, ?, NULL, [{'feature': ?, 'z': 5.0}],
                [{'feature': ?, 'rarity': ?, 'value': 4.0}, {'feature': 'drain_share_1h', 'rarity': 2.0, 'value': 0.5}])""",
-            [tx, account, hour, feature, feature, rarity],
+            [tx, account, hour, flagged, flagged, feature, feature, rarity],
         )
 
 
@@ -52,3 +56,19 @@ def test_one_outsized_debit_is_a_spike_and_several_are_a_drain():
         "A-night": "odd_hours",
         "A-login": "login_attempts",
     }
+
+
+def test_a_lone_debit_that_empties_the_account_is_a_spike_unless_another_debit_came_within_the_hour():
+    con = duckdb.connect()
+    _scored(
+        con,
+        [
+            ("S1", "A-spike", 1, "drain_share_1h", 9.0),  # alone in its hour: one outsized debit
+            ("D2", "A-drain", 5.2, "drain_share_1h", 9.0),  # the second debit of the hour: a drain
+            ("D1", "A-drain", 5, "drain_share_1h", 1.0),  # (not flagged itself)
+        ],
+        unflagged=1,
+    )
+    Project().materialize(con, "transaction_incidents", DAY)
+    named = dict(con.execute("SELECT account_id, likely_pattern FROM transaction_incidents").fetchall())
+    assert named == {"A-spike": "amount_spike", "A-drain": "balance_drain"}

@@ -138,16 +138,16 @@ def _flagged_day(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
     (transaction_id, account_id, hour, is_anomaly, ensemble_flag, rerank_score)."""
     con.execute(
         """CREATE TABLE scored_transactions (partition_date DATE, transaction_id VARCHAR, account_id VARCHAR,
-           ts TIMESTAMP, amount DOUBLE, location VARCHAR, device_id VARCHAR, channel VARCHAR,
-           ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN, rerank_score DOUBLE,
-           top_features STRUCT(feature VARCHAR, z DOUBLE)[],
+           ts TIMESTAMP, amount DOUBLE, transaction_type VARCHAR, location VARCHAR, device_id VARCHAR,
+           channel VARCHAR, ensemble_score DOUBLE, is_anomaly BOOLEAN, ensemble_flag BOOLEAN,
+           rerank_score DOUBLE, top_features STRUCT(feature VARCHAR, z DOUBLE)[],
            evidence STRUCT(feature VARCHAR, rarity DOUBLE, "value" DOUBLE)[])"""
     )
     for tx, account, hour, flag, ensemble_flag, rerank in rows:
         con.execute(
             """INSERT INTO scored_transactions VALUES (DATE '2026-02-01', ?, ?,
-               TIMESTAMP '2026-01-20 00:00:00' + to_hours(?::BIGINT), 100.0, 'Austin', 'D1', 'Online',
-               0.999, ?, ?, ?, [{'feature': 'tx_1h', 'z': 5.0}],
+               TIMESTAMP '2026-01-20 00:00:00' + to_hours(?::BIGINT), 100.0, 'Debit', 'Austin', 'D1',
+               'Online', 0.999, ?, ?, ?, [{'feature': 'tx_1h', 'z': 5.0}],
                [{'feature': 'tx_1h', 'rarity': 6.0, 'value': 4.0}])""",
             [tx, account, hour, flag, ensemble_flag, rerank],
         )

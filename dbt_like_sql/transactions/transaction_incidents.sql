@@ -10,14 +10,23 @@
 -- chosen on the dev seeds): nearly every false incident after re-ranking was one transaction with no
 -- flagged neighbour (dev 51-53: 176 of 179). The transaction itself stays flagged (is_anomaly).
 {{ config(materialized='table', partitioned=true, follows_upstream=true) }}
-WITH flagged AS (
+WITH day AS (
+    -- the day's transactions (every one is scored), each with the account's other debits of the hour
+    -- up to it: one debit that empties an account is an outsized debit, several in an hour a drain
+    SELECT *,
+        count(*) FILTER (WHERE transaction_type = 'Debit') OVER (
+            PARTITION BY account_id ORDER BY ts RANGE BETWEEN INTERVAL 1 HOUR PRECEDING AND CURRENT ROW
+        ) - (transaction_type = 'Debit')::INT AS other_debits_1h
+    FROM {{ source('detection', 'scored_transactions') }}
+    WHERE partition_date = DATE '{{ partition_date }}'
+), flagged AS (
     SELECT *,
         sum(CASE WHEN gap_h IS NULL OR gap_h >= 24 THEN 1 ELSE 0 END)
             OVER (PARTITION BY account_id ORDER BY ts, transaction_id) AS run
     FROM (
         SELECT *, epoch(ts - lag(ts) OVER (PARTITION BY account_id ORDER BY ts, transaction_id)) / 3600 AS gap_h
-        FROM {{ source('detection', 'scored_transactions') }}
-        WHERE partition_date = DATE '{{ partition_date }}' AND is_anomaly
+        FROM day
+        WHERE is_anomaly
     )
 ), grouped AS (
     SELECT
@@ -35,7 +44,8 @@ WITH flagged AS (
         list(DISTINCT device_id) AS devices,
         list(DISTINCT channel) AS channels,
         arg_max(top_features, ensemble_score) AS top_features,
-        max(rerank_score) AS max_rerank_score
+        max(rerank_score) AS max_rerank_score,
+        max(other_debits_1h) AS other_debits_1h
     FROM flagged
     GROUP BY partition_date, account_id, run
 ), votes AS (
@@ -74,8 +84,12 @@ SELECT
         ELSE 'Low'
     END AS severity,
     g.top_features,
-    -- an amount spike is one outsized debit: several within the incident's 24 hours empty the account
+    -- an amount spike is one outsized debit: several within the incident's 24 hours empty the account;
+    -- and a lone flagged debit that empties the balance with no other debit in its hour is one outsized
+    -- debit, not a drain (whose debits follow each other within minutes)
     CASE WHEN g.transaction_count > 1 AND coalesce(v.pattern, p.pattern) = 'amount_spike' THEN 'balance_drain'
+         WHEN g.transaction_count = 1 AND g.other_debits_1h = 0 AND coalesce(v.pattern, p.pattern) = 'balance_drain'
+              THEN 'amount_spike'
          ELSE coalesce(v.pattern, p.pattern) END AS likely_pattern,
     g.transaction_ids,
     g.locations,
