@@ -1,4 +1,4 @@
-"""The compiled online engine (online/compiled.py + online/kernel.py), beside the Python engine it replaced
+"""The compiled online engine (online/compiled.py, prepare.py, kernel/), beside the Python engine it replaced
 (``--python-tree``), on the same stored day: CPU microseconds per event on one core, its prepare and its
 kernel apart, and the compiled engine's agreement with ``features_events``.
 
@@ -99,7 +99,7 @@ def compiled_once(warehouse: str, date: str, limit: int | None) -> dict:
         replay._compare_features(report, mine, stored.features)
     state = {
         name: int(getattr(engine, name).nbytes)
-        for name in ("R", "RF", "T", "Q", "CL", "U", "UF", "S", "A", "N", "V", "VX", "VR")
+        for name in ("R", "RT", "RF", "T", "Q", "CL", "U", "UF", "S", "A", "N", "V", "VX", "VR")
     }
     return {
         "engine": "compiled",

@@ -446,3 +446,15 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source():
     run = importlib.import_module("bankanom_pipeline.online.kernel.step").run
     key = run._cache._index_key(run.signatures[0], run.targetctx.codegen())
     assert key[-1] == jit.DIGEST
+
+
+def test_the_ring_does_not_grow_past_what_its_int32_links_reach(monkeypatch):
+    """A link is an int32 offset between two events in the ring (below its capacity): the ring refuses
+    to grow past ``MAX_CAPACITY`` (2**30) with a clear error rather than wrap an offset."""
+    monkeypatch.setattr(layout, "MAX_CAPACITY", 2048)
+    engine = OnlineEngine(capacity=1024)
+    events = [ev(f"e{i:05d}", BASE + i * 1_000_000) for i in range(3000)]  # 50 minutes: all retained
+    engine.ingest_many(events[:2000])
+    assert len(engine.R) == 2048
+    with pytest.raises(OverflowError, match="int32"):
+        engine.ingest_many(events[2000:])

@@ -177,10 +177,14 @@ def test_checkpoint_round_trip(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not an online-engine checkpoint"):
         OnlineEngine.restore(path)
-    # an older format (version 1 was JSON, 2 the Python engine's) is named, not misread
-    path.write_bytes(data.replace(b'"format_version":4', b'"format_version":1', 1))
-    with pytest.raises(CheckpointError, match=r"checkpoint format 1 .*, this engine reads 4"):
-        OnlineEngine.restore(path)
+    # an older format (1 was JSON, 2 the Python engine's, 4 this engine's with int64 links) is named,
+    # not misread
+    for old, why in ((1, "JSON"), (4, "before its ring's int32 columns")):
+        path.write_bytes(data.replace(b'"format_version":5', b'"format_version":%d' % old, 1))
+        with pytest.raises(
+            CheckpointError, match=rf"checkpoint format {old} \(.*{why}\), this engine reads 5"
+        ):
+            OnlineEngine.restore(path)
     # a body whose digest matches but whose state does not hold together: an event id missing
     header, _, body = data.partition(b"\n")
     raw = zlib.decompress(body)

@@ -34,17 +34,23 @@ def _header(path: Path, data: bytes) -> tuple[dict, memoryview]:
     return header, memoryview(data)[len(line) + 1 :]
 
 
-# format 2 was the Python engine's (its tracks, not these arrays); 3 was this engine's before
-# its lists were doubly linked (never released)
-CHECKPOINT_VERSION = 4
+# format 2 was the Python engine's (its tracks, not these arrays); 3 was this engine's before its lists
+# were doubly linked (never released); 4 before the ring's int32 columns and links kept as offsets
+CHECKPOINT_VERSION = 5
+_BEFORE = {
+    1: "format 1 was JSON",
+    2: "format 2 is the Python engine's, before the compiled engine",
+    3: "format 3 is the compiled engine's before late events",
+    4: "format 4 is the compiled engine's before its ring's int32 columns",
+}
 _ARRAYS = ("G", "T", "Q", "CL", "U", "UF", "S", "A", "N", "V", "VX", "VR")
 
 
 def write_checkpoint(engine, path) -> None:
-    """The compiled engine's whole state: the header line (format, version 4, feature set,
+    """The compiled engine's whole state: the header line (format, version 5, feature set,
     high-water mark, zlib body's length and sha256), then the body: an 8-byte manifest length, a JSON
     manifest (each kind's keys by id, the retained events' ids, the high-water mark's id, where each
-    array lies), and the arrays as little-endian bytes: the ring's live rows in ``seq`` order, the entity
+    array lies), and the arrays as little-endian bytes: the ring's live rows in ``seq`` order (times, int32 columns, floats), the entity
     arrays, the distinct counters as two int64 arrays. No pickle. Written to a temporary name, fsynced
     and renamed."""
     path = Path(path)
@@ -53,7 +59,7 @@ def write_checkpoint(engine, path) -> None:
     first, oldest, end = int(G[lay.G_RECLAIM]), int(G[lay.G_OLDEST]), int(G[lay.G_NEXT])
     slots = np.arange(first, end, dtype=np.int64) & mask
     arrays = {name: getattr(engine, name) for name in _ARRAYS}
-    arrays["R"], arrays["RF"] = engine.R[slots], engine.RF[slots]
+    arrays["R"], arrays["RT"], arrays["RF"] = engine.R[slots], engine.RT[slots], engine.RF[slots]
     arrays["pair_keys"] = np.fromiter(engine.pairs.keys(), dtype=np.int64, count=len(engine.pairs))
     arrays["pair_counts"] = np.fromiter(engine.pairs.values(), dtype=np.int64, count=len(engine.pairs))
     parts, where, size = [], {}, 0
@@ -106,9 +112,7 @@ def read_checkpoint(path, cls):
     header, body = _header(path, data)
     version = header.get("format_version")
     if version != CHECKPOINT_VERSION:
-        before = (
-            " (format 2 is the Python engine's, before the compiled engine)" if version in (1, 2, 3) else ""
-        )
+        before = f" ({_BEFORE[version]})" if version in _BEFORE else ""
         raise CheckpointError(
             f"{path} has checkpoint format {version}{before}, this engine reads {CHECKPOINT_VERSION}: it "
             "cannot be converted; the state is rebuilt from the events (the stream replays its event store "
@@ -152,10 +156,17 @@ def _restore(body: memoryview, cls):
     if G[lay.G_MASK] != cap - 1:
         raise ValueError("the ring's capacity does not match its mask")
     first, oldest, end = int(G[lay.G_RECLAIM]), int(G[lay.G_OLDEST]), int(G[lay.G_NEXT])
-    if not (0 <= first <= oldest <= end) or end - first > cap or len(arrays["R"]) != end - first:
-        raise ValueError("the ring's bounds do not match its rows")
+    rows = end - first
+    if not (0 <= first <= oldest <= end) or rows > cap or cap > lay.MAX_CAPACITY:
+        raise ValueError("the ring's bounds do not match its capacity")
+    if (
+        arrays["R"].shape != (rows, lay.NR)
+        or arrays["RT"].shape != (rows,)
+        or arrays["RF"].shape != (rows, lay.NF)
+    ):
+        raise ValueError("the ring's rows do not match its bounds and columns")
     slots = np.arange(first, end, dtype=np.int64) & (cap - 1)
-    engine.R[slots], engine.RF[slots] = arrays["R"], arrays["RF"]
+    engine.R[slots], engine.RT[slots], engine.RF[slots] = arrays["R"], arrays["RT"], arrays["RF"]
     retained = manifest["retained"]
     if len(retained) != end - oldest:
         raise ValueError("the retained event ids do not match the ring")

@@ -74,7 +74,8 @@ class CompiledEngine:
         self.G[lay.G_LATENESS] = lateness
         self.G[lay.G_RETENTION] = HORIZON + lateness
         self.G[[lay.G_Q_LO, lay.G_Q_TAIL, lay.G_ALL_LO, lay.G_ALL_TAIL]] = -1
-        self.R = np.zeros((cap, lay.NR), dtype=np.int64)
+        self.RT = np.zeros(cap, dtype=np.int64)
+        self.R = np.zeros((cap, lay.NR), dtype=np.int32)
         self.RF = np.zeros((cap, lay.NF), dtype=np.float64)
         self.ring_eid = np.empty(cap, dtype=object)
         self.T = _rows(0, lay.NC, (lay.C_LO, lay.C_TAIL))
@@ -135,7 +136,7 @@ class CompiledEngine:
         oldest, swept = int(self.G[lay.G_OLDEST]), int(self.G[lay.G_SWEPT])
         self.G[lay.G_HWM_ROW] = -1
         middle = time.process_time()
-        kernel.run(B, BF, out, status, seqs, self.G, self.R, self.RF, self.T, self.Q, self.CL, self.U, self.UF,
+        kernel.run(B, BF, out, status, seqs, self.G, self.R, self.RT, self.RF, self.T, self.Q, self.CL, self.U, self.UF,
               self.S, self.A, self.N, self.V, self.VX, self.VR, self.pairs)  # fmt: skip
         end = time.process_time()
         self._after(B, status, seqs, eids, oldest, swept)
@@ -167,6 +168,7 @@ class CompiledEngine:
             status,
             self.G,
             self.R,
+            self.RT,
             self.RF,
             self.T,
             self.Q,
@@ -213,14 +215,18 @@ class CompiledEngine:
             new = cap
             while new < live:
                 new *= 2
+            if new > lay.MAX_CAPACITY:
+                raise OverflowError(
+                    f"more than {lay.MAX_CAPACITY} events in the state (the ring's links are int32)"
+                )
             seqs = np.arange(G[lay.G_RECLAIM], G[lay.G_NEXT], dtype=np.int64)
-            R = np.zeros((new, lay.NR), dtype=np.int64)
+            old, at = seqs & (cap - 1), seqs & (new - 1)
+            R = np.zeros((new, lay.NR), dtype=np.int32)
+            RT = np.zeros(new, dtype=np.int64)
             RF = np.zeros((new, lay.NF))
             eid = np.empty(new, dtype=object)
-            R[seqs & (new - 1)] = self.R[seqs & (cap - 1)]
-            RF[seqs & (new - 1)] = self.RF[seqs & (cap - 1)]
-            eid[seqs & (new - 1)] = self.ring_eid[seqs & (cap - 1)]
-            self.R, self.RF, self.ring_eid = R, RF, eid
+            R[at], RT[at], RF[at], eid[at] = self.R[old], self.RT[old], self.RF[old], self.ring_eid[old]
+            self.R, self.RT, self.RF, self.ring_eid = R, RT, RF, eid
             G[lay.G_MASK] = new - 1
         ids = self.ids
         self.T = _grow(self.T, len(ids["template"].names), (lay.C_LO, lay.C_TAIL))

@@ -8,6 +8,7 @@ engine"); ``ingest_frame`` takes a whole polars frame of events (replay's way).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import NamedTuple
@@ -173,7 +174,7 @@ class OnlineEngine(CompiledEngine):
         """Bytes of the state: the ring of retained events, each kind's entity arrays, the distinct
         counters (typed dict: ~3 words an entry) and the retained events' ids (Python dict and strings)."""
         out = {
-            "ring": self.R.nbytes + self.RF.nbytes + self.ring_eid.nbytes,
+            "ring": self.R.nbytes + self.RT.nbytes + self.RF.nbytes + self.ring_eid.nbytes,
             "template": self.T.nbytes,
             "quiet_country": self.Q.nbytes + self.CL.nbytes,
             "user": self.U.nbytes + self.UF.nbytes,
@@ -182,7 +183,8 @@ class OnlineEngine(CompiledEngine):
             "network": self.N.nbytes,
             "service": self.V.nbytes + self.VX.nbytes + self.VR.nbytes,
             "distinct": 24 * len(self.pairs),
-            "events": sum(len(e) + 49 + 40 for e in self.seen),
+            # the dict's own table, and each id's str (49 bytes plus one per character, for ASCII ids)
+            "events": sys.getsizeof(self.seen) + sum(len(e) + 49 for e in self.seen),
         }
         out["total"] = sum(out.values())
         return out

@@ -18,13 +18,16 @@ NB = 16
 F_REC, F_BYT, F_LAT, F_LON, F_X, F_RT = range(6)
 F_G = 6  # the six gauges: timeout, error_rate, cache (a minimum), lag, rps, files
 NF = 12
-# ring: int columns (values; the rank of the event's id, valid for comparing events of the same
-# microsecond within one batch; then per kind of list the link to the next event, then the one to the
-# previous: L + NL)
-R_TS, R_TPL, R_CTRY, R_USER, R_IP, R_NET, R_SES, R_SVC, R_LVL, R_FAIL, R_VPN, R_RANK = range(12)
-L_TPL, L_QUIET, L_QC, L_USER, L_AMT, L_SES, L_IP, L_NET, L_SVC, L_ALL = range(12, 22)
+# ring: each event's time in RT (int64, µs), its int32 columns in R: values (ids below ID_LIMIT; the
+# rank of the event's id, valid for comparing events of the same microsecond within one batch), then per
+# kind of list the link to the next event, then the one to the previous (L + NL), each kept as an offset
+# from the event's own seq (kernel/lists.py: ``nxt``, ``set_link``)
+R_TPL, R_CTRY, R_USER, R_IP, R_NET, R_SES, R_SVC, R_LVL, R_FAIL, R_VPN, R_RANK = range(11)
+L_TPL, L_QUIET, L_QC, L_USER, L_AMT, L_SES, L_IP, L_NET, L_SVC, L_ALL = range(11, 21)
 NL = 10
-NR = 32
+NR = 31
+# the ring's capacity stays below this: a link's offset fits in int32
+MAX_CAPACITY = 1 << 30
 # globals
 G_NEXT, G_OLDEST, G_RECLAIM, G_MASK, G_HWM_TS, G_HWM_RANK, G_HAS_HWM, G_ALL_LO = range(8)
 G_Q_LO, G_Q_N, G_Q_TAIL, G_LATENESS, G_RETENTION, G_SWEPT, G_HWM_ROW = range(8, 15)

@@ -229,11 +229,11 @@ def _ties(engine, ts: np.ndarray | list[int]) -> np.ndarray:
         wanted = sorted({t for t in ts if t <= hwm})
         if not wanted:
             return _NO_SEQS
-        return ties(G, engine.R, np.array(wanted, dtype=np.int64))
+        return ties(G, engine.RT, np.array(wanted, dtype=np.int64))
     wanted = np.unique(ts[ts <= hwm])
     if not len(wanted):
         return _NO_SEQS
-    return ties(G, engine.R, wanted)
+    return ties(G, engine.RT, wanted)
 
 
 def _metrics(text: pl.Series, eid: pl.Series) -> tuple[np.ndarray, np.ndarray]:

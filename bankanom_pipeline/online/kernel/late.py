@@ -85,7 +85,6 @@ from bankanom_pipeline.online.layout import (
     P_UIP24,
     P_UIP60,
     P_VIP,
-    R_TS,
     S_DIP,
     S_LO,
     S_TAIL,
@@ -122,31 +121,31 @@ from bankanom_pipeline.online.layout import (
 
 
 @jit(inline="always")
-def _counts(B, i, G, R, mask, T, Q, CL, s, t, rank, reclaim):
+def _counts(B, i, G, R, RT, mask, T, Q, CL, s, t, rank, reclaim):
     tpl, ctry = B[i, B_TPL], B[i, B_CTRY]
-    q = insert(R, mask, G[G_ALL_TAIL], L_ALL, s, t, rank, reclaim)
+    q = insert(R, RT, mask, G[G_ALL_TAIL], L_ALL, s, t, rank, reclaim)
     if q == -1:
         G[G_ALL_TAIL] = s
-    c, lo = joins(R, mask, G[G_ALL_LO], q, s, t, rank)
+    c, lo = joins(R, RT, mask, G[G_ALL_LO], q, s, t, rank)
     G[G_ALL_LO] = lo
     G[G_ALL_N] += c
-    q = insert(R, mask, T[tpl, C_TAIL], L_TPL, s, t, rank, reclaim)
+    q = insert(R, RT, mask, T[tpl, C_TAIL], L_TPL, s, t, rank, reclaim)
     if q == -1:
         T[tpl, C_TAIL] = s
-    c, lo = joins(R, mask, T[tpl, C_LO], q, s, t, rank)
+    c, lo = joins(R, RT, mask, T[tpl, C_LO], q, s, t, rank)
     T[tpl, C_LO] = lo
     T[tpl, C_N] += c
     if B[i, B_QUIET]:
-        q = insert(R, mask, G[G_Q_TAIL], L_QUIET, s, t, rank, reclaim)
+        q = insert(R, RT, mask, G[G_Q_TAIL], L_QUIET, s, t, rank, reclaim)
         if q == -1:
             G[G_Q_TAIL] = s
-        c, lo = joins(R, mask, G[G_Q_LO], q, s, t, rank)
+        c, lo = joins(R, RT, mask, G[G_Q_LO], q, s, t, rank)
         G[G_Q_LO] = lo
         G[G_Q_N] += c
-        q = insert(R, mask, Q[ctry, C_TAIL], L_QC, s, t, rank, reclaim)
+        q = insert(R, RT, mask, Q[ctry, C_TAIL], L_QC, s, t, rank, reclaim)
         if q == -1:
             Q[ctry, C_TAIL] = s
-        c, lo = joins(R, mask, Q[ctry, C_LO], q, s, t, rank)
+        c, lo = joins(R, RT, mask, Q[ctry, C_LO], q, s, t, rank)
         Q[ctry, C_LO] = lo
         Q[ctry, C_N] += c
     if ctry >= 0:
@@ -154,18 +153,18 @@ def _counts(B, i, G, R, mask, T, Q, CL, s, t, rank, reclaim):
 
 
 @jit(inline="always")
-def _user(B, BF, i, G, R, mask, U, UF, S, pairs, s, t, rank, reclaim):
+def _user(B, BF, i, G, R, RT, mask, U, UF, S, pairs, s, t, rank, reclaim):
     ctry, u, ip, ses = B[i, B_CTRY], B[i, B_USER], B[i, B_IP], B[i, B_SES]
     failed = B[i, B_FAIL]
     vpn = B[i, B_VPN]
     if U[u, U_TAIL] == -1:
         G[G_NEW_USER] += 1
-    q = insert(R, mask, U[u, U_TAIL], L_USER, s, t, rank, reclaim)
+    q = insert(R, RT, mask, U[u, U_TAIL], L_USER, s, t, rank, reclaim)
     if q == -1:
         U[u, U_TAIL] = s
     rec = BF[i, F_REC]
     byt = BF[i, F_BYT]
-    c, lo = joins(R, mask, U[u, U_LO10], q, s, t, rank)
+    c, lo = joins(R, RT, mask, U[u, U_LO10], q, s, t, rank)
     U[u, U_LO10] = lo
     if c:
         U[u, U_N10] += 1
@@ -173,13 +172,13 @@ def _user(B, BF, i, G, R, mask, U, UF, S, pairs, s, t, rank, reclaim):
         UF[u, UF_R10] += rec
         if not whole(rec):
             U[u, U_FR10] += 1
-    c, lo = joins(R, mask, U[u, U_LO30], q, s, t, rank)
+    c, lo = joins(R, RT, mask, U[u, U_LO30], q, s, t, rank)
     U[u, U_LO30] = lo
     if c:
         UF[u, UF_B30] += byt
         if not whole(byt):
             U[u, U_FR30] += 1
-    c, lo = joins(R, mask, U[u, U_LO60], q, s, t, rank)
+    c, lo = joins(R, RT, mask, U[u, U_LO60], q, s, t, rank)
     U[u, U_LO60] = lo
     if c:
         U[u, U_V60] += vpn
@@ -187,7 +186,7 @@ def _user(B, BF, i, G, R, mask, U, UF, S, pairs, s, t, rank, reclaim):
             U[u, U_DIP60] += 1
         if ctry >= 0 and inc(pairs, key(P_UC60, u, ctry)) == 1:
             U[u, U_DC60] += 1
-    c, lo = joins(R, mask, U[u, U_LO24], q, s, t, rank)
+    c, lo = joins(R, RT, mask, U[u, U_LO24], q, s, t, rank)
     U[u, U_LO24] = lo
     if c:
         U[u, U_N24] += 1
@@ -195,35 +194,35 @@ def _user(B, BF, i, G, R, mask, U, UF, S, pairs, s, t, rank, reclaim):
         inc(pairs, key(P_UC24, u, ctry))
     if not math.isnan(BF[i, F_LAT]):
         j = U[u, U_LOC]
-        if j < reclaim or not after(R, mask, j, t, rank):
+        if j < reclaim or not after(R, RT, mask, j, t, rank):
             U[u, U_LOC] = s
     if not math.isnan(BF[i, F_X]):
-        q = insert(R, mask, U[u, U_ATAIL], L_AMT, s, t, rank, reclaim)
+        q = insert(R, RT, mask, U[u, U_ATAIL], L_AMT, s, t, rank, reclaim)
         if q == -1:
             U[u, U_ATAIL] = s
-        c, lo = joins(R, mask, U[u, U_ALO], q, s, t, rank)
+        c, lo = joins(R, RT, mask, U[u, U_ALO], q, s, t, rank)
         U[u, U_ALO] = lo
         U[u, U_AN] += c
     if ses >= 0:
-        q = insert(R, mask, S[ses, S_TAIL], L_SES, s, t, rank, reclaim)
+        q = insert(R, RT, mask, S[ses, S_TAIL], L_SES, s, t, rank, reclaim)
         if q == -1:
             S[ses, S_TAIL] = s
-        c, lo = joins(R, mask, S[ses, S_LO], q, s, t, rank)
+        c, lo = joins(R, RT, mask, S[ses, S_LO], q, s, t, rank)
         S[ses, S_LO] = lo
         if c and ip >= 0 and inc(pairs, key(P_SIP, ses, ip)) == 1:
             S[ses, S_DIP] += 1
 
 
 @jit(inline="always")
-def _address(B, i, G, R, mask, A, N, pairs, s, t, rank, reclaim):
+def _address(B, i, G, R, RT, mask, A, N, pairs, s, t, rank, reclaim):
     user, ip, net = B[i, B_USER], B[i, B_IP], B[i, B_NET]
     failed = B[i, B_FAIL]
     if A[ip, I_TAIL] == -1:
         G[G_NEW_IP] += 1
-    q = insert(R, mask, A[ip, I_TAIL], L_IP, s, t, rank, reclaim)
+    q = insert(R, RT, mask, A[ip, I_TAIL], L_IP, s, t, rank, reclaim)
     if q == -1:
         A[ip, I_TAIL] = s
-    c, lo = joins(R, mask, A[ip, I_LO], q, s, t, rank)
+    c, lo = joins(R, RT, mask, A[ip, I_LO], q, s, t, rank)
     A[ip, I_LO] = lo
     if c:
         A[ip, I_N] += 1
@@ -231,10 +230,10 @@ def _address(B, i, G, R, mask, A, N, pairs, s, t, rank, reclaim):
         A[ip, I_E] += 1 if B[i, B_LVL] >= 3 else 0
         if user >= 0 and inc(pairs, key(P_IU, ip, user)) == 1:
             A[ip, I_DU] += 1
-    q = insert(R, mask, N[net, N_TAIL], L_NET, s, t, rank, reclaim)
+    q = insert(R, RT, mask, N[net, N_TAIL], L_NET, s, t, rank, reclaim)
     if q == -1:
         N[net, N_TAIL] = s
-    c, lo = joins(R, mask, N[net, N_LO], q, s, t, rank)
+    c, lo = joins(R, RT, mask, N[net, N_LO], q, s, t, rank)
     N[net, N_LO] = lo
     if c:
         N[net, N_F] += failed
@@ -245,18 +244,18 @@ def _address(B, i, G, R, mask, A, N, pairs, s, t, rank, reclaim):
 
 
 @jit(inline="always")
-def _service(B, BF, i, G, R, mask, V, VX, VR, pairs, s, t, rank, reclaim):
+def _service(B, BF, i, G, R, RT, mask, V, VX, VR, pairs, s, t, rank, reclaim):
     ip, svc = B[i, B_IP], B[i, B_SVC]
     level = B[i, B_LVL]
     if V[svc, V_TAIL] == -1:
         G[G_NEW_SERVICE] += 1
-    q = insert(R, mask, V[svc, V_TAIL], L_SVC, s, t, rank, reclaim)
+    q = insert(R, RT, mask, V[svc, V_TAIL], L_SVC, s, t, rank, reclaim)
     if q == -1:
         V[svc, V_TAIL] = s
-    c, lo = joins(R, mask, V[svc, V_LO24], q, s, t, rank)
+    c, lo = joins(R, RT, mask, V[svc, V_LO24], q, s, t, rank)
     V[svc, V_LO24] = lo
     V[svc, V_N24] += c
-    c, lo = joins(R, mask, V[svc, V_LO1], q, s, t, rank)
+    c, lo = joins(R, RT, mask, V[svc, V_LO1], q, s, t, rank)
     V[svc, V_LO1] = lo
     if c:
         V[svc, V_N1] += 1
@@ -284,27 +283,27 @@ def _service(B, BF, i, G, R, mask, V, VX, VR, pairs, s, t, rank, reclaim):
 
 
 @jit
-def late(B, BF, i, o, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs):
+def late(B, BF, i, o, G, R, RT, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs):
     """Row ``i``, before the high-water mark: its features (``read_before``), then the event written to
     the ring at the next ``seq``, spliced into its lists and counted into the running windows that hold
     it."""
-    read_before(B, BF, i, o, G, R, RF, T, Q, U, S, A, N, V)
+    read_before(B, BF, i, o, G, R, RT, RF, T, Q, U, S, A, N, V)
     mask = G[G_MASK]
     reclaim = G[G_RECLAIM]
     s = G[G_NEXT]
     t = B[i, B_TS]
     rank = B[i, B_RANK]
-    write_row(B, BF, i, R, RF, mask, s)
-    _counts(B, i, G, R, mask, T, Q, CL, s, t, rank, reclaim)
+    write_row(B, BF, i, R, RT, RF, mask, s)
+    _counts(B, i, G, R, RT, mask, T, Q, CL, s, t, rank, reclaim)
     if B[i, B_USER] >= 0:
-        _user(B, BF, i, G, R, mask, U, UF, S, pairs, s, t, rank, reclaim)
+        _user(B, BF, i, G, R, RT, mask, U, UF, S, pairs, s, t, rank, reclaim)
     if B[i, B_IP] >= 0:
-        _address(B, i, G, R, mask, A, N, pairs, s, t, rank, reclaim)
-    _service(B, BF, i, G, R, mask, V, VX, VR, pairs, s, t, rank, reclaim)
+        _address(B, i, G, R, RT, mask, A, N, pairs, s, t, rank, reclaim)
+    _service(B, BF, i, G, R, RT, mask, V, VX, VR, pairs, s, t, rank, reclaim)
 
 
 @jit
-def ties(G, R, wanted):
+def ties(G, RT, wanted):
     """The ``seq``s of the events in the ring whose time is in ``wanted`` (sorted): those a late row of
     the same microsecond is ordered against, by id (the caller ranks their ids with the batch's). Walks
     back from the newest event; an event more than the lateness allowed older than the earliest wanted
@@ -315,7 +314,7 @@ def ties(G, R, wanted):
     n = 0
     j = G[G_NEXT] - 1
     while j >= G[G_RECLAIM]:
-        tj = R[j & mask, R_TS]
+        tj = RT[j & mask]
         if tj < stop:
             break
         k = np.searchsorted(wanted, tj)

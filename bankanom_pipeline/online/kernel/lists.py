@@ -42,7 +42,6 @@ from bankanom_pipeline.online.layout import (
     R_SES,
     R_SVC,
     R_TPL,
-    R_TS,
     R_USER,
     R_VPN,
 )
@@ -75,12 +74,31 @@ def whole(v):
     return v == math.floor(v)
 
 
+# A link is kept as the offset from its event's ``seq`` to the ``seq`` it names (0: none), in int32: the
+# events of one list that link to each other are both in the ring when the link is written, so they are
+# less than its capacity apart (at most 2**30, ``compiled.MAX_CAPACITY``), and an offset stays valid when
+# the ring grows and in a checkpoint (no rebasing of sequence numbers).
+
+
+@jit(inline="always")
+def nxt(R, mask, j, col):
+    """The ``seq`` that event ``j``'s link ``col`` names (-1: none)."""
+    d = R[j & mask, col]
+    return -1 if d == 0 else j + d
+
+
+@jit(inline="always")
+def set_link(R, mask, j, col, target):
+    """Event ``j``'s link ``col`` set to name ``target`` (-1: none)."""
+    R[j & mask, col] = 0 if target == -1 else target - j
+
+
 @jit
 def link(R, mask, tail, link_, s):
     """Event ``s`` appended after ``tail`` (-1: the list was empty) on the list ``link_``."""
     if tail >= 0:
-        R[tail & mask, link_] = s
-    R[s & mask, link_ + NL] = tail
+        set_link(R, mask, tail, link_, s)
+    set_link(R, mask, s, link_ + NL, tail)
 
 
 @jit
@@ -90,28 +108,28 @@ def walk_sum(R, RF, mask, lo, link_, col):
     s = 0.0
     while lo != -1:
         s += RF[lo & mask, col]
-        lo = R[lo & mask, link_]
+        lo = nxt(R, mask, lo, link_)
     return s
 
 
 @jit
-def leaving(R, mask, lo, link_, bound):
+def leaving(R, RT, mask, lo, link_, bound):
     """How many events from ``lo`` along a list are before ``bound`` (what an advance would remove), and
     the first one that is not."""
     n = 0
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         n += 1
-        lo = R[lo & mask, link_]
+        lo = nxt(R, mask, lo, link_)
     return n, lo
 
 
 @jit
-def advance_count(R, mask, C, e, link_, bound):
+def advance_count(R, RT, mask, C, e, link_, bound):
     """A counted window (template, quiet country) of entity ``e`` advanced to start at ``bound``."""
     lo = C[e, C_LO]
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         C[e, C_N] -= 1
-        lo = R[lo & mask, link_]
+        lo = nxt(R, mask, lo, link_)
     C[e, C_LO] = lo
 
 
@@ -125,12 +143,12 @@ def append_count(R, mask, C, e, link_, s):
 
 
 @jit
-def advance_quiet(R, mask, G, bound):
+def advance_quiet(R, RT, mask, G, bound):
     """The global list of quiet events advanced to start at ``bound``."""
     lo = G[G_Q_LO]
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         G[G_Q_N] -= 1
-        lo = R[lo & mask, L_QUIET]
+        lo = nxt(R, mask, lo, L_QUIET)
     G[G_Q_LO] = lo
 
 
@@ -138,91 +156,91 @@ def advance_quiet(R, mask, G, bound):
 
 
 @jit(inline="always")
-def after(R, mask, j, t, rank):
+def after(R, RT, mask, j, t, rank):
     """Whether event ``j`` comes after ``(t, rank)`` in the order (an equal id is not before, as the
     Python engine's ``upper``); ranks of one microsecond's events are comparable within a batch."""
-    tj = R[j & mask, R_TS]
+    tj = RT[j & mask]
     return tj > t or (tj == t and R[j & mask, R_RANK] >= rank)
 
 
 @jit
-def place(R, mask, tail, link_, t, rank, reclaim):
+def place(R, RT, mask, tail, link_, t, rank, reclaim):
     """``(p, q)``: the list's last event before ``(t, rank)`` and its first after (-1: none), walking
     back from the tail over the events after it (at most the lateness allowed of them)."""
     q = -1
     j = tail
-    while j >= reclaim and after(R, mask, j, t, rank):
+    while j >= reclaim and after(R, RT, mask, j, t, rank):
         q = j
-        j = R[j & mask, link_ + NL]
+        j = nxt(R, mask, j, link_ + NL)
     if j < reclaim:
         j = -1
     return j, q
 
 
 @jit
-def start(R, mask, p, link_, bound, reclaim):
+def start(R, RT, mask, p, link_, bound, reclaim):
     """The earliest event at or after ``bound`` walking back from ``p`` (-1: none)."""
     first = -1
     j = p
-    while j >= reclaim and R[j & mask, R_TS] >= bound:
+    while j >= reclaim and RT[j & mask] >= bound:
         first = j
-        j = R[j & mask, link_ + NL]
+        j = nxt(R, mask, j, link_ + NL)
     return first
 
 
 @jit
-def count_before(R, mask, lo, n, tail, link_, bound, t, rank, reclaim):
+def count_before(R, RT, mask, lo, n, tail, link_, bound, t, rank, reclaim):
     """How many events of a counted window's list (start ``lo``, ``n`` events counted) are at or after
     ``bound`` and before ``(t, rank)``, and the first of them (-1: none): the running count, plus the
     events just before ``lo`` still at or after the bound, less those from ``lo`` before it and those
     after ``(t, rank)``. Each walk covers at most the lateness allowed of events."""
     first = lo
-    j = R[lo & mask, link_ + NL] if lo != -1 else tail
-    while j >= reclaim and R[j & mask, R_TS] >= bound:
+    j = nxt(R, mask, lo, link_ + NL) if lo != -1 else tail
+    while j >= reclaim and RT[j & mask] >= bound:
         n += 1
         first = j
-        j = R[j & mask, link_ + NL]
-    while first != -1 and R[first & mask, R_TS] < bound:
+        j = nxt(R, mask, j, link_ + NL)
+    while first != -1 and RT[first & mask] < bound:
         n -= 1
-        first = R[first & mask, link_]
+        first = nxt(R, mask, first, link_)
     j = tail
-    while j >= reclaim and after(R, mask, j, t, rank):
+    while j >= reclaim and after(R, RT, mask, j, t, rank):
         n -= 1
-        j = R[j & mask, link_ + NL]
-    if first != -1 and after(R, mask, first, t, rank):
+        j = nxt(R, mask, j, link_ + NL)
+    if first != -1 and after(R, RT, mask, first, t, rank):
         first = -1
     return n, first
 
 
 @jit
-def insert(R, mask, tail, link_, s, t, rank, reclaim):
+def insert(R, RT, mask, tail, link_, s, t, rank, reclaim):
     """Splice event ``s`` into a list at its place; returns the event now after it (-1: it is the tail)."""
-    p, q = place(R, mask, tail, link_, t, rank, reclaim)
-    R[s & mask, link_] = q
-    R[s & mask, link_ + NL] = p
+    p, q = place(R, RT, mask, tail, link_, t, rank, reclaim)
+    set_link(R, mask, s, link_, q)
+    set_link(R, mask, s, link_ + NL, p)
     if p != -1:
-        R[p & mask, link_] = s
+        set_link(R, mask, p, link_, s)
     if q != -1:
-        R[q & mask, link_ + NL] = s
+        set_link(R, mask, q, link_ + NL, s)
     return q
 
 
 @jit
-def joins(R, mask, lo, q, s, t, rank):
+def joins(R, RT, mask, lo, q, s, t, rank):
     """Whether a running window starting at ``lo`` counts event ``s`` just spliced before ``q``, and the
     window's start after it: counted unless it falls before the predecessor of the window's first event."""
     if lo == -1:
         return q == -1, s if q == -1 else -1
-    if after(R, mask, lo, t, rank):
+    if after(R, RT, mask, lo, t, rank):
         return lo == q, s if lo == q else lo
     return True, lo
 
 
 @jit(inline="always")
-def write_row(B, BF, i, R, RF, mask, s):
+def write_row(B, BF, i, R, RT, RF, mask, s):
     """Row ``i``'s values written to the ring at ``seq`` ``s``, its links empty."""
     slot = s & mask
-    R[slot, R_TS] = B[i, B_TS]
+    RT[slot] = B[i, B_TS]
     R[slot, R_TPL] = B[i, B_TPL]
     R[slot, R_CTRY] = B[i, B_CTRY]
     R[slot, R_USER] = B[i, B_USER]
@@ -235,6 +253,6 @@ def write_row(B, BF, i, R, RF, mask, s):
     R[slot, R_VPN] = B[i, B_VPN]
     R[slot, R_RANK] = B[i, B_RANK]
     for k in range(L_TPL, NR):
-        R[slot, k] = -1
+        R[slot, k] = 0  # no link
     for k in range(NF):
         RF[slot, k] = BF[i, k]

@@ -14,7 +14,7 @@ import numpy as np
 
 from bankanom_pipeline.online.kernel.formulas import amount_z, better, clock, p95, travel
 from bankanom_pipeline.online.kernel.jit import jit
-from bankanom_pipeline.online.kernel.lists import count_before, place, start
+from bankanom_pipeline.online.kernel.lists import count_before, nxt, place, start
 from bankanom_pipeline.online.layout import (
     B_CTRY,
     B_FAIL,
@@ -76,7 +76,6 @@ from bankanom_pipeline.online.layout import (
     R_FAIL,
     R_IP,
     R_LVL,
-    R_TS,
     R_USER,
     R_VPN,
     S_TAIL,
@@ -98,16 +97,20 @@ from bankanom_pipeline.online.layout import (
 
 
 @jit(inline="always")
-def _counts(B, i, o, G, R, mask, T, Q, t, rank, b24, reclaim):
+def _counts(B, i, o, G, R, RT, mask, T, Q, t, rank, b24, reclaim):
     """Template rarity and the rare quiet country, from the counted windows."""
     tpl, ctry = B[i, B_TPL], B[i, B_CTRY]
-    n_all = count_before(R, mask, G[G_ALL_LO], G[G_ALL_N], G[G_ALL_TAIL], L_ALL, b24, t, rank, reclaim)[0]
-    n_tpl = count_before(R, mask, T[tpl, C_LO], T[tpl, C_N], T[tpl, C_TAIL], L_TPL, b24, t, rank, reclaim)[0]
+    n_all = count_before(R, RT, mask, G[G_ALL_LO], G[G_ALL_N], G[G_ALL_TAIL], L_ALL, b24, t, rank, reclaim)[0]
+    n_tpl = count_before(
+        R, RT, mask, T[tpl, C_LO], T[tpl, C_N], T[tpl, C_TAIL], L_TPL, b24, t, rank, reclaim
+    )[0]
     o[X_TPL] = -math.log((n_tpl + 1) / (n_all + 1))
     if B[i, B_QUIET]:
-        n_quiet = count_before(R, mask, G[G_Q_LO], G[G_Q_N], G[G_Q_TAIL], L_QUIET, b24, t, rank, reclaim)[0]
+        n_quiet = count_before(R, RT, mask, G[G_Q_LO], G[G_Q_N], G[G_Q_TAIL], L_QUIET, b24, t, rank, reclaim)[
+            0
+        ]
         n_country = count_before(
-            R, mask, Q[ctry, C_LO], Q[ctry, C_N], Q[ctry, C_TAIL], L_QC, b24, t, rank, reclaim
+            R, RT, mask, Q[ctry, C_LO], Q[ctry, C_N], Q[ctry, C_TAIL], L_QC, b24, t, rank, reclaim
         )[0]
         o[X_QUIET] = max(math.log(0.01 / ((n_country + 1) / (n_quiet + 1))), 0.0)
     else:
@@ -115,7 +118,7 @@ def _counts(B, i, o, G, R, mask, T, Q, t, rank, b24, reclaim):
 
 
 @jit(inline="always")
-def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
+def _user(B, BF, i, o, R, RT, RF, mask, U, S, t, rank, b24, reclaim):
     """The user's windows, its session's addresses, its amount and travel: its last 24 h before the
     event, oldest first."""
     ctry, u, ip, ses = B[i, B_CTRY], B[i, B_USER], B[i, B_IP], B[i, B_SES]
@@ -129,12 +132,12 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
         ips.add(ip)
     if ctry >= 0:
         countries.add(ctry)
-    p = place(R, mask, U[u, U_TAIL], L_USER, t, rank, reclaim)[0]
-    j = start(R, mask, p, L_USER, b24, reclaim)
+    p = place(R, RT, mask, U[u, U_TAIL], L_USER, t, rank, reclaim)[0]
+    j = start(R, RT, mask, p, L_USER, b24, reclaim)
     loc = -1
     while j != -1:
         r = j & mask
-        tj = R[r, R_TS]
+        tj = RT[r]
         n24 += 1
         same_ip += R[r, R_IP] == ip
         same_country += R[r, R_CTRY] == ctry
@@ -154,7 +157,7 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
             r10 += RF[r, F_REC]
         if j == p:
             break
-        j = R[r, L_USER]
+        j = nxt(R, mask, j, L_USER)
     o[X_USER] = float(n10 + 1)
     o[X_USER + 1] = float(f10 + B[i, B_FAIL])
     o[X_USER + 2] = float(len(ips))
@@ -170,11 +173,11 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
         sips = set()
         if ip >= 0:
             sips.add(ip)
-        j = place(R, mask, S[ses, S_TAIL], L_SES, t, rank, reclaim)[0]
-        while j >= reclaim and R[j & mask, R_TS] >= b24:
+        j = place(R, RT, mask, S[ses, S_TAIL], L_SES, t, rank, reclaim)[0]
+        while j >= reclaim and RT[j & mask] >= b24:
             if R[j & mask, R_IP] >= 0:
                 sips.add(R[j & mask, R_IP])
-            j = R[j & mask, L_SES + NL]
+            j = nxt(R, mask, j, L_SES + NL)
         o[X_USER + 9] = float(len(sips))
     x = BF[i, F_X]
     z = 0.0
@@ -182,8 +185,8 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
         n = 0
         sx = 0.0
         sxx = 0.0
-        p = place(R, mask, U[u, U_ATAIL], L_AMT, t, rank, reclaim)[0]
-        j = start(R, mask, p, L_AMT, b24, reclaim)
+        p = place(R, RT, mask, U[u, U_ATAIL], L_AMT, t, rank, reclaim)[0]
+        j = start(R, RT, mask, p, L_AMT, b24, reclaim)
         while j != -1:
             v = RF[j & mask, F_X]
             sx += v
@@ -191,7 +194,7 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
             n += 1
             if j == p:
                 break
-            j = R[j & mask, L_AMT]
+            j = nxt(R, mask, j, L_AMT)
         if n >= 3:
             z = amount_z(x, n, sx, sxx)
     o[X_USER + 10] = z
@@ -199,15 +202,13 @@ def _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim):
     speed = 0.0
     lat = BF[i, F_LAT]
     if not math.isnan(lat) and loc != -1:
-        km, speed = travel(
-            lat, BF[i, F_LON], RF[loc & mask, F_LAT], RF[loc & mask, F_LON], t, R[loc & mask, R_TS]
-        )
+        km, speed = travel(lat, BF[i, F_LON], RF[loc & mask, F_LAT], RF[loc & mask, F_LON], t, RT[loc & mask])
     o[X_USER + 11] = km
     o[X_USER + 12] = speed
 
 
 @jit(inline="always")
-def _address(B, i, o, R, mask, A, N, t, rank, reclaim):
+def _address(B, i, o, R, RT, mask, A, N, t, rank, reclaim):
     """The address's and its network's last 10 minutes before the event."""
     user, ip, net = B[i, B_USER], B[i, B_IP], B[i, B_NET]
     failed = B[i, B_FAIL]
@@ -216,15 +217,15 @@ def _address(B, i, o, R, mask, A, N, t, rank, reclaim):
     users = set()
     if user >= 0:
         users.add(user)
-    j = place(R, mask, A[ip, I_TAIL], L_IP, t, rank, reclaim)[0]
-    while j >= reclaim and R[j & mask, R_TS] >= b10:
+    j = place(R, RT, mask, A[ip, I_TAIL], L_IP, t, rank, reclaim)[0]
+    while j >= reclaim and RT[j & mask] >= b10:
         r = j & mask
         n += 1
         f += R[r, R_FAIL]
         e += 1 if R[r, R_LVL] >= 3 else 0
         if R[r, R_USER] >= 0:
             users.add(R[r, R_USER])
-        j = R[r, L_IP + NL]
+        j = nxt(R, mask, j, L_IP + NL)
     o[X_IP] = float(n + 1)
     o[X_IP + 1] = float(len(users))
     o[X_IP + 2] = float(f + failed)
@@ -235,39 +236,39 @@ def _address(B, i, o, R, mask, A, N, t, rank, reclaim):
         nusers.add(user)
     nips = set()
     nips.add(ip)
-    j = place(R, mask, N[net, N_TAIL], L_NET, t, rank, reclaim)[0]
-    while j >= reclaim and R[j & mask, R_TS] >= b10:
+    j = place(R, RT, mask, N[net, N_TAIL], L_NET, t, rank, reclaim)[0]
+    while j >= reclaim and RT[j & mask] >= b10:
         r = j & mask
         f += R[r, R_FAIL]
         if R[r, R_USER] >= 0:
             nusers.add(R[r, R_USER])
         nips.add(R[r, R_IP])
-        j = R[r, L_NET + NL]
+        j = nxt(R, mask, j, L_NET + NL)
     o[X_IP + 4] = float(len(nusers))
     o[X_IP + 5] = float(len(nips))
     o[X_IP + 6] = float(f + failed)
 
 
 @jit(inline="always")
-def _service(B, BF, i, o, R, RF, mask, V, t, rank, b24, reclaim):
+def _service(B, BF, i, o, R, RT, RF, mask, V, t, rank, b24, reclaim):
     """The service's 24 h count from the running one; its minute walked, oldest first (the order the
     running extremes see)."""
     ip, svc = B[i, B_IP], B[i, B_SVC]
     level = B[i, B_LVL]
     n24, first_j = count_before(
-        R, mask, V[svc, V_LO24], V[svc, V_N24], V[svc, V_TAIL], L_SVC, b24, t, rank, reclaim
+        R, RT, mask, V[svc, V_LO24], V[svc, V_N24], V[svc, V_TAIL], L_SVC, b24, t, rank, reclaim
     )
     n24 += 1
-    first = R[first_j & mask, R_TS] if first_j != -1 else t
-    p = place(R, mask, V[svc, V_TAIL], L_SVC, t, rank, reclaim)[0]
+    first = RT[first_j & mask] if first_j != -1 else t
+    p = place(R, RT, mask, V[svc, V_TAIL], L_SVC, t, rank, reclaim)[0]
     b1 = t - MIN
     n1 = 1
     j = p
     lo = -1
-    while j >= reclaim and R[j & mask, R_TS] >= b1:
+    while j >= reclaim and RT[j & mask] >= b1:
         n1 += 1
         lo = j
-        j = R[j & mask, L_SVC + NL]
+        j = nxt(R, mask, j, L_SVC + NL)
     errors = 1 if level >= 3 else 0
     warns = 1 if level == 2 else 0
     vips = set()
@@ -300,7 +301,7 @@ def _service(B, BF, i, o, R, RF, mask, V, t, rank, b24, reclaim):
                 best[k] = v
         if j == p:
             break
-        j = R[r, L_SVC]
+        j = nxt(R, mask, j, L_SVC)
     minutes = max((t - first) / 1e6 / 60.0, 1.0)
     o[X_SVC] = n1 / (n24 / minutes)
     o[X_SVC + 1] = errors / n1
@@ -312,7 +313,7 @@ def _service(B, BF, i, o, R, RF, mask, V, t, rank, b24, reclaim):
 
 
 @jit
-def read_before(B, BF, i, o, G, R, RF, T, Q, U, S, A, N, V):
+def read_before(B, BF, i, o, G, R, RT, RF, T, Q, U, S, A, N, V):
     """The features of row ``i`` from the events before it in the order (at most the lateness allowed
     before the newest, or after it): the Python engine's slices, compiled. Nothing is written but ``o``."""
     mask = G[G_MASK]
@@ -321,23 +322,23 @@ def read_before(B, BF, i, o, G, R, RF, T, Q, U, S, A, N, V):
     rank = B[i, B_RANK]
     clock(o, t, B[i, B_LVL])
     b24 = t - DAY
-    _counts(B, i, o, G, R, mask, T, Q, t, rank, b24, reclaim)
+    _counts(B, i, o, G, R, RT, mask, T, Q, t, rank, b24, reclaim)
     if B[i, B_USER] < 0:
         o[X_USER : X_USER + 7] = 0.0
         o[X_USER + 7] = 1.0
         o[X_USER + 8] = 1.0
         o[X_USER + 9 : X_USER + 13] = 0.0
     else:
-        _user(B, BF, i, o, R, RF, mask, U, S, t, rank, b24, reclaim)
+        _user(B, BF, i, o, R, RT, RF, mask, U, S, t, rank, b24, reclaim)
     if B[i, B_IP] < 0:
         o[X_IP : X_IP + 7] = 0.0
     else:
-        _address(B, i, o, R, mask, A, N, t, rank, reclaim)
-    _service(B, BF, i, o, R, RF, mask, V, t, rank, b24, reclaim)
+        _address(B, i, o, R, RT, mask, A, N, t, rank, reclaim)
+    _service(B, BF, i, o, R, RT, RF, mask, V, t, rank, b24, reclaim)
 
 
 @jit
-def peek(B, BF, out, status, G, R, RF, T, Q, U, S, A, N, V):
+def peek(B, BF, out, status, G, R, RT, RF, T, Q, U, S, A, N, V):
     """The features each row would get if it were ingested now, each against the state as it is (rows
     do not see each other); nothing is written. Status as ``run`` would give it, except that duplicates
     are not looked for (an event at the high-water mark's own place reads as late)."""
@@ -354,4 +355,4 @@ def peek(B, BF, out, status, G, R, RF, T, Q, U, S, A, N, V):
             status[i] = ST_LATE
         else:
             status[i] = ST_INGESTED
-        read_before(B, BF, i, out[i], G, R, RF, T, Q, U, S, A, N, V)
+        read_before(B, BF, i, out[i], G, R, RT, RF, T, Q, U, S, A, N, V)

@@ -22,6 +22,7 @@ from bankanom_pipeline.online.kernel.lists import (
     inc,
     key,
     link,
+    nxt,
     walk_sum,
     whole,
     write_row,
@@ -120,7 +121,6 @@ from bankanom_pipeline.online.layout import (
     P_UIP24,
     P_UIP60,
     P_VIP,
-    R_TS,
     S_DIP,
     S_LO,
     S_TAIL,
@@ -168,33 +168,33 @@ from bankanom_pipeline.online.layout import (
 
 
 @jit(inline="always")
-def _duplicate(B, i, seqs, G, R, mask):
+def _duplicate(B, i, seqs, G, RT, mask):
     """A retained event with row ``i``'s id, or an accepted earlier row of the batch with it (retained:
     not expired by time, as the Python engine's ids; a late event may keep its slot after its time has
     expired)."""
     keep = G[G_HWM_TS] - G[G_RETENTION]
     d = B[i, B_DUPSEQ]
-    if d >= G[G_OLDEST] and R[d & mask, R_TS] >= keep:
+    if d >= G[G_OLDEST] and RT[d & mask] >= keep:
         return True
     p = B[i, B_DUPPREV]
     while p >= 0:
         d = seqs[p]
-        if d >= G[G_OLDEST] and R[d & mask, R_TS] >= keep:
+        if d >= G[G_OLDEST] and RT[d & mask] >= keep:
             return True
         p = B[p, B_DUPPREV]
     return False
 
 
 @jit(inline="always")
-def _counts(B, i, o, G, R, mask, T, Q, CL, s, t, b24):
+def _counts(B, i, o, G, R, RT, mask, T, Q, CL, s, b24):
     """Template rarity (the template's share of the last 24 h) and the rare quiet country (24 h, quiet
     events with a country)."""
     tpl = B[i, B_TPL]
     ctry = B[i, B_CTRY]
     lo = G[G_ALL_LO]
-    while lo != -1 and R[lo & mask, R_TS] < b24:
+    while lo != -1 and RT[lo & mask] < b24:
         G[G_ALL_N] -= 1
-        lo = R[lo & mask, L_ALL]
+        lo = nxt(R, mask, lo, L_ALL)
     G[G_ALL_LO] = lo
     n_all = G[G_ALL_N] + 1
     link(R, mask, G[G_ALL_TAIL], L_ALL, s)
@@ -202,12 +202,12 @@ def _counts(B, i, o, G, R, mask, T, Q, CL, s, t, b24):
     if lo == -1:
         G[G_ALL_LO] = s
     G[G_ALL_N] += 1
-    advance_count(R, mask, T, tpl, L_TPL, b24)
+    advance_count(R, RT, mask, T, tpl, L_TPL, b24)
     o[X_TPL] = -math.log((T[tpl, C_N] + 1) / n_all)
     append_count(R, mask, T, tpl, L_TPL, s)
     if B[i, B_QUIET]:
-        advance_quiet(R, mask, G, b24)
-        advance_count(R, mask, Q, ctry, L_QC, b24)
+        advance_quiet(R, RT, mask, G, b24)
+        advance_count(R, RT, mask, Q, ctry, L_QC, b24)
         n_quiet = G[G_Q_N] + 1
         n_country = Q[ctry, C_N] + 1
         o[X_QUIET] = max(math.log(0.01 / (n_country / n_quiet)), 0.0)
@@ -224,7 +224,7 @@ def _counts(B, i, o, G, R, mask, T, Q, CL, s, t, b24):
 
 
 @jit(inline="always")
-def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
+def _user(B, BF, i, o, G, R, RT, RF, mask, U, UF, S, pairs, s, t, b24):
     """The user's windows (10 min, 30 min, 1 h, 24 h, its amounts), its session's addresses and its
     travel: advanced, read, then the event added."""
     ctry, u, ip, ses = B[i, B_CTRY], B[i, B_USER], B[i, B_IP], B[i, B_SES]
@@ -237,7 +237,7 @@ def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
     tail = U[u, U_TAIL]
     if tail == -1:
         G[G_NEW_USER] += 1
-    advance_user(R, RF, mask, U, UF, pairs, u, t, t - M10, t - M30, t - H1, b24)
+    advance_user(R, RT, RF, mask, U, UF, pairs, u, t - M10, t - M30, t - H1, b24)
     o[X_USER] = float(U[u, U_N10] + 1)
     o[X_USER + 1] = float(U[u, U_F10] + failed)
     o[X_USER + 2] = float(U[u, U_DIP60] + (1 if ip >= 0 and pairs.get(key(P_UIP60, u, ip), 0) == 0 else 0))
@@ -259,7 +259,7 @@ def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
     if ses < 0:
         o[X_USER + 9] = 0.0
     else:
-        advance_session(R, mask, S, pairs, ses, b24)
+        advance_session(R, RT, mask, S, pairs, ses, b24)
         o[X_USER + 9] = float(
             S[ses, S_DIP] + (1 if ip >= 0 and pairs.get(key(P_SIP, ses, ip), 0) == 0 else 0)
         )
@@ -275,7 +275,7 @@ def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
                 v = RF[j & mask, F_X]
                 sx += v
                 sxx += v * v
-                j = R[j & mask, L_AMT]
+                j = nxt(R, mask, j, L_AMT)
             z = amount_z(x, n, sx, sxx)
     o[X_USER + 10] = z
     # travel from the latest earlier located event within 24 h
@@ -283,10 +283,8 @@ def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
     speed = 0.0
     if not math.isnan(lat) and tail != -1:
         j = U[u, U_LOC]
-        if j >= G[G_OLDEST] and R[j & mask, R_TS] >= b24:
-            km, speed = travel(
-                lat, BF[i, F_LON], RF[j & mask, F_LAT], RF[j & mask, F_LON], t, R[j & mask, R_TS]
-            )
+        if j >= G[G_OLDEST] and RT[j & mask] >= b24:
+            km, speed = travel(lat, BF[i, F_LON], RF[j & mask, F_LAT], RF[j & mask, F_LON], t, RT[j & mask])
     o[X_USER + 11] = km
     o[X_USER + 12] = speed
     # add the event to the user's windows
@@ -329,7 +327,7 @@ def _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24):
 
 
 @jit(inline="always")
-def _address(B, i, o, G, R, mask, A, N, pairs, s, t):
+def _address(B, i, o, G, R, RT, mask, A, N, pairs, s, t):
     """The address's and its network's last 10 minutes: advanced, read, then the event added."""
     user, ip, net = B[i, B_USER], B[i, B_IP], B[i, B_NET]
     failed = B[i, B_FAIL]
@@ -337,12 +335,12 @@ def _address(B, i, o, G, R, mask, A, N, pairs, s, t):
     b10 = t - M10
     if A[ip, I_TAIL] == -1:
         G[G_NEW_IP] += 1
-    advance_ip(R, mask, A, pairs, ip, b10)
+    advance_ip(R, RT, mask, A, pairs, ip, b10)
     o[X_IP] = float(A[ip, I_N] + 1)
     o[X_IP + 1] = float(A[ip, I_DU] + (1 if user >= 0 and pairs.get(key(P_IU, ip, user), 0) == 0 else 0))
     o[X_IP + 2] = float(A[ip, I_F] + failed)
     o[X_IP + 3] = float(A[ip, I_E] + error)
-    advance_net(R, mask, N, pairs, net, b10)
+    advance_net(R, RT, mask, N, pairs, net, b10)
     o[X_IP + 4] = float(N[net, N_DU] + (1 if user >= 0 and pairs.get(key(P_NU, net, user), 0) == 0 else 0))
     o[X_IP + 5] = float(N[net, N_DI] + (1 if pairs.get(key(P_NIP, net, ip), 0) == 0 else 0))
     o[X_IP + 6] = float(N[net, N_F] + failed)
@@ -367,7 +365,7 @@ def _address(B, i, o, G, R, mask, A, N, pairs, s, t):
 
 
 @jit(inline="always")
-def _service(B, BF, i, o, G, R, RF, mask, V, VX, VR, pairs, s, t, b24):
+def _service(B, BF, i, o, G, R, RT, RF, mask, V, VX, VR, pairs, s, t, b24):
     """The service's minute and its 24 h load: advanced, read, then the event added."""
     ip, svc = B[i, B_IP], B[i, B_SVC]
     level = B[i, B_LVL]
@@ -375,11 +373,11 @@ def _service(B, BF, i, o, G, R, RF, mask, V, VX, VR, pairs, s, t, b24):
     warn = 1 if level == 2 else 0
     if V[svc, V_TAIL] == -1:
         G[G_NEW_SERVICE] += 1
-    advance_service(R, RF, mask, V, VX, VR, pairs, svc, t - MIN, b24)
+    advance_service(R, RT, RF, mask, V, VX, VR, pairs, svc, t - MIN, b24)
     n1 = V[svc, V_N1] + 1
     n24 = V[svc, V_N24] + 1
     lo24 = V[svc, V_LO24]
-    first = R[lo24 & mask, R_TS] if lo24 != -1 else t
+    first = RT[lo24 & mask] if lo24 != -1 else t
     minutes = max((t - first) / 1e6 / 60.0, 1.0)
     o[X_SVC] = n1 / (n24 / minutes)
     o[X_SVC + 1] = (V[svc, V_ERR] + error) / n1
@@ -444,7 +442,7 @@ def _service(B, BF, i, o, G, R, RF, mask, V, VX, VR, pairs, s, t, b24):
 
 
 @jit
-def run(B, BF, out, status, seqs, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs):
+def run(B, BF, out, status, seqs, G, R, RT, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs):
     """Process the batch ``B``/``BF`` (rows in the batch's order) into ``out`` (the feature vectors; the
     per-event metric columns are filled by prepare), ``status`` and ``seqs`` (each accepted row's
     ``seq``). The ring and entity arrays are large enough (the caller grows them)."""
@@ -457,7 +455,7 @@ def run(B, BF, out, status, seqs, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR,
             continue
         t = B[i, B_TS]
         rank = B[i, B_RANK]
-        if _duplicate(B, i, seqs, G, R, mask):
+        if _duplicate(B, i, seqs, G, RT, mask):
             status[i] = ST_DUPLICATE
             G[G_DUPLICATE] += 1
             continue
@@ -466,30 +464,30 @@ def run(B, BF, out, status, seqs, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR,
                 status[i] = ST_TOO_LATE
                 G[G_TOO_LATE] += 1
             else:
-                late(B, BF, i, out[i], G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs)
+                late(B, BF, i, out[i], G, R, RT, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs)
                 status[i] = ST_LATE
                 seqs[i] = G[G_NEXT]
                 G[G_NEXT] += 1
                 G[G_LATE] += 1
             continue
         s = G[G_NEXT]
-        write_row(B, BF, i, R, RF, mask, s)
+        write_row(B, BF, i, R, RT, RF, mask, s)
         o = out[i]
         clock(o, t, B[i, B_LVL])
         b24 = t - DAY
-        _counts(B, i, o, G, R, mask, T, Q, CL, s, t, b24)
+        _counts(B, i, o, G, R, RT, mask, T, Q, CL, s, b24)
         if B[i, B_USER] < 0:
             o[X_USER : X_USER + 7] = 0.0
             o[X_USER + 7] = 1.0
             o[X_USER + 8] = 1.0
             o[X_USER + 9 : X_USER + 13] = 0.0
         else:
-            _user(B, BF, i, o, G, R, RF, mask, U, UF, S, pairs, s, t, b24)
+            _user(B, BF, i, o, G, R, RT, RF, mask, U, UF, S, pairs, s, t, b24)
         if B[i, B_IP] < 0:
             o[X_IP : X_IP + 7] = 0.0
         else:
-            _address(B, i, o, G, R, mask, A, N, pairs, s, t)
-        _service(B, BF, i, o, G, R, RF, mask, V, VX, VR, pairs, s, t, b24)
+            _address(B, i, o, G, R, RT, mask, A, N, pairs, s, t)
+        _service(B, BF, i, o, G, R, RT, RF, mask, V, VX, VR, pairs, s, t, b24)
 
         # -- accepted: the high-water mark, expiry, the hourly sweep
         status[i] = ST_INGESTED
@@ -502,8 +500,8 @@ def run(B, BF, out, status, seqs, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR,
         G[G_INGESTED] += 1
         bound = t - G[G_RETENTION]
         oldest = G[G_OLDEST]
-        while oldest <= s and R[oldest & mask, R_TS] < bound:
+        while oldest <= s and RT[oldest & mask] < bound:
             oldest += 1
         G[G_OLDEST] = oldest
         if t - G[G_SWEPT] > SWEEP_EVERY:
-            sweep(t, G, R, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs)
+            sweep(t, G, R, RT, RF, T, Q, CL, U, UF, S, A, N, V, VX, VR, pairs)

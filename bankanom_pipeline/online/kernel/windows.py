@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from bankanom_pipeline.online.kernel.jit import jit
-from bankanom_pipeline.online.kernel.lists import dec, key, walk_sum, whole
+from bankanom_pipeline.online.kernel.lists import dec, key, nxt, walk_sum, whole
 from bankanom_pipeline.online.layout import (
     F_BYT,
     F_G,
@@ -46,7 +46,6 @@ from bankanom_pipeline.online.layout import (
     R_FAIL,
     R_IP,
     R_LVL,
-    R_TS,
     R_USER,
     R_VPN,
     S_DIP,
@@ -80,11 +79,11 @@ from bankanom_pipeline.online.layout import (
 
 
 @jit
-def advance_user(R, RF, mask, U, UF, pairs, u, t, b10, b30, b60, b24):
+def advance_user(R, RT, RF, mask, U, UF, pairs, u, b10, b30, b60, b24):
     """The user's windows advanced to start at b10, b30, b60, b24 and the amounts' at b24."""
     lo = U[u, U_LO10]
     left_fraction = False
-    while lo != -1 and R[lo & mask, R_TS] < b10:
+    while lo != -1 and RT[lo & mask] < b10:
         r = lo & mask
         U[u, U_N10] -= 1
         U[u, U_F10] -= R[r, R_FAIL]
@@ -93,26 +92,26 @@ def advance_user(R, RF, mask, U, UF, pairs, u, t, b10, b30, b60, b24):
         if not whole(v):
             U[u, U_FR10] -= 1
             left_fraction = True
-        lo = R[r, L_USER]
+        lo = nxt(R, mask, lo, L_USER)
     U[u, U_LO10] = lo
     if left_fraction and U[u, U_FR10] == 0:
         # whole numbers only again: restart the running sum exactly from them
         UF[u, UF_R10] = walk_sum(R, RF, mask, lo, L_USER, F_REC)
     lo = U[u, U_LO30]
     left_fraction = False
-    while lo != -1 and R[lo & mask, R_TS] < b30:
+    while lo != -1 and RT[lo & mask] < b30:
         r = lo & mask
         v = RF[r, F_BYT]
         UF[u, UF_B30] -= v
         if not whole(v):
             U[u, U_FR30] -= 1
             left_fraction = True
-        lo = R[r, L_USER]
+        lo = nxt(R, mask, lo, L_USER)
     U[u, U_LO30] = lo
     if left_fraction and U[u, U_FR30] == 0:
         UF[u, UF_B30] = walk_sum(R, RF, mask, lo, L_USER, F_BYT)
     lo = U[u, U_LO60]
-    while lo != -1 and R[lo & mask, R_TS] < b60:
+    while lo != -1 and RT[lo & mask] < b60:
         r = lo & mask
         U[u, U_V60] -= R[r, R_VPN]
         ip = R[r, R_IP]
@@ -121,39 +120,39 @@ def advance_user(R, RF, mask, U, UF, pairs, u, t, b10, b30, b60, b24):
         c = R[r, R_CTRY]
         if c >= 0 and dec(pairs, key(P_UC60, u, c)) == 0:
             U[u, U_DC60] -= 1
-        lo = R[r, L_USER]
+        lo = nxt(R, mask, lo, L_USER)
     U[u, U_LO60] = lo
     lo = U[u, U_LO24]
-    while lo != -1 and R[lo & mask, R_TS] < b24:
+    while lo != -1 and RT[lo & mask] < b24:
         r = lo & mask
         U[u, U_N24] -= 1
         dec(pairs, key(P_UIP24, u, R[r, R_IP]))
         dec(pairs, key(P_UC24, u, R[r, R_CTRY]))
-        lo = R[r, L_USER]
+        lo = nxt(R, mask, lo, L_USER)
     U[u, U_LO24] = lo
     lo = U[u, U_ALO]
-    while lo != -1 and R[lo & mask, R_TS] < b24:
+    while lo != -1 and RT[lo & mask] < b24:
         U[u, U_AN] -= 1
-        lo = R[lo & mask, L_AMT]
+        lo = nxt(R, mask, lo, L_AMT)
     U[u, U_ALO] = lo
 
 
 @jit
-def advance_session(R, mask, S, pairs, e, bound):
+def advance_session(R, RT, mask, S, pairs, e, bound):
     lo = S[e, S_LO]
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         r = lo & mask
         ip = R[r, R_IP]
         if ip >= 0 and dec(pairs, key(P_SIP, e, ip)) == 0:
             S[e, S_DIP] -= 1
-        lo = R[r, L_SES]
+        lo = nxt(R, mask, lo, L_SES)
     S[e, S_LO] = lo
 
 
 @jit
-def advance_ip(R, mask, A, pairs, e, bound):
+def advance_ip(R, RT, mask, A, pairs, e, bound):
     lo = A[e, I_LO]
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         r = lo & mask
         A[e, I_N] -= 1
         A[e, I_F] -= R[r, R_FAIL]
@@ -161,14 +160,14 @@ def advance_ip(R, mask, A, pairs, e, bound):
         user = R[r, R_USER]
         if user >= 0 and dec(pairs, key(P_IU, e, user)) == 0:
             A[e, I_DU] -= 1
-        lo = R[r, L_IP]
+        lo = nxt(R, mask, lo, L_IP)
     A[e, I_LO] = lo
 
 
 @jit
-def advance_net(R, mask, N, pairs, e, bound):
+def advance_net(R, RT, mask, N, pairs, e, bound):
     lo = N[e, N_LO]
-    while lo != -1 and R[lo & mask, R_TS] < bound:
+    while lo != -1 and RT[lo & mask] < bound:
         r = lo & mask
         N[e, N_F] -= R[r, R_FAIL]
         user = R[r, R_USER]
@@ -176,16 +175,16 @@ def advance_net(R, mask, N, pairs, e, bound):
             N[e, N_DU] -= 1
         if dec(pairs, key(P_NIP, e, R[r, R_IP])) == 0:
             N[e, N_DI] -= 1
-        lo = R[r, L_NET]
+        lo = nxt(R, mask, lo, L_NET)
     N[e, N_LO] = lo
 
 
 @jit
-def advance_service(R, RF, mask, V, VX, VR, pairs, e, b1, b24):
+def advance_service(R, RT, RF, mask, V, VX, VR, pairs, e, b1, b24):
     lo = V[e, V_LO1]
     stale = np.zeros(6, dtype=np.bool_)
     any_stale = False
-    while lo != -1 and R[lo & mask, R_TS] < b1:
+    while lo != -1 and RT[lo & mask] < b1:
         r = lo & mask
         V[e, V_N1] -= 1
         level = R[r, R_LVL]
@@ -210,7 +209,7 @@ def advance_service(R, RF, mask, V, VX, VR, pairs, e, b1, b24):
                 if V[e, V_XN + k] == 0:
                     stale[k] = True
                     any_stale = True
-        lo = R[r, L_SVC]
+        lo = nxt(R, mask, lo, L_SVC)
     V[e, V_LO1] = lo
     if any_stale:
         # the last value equal to an extreme left: recompute it (and its count) from the window
@@ -227,11 +226,11 @@ def advance_service(R, RF, mask, V, VX, VR, pairs, e, b1, b24):
                             count = 1
                         elif v == best:
                             count += 1
-                    j = R[j & mask, L_SVC]
+                    j = nxt(R, mask, j, L_SVC)
                 VX[e, k] = best
                 V[e, V_XN + k] = count
     lo = V[e, V_LO24]
-    while lo != -1 and R[lo & mask, R_TS] < b24:
+    while lo != -1 and RT[lo & mask] < b24:
         V[e, V_N24] -= 1
-        lo = R[lo & mask, L_SVC]
+        lo = nxt(R, mask, lo, L_SVC)
     V[e, V_LO24] = lo
