@@ -121,6 +121,8 @@ def pandas_features(df: pd.DataFrame, cities: pd.DataFrame) -> pd.DataFrame:
         (debit_sq - debit_sum * debit_sum / safe_n).clip(lower=0) / (n_debit - 1).replace(0, np.nan)
     )
     out["debit_history_count"] = n_debit
+    out["debit_log_mean"] = (debit_sum / safe_n).fillna(0)
+    out["debit_log_sd"] = debit_sd.fillna(0)
     out["debit_amount_z"] = np.where(
         is_debit & (n_debit >= 3),
         (log_amount - debit_sum / safe_n) / np.maximum(debit_sd.fillna(0), 0.5),

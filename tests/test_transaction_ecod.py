@@ -352,7 +352,14 @@ def test_the_trained_student_tail_undoes_the_feature_spaces_scaling(trained):
         "debit_amount_z",
         "debit_history_count",
     )
-    z, n = frame["debit_amount_z"].to_numpy(), frame["debit_history_count"].to_numpy()
+    # the z it reads is the debit prior's, worked out here from the raw features and the frozen prior
+    mu, w2, b2 = ecod.estimator.debit_params_
+    n = frame["debit_history_count"].to_numpy()
+    mean, sd = frame["debit_log_mean"].to_numpy(), frame["debit_log_sd"].to_numpy()
+    k, strength = w2 / b2, ecod.estimator.debit_prior.strength
+    s2 = (strength * w2 + np.where(n >= 2, sd**2 * (n - 1), 0)) / (strength + n)
+    z = (frame["log_amount"].to_numpy() - (n * mean + k * mu) / (n + k)) / np.sqrt(s2 * (1 + 1 / (n + k)))
+    z = np.where(frame["is_credit"].to_numpy() > 0.5, 0.0, z)
     expected = np.where(n >= 3, -t.logsf(z * np.sqrt(n / (n + 1)), np.maximum(n - 1, 1)), 0.0)
     got = student.surprise(ecod.estimator._prepared(ecod.space.matrix(frame)))
     np.testing.assert_allclose(got, np.maximum(expected, 0), atol=1e-6)
@@ -360,3 +367,49 @@ def test_the_trained_student_tail_undoes_the_feature_spaces_scaling(trained):
     raw["ecod"]["student"]["count"] = "tx_24h"  # not an ECOD feature
     with pytest.raises(ValueError, match="student"):
         DetectionConfig.model_validate(raw)
+
+
+def test_a_debit_is_judged_with_the_populations_debits_as_a_prior():
+    from bankanom_pipeline.detection.ecod import DebitPrior
+
+    # columns: the z it replaces, log amount, credit, earlier debits, their mean and sd (unscaled)
+    prior = DebitPrior(0, 1, 2, 3, 4, 5, (0.0,) * 6, (1.0,) * 6, strength=3.0)
+    rng = np.random.default_rng(3)
+    rows = 4000
+    usual = rng.normal(4.0, 1.0, rows)  # each row's account: its usual log amount
+    train = np.column_stack(
+        [
+            np.zeros(rows),
+            usual + rng.normal(0, 0.6, rows),
+            (rng.random(rows) < 0.2).astype(float),
+            rng.integers(0, 60, rows).astype(float),
+            usual + rng.normal(0, 0.1, rows),
+            np.full(rows, 0.6),
+        ]
+    )
+    mu, w2, b2 = prior.fit(train)
+    debit = train[:, 2] < 0.5
+    assert mu == pytest.approx(train[debit, 1].mean())
+    assert w2 == pytest.approx(0.36) and b2 == pytest.approx(1.0, rel=0.15)
+
+    def z(log_amount, credit, n, mean, sd):
+        return prior.scaled_z(np.array([[0.0, log_amount, credit, n, mean, sd]]), (mu, w2, b2))[0]
+
+    tenfold = np.log(10)
+    # no history: judged against everyone's debits, so a tenfold debit of a typical account is unusual
+    # only mildly, and a debit tenfold above the population's usual amount more
+    assert 0 < z(4.0 + tenfold, 0, 0, 0, 0) < z(mu + 2 * tenfold, 0, 0, 0, 0)
+    # a long steady history: close to the plain z against it, and above the no-history one
+    long = z(4.0 + tenfold, 0, 40, 4.0, 0.6)
+    assert long == pytest.approx(tenfold / 0.6, rel=0.1) and long > z(4.0 + tenfold, 0, 0, 0, 0)
+    # three debits weigh between none and forty; a credit has no debit z
+    assert z(4.0 + tenfold, 0, 0, 0, 0) < z(4.0 + tenfold, 0, 3, 4.0, 0.6) < long
+    assert z(9.0, 1, 40, 4.0, 0.6) == 0.0
+    # a first delivery of new accounts (no long history): the debits' own spread for both
+    short = train.copy()
+    short[:, 3] = 2
+    spread = train[short[:, 2] < 0.5, 1].var()
+    assert prior.fit(short) == pytest.approx((train[debit, 1].mean(), spread, spread))
+    credits = train.copy()
+    credits[:, 2] = 1.0
+    assert prior.fit(credits) == (0.0, 1.0, 1.0)  # nothing to score

@@ -67,6 +67,18 @@ class EcodStudentTail(_Strict):
     count: str
 
 
+class EcodDebitPrior(_Strict):
+    # features ECOD reads (transform none): the debit's z it replaces, the log amount, whether it is a
+    # credit, the number of earlier debits and their log amounts' mean and standard deviation
+    value: str
+    log_amount: str
+    credit: str
+    count: str
+    mean: str
+    sd: str
+    strength: float = Field(default=3.0, gt=0)
+
+
 class EcodParams(_Strict):
     # the subset of ``features`` ECOD reads (None: all); its distributions are frozen at training
     features: list[str] | None = None
@@ -81,6 +93,8 @@ class EcodParams(_Strict):
     hour_prior: EcodHourPrior | None = None
     # a z-score's tail also read as Student's t for the length of its history (ecod.StudentTail)
     student: EcodStudentTail | None = None
+    # that z worked out with the training population's debits as a prior (ecod.DebitPrior)
+    debit_prior: EcodDebitPrior | None = None
     # values rounded to this many decimals (of the scaled feature) before ECOD counts or scores them, so
     # that last-bit differences between the API's and the pipeline's features land on the same step
     decimals: int | None = Field(default=9, ge=0, le=15)
@@ -151,7 +165,11 @@ class DetectionConfig(_Strict):
                     f"ecod.tails names features ECOD does not read: {', '.join(sorted(unknown))}"
                 )
             ecod_features = self.model_features("ecod")
-            for key, option in (("hour_prior", self.ecod.hour_prior), ("student", self.ecod.student)):
+            for key, option in (
+                ("hour_prior", self.ecod.hour_prior),
+                ("student", self.ecod.student),
+                ("debit_prior", self.ecod.debit_prior),
+            ):
                 if option is None:
                     continue
                 names = {v for v in option.model_dump().values() if isinstance(v, str)}  # the features

@@ -23,7 +23,8 @@ training, not at the empirical tail's floor of one in n + 1. ``hour_prior`` (``H
 column, an account's earlier transactions near this hour of the day, is scored as the surprise of the
 hour under the account's habit, smoothed towards the training population's share of that hour where
 the history is short. ``student`` (``StudentTail``): a z-score against the account's own history also
-counts in Student's t tail for the length of that history.
+counts in Student's t tail for the length of that history. ``debit_prior`` (``DebitPrior``): that z is
+worked out with the training population's debits as a prior, so a short history still gives one.
 """
 
 from __future__ import annotations
@@ -107,6 +108,68 @@ class StudentTail:
         return np.maximum(out, 0.0)
 
 
+@dataclass(frozen=True)
+class DebitPrior:
+    """A debit's z against the account's earlier debits with the training population's as a prior
+    (normal, conjugate): the account's usual log amount is shrunk towards the population's mean ``mu``
+    by ``k = w2 / b2`` pseudo-debits (``w2`` the spread of one account's debits, ``b2`` the spread of the
+    accounts' usual amounts), its spread towards ``w2`` by ``strength`` pseudo-debits, and
+    z = (x - m) / sqrt(s2 (1 + 1 / (n + k))). On three earlier debits an outsized one then counts as
+    it does on thirty, and before three it is judged against everyone's debits, where a z from the
+    account's own history alone is 0. ``mu``, ``w2`` and ``b2`` are frozen at training (``fit``): the
+    rows' debits, and among rows with ``MIN_HISTORY`` earlier debits or more, the mean of their
+    variance and the spread of their means (without two such rows, the debits' variance for both; with
+    no debit, a unit prior: there is nothing to score). Columns of ECOD's matrix (indices): the z column it
+    replaces (``value``), then the log amount, whether it is a credit, the number of earlier debits and
+    their mean and sample standard deviation (log amounts), with the feature space's ``center`` and
+    ``scale`` of each (in that order)."""
+
+    MIN_HISTORY = 10
+
+    value: int
+    log_amount: int
+    credit: int
+    count: int
+    mean: int
+    sd: int
+    center: tuple[float, float, float, float, float, float]
+    scale: tuple[float, float, float, float, float, float]
+    strength: float = 3.0
+
+    def _cols(self, matrix: np.ndarray) -> list[np.ndarray]:
+        at = (self.value, self.log_amount, self.credit, self.count, self.mean, self.sd)
+        return [matrix[:, j] * s + c for j, c, s in zip(at, self.center, self.scale, strict=True)]
+
+    def fit(self, matrix: np.ndarray) -> tuple[float, float, float]:
+        _, x, credit, n, mean, sd = self._cols(matrix)
+        debit = credit < 0.5
+        n = np.round(n)
+        if not debit.any():  # no debit to score: any prior will do
+            return 0.0, 1.0, 1.0
+        mu = float(x[debit].mean())
+        long = debit & (n >= self.MIN_HISTORY)
+        if long.sum() < 2:
+            # no account history to tell the two spreads apart (a first delivery of new accounts): the
+            # debits' spread for both, a prior worth one debit
+            spread = max(float(np.var(x[debit])), 1e-6)
+            return mu, spread, spread
+        w2 = max(float(np.mean(sd[long] ** 2)), 1e-6)
+        b2 = max(float(np.var(mean[long]) - np.mean(w2 / n[long])), 1e-3 * w2)
+        return mu, w2, b2
+
+    def scaled_z(self, matrix: np.ndarray, params: tuple[float, float, float]) -> np.ndarray:
+        """The z of each row in the value column's scaled units (0 for a credit)."""
+        mu, w2, b2 = params
+        _, x, credit, n, mean, sd = self._cols(matrix)
+        n = np.maximum(np.round(n), 0)
+        k = w2 / b2
+        ss = np.where(n >= 2, sd**2 * np.maximum(n - 1, 0), 0.0)
+        s2 = (self.strength * w2 + ss) / (self.strength + n)
+        m = (n * mean + k * mu) / (n + k)
+        z = np.where(credit < 0.5, (x - m) / np.sqrt(s2 * (1 + 1 / (n + k))), 0.0)
+        return (z - self.center[0]) / self.scale[0]
+
+
 class FrozenEcod:
     """Fitted on a training matrix; ``score_samples`` follows scikit-learn's sign (higher = more
     normal) so that it plugs into the same ``Detector`` as the forest and LOF.
@@ -123,6 +186,7 @@ class FrozenEcod:
     than several mildly unusual ones. ``excess``: each feature's outlyingness less this floor (never
     below 0) before the sum and the largest are taken. ``hour_prior``: see ``HourPrior``; its count
     column is scored in its right tail as the surprise of the hour. ``student``: see ``StudentTail``.
+    ``debit_prior``: see ``DebitPrior``; its z replaces its value column before it is counted.
     With every tail ``both``, ``max_weight`` and ``excess`` 0, no ``hour_prior``, no ``student`` and no
     ``decimals`` the score is PyOD's.
 
@@ -140,6 +204,7 @@ class FrozenEcod:
         excess: float = 0.0,
         hour_prior: HourPrior | None = None,
         student: StudentTail | None = None,
+        debit_prior: DebitPrior | None = None,
     ) -> None:
         if tails is not None and set(tails) - set(TAILS):
             raise ValueError(f"tails must each be one of {TAILS}, got {sorted(set(tails) - set(TAILS))}")
@@ -153,6 +218,8 @@ class FrozenEcod:
         self.excess = float(excess)
         self.hour_prior = hour_prior
         self.student = student
+        self.debit_prior = debit_prior
+        self.debit_params_: tuple[float, float, float] | None = None  # DebitPrior's, frozen at fit
         self.hour_shares_: np.ndarray | None = None  # HourPrior's population shares, frozen at fit
         self.values_: list[np.ndarray] = []  # per feature: the distinct training values, ascending
         self.at_most_: list[np.ndarray] = []  # per feature: training rows <= each distinct value
@@ -175,6 +242,14 @@ class FrozenEcod:
         student = self.__dict__.get("student")
         if student is not None and max(student.value, student.count) >= matrix.shape[1]:
             raise ValueError("student names a column outside ECOD's matrix")
+        debit = self.__dict__.get("debit_prior")
+        if debit is not None:
+            if (
+                max(debit.value, debit.log_amount, debit.credit, debit.count, debit.mean, debit.sd)
+                >= matrix.shape[1]
+            ):
+                raise ValueError("debit_prior names a column outside ECOD's matrix")
+            self.debit_params_ = debit.fit(self._rounded(matrix))
         matrix = self._prepared(matrix)
         self.n_ = len(matrix)
         self.values_, self.at_most_ = [], []
@@ -207,7 +282,7 @@ class FrozenEcod:
         # the lookup tables are rebuilt on first use: an artifact keeps the distributions only, and
         # HourPrior as its fields (the registry loads plain types and this class only)
         state = {k: v for k, v in self.__dict__.items() if k != "_tables"}
-        for key in ("hour_prior", "student"):
+        for key in ("hour_prior", "student", "debit_prior"):
             if state.get(key) is not None:
                 state[key] = dataclasses.astuple(state[key])
         return state
@@ -219,6 +294,11 @@ class FrozenEcod:
         if state.get("student") is not None:
             value, count, center, scale = state["student"]
             state["student"] = StudentTail(value, count, tuple(center), tuple(scale))
+        if state.get("debit_prior") is not None:
+            *at, center, scale, strength = state["debit_prior"]
+            state["debit_prior"] = DebitPrior(*at, tuple(center), tuple(scale), strength)
+        if state.get("debit_params_") is not None:
+            state["debit_params_"] = tuple(state["debit_params_"])
         self.__dict__.update(state)
 
     @property
@@ -263,13 +343,18 @@ class FrozenEcod:
         return out
 
     def _prepared(self, matrix: np.ndarray) -> np.ndarray:
-        """Rounded, and with ``hour_prior`` its count column replaced by the hour's surprise."""
+        """Rounded, with ``hour_prior`` its count column replaced by the hour's surprise and with
+        ``debit_prior`` its value column by the debit's z with the population's prior."""
         matrix = self._rounded(matrix)
         prior = self.__dict__.get("hour_prior")  # a model saved before hour_prior existed has none
-        if prior is None:
+        debit = self.__dict__.get("debit_prior")
+        if prior is None and debit is None:
             return matrix
-        matrix = matrix.copy()
-        matrix[:, prior.count] = self._rounded(prior.surprise(matrix, self.hour_shares_)[:, None])[:, 0]
+        source, matrix = matrix, matrix.copy()
+        if prior is not None:
+            matrix[:, prior.count] = self._rounded(prior.surprise(source, self.hour_shares_)[:, None])[:, 0]
+        if debit is not None:
+            matrix[:, debit.value] = self._rounded(debit.scaled_z(source, self.debit_params_)[:, None])[:, 0]
         return matrix
 
     def _rounded(self, matrix: np.ndarray) -> np.ndarray:

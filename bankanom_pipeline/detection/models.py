@@ -193,7 +193,7 @@ def train_local_outlier_factor(matrix: np.ndarray, space: FeatureSpace, config: 
 def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig) -> Detector:
     """ECOD on a seeded sample of the window (``ecod.train_rows``), its distributions frozen: a row's
     score never depends on the rows scored with it (see ecod.py)."""
-    from bankanom_pipeline.detection.ecod import FrozenEcod, HourPrior, StudentTail
+    from bankanom_pipeline.detection.ecod import DebitPrior, FrozenEcod, HourPrior, StudentTail
 
     p = config.ecod
     if p is None:
@@ -211,7 +211,13 @@ def train_ecod(matrix: np.ndarray, space: FeatureSpace, config: DetectionConfig)
     if p.student is not None:
         at = [space.names.index(n) for n in (p.student.value, p.student.count)]
         student = StudentTail(*at, tuple(space.center[j] for j in at), tuple(space.scale[j] for j in at))
-    estimator = FrozenEcod(tails, p.max_weight, p.decimals, p.excess, prior, student).fit(fit_on)
+    debit = None
+    if p.debit_prior is not None:
+        names = ("value", "log_amount", "credit", "count", "mean", "sd")
+        at = [space.names.index(getattr(p.debit_prior, n)) for n in names]
+        center, scale = tuple(space.center[j] for j in at), tuple(space.scale[j] for j in at)
+        debit = DebitPrior(*at, center, scale, p.debit_prior.strength)
+    estimator = FrozenEcod(tails, p.max_weight, p.decimals, p.excess, prior, student, debit).fit(fit_on)
     detector = Detector("ecod", estimator, space, [])
     detector.knots = calibrate(detector.raw_scores(calibration_rows(matrix, p.random_state)))
     return detector

@@ -128,6 +128,12 @@ SELECT
                               / (n_prev_debit - 1)), 0.5)
          ELSE 0 END AS debit_amount_z,
     n_prev_debit::INT AS debit_history_count,  -- how many earlier debits that z rests on
+    -- the mean and sample standard deviation of those debits' log amounts (0 without them): with the
+    -- training population's debits as a prior, ECOD works out a debit's z on any history (DebitPrior)
+    CASE WHEN n_prev_debit >= 1 THEN sum_debit_log / n_prev_debit ELSE 0 END AS debit_log_mean,
+    CASE WHEN n_prev_debit >= 2
+         THEN sqrt(greatest(sumsq_debit_log - sum_debit_log * sum_debit_log / n_prev_debit, 0) / (n_prev_debit - 1))
+         ELSE 0 END AS debit_log_sd,
     -- pace
     ln(1 + least(secs_since_prev, 30 * 86400)) AS log_secs_since_prev,
     tx_1h::INT AS tx_1h,
