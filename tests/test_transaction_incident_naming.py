@@ -72,3 +72,20 @@ def test_a_lone_debit_that_empties_the_account_is_a_spike_unless_another_debit_c
     Project().materialize(con, "transaction_incidents", DAY)
     named = dict(con.execute("SELECT account_id, likely_pattern FROM transaction_incidents").fetchall())
     assert named == {"A-spike": "amount_spike", "A-drain": "balance_drain"}
+
+
+def test_a_fast_trip_from_a_new_device_and_ip_is_a_taken_over_account_not_impossible_travel():
+    con = duckdb.connect()
+    _scored(con, [])
+    for tx, account, novelty in [("T1", "A-travel", 1.0), ("T2", "A-takeover", 3.0)]:
+        con.execute(
+            """INSERT INTO scored_transactions VALUES (DATE '2026-02-01', ?, ?, TIMESTAMP '2026-01-20 03:00:00',
+               900.0, 'Debit', 'Austin', 'D1', 'Online', 0.999, true, true, NULL, [{'feature': 'travel_speed_kmh', 'z': 5.0}],
+               [{'feature': 'travel_speed_kmh', 'rarity': 12.0, 'value': 2500.0},
+                {'feature': 'novelty', 'rarity': 7.0, 'value': ?}])""",
+            [tx, account, novelty],
+        )
+    Project().materialize(con, "transaction_incidents", DAY)
+    named = dict(con.execute("SELECT account_id, likely_pattern FROM transaction_incidents").fetchall())
+    # only the city is new: the account's own device, 2,500 km/h away; device, IP and city all new at once
+    assert named == {"A-travel": "impossible_travel", "A-takeover": "new_device_location"}

@@ -4,7 +4,9 @@
 -- evidence (its two most extreme features, scoring.evidence) votes for the pattern of each feature (seed
 -- transaction_feature_patterns) with the feature's rarity, summed over the incident. Without evidence
 -- (no ECOD model) the peak transaction's top feature names it. Several transactions whose votes say
--- amount spike are a balance drain (a drain's large debits outvote its share of the balance).
+-- amount spike are a balance drain (a drain's large debits outvote its share of the balance), a
+-- lone debit voting for a drain with no other debit in its hour is an amount spike, and a fast trip
+-- from a new device and IP as well is a new device + location.
 -- With a promoted transaction re-ranker (rerank_score not null), a lone flagged transaction makes an
 -- incident only when the re-ranker is at least 0.8 sure (transactions/reranking.py LONE_INCIDENT_CUT,
 -- chosen on the dev seeds): nearly every false incident after re-ranking was one transaction with no
@@ -53,11 +55,14 @@ WITH day AS (
         e.account_id,
         e.run,
         -- travel is impossible above an airliner's speed; a slower trip to a city the account never
-        -- used is the new location of a taken-over account
-        CASE WHEN e.feature = 'travel_speed_kmh' AND e.value < 1000 THEN 'new_device_location' ELSE p.pattern END AS pattern,
+        -- used, or a fast one from a device and an IP the account never used either (its evidence
+        -- holds a novelty of 2 or more), is the first visit of a taken-over account
+        CASE WHEN e.feature = 'travel_speed_kmh' AND (e.value < 1000 OR e.new_access)
+             THEN 'new_device_location' ELSE p.pattern END AS pattern,
         sum(e.rarity) AS weight
     FROM (
-        SELECT account_id, run, unnest(evidence, recursive := true)
+        SELECT account_id, run, unnest(evidence, recursive := true),
+            len(list_filter(evidence, x -> x.feature = 'novelty' AND x.value >= 3)) > 0 AS new_access
         FROM flagged
     ) AS e
     JOIN {{ ref('transaction_feature_patterns') }} AS p USING (feature)
