@@ -8,6 +8,7 @@ import pytest
 
 from bankanom_pipeline.transactions.generator import (
     CSV_COLUMNS,
+    MAX_SEED,
     PATTERNS,
     generate,
     haversine_km,
@@ -24,7 +25,7 @@ HEADER = (
 DATE = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
 OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 LINE = re.compile(
-    rf"TX\d{{6,}},AC\d{{5}},\d+\.\d{{2}},{DATE},(Debit|Credit),[A-Za-z .]+,D\d{{6}},"
+    rf"TX\d{{6,}},AC2\d{{5}},\d+\.\d{{2}},{DATE},(Debit|Credit),[A-Za-z .]+,D\d{{6}},"
     rf"{OCTET}\.{OCTET}\.{OCTET}\.{OCTET},M\d{{3}},(ATM|Online|Branch),\d+,"
     rf"(Doctor|Student|Retired|Engineer|Other),\d+,\d+,\d+\.\d{{2}},{DATE}"
 )
@@ -304,3 +305,56 @@ def test_first_id_gives_files_disjoint_id_ranges():
     assert second["TransactionID"][0] == "TX000501" and second["TransactionID"][-1] == "TX001000"
     assert second_labels["TransactionID"].to_list() == second["TransactionID"].to_list()
     assert not set(first["TransactionID"]) & set(second["TransactionID"])
+
+
+@pytest.mark.parametrize(
+    ("seeds", "rows", "accounts"),
+    [
+        ((21, 22), 200_000, None),  # the benches' deliveries: 200k rows, 5,000 accounts
+        ((7, 70), 200_000, 99_999),  # the most accounts a delivery may have, every one transacting
+    ],
+)
+def test_two_seeds_never_share_an_account_and_one_seed_keeps_its_accounts(seeds, rows, accounts):
+    # a delivery of another seed is other customers (issue 26's "new accounts and seed"): drawn from one
+    # 1..99,999 space, ~250 of 5,000 ids met the other delivery's, and every one at 99,999 accounts
+    ids = [generate(rows, seed=seed, accounts=accounts)[0]["AccountID"] for seed in seeds]
+    expected = accounts or rows // 40
+    for seed, column in zip(seeds, ids, strict=True):
+        assert column.n_unique() == expected
+        assert column.str.contains(rf"^AC{seed}\d{{5}}$").all()
+    assert not set(ids[0]) & set(ids[1])
+    again = generate(rows, seed=seeds[0], accounts=accounts)[0]["AccountID"]
+    assert again.to_list() == ids[0].to_list()  # the same seed: the same customers, row for row
+
+
+def test_account_ids_pass_the_pipelines_validation_and_the_apis_schema(tmp_path):
+    from bankanom_api.transactions import Transaction
+    from bankanom_pipeline.defs.validation.gx import GX
+    from bankanom_pipeline.transactions.raw import load_partition
+    from bankanom_pipeline.transactions.validation import validate_partition
+    from bankanom_pipeline.warehouse.store import EmbeddedWarehouse
+
+    day = "2026-02-01"
+    frames = [generate(300, seed=seed, first_id=1 + 300 * k)[0] for k, seed in enumerate((0, MAX_SEED))]
+    assert frames[0]["AccountID"].str.len_chars().max() == 8  # AC0 + 5 digits
+    assert frames[1]["AccountID"].str.len_chars().max() == 26  # the longest id: still a Kaggle-like one
+    (tmp_path / "landing" / day).mkdir(parents=True)
+    for k, frame in enumerate(frames):
+        frame.write_csv(tmp_path / "landing" / day / f"{k}.csv")
+    con = EmbeddedWarehouse(tmp_path / "w.duckdb").connect()
+    try:
+        loaded = load_partition(con, tmp_path / "landing", day)
+        counts, _ = validate_partition(con, day, GX)
+        stored = {
+            r[0] for r in con.execute("SELECT DISTINCT account_id FROM validated_transactions").fetchall()
+        }
+    finally:
+        con.close()
+    assert loaded.loaded == counts.raw == counts.validated == 600, (loaded, counts)
+    assert counts.quarantined == 0
+    assert stored == set(frames[0]["AccountID"]) | set(frames[1]["AccountID"])
+    for frame in frames:
+        record = {k.replace(" ", ""): v for k, v in frame.cast(pl.String).row(0, named=True).items()}
+        assert Transaction.from_text(record).AccountID == record["AccountID"]
+    with pytest.raises(ValueError, match="seed must be in"):
+        generate(10, seed=MAX_SEED + 1)

@@ -97,7 +97,13 @@ def generate(
 def generate_transactions(
     out: Annotated[Path, typer.Option(help="Transactions CSV to write (Kaggle bank-transactions layout).")],
     rows: Annotated[int, typer.Option(help="Exact number of transactions.")] = 100_000,
-    seed: Annotated[int, typer.Option(help="Random seed; same arguments give identical files.")] = 7,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed; same arguments give identical files. AccountIDs carry it: another seed, "
+            "other customers."
+        ),
+    ] = 7,
     start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2026-01-01",
     days: Annotated[int, typer.Option(help="Number of days the transactions span.")] = 30,
     accounts: Annotated[int | None, typer.Option(help="Number of accounts (default: rows / 40).")] = None,

@@ -10,6 +10,17 @@ travel (a day or more after their last transaction at home), so a foreign city a
 
 Fraud instances (``PATTERNS``) each belong to one account and sit among its normal traffic. Everything
 is vectorised numpy/polars; one ``numpy`` generator seeded by ``seed`` makes the output reproducible.
+
+Account ids are ``AC`` + the seed's digits + five digits (``AC7`` + ``01234`` for seed 7): the seed is a
+bank's customer base, and a delivery generated with another seed is other customers by construction
+(issue 26's held-out protocol, "new accounts and seed"). One 1..99,999 space shared by every seed would
+give about 5% of a 5,000-account delivery the id of another seed's customer, whose history the new
+customer would inherit (other devices, IPs, city, channels: a takeover's signature). The seed in the id
+needs no bookkeeping in callers, where a ``first_account`` range (like ``first_id``) would make every
+caller keep its deliveries' ranges apart; the ids stay Kaggle-like (``AC`` + digits, 8 to 26
+characters). Deliveries of one seed share ids: with the same arguments they are the same customers,
+with another account count they are not (the habits are drawn from the same stream), so deliveries
+meant as other customers take another seed.
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ CITIES_PATH = settings.sql_root() / "seeds" / "transaction_cities.csv"
 MERCHANTS = 150
 DAY = 86_400
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+MAX_SEED = 2**63 - 1  # AccountIDs stay within 26 characters
 IMPOSSIBLE_TRAVEL_KM = 1_000.0
 
 _P = {name: i for i, name in enumerate(PATTERNS)}
@@ -88,7 +100,7 @@ def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
 
 @dataclass
 class _Accounts:
-    number: np.ndarray  # AccountID digits
+    number: np.ndarray  # the AccountID's last five digits, 1..99,999 (the seed's digits come first)
     home: np.ndarray  # city index
     age: np.ndarray
     occupation: np.ndarray
@@ -509,9 +521,12 @@ def generate(
     """(transactions in CSV_COLUMNS order, all columns as in the CSV: strings for dates/ids, floats, ints;
     labels: TransactionID, is_fraud, pattern, instance_id), ``rows`` of each, deterministic in the
     arguments. Times fall in [start, start + days). TransactionIDs count up from ``first_id``, so files
-    meant for one warehouse (where an id is unique) take disjoint ranges."""
+    meant for one warehouse (where an id is unique) take disjoint ranges. AccountIDs carry ``seed`` (the
+    module's docstring): two seeds never share an account."""
     if first_id < 0:
         raise ValueError("first_id must be >= 0")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_SEED}")
     if rows < 0:
         raise ValueError("rows must be >= 0")
     if days < 1:
@@ -564,10 +579,12 @@ def generate(
 
     chronological = np.lexsort((np.arange(rows), data["acct"], data["t"]))
     data = {k: v[chronological] for k, v in data.items()}
-    return _render(data, acc, cities["location"], start, first_id)
+    return _render(data, acc, cities["location"], start, first_id, seed)
 
 
-def _render(data: dict[str, np.ndarray], acc: _Accounts, cities: pl.Series, start: dt.date, first_id: int):
+def _render(
+    data: dict[str, np.ndarray], acc: _Accounts, cities: pl.Series, start: dt.date, first_id: int, seed: int
+):
     rows = len(data["t"])
     epoch = int(dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC).timestamp())
     width = max(6, len(str(first_id + rows - 1)))
@@ -603,7 +620,7 @@ def _render(data: dict[str, np.ndarray], acc: _Accounts, cities: pl.Series, star
 
     transactions = frame.select(
         padded("TX", "seq", width).alias("TransactionID"),
-        padded("AC", "account", 5).alias("AccountID"),
+        padded(f"AC{seed}", "account", 5).alias("AccountID"),
         pl.col("amount").alias("TransactionAmount"),
         stamp("t").alias("TransactionDate"),
         pl.when(pl.col("credit")).then(pl.lit("Credit")).otherwise(pl.lit("Debit")).alias("TransactionType"),
