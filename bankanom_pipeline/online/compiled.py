@@ -2,7 +2,7 @@
 polars and numpy (``prepare.py``: derived keys, metrics, integer ids, order, duplicates; row by row for a
 few ``Event``s), then run through the numba kernel (``kernel.run``) one event at a time in the batch's
 ``(ts, event_id)`` order. ``peek`` reads the state without changing it (``kernel.peek``);
-``checkpoint``/``restore`` write and read it (``checkpoint.py``, format 4). This module owns the state's
+``checkpoint``/``restore`` write and read it (``checkpoint.py``, format 5). This module owns the state's
 arrays (their columns: ``layout.py``): it grows them before a batch and frees the ids of entities left
 with no event after it.
 

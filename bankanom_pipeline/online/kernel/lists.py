@@ -188,6 +188,18 @@ def start(R, RT, mask, p, link_, bound, reclaim):
     return first
 
 
+@jit(inline="always")
+def first_from(R, RT, mask, lo, tail, p, link_, bound, reclaim):
+    """The first event at or after ``bound`` on a list, up to ``p`` (-1: none). When ``p`` is the list's
+    tail (every in-order event's place), forwards from the running window's start ``lo`` over the few
+    events that have left the window since it was last advanced (``lo`` is never after that first event:
+    the window's bound was at most ``bound``, and a late event spliced in only moves ``lo`` back); else
+    walking back from ``p``."""
+    if p == tail and lo != -1:
+        return leaving(R, RT, mask, lo, link_, bound)[1]
+    return start(R, RT, mask, p, link_, bound, reclaim)
+
+
 @jit
 def count_before(R, RT, mask, lo, n, tail, link_, bound, t, rank, reclaim):
     """How many events of a counted window's list (start ``lo``, ``n`` events counted) are at or after

@@ -14,7 +14,7 @@ import numpy as np
 
 from bankanom_pipeline.online.kernel.formulas import amount_z, better, clock, p95, travel
 from bankanom_pipeline.online.kernel.jit import jit
-from bankanom_pipeline.online.kernel.lists import count_before, nxt, place, start
+from bankanom_pipeline.online.kernel.lists import count_before, first_from, leaving, nxt, place
 from bankanom_pipeline.online.layout import (
     B_CTRY,
     B_FAIL,
@@ -83,9 +83,13 @@ from bankanom_pipeline.online.layout import (
     ST_INVALID,
     ST_LATE,
     ST_TOO_LATE,
+    U_ALO,
     U_ATAIL,
+    U_LO24,
     U_TAIL,
+    V_LO1,
     V_LO24,
+    V_N1,
     V_N24,
     V_TAIL,
     X_IP,
@@ -133,7 +137,7 @@ def _user(B, BF, i, o, R, RT, RF, mask, U, S, t, rank, b24, reclaim):
     if ctry >= 0:
         countries.add(ctry)
     p = place(R, RT, mask, U[u, U_TAIL], L_USER, t, rank, reclaim)[0]
-    j = start(R, RT, mask, p, L_USER, b24, reclaim)
+    j = first_from(R, RT, mask, U[u, U_LO24], U[u, U_TAIL], p, L_USER, b24, reclaim)
     loc = -1
     while j != -1:
         r = j & mask
@@ -186,7 +190,7 @@ def _user(B, BF, i, o, R, RT, RF, mask, U, S, t, rank, b24, reclaim):
         sx = 0.0
         sxx = 0.0
         p = place(R, RT, mask, U[u, U_ATAIL], L_AMT, t, rank, reclaim)[0]
-        j = start(R, RT, mask, p, L_AMT, b24, reclaim)
+        j = first_from(R, RT, mask, U[u, U_ALO], U[u, U_ATAIL], p, L_AMT, b24, reclaim)
         while j != -1:
             v = RF[j & mask, F_X]
             sx += v
@@ -262,13 +266,18 @@ def _service(B, BF, i, o, R, RT, RF, mask, V, t, rank, b24, reclaim):
     first = RT[first_j & mask] if first_j != -1 else t
     p = place(R, RT, mask, V[svc, V_TAIL], L_SVC, t, rank, reclaim)[0]
     b1 = t - MIN
-    n1 = 1
-    j = p
-    lo = -1
-    while j >= reclaim and RT[j & mask] >= b1:
-        n1 += 1
-        lo = j
-        j = nxt(R, mask, j, L_SVC + NL)
+    if p == V[svc, V_TAIL] and V[svc, V_LO1] != -1:
+        # in order: from the running minute's start (its count holds every event from there)
+        gone, lo = leaving(R, RT, mask, V[svc, V_LO1], L_SVC, b1)
+        n1 = V[svc, V_N1] - gone + 1
+    else:
+        n1 = 1
+        j = p
+        lo = -1
+        while j >= reclaim and RT[j & mask] >= b1:
+            n1 += 1
+            lo = j
+            j = nxt(R, mask, j, L_SVC + NL)
     errors = 1 if level >= 3 else 0
     warns = 1 if level == 2 else 0
     vips = set()
