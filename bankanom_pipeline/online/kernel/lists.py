@@ -126,10 +126,8 @@ def leaving(R, RT, mask, lo, link_, bound):
 @jit
 def advance_count(R, RT, mask, C, e, link_, bound):
     """A counted window (template, quiet country) of entity ``e`` advanced to start at ``bound``."""
-    lo = C[e, C_LO]
-    while lo != -1 and RT[lo & mask] < bound:
-        C[e, C_N] -= 1
-        lo = nxt(R, mask, lo, link_)
+    gone, lo = leaving(R, RT, mask, C[e, C_LO], link_, bound)
+    C[e, C_N] -= gone
     C[e, C_LO] = lo
 
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from bankanom_pipeline.online.kernel.jit import jit
-from bankanom_pipeline.online.kernel.lists import dec, key, nxt, walk_sum, whole
+from bankanom_pipeline.online.kernel.lists import dec, key, leaving, nxt, walk_sum, whole
 from bankanom_pipeline.online.layout import (
     F_BYT,
     F_G,
@@ -130,10 +130,8 @@ def advance_user(R, RT, RF, mask, U, UF, pairs, u, b10, b30, b60, b24):
         dec(pairs, key(P_UC24, u, R[r, R_CTRY]))
         lo = nxt(R, mask, lo, L_USER)
     U[u, U_LO24] = lo
-    lo = U[u, U_ALO]
-    while lo != -1 and RT[lo & mask] < b24:
-        U[u, U_AN] -= 1
-        lo = nxt(R, mask, lo, L_AMT)
+    gone, lo = leaving(R, RT, mask, U[u, U_ALO], L_AMT, b24)
+    U[u, U_AN] -= gone
     U[u, U_ALO] = lo
 
 
